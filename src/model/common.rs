@@ -1,0 +1,165 @@
+//! Small building blocks shared by the LiteMedSAM components.
+//!
+//! Mirrors `segment_anything/modeling/common.py` (`LayerNorm2d`, `MLPBlock`) and the
+//! `MLP` of `mask_decoder.py`, plus the fused `Conv2d_BN` of `tiny_vit_sam.py`.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::{gelu, relu};
+use burn::tensor::{Device, Tensor};
+
+/// Channel-wise LayerNorm over `[B, C, H, W]` (normalises across C at each pixel).
+#[derive(Module, Debug)]
+pub struct LayerNorm2d {
+    /// Scale, `[C]`.
+    pub weight: Param<Tensor<1>>,
+    /// Shift, `[C]`.
+    pub bias: Param<Tensor<1>>,
+    eps: f64,
+}
+
+impl LayerNorm2d {
+    /// A LayerNorm2d with `channels` channels, ones/zeros initialised, eps 1e-6 as upstream.
+    pub fn new(channels: usize, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            eps: 1e-6,
+        }
+    }
+
+    /// `[B, C, H, W] -> [B, C, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [_, c, _, _] = x.dims();
+        let u = x.clone().mean_dim(1);
+        let d = x - u;
+        let s = d.clone().square().mean_dim(1);
+        let x = d / (s + self.eps).sqrt();
+        let w = self.weight.val().reshape([1, c, 1, 1]);
+        let b = self.bias.val().reshape([1, c, 1, 1]);
+        x * w + b
+    }
+}
+
+/// A convolution whose BatchNorm has been folded into its weight and bias at import.
+///
+/// Upstream `Conv2d_BN` is `Sequential(c: Conv2d(bias=False), bn: BatchNorm2d)`; the
+/// importer (`weights.rs`) folds `bn` into `c`, so only `c` (with bias) exists here. The
+/// arithmetic is the same as upstream's own `Conv2d_BN.fuse()`.
+#[derive(Module, Debug)]
+pub struct Conv2dBn {
+    /// The fused convolution.
+    pub c: Conv2d,
+}
+
+/// Configuration of a [`Conv2dBn`].
+#[derive(Config, Debug)]
+pub struct Conv2dBnConfig {
+    /// Input channels.
+    pub d_in: usize,
+    /// Output channels.
+    pub d_out: usize,
+    /// Square kernel size.
+    #[config(default = 1)]
+    pub kernel: usize,
+    /// Stride.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// Symmetric zero padding.
+    #[config(default = 0)]
+    pub pad: usize,
+    /// Channel groups (depthwise when equal to the channels).
+    #[config(default = 1)]
+    pub groups: usize,
+}
+
+impl Conv2dBnConfig {
+    /// Build the fused convolution.
+    pub fn init(&self, device: &Device) -> Conv2dBn {
+        let c = Conv2dConfig::new([self.d_in, self.d_out], [self.kernel, self.kernel])
+            .with_stride([self.stride, self.stride])
+            .with_padding(PaddingConfig2d::Explicit(
+                self.pad, self.pad, self.pad, self.pad,
+            ))
+            .with_groups(self.groups)
+            .with_bias(true)
+            .init(device);
+        Conv2dBn { c }
+    }
+}
+
+impl Conv2dBn {
+    /// `[B, C_in, H, W] -> [B, C_out, H', W']`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.c.forward(x)
+    }
+}
+
+/// Two-layer MLP with an activation between (`MLPBlock` upstream).
+#[derive(Module, Debug)]
+pub struct MlpBlock {
+    /// `dim -> mlp_dim`.
+    pub lin1: Linear,
+    /// `mlp_dim -> dim`.
+    pub lin2: Linear,
+    relu: bool,
+}
+
+impl MlpBlock {
+    /// `dim -> mlp_dim -> dim` with ReLU (`relu = true`) or exact GELU.
+    pub fn new(dim: usize, mlp_dim: usize, relu: bool, device: &Device) -> Self {
+        Self {
+            lin1: LinearConfig::new(dim, mlp_dim).init(device),
+            lin2: LinearConfig::new(mlp_dim, dim).init(device),
+            relu,
+        }
+    }
+
+    /// `[.., dim] -> [.., dim]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let h = self.lin1.forward(x);
+        let h = if self.relu { relu(h) } else { gelu(h) };
+        self.lin2.forward(h)
+    }
+}
+
+/// `MLP` of the mask decoder: `num_layers` linear layers, ReLU between them.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// The linear layers, in order.
+    pub layers: Vec<Linear>,
+}
+
+impl Mlp {
+    /// `input -> hidden x (num_layers - 1) -> output`.
+    pub fn new(
+        input: usize,
+        hidden: usize,
+        output: usize,
+        num_layers: usize,
+        device: &Device,
+    ) -> Self {
+        let mut dims = vec![input];
+        dims.extend(std::iter::repeat_n(hidden, num_layers - 1));
+        dims.push(output);
+        let layers = dims
+            .windows(2)
+            .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+            .collect();
+        Self { layers }
+    }
+
+    /// `[.., input] -> [.., output]`.
+    pub fn forward<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
+        let n = self.layers.len();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i + 1 < n {
+                x = relu(x);
+            }
+        }
+        x
+    }
+}

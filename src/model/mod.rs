@@ -1,0 +1,30 @@
+//! LiteMedSAM in Burn: one file per component, as the upstream code and the paper's figure.
+//!
+//! - [`tiny_vit`]: TinyViT image encoder (`[1,3,256,256] -> [1,256,64,64]`)
+//! - [`prompt_encoder`]: points, box and mask prompts
+//! - [`two_way_transformer`], [`mask_decoder`]: prompt → mask logits + IoU
+//! - [`sam`]: the assembled model with `embed` / `decode`
+//! - [`weights`]: PyTorch import, `.bpk`, quantization
+
+pub mod common;
+pub mod mask_decoder;
+pub mod prompt_encoder;
+pub mod sam;
+pub mod tiny_vit;
+pub mod two_way_transformer;
+pub mod weights;
+
+pub use prompt_encoder::PointPrompt;
+pub use sam::{Decoded, Embedding, Prompts, Sam, SamConfig};
+pub use weights::Precision;
+
+/// Errors of the model layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A weights file is unreadable, foreign or does not match the architecture.
+    #[error("weights: {0}")]
+    Weights(String),
+    /// A tensor or prompt given to the model is malformed.
+    #[error("model input: {0}")]
+    Input(String),
+}

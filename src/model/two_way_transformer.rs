@@ -1,0 +1,181 @@
+//! SAM two-way transformer: prompt tokens and image tokens attend to each other.
+//!
+//! Mirrors `segment_anything/modeling/transformer.py`. Field names equal the PyTorch
+//! state-dict names.
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+
+use super::common::MlpBlock;
+
+/// Multi-head attention with an optional down-projection of the internal width.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection `dim -> internal`.
+    pub q_proj: Linear,
+    /// Key projection.
+    pub k_proj: Linear,
+    /// Value projection.
+    pub v_proj: Linear,
+    /// Output projection `internal -> dim`.
+    pub out_proj: Linear,
+    num_heads: usize,
+}
+
+impl Attention {
+    fn new(dim: usize, num_heads: usize, downsample_rate: usize, device: &Device) -> Self {
+        let internal = dim / downsample_rate;
+        Self {
+            q_proj: LinearConfig::new(dim, internal).init(device),
+            k_proj: LinearConfig::new(dim, internal).init(device),
+            v_proj: LinearConfig::new(dim, internal).init(device),
+            out_proj: LinearConfig::new(internal, dim).init(device),
+            num_heads,
+        }
+    }
+
+    /// `q [B, Nq, dim], k [B, Nk, dim], v [B, Nk, dim] -> [B, Nq, dim]`.
+    pub fn forward(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+        let q = self.separate_heads(self.q_proj.forward(q));
+        let k = self.separate_heads(self.k_proj.forward(k));
+        let v = self.separate_heads(self.v_proj.forward(v));
+        let c_per_head = q.dims()[3];
+        let attn = q.matmul(k.swap_dims(2, 3)) / (c_per_head as f64).sqrt();
+        let attn = softmax(attn, 3);
+        let out = attn.matmul(v); // [B, heads, Nq, c]
+        let [b, h, n, c] = out.dims();
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, n, h * c]))
+    }
+
+    /// `[B, N, C] -> [B, heads, N, C / heads]`.
+    fn separate_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, n, c] = x.dims();
+        x.reshape([b, n, self.num_heads, c / self.num_heads])
+            .swap_dims(1, 2)
+    }
+}
+
+/// One two-way block: token self-attention, token→image cross-attention, token MLP,
+/// image→token cross-attention; each followed by a LayerNorm.
+#[derive(Module, Debug)]
+pub struct TwoWayAttentionBlock {
+    /// Self-attention of the sparse tokens.
+    pub self_attn: Attention,
+    /// After self-attention.
+    pub norm1: LayerNorm,
+    /// Tokens attend to the image.
+    pub cross_attn_token_to_image: Attention,
+    /// After token→image.
+    pub norm2: LayerNorm,
+    /// Token MLP (ReLU).
+    pub mlp: MlpBlock,
+    /// After the MLP.
+    pub norm3: LayerNorm,
+    /// After image→token.
+    pub norm4: LayerNorm,
+    /// Image attends to the tokens.
+    pub cross_attn_image_to_token: Attention,
+    skip_first_layer_pe: bool,
+}
+
+impl TwoWayAttentionBlock {
+    /// `queries [B, Nq, C], keys [B, Nk, C]` (+ their positional encodings) `->` updated pair.
+    pub fn forward(
+        &self,
+        queries: Tensor<3>,
+        keys: Tensor<3>,
+        query_pe: Tensor<3>,
+        key_pe: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let queries = if self.skip_first_layer_pe {
+            self.self_attn
+                .forward(queries.clone(), queries.clone(), queries)
+        } else {
+            let q = queries.clone() + query_pe.clone();
+            queries.clone() + self.self_attn.forward(q.clone(), q, queries)
+        };
+        let queries = self.norm1.forward(queries);
+
+        let q = queries.clone() + query_pe.clone();
+        let k = keys.clone() + key_pe.clone();
+        let queries = queries + self.cross_attn_token_to_image.forward(q, k, keys.clone());
+        let queries = self.norm2.forward(queries);
+
+        let queries = queries.clone() + self.mlp.forward(queries);
+        let queries = self.norm3.forward(queries);
+
+        let q = queries.clone() + query_pe;
+        let k = keys.clone() + key_pe;
+        let keys = keys
+            + self
+                .cross_attn_image_to_token
+                .forward(k, q, queries.clone());
+        let keys = self.norm4.forward(keys);
+        (queries, keys)
+    }
+}
+
+/// The two-way transformer (depth 2, width 256, 8 heads, MLP 2048 in LiteMedSAM).
+#[derive(Module, Debug)]
+pub struct TwoWayTransformer {
+    /// Blocks.
+    pub layers: Vec<TwoWayAttentionBlock>,
+    /// Final token→image attention.
+    pub final_attn_token_to_image: Attention,
+    /// Final norm of the tokens.
+    pub norm_final_attn: LayerNorm,
+}
+
+impl TwoWayTransformer {
+    /// Build with `depth` blocks of width `dim`.
+    pub fn new(
+        depth: usize,
+        dim: usize,
+        num_heads: usize,
+        mlp_dim: usize,
+        device: &Device,
+    ) -> Self {
+        let ln = || LayerNormConfig::new(dim).init(device);
+        Self {
+            layers: (0..depth)
+                .map(|i| TwoWayAttentionBlock {
+                    self_attn: Attention::new(dim, num_heads, 1, device),
+                    norm1: ln(),
+                    cross_attn_token_to_image: Attention::new(dim, num_heads, 2, device),
+                    norm2: ln(),
+                    mlp: MlpBlock::new(dim, mlp_dim, true, device),
+                    norm3: ln(),
+                    norm4: ln(),
+                    cross_attn_image_to_token: Attention::new(dim, num_heads, 2, device),
+                    skip_first_layer_pe: i == 0,
+                })
+                .collect(),
+            final_attn_token_to_image: Attention::new(dim, num_heads, 2, device),
+            norm_final_attn: ln(),
+        }
+    }
+
+    /// `image [B, C, H, W], image_pe [B, C, H, W], tokens [B, N, C]`
+    /// `-> (tokens [B, N, C], image tokens [B, H*W, C])`.
+    pub fn forward(
+        &self,
+        image: Tensor<4>,
+        image_pe: Tensor<4>,
+        tokens: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let image = image.flatten::<3>(2, 3).swap_dims(1, 2);
+        let image_pe = image_pe.flatten::<3>(2, 3).swap_dims(1, 2);
+        let mut queries = tokens.clone();
+        let mut keys = image;
+        for layer in &self.layers {
+            (queries, keys) = layer.forward(queries, keys, tokens.clone(), image_pe.clone());
+        }
+        let q = queries.clone() + tokens;
+        let k = keys.clone() + image_pe;
+        let queries = queries + self.final_attn_token_to_image.forward(q, k, keys.clone());
+        (self.norm_final_attn.forward(queries), keys)
+    }
+}

@@ -1,0 +1,103 @@
+//! Shared helpers of the integration tests: fixtures, weights, devices, metrics.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use medfm::Device;
+use medfm::model::Sam;
+use medfm::model::weights;
+
+/// Repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `tests/data/<rel>`.
+pub fn data(rel: &str) -> PathBuf {
+    root().join("tests").join("data").join(rel)
+}
+
+/// Directory holding `lite_medsam.pth` and the `.bpk` files: `$MEDFM_WEIGHTS_DIR` or `weights/`.
+pub fn weights_dir() -> PathBuf {
+    std::env::var_os("MEDFM_WEIGHTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("weights"))
+}
+
+/// Read a weights file or fail with the command that makes it.
+pub fn weights_file(name: &str) -> Vec<u8> {
+    let p = weights_dir().join(name);
+    std::fs::read(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}. Run `cargo run --release -- weights fetch` (or scripts/setup.sh) first; \
+             the tests need the LiteMedSAM weights.",
+            p.display()
+        )
+    })
+}
+
+/// Load the fp32 model from the `.bpk` file.
+pub fn load_model(precision: weights::Precision, device: &Device) -> Sam {
+    weights::load_bpk(weights_file(&precision.file_name()), device).expect("the .bpk loads")
+}
+
+/// Read a gzip-compressed little-endian f32 fixture.
+pub fn read_f32_gz(path: &Path) -> Vec<f32> {
+    read_gz(path)
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Read a gzip-compressed byte fixture.
+pub fn read_gz(path: &Path) -> Vec<u8> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(f)
+        .read_to_end(&mut out)
+        .expect("gzip fixture");
+    out
+}
+
+/// The parity manifest written by scripts/make_parity_fixtures.py.
+pub fn manifest() -> serde_json::Value {
+    let text = std::fs::read_to_string(data("parity/manifest.json")).expect("manifest");
+    serde_json::from_str(&text).expect("manifest json")
+}
+
+/// `(max |a-b|, mean |a-b|)`.
+pub fn abs_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let mut max = 0.0f32;
+    let mut sum = 0.0f64;
+    for (x, y) in a.iter().zip(b) {
+        let d = (x - y).abs();
+        max = max.max(d);
+        sum += d as f64;
+    }
+    (max, (sum / a.len() as f64) as f32)
+}
+
+/// IoU of two binary masks; 1.0 when both are empty.
+pub fn iou(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x > 0, y > 0);
+        inter += usize::from(x && y);
+        union += usize::from(x || y);
+    }
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// The wgpu device (Vulkan natively: Mesa lavapipe on CI), or a panic saying how to get one.
+pub fn wgpu_device() -> Device {
+    Device::wgpu_options().init().unwrap_or_else(|e| {
+        panic!("no wgpu adapter ({e}); install a Vulkan driver (CI: apt-get install mesa-vulkan-drivers)")
+    })
+}
