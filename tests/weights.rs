@@ -1,0 +1,184 @@
+//! Weights: the `.bpk` files decode into the architecture, quantized weights stay close to
+//! fp32, and wrong, truncated or foreign files are refused with what differs.
+
+mod common;
+
+use common::*;
+use medfm::Device;
+use medfm::dicom;
+use medfm::model::weights::{self, Precision};
+use medfm::pipeline::{PixelPrompt, Segmenter, preprocess};
+
+/// Fp32 predicted IoU above which a prompt counts as confident. On low-confidence masks
+/// (predicted IoU 0.7–0.85 here) most logits sit near 0, so mask IoU between precisions is
+/// ill-conditioned; it is printed for every prompt but asserted on confident ones.
+const CONFIDENT: f32 = 0.9;
+
+/// int8 / int4 masks against fp32 masks on the parity cases (box and box+points prompts).
+///
+/// Asserts the targets (int8 >= 0.98) on confident prompts and a regression floor
+/// for int4 (0.90; the 0.95 target is not met yet, see README), and prints all IoUs.
+#[test]
+fn quantized_masks_match_fp32() {
+    let device = Device::flex();
+    let manifest = manifest();
+    let models: Vec<(Precision, Segmenter)> = Precision::ALL
+        .iter()
+        .map(|&p| (p, Segmenter::new(load_model(p, &device), device.clone())))
+        .collect();
+    let mut worst_confident = [1.0f64; 3];
+    let mut worst_all = [1.0f64; 3];
+    for case in manifest["cases"].as_array().unwrap() {
+        if case["preprocess_only"].as_bool() == Some(true) {
+            continue;
+        }
+        let name = case["name"].as_str().unwrap();
+        let bytes = std::fs::read(data(case["file"].as_str().unwrap())).unwrap();
+        let image = dicom::read(&bytes).unwrap();
+        let pre = preprocess(&image.frame(0).unwrap(), &image.meta).unwrap();
+        let embeddings: Vec<_> = models.iter().map(|(_, s)| s.embed(&pre).unwrap()).collect();
+        for pname in ["box", "box_points"] {
+            let p = &case["prompts"][pname];
+            let bbox = p["box"].as_array().map(|b| {
+                let v: Vec<f32> = b.iter().map(|x| x.as_f64().unwrap() as f32).collect();
+                [v[0], v[1], v[2], v[3]]
+            });
+            let points = p["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| {
+                    (
+                        q[0].as_f64().unwrap() as f32,
+                        q[1].as_f64().unwrap() as f32,
+                        q[2].as_i64() == Some(1),
+                    )
+                })
+                .collect();
+            let prompt = PixelPrompt {
+                bbox,
+                points,
+                multimask: false,
+            };
+            let outs: Vec<_> = models
+                .iter()
+                .zip(&embeddings)
+                .map(|((_, s), e)| s.segment(e, &pre, &prompt).unwrap())
+                .collect();
+            let confident = outs[0].iou[0] >= CONFIDENT;
+            for (i, (precision, _)) in models.iter().enumerate().skip(1) {
+                let v = iou(&outs[0].mask, &outs[i].mask);
+                println!(
+                    "{name}/{pname} (fp32 predicted IoU {:.3}{}): {} vs fp32 mask IoU {v:.4}",
+                    outs[0].iou[0],
+                    if confident { ", confident" } else { "" },
+                    precision.name()
+                );
+                worst_all[i] = worst_all[i].min(v);
+                if confident {
+                    worst_confident[i] = worst_confident[i].min(v);
+                }
+            }
+        }
+    }
+    println!(
+        "worst IoU vs fp32, confident prompts: int8 {:.4}, int4 {:.4}; all prompts: int8 {:.4}, int4 {:.4}",
+        worst_confident[1], worst_confident[2], worst_all[1], worst_all[2]
+    );
+    assert!(
+        worst_confident[1] >= 0.98,
+        "int8 IoU vs fp32 {}",
+        worst_confident[1]
+    );
+    assert!(
+        worst_confident[2] >= 0.90,
+        "int4 IoU vs fp32 {}",
+        worst_confident[2]
+    );
+}
+
+/// Every shipped precision decodes into the LiteMedSAM architecture with no tensor missing
+/// or left over, and has the expected parameter count.
+#[test]
+fn bpk_files_decode_into_the_architecture() {
+    use burn::module::Module;
+    let device = Device::flex();
+    for p in Precision::ALL {
+        let model = weights::load_bpk(weights_file(&p.file_name()), &device)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.file_name()));
+        // 9,801,439 upstream values minus the folded BatchNorm statistics.
+        let n = model.num_params();
+        println!("{}: {n} parameters", p.name());
+        assert!(
+            n > 9_600_000 && n < 9_801_439,
+            "{}: {n} parameters",
+            p.name()
+        );
+    }
+}
+
+#[test]
+fn truncated_bpk_is_refused() {
+    let mut bytes = weights_file(&Precision::Fp32.file_name());
+    bytes.truncate(bytes.len() / 2);
+    let err = weights::load_bpk(bytes, &Device::flex()).expect_err("truncated file must fail");
+    println!("{err}");
+    assert!(err.to_string().contains("weights"), "{err}");
+}
+
+#[test]
+fn foreign_bytes_are_refused_as_bpk() {
+    let bytes = std::fs::read(data("MR_small.dcm")).unwrap();
+    let err = weights::load_bpk(bytes, &Device::flex()).expect_err("a DICOM file is not weights");
+    println!("{err}");
+    assert!(err.to_string().contains(".bpk"), "{err}");
+}
+
+/// A `.bpk` of another architecture names the parameters that differ.
+#[test]
+fn bpk_of_another_model_is_refused_with_the_difference() {
+    use burn::store::{BurnpackStore, ModuleSnapshot};
+    let device = Device::flex();
+    let other = burn::nn::LinearConfig::new(4, 4).init(&device);
+    let mut store = BurnpackStore::from_bytes(None);
+    other.save_into(&mut store).unwrap();
+    let bytes = store.get_bytes().unwrap().to_vec();
+    let err = weights::load_bpk(bytes, &device).expect_err("foreign model must fail");
+    let msg = err.to_string();
+    println!("{msg}");
+    assert!(
+        msg.contains("missing") && msg.contains("image_encoder"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn truncated_and_foreign_pytorch_files_are_refused() {
+    let dir = std::env::temp_dir().join(format!("medfm-weights-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pth = weights_file("lite_medsam.pth");
+    let truncated = dir.join("truncated.pth");
+    std::fs::write(&truncated, &pth[..pth.len() / 3]).unwrap();
+    let err = weights::import_pytorch(&truncated, &Device::flex()).expect_err("truncated");
+    println!("{err}");
+    assert!(err.to_string().contains("weights:"), "{err}");
+
+    let foreign = dir.join("foreign.pth");
+    std::fs::copy(data("MR_small.dcm"), &foreign).unwrap();
+    let err = weights::import_pytorch(&foreign, &Device::flex()).expect_err("foreign");
+    println!("{err}");
+    assert!(
+        err.to_string()
+            .contains("not a readable PyTorch checkpoint"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn published_checkpoint_hash_matches() {
+    assert_eq!(
+        weights::sha256_hex(&weights_file("lite_medsam.pth")),
+        weights::LITE_MEDSAM_SHA256
+    );
+}
