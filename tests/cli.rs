@@ -1,0 +1,176 @@
+//! The `medfm` command: a real run with JSON output, and clear errors for bad input.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn medfm(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_medfm"))
+        .args(args)
+        .env("MEDFM_WEIGHTS_DIR", weights_dir())
+        .output()
+        .expect("run medfm");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tmp(name: &str) -> String {
+    std::env::temp_dir()
+        .join(format!("medfm-cli-{}-{name}", std::process::id()))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn segment_writes_a_png_mask_and_json() {
+    let mr = data("MR-SIEMENS-DICOM-WithOverlays.dcm")
+        .display()
+        .to_string();
+    let out = tmp("mask.png");
+    let (ok, stdout, stderr) = medfm(&[
+        "segment",
+        &mr,
+        "--box",
+        "110,280,190,355",
+        "--cpu",
+        "--json",
+        "--out",
+        &out,
+    ]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).expect("json on stdout");
+    let manifest = manifest();
+    let reference = manifest["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "mr_kidney")
+        .unwrap()["prompts"]["box"]["area"]
+        .as_u64()
+        .unwrap();
+    // The PyTorch reference's mask area on the same file and box.
+    assert_eq!(j["area"].as_u64().unwrap(), reference, "{stdout}");
+    assert_eq!(
+        (j["rows"].as_u64(), j["cols"].as_u64()),
+        (Some(484), Some(484))
+    );
+    assert!(j["iou"].as_f64().unwrap() > 0.9);
+    assert!(j["device"].as_str().unwrap().starts_with("cpu"));
+    let png = std::fs::read(&out).expect("mask png written");
+    assert_eq!(&png[1..4], b"PNG");
+    std::fs::remove_file(&out).ok();
+}
+
+fn expect_error(args: &[&str], needle: &str) {
+    let (ok, _, stderr) = medfm(args);
+    assert!(!ok, "{args:?} should fail");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: stderr `{stderr}` lacks `{needle}`"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let mr = data("MR_small.dcm").display().to_string();
+    let out = tmp("never.png");
+    expect_error(
+        &[
+            "segment",
+            &mr,
+            "--box",
+            "10,10,5,20",
+            "--cpu",
+            "--out",
+            &out,
+        ],
+        "is empty",
+    );
+    expect_error(
+        &[
+            "segment",
+            &mr,
+            "--box",
+            "10,10,80,20",
+            "--cpu",
+            "--out",
+            &out,
+        ],
+        "outside the 64x64 image",
+    );
+    expect_error(
+        &["segment", &mr, "--box", "1,2,3", "--cpu", "--out", &out],
+        "four numbers",
+    );
+    expect_error(
+        &["segment", &mr, "--box", "a,2,3,4", "--cpu", "--out", &out],
+        "not a number",
+    );
+    expect_error(
+        &["segment", &mr, "--point", "3,4,7", "--cpu", "--out", &out],
+        "LABEL 0 or 1",
+    );
+    expect_error(&["segment", &mr, "--cpu", "--out", &out], "--box");
+    expect_error(
+        &[
+            "segment", &mr, "--box", "1,1,9,9", "--frame", "3", "--cpu", "--out", &out,
+        ],
+        "frame 3 does not exist",
+    );
+    expect_error(
+        &[
+            "segment",
+            &mr,
+            "--box",
+            "1,1,9,9",
+            "--weights",
+            "/nonexistent.bpk",
+            "--cpu",
+            "--out",
+            &out,
+        ],
+        "weights fetch",
+    );
+    let notdicom = data("parity/manifest.json").display().to_string();
+    expect_error(
+        &[
+            "segment", &notdicom, "--box", "1,1,9,9", "--cpu", "--out", &out,
+        ],
+        "not a DICOM file",
+    );
+    assert!(!std::path::Path::new(&out).exists(), "no output on error");
+}
+
+/// Every malformed fixture gives an error or a decodable image, never a panic.
+#[test]
+fn malformed_dicom_never_panics() {
+    for entry in std::fs::read_dir(data("bad")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let result = std::panic::catch_unwind(|| match medfm::dicom::read(&bytes) {
+            Ok(img) => img.frame(0).map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        });
+        let result = result.unwrap_or_else(|_| panic!("{} panicked", path.display()));
+        println!(
+            "{}: {result:?}",
+            path.file_name().unwrap().to_string_lossy()
+        );
+    }
+    // Every prefix of a valid file is refused or decoded, never a panic.
+    let bytes = std::fs::read(data("MR_small.dcm")).unwrap();
+    for n in (0..bytes.len()).step_by(97) {
+        let r = std::panic::catch_unwind(|| {
+            medfm::dicom::read(&bytes[..n])
+                .and_then(|i| i.frame(0))
+                .is_ok()
+        });
+        assert!(r.is_ok(), "prefix of {n} bytes panicked");
+    }
+}
