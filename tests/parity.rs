@@ -10,7 +10,7 @@ use common::*;
 use medfm::Device;
 use medfm::model::Sam;
 use medfm::model::weights::Precision;
-use medfm::pipeline::{PixelPrompt, Segmenter, mask_from_logits, preprocess, tensor_to_vec};
+use medfm::pipeline::{Segmenter, mask_from_logits, preprocess, tensor_to_vec};
 use medfm::{dicom, model};
 
 const EMB_MAX: f32 = 2e-3;
@@ -19,31 +19,6 @@ const LOGITS_MAX: f32 = 5e-3;
 const MASK_IOU: f64 = 0.995;
 /// Our preprocessing vs numpy/OpenCV's (both float32).
 const INPUT_MAX: f32 = 1e-4;
-
-fn prompt_of(p: &serde_json::Value) -> PixelPrompt {
-    let bbox = p["box"].as_array().map(|b| {
-        let v: Vec<f32> = b.iter().map(|x| x.as_f64().unwrap() as f32).collect();
-        [v[0], v[1], v[2], v[3]]
-    });
-    let points = p["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|pt| {
-            let a = pt.as_array().unwrap();
-            (
-                a[0].as_f64().unwrap() as f32,
-                a[1].as_f64().unwrap() as f32,
-                a[2].as_i64().unwrap() == 1,
-            )
-        })
-        .collect();
-    PixelPrompt {
-        bbox,
-        points,
-        multimask: p["multimask"].as_bool().unwrap(),
-    }
-}
 
 /// Check every case of the manifest on one device; returns a printable report.
 fn check_cases(seg: &Segmenter, label: &str) {

@@ -7,7 +7,7 @@ use common::*;
 use medfm::Device;
 use medfm::dicom;
 use medfm::model::weights::{self, Precision};
-use medfm::pipeline::{PixelPrompt, Segmenter, preprocess};
+use medfm::pipeline::{Segmenter, preprocess};
 
 /// Fp32 predicted IoU above which a prompt counts as confident. On low-confidence masks
 /// (predicted IoU 0.7–0.85 here) most logits sit near 0, so mask IoU between precisions is
@@ -39,27 +39,7 @@ fn quantized_masks_match_fp32() {
         let embeddings: Vec<_> = models.iter().map(|(_, s)| s.embed(&pre).unwrap()).collect();
         for pname in ["box", "box_points"] {
             let p = &case["prompts"][pname];
-            let bbox = p["box"].as_array().map(|b| {
-                let v: Vec<f32> = b.iter().map(|x| x.as_f64().unwrap() as f32).collect();
-                [v[0], v[1], v[2], v[3]]
-            });
-            let points = p["points"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|q| {
-                    (
-                        q[0].as_f64().unwrap() as f32,
-                        q[1].as_f64().unwrap() as f32,
-                        q[2].as_i64() == Some(1),
-                    )
-                })
-                .collect();
-            let prompt = PixelPrompt {
-                bbox,
-                points,
-                multimask: false,
-            };
+            let prompt = prompt_of(p);
             let outs: Vec<_> = models
                 .iter()
                 .zip(&embeddings)

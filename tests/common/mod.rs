@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use medfm::Device;
 use medfm::model::Sam;
 use medfm::model::weights;
+use medfm::pipeline::PixelPrompt;
 
 /// Repository root.
 pub fn root() -> PathBuf {
@@ -100,4 +101,30 @@ pub fn wgpu_device() -> Device {
     Device::wgpu_options().init().unwrap_or_else(|e| {
         panic!("no wgpu adapter ({e}); install a Vulkan driver (CI: apt-get install mesa-vulkan-drivers)")
     })
+}
+
+/// A prompt of the parity manifest (`box`, `points` as `[x, y, label]`, `multimask`).
+pub fn prompt_of(p: &serde_json::Value) -> PixelPrompt {
+    let bbox = p["box"].as_array().map(|b| {
+        let v: Vec<f32> = b.iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        [v[0], v[1], v[2], v[3]]
+    });
+    let points = p["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pt| {
+            let a = pt.as_array().unwrap();
+            (
+                a[0].as_f64().unwrap() as f32,
+                a[1].as_f64().unwrap() as f32,
+                a[2].as_i64().unwrap() == 1,
+            )
+        })
+        .collect();
+    PixelPrompt {
+        bbox,
+        points,
+        multimask: p["multimask"].as_bool().unwrap(),
+    }
 }
