@@ -31,6 +31,35 @@ enum Cmd {
     /// Obtain, verify and convert the LiteMedSAM weights.
     #[command(subcommand)]
     Weights(WeightsCmd),
+    /// Time LiteMedSAM on the sample MR (encoder, decoder, end to end from DICOM bytes,
+    /// cold start, peak memory); medians and spread over --runs. See bench/run.sh for the
+    /// side-by-side comparison with PyTorch and onnxruntime.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Run on the CPU backend (default: the GPU through wgpu).
+    #[arg(long, conflicts_with = "gpu")]
+    cpu: bool,
+    /// Run on the GPU through wgpu (the default; fails if there is no adapter).
+    #[arg(long)]
+    gpu: bool,
+    /// Weight precision.
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "int8", "int4"])]
+    precision: String,
+    /// Timed repetitions of each stage (after one warm-up).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// DICOM file to use (default: the bundled abdominal MR).
+    #[arg(long, default_value = "tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm")]
+    image: PathBuf,
+    /// Box prompt X0,Y0,X1,Y1 (default: the kidney box of the sample).
+    #[arg(long = "box", default_value = "110,280,190,355")]
+    bbox: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -334,10 +363,109 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
     Ok(())
 }
 
+/// Median, minimum and maximum of timings in milliseconds.
+fn stats(mut v: Vec<f64>) -> serde_json::Value {
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    serde_json::json!({ "median_ms": median, "min_ms": v[0], "max_ms": v[v.len() - 1], "runs": v.len() })
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn cmd_bench(args: BenchArgs) -> Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let precision: Precision = args.precision.parse()?;
+    let bytes = std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
+    let v = parse_floats(&args.bbox, "--box")?;
+    if v.len() != 4 {
+        bail!("--box takes four numbers X0,Y0,X1,Y1");
+    }
+    let prompt = PixelPrompt { bbox: Some([v[0], v[1], v[2], v[3]]), points: vec![], multimask: false };
+    let wpath = weights_dir(None).join(precision.file_name());
+    let (device, device_name) = if args.cpu {
+        (Device::flex(), "cpu (flex)".to_string())
+    } else {
+        let d = Device::wgpu_options().init().map_err(|e| anyhow::anyhow!("no GPU adapter: {e}; use --cpu"))?;
+        (d, "gpu (wgpu)".to_string())
+    };
+    let sync = |d: &Device| d.sync().map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
+
+    // Cold start: weights file -> model -> first embed -> first mask.
+    let t = Instant::now();
+    let wbytes = std::fs::read(&wpath)
+        .with_context(|| format!("reading weights {}; run `medfm weights fetch` first", wpath.display()))?;
+    let seg = Segmenter::new(weights::load_bpk(wbytes, &device)?, device.clone());
+    let image = medfm::dicom::read(&bytes)?;
+    let pre = seg.prepare(&image, 0)?;
+    let emb = seg.embed(&pre)?;
+    let first = seg.segment(&emb, &pre, &prompt)?;
+    let cold_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    let mut enc = Vec::new();
+    let mut dec = Vec::new();
+    let mut e2e = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let e = seg.embed(&pre)?;
+        sync(&device)?;
+        enc.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        seg.segment(&e, &pre, &prompt)?;
+        dec.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let image = medfm::dicom::read(&bytes)?;
+        let pre = seg.prepare(&image, 0)?;
+        let e = seg.embed(&pre)?;
+        seg.segment(&e, &pre, &prompt)?;
+        e2e.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let report = serde_json::json!({
+        "tool": "medfm",
+        "device": device_name,
+        "precision": precision.name(),
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "image": args.image.display().to_string(),
+        "area": first.area,
+        "cold_start_ms": cold_ms,
+        "encoder": stats(enc),
+        "decoder": stats(dec),
+        "end_to_end": stats(e2e),
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("medfm bench: {device_name}, {} weights, {} runs, mask area {} px", precision.name(), args.runs, first.area);
+        println!("cold start (load + first mask)  {cold_ms:>9.1} ms");
+        for key in ["encoder", "decoder", "end_to_end"] {
+            let r = &report[key];
+            println!(
+                "{key:<31} {:>9.1} ms median  ({:.1}..{:.1})",
+                r["median_ms"].as_f64().unwrap_or(0.0),
+                r["min_ms"].as_f64().unwrap_or(0.0),
+                r["max_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+        if let Some(rss) = peak_rss_mib() {
+            println!("peak RSS                        {rss:>9.1} MiB");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Segment(args) => cmd_segment(args),
+        Cmd::Bench(args) => cmd_bench(args),
         Cmd::Weights(WeightsCmd::Fetch {
             pth,
             dir,
