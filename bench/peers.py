@@ -60,6 +60,7 @@ def main():
     ap.add_argument("peer", choices=["torch", "ort"])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="torch peer only: cpu or cuda")
     ap.add_argument("--image", default=str(ROOT / "tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm"))
     ap.add_argument("--box", default="110,280,190,355")
     a = ap.parse_args()
@@ -75,17 +76,22 @@ def main():
     t0 = time.perf_counter()
     net = install_reference(Path(a.wheel))
     if a.peer == "torch":
+        dev = torch.device(a.device)
+        net = net.to(dev)
         dec = Decoder(net).eval()
 
         @torch.no_grad()
         def encode(x):
-            return net.image_encoder(x)
+            out = net.image_encoder(x.to(dev))
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            return out
 
         @torch.no_grad()
         def decode(emb, box):
-            logits, iou = dec(emb, box)
-            return logits.numpy(), iou.numpy()
-        label = f"pytorch {torch.__version__} eager"
+            logits, iou = dec(emb, box.to(dev))
+            return logits.cpu().numpy(), iou.cpu().numpy()
+        label = f"pytorch {torch.__version__} eager {a.device}"
     else:
         import onnxruntime as ort
         cache = Path.home() / ".cache/medfm/onnx"
@@ -140,7 +146,7 @@ def main():
         postprocess(logits, new2, size2)
         e2e_t.append((time.perf_counter() - t) * 1e3)
     print(json.dumps({
-        "tool": label, "device": "cpu", "precision": "fp32", "threads": a.threads, "area": area,
+        "tool": label, "device": a.device if a.peer == "torch" else "cpu", "precision": "fp32", "threads": a.threads, "area": area,
         "cold_start_ms": cold, "encoder": stats(enc_t), "decoder": stats(dec_t), "end_to_end": stats(e2e_t),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }, indent=1))
