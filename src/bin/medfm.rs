@@ -317,7 +317,9 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
 
     let t1 = Instant::now();
     let emb = seg.embed(&pre)?;
-    let _ = medfm::pipeline::tensor_to_vec(emb.tensor.clone().slice([0..1, 0..1, 0..1, 0..1]))?;
+    seg.device
+        .sync()
+        .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
     let embed_ms = t1.elapsed().as_secs_f64() * 1e3;
     let t2 = Instant::now();
     let out = seg.segment(&emb, &pre, &prompt)?;
@@ -366,7 +368,11 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
 /// Median, minimum and maximum of timings in milliseconds.
 fn stats(mut v: Vec<f64>) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
-    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
     serde_json::json!({ "median_ms": median, "min_ms": v[0], "max_ms": v[v.len() - 1], "runs": v.len() })
 }
 
@@ -383,25 +389,39 @@ fn cmd_bench(args: BenchArgs) -> Result<()> {
         bail!("--runs must be at least 1");
     }
     let precision: Precision = args.precision.parse()?;
-    let bytes = std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
+    let bytes =
+        std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let v = parse_floats(&args.bbox, "--box")?;
     if v.len() != 4 {
         bail!("--box takes four numbers X0,Y0,X1,Y1");
     }
-    let prompt = PixelPrompt { bbox: Some([v[0], v[1], v[2], v[3]]), points: vec![], multimask: false };
+    let prompt = PixelPrompt {
+        bbox: Some([v[0], v[1], v[2], v[3]]),
+        points: vec![],
+        multimask: false,
+    };
     let wpath = weights_dir(None).join(precision.file_name());
     let (device, device_name) = if args.cpu {
         (Device::flex(), "cpu (flex)".to_string())
     } else {
-        let d = Device::wgpu_options().init().map_err(|e| anyhow::anyhow!("no GPU adapter: {e}; use --cpu"))?;
+        let d = Device::wgpu_options()
+            .init()
+            .map_err(|e| anyhow::anyhow!("no GPU adapter: {e}; use --cpu"))?;
         (d, "gpu (wgpu)".to_string())
     };
-    let sync = |d: &Device| d.sync().map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
+    let sync = |d: &Device| {
+        d.sync()
+            .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))
+    };
 
     // Cold start: weights file -> model -> first embed -> first mask.
     let t = Instant::now();
-    let wbytes = std::fs::read(&wpath)
-        .with_context(|| format!("reading weights {}; run `medfm weights fetch` first", wpath.display()))?;
+    let wbytes = std::fs::read(&wpath).with_context(|| {
+        format!(
+            "reading weights {}; run `medfm weights fetch` first",
+            wpath.display()
+        )
+    })?;
     let seg = Segmenter::new(weights::load_bpk(wbytes, &device)?, device.clone());
     let image = medfm::dicom::read(&bytes)?;
     let pre = seg.prepare(&image, 0)?;
@@ -443,7 +463,12 @@ fn cmd_bench(args: BenchArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("medfm bench: {device_name}, {} weights, {} runs, mask area {} px", precision.name(), args.runs, first.area);
+        println!(
+            "medfm bench: {device_name}, {} weights, {} runs, mask area {} px",
+            precision.name(),
+            args.runs,
+            first.area
+        );
         println!("cold start (load + first mask)  {cold_ms:>9.1} ms");
         for key in ["encoder", "decoder", "end_to_end"] {
             let r = &report[key];

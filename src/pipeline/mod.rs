@@ -181,9 +181,9 @@ impl Segmenter {
     }
 }
 
-/// Display image of a preprocessed frame (its 0..255 intensities before resizing are not
-/// kept, so the overlay is drawn from the mask over a grey rendition upsampled from the
-/// model input) with the mask blended in red: `rows * cols * 3` RGB bytes.
+/// An RGB picture for reviewing a mask: the model input (channel 0, nearest-neighbour
+/// upsampled back to `rows x cols`) in grey, the mask blended in red; `rows * cols * 3`
+/// bytes. For display only: the model input is the clipped, resized image.
 pub fn overlay_rgb(pre: &Preprocessed, mask: &[u8]) -> Vec<u8> {
     let s = model::sam::INPUT_SIZE;
     // Nearest lookup into the unpadded model input (channel 0).

@@ -155,10 +155,11 @@ fn torch_bilinear_weights(n_in: usize, n_out: usize) -> Vec<Vec<(usize, f32)>> {
         .collect()
 }
 
-/// Separable resize of an `[H, W, C]` interleaved image with per-axis weights.
+/// Separable resize of an `[H, W, C]` interleaved image (`src`, with `(W, C)` given; H is
+/// implied by the row weights) with per-axis weights.
 fn resize_separable(
     src: &[f32],
-    (h, w, c): (usize, usize, usize),
+    (w, c): (usize, usize),
     wy: &[Vec<(usize, f32)>],
     wx: &[Vec<(usize, f32)>],
 ) -> Vec<f32> {
@@ -184,7 +185,6 @@ fn resize_separable(
             }
         }
     }
-    let _ = h;
     out
 }
 
@@ -215,7 +215,7 @@ pub fn preprocess(frame: &Frame, meta: &ImageMeta) -> Result<Preprocessed, Error
             linear_weights(cols, new_cols),
         )
     };
-    let resized = resize_separable(&rgb, (rows, cols, 3), &wy, &wx);
+    let resized = resize_separable(&rgb, (cols, 3), &wy, &wx);
     let (min, max) = resized
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
@@ -260,7 +260,7 @@ pub fn upsample_logits(low_res: &[f32], pre: &Preprocessed) -> Vec<f32> {
     }
     let wy = torch_bilinear_weights(nr, pre.rows);
     let wx = torch_bilinear_weights(nc, pre.cols);
-    resize_separable(&cropped, (nr, nc, 1), &wy, &wx)
+    resize_separable(&cropped, (nc, 1), &wy, &wx)
 }
 
 /// Binary mask (0/1 per pixel, `rows * cols`) from low-res logits: logit > 0.
@@ -295,7 +295,7 @@ mod tests {
         // 2 -> 4 upsampling as torch: outputs at src -0.25 (clamped 0), 0.25, 0.75, 1.25.
         let img = [0.0f32, 1.0];
         let w = torch_bilinear_weights(2, 4);
-        let out = resize_separable(&img, (1, 2, 1), &[vec![(0, 1.0)]], &w);
+        let out = resize_separable(&img, (2, 1), &[vec![(0, 1.0)]], &w);
         assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
     }
 }
