@@ -174,3 +174,42 @@ fn malformed_dicom_never_panics() {
         assert!(r.is_ok(), "prefix of {n} bytes panicked");
     }
 }
+
+#[test]
+fn embed_then_search_finds_the_query_itself() {
+    let dir = data("series/ct5n").display().to_string();
+    let prefix = tmp("index");
+    let (npy, jsonl) = (format!("{prefix}.npy"), format!("{prefix}.jsonl"));
+    let (ok, stdout, stderr) = medfm(&["embed", &dir, "--out", &npy, "--meta", &jsonl, "--cpu"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("5 vectors"), "{stdout}");
+    let query = data("series/ct5n/2693").display().to_string();
+    let (ok, stdout, stderr) = medfm(&["search", &prefix, &query, "-k", "3", "--json", "--cpu"]);
+    assert!(ok, "{stderr}");
+    let hits: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(hits.as_array().unwrap().len(), 3);
+    assert!(
+        hits[0]["entry"]["file"].as_str().unwrap().ends_with("2693"),
+        "{stdout}"
+    );
+    assert!(hits[0]["score"].as_f64().unwrap() > 0.9999, "{stdout}");
+    expect_error(
+        &[
+            "embed",
+            &dir,
+            "--model",
+            "dinov2:/x",
+            "--out",
+            &npy,
+            "--meta",
+            &jsonl,
+        ],
+        "not available yet",
+    );
+    expect_error(
+        &["search", "/nonexistent/index", &query],
+        "reading /nonexistent/index.npy",
+    );
+    std::fs::remove_file(&npy).ok();
+    std::fs::remove_file(&jsonl).ok();
+}

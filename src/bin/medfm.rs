@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use medfm::Device;
 use medfm::model::weights::{self, LITE_MEDSAM_SHA256, Precision};
-use medfm::pipeline::{PixelPrompt, Segmenter};
+use medfm::pipeline::{PixelPrompt, Segmenter, embed};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,53 @@ enum Cmd {
     /// cold start, peak memory); medians and spread over --runs. See bench/run.sh for the
     /// side-by-side comparison with PyTorch and onnxruntime.
     Bench(BenchArgs),
+    /// Embed DICOM frames or series into 256-d vectors (LiteMedSAM encoder, pooled) and
+    /// write an index: vectors as .npy, metadata (UIDs, frame, modality; no patient data) as .jsonl.
+    Embed(EmbedArgs),
+    /// Find the entries of an index most similar to a DICOM frame (cosine).
+    Search(SearchArgs),
+}
+
+#[derive(clap::Args)]
+struct EmbedArgs {
+    /// DICOM files or folders (searched recursively; non-DICOM files are skipped with a note).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Output vectors (.npy, float32, shape (entries, 256)).
+    #[arg(long)]
+    out: PathBuf,
+    /// Output metadata (.jsonl, one line per vector).
+    #[arg(long)]
+    meta: PathBuf,
+    /// Embedding model: `litemedsam` (default). `dinov2:DIR` is not available yet.
+    #[arg(long, default_value = "litemedsam")]
+    model: String,
+    /// One vector per frame, or one per series (normalised mean of its frames).
+    #[arg(long, default_value = "frame", value_parser = ["frame", "series"])]
+    per: String,
+    /// Run on the CPU backend instead of the GPU (wgpu).
+    #[arg(long)]
+    cpu: bool,
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// Index prefix: reads PREFIX.npy and PREFIX.jsonl.
+    index: PathBuf,
+    /// The query DICOM file.
+    query: PathBuf,
+    /// Frame of the query (0-based).
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    /// Number of results.
+    #[arg(short, default_value_t = 5)]
+    k: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Run on the CPU backend instead of the GPU (wgpu).
+    #[arg(long)]
+    cpu: bool,
 }
 
 #[derive(clap::Args)]
@@ -365,6 +412,195 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
     Ok(())
 }
 
+/// Files below the given paths, sorted, folders walked recursively.
+fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let md = std::fs::metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+        if md.is_dir() {
+            for entry in
+                std::fs::read_dir(&p).with_context(|| format!("listing {}", p.display()))?
+            {
+                stack.push(entry?.path());
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Load the fp32 model on the chosen device, with a spinner.
+fn load_segmenter(cpu: bool) -> Result<(Segmenter, String)> {
+    let wpath = weights_dir(None).join(Precision::Fp32.file_name());
+    let wbytes = std::fs::read(&wpath).with_context(|| {
+        format!(
+            "reading weights {}; run `medfm weights fetch` first",
+            wpath.display()
+        )
+    })?;
+    let (device, name) = pick_device(cpu);
+    let pb = spinner("loading weights");
+    let sam = weights::load_bpk(wbytes, &device).with_context(|| wpath.display().to_string())?;
+    pb.finish_and_clear();
+    Ok((Segmenter::new(sam, device), name))
+}
+
+fn frame_vector(seg: &Segmenter, image: &medfm::dicom::DicomImage, frame: u32) -> Result<Vec<f32>> {
+    let pre = seg.prepare(image, frame)?;
+    let emb = seg.embed(&pre)?;
+    Ok(embed::pooled_vector(&emb, &pre)?)
+}
+
+fn cmd_embed(args: EmbedArgs) -> Result<()> {
+    if args.model != "litemedsam" {
+        bail!(
+            "--model `{}` is not available yet; only `litemedsam` is (DINOv2 weights: issue 5)",
+            args.model
+        );
+    }
+    let files = collect_files(&args.paths)?;
+    if files.is_empty() {
+        bail!("no files under the given paths");
+    }
+    let (seg, device_name) = load_segmenter(args.cpu)?;
+    let pb = ProgressBar::new(files.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} files {elapsed} {msg}").unwrap(),
+    );
+    let mut frames: Vec<(Vec<f32>, embed::EntryMeta)> = Vec::new();
+    let mut skipped = 0usize;
+    for file in &files {
+        pb.set_message(
+            file.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let image = match medfm::dicom::read(&bytes) {
+            Ok(i) => i,
+            Err(e) => {
+                pb.suspend(|| eprintln!("skipping {}: {e}", file.display()));
+                skipped += 1;
+                pb.inc(1);
+                continue;
+            }
+        };
+        for f in 0..image.meta.frames {
+            match frame_vector(&seg, &image, f) {
+                Ok(v) => frames.push((
+                    v,
+                    embed::EntryMeta {
+                        study_uid: image.meta.study_instance_uid.clone(),
+                        series_uid: image.meta.series_instance_uid.clone(),
+                        instance_uid: image.meta.sop_instance_uid.clone(),
+                        frame: Some(f),
+                        modality: image.meta.modality.clone(),
+                        file: file.display().to_string(),
+                    },
+                )),
+                Err(e) => {
+                    pb.suspend(|| eprintln!("skipping {} frame {f}: {e:#}", file.display()));
+                    skipped += 1;
+                }
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let mut index = embed::Index::default();
+    if args.per == "series" {
+        let mut order: Vec<String> = Vec::new();
+        let mut groups: std::collections::HashMap<String, Vec<(Vec<f32>, embed::EntryMeta)>> =
+            Default::default();
+        for (v, m) in frames {
+            if !groups.contains_key(&m.series_uid) {
+                order.push(m.series_uid.clone());
+            }
+            groups.entry(m.series_uid.clone()).or_default().push((v, m));
+        }
+        for uid in order {
+            let members = &groups[&uid];
+            let vectors: Vec<Vec<f32>> = members.iter().map(|(v, _)| v.clone()).collect();
+            let first = &members[0].1;
+            index.add(
+                embed::mean_vector(&vectors),
+                embed::EntryMeta {
+                    instance_uid: String::new(),
+                    frame: None,
+                    file: String::new(),
+                    ..first.clone()
+                },
+            )?;
+        }
+    } else {
+        for (v, m) in frames {
+            index.add(v, m)?;
+        }
+    }
+    if index.is_empty() {
+        bail!("nothing could be embedded ({skipped} files or frames skipped)");
+    }
+    std::fs::write(&args.out, index.to_npy())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(&args.meta, index.to_jsonl())
+        .with_context(|| format!("writing {}", args.meta.display()))?;
+    println!(
+        "{} vectors ({} per {}) -> {} + {} on {device_name}; {skipped} skipped",
+        index.len(),
+        embed::DIM,
+        args.per,
+        args.out.display(),
+        args.meta.display()
+    );
+    Ok(())
+}
+
+fn cmd_search(args: SearchArgs) -> Result<()> {
+    let npy_path = args.index.with_extension("npy");
+    let jsonl_path = args.index.with_extension("jsonl");
+    let npy =
+        std::fs::read(&npy_path).with_context(|| format!("reading {}", npy_path.display()))?;
+    let jsonl = std::fs::read_to_string(&jsonl_path)
+        .with_context(|| format!("reading {}", jsonl_path.display()))?;
+    let index = embed::Index::from_parts(&npy, &jsonl)?;
+    let bytes =
+        std::fs::read(&args.query).with_context(|| format!("reading {}", args.query.display()))?;
+    let image = medfm::dicom::read(&bytes).with_context(|| args.query.display().to_string())?;
+    let (seg, _) = load_segmenter(args.cpu)?;
+    let q = frame_vector(&seg, &image, args.frame)?;
+    if q.len() != index.dim {
+        bail!(
+            "the index holds {}-d vectors, the query is {}-d",
+            index.dim,
+            q.len()
+        );
+    }
+    let hits = index.search(&q, args.k);
+    if args.json {
+        let list: Vec<_> = hits
+            .iter()
+            .map(|&(i, s)| serde_json::json!({ "score": s, "entry": index.meta[i] }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        for (rank, &(i, s)) in hits.iter().enumerate() {
+            let m = &index.meta[i];
+            let frame = m.frame.map(|f| f.to_string()).unwrap_or_else(|| "-".into());
+            println!(
+                "{:>2}  {s:.4}  {:<4} series {}  frame {frame}  {}",
+                rank + 1,
+                m.modality,
+                m.series_uid,
+                m.file
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Median, minimum and maximum of timings in milliseconds.
 fn stats(mut v: Vec<f64>) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
@@ -491,6 +727,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Segment(args) => cmd_segment(args),
         Cmd::Bench(args) => cmd_bench(args),
+        Cmd::Embed(args) => cmd_embed(args),
+        Cmd::Search(args) => cmd_search(args),
         Cmd::Weights(WeightsCmd::Fetch {
             pth,
             dir,

@@ -71,6 +71,10 @@ pub struct ImageMeta {
     pub transfer_syntax: String,
     /// SOP Instance UID, empty if absent.
     pub sop_instance_uid: String,
+    /// Study Instance UID, empty if absent.
+    pub study_instance_uid: String,
+    /// Series Instance UID, empty if absent.
+    pub series_instance_uid: String,
 }
 
 /// A parsed DICOM image.
@@ -196,6 +200,8 @@ pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
             .trim_end_matches('\0')
             .to_string(),
         sop_instance_uid: opt_str(&obj, tags::SOP_INSTANCE_UID),
+        study_instance_uid: opt_str(&obj, tags::STUDY_INSTANCE_UID),
+        series_instance_uid: opt_str(&obj, tags::SERIES_INSTANCE_UID),
     };
     Ok(DicomImage { meta, obj })
 }

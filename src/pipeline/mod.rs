@@ -3,6 +3,7 @@
 //! [`Segmenter`] holds the model and a device and caches the embedding of the last
 //! frame it encoded, so a viewer's prompt changes cost only a decode.
 
+pub mod embed;
 pub mod preprocess;
 
 use burn::tensor::{Device, Tensor, TensorData};

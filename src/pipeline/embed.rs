@@ -1,0 +1,259 @@
+//! Image embeddings for similarity search, computed where the images are.
+//!
+//! Default embedder (no extra download): the LiteMedSAM encoder output `[1, 256, 64, 64]`
+//! averaged over the grid cells that cover the image (the zero padding added by
+//! preprocessing is left out: `ceil(new_rows / 4) x ceil(new_cols / 4)` cells), then
+//! L2-normalised to a 256-d vector. A series vector is the L2-normalised mean of its
+//! frame vectors. Similarity is the cosine (a dot product of normalised vectors).
+
+use crate::model::Embedding;
+
+use super::{Error, Preprocessed, tensor_to_vec};
+
+/// Dimension of the default (LiteMedSAM) embedding vector.
+pub const DIM: usize = 256;
+
+/// Scale `v` to unit length (left as is when it is all zeros).
+pub fn l2_normalize(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+/// The pooled, normalised 256-d vector of one encoded frame (see module docs).
+pub fn pooled_vector(emb: &Embedding, pre: &Preprocessed) -> Result<Vec<f32>, Error> {
+    let [_, c, h, w] = emb.tensor.dims();
+    let gh = pre.new_rows.div_ceil(4).clamp(1, h);
+    let gw = pre.new_cols.div_ceil(4).clamp(1, w);
+    let pooled = emb
+        .tensor
+        .clone()
+        .slice([0..1, 0..c, 0..gh, 0..gw])
+        .mean_dim(3)
+        .mean_dim(2)
+        .reshape([c]);
+    Ok(l2_normalize(tensor_to_vec(pooled)?))
+}
+
+/// The normalised mean of several normalised vectors (a series vector).
+pub fn mean_vector(vectors: &[Vec<f32>]) -> Vec<f32> {
+    let dim = vectors.first().map_or(0, Vec::len);
+    let mut acc = vec![0.0f32; dim];
+    for v in vectors {
+        acc.iter_mut().zip(v).for_each(|(a, x)| *a += x);
+    }
+    l2_normalize(acc)
+}
+
+/// What an index entry refers to. No patient identifiers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EntryMeta {
+    /// Study Instance UID.
+    pub study_uid: String,
+    /// Series Instance UID.
+    pub series_uid: String,
+    /// SOP Instance UID (empty for a series entry).
+    pub instance_uid: String,
+    /// Frame (0-based; `None` for a series entry).
+    pub frame: Option<u32>,
+    /// Modality.
+    pub modality: String,
+    /// Source file (empty for a series entry or when unknown).
+    pub file: String,
+}
+
+/// An in-memory cosine index of normalised vectors with metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    /// Vector dimension (0 while empty).
+    pub dim: usize,
+    /// Row-major `len x dim` vectors.
+    pub vectors: Vec<f32>,
+    /// One entry per vector.
+    pub meta: Vec<EntryMeta>,
+}
+
+impl Index {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// Add a normalised vector.
+    pub fn add(&mut self, vector: Vec<f32>, meta: EntryMeta) -> Result<(), Error> {
+        if self.dim == 0 {
+            self.dim = vector.len();
+        }
+        if vector.len() != self.dim || self.dim == 0 {
+            return Err(Error::Unsupported(format!(
+                "vector of dimension {} added to an index of dimension {}",
+                vector.len(),
+                self.dim
+            )));
+        }
+        self.vectors.extend(vector);
+        self.meta.push(meta);
+        Ok(())
+    }
+
+    /// The vector of entry `i`.
+    pub fn vector(&self, i: usize) -> &[f32] {
+        &self.vectors[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// The `k` entries most similar to `query` (cosine), best first, as `(entry, score)`.
+    pub fn search(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+        let mut scored: Vec<(usize, f32)> = (0..self.len())
+            .map(|i| {
+                (
+                    i,
+                    self.vector(i).iter().zip(query).map(|(a, b)| a * b).sum(),
+                )
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scored.truncate(k);
+        scored
+    }
+
+    /// The vectors as a NumPy `.npy` file (format 1.0, `<f4`, shape `(len, dim)`).
+    pub fn to_npy(&self) -> Vec<u8> {
+        let header = format!(
+            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+            self.len(),
+            self.dim
+        );
+        // Magic (6) + version (2) + header length (2) + header, padded with spaces to a
+        // multiple of 64 and ended by a newline.
+        let unpadded = 10 + header.len() + 1;
+        let pad = unpadded.div_ceil(64) * 64 - unpadded;
+        let mut out = Vec::with_capacity(unpadded + pad + self.vectors.len() * 4);
+        out.extend_from_slice(b"\x93NUMPY\x01\x00");
+        out.extend_from_slice(&((header.len() + pad + 1) as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend(std::iter::repeat_n(b' ', pad));
+        out.push(b'\n');
+        for v in &self.vectors {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// The metadata as JSON lines, one entry per line, in vector order.
+    pub fn to_jsonl(&self) -> String {
+        self.meta
+            .iter()
+            .map(|m| serde_json::to_string(m).expect("metadata serialises") + "\n")
+            .collect()
+    }
+
+    /// Read an index written by [`Index::to_npy`] and [`Index::to_jsonl`].
+    pub fn from_parts(npy: &[u8], jsonl: &str) -> Result<Self, Error> {
+        let bad = |why: &str| Error::Unsupported(format!("not an index .npy file: {why}"));
+        if npy.len() < 10 || &npy[..6] != b"\x93NUMPY" {
+            return Err(bad("no NumPy magic"));
+        }
+        let hlen = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+        let header = std::str::from_utf8(
+            npy.get(10..10 + hlen)
+                .ok_or_else(|| bad("truncated header"))?,
+        )
+        .map_err(|_| bad("header is not text"))?;
+        if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
+            return Err(bad("only little-endian float32, C order, is supported"));
+        }
+        let shape = header
+            .split("'shape': (")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .ok_or_else(|| bad("no shape"))?;
+        let dims: Vec<usize> = shape
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|_| bad("shape is not numeric")))
+            .collect::<Result<_, _>>()?;
+        let [len, dim] = dims[..] else {
+            return Err(bad("shape is not 2-D"));
+        };
+        let body = &npy[10 + hlen..];
+        if body.len() != len * dim * 4 {
+            return Err(bad(&format!(
+                "{} data bytes for shape ({len}, {dim})",
+                body.len()
+            )));
+        }
+        let vectors = body
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let meta = jsonl
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .map_err(|e| Error::Unsupported(format!("index metadata line: {e}")))
+            })
+            .collect::<Result<Vec<EntryMeta>, _>>()?;
+        if meta.len() != len {
+            return Err(Error::Unsupported(format!(
+                "{len} vectors but {} metadata lines",
+                meta.len()
+            )));
+        }
+        Ok(Self { dim, vectors, meta })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(i: u32) -> EntryMeta {
+        EntryMeta {
+            study_uid: "1.2".into(),
+            series_uid: "1.2.3".into(),
+            instance_uid: format!("1.2.3.{i}"),
+            frame: Some(i),
+            modality: "MR".into(),
+            file: String::new(),
+        }
+    }
+
+    #[test]
+    fn npy_and_jsonl_round_trip_and_search() {
+        let mut index = Index::default();
+        index
+            .add(l2_normalize(vec![1.0, 0.0, 0.0]), meta(0))
+            .unwrap();
+        index
+            .add(l2_normalize(vec![0.0, 1.0, 0.0]), meta(1))
+            .unwrap();
+        index
+            .add(l2_normalize(vec![1.0, 1.0, 0.0]), meta(2))
+            .unwrap();
+        let npy = index.to_npy();
+        assert_eq!((npy.len() - 3 * 3 * 4) % 64, 0, "header padded to 64 bytes");
+        let back = Index::from_parts(&npy, &index.to_jsonl()).unwrap();
+        assert_eq!(back.vectors, index.vectors);
+        assert_eq!(back.meta, index.meta);
+        let hits = back.search(&[1.0, 0.0, 0.0], 2);
+        assert_eq!(hits[0].0, 0);
+        assert_eq!(hits[1].0, 2);
+        assert!(
+            index.add(vec![1.0, 0.0], meta(3)).is_err(),
+            "wrong dimension refused"
+        );
+        assert!(
+            Index::from_parts(&npy[..npy.len() - 4], &index.to_jsonl()).is_err(),
+            "truncated refused"
+        );
+    }
+}
