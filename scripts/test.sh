@@ -7,11 +7,19 @@ source scripts/env.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (Mesa lavapipe Vulkan driver for the wgpu tests)"
-if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
+step "system packages (Mesa lavapipe Vulkan for the wgpu tests, dicom3tools for dciodvfy)"
+if ! dpkg -s mesa-vulkan-drivers dicom3tools >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers dicom3tools >/dev/null
 fi
+
+step "python checker venv (highdicom reads our SEG files back)"
+CHECK_VENV="$HOME/.cache/medfm/venv-check"
+if ! "$CHECK_VENV/bin/python" -c "import highdicom" >/dev/null 2>&1; then
+  python3 -m venv "$CHECK_VENV"
+  "$CHECK_VENV/bin/pip" install --quiet highdicom
+fi
+export MEDFM_CHECK_PY="$CHECK_VENV/bin/python"
 
 step "rust targets and components"
 rustup target add wasm32-unknown-unknown >/dev/null

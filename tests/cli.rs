@@ -213,3 +213,25 @@ fn embed_then_search_finds_the_query_itself() {
     std::fs::remove_file(&npy).ok();
     std::fs::remove_file(&jsonl).ok();
 }
+
+#[test]
+fn segment_writes_a_seg_when_asked_for_dcm() {
+    let mr = data("MR_small.dcm").display().to_string();
+    let out = tmp("seg.dcm");
+    let (ok, stdout, stderr) = medfm(&[
+        "segment",
+        &mr,
+        "--box",
+        "10,10,50,50",
+        "--cpu",
+        "--out",
+        &out,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("DICOM SEG"), "{stdout}");
+    let bytes = std::fs::read(&out).unwrap();
+    let seg = medfm::dicom::read(&bytes).expect("a DICOM file");
+    assert_eq!(seg.meta.modality, "SEG");
+    assert_eq!((seg.meta.rows, seg.meta.cols), (64, 64));
+    std::fs::remove_file(&out).ok();
+}

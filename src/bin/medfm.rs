@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Segment one DICOM frame from a box and/or points; writes an 8-bit PNG mask (0/255).
+    /// Segment one DICOM frame from a box and/or points; writes a PNG mask (0/255) or a DICOM SEG (`--out *.dcm`).
     Segment(SegmentArgs),
     /// Obtain, verify and convert the LiteMedSAM weights.
     #[command(subcommand)]
@@ -134,7 +134,7 @@ struct SegmentArgs {
     /// Run on the CPU backend instead of the GPU (wgpu).
     #[arg(long)]
     cpu: bool,
-    /// Output mask PNG (rows x cols, 0/255).
+    /// Output: a PNG mask (rows x cols, 0/255), or a binary DICOM SEG when the name ends in `.dcm`.
     #[arg(long)]
     out: PathBuf,
     /// Also write an overlay PNG (windowed image with the mask in red) for viewing.
@@ -372,14 +372,24 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
     let out = seg.segment(&emb, &pre, &prompt)?;
     let decode_ms = t2.elapsed().as_secs_f64() * 1e3;
 
-    let png_data: Vec<u8> = out.mask.iter().map(|&m| m * 255).collect();
-    write_png(
-        &args.out,
-        out.cols,
-        out.rows,
-        png::ColorType::Grayscale,
-        &png_data,
-    )?;
+    let is_seg = args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
+    if is_seg {
+        let seg = medfm::dicom::seg::write_seg(&image, args.frame, &out.mask, &Default::default())?;
+        std::fs::write(&args.out, seg)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+    } else {
+        let png_data: Vec<u8> = out.mask.iter().map(|&m| m * 255).collect();
+        write_png(
+            &args.out,
+            out.cols,
+            out.rows,
+            png::ColorType::Grayscale,
+            &png_data,
+        )?;
+    }
     if let Some(path) = &args.overlay {
         let rgb = medfm::pipeline::overlay_rgb(&pre, &out.mask);
         write_png(path, out.cols, out.rows, png::ColorType::Rgb, &rgb)?;
@@ -396,8 +406,9 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
+        let kind = if is_seg { "DICOM SEG" } else { "PNG 0/255" };
         println!(
-            "mask       {} ({}x{}, 0/255)",
+            "mask       {} ({}x{}, {kind})",
             args.out.display(),
             out.cols,
             out.rows

@@ -1,0 +1,501 @@
+//! DICOM Segmentation (SEG) writer: a binary, single-frame SEG derived from one frame of
+//! a source image (PS3.3 A.51, C.8.20).
+//!
+//! What it holds: the source's patient and study attributes (copied, not altered), a new
+//! series and instance, the source's frame of reference and geometry (pixel measures,
+//! plane orientation and position), one segment (SegmentAlgorithmType SEMIAUTOMATIC,
+//! SegmentAlgorithmName "LiteMedSAM"), per-frame functional groups referencing the source
+//! instance (and frame) with SpatialLocationsPreserved YES, a Common Instance Reference to
+//! the source series, and 1-bit pixels packed LSB first. Explicit VR Little Endian.
+
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR, dicom_value};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_object::meta::FileMetaTableBuilder;
+
+use super::{DicomImage, Error};
+
+/// SOP Class UID of Segmentation Storage.
+pub const SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+/// Implementation Class UID of medfm (UUID-derived, `2.25.` root).
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.270138620468451637006410264637185546813";
+
+/// Describes the one segment written.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// SegmentLabel, e.g. "Kidney".
+    pub label: String,
+    /// Algorithm name (SegmentAlgorithmName).
+    pub algorithm: String,
+    /// Algorithm version (written in SoftwareVersions and the algorithm identification).
+    pub version: String,
+}
+
+impl Default for SegmentInfo {
+    fn default() -> Self {
+        Self {
+            label: "Segment 1".into(),
+            algorithm: "LiteMedSAM".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// A new UID under the `2.25.` (UUID) root from 128 random bits.
+pub fn new_uid() -> Result<String, Error> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::Parse(format!("no randomness for a new UID: {e}")))?;
+    Ok(format!("2.25.{}", u128::from_be_bytes(b)))
+}
+
+fn el(tag: Tag, vr: VR, v: impl Into<PrimitiveValue>) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, vr, v.into())
+}
+
+fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+}
+
+fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
+    InMemDicomObject::from_element_iter([
+        el(tags::CODE_VALUE, VR::SH, value),
+        el(tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme),
+        el(tags::CODE_MEANING, VR::LO, meaning),
+    ])
+}
+
+/// Pack a 0/1 mask (row-major) into DICOM 1-bit pixel data: LSB first, padded to even length.
+pub fn pack_bits(mask: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; mask.len().div_ceil(8)];
+    for (i, &m) in mask.iter().enumerate() {
+        if m != 0 {
+            out[i / 8] |= 1 << (i % 8);
+        }
+    }
+    if out.len() % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
+impl DicomImage {
+    /// A clone of a source element, if present.
+    fn copy(&self, tag: Tag) -> Option<DataElement<InMemDicomObject>> {
+        self.obj.element_opt(tag).ok().flatten().cloned()
+    }
+
+    /// A source element's clone, or an empty (type 2) element of the given VR.
+    fn copy_or_empty(&self, tag: Tag, vr: VR) -> DataElement<InMemDicomObject> {
+        self.copy(tag)
+            .unwrap_or_else(|| DataElement::new(tag, vr, PrimitiveValue::Empty))
+    }
+
+    /// First item of a per-frame or shared functional group sequence, if present.
+    fn functional_group_item(
+        &self,
+        group: Tag,
+        frame: u32,
+        inner: Tag,
+    ) -> Option<DataElement<InMemDicomObject>> {
+        let pick = |outer: &DataElement<InMemDicomObject>, idx: usize| {
+            outer
+                .items()
+                .and_then(|items| items.get(idx))
+                .and_then(|fg| fg.element_opt(group).ok().flatten())
+                .and_then(|g| {
+                    g.items()
+                        .and_then(|i| i.first())
+                        .and_then(|it| it.element_opt(inner).ok().flatten())
+                        .cloned()
+                })
+        };
+        let per_frame = self
+            .obj
+            .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .ok()
+            .flatten();
+        let shared = self
+            .obj
+            .element_opt(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+            .ok()
+            .flatten();
+        per_frame
+            .and_then(|p| pick(p, frame as usize))
+            .or_else(|| shared.and_then(|s| pick(s, 0)))
+    }
+
+    /// Geometry element of a frame: top level (classic images) or functional groups (enhanced).
+    fn geometry(&self, frame: u32, group: Tag, tag: Tag) -> Option<DataElement<InMemDicomObject>> {
+        self.copy(tag)
+            .or_else(|| self.functional_group_item(group, frame, tag))
+    }
+}
+
+/// Write a binary SEG for `mask` (0/1 per pixel, `rows * cols`) over `frame` of `source`.
+///
+/// # Returns
+/// The bytes of a Part 10 file (preamble, file meta, data set).
+pub fn write_seg(
+    source: &DicomImage,
+    frame: u32,
+    mask: &[u8],
+    info: &SegmentInfo,
+) -> Result<Vec<u8>, Error> {
+    let (rows, cols) = (source.meta.rows, source.meta.cols);
+    if mask.len() != rows as usize * cols as usize {
+        return Err(Error::Parse(format!(
+            "mask has {} pixels, the image {rows}x{cols}",
+            mask.len()
+        )));
+    }
+    if frame >= source.meta.frames {
+        return Err(Error::Frame {
+            frame,
+            frames: source.meta.frames,
+        });
+    }
+    let src_class = source.copy(tags::SOP_CLASS_UID).and_then(|e| {
+        e.to_str()
+            .ok()
+            .map(|s| s.trim_end_matches('\0').to_string())
+    });
+    let src_class = src_class.ok_or_else(|| Error::Attribute {
+        tag: "(0008,0016)".into(),
+        name: "SOPClassUID",
+        problem: "missing in the source image".into(),
+    })?;
+    if source.meta.sop_instance_uid.is_empty() || source.meta.series_instance_uid.is_empty() {
+        return Err(Error::Attribute {
+            tag: "(0008,0018)".into(),
+            name: "SOPInstanceUID",
+            problem: "the source image lacks its instance or series UID".into(),
+        });
+    }
+    let sop_uid = new_uid()?;
+    let series_uid = new_uid()?;
+    let dim_uid = new_uid()?;
+    let now = web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (date, time) = civil_date_time(now);
+
+    let mut obj = InMemDicomObject::new_empty();
+    // SOP Common.
+    obj.put(el(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
+    obj.put(el(tags::SOP_CLASS_UID, VR::UI, SEG_SOP_CLASS));
+    obj.put(el(tags::SOP_INSTANCE_UID, VR::UI, sop_uid.as_str()));
+    // Patient and study, copied from the source.
+    obj.put(source.copy_or_empty(tags::PATIENT_NAME, VR::PN));
+    obj.put(source.copy_or_empty(tags::PATIENT_ID, VR::LO));
+    obj.put(source.copy_or_empty(tags::PATIENT_BIRTH_DATE, VR::DA));
+    obj.put(source.copy_or_empty(tags::PATIENT_SEX, VR::CS));
+    obj.put(source.copy_or_empty(tags::STUDY_INSTANCE_UID, VR::UI));
+    obj.put(source.copy_or_empty(tags::STUDY_DATE, VR::DA));
+    obj.put(source.copy_or_empty(tags::STUDY_TIME, VR::TM));
+    obj.put(source.copy_or_empty(tags::REFERRING_PHYSICIAN_NAME, VR::PN));
+    obj.put(source.copy_or_empty(tags::STUDY_ID, VR::SH));
+    obj.put(source.copy_or_empty(tags::ACCESSION_NUMBER, VR::SH));
+    // Series and equipment.
+    obj.put(el(tags::MODALITY, VR::CS, "SEG"));
+    obj.put(el(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.as_str()));
+    obj.put(el(tags::SERIES_NUMBER, VR::IS, "300"));
+    obj.put(el(
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        "LiteMedSAM segmentation (medfm)",
+    ));
+    obj.put(el(tags::MANUFACTURER, VR::LO, "medfm"));
+    obj.put(el(tags::MANUFACTURER_MODEL_NAME, VR::LO, "medfm"));
+    obj.put(el(tags::DEVICE_SERIAL_NUMBER, VR::LO, "0"));
+    obj.put(el(tags::SOFTWARE_VERSIONS, VR::LO, info.version.as_str()));
+    // Frame of reference.
+    let for_uid = source.copy(tags::FRAME_OF_REFERENCE_UID);
+    if let Some(f) = &for_uid {
+        obj.put(f.clone());
+        obj.put(source.copy_or_empty(tags::POSITION_REFERENCE_INDICATOR, VR::LO));
+    }
+    // General image / segmentation image.
+    obj.put(el(tags::INSTANCE_NUMBER, VR::IS, "1"));
+    obj.put(source.copy_or_empty(tags::PATIENT_ORIENTATION, VR::CS));
+    obj.put(el(tags::CONTENT_DATE, VR::DA, date.as_str()));
+    obj.put(el(tags::CONTENT_TIME, VR::TM, time.as_str()));
+    obj.put(DataElement::new(
+        tags::IMAGE_TYPE,
+        VR::CS,
+        dicom_value!(Strs, ["DERIVED", "PRIMARY"]),
+    ));
+    obj.put(el(tags::CONTENT_LABEL, VR::CS, "MEDFM"));
+    obj.put(el(
+        tags::CONTENT_DESCRIPTION,
+        VR::LO,
+        "Semi-automatic segmentation from a box/point prompt",
+    ));
+    obj.put(DataElement::new(
+        tags::CONTENT_CREATOR_NAME,
+        VR::PN,
+        PrimitiveValue::Empty,
+    ));
+    obj.put(el(tags::SEGMENTATION_TYPE, VR::CS, "BINARY"));
+    obj.put(el(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"));
+    // Image pixel: 1 bit per pixel.
+    obj.put(el(
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    obj.put(el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"));
+    obj.put(el(tags::ROWS, VR::US, PrimitiveValue::from(rows as u16)));
+    obj.put(el(tags::COLUMNS, VR::US, PrimitiveValue::from(cols as u16)));
+    obj.put(el(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(1u16)));
+    obj.put(el(tags::BITS_STORED, VR::US, PrimitiveValue::from(1u16)));
+    obj.put(el(tags::HIGH_BIT, VR::US, PrimitiveValue::from(0u16)));
+    obj.put(el(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    ));
+    obj.put(el(tags::NUMBER_OF_FRAMES, VR::IS, "1"));
+    // The segment.
+    let algorithm_id = InMemDicomObject::from_element_iter([
+        seq(
+            tags::ALGORITHM_FAMILY_CODE_SEQUENCE,
+            vec![code("123109", "DCM", "Manual Processing")],
+        ),
+        el(tags::ALGORITHM_NAME, VR::LO, info.algorithm.as_str()),
+        el(tags::ALGORITHM_VERSION, VR::LO, info.version.as_str()),
+    ]);
+    let segment = InMemDicomObject::from_element_iter([
+        el(tags::SEGMENT_NUMBER, VR::US, PrimitiveValue::from(1u16)),
+        el(tags::SEGMENT_LABEL, VR::LO, info.label.as_str()),
+        el(tags::SEGMENT_ALGORITHM_TYPE, VR::CS, "SEMIAUTOMATIC"),
+        el(
+            tags::SEGMENT_ALGORITHM_NAME,
+            VR::LO,
+            info.algorithm.as_str(),
+        ),
+        seq(
+            tags::SEGMENTATION_ALGORITHM_IDENTIFICATION_SEQUENCE,
+            vec![algorithm_id],
+        ),
+        seq(
+            tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
+            vec![code("91723000", "SCT", "Anatomical Structure")],
+        ),
+        seq(
+            tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE,
+            vec![code("85756007", "SCT", "Tissue")],
+        ),
+    ]);
+    obj.put(seq(tags::SEGMENT_SEQUENCE, vec![segment]));
+    // Dimensions: segment number, then (with geometry) image position.
+    let position = source.geometry(
+        frame,
+        tags::PLANE_POSITION_SEQUENCE,
+        tags::IMAGE_POSITION_PATIENT,
+    );
+    let orientation = source.geometry(
+        frame,
+        tags::PLANE_ORIENTATION_SEQUENCE,
+        tags::IMAGE_ORIENTATION_PATIENT,
+    );
+    let spacing = source.geometry(frame, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING);
+    let thickness = source.geometry(frame, tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS);
+    let geometric =
+        for_uid.is_some() && position.is_some() && orientation.is_some() && spacing.is_some();
+    obj.put(seq(
+        tags::DIMENSION_ORGANIZATION_SEQUENCE,
+        vec![InMemDicomObject::from_element_iter([el(
+            tags::DIMENSION_ORGANIZATION_UID,
+            VR::UI,
+            dim_uid.as_str(),
+        )])],
+    ));
+    let dim = |pointer: Tag, group: Tag| {
+        InMemDicomObject::from_element_iter([
+            el(tags::DIMENSION_ORGANIZATION_UID, VR::UI, dim_uid.as_str()),
+            DataElement::new(
+                tags::DIMENSION_INDEX_POINTER,
+                VR::AT,
+                PrimitiveValue::from(pointer),
+            ),
+            DataElement::new(
+                tags::FUNCTIONAL_GROUP_POINTER,
+                VR::AT,
+                PrimitiveValue::from(group),
+            ),
+        ])
+    };
+    let mut dims = vec![dim(
+        tags::REFERENCED_SEGMENT_NUMBER,
+        tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+    )];
+    if geometric {
+        dims.push(dim(
+            tags::IMAGE_POSITION_PATIENT,
+            tags::PLANE_POSITION_SEQUENCE,
+        ));
+    }
+    obj.put(seq(tags::DIMENSION_INDEX_SEQUENCE, dims));
+    // Shared functional groups: pixel measures and orientation.
+    let mut shared = InMemDicomObject::new_empty();
+    if geometric {
+        let mut measures = InMemDicomObject::new_empty();
+        measures.put(spacing.expect("checked"));
+        measures
+            .put(thickness.unwrap_or_else(|| DataElement::new(tags::SLICE_THICKNESS, VR::DS, "1")));
+        shared.put(seq(tags::PIXEL_MEASURES_SEQUENCE, vec![measures]));
+        shared.put(seq(
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                orientation.expect("checked")
+            ])],
+        ));
+    }
+    obj.put(seq(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]));
+    // Per-frame functional groups: derivation, frame content, position, segment.
+    let mut source_ref = InMemDicomObject::from_element_iter([
+        el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, src_class.as_str()),
+        el(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            source.meta.sop_instance_uid.as_str(),
+        ),
+        el(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
+        seq(
+            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+            vec![code(
+                "121322",
+                "DCM",
+                "Source image for image processing operation",
+            )],
+        ),
+    ]);
+    if source.meta.frames > 1 {
+        source_ref.put(el(
+            tags::REFERENCED_FRAME_NUMBER,
+            VR::IS,
+            (frame + 1).to_string().as_str(),
+        ));
+    }
+    let derivation = InMemDicomObject::from_element_iter([
+        seq(
+            tags::DERIVATION_CODE_SEQUENCE,
+            vec![code("113076", "DCM", "Segmentation")],
+        ),
+        seq(tags::SOURCE_IMAGE_SEQUENCE, vec![source_ref]),
+    ]);
+    let index_values: Vec<u32> = if geometric { vec![1, 1] } else { vec![1] };
+    let mut per_frame = InMemDicomObject::from_element_iter([
+        seq(tags::DERIVATION_IMAGE_SEQUENCE, vec![derivation]),
+        seq(
+            tags::FRAME_CONTENT_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([DataElement::new(
+                tags::DIMENSION_INDEX_VALUES,
+                VR::UL,
+                PrimitiveValue::U32(index_values.into()),
+            )])],
+        ),
+        seq(
+            tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([el(
+                tags::REFERENCED_SEGMENT_NUMBER,
+                VR::US,
+                PrimitiveValue::from(1u16),
+            )])],
+        ),
+    ]);
+    if geometric {
+        per_frame.put(seq(
+            tags::PLANE_POSITION_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                position.expect("checked")
+            ])],
+        ));
+    }
+    obj.put(seq(
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        vec![per_frame],
+    ));
+    // Common instance reference to the source series.
+    let referenced = InMemDicomObject::from_element_iter([
+        el(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            source.meta.series_instance_uid.as_str(),
+        ),
+        seq(
+            tags::REFERENCED_INSTANCE_SEQUENCE,
+            vec![InMemDicomObject::from_element_iter([
+                el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, src_class.as_str()),
+                el(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    source.meta.sop_instance_uid.as_str(),
+                ),
+            ])],
+        ),
+    ]);
+    obj.put(seq(tags::REFERENCED_SERIES_SEQUENCE, vec![referenced]));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(pack_bits(mask)),
+    ));
+
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(SEG_SOP_CLASS)
+        .media_storage_sop_instance_uid(sop_uid.as_str())
+        .transfer_syntax(EXPLICIT_VR_LE)
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name("MEDFM_0_1")
+        .build()
+        .map_err(|e| Error::Parse(format!("cannot build the file meta group: {e}")))?;
+    let mut out = Vec::new();
+    obj.with_exact_meta(meta)
+        .write_all(&mut out)
+        .map_err(|e| Error::Parse(format!("cannot encode the SEG: {e}")))?;
+    Ok(out)
+}
+
+/// UTC `YYYYMMDD` and `HHMMSS` from Unix seconds (civil-from-days, H. Hinnant).
+fn civil_date_time(secs: u64) -> (String, String) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        format!("{y:04}{m:02}{d:02}"),
+        format!("{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_pack_lsb_first_and_even() {
+        assert_eq!(pack_bits(&[1, 0, 0, 0, 0, 0, 0, 0, 1]), vec![1, 1]);
+        assert_eq!(pack_bits(&[0, 1, 1]), vec![0b110, 0]);
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date_time(0), ("19700101".into(), "000000".into()));
+        assert_eq!(
+            civil_date_time(1_795_824_000 + 3661),
+            ("20261128".into(), "010101".into())
+        );
+    }
+}
