@@ -235,3 +235,46 @@ fn segment_writes_a_seg_when_asked_for_dcm() {
     assert_eq!((seg.meta.rows, seg.meta.cols), (64, 64));
     std::fs::remove_file(&out).ok();
 }
+
+#[test]
+fn info_lists_series_without_patient_ids() {
+    let dir = data("").display().to_string();
+    let (ok, stdout, stderr) = medfm(&["info", &dir, "--json"]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let series = j["series"].as_array().unwrap();
+    let find = |dir: &str| {
+        series
+            .iter()
+            .find(|s| s["files"][0].as_str().unwrap().contains(dir))
+            .unwrap_or_else(|| panic!("no series for {dir}"))
+    };
+    assert_eq!(find("series/ct5n")["instances"], 5);
+    assert_eq!(find("series/mr700")["instances"], 7);
+    assert_eq!(find("emri_small")["frames"], 10);
+    assert!(
+        find("JPEG-LL")["not_decodable"].is_null(),
+        "JPEG lossless decodes"
+    );
+    // Patient identifiers stay out unless asked for.
+    let bytes = std::fs::read(data("693_UNCR.dcm")).unwrap();
+    let pid = medfm::dicom::read(&bytes).unwrap().patient_id();
+    assert!(
+        !pid.is_empty() && !stdout.contains(&pid),
+        "PatientID `{pid}` leaked"
+    );
+    assert!(
+        series
+            .iter()
+            .all(|s| s["patient"].as_str().unwrap().starts_with("patient "))
+    );
+    // Malformed files are reported, not fatal.
+    let unreadable = j["unreadable"].as_array().unwrap();
+    assert!(
+        unreadable
+            .iter()
+            .any(|u| u["file"].as_str().unwrap().ends_with("MR_truncated.dcm"))
+    );
+    let (ok, stdout, _) = medfm(&["info", &dir, "--show-patient-ids"]);
+    assert!(ok && stdout.contains(&pid), "--show-patient-ids shows them");
+}

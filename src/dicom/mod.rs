@@ -5,6 +5,7 @@
 //! dicom-pixeldata's pure-Rust codecs (native, deflate, RLE, JPEG baseline/extended 8-bit,
 //! JPEG lossless); other transfer syntaxes get a precise "unsupported" error.
 
+pub mod catalog;
 pub mod seg;
 
 use dicom_dictionary_std::tags;
