@@ -69,14 +69,7 @@ fn leave_one_out_retrieval_stays_in_the_series() {
         let bytes = std::fs::read(file).unwrap();
         let image = dicom::read(&bytes).unwrap();
         for f in 0..image.meta.frames {
-            let meta = EntryMeta {
-                study_uid: image.meta.study_instance_uid.clone(),
-                series_uid: image.meta.series_instance_uid.clone(),
-                instance_uid: image.meta.sop_instance_uid.clone(),
-                frame: Some(f),
-                modality: image.meta.modality.clone(),
-                file: file.display().to_string(),
-            };
+            let meta = EntryMeta::for_frame(&image.meta, f, &file.display().to_string());
             index.add(vector(&seg, &image, f), meta).unwrap();
         }
     }

@@ -520,14 +520,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<()> {
             match frame_vector(&seg, &image, f) {
                 Ok(v) => frames.push((
                     v,
-                    embed::EntryMeta {
-                        study_uid: image.meta.study_instance_uid.clone(),
-                        series_uid: image.meta.series_instance_uid.clone(),
-                        instance_uid: image.meta.sop_instance_uid.clone(),
-                        frame: Some(f),
-                        modality: image.meta.modality.clone(),
-                        file: file.display().to_string(),
-                    },
+                    embed::EntryMeta::for_frame(&image.meta, f, &file.display().to_string()),
                 )),
                 Err(e) => {
                     pb.suspend(|| eprintln!("skipping {} frame {f}: {e:#}", file.display()));

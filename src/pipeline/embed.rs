@@ -64,6 +64,20 @@ pub struct EntryMeta {
     pub file: String,
 }
 
+impl EntryMeta {
+    /// The entry of one frame of an image read from `file`.
+    pub fn for_frame(meta: &crate::dicom::ImageMeta, frame: u32, file: &str) -> Self {
+        Self {
+            study_uid: meta.study_instance_uid.clone(),
+            series_uid: meta.series_instance_uid.clone(),
+            instance_uid: meta.sop_instance_uid.clone(),
+            frame: Some(frame),
+            modality: meta.modality.clone(),
+            file: file.to_string(),
+        }
+    }
+}
+
 /// An in-memory cosine index of normalised vectors with metadata.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
