@@ -15,9 +15,9 @@ fi
 
 step "python checker venv (highdicom reads our SEG files back)"
 CHECK_VENV="$HOME/.cache/medfm/venv-check"
-if ! "$CHECK_VENV/bin/python" -c "import highdicom" >/dev/null 2>&1; then
+if ! "$CHECK_VENV/bin/python" -c "import highdicom, nibabel" >/dev/null 2>&1; then
   python3 -m venv "$CHECK_VENV"
-  "$CHECK_VENV/bin/pip" install --quiet highdicom
+  "$CHECK_VENV/bin/pip" install --quiet highdicom nibabel
 fi
 export MEDFM_CHECK_PY="$CHECK_VENV/bin/python"
 

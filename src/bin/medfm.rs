@@ -44,6 +44,25 @@ enum Cmd {
     /// frames, transfer syntax, decodable or why not). Patients are numbered unless
     /// --show-patient-ids.
     Info(InfoArgs),
+    /// Convert DICOM: a series (folder or files) to NIfTI (`.nii`, `.nii.gz`) with the
+    /// DICOM geometry as affine, or one frame to a windowed 8-bit PNG.
+    Convert(ConvertArgs),
+}
+
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// DICOM files or folders (searched recursively); one series for NIfTI.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Output: `.nii`, `.nii.gz` or `.png`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Frame for PNG output (0-based).
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    /// Window for PNG output: CENTER,WIDTH (default: the file's first window, else min..max).
+    #[arg(long, value_name = "C,W")]
+    window: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -680,6 +699,103 @@ fn cmd_info(args: InfoArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_convert(args: ConvertArgs) -> Result<()> {
+    let name = args.out.to_string_lossy().to_lowercase();
+    let files = collect_files(&args.paths)?;
+    let mut images = Vec::new();
+    for file in &files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        match medfm::dicom::read(&bytes) {
+            Ok(i) => images.push(i),
+            Err(e) => eprintln!("skipping {}: {e}", file.display()),
+        }
+    }
+    if images.is_empty() {
+        bail!("no readable DICOM file under the given paths");
+    }
+    if name.ends_with(".png") {
+        if images.len() != 1 {
+            bail!("PNG output takes one DICOM file, got {}", images.len());
+        }
+        let image = &images[0];
+        let frame = image.frame(args.frame)?;
+        if frame.channels != 1 {
+            let rgb: Vec<u8> = frame
+                .values
+                .iter()
+                .map(|v| v.clamp(0.0, 255.0) as u8)
+                .collect();
+            return write_png(&args.out, frame.cols, frame.rows, png::ColorType::Rgb, &rgb);
+        }
+        let (lo, hi) = match (&args.window, image.meta.window) {
+            (Some(w), _) => {
+                let v = parse_floats(w, "--window")?;
+                if v.len() != 2 || v[1] <= 0.0 {
+                    bail!("--window takes CENTER,WIDTH with WIDTH > 0, got `{w}`");
+                }
+                (v[0] - v[1] / 2.0, v[0] + v[1] / 2.0)
+            }
+            (None, Some((c, w))) if w > 0.0 => ((c - w / 2.0) as f32, (c + w / 2.0) as f32),
+            _ => frame
+                .values
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                    (a.min(x), b.max(x))
+                }),
+        };
+        let range = (hi - lo).max(f32::EPSILON);
+        let invert = image.meta.photometric == "MONOCHROME1";
+        let grey: Vec<u8> = frame
+            .values
+            .iter()
+            .map(|&x| {
+                let g = ((x - lo) / range * 255.0).clamp(0.0, 255.0);
+                (if invert { 255.0 - g } else { g }).round() as u8
+            })
+            .collect();
+        write_png(
+            &args.out,
+            frame.cols,
+            frame.rows,
+            png::ColorType::Grayscale,
+            &grey,
+        )?;
+        println!(
+            "{} ({}x{}, window {lo}..{hi})",
+            args.out.display(),
+            frame.cols,
+            frame.rows
+        );
+        return Ok(());
+    }
+    if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
+        bail!("--out must end in .nii, .nii.gz or .png");
+    }
+    let volume = medfm::dicom::volume::assemble(&images)?;
+    for w in &volume.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut bytes = volume.to_nifti();
+    if name.ends_with(".gz") {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&bytes)?;
+        bytes = enc.finish()?;
+    }
+    std::fs::write(&args.out, bytes).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{} ({}x{}x{}, spacing {:.3}x{:.3}x{:.3} mm)",
+        args.out.display(),
+        volume.cols,
+        volume.rows,
+        volume.slices,
+        volume.spacing[0],
+        volume.spacing[1],
+        volume.spacing[2]
+    );
+    Ok(())
+}
+
 /// Median, minimum and maximum of timings in milliseconds.
 fn stats(mut v: Vec<f64>) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
@@ -809,6 +925,7 @@ fn main() -> ExitCode {
         Cmd::Embed(args) => cmd_embed(args),
         Cmd::Search(args) => cmd_search(args),
         Cmd::Info(args) => cmd_info(args),
+        Cmd::Convert(args) => cmd_convert(args),
         Cmd::Weights(WeightsCmd::Fetch {
             pth,
             dir,

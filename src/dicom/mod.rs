@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod seg;
+pub mod volume;
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};

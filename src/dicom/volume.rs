@@ -1,0 +1,320 @@
+//! Series to volume: sort the slices of one series in space and give the voxel-to-patient
+//! geometry, then write NIfTI-1.
+//!
+//! Slices are ordered by ImagePositionPatient projected on the slice normal (the cross
+//! product of the two ImageOrientationPatient directions); without geometry, by
+//! InstanceNumber (with a warning). Mixed sizes are refused; uneven spacing (gaps) is
+//! reported as a warning and the median spacing is used.
+
+use dicom_dictionary_std::tags;
+
+use super::{DicomImage, Error};
+
+/// A 3-D array of modality-LUT values with its geometry.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    /// Columns (NIfTI i, fastest).
+    pub cols: usize,
+    /// Rows (NIfTI j).
+    pub rows: usize,
+    /// Slices (NIfTI k, slowest).
+    pub slices: usize,
+    /// `cols * rows * slices` values, column fastest, then row, then slice.
+    pub values: Vec<f32>,
+    /// Voxel spacing (column, row, slice) in mm.
+    pub spacing: [f64; 3],
+    /// Voxel `(i, j, k, 1)` → DICOM patient coordinates (LPS, mm), row-major 4x4.
+    pub affine_lps: [[f64; 4]; 4],
+    /// Problems found that did not stop the assembly (gaps, missing geometry).
+    pub warnings: Vec<String>,
+}
+
+fn floats(img: &DicomImage, tag: dicom_core::Tag) -> Option<Vec<f64>> {
+    img.obj
+        .element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_multi_float64().ok())
+}
+
+fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
+}
+
+fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+/// Assemble one series of single-frame images (any order) into a volume.
+pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
+    let first = images
+        .first()
+        .ok_or_else(|| Error::Parse("no images to assemble".into()))?;
+    let series = &first.meta.series_instance_uid;
+    let mut warnings = Vec::new();
+    for img in images {
+        if img.meta.series_instance_uid != *series {
+            return Err(Error::Parse(format!(
+                "images of two series ({series} and {}): assemble one series at a time",
+                img.meta.series_instance_uid
+            )));
+        }
+        if (img.meta.rows, img.meta.cols) != (first.meta.rows, first.meta.cols) {
+            return Err(Error::Parse(format!(
+                "mixed slice sizes in series {series}: {}x{} and {}x{}",
+                first.meta.rows, first.meta.cols, img.meta.rows, img.meta.cols
+            )));
+        }
+        if img.meta.frames != 1 {
+            return Err(Error::Parse(
+                "multi-frame instances are not assembled yet (one frame per file)".into(),
+            ));
+        }
+    }
+    let iop = floats(first, tags::IMAGE_ORIENTATION_PATIENT).filter(|v| v.len() == 6);
+    let spacing_rc = floats(first, tags::PIXEL_SPACING).filter(|v| v.len() == 2);
+    let positions: Option<Vec<[f64; 3]>> = images
+        .iter()
+        .map(|i| {
+            floats(i, tags::IMAGE_POSITION_PATIENT)
+                .filter(|v| v.len() == 3)
+                .map(|v| [v[0], v[1], v[2]])
+        })
+        .collect();
+    let (row_dir, col_dir) = match &iop {
+        Some(v) => ([v[0], v[1], v[2]], [v[3], v[4], v[5]]),
+        None => {
+            warnings.push("no ImageOrientationPatient: axial identity orientation assumed".into());
+            ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+        }
+    };
+    if let Some(v0) = &iop {
+        for img in images {
+            let v = floats(img, tags::IMAGE_ORIENTATION_PATIENT).unwrap_or_default();
+            if v.len() != 6 || v.iter().zip(v0).any(|(a, b)| (a - b).abs() > 1e-4) {
+                return Err(Error::Parse(format!(
+                    "slices of series {series} have different orientations (e.g. radial or localizer \
+                     slices): not a volume"
+                )));
+            }
+        }
+    }
+    let normal = cross(row_dir, col_dir);
+    let mut order: Vec<(usize, f64)> = match (&positions, &iop) {
+        (Some(p), Some(_)) => p
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (i, dot(*x, normal)))
+            .collect(),
+        _ => {
+            warnings.push("no ImagePositionPatient: slices ordered by InstanceNumber".into());
+            images
+                .iter()
+                .enumerate()
+                .map(|(i, img)| {
+                    (
+                        i,
+                        floats(img, tags::INSTANCE_NUMBER)
+                            .and_then(|v| v.first().copied())
+                            .unwrap_or(i as f64),
+                    )
+                })
+                .collect()
+        }
+    };
+    order.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let steps: Vec<f64> = order.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    let slice_spacing = if positions.is_some() && iop.is_some() && !steps.is_empty() {
+        let mut s = steps.clone();
+        s.sort_by(f64::total_cmp);
+        let median = s[s.len() / 2];
+        if median <= 0.0 {
+            return Err(Error::Parse("two slices share the same position".into()));
+        }
+        if steps
+            .iter()
+            .any(|d| (d - median).abs() > 0.01 * median.max(1e-3))
+        {
+            warnings.push(format!(
+                "uneven slice spacing (gap?): steps {steps:?} mm, median {median} mm used"
+            ));
+        }
+        median
+    } else {
+        floats(first, tags::SLICE_THICKNESS)
+            .and_then(|v| v.first().copied())
+            .unwrap_or(1.0)
+    };
+    let [dr, dc] = match &spacing_rc {
+        Some(v) => [v[0], v[1]],
+        None => {
+            warnings.push("no PixelSpacing: 1 mm assumed".into());
+            [1.0, 1.0]
+        }
+    };
+    let (rows, cols) = (first.meta.rows as usize, first.meta.cols as usize);
+    let mut values = Vec::with_capacity(rows * cols * images.len());
+    for &(i, _) in &order {
+        let frame = images[i].frame(0)?;
+        if frame.channels != 1 {
+            return Err(Error::Parse(
+                "colour images cannot be written as a scalar volume".into(),
+            ));
+        }
+        values.extend_from_slice(&frame.values);
+    }
+    let origin = positions
+        .as_ref()
+        .map(|p| p[order[0].0])
+        .unwrap_or([0.0; 3]);
+    let mut affine_lps = [[0.0; 4]; 4];
+    for a in 0..3 {
+        affine_lps[a][0] = row_dir[a] * dc;
+        affine_lps[a][1] = col_dir[a] * dr;
+        affine_lps[a][2] = normal[a] * slice_spacing;
+        affine_lps[a][3] = origin[a];
+    }
+    affine_lps[3][3] = 1.0;
+    Ok(Volume {
+        cols,
+        rows,
+        slices: order.len(),
+        values,
+        spacing: [dc, dr, slice_spacing],
+        affine_lps,
+        warnings,
+    })
+}
+
+impl Volume {
+    /// The voxel → RAS affine NIfTI expects (LPS with x and y negated).
+    pub fn affine_ras(&self) -> [[f64; 4]; 4] {
+        let mut a = self.affine_lps;
+        for row in a.iter_mut().take(2) {
+            row.iter_mut().for_each(|v| *v = -*v);
+        }
+        a
+    }
+
+    /// A NIfTI-1 single file (`.nii`): float32 voxels, sform and qform codes 1 (scanner).
+    pub fn to_nifti(&self) -> Vec<u8> {
+        let mut h = vec![0u8; 348];
+        let put_i32 =
+            |h: &mut Vec<u8>, off: usize, v: i32| h[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        let put_i16 =
+            |h: &mut Vec<u8>, off: usize, v: i16| h[off..off + 2].copy_from_slice(&v.to_le_bytes());
+        let put_f32 =
+            |h: &mut Vec<u8>, off: usize, v: f32| h[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        put_i32(&mut h, 0, 348); // sizeof_hdr
+        h[38] = b'r'; // regular
+        for (i, d) in [
+            3i16,
+            self.cols as i16,
+            self.rows as i16,
+            self.slices as i16,
+            1,
+            1,
+            1,
+            1,
+        ]
+        .iter()
+        .enumerate()
+        {
+            put_i16(&mut h, 40 + 2 * i, *d);
+        }
+        put_i16(&mut h, 70, 16); // datatype FLOAT32
+        put_i16(&mut h, 72, 32); // bitpix
+        let pix = [
+            1.0f32,
+            self.spacing[0] as f32,
+            self.spacing[1] as f32,
+            self.spacing[2] as f32,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+        ];
+        for (i, p) in pix.iter().enumerate() {
+            put_f32(&mut h, 76 + 4 * i, *p);
+        }
+        put_f32(&mut h, 108, 352.0); // vox_offset
+        put_f32(&mut h, 112, 1.0); // scl_slope
+        h[123] = 2 | (8 << 3); // xyzt_units: mm, s
+        let desc = b"medfm: DICOM modality values";
+        h[148..148 + desc.len()].copy_from_slice(desc);
+        put_i16(&mut h, 252, 1); // qform_code: scanner
+        put_i16(&mut h, 254, 1); // sform_code: scanner
+        let a = self.affine_ras();
+        // qform from the rotation part (quaternion), qfac for a left-handed frame.
+        let mut r = [[0.0f64; 3]; 3];
+        for (row, rr) in r.iter_mut().enumerate() {
+            for (c, v) in rr.iter_mut().enumerate() {
+                *v = a[row][c] / self.spacing[c];
+            }
+        }
+        let det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1])
+            - r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0])
+            + r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
+        let qfac = if det < 0.0 { -1.0 } else { 1.0 };
+        if qfac < 0.0 {
+            for rr in r.iter_mut() {
+                rr[2] = -rr[2];
+            }
+        }
+        put_f32(&mut h, 76, qfac as f32); // pixdim[0] = qfac
+        let trace = r[0][0] + r[1][1] + r[2][2];
+        let (b, c, d) = if trace > -0.99 {
+            let aq = 0.5 * (1.0 + trace).sqrt();
+            (
+                (r[2][1] - r[1][2]) / (4.0 * aq),
+                (r[0][2] - r[2][0]) / (4.0 * aq),
+                (r[1][0] - r[0][1]) / (4.0 * aq),
+            )
+        } else if r[0][0] >= r[1][1] && r[0][0] >= r[2][2] {
+            let bq = 0.5 * (1.0 + r[0][0] - r[1][1] - r[2][2]).sqrt();
+            let aq = (r[2][1] - r[1][2]) / (4.0 * bq);
+            let s = if aq < 0.0 { -1.0 } else { 1.0 };
+            (
+                s * bq,
+                s * (r[0][1] + r[1][0]) / (4.0 * bq),
+                s * (r[0][2] + r[2][0]) / (4.0 * bq),
+            )
+        } else if r[1][1] >= r[2][2] {
+            let cq = 0.5 * (1.0 - r[0][0] + r[1][1] - r[2][2]).sqrt();
+            let aq = (r[0][2] - r[2][0]) / (4.0 * cq);
+            let s = if aq < 0.0 { -1.0 } else { 1.0 };
+            (
+                s * (r[0][1] + r[1][0]) / (4.0 * cq),
+                s * cq,
+                s * (r[1][2] + r[2][1]) / (4.0 * cq),
+            )
+        } else {
+            let dq = 0.5 * (1.0 - r[0][0] - r[1][1] + r[2][2]).sqrt();
+            let aq = (r[1][0] - r[0][1]) / (4.0 * dq);
+            let s = if aq < 0.0 { -1.0 } else { 1.0 };
+            (
+                s * (r[0][2] + r[2][0]) / (4.0 * dq),
+                s * (r[1][2] + r[2][1]) / (4.0 * dq),
+                s * dq,
+            )
+        };
+        for (i, v) in [b, c, d, a[0][3], a[1][3], a[2][3]].iter().enumerate() {
+            put_f32(&mut h, 256 + 4 * i, *v as f32);
+        }
+        for (row, off) in a.iter().take(3).zip([280usize, 296, 312]) {
+            for (c, v) in row.iter().enumerate() {
+                put_f32(&mut h, off + 4 * c, *v as f32);
+            }
+        }
+        h[344..348].copy_from_slice(b"n+1\0");
+        h.extend_from_slice(&[0, 0, 0, 0]); // extension flag
+        for v in &self.values {
+            h.extend_from_slice(&v.to_le_bytes());
+        }
+        h
+    }
+}
