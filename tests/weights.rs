@@ -162,3 +162,16 @@ fn published_checkpoint_hash_matches() {
         weights::LITE_MEDSAM_SHA256
     );
 }
+
+/// The same checkpoint always converts to the same bytes (no random parameter ids), so
+/// the sha256 of a `.bpk` can be published and checked (the browser does).
+#[test]
+fn bpk_conversion_is_deterministic() {
+    let device = Device::flex();
+    let model = load_model(Precision::Fp32, &device);
+    for p in Precision::ALL {
+        let a = weights::save_bpk(&model, p).unwrap();
+        let b = weights::save_bpk(&model, p).unwrap();
+        assert!(a == b, "{}: two conversions differ", p.name());
+    }
+}

@@ -342,14 +342,25 @@ pub fn load_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
 /// Serialise a model to `.bpk` bytes, quantizing Linear/Conv weights first when asked.
 pub fn save_bpk(model: &Sam, precision: Precision) -> Result<Vec<u8>, Error> {
     let model = quantize(model.clone(), precision);
-    let mut store = BurnpackStore::from_bytes(None)
-        .metadata(BPK_MODEL_KEY, BPK_MODEL_NAME)
-        .metadata("medfm.precision", precision.name());
-    model
-        .save_into(&mut store)
-        .map_err(|e| Error::Weights(format!("cannot serialise the model: {e}")))?;
-    let bytes = store
-        .get_bytes()
+    // Written with burn-pack's writer rather than `BurnpackStore` so that the parameter ids
+    // (random per process) are left out: the same checkpoint then always gives the same
+    // bytes, and a published sha256 of a `.bpk` stays valid.
+    let tensors = model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|mut t| {
+            t.param_id = None;
+            t
+        })
+        .collect();
+    let mut writer = burn::store::burn_pack::Writer::new(tensors);
+    for (key, value) in BurnpackStore::default_metadata() {
+        writer = writer.with_metadata(&key, &value);
+    }
+    let bytes = writer
+        .with_metadata(BPK_MODEL_KEY, BPK_MODEL_NAME)
+        .with_metadata("medfm.precision", precision.name())
+        .into_bytes()
         .map_err(|e| Error::Weights(format!("cannot serialise the model: {e}")))?;
     Ok(bytes.to_vec())
 }
