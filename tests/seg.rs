@@ -106,3 +106,10 @@ fn wrong_mask_size_and_frame_are_refused() {
     assert!(seg::write_seg(&image, 0, &[0u8; 10], &info).is_err());
     assert!(seg::write_seg(&image, 5, &vec![0u8; 64 * 64], &info).is_err());
 }
+
+#[test]
+fn ultrasound_frame_seg_is_valid_and_exact() {
+    // Multi-frame colour ultrasound (YBR_FULL_422 JPEG) without patient geometry: the SEG
+    // references the source frame and carries no plane position.
+    validate("examples_ybr_color.dcm", 7);
+}
