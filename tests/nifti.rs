@@ -8,14 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn check_python() -> PathBuf {
-    std::env::var_os("MEDFM_CHECK_PY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/medfm/venv-check/bin/python")
-        })
-}
-
 fn convert(inputs: &[PathBuf], out: &str) -> (bool, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_medfm"))
         .arg("convert")

@@ -3,20 +3,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
 use medfm::dicom::{self, seg};
-
-/// Python with highdicom: `$MEDFM_CHECK_PY` or ~/.cache/medfm/venv-check/bin/python.
-fn check_python() -> PathBuf {
-    std::env::var_os("MEDFM_CHECK_PY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/medfm/venv-check/bin/python")
-        })
-}
 
 /// A disc over the middle of the image, plus a single pixel in a corner (bit-order check).
 fn disc(rows: usize, cols: usize) -> Vec<u8> {

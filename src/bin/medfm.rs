@@ -309,17 +309,16 @@ fn parse_floats(s: &str, what: &str) -> Result<Vec<f32>> {
         .collect()
 }
 
+fn parse_box(s: &str) -> Result<[f32; 4]> {
+    let v = parse_floats(s, "--box")?;
+    if v.len() != 4 {
+        bail!("--box takes four numbers X0,Y0,X1,Y1, got `{s}`");
+    }
+    Ok([v[0], v[1], v[2], v[3]])
+}
+
 fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
-    let bbox = match &args.bbox {
-        Some(s) => {
-            let v = parse_floats(s, "--box")?;
-            if v.len() != 4 {
-                bail!("--box takes four numbers X0,Y0,X1,Y1, got `{s}`");
-            }
-            Some([v[0], v[1], v[2], v[3]])
-        }
-        None => None,
-    };
+    let bbox = args.bbox.as_deref().map(parse_box).transpose()?;
     let mut points = Vec::new();
     for s in &args.points {
         let v = parse_floats(s, "--point")?;
@@ -339,6 +338,25 @@ fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
         points,
         multimask: args.multimask,
     })
+}
+
+/// Where the weights of `precision` are, unless a file is given.
+fn weights_path(explicit: Option<PathBuf>, precision: Precision) -> PathBuf {
+    explicit.unwrap_or_else(|| weights_dir(None).join(precision.file_name()))
+}
+
+/// Read a `.bpk` and decode it on `device`, with a spinner.
+fn load_sam(wpath: &Path, device: &Device) -> Result<medfm::model::Sam> {
+    let wbytes = std::fs::read(wpath).with_context(|| {
+        format!(
+            "reading weights {}; run `medfm weights fetch` first (or pass --weights to `segment`)",
+            wpath.display()
+        )
+    })?;
+    let pb = spinner("loading weights");
+    let sam = weights::load_bpk(wbytes, device).with_context(|| wpath.display().to_string())?;
+    pb.finish_and_clear();
+    Ok(sam)
 }
 
 fn pick_device(cpu: bool) -> (Device, String) {
@@ -376,22 +394,11 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
         std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let image = medfm::dicom::read(&bytes).with_context(|| format!("{}", args.image.display()))?;
     let precision: Precision = args.precision.parse()?;
-    let wpath = args
-        .weights
-        .clone()
-        .unwrap_or_else(|| weights_dir(None).join(precision.file_name()));
-    let wbytes = std::fs::read(&wpath).with_context(|| {
-        format!(
-            "reading weights {}; run `medfm weights fetch` first (or pass --weights)",
-            wpath.display()
-        )
-    })?;
+    let wpath = weights_path(args.weights.clone(), precision);
     let (device, device_name) = pick_device(args.cpu);
 
     let t0 = Instant::now();
-    let pb = spinner("loading weights");
-    let sam = weights::load_bpk(wbytes, &device).with_context(|| wpath.display().to_string())?;
-    pb.finish_and_clear();
+    let sam = load_sam(&wpath, &device)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let seg = Segmenter::new(sam, device);
     let pre = seg.prepare(&image, args.frame)?;
@@ -481,17 +488,8 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Load the fp32 model on the chosen device, with a spinner.
 fn load_segmenter(cpu: bool) -> Result<(Segmenter, String)> {
-    let wpath = weights_dir(None).join(Precision::Fp32.file_name());
-    let wbytes = std::fs::read(&wpath).with_context(|| {
-        format!(
-            "reading weights {}; run `medfm weights fetch` first",
-            wpath.display()
-        )
-    })?;
     let (device, name) = pick_device(cpu);
-    let pb = spinner("loading weights");
-    let sam = weights::load_bpk(wbytes, &device).with_context(|| wpath.display().to_string())?;
-    pb.finish_and_clear();
+    let sam = load_sam(&weights_path(None, Precision::Fp32), &device)?;
     Ok((Segmenter::new(sam, device), name))
 }
 
@@ -822,16 +820,12 @@ fn cmd_bench(args: BenchArgs) -> Result<()> {
     let precision: Precision = args.precision.parse()?;
     let bytes =
         std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
-    let v = parse_floats(&args.bbox, "--box")?;
-    if v.len() != 4 {
-        bail!("--box takes four numbers X0,Y0,X1,Y1");
-    }
     let prompt = PixelPrompt {
-        bbox: Some([v[0], v[1], v[2], v[3]]),
+        bbox: Some(parse_box(&args.bbox)?),
         points: vec![],
         multimask: false,
     };
-    let wpath = weights_dir(None).join(precision.file_name());
+    let wpath = weights_path(None, precision);
     let (device, device_name) = if args.cpu {
         (Device::flex(), "cpu (flex)".to_string())
     } else {
@@ -847,13 +841,7 @@ fn cmd_bench(args: BenchArgs) -> Result<()> {
 
     // Cold start: weights file -> model -> first embed -> first mask.
     let t = Instant::now();
-    let wbytes = std::fs::read(&wpath).with_context(|| {
-        format!(
-            "reading weights {}; run `medfm weights fetch` first",
-            wpath.display()
-        )
-    })?;
-    let seg = Segmenter::new(weights::load_bpk(wbytes, &device)?, device.clone());
+    let seg = Segmenter::new(load_sam(&wpath, &device)?, device.clone());
     let image = medfm::dicom::read(&bytes)?;
     let pre = seg.prepare(&image, 0)?;
     let emb = seg.embed(&pre)?;

@@ -128,3 +128,14 @@ pub fn prompt_of(p: &serde_json::Value) -> PixelPrompt {
         multimask: p["multimask"].as_bool().unwrap(),
     }
 }
+
+/// Python with highdicom and nibabel: `$MEDFM_CHECK_PY` or ~/.cache/medfm/venv-check/bin/python
+/// (scripts/test.sh installs it).
+pub fn check_python() -> PathBuf {
+    std::env::var_os("MEDFM_CHECK_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").expect("HOME"))
+                .join(".cache/medfm/venv-check/bin/python")
+        })
+}
