@@ -79,6 +79,10 @@ pub struct ImageMeta {
     pub study_instance_uid: String,
     /// Series Instance UID, empty if absent.
     pub series_instance_uid: String,
+    /// Series Description, empty if absent (no patient identifiers).
+    pub series_description: String,
+    /// Instance Number, if present (orders a series' instances when positions are absent).
+    pub instance_number: Option<i32>,
 }
 
 /// A parsed DICOM image.
@@ -206,6 +210,12 @@ pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
         sop_instance_uid: opt_str(&obj, tags::SOP_INSTANCE_UID),
         study_instance_uid: opt_str(&obj, tags::STUDY_INSTANCE_UID),
         series_instance_uid: opt_str(&obj, tags::SERIES_INSTANCE_UID),
+        series_description: opt_str(&obj, tags::SERIES_DESCRIPTION),
+        instance_number: obj
+            .element_opt(tags::INSTANCE_NUMBER)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<i32>().ok()),
     };
     Ok(DicomImage { meta, obj })
 }

@@ -8,7 +8,9 @@
 
 use crate::model::Embedding;
 
-use super::{Error, Preprocessed, tensor_to_vec};
+use burn::tensor::Tensor;
+
+use super::{Error, Preprocessed, tensor_to_vec, tensor_to_vec_async};
 
 /// Dimension of the default (LiteMedSAM) embedding vector.
 pub const DIM: usize = 256;
@@ -24,17 +26,25 @@ pub fn l2_normalize(mut v: Vec<f32>) -> Vec<f32> {
 
 /// The pooled, normalised 256-d vector of one encoded frame (see module docs).
 pub fn pooled_vector(emb: &Embedding, pre: &Preprocessed) -> Result<Vec<f32>, Error> {
+    Ok(l2_normalize(tensor_to_vec(pooled(emb, pre))?))
+}
+
+/// [`pooled_vector`] with asynchronous readback (WebGPU in a browser).
+pub async fn pooled_vector_async(emb: &Embedding, pre: &Preprocessed) -> Result<Vec<f32>, Error> {
+    Ok(l2_normalize(tensor_to_vec_async(pooled(emb, pre)).await?))
+}
+
+/// Mean over the unpadded grid cells: `[1, C, 64, 64] -> [C]`, still on the device.
+fn pooled(emb: &Embedding, pre: &Preprocessed) -> Tensor<1> {
     let [_, c, h, w] = emb.tensor.dims();
     let gh = pre.new_rows.div_ceil(4).clamp(1, h);
     let gw = pre.new_cols.div_ceil(4).clamp(1, w);
-    let pooled = emb
-        .tensor
+    emb.tensor
         .clone()
         .slice([0..1, 0..c, 0..gh, 0..gw])
         .mean_dim(3)
         .mean_dim(2)
-        .reshape([c]);
-    Ok(l2_normalize(tensor_to_vec(pooled)?))
+        .reshape([c])
 }
 
 /// The normalised mean of several normalised vectors (a series vector).

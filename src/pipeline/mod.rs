@@ -5,6 +5,7 @@
 
 pub mod embed;
 pub mod preprocess;
+pub mod session;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -157,28 +158,69 @@ impl Segmenter {
         pre: &Preprocessed,
         prompt: &PixelPrompt,
     ) -> Result<Segmentation, Error> {
-        let prompts = prompt.to_model(pre)?;
-        let out = self.sam.decode(emb, &prompts)?;
+        let out = self.decode(emb, pre, prompt)?;
         let iou = tensor_to_vec(out.iou)?;
         let logits = tensor_to_vec(out.low_res_logits)?;
-        let n = model::sam::LOW_RES_SIZE * model::sam::LOW_RES_SIZE;
-        let chosen = iou
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-        let mask = mask_from_logits(&logits[chosen * n..(chosen + 1) * n], pre);
-        let area = mask.iter().map(|&m| m as usize).sum();
-        Ok(Segmentation {
-            mask,
-            rows: pre.rows,
-            cols: pre.cols,
-            area,
-            iou,
-            chosen,
-            low_res_logits: logits,
-        })
+        Ok(finish(pre, iou, logits))
+    }
+
+    /// [`Segmenter::segment`] with asynchronous readback, for devices (WebGPU in a
+    /// browser) that cannot block on the GPU.
+    pub async fn segment_async(
+        &self,
+        emb: &Embedding,
+        pre: &Preprocessed,
+        prompt: &PixelPrompt,
+    ) -> Result<Segmentation, Error> {
+        let out = self.decode(emb, pre, prompt)?;
+        let iou = tensor_to_vec_async(out.iou).await?;
+        let logits = tensor_to_vec_async(out.low_res_logits).await?;
+        Ok(finish(pre, iou, logits))
+    }
+
+    /// The model call of a prompt: `low_res_logits [1, M, 256, 256]`, `iou [1, M]`
+    /// (M = 1, or 3 with multimask), still on the device.
+    pub fn decode(
+        &self,
+        emb: &Embedding,
+        pre: &Preprocessed,
+        prompt: &PixelPrompt,
+    ) -> Result<model::Decoded, Error> {
+        let prompts = prompt.to_model(pre)?;
+        Ok(self.sam.decode(emb, &prompts)?)
+    }
+}
+
+/// Read a tensor back as `Vec<f32>` without blocking (WebGPU readbacks are asynchronous).
+pub async fn tensor_to_vec_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
+    let data = t.into_data_async().await.map_err(|e| {
+        Error::Unsupported(format!("cannot read a result back from the device: {e:?}"))
+    })?;
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| {
+        Error::Unsupported(format!("cannot read a result back from the device: {e:?}"))
+    })
+}
+
+/// Postprocess the read-back decoder outputs: pick the mask with the highest predicted
+/// IoU, upsample its logits to `rows x cols` and threshold.
+pub fn finish(pre: &Preprocessed, iou: Vec<f32>, logits: Vec<f32>) -> Segmentation {
+    let n = model::sam::LOW_RES_SIZE * model::sam::LOW_RES_SIZE;
+    let chosen = iou
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    let mask = mask_from_logits(&logits[chosen * n..(chosen + 1) * n], pre);
+    let area = mask.iter().map(|&m| m as usize).sum();
+    Segmentation {
+        mask,
+        rows: pre.rows,
+        cols: pre.cols,
+        area,
+        iou,
+        chosen,
+        low_res_logits: logits,
     }
 }
 

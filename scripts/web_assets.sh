@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# trunk post-build hook (also usable by hand: web_assets.sh DIST): put the LiteMedSAM
+# weights (.bpk, made by scripts/weights.sh) and the bundled samples into the app, with a
+# manifest of sizes and sha256 the worker checks downloads against.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+dest="${1:-${TRUNK_STAGING_DIR:?run by trunk, or give the dist directory}}"
+mkdir -p "$dest/weights" "$dest/samples"
+entries=()
+for p in int8 fp32; do
+  f="$MEDFM_WEIGHTS_DIR/lite_medsam_$p.bpk"
+  if [ ! -f "$f" ]; then
+    echo "web_assets.sh: $f is missing: run scripts/weights.sh first" >&2
+    exit 1
+  fi
+  cp "$f" "$dest/weights/"
+  entries+=("\"$p\": {\"file\": \"lite_medsam_$p.bpk\", \"bytes\": $(stat -c %s "$f"), \"sha256\": \"$(sha256sum "$f" | cut -d' ' -f1)\"}")
+done
+(IFS=,; echo "{${entries[*]}}") > "$dest/weights/manifest.json"
+# Samples (provenance: tests/data/PROVENANCE.md).
+cp tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm "$dest/samples/abdomen_mr.dcm"
+cp tests/data/CT_small.dcm "$dest/samples/head_ct.dcm"
+cat > "$dest/samples/index.json" <<'JSON'
+[
+  {"name": "Abdominal MR (kidneys)", "file": "samples/abdomen_mr.dcm"},
+  {"name": "Head CT", "file": "samples/head_ct.dcm"}
+]
+JSON

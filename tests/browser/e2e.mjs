@@ -1,0 +1,357 @@
+// End-to-end tests of the web app (dist/, built by trunk) in headless Debian Chromium.
+//
+//   node tests/browser/e2e.mjs [--path cpu|webgpu|all] [--dist DIST] [--artifacts DIR]
+//
+// Env: MEDFM_BIN (the native `medfm` binary, for the reference mask area), CHECK_PYTHON
+// (a Python with highdicom, for reading the exported SEG back), CHROMIUM (default
+// /usr/bin/chromium). Exits non-zero on the first failed check, saying which.
+//
+// CPU path (forced CPU, the broad one): bundled samples listed; box on the kidney gives
+// the area of `medfm segment` on the same box within 2 %; every viewer interaction
+// (wheel, Up/Down, Home/End, presets 1-5, i, Space, W/L drag, zoom, pan, points,
+// shift-click, undo/redo, segments, opacity, picker, drag-and-drop, bad file); JS API;
+// SEG/PNG/NIfTI export (SEG read back by highdicom); egress: every request goes to the
+// app's origin and none after the initial load sends a body; second visit uses the
+// cached weights; no panic. WebGPU path (SwiftShader): backend is WebGPU, same box, same
+// area check, SEG export, no panic.
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { serve } from './serve.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+const DIST = path.resolve(opt('dist', path.join(ROOT, 'dist')));
+const ARTIFACTS = path.resolve(opt('artifacts', path.join(os.tmpdir(), 'medfm-browser-artifacts')));
+const WHICH = opt('path', 'all');
+const MR = path.join(ROOT, 'tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm');
+const KIDNEY = [110, 280, 190, 355];
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+
+let failures = 0;
+function check(cond, what, detail = '') {
+  if (cond) {
+    console.log(`  ok   ${what}`);
+  } else {
+    failures += 1;
+    console.log(`  FAIL ${what} ${detail}`);
+  }
+}
+
+function referenceArea(box, precision) {
+  const bin = process.env.MEDFM_BIN;
+  if (!bin) throw new Error('MEDFM_BIN is not set (path of the native medfm binary)');
+  const out = execFileSync(bin, ['segment', MR, '--box', box.join(','), '--cpu', '--precision', precision, '--json', '--out', path.join(ARTIFACTS, 'ref_mask.png')], { encoding: 'utf8' });
+  return JSON.parse(out).area;
+}
+
+async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
+  });
+}
+
+// Record every request of the page and its workers.
+function recordRequests(page, log) {
+  page.on('request', (r) => log.push({ url: r.url(), method: r.method(), body: r.postDataBuffer(), t: Date.now() }));
+  page.on('console', (m) => {
+    const text = m.text();
+    if (/panick|RuntimeError|unreachable/i.test(text)) log.panics = (log.panics || []).concat(text);
+    if (process.env.VERBOSE) console.log(`    [console] ${text}`);
+  });
+  page.on('pageerror', (e) => { log.pageErrors = (log.pageErrors || []).concat(String(e)); });
+  page.on('worker', (w) => w.on('console', (m) => {
+    const text = m.text();
+    if (/panick|RuntimeError|unreachable/i.test(text)) log.panics = (log.panics || []).concat(text);
+    if (process.env.VERBOSE) console.log(`    [worker] ${text}`);
+  }));
+}
+
+async function waitReady(page, timeout) {
+  await page.waitForFunction(() => document.body.dataset.ready, null, { timeout, polling: 500 });
+  const state = await page.evaluate(() => document.body.dataset.ready);
+  if (state !== '1') throw new Error(`app failed to start: ${await page.textContent('#status')}`);
+}
+
+async function idle(page, timeout = 600000) {
+  await page.waitForFunction(() => window.app.busy === 0, null, { timeout, polling: 200 });
+}
+
+// Drag a box over image pixels `box` with the mouse (left button, segment tool).
+async function drawBox(page, box) {
+  const [a, b] = await page.evaluate((bx) => [window.app.display.toCanvas(bx[0], bx[1]), window.app.display.toCanvas(bx[2], bx[3])], box);
+  const r = await page.locator('#view').boundingBox();
+  await page.mouse.move(r.x + a[0], r.y + a[1]);
+  await page.mouse.down();
+  await page.mouse.move(r.x + (a[0] + b[0]) / 2, r.y + (a[1] + b[1]) / 2, { steps: 3 });
+  await page.mouse.move(r.x + b[0], r.y + b[1], { steps: 3 });
+  await page.mouse.up();
+}
+
+async function clickImage(page, x, y, modifiers = []) {
+  const c = await page.evaluate(([px, py]) => window.app.display.toCanvas(px, py), [x, y]);
+  const r = await page.locator('#view').boundingBox();
+  for (const m of modifiers) await page.keyboard.down(m);
+  await page.mouse.click(r.x + c[0], r.y + c[1]);
+  for (const m of modifiers) await page.keyboard.up(m);
+}
+
+async function segmentKidney(page, label) {
+  await page.evaluate(() => {
+    const li = document.querySelector('#series-list li[data-series="0"]');
+    li.click();
+  });
+  await page.waitForFunction(() => window.app.cur.series === 0 && window.app.pixels && window.app.pixels.rows === 484);
+  await page.keyboard.press('s');
+  await drawBox(page, KIDNEY);
+  await page.waitForFunction(() => window.app.lastResult !== null, null, { timeout: 1200000, polling: 500 });
+  await idle(page, 1200000);
+  const res = await page.evaluate(() => ({ ...window.app.lastResult, box: window.app.segments[window.app.active].prompts.get('0:0').box }));
+  const precision = await page.evaluate(() => window.medfm.info.precision);
+  const ref = referenceArea(res.box, precision);
+  console.log(`  ${label}: box ${res.box} area ${res.area} (medfm segment: ${ref}), IoU ${res.iou.toFixed(3)}, ${res.backend}, ${res.ms.toFixed(0)} ms (encode ${res.encodeMs.toFixed(0)} ms)`);
+  check(Math.abs(res.area - ref) <= 0.02 * ref, `${label}: mask area within 2 % of medfm segment`, `${res.area} vs ${ref}`);
+  return res;
+}
+
+async function exportSegAndCheck(page, label) {
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#export-seg')]);
+  const segPath = path.join(ARTIFACTS, `${label}_seg.dcm`);
+  await dl.saveAs(segPath);
+  const { mask, rows, cols } = await page.evaluate(() => {
+    const r = window.app.segments[window.app.active].results.get('0:0');
+    return { mask: Array.from(r.mask), rows: r.rows, cols: r.cols };
+  });
+  const maskPath = path.join(ARTIFACTS, `${label}_mask.u8`);
+  fs.writeFileSync(maskPath, Uint8Array.from(mask));
+  const py = process.env.CHECK_PYTHON || 'python3';
+  try {
+    const out = execFileSync(py, [path.join(ROOT, 'scripts/check_seg.py'), segPath, maskPath, String(rows), String(cols)], { encoding: 'utf8' });
+    check(true, `${label}: exported SEG parses (highdicom) and holds the mask: ${out.trim().split('\n').pop()}`);
+  } catch (e) {
+    check(false, `${label}: exported SEG parses`, String(e.stdout || '') + String(e.stderr || e.message));
+  }
+}
+
+function checkEgress(log, origin, initialDone, label) {
+  const foreign = log.filter((r) => !r.url.startsWith(origin) && !r.url.startsWith('blob:') && !r.url.startsWith('data:'));
+  check(foreign.length === 0, `${label}: every request goes to ${origin}`, JSON.stringify(foreign.map((r) => r.url)));
+  const sent = log.filter((r) => r.t >= initialDone && (r.method === 'POST' || r.method === 'PUT' || (r.body && r.body.length)));
+  check(sent.length === 0, `${label}: no POST/PUT and no request body after the initial load`, JSON.stringify(sent.map((r) => `${r.method} ${r.url}`)));
+  check(log.some((r) => r.url.endsWith('.bpk')), `${label}: the recorder sees the worker's requests (weights download)`);
+}
+
+async function cpuPath(browser, url) {
+  console.log('CPU path (forced CPU)');
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1400, height: 820 } });
+  const page = await context.newPage();
+  const log = [];
+  recordRequests(page, log);
+  const t0 = Date.now();
+  await page.goto(`${url}?backend=cpu`);
+  await waitReady(page, 600000);
+  const initialDone = Date.now();
+  console.log(`  ready in ${((initialDone - t0) / 1000).toFixed(1)} s; timings: ${await page.textContent('#timings')}`);
+  check((await page.evaluate(() => window.medfm.backend)) === 'cpu', 'backend is cpu when forced', await page.textContent('#backend'));
+  check((await page.locator('#series-list li').count()) === 2, 'the two bundled samples are listed');
+
+  const res = await segmentKidney(page, 'cpu');
+  check(res.backend === 'cpu', 'mask computed on the cpu backend');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'viewer_cpu.png') });
+
+  // Prompt interactions: positive point, negative point (shift-click), undo, redo.
+  const pts = () => page.evaluate(() => window.app.segments[window.app.active].prompts.get('0:0').points.map((p) => p[2]));
+  await clickImage(page, 150, 318);
+  await idle(page);
+  await clickImage(page, 120, 290, ['Shift']);
+  await idle(page);
+  check(JSON.stringify(await pts()) === '[1,0]', 'click adds a positive point, shift-click a negative one', JSON.stringify(await pts()));
+  await page.keyboard.press('Control+z');
+  await idle(page);
+  check(JSON.stringify(await pts()) === '[1]', 'Ctrl+Z undoes the last prompt change');
+  await page.keyboard.press('Control+y');
+  await idle(page);
+  check(JSON.stringify(await pts()) === '[1,0]', 'Ctrl+Y redoes it');
+  const decodeOnly = await page.evaluate(() => window.app.lastResult.encodeMs);
+  check(decodeOnly === 0, 'prompt changes reuse the cached embedding (decode only)');
+
+  // Window/level: presets, drag, invert, reset.
+  const view = () => page.evaluate(() => ({ ...window.app.display.view }));
+  const presets = { 1: [40, 400], 2: [-600, 1500], 3: [90, 150], 4: [480, 2500], 5: [40, 80] };
+  for (const [k, [c, w]] of Object.entries(presets)) {
+    await page.keyboard.press(k);
+    const v = await view();
+    check(v.center === c && v.width === w, `key ${k} sets window ${w}/${c}`, JSON.stringify([v.center, v.width]));
+  }
+  await page.keyboard.press('w');
+  const before = await view();
+  const r = await page.locator('#view').boundingBox();
+  await page.mouse.move(r.x + 300, r.y + 300);
+  await page.mouse.down();
+  await page.mouse.move(r.x + 360, r.y + 330, { steps: 4 });
+  await page.mouse.up();
+  const after = await view();
+  check(after.width > before.width && after.center > before.center, 'left drag with the W/L tool changes width and level');
+  await page.keyboard.press('i');
+  check((await view()).invert === true, 'i inverts');
+  // Zoom (right drag) and pan (middle drag).
+  await page.mouse.move(r.x + 320, r.y + 320);
+  await page.mouse.down({ button: 'right' });
+  await page.mouse.move(r.x + 320, r.y + 250, { steps: 4 });
+  await page.mouse.up({ button: 'right' });
+  check((await view()).zoom > after.zoom, 'right drag zooms in');
+  const z = await view();
+  await page.mouse.move(r.x + 320, r.y + 320);
+  await page.mouse.down({ button: 'middle' });
+  await page.mouse.move(r.x + 360, r.y + 340, { steps: 4 });
+  await page.mouse.up({ button: 'middle' });
+  const pan = await view();
+  check(pan.offset[0] > z.offset[0] && pan.offset[1] > z.offset[1], 'middle drag pans');
+  await page.keyboard.press(' ');
+  const reset = await view();
+  check(reset.invert === false && reset.zoom < pan.zoom && reset.width !== after.width, 'Space resets the view');
+  await page.keyboard.press('s');
+
+  // Segments and opacity.
+  await page.fill('#segment-name', 'Left kidney');
+  await page.click('#add-segment');
+  check((await page.evaluate(() => window.app.segments.map((s) => s.name))).join('|') === 'Segment 1|Left kidney', 'a second named segment is added');
+  await drawBox(page, [285, 285, 355, 360]);
+  await idle(page);
+  const two = await page.evaluate(() => window.app.segments.map((s) => (s.results.get('0:0') || {}).area || 0));
+  check(two[0] > 0 && two[1] > 0, 'both segments have a mask on the frame', JSON.stringify(two));
+  await page.locator('#opacity').fill('0.7');
+  check((await view()).opacity === 0.7, 'opacity slider sets the overlay opacity');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'viewer_two_segments.png') });
+  await page.evaluate(() => { window.app.active = 0; });
+
+  // Exports.
+  await exportSegAndCheck(page, 'cpu');
+  const [png] = await Promise.all([page.waitForEvent('download'), page.click('#export-png')]);
+  const pngPath = path.join(ARTIFACTS, 'frame.png');
+  await png.saveAs(pngPath);
+  check(fs.readFileSync(pngPath).subarray(1, 4).toString() === 'PNG', 'PNG export');
+  const [nii] = await Promise.all([page.waitForEvent('download'), page.click('#export-nifti')]);
+  const niiPath = path.join(ARTIFACTS, 'series.nii');
+  await nii.saveAs(niiPath);
+  const hdr = fs.readFileSync(niiPath);
+  check(hdr.readInt32LE(0) === 348 && hdr.readInt16LE(42) === 484 && hdr.readInt16LE(44) === 484, 'NIfTI export (348-byte header, 484x484)');
+
+  // Stack scroll on a multi-frame file opened with the picker.
+  await page.setInputFiles('#file-input', path.join(ROOT, 'tests/data/emri_small.dcm'));
+  await page.waitForFunction(() => window.app.series.length === 3);
+  await page.evaluate(() => document.querySelector('#series-list li[data-series="2"]').click());
+  await page.waitForFunction(() => window.app.cur.series === 2);
+  const frame = () => page.evaluate(() => window.app.cur.frame);
+  await page.keyboard.press('ArrowDown');
+  await page.waitForFunction(() => window.app.cur.frame === 1);
+  check((await frame()) === 1, 'Down goes to the next frame');
+  await page.keyboard.press('End');
+  await page.waitForFunction(() => window.app.cur.frame === 9);
+  check((await frame()) === 9, 'End goes to the last frame (10 frames)');
+  await page.keyboard.press('ArrowUp');
+  await page.waitForFunction(() => window.app.cur.frame === 8);
+  check((await frame()) === 8, 'Up goes back');
+  await page.keyboard.press('Home');
+  await page.waitForFunction(() => window.app.cur.frame === 0);
+  await page.mouse.move(r.x + 320, r.y + 320);
+  await page.mouse.wheel(0, 120);
+  await page.waitForFunction(() => window.app.cur.frame === 1);
+  check((await frame()) === 1, 'the wheel scrolls the stack');
+
+  // Drag-and-drop of a file, and a non-DICOM file: a clear error, nothing lost.
+  const ct = fs.readFileSync(path.join(ROOT, 'tests/data/CT_small.dcm')).toString('base64');
+  await page.evaluate(async (b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'dropped_ct.dcm'));
+    dt.items.add(new File([new TextEncoder().encode('not a dicom file')], 'notes.txt'));
+    document.getElementById('viewport').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, ct);
+  await page.waitForFunction(() => window.app.errors.some((e) => e.includes('notes.txt')), null, { timeout: 30000 });
+  const status = await page.textContent('#status');
+  check(/notes\.txt: .*DICM/.test(status), 'a non-DICOM file is reported by name with the reason', status);
+  check((await page.evaluate(() => window.app.series.length)) === 3, 'the dropped CT joins its series; the others are kept');
+
+  // The JS API directly.
+  const api = await page.evaluate(async (box) => {
+    const r = await window.medfm.segment({ series: 0, frame: 0, box });
+    return { len: r.mask.length, rows: r.rows, cols: r.cols, area: r.area, sum: r.mask.reduce((a, b) => a + b, 0), backend: r.backend };
+  }, KIDNEY);
+  check(api.len === 484 * 484 && api.sum === api.area && api.backend === 'cpu', 'medfm.segment() returns {mask, rows, cols, area, backend}', JSON.stringify(api));
+  const bad = await page.evaluate(() => window.medfm.segment({ series: 0, frame: 0, box: [10, 10, 5, 5] }).then(() => 'resolved', (e) => e.message));
+  check(/empty/.test(bad), 'a bad box is rejected with a reason', bad);
+  const emb = await page.evaluate(async () => {
+    const v = await window.medfm.embed({ series: 0, frame: 0 });
+    return { n: v.length, norm: Math.sqrt(v.reduce((a, x) => a + x * x, 0)) };
+  });
+  check(emb.n === 256 && Math.abs(emb.norm - 1) < 1e-4, 'medfm.embed() gives a 256-d unit vector');
+
+  checkEgress(log, url, initialDone, 'cpu');
+  check(!log.panics, 'no panic in page or worker', JSON.stringify(log.panics));
+  check(!log.pageErrors, 'no uncaught page error', JSON.stringify(log.pageErrors));
+
+  // Second visit: the weights come from the Cache API, not the network.
+  const log2 = [];
+  recordRequests(page, log2);
+  await page.goto(`${url}?backend=cpu`);
+  await waitReady(page, 600000);
+  check(!log2.some((r) => r.url.endsWith('.bpk')), 'second visit: weights from the cache (no .bpk request)');
+  check(/cache/.test(await page.textContent('#timings')), 'second visit: the timings say the weights were cached');
+  await context.close();
+}
+
+async function webgpuPath(browser, url) {
+  console.log('WebGPU path (SwiftShader)');
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1400, height: 820 } });
+  const page = await context.newPage();
+  const log = [];
+  recordRequests(page, log);
+  const t0 = Date.now();
+  await page.goto(url);
+  await waitReady(page, 1200000);
+  const initialDone = Date.now();
+  console.log(`  ready in ${((initialDone - t0) / 1000).toFixed(1)} s; timings: ${await page.textContent('#timings')}`);
+  const info = await page.evaluate(() => window.medfm.info);
+  check(info.backend === 'webgpu', 'auto picks WebGPU when an adapter exists', JSON.stringify(info));
+  // Headless Chromium creates a WebGPU device but cannot present to a canvas, so the
+  // display falls back to 2D here; it must say why. (The WGSL itself is tested natively.)
+  const disp = await page.evaluate(() => [window.app.display.kind, window.app.display.gpuError || '']);
+  console.log(`  display: ${disp[0]}${disp[1] ? ` (WebGPU display: ${disp[1]})` : ''}`);
+  check(disp[0] === 'webgpu' || disp[1].length > 0, 'display through WebGPU, or a 2D fallback with its reason');
+  const res = await segmentKidney(page, 'webgpu');
+  check(res.backend === 'webgpu', 'mask computed on the webgpu backend');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'viewer_webgpu.png') });
+  await clickImage(page, 150, 318);
+  await idle(page, 1200000);
+  const dec = await page.evaluate(() => window.app.lastResult);
+  console.log(`  webgpu decode after a point: ${dec.ms.toFixed(0)} ms`);
+  await exportSegAndCheck(page, 'webgpu');
+  checkEgress(log, url, initialDone, 'webgpu');
+  check(!log.panics, 'no panic in page or worker', JSON.stringify(log.panics));
+  check((await page.evaluate(() => window.medfm.panics)) === 0, 'the engine never crashed');
+  await context.close();
+}
+
+const { url, close } = await serve(DIST);
+const browser = await launch();
+try {
+  if (WHICH === 'cpu' || WHICH === 'all') await cpuPath(browser, url);
+  if (WHICH === 'webgpu' || WHICH === 'all') await webgpuPath(browser, url);
+} catch (e) {
+  failures += 1;
+  console.log(`  FAIL ${e.stack || e}`);
+} finally {
+  await browser.close();
+  close();
+}
+console.log(failures ? `${failures} browser check(s) failed` : 'all browser checks passed');
+process.exit(failures ? 1 : 0);

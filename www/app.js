@@ -1,0 +1,565 @@
+// The medfm viewer: open DICOM, scroll, window/level, prompt LiteMedSAM, export.
+// It uses only the public JS API (www/medfm.js), exposed as window.medfm.
+import { MedFM } from './medfm.js';
+import { Display, voi } from './display.js';
+
+const $ = (id) => document.getElementById(id);
+const PRESETS = { 1: [40, 400, 'soft tissue'], 2: [-600, 1500, 'lung'], 3: [90, 150, 'liver'], 4: [480, 2500, 'bone'], 5: [40, 80, 'brain'] };
+const COLORS = [[230, 60, 60], [60, 200, 90], [70, 130, 240], [240, 200, 40], [200, 80, 220], [40, 210, 210]];
+const params = new URLSearchParams(location.search);
+
+const app = {
+  medfm: null,
+  display: null,
+  series: [],
+  cur: { series: -1, frame: 0 },
+  tool: 'segment',
+  segments: [], // {name, color, prompts: Map(key -> {box, points}), results: Map(key -> result)}
+  active: -1,
+  undo: [],
+  redo: [],
+  busy: 0,
+  lastResult: null,
+  errors: [],
+  timings: {},
+  log: [],
+};
+window.app = app;
+
+function status(text, isError = false) {
+  $('status').textContent = text;
+  $('status').classList.toggle('error', isError);
+  if (isError) app.errors.push(text);
+}
+
+function frameKey() {
+  return `${app.cur.series}:${app.cur.frame}`;
+}
+
+function fmtMs(ms) {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}
+
+function showTimings() {
+  const t = app.timings;
+  const parts = [];
+  if (t.download) parts.push(`weights ${t.download}`);
+  if (t.init) parts.push(`init ${t.init}`);
+  if (t.encode) parts.push(`first encode ${t.encode}`);
+  if (t.decode) parts.push(`last decode ${t.decode}`);
+  $('timings').textContent = parts.join(' · ');
+}
+
+function onProgress(ev) {
+  const d = ev.detail;
+  if (d.stage === 'download') {
+    $('progress').max = d.total || 1;
+    $('progress').value = d.loaded || 0;
+    status(`Weights: ${(d.loaded / 1e6).toFixed(1)} / ${(d.total / 1e6).toFixed(1)} MB${d.cached ? ' (cached)' : ''}`);
+    if (d.ms !== undefined) app.timings.download = `${fmtMs(d.ms)}${d.cached ? ' (cache)' : ''}`;
+  } else if (d.stage === 'init') {
+    status(`Starting the model on ${d.backend}…`);
+    if (d.ms !== undefined) app.timings.init = `${d.backend} ${fmtMs(d.ms)}`;
+  }
+  showTimings();
+}
+
+async function loadModel() {
+  const backend = $('force-cpu').checked ? 'cpu' : 'auto';
+  const precision = $('precision').value;
+  status('Loading the model…');
+  const info = await app.medfm.setBackend(backend, precision);
+  $('backend').textContent = `${info.backend === 'webgpu' ? 'WebGPU' : 'CPU (wasm)'} · ${info.precision}`;
+  $('backend').title = info.fallback ? `WebGPU unavailable: ${info.fallback}` : '';
+  delete app.timings.encode;
+  status(info.fallback ? `Model ready on CPU (WebGPU failed: ${info.fallback})` : `Model ready on ${info.backend}`);
+  showTimings();
+}
+
+// ---------- series and frames ----------
+
+function renderSeriesList() {
+  const ul = $('series-list');
+  ul.replaceChildren();
+  for (const s of app.series) {
+    const li = document.createElement('li');
+    li.textContent = `${s.modality || '?'} · ${s.description || 'series ' + (s.index + 1)} · ${s.cols}×${s.rows} · ${s.frames} frame${s.frames > 1 ? 's' : ''}`;
+    li.dataset.series = s.index;
+    li.classList.toggle('current', s.index === app.cur.series);
+    li.addEventListener('click', () => showFrame(s.index, 0));
+    ul.append(li);
+  }
+}
+
+async function openItems(items) {
+  status('Reading files…');
+  const list = await app.medfm.open(items);
+  app.series = list;
+  renderSeriesList();
+  if (list.errors.length) {
+    status(`Skipped ${list.errors.length} file(s): ${list.errors.map((e) => `${e.name}: ${e.error}`).join('; ')}`, true);
+  } else {
+    status(`${list.length} series open`);
+  }
+  if (app.cur.series < 0 && list.length) await showFrame(0, 0);
+}
+
+async function showFrame(series, frame, { keepView = false } = {}) {
+  const s = app.series[series];
+  if (!s) return;
+  frame = Math.max(0, Math.min(s.frames - 1, frame));
+  const changedSeries = series !== app.cur.series;
+  app.cur = { series, frame };
+  const px = await app.medfm.pixels({ series, frame });
+  const meta = app.medfm.meta({ series, frame });
+  app.pixels = px;
+  app.meta = meta;
+  app.display.setImage(px);
+  if (changedSeries && !keepView) resetView();
+  renderOverlay();
+  renderSeriesList();
+  updateInfo();
+}
+
+function defaultWindow() {
+  const m = app.meta;
+  if (m.window) return [m.window[0], m.window[1]];
+  return [(app.pixels.max + app.pixels.min) / 2, Math.max(app.pixels.max - app.pixels.min, 1)];
+}
+
+function resetView() {
+  const [c, w] = defaultWindow();
+  Object.assign(app.display.view, { center: c, width: w, invert: app.meta.photometric === 'MONOCHROME1' });
+  app.display.fit();
+  app.display.render();
+  updateInfo();
+}
+
+function updateInfo() {
+  const v = app.display.view;
+  const s = app.series[app.cur.series];
+  const m = app.meta || {};
+  $('info').textContent = [
+    `${m.modality || ''} ${s ? s.description || '' : ''}`.trim(),
+    s ? `frame ${app.cur.frame + 1}/${s.frames} · ${s.cols}×${s.rows}` : '',
+    `W ${Math.round(v.width)} L ${Math.round(v.center)}${v.invert ? ' · inverted' : ''}`,
+    `zoom ${v.zoom.toFixed(2)}`,
+  ].filter(Boolean).join('\n');
+}
+
+// ---------- segments, prompts, masks ----------
+
+function addSegment(name) {
+  const i = app.segments.length;
+  app.segments.push({ name: name || `Segment ${i + 1}`, color: COLORS[i % COLORS.length], prompts: new Map(), results: new Map() });
+  app.active = i;
+  renderSegments();
+}
+
+function renderSegments() {
+  const ul = $('segments');
+  ul.replaceChildren();
+  app.segments.forEach((seg, i) => {
+    const li = document.createElement('li');
+    const sw = document.createElement('span');
+    sw.className = 'swatch';
+    sw.style.background = `rgb(${seg.color.join(',')})`;
+    const r = seg.results.get(frameKey());
+    li.append(sw, ` ${seg.name}${r ? ` · ${r.area} px · IoU ${r.iou.toFixed(2)}` : ''}`);
+    li.classList.toggle('current', i === app.active);
+    li.addEventListener('click', () => { app.active = i; renderSegments(); renderPrompts(); });
+    ul.append(li);
+  });
+}
+
+function currentPrompt() {
+  const seg = app.segments[app.active];
+  return (seg && seg.prompts.get(frameKey())) || { box: null, points: [] };
+}
+
+function renderOverlay() {
+  if (!app.pixels) return;
+  const { rows, cols } = app.pixels;
+  const rgba = new Uint8ClampedArray(rows * cols * 4);
+  for (const seg of app.segments) {
+    const r = seg.results.get(frameKey());
+    if (!r || r.rows !== rows || r.cols !== cols) continue;
+    for (let i = 0; i < r.mask.length; i++) {
+      if (r.mask[i]) {
+        rgba[i * 4] = seg.color[0];
+        rgba[i * 4 + 1] = seg.color[1];
+        rgba[i * 4 + 2] = seg.color[2];
+        rgba[i * 4 + 3] = 255;
+      }
+    }
+  }
+  app.display.setOverlay(rgba);
+  app.display.render();
+  renderPrompts();
+  renderSegments();
+}
+
+function renderPrompts(drag) {
+  const svg = $('prompts');
+  svg.replaceChildren();
+  const ns = 'http://www.w3.org/2000/svg';
+  const p = currentPrompt();
+  const box = drag || p.box;
+  if (box) {
+    const [x0, y0] = app.display.toCanvas(box[0], box[1]);
+    const [x1, y1] = app.display.toCanvas(box[2], box[3]);
+    const r = document.createElementNS(ns, 'rect');
+    r.setAttribute('x', Math.min(x0, x1));
+    r.setAttribute('y', Math.min(y0, y1));
+    r.setAttribute('width', Math.abs(x1 - x0));
+    r.setAttribute('height', Math.abs(y1 - y0));
+    r.setAttribute('class', 'box');
+    svg.append(r);
+  }
+  for (const [x, y, label] of p.points) {
+    const [cx, cy] = app.display.toCanvas(x, y);
+    const c = document.createElementNS(ns, 'circle');
+    c.setAttribute('cx', cx);
+    c.setAttribute('cy', cy);
+    c.setAttribute('r', 5);
+    c.setAttribute('class', label ? 'pos' : 'neg');
+    svg.append(c);
+  }
+}
+
+// Apply a prompt change as an undoable action and run the decoder.
+function changePrompt(next) {
+  if (app.active < 0) addSegment();
+  const seg = app.segments[app.active];
+  const key = frameKey();
+  const before = seg.prompts.get(key) || { box: null, points: [] };
+  app.undo.push({ seg: app.active, key, before, after: next });
+  app.redo.length = 0;
+  applyPrompt(app.active, key, next);
+}
+
+let running = null;
+let rerun = false;
+async function applyPrompt(segIndex, key, prompt) {
+  const seg = app.segments[segIndex];
+  seg.prompts.set(key, prompt);
+  renderPrompts();
+  if (!prompt.box && !prompt.points.length) {
+    seg.results.delete(key);
+    renderOverlay();
+    return;
+  }
+  if (running) {
+    rerun = true; // the latest prompt wins; run again when the current call ends
+    return running;
+  }
+  running = (async () => {
+    do {
+      rerun = false;
+      const p = seg.prompts.get(key);
+      const [series, frame] = key.split(':').map(Number);
+      app.busy += 1;
+      status('Segmenting…');
+      try {
+        const r = await app.medfm.segment({ series, frame, box: p.box, points: p.points });
+        seg.results.set(key, r);
+        app.lastResult = { area: r.area, iou: r.iou, backend: r.backend, ms: r.ms, encodeMs: r.encodeMs, rows: r.rows, cols: r.cols };
+        if (r.encodeMs > 0 && !app.timings.encode) app.timings.encode = fmtMs(r.encodeMs);
+        app.timings.decode = fmtMs(r.ms - r.encodeMs);
+        showTimings();
+        status(`${seg.name}: ${r.area} px, predicted IoU ${r.iou.toFixed(2)} (${r.backend}, ${fmtMs(r.ms)})`);
+      } catch (e) {
+        status(`Segmentation failed: ${e.message}`, true);
+      } finally {
+        app.busy -= 1;
+      }
+    } while (rerun);
+    running = null;
+    if (key === frameKey()) renderOverlay();
+  })();
+  return running;
+}
+
+function undo() {
+  const a = app.undo.pop();
+  if (!a) return;
+  app.redo.push(a);
+  return applyPrompt(a.seg, a.key, a.before);
+}
+
+function redo() {
+  const a = app.redo.pop();
+  if (!a) return;
+  app.undo.push(a);
+  return applyPrompt(a.seg, a.key, a.after);
+}
+
+// ---------- export ----------
+
+function download(bytes, name, type) {
+  const url = URL.createObjectURL(new Blob([bytes], { type }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+async function exportSeg() {
+  const seg = app.segments[app.active];
+  const r = seg && seg.results.get(frameKey());
+  if (!r) return status('Nothing to export: draw a box first', true);
+  const bytes = await app.medfm.exportSeg({ ...app.cur, mask: r.mask, label: seg.name });
+  download(bytes, 'medfm_seg.dcm', 'application/dicom');
+  status(`SEG written (${bytes.length} bytes)`);
+}
+
+async function exportPng() {
+  const { rows, cols, values, channels } = app.pixels;
+  const v = app.display.view;
+  const img = new ImageData(cols, rows);
+  const o = app.display.overlay;
+  for (let i = 0; i < rows * cols; i++) {
+    for (let ch = 0; ch < 3; ch++) {
+      let y = voi(channels === 3 ? values[i * 3 + ch] : values[i], v.center, v.width);
+      if (v.invert) y = 1 - y;
+      const a = (o[i * 4 + 3] / 255) * v.opacity;
+      img.data[i * 4 + ch] = (y * (1 - a) + (o[i * 4 + ch] / 255) * a) * 255;
+    }
+    img.data[i * 4 + 3] = 255;
+  }
+  const c = new OffscreenCanvas(cols, rows);
+  c.getContext('2d').putImageData(img, 0, 0);
+  const blob = await c.convertToBlob({ type: 'image/png' });
+  download(blob, 'medfm_frame.png', 'image/png');
+}
+
+async function exportNifti() {
+  try {
+    const bytes = await app.medfm.exportNifti({ series: app.cur.series });
+    download(bytes, 'medfm_series.nii', 'application/octet-stream');
+  } catch (e) {
+    status(`NIfTI export failed: ${e.message}`, true);
+  }
+}
+
+// ---------- similar frames ----------
+
+let embedAbort = null;
+async function embedAll() {
+  embedAbort = new AbortController();
+  $('embed-cancel').disabled = false;
+  const n = await app.medfm.embedAll({
+    signal: embedAbort.signal,
+    onProgress: (done, total) => { $('embed-progress').max = total; $('embed-progress').value = done; },
+  });
+  $('embed-cancel').disabled = true;
+  status(`Embedded ${n} frame(s)`);
+  await showSimilar();
+}
+
+async function showSimilar() {
+  const list = await app.medfm.similar({ ...app.cur, k: 5 });
+  const ul = $('similar');
+  ul.replaceChildren();
+  for (const r of list) {
+    const li = document.createElement('li');
+    const s = app.series[r.series];
+    li.textContent = `${s.modality} ${s.description || 'series ' + (r.series + 1)} · frame ${r.frame + 1} · ${r.score.toFixed(3)}`;
+    li.addEventListener('click', () => showFrame(r.series, r.frame));
+    ul.append(li);
+  }
+}
+
+// ---------- input ----------
+
+function setTool(t) {
+  app.tool = t;
+  $('tool-seg').classList.toggle('on', t === 'segment');
+  $('tool-wl').classList.toggle('on', t === 'window');
+}
+
+function installMouse() {
+  // Listeners on the viewport (the canvas fills it); coordinates are canvas-relative.
+  const canvas = $('viewport');
+  let drag = null;
+  canvas.addEventListener('contextmenu', (e) => e.preventDefault());
+  canvas.addEventListener('pointerdown', (e) => {
+    canvas.setPointerCapture(e.pointerId);
+    const r = canvas.getBoundingClientRect();
+    drag = { button: e.button, x: e.clientX, y: e.clientY, cx: e.clientX - r.left, cy: e.clientY - r.top, shift: e.shiftKey, moved: false, view: { ...app.display.view, offset: [...app.display.view.offset] } };
+  });
+  canvas.addEventListener('pointermove', (e) => {
+    if (!drag) return;
+    const dx = e.clientX - drag.x;
+    const dy = e.clientY - drag.y;
+    if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
+    if (!drag.moved) return;
+    const v = app.display.view;
+    if (drag.button === 2) {
+      // zoom about the press point
+      const z = drag.view.zoom * Math.exp(-dy / 200);
+      const [ix, iy] = [(drag.cx - drag.view.offset[0]) / drag.view.zoom, (drag.cy - drag.view.offset[1]) / drag.view.zoom];
+      v.zoom = z;
+      v.offset = [drag.cx - ix * z, drag.cy - iy * z];
+    } else if (drag.button === 1 || (drag.button === 0 && e.altKey)) {
+      v.offset = [drag.view.offset[0] + dx, drag.view.offset[1] + dy];
+    } else if (app.tool === 'window') {
+      const scale = Math.max(drag.view.width, 1) / 200;
+      v.width = Math.max(1, drag.view.width + dx * scale);
+      v.center = drag.view.center + dy * scale;
+    } else {
+      const r = canvas.getBoundingClientRect();
+      const [x0, y0] = app.display.toImage(drag.cx, drag.cy);
+      const [x1, y1] = app.display.toImage(e.clientX - r.left, e.clientY - r.top);
+      drag.box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
+      renderPrompts(drag.box);
+      return;
+    }
+    app.display.render();
+    renderPrompts();
+    updateInfo();
+  });
+  canvas.addEventListener('pointerup', (e) => {
+    if (!drag) return;
+    const d = drag;
+    drag = null;
+    if (d.button !== 0 || app.tool !== 'segment' || e.altKey || !app.pixels) return;
+    const clamp = (b) => {
+      const { rows, cols } = app.pixels;
+      return [Math.max(0, b[0]), Math.max(0, b[1]), Math.min(cols - 1, b[2]), Math.min(rows - 1, b[3])];
+    };
+    const p = currentPrompt();
+    if (d.moved && d.box) {
+      const b = clamp(d.box);
+      if (b[2] > b[0] && b[3] > b[1]) changePrompt({ box: b.map(Math.round), points: p.points });
+    } else if (!d.moved) {
+      const [x, y] = app.display.toImage(d.cx, d.cy);
+      if (x >= 0 && y >= 0 && x < app.pixels.cols && y < app.pixels.rows) {
+        changePrompt({ box: p.box, points: [...p.points, [Math.round(x), Math.round(y), d.shift ? 0 : 1]] });
+      }
+    }
+  });
+  canvas.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    if (app.cur.series < 0) return;
+    if (e.ctrlKey) {
+      const v = app.display.view;
+      v.zoom *= Math.exp(-e.deltaY / 500);
+      app.display.render();
+      renderPrompts();
+      updateInfo();
+    } else {
+      showFrame(app.cur.series, app.cur.frame + Math.sign(e.deltaY));
+    }
+  }, { passive: false });
+}
+
+function installKeys() {
+  document.addEventListener('keydown', (e) => {
+    if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
+    const s = app.series[app.cur.series];
+    const v = app.display.view;
+    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === 'z') { e.preventDefault(); undo(); return; }
+    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === 'y') { e.preventDefault(); redo(); return; }
+    if (!s) return;
+    switch (e.key) {
+      case 'ArrowUp': e.preventDefault(); showFrame(app.cur.series, app.cur.frame - 1); break;
+      case 'ArrowDown': e.preventDefault(); showFrame(app.cur.series, app.cur.frame + 1); break;
+      case 'Home': e.preventDefault(); showFrame(app.cur.series, 0); break;
+      case 'End': e.preventDefault(); showFrame(app.cur.series, s.frames - 1); break;
+      case 'i': v.invert = !v.invert; app.display.render(); updateInfo(); break;
+      case ' ': e.preventDefault(); resetView(); renderPrompts(); break;
+      case 's': setTool('segment'); break;
+      case 'w': setTool('window'); break;
+      default:
+        if (PRESETS[e.key]) {
+          [v.center, v.width] = PRESETS[e.key];
+          app.display.render();
+          updateInfo();
+          status(`Window preset ${e.key}: ${PRESETS[e.key][2]}`);
+        }
+    }
+  });
+}
+
+function installFiles() {
+  $('file-input').addEventListener('change', (e) => openItems(e.target.files));
+  $('folder-input').addEventListener('change', (e) => openItems(e.target.files));
+  const drop = $('viewport');
+  drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('dragging'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('dragging'));
+  drop.addEventListener('drop', async (e) => {
+    e.preventDefault();
+    drop.classList.remove('dragging');
+    const files = [];
+    const walk = async (entry) => {
+      if (entry.isFile) files.push(await new Promise((ok, no) => entry.file(ok, no)));
+      else if (entry.isDirectory) {
+        const reader = entry.createReader();
+        for (;;) {
+          const batch = await new Promise((ok, no) => reader.readEntries(ok, no));
+          if (!batch.length) break;
+          for (const b of batch) await walk(b);
+        }
+      }
+    };
+    // Folders come as entries; files given by script (or old browsers) only as files.
+    const entries = Array.from(e.dataTransfer.items || [])
+      .map((it) => (it.webkitGetAsEntry ? it.webkitGetAsEntry() : null))
+      .filter(Boolean);
+    if (entries.length) {
+      for (const entry of entries) await walk(entry);
+    } else {
+      files.push(...e.dataTransfer.files);
+    }
+    await openItems(files);
+  });
+}
+
+function installControls() {
+  $('tool-seg').addEventListener('click', () => setTool('segment'));
+  $('tool-wl').addEventListener('click', () => setTool('window'));
+  $('add-segment').addEventListener('click', () => { addSegment($('segment-name').value.trim()); $('segment-name').value = ''; });
+  $('opacity').addEventListener('input', (e) => { app.display.view.opacity = Number(e.target.value); app.display.render(); });
+  $('undo').addEventListener('click', undo);
+  $('redo').addEventListener('click', redo);
+  $('export-seg').addEventListener('click', exportSeg);
+  $('export-png').addEventListener('click', exportPng);
+  $('export-nifti').addEventListener('click', exportNifti);
+  $('embed-all').addEventListener('click', embedAll);
+  $('embed-cancel').addEventListener('click', () => embedAbort && embedAbort.abort());
+  $('similar-btn').addEventListener('click', showSimilar);
+  $('force-cpu').addEventListener('change', () => loadModel().catch((e) => status(e.message, true)));
+  $('precision').addEventListener('change', () => loadModel().catch((e) => status(e.message, true)));
+}
+
+async function main() {
+  if (params.get('backend') === 'cpu') $('force-cpu').checked = true;
+  app.display = await Display.create($('view'), { prefer2d: params.get('display') === '2d' });
+  $('display-kind').textContent = `display: ${app.display.kind}`;
+  if (app.display.gpuError) $('display-kind').title = `WebGPU display unavailable: ${app.display.gpuError}`;
+  installMouse();
+  installKeys();
+  installFiles();
+  installControls();
+  setTool('segment');
+  app.medfm = new MedFM({});
+  window.medfm = app.medfm;
+  app.medfm.addEventListener('progress', onProgress);
+  app.medfm.addEventListener('crashed', (e) => status(`The engine stopped: ${e.detail.error}`, true));
+  // The bundled samples are listed at once; the model loads meanwhile.
+  const samples = await (await fetch('samples/index.json')).json();
+  const model = loadModel();
+  await openItems(samples.map((s) => s.file));
+  await model;
+  app.ready = true;
+  document.body.dataset.ready = '1';
+}
+
+main().catch((e) => {
+  status(`Start failed: ${e.message}`, true);
+  document.body.dataset.ready = 'error';
+});

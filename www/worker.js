@@ -1,0 +1,150 @@
+// medfm inference worker (module worker). Owns the wasm engine: opened DICOM images,
+// the model on WebGPU or CPU, the embedding cache. The UI thread never runs the model.
+//
+// Protocol: the page posts {id, op, args}; the worker answers {id, ok, result} or
+// {id, ok: false, error}, and posts {event: 'progress', ...} while loading weights and
+// {event: 'crashed', error} if the wasm instance died (a Rust panic: every later call
+// would fail, so the page starts a fresh worker).
+import init, { Engine, sha256Hex } from '../medfm.js';
+
+const WEIGHTS_CACHE = 'medfm-weights-v1';
+let engine = null;
+let crashed = null;
+let queue = Promise.resolve();
+const ready = init().then(() => { engine = new Engine(); });
+
+function progress(stage, extra) {
+  self.postMessage({ event: 'progress', stage, ...extra });
+}
+
+// Network first for the manifest (so a new build is noticed), the cache when offline.
+async function manifest(base) {
+  const url = new URL('weights/manifest.json', base).href;
+  const cache = await caches.open(WEIGHTS_CACHE);
+  try {
+    const resp = await fetch(url, { cache: 'no-cache' });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    await cache.put(url, resp.clone());
+    return resp.json();
+  } catch (e) {
+    const hit = await cache.match(url);
+    if (hit) return hit.json();
+    throw new Error(`cannot get the weights manifest ${url}: ${e.message}`);
+  }
+}
+
+// Weights bytes from the Cache API when present and intact, else downloaded (with
+// progress), sha256-checked against the manifest, then cached for the next visit.
+async function weightsBytes(base, precision) {
+  const t0 = performance.now();
+  const entry = (await manifest(base))[precision];
+  if (!entry) throw new Error(`no ${precision} weights in the manifest (have: fp32, int8)`);
+  const url = new URL(`weights/${entry.file}`, base).href;
+  const cache = await caches.open(WEIGHTS_CACHE);
+  const hit = await cache.match(url);
+  if (hit) {
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    if (sha256Hex(bytes) === entry.sha256) {
+      progress('download', { loaded: bytes.length, total: bytes.length, cached: true, ms: performance.now() - t0 });
+      return bytes;
+    }
+    await cache.delete(url); // stale or corrupted: fetch again
+  }
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`cannot download ${url}: HTTP ${resp.status}`);
+  const total = Number(resp.headers.get('content-length')) || entry.bytes;
+  const bytes = new Uint8Array(total);
+  let loaded = 0;
+  const reader = resp.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (loaded + value.length > bytes.length) throw new Error(`${url} is larger than the manifest says (${entry.bytes} bytes)`);
+    bytes.set(value, loaded);
+    loaded += value.length;
+    progress('download', { loaded, total, cached: false });
+  }
+  const got = bytes.subarray(0, loaded);
+  const sha = sha256Hex(got);
+  if (sha !== entry.sha256) {
+    throw new Error(`${entry.file}: sha256 ${sha} does not match the manifest's ${entry.sha256} (truncated or replaced download)`);
+  }
+  await cache.put(url, new Response(got));
+  progress('download', { loaded, total, cached: false, ms: performance.now() - t0 });
+  return got;
+}
+
+async function hasWebGpu() {
+  try {
+    return !!(self.navigator.gpu && (await self.navigator.gpu.requestAdapter()));
+  } catch {
+    return false;
+  }
+}
+
+const ops = {
+  async loadModel({ backend, precision, base }) {
+    const bytes = await weightsBytes(base, precision);
+    let name = backend;
+    let fallback = null;
+    if (backend === 'auto') name = (await hasWebGpu()) ? 'webgpu' : 'cpu';
+    const t0 = performance.now();
+    progress('init', { backend: name });
+    try {
+      await engine.loadModel(name, bytes);
+    } catch (e) {
+      if (backend !== 'auto' || name === 'cpu' || crashed) throw e;
+      fallback = String(e.message || e);
+      name = 'cpu';
+      await engine.loadModel(name, bytes);
+    }
+    progress('init', { backend: name, ms: performance.now() - t0 });
+    return { backend: name, precision, fallback };
+  },
+  open: ({ bytes }) => engine.open(new Uint8Array(bytes)),
+  close: ({ id }) => engine.close(id),
+  frame({ id, frame }) {
+    const f = engine.frame(id, frame);
+    return { result: f, transfer: [f.values.buffer] };
+  },
+  encode: ({ id, frame }) => engine.encode(id, frame),
+  async segment({ id, frame, request }) {
+    const r = await engine.segment(id, frame, request);
+    return { result: r, transfer: [r.mask.buffer] };
+  },
+  embed: ({ id, frame }) => engine.embed(id, frame),
+  seg: ({ id, frame, mask, label }) => engine.seg(id, frame, mask, label),
+  nifti: ({ ids }) => engine.nifti(Uint32Array.from(ids)),
+};
+
+async function handle(op, args) {
+  await ready;
+  if (crashed) throw new Error(`the engine stopped after an internal error: ${crashed}`);
+  const fn = ops[op];
+  if (!fn) throw new Error(`unknown operation ${op}`);
+  const out = await fn(args || {});
+  return out && out.transfer ? out : { result: out };
+}
+
+// Model calls run one after another; reading files and frames does not wait for them
+// (the engine holds no borrow across an await, so they may interleave safely).
+const UNQUEUED = new Set(['open', 'frame', 'close']);
+
+self.onmessage = (ev) => {
+  const { id, op, args } = ev.data;
+  const run = UNQUEUED.has(op) ? handle(op, args) : queue.then(() => handle(op, args));
+  if (!UNQUEUED.has(op)) queue = run.catch(() => {});
+  run
+    .then(
+      ({ result, transfer }) => self.postMessage({ id, ok: true, result }, transfer || []),
+      (e) => {
+        const error = String((e && e.message) || e);
+        // A trapped wasm instance (Rust panic) cannot be used again.
+        if (e instanceof WebAssembly.RuntimeError && !crashed) {
+          crashed = error;
+          self.postMessage({ event: 'crashed', error });
+        }
+        self.postMessage({ id, ok: false, error });
+      },
+    );
+};
