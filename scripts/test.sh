@@ -7,10 +7,10 @@ source scripts/env.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (Mesa lavapipe Vulkan for the wgpu tests, dicom3tools for dciodvfy)"
-if ! dpkg -s mesa-vulkan-drivers dicom3tools >/dev/null 2>&1; then
+step "system packages (Mesa lavapipe Vulkan for the wgpu tests, dicom3tools for dciodvfy, Chromium for the app)"
+if ! dpkg -s mesa-vulkan-drivers dicom3tools chromium >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers dicom3tools >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers dicom3tools chromium >/dev/null
 fi
 
 step "python checker venv (highdicom reads our SEG files back)"
@@ -21,9 +21,10 @@ if ! "$CHECK_VENV/bin/python" -c "import highdicom, nibabel" >/dev/null 2>&1; th
 fi
 export MEDFM_CHECK_PY="$CHECK_VENV/bin/python"
 
-step "rust targets and components"
+step "rust targets, components and web tools (trunk, wasm-bindgen-cli as pinned in Cargo.lock)"
 rustup target add wasm32-unknown-unknown >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+bash scripts/web_tools.sh
 
 step "format"
 cargo fmt --all -- --check
@@ -40,5 +41,13 @@ cargo clippy --all-targets -- -D warnings
 step "tests (CPU backend and wgpu on the Vulkan adapter)"
 cargo test -- --nocapture --test-threads=1
 
-step "wasm32 build of the library"
-cargo build --lib --target wasm32-unknown-unknown --no-default-features
+step "clippy (wasm32: the browser shell)"
+cargo clippy --lib --target wasm32-unknown-unknown --no-default-features -- -D warnings
+
+step "web app (trunk build: wasm32 library + worker + viewer + weights + samples -> dist/)"
+trunk build
+
+step "browser end-to-end (headless Chromium: forced CPU, then WebGPU on SwiftShader)"
+npm ci --prefix tests/browser --no-audit --no-fund --silent
+MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" CHECK_PYTHON="$MEDFM_CHECK_PY" \
+  node tests/browser/e2e.mjs --path all --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"

@@ -175,3 +175,34 @@ fn bpk_conversion_is_deterministic() {
         assert!(a == b, "{}: two conversions differ", p.name());
     }
 }
+
+/// `load_bpk_f32` (how the browser runs int8 weights on WebGPU, whose WGSL has no 8-bit
+/// storage) gives the int8 model's masks: on the CPU and on wgpu.
+#[test]
+fn dequantized_int8_matches_int8_on_cpu_and_wgpu() {
+    let cpu = Device::flex();
+    let bytes = weights_file(&Precision::Int8.file_name());
+    let int8 = Segmenter::new(weights::load_bpk(bytes.clone(), &cpu).unwrap(), cpu.clone());
+    let image =
+        dicom::read(&std::fs::read(data("MR-SIEMENS-DICOM-WithOverlays.dcm")).unwrap()).unwrap();
+    let pre = preprocess(&image.frame(0).unwrap(), &image.meta).unwrap();
+    let prompt = medfm::pipeline::PixelPrompt {
+        bbox: Some([110.0, 280.0, 190.0, 355.0]),
+        ..Default::default()
+    };
+    let reference = int8
+        .segment(&int8.embed(&pre).unwrap(), &pre, &prompt)
+        .unwrap();
+    for device in [cpu.clone(), wgpu_device()] {
+        let s = Segmenter::new(
+            weights::load_bpk_f32(bytes.clone(), &device).unwrap(),
+            device.clone(),
+        );
+        let out = s.segment(&s.embed(&pre).unwrap(), &pre, &prompt).unwrap();
+        let (max, _) = abs_diff(&reference.low_res_logits, &out.low_res_logits);
+        let v = iou(&reference.mask, &out.mask);
+        println!("{device:?}: dequantized int8 vs int8: logits max |d| {max:.2e}, mask IoU {v:.4}");
+        assert!(max < 1e-3, "logits differ by {max}");
+        assert!(v >= 0.999, "mask IoU {v}");
+    }
+}

@@ -407,3 +407,33 @@ pub fn quantize(model: Sam, precision: Precision) -> Sam {
     let mut quantizer = Quantizer::new(Calibration::MinMax, scheme);
     model.quantize_weights_group(&mut quantizer, ParamGroup::from_paths(paths))
 }
+
+/// Replace every quantized parameter by its f32 value (exactly what the quantized
+/// kernels compute with): the `.bpk` stays small to download, the device runs fp32
+/// kernels. For devices without 8-bit storage in their shaders (WebGPU: cubecl emits
+/// `array<i8>`, which WGSL rejects without an extension).
+pub fn dequantize(model: Sam) -> Sam {
+    struct Dequantizer;
+    impl burn::module::ModuleMapper for Dequantizer {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<burn::tensor::Tensor<D>>,
+        ) -> burn::module::Param<burn::tensor::Tensor<D>> {
+            param.map(|t| {
+                if matches!(t.dtype(), DType::QFloat(_)) {
+                    t.dequantize()
+                } else {
+                    t
+                }
+            })
+        }
+    }
+    model.map(&mut Dequantizer)
+}
+
+/// Load a `.bpk` on the CPU, [`dequantize`] it there, then move it to `device`
+/// (fp32 kernels on `device` whatever the file's precision).
+pub fn load_bpk_f32(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
+    let model = load_bpk(bytes, &Device::flex())?;
+    Ok(dequantize(model).to_device(device))
+}

@@ -29,6 +29,37 @@ pub fn start() {
     std::panic::set_hook(Box::new(|info| {
         web_sys::console::error_1(&format!("medfm panicked: {info}").into());
     }));
+    if log::set_logger(&ConsoleLogger).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+/// Warnings and errors of the GPU stack (cubecl, wgpu) on the console: in wasm they are
+/// otherwise lost, and a WGSL compilation error is only logged there.
+struct ConsoleLogger;
+
+impl log::Log for ConsoleLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let msg = format!(
+                "[{}] {}: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            );
+            if record.level() == log::Level::Error {
+                web_sys::console::error_1(&msg.into());
+            } else {
+                web_sys::console::warn_1(&msg.into());
+            }
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 /// sha256 (hex) of a byte array, as the app checks downloaded weights.
@@ -150,7 +181,12 @@ impl Engine {
                     return Err(err(format!("unknown backend {other:?}: use webgpu or cpu")).into());
                 }
             };
-            let sam = weights::load_bpk(weights_bytes, &device).map_err(err)?;
+            // WebGPU has no 8-bit storage in WGSL: quantized weights run dequantized there.
+            let sam = match name {
+                "webgpu" => weights::load_bpk_f32(weights_bytes, &device),
+                _ => weights::load_bpk(weights_bytes, &device),
+            }
+            .map_err(err)?;
             let mut st = state.borrow_mut();
             st.cache().clear();
             st.model = Some(Model {
