@@ -549,7 +549,16 @@ async function main() {
   app.medfm = new MedFM({});
   window.medfm = app.medfm;
   app.medfm.addEventListener('progress', onProgress);
-  app.medfm.addEventListener('crashed', (e) => status(`The engine stopped: ${e.detail.error}`, true));
+  app.medfm.addEventListener('crashed', (e) => status(`The engine stopped: ${e.detail.error}; restarting on the CPU`, true));
+  app.medfm.addEventListener('recovered', (e) => {
+    $('backend').textContent = `CPU (wasm) · ${e.detail.precision}`;
+    $('backend').title = e.detail.fallback;
+    status(`Recovered: ${e.detail.fallback}`);
+  });
+  // Offline after the first visit (app shell cached by the service worker).
+  if ('serviceWorker' in navigator) {
+    navigator.serviceWorker.register('sw.js').catch((e) => console.warn(`no offline support: ${e.message}`));
+  }
   // The bundled samples are listed at once; the model loads meanwhile.
   const samples = await (await fetch('samples/index.json')).json();
   const model = loadModel();

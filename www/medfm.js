@@ -64,6 +64,7 @@ export class MedFM extends EventTarget {
       }
       if (msg.event === 'crashed') {
         this.panics += 1;
+        this.crashed = msg.error;
         this.dispatchEvent(new CustomEvent('crashed', { detail: msg }));
         return;
       }
@@ -80,7 +81,26 @@ export class MedFM extends EventTarget {
     };
   }
 
-  _call(op, args, transfer = []) {
+  async _call(op, args, transfer = []) {
+    // A crashed engine (a Rust panic traps its wasm instance) is replaced before the next
+    // call: a fresh worker on the CPU with the open files reloaded.
+    if (this.crashed && op !== 'loadModel') await this._recover();
+    return this._post(op, args, transfer);
+  }
+
+  async _recover() {
+    const reason = this.crashed;
+    this.crashed = null;
+    this.worker.terminate();
+    this._startWorker();
+    this.info = await this._post('loadModel', { backend: 'cpu', precision: this.precision, base: BASE });
+    this.info.fallback = `the ${this.requested} engine stopped (${reason}); restarted on the CPU`;
+    this._embeddings.clear();
+    await this._reopen();
+    this.dispatchEvent(new CustomEvent('recovered', { detail: this.info }));
+  }
+
+  _post(op, args, transfer = []) {
     return new Promise((resolve, reject) => {
       const id = this.nextId++;
       this.pending.set(id, { resolve, reject });
@@ -103,17 +123,13 @@ export class MedFM extends EventTarget {
     if (!['int8', 'fp32'].includes(precision)) throw new Error(`unknown precision ${precision}: use int8 or fp32`);
     this.requested = name;
     this.precision = precision;
-    const crashedBefore = this.panics;
+    if (this.crashed) await this._recover();
     try {
-      this.info = await this._call('loadModel', { backend: name, precision, base: BASE });
+      this.info = await this._post('loadModel', { backend: name, precision, base: BASE });
     } catch (e) {
-      if (this.panics === crashedBefore || name === 'cpu') throw e;
+      if (!this.crashed || name === 'cpu') throw e;
       // The wasm instance died (e.g. a WebGPU driver problem): start over on the CPU.
-      this.worker.terminate();
-      this._startWorker();
-      this.info = await this._call('loadModel', { backend: 'cpu', precision, base: BASE });
-      this.info.fallback = `WebGPU failed (${e.message}); using the CPU`;
-      await this._reopen();
+      await this._recover();
     }
     this._embeddings.clear();
     return this.info;
@@ -124,13 +140,13 @@ export class MedFM extends EventTarget {
     const old = this.series;
     this.files = [];
     this.series = [];
-    for (const bytes of files) await this._openOne(bytes.slice(0));
+    for (const bytes of files) await this._openOne(bytes.slice(0), true);
     if (this.series.length !== old.length) throw new Error('reopening the files after a restart gave different series');
   }
 
-  async _openOne(bytes) {
+  async _openOne(bytes, recovering = false) {
     const copy = bytes.slice(0);
-    const { id, meta } = await this._call('open', { bytes }, [bytes]);
+    const { id, meta } = await (recovering ? this._post : this._call).call(this, 'open', { bytes }, [bytes]);
     this.files.push(copy);
     const key = meta.series_instance_uid || `image-${id}`;
     let s = this.series.find((x) => x.uid === key);
@@ -271,6 +287,11 @@ export class MedFM extends EventTarget {
       if (onProgress) onProgress(done, all.length);
     }
     return done;
+  }
+
+  /** Test hook: make the engine panic (checks that a crash is survived). */
+  async panicForTest() {
+    return this._post('panicForTest', {});
   }
 
   /** Stop the worker. */

@@ -5,7 +5,7 @@
 // {id, ok: false, error}, and posts {event: 'progress', ...} while loading weights and
 // {event: 'crashed', error} if the wasm instance died (a Rust panic: every later call
 // would fail, so the page starts a fresh worker).
-import init, { Engine, sha256Hex } from '../medfm.js';
+import init, { Engine, panicForTest, sha256Hex } from '../medfm.js';
 
 const WEIGHTS_CACHE = 'medfm-weights-v1';
 let engine = null;
@@ -115,6 +115,7 @@ const ops = {
   embed: ({ id, frame }) => engine.embed(id, frame),
   seg: ({ id, frame, mask, label }) => engine.seg(id, frame, mask, label),
   nifti: ({ ids }) => engine.nifti(Uint32Array.from(ids)),
+  panicForTest: () => panicForTest(),
 };
 
 async function handle(op, args) {

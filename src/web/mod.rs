@@ -62,6 +62,13 @@ impl log::Log for ConsoleLogger {
     fn flush(&self) {}
 }
 
+/// Panic on purpose: the browser test checks that a crashed engine is replaced (the
+/// page must survive a panic anywhere in the GPU stack).
+#[wasm_bindgen(js_name = panicForTest)]
+pub fn panic_for_test() {
+    panic!("panic requested by the test hook");
+}
+
 /// sha256 (hex) of a byte array, as the app checks downloaded weights.
 #[wasm_bindgen(js_name = sha256Hex)]
 pub fn sha256_hex(bytes: &[u8]) -> String {

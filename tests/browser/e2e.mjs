@@ -61,7 +61,9 @@ async function launch() {
 
 // Record every request of the page and its workers.
 function recordRequests(page, log) {
-  page.on('request', (r) => log.push({ url: r.url(), method: r.method(), body: r.postDataBuffer(), t: Date.now() }));
+  const rec = (r) => log.push({ url: r.url(), method: r.method(), body: r.postDataBuffer(), t: Date.now() });
+  page.on('request', rec); // the page and its dedicated worker
+  page.context().on('request', rec); // also the service worker's own fetches
   page.on('console', (m) => {
     const text = m.text();
     if (/panick|RuntimeError|unreachable/i.test(text)) log.panics = (log.panics || []).concat(text);
@@ -149,7 +151,7 @@ function checkEgress(log, origin, initialDone, label) {
   check(log.some((r) => r.url.endsWith('.bpk')), `${label}: the recorder sees the worker's requests (weights download)`);
 }
 
-async function cpuPath(browser, url) {
+async function cpuPath(browser, url, server) {
   console.log('CPU path (forced CPU)');
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1400, height: 820 } });
   const page = await context.newPage();
@@ -299,6 +301,16 @@ async function cpuPath(browser, url) {
   check(!log.panics, 'no panic in page or worker', JSON.stringify(log.panics));
   check(!log.pageErrors, 'no uncaught page error', JSON.stringify(log.pageErrors));
 
+  // A panic inside the engine (as a GPU driver problem would cause) is survived: the
+  // next call runs on a fresh CPU worker with the files reopened.
+  const crash = await page.evaluate(() => window.medfm.panicForTest().then(() => 'resolved', (e) => e.message));
+  check(/unreachable|panic/i.test(crash), 'the test panic surfaces as a rejected call', crash);
+  const again = await page.evaluate(async (box) => {
+    const r = await window.medfm.segment({ series: 0, frame: 0, box });
+    return { area: r.area, backend: r.backend, panics: window.medfm.panics, fallback: window.medfm.info.fallback };
+  }, KIDNEY);
+  check(again.area === res.area && again.backend === 'cpu' && again.panics === 1, 'after a panic the engine restarts on the CPU and gives the same mask', JSON.stringify(again));
+
   // Second visit: the weights come from the Cache API, not the network.
   const log2 = [];
   recordRequests(page, log2);
@@ -306,6 +318,16 @@ async function cpuPath(browser, url) {
   await waitReady(page, 600000);
   check(!log2.some((r) => r.url.endsWith('.bpk')), 'second visit: weights from the cache (no .bpk request)');
   check(/cache/.test(await page.textContent('#timings')), 'second visit: the timings say the weights were cached');
+
+  // Offline: with the server gone, the app still starts and segments (service worker +
+  // weights cache).
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  check(await page.evaluate(() => navigator.serviceWorker.controller !== null), 'the service worker controls the page');
+  server.close();
+  await page.reload();
+  await waitReady(page, 600000);
+  const offline = await page.evaluate(async (box) => (await window.medfm.segment({ series: 0, frame: 0, box })).area, KIDNEY);
+  check(offline === res.area, 'offline (server stopped): the app starts and gives the same mask', String(offline));
   await context.close();
 }
 
@@ -341,17 +363,30 @@ async function webgpuPath(browser, url) {
   await context.close();
 }
 
-const { url, close } = await serve(DIST);
 const browser = await launch();
 try {
-  if (WHICH === 'cpu' || WHICH === 'all') await cpuPath(browser, url);
-  if (WHICH === 'webgpu' || WHICH === 'all') await webgpuPath(browser, url);
+  // One server per path: the CPU path ends by stopping its server (offline check).
+  if (WHICH === 'cpu' || WHICH === 'all') {
+    const server = await serve(DIST);
+    try {
+      await cpuPath(browser, server.url, server);
+    } finally {
+      server.close();
+    }
+  }
+  if (WHICH === 'webgpu' || WHICH === 'all') {
+    const server = await serve(DIST);
+    try {
+      await webgpuPath(browser, server.url);
+    } finally {
+      server.close();
+    }
+  }
 } catch (e) {
   failures += 1;
   console.log(`  FAIL ${e.stack || e}`);
 } finally {
   await browser.close();
-  close();
 }
 console.log(failures ? `${failures} browser check(s) failed` : 'all browser checks passed');
 process.exit(failures ? 1 : 0);

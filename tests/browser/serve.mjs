@@ -53,7 +53,16 @@ export function serve(root, port = 0) {
   });
   return new Promise((resolve) => {
     server.listen(port, '127.0.0.1', () => {
-      resolve({ url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() });
+      let open = true;
+      // Also drop keep-alive connections, so a closed server is really unreachable.
+      const close = () => {
+        if (open) {
+          open = false;
+          server.close();
+          server.closeAllConnections();
+        }
+      };
+      resolve({ url: `http://127.0.0.1:${server.address().port}/`, close });
     });
   });
 }
