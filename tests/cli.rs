@@ -204,14 +204,51 @@ fn embed_then_search_finds_the_query_itself() {
             "--meta",
             &jsonl,
         ],
-        "not available yet",
+        "reading /x/config.json",
     );
     expect_error(
         &["search", "/nonexistent/index", &query],
         "reading /nonexistent/index.npy",
     );
+    // The LiteMedSAM index cannot be searched with another model's vectors.
+    let vit = format!("dinov2:{}", data("vit/dinov2").display());
+    expect_error(
+        &["search", &prefix, &query, "--model", &vit, "--cpu"],
+        "the index holds 256-d vectors, the query is 32-d",
+    );
     std::fs::remove_file(&npy).ok();
     std::fs::remove_file(&jsonl).ok();
+}
+
+/// Bring-your-own DINOv2 (the small random transformers fixture): 32-d vectors, CLS and
+/// patch-mean pooling, the query finds itself.
+#[test]
+fn embed_and_search_with_a_dinov2_directory() {
+    let dir = data("series/ct5n").display().to_string();
+    let vit = format!("dinov2:{}", data("vit/dinov2").display());
+    let query = data("series/ct5n/2693").display().to_string();
+    for pool in ["cls", "mean"] {
+        let prefix = tmp(&format!("vit_{pool}"));
+        let (npy, jsonl) = (format!("{prefix}.npy"), format!("{prefix}.jsonl"));
+        let (ok, stdout, stderr) = medfm(&[
+            "embed", &dir, "--model", &vit, "--pool", pool, "--out", &npy, "--meta", &jsonl,
+            "--cpu",
+        ]);
+        assert!(ok, "{stderr}");
+        assert!(stdout.starts_with("5 vectors (32-d"), "{stdout}");
+        let (ok, stdout, stderr) = medfm(&[
+            "search", &prefix, &query, "--model", &vit, "--pool", pool, "--json", "--cpu",
+        ]);
+        assert!(ok, "{stderr}");
+        let hits: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert!(
+            hits[0]["entry"]["file"].as_str().unwrap().ends_with("2693"),
+            "{stdout}"
+        );
+        assert!(hits[0]["score"].as_f64().unwrap() > 0.9999, "{stdout}");
+        std::fs::remove_file(&npy).ok();
+        std::fs::remove_file(&jsonl).ok();
+    }
 }
 
 #[test]

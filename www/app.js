@@ -81,7 +81,18 @@ async function loadModel() {
 function renderSeriesList() {
   const ul = $('series-list');
   ul.replaceChildren();
-  for (const s of app.series) {
+  // Grouped by study (numbered in the order opened; no patient data shown).
+  const studies = [...new Set(app.series.map((s) => s.study || ''))];
+  const ordered = [...app.series].sort((a, b) => studies.indexOf(a.study || '') - studies.indexOf(b.study || '') || a.index - b.index);
+  let lastStudy = null;
+  for (const s of ordered) {
+    if ((s.study || '') !== lastStudy) {
+      lastStudy = s.study || '';
+      const head = document.createElement('li');
+      head.className = 'study';
+      head.textContent = `Study ${studies.indexOf(lastStudy) + 1}`;
+      ul.append(head);
+    }
     const li = document.createElement('li');
     li.textContent = `${s.modality || '?'} · ${s.description || 'series ' + (s.index + 1)} · ${s.cols}×${s.rows} · ${s.frames} frame${s.frames > 1 ? 's' : ''}`;
     li.dataset.series = s.index;

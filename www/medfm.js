@@ -154,6 +154,7 @@ export class MedFM extends EventTarget {
       s = {
         index: this.series.length,
         uid: key,
+        study: meta.study_instance_uid,
         modality: meta.modality,
         description: meta.series_description,
         rows: meta.rows,
@@ -176,7 +177,7 @@ export class MedFM extends EventTarget {
   /**
    * Open DICOM files (File/Blob/ArrayBuffer/typed array/same-origin URL). Files that are
    * not DICOM are reported in `errors` and skipped. Resolves to the series list
-   * [{index, uid, modality, description, rows, cols, frames}] plus `errors`.
+   * [{index, uid, study, modality, description, rows, cols, frames}] plus `errors`.
    */
   async open(filesOrUrls) {
     const list = Array.isArray(filesOrUrls) || filesOrUrls instanceof FileList ? Array.from(filesOrUrls) : [filesOrUrls];
@@ -189,8 +190,8 @@ export class MedFM extends EventTarget {
         errors.push({ name, error: e.message });
       }
     }
-    const out = this.series.map(({ index, uid, modality, description, rows, cols, frames }) => ({
-      index, uid, modality, description, rows, cols, frames,
+    const out = this.series.map(({ index, uid, study, modality, description, rows, cols, frames }) => ({
+      index, uid, study, modality, description, rows, cols, frames,
     }));
     out.errors = errors;
     return out;
@@ -220,6 +221,18 @@ export class MedFM extends EventTarget {
   async encode({ series, frame }) {
     const r = this._ref(series, frame);
     return this._call('encode', { id: r.id, frame: r.frame });
+  }
+
+  /** Forget a frame's cached embedding (the next encode or segment encodes again). */
+  async forget({ series, frame }) {
+    const r = this._ref(series, frame);
+    return this._call('forget', { id: r.id, frame: r.frame });
+  }
+
+  /** The model input of a frame: {pixels: Float32Array [3, 256, 256], scale, rows, cols}. */
+  async modelInput({ series, frame }) {
+    const r = this._ref(series, frame);
+    return this._call('modelInput', { id: r.id, frame: r.frame });
   }
 
   /**

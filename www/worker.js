@@ -108,6 +108,11 @@ const ops = {
     return { result: f, transfer: [f.values.buffer] };
   },
   encode: ({ id, frame }) => engine.encode(id, frame),
+  forget: ({ id, frame }) => engine.forget(id, frame),
+  modelInput({ id, frame }) {
+    const r = engine.modelInput(id, frame);
+    return { result: r, transfer: [r.pixels.buffer] };
+  },
   async segment({ id, frame, request }) {
     const r = await engine.segment(id, frame, request);
     return { result: r, transfer: [r.mask.buffer] };

@@ -83,15 +83,20 @@ struct EmbedArgs {
     /// DICOM files or folders (searched recursively; non-DICOM files are skipped with a note).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Output vectors (.npy, float32, shape (entries, 256)).
+    /// Output vectors (.npy, float32, shape (entries, D); D = 256 for litemedsam).
     #[arg(long)]
     out: PathBuf,
     /// Output metadata (.jsonl, one line per vector).
     #[arg(long)]
     meta: PathBuf,
-    /// Embedding model: `litemedsam` (default). `dinov2:DIR` is not available yet.
+    /// Embedding model: `litemedsam` (default: pooled encoder output, 256-d) or
+    /// `dinov2:DIR` (a Hugging Face DINOv2 directory: config.json, model.safetensors,
+    /// optional preprocessor_config.json; e.g. RAD-DINO).
     #[arg(long, default_value = "litemedsam")]
     model: String,
+    /// Vector of a DINOv2 model: the CLS token or the mean of the patch tokens.
+    #[arg(long, default_value = "cls", value_parser = ["cls", "mean"])]
+    pool: String,
     /// One vector per frame, or one per series (normalised mean of its frames).
     #[arg(long, default_value = "frame", value_parser = ["frame", "series"])]
     per: String,
@@ -112,6 +117,12 @@ struct SearchArgs {
     /// Number of results.
     #[arg(short, default_value_t = 5)]
     k: usize,
+    /// The model the index was made with (as `medfm embed --model`).
+    #[arg(long, default_value = "litemedsam")]
+    model: String,
+    /// As `medfm embed --pool`.
+    #[arg(long, default_value = "cls", value_parser = ["cls", "mean"])]
+    pool: String,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -493,24 +504,59 @@ fn load_segmenter(cpu: bool) -> Result<(Segmenter, String)> {
     Ok((Segmenter::new(sam, device), name))
 }
 
-fn frame_vector(seg: &Segmenter, image: &medfm::dicom::DicomImage, frame: u32) -> Result<Vec<f32>> {
-    let pre = seg.prepare(image, frame)?;
-    let emb = seg.embed(&pre)?;
-    Ok(embed::pooled_vector(&emb, &pre)?)
+/// The embedding model of `embed` / `search`.
+enum Embedder {
+    LiteMedSam(Box<Segmenter>),
+    Vit(embed::VitEmbedder),
+}
+
+impl Embedder {
+    /// `litemedsam` or `dinov2:DIR`, on the chosen device.
+    fn load(model: &str, pool: &str, cpu: bool) -> Result<(Self, String)> {
+        if model == "litemedsam" {
+            let (seg, name) = load_segmenter(cpu)?;
+            return Ok((Embedder::LiteMedSam(Box::new(seg)), name));
+        }
+        let Some(dir) = model.strip_prefix("dinov2:") else {
+            bail!("--model `{model}`: use `litemedsam` or `dinov2:DIR`");
+        };
+        let dir = Path::new(dir);
+        let read = |name: &str| {
+            std::fs::read(dir.join(name))
+                .with_context(|| format!("reading {} (a Hugging Face DINOv2 directory has config.json and model.safetensors)", dir.join(name).display()))
+        };
+        let config = String::from_utf8(read("config.json")?).context("config.json is not UTF-8")?;
+        let weights = read("model.safetensors")?;
+        let pre = std::fs::read_to_string(dir.join("preprocessor_config.json")).ok();
+        let pool = if pool == "mean" {
+            embed::Pool::PatchMean
+        } else {
+            embed::Pool::Cls
+        };
+        let (device, name) = pick_device(cpu);
+        let e = embed::VitEmbedder::from_files(&config, weights, pre.as_deref(), pool, &device)
+            .with_context(|| format!("loading {}", dir.display()))?;
+        Ok((Embedder::Vit(e), name))
+    }
+
+    fn frame_vector(&self, image: &medfm::dicom::DicomImage, frame: u32) -> Result<Vec<f32>> {
+        match self {
+            Embedder::LiteMedSam(seg) => {
+                let pre = seg.prepare(image, frame)?;
+                let emb = seg.embed(&pre)?;
+                Ok(embed::pooled_vector(&emb, &pre)?)
+            }
+            Embedder::Vit(e) => Ok(e.vector(&image.frame(frame)?, &image.meta)?),
+        }
+    }
 }
 
 fn cmd_embed(args: EmbedArgs) -> Result<()> {
-    if args.model != "litemedsam" {
-        bail!(
-            "--model `{}` is not available yet; only `litemedsam` is (DINOv2 weights: issue 5)",
-            args.model
-        );
-    }
     let files = collect_files(&args.paths)?;
     if files.is_empty() {
         bail!("no files under the given paths");
     }
-    let (seg, device_name) = load_segmenter(args.cpu)?;
+    let (embedder, device_name) = Embedder::load(&args.model, &args.pool, args.cpu)?;
     let pb = ProgressBar::new(files.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} files {elapsed} {msg}").unwrap(),
@@ -534,7 +580,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<()> {
             }
         };
         for f in 0..image.meta.frames {
-            match frame_vector(&seg, &image, f) {
+            match embedder.frame_vector(&image, f) {
                 Ok(v) => frames.push((
                     v,
                     embed::EntryMeta::for_frame(&image.meta, f, &file.display().to_string()),
@@ -586,9 +632,10 @@ fn cmd_embed(args: EmbedArgs) -> Result<()> {
     std::fs::write(&args.meta, index.to_jsonl())
         .with_context(|| format!("writing {}", args.meta.display()))?;
     println!(
-        "{} vectors ({} per {}) -> {} + {} on {device_name}; {skipped} skipped",
+        "{} vectors ({}-d, {}, per {}) -> {} + {} on {device_name}; {skipped} skipped",
         index.len(),
-        embed::DIM,
+        index.dim,
+        args.model,
         args.per,
         args.out.display(),
         args.meta.display()
@@ -607,11 +654,11 @@ fn cmd_search(args: SearchArgs) -> Result<()> {
     let bytes =
         std::fs::read(&args.query).with_context(|| format!("reading {}", args.query.display()))?;
     let image = medfm::dicom::read(&bytes).with_context(|| args.query.display().to_string())?;
-    let (seg, _) = load_segmenter(args.cpu)?;
-    let q = frame_vector(&seg, &image, args.frame)?;
+    let (embedder, _) = Embedder::load(&args.model, &args.pool, args.cpu)?;
+    let q = embedder.frame_vector(&image, args.frame)?;
     if q.len() != index.dim {
         bail!(
-            "the index holds {}-d vectors, the query is {}-d",
+            "the index holds {}-d vectors, the query is {}-d: search with the --model (and --pool) the index was made with",
             index.dim,
             q.len()
         );

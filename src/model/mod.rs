@@ -5,6 +5,7 @@
 //! - [`two_way_transformer`], [`mask_decoder`]: prompt → mask logits + IoU
 //! - [`sam`]: the assembled model with `embed` / `decode`
 //! - [`weights`]: PyTorch import, `.bpk`, quantization
+//! - [`vit`]: DINOv2-compatible ViT (bring-your-own safetensors, e.g. RAD-DINO)
 
 pub mod common;
 pub mod mask_decoder;
@@ -12,6 +13,7 @@ pub mod prompt_encoder;
 pub mod sam;
 pub mod tiny_vit;
 pub mod two_way_transformer;
+pub mod vit;
 pub mod weights;
 
 pub use prompt_encoder::PointPrompt;

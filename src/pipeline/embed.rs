@@ -281,3 +281,95 @@ mod tests {
         );
     }
 }
+
+/// Which ViT output becomes the vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// The CLS token after the final LayerNorm (`pooler_output`).
+    Cls,
+    /// The mean of the patch tokens after the final LayerNorm.
+    PatchMean,
+}
+
+/// A bring-your-own DINOv2-compatible embedder (e.g. RAD-DINO): the ViT on its device and
+/// the input convention of its Hugging Face processor.
+pub struct VitEmbedder {
+    /// The model.
+    pub vit: crate::model::vit::Vit,
+    /// Its device.
+    pub device: burn::tensor::Device,
+    /// Input side (crop size).
+    pub size: usize,
+    /// Per-channel mean of the normalisation.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation of the normalisation.
+    pub std: [f32; 3],
+    /// CLS or patch mean.
+    pub pool: Pool,
+}
+
+/// The fields of a Hugging Face `preprocessor_config.json` used here.
+#[derive(serde::Deserialize, Default)]
+struct Processor {
+    crop_size: Option<serde_json::Value>,
+    size: Option<serde_json::Value>,
+    image_mean: Option<[f32; 3]>,
+    image_std: Option<[f32; 3]>,
+}
+
+impl VitEmbedder {
+    /// From the files of a Hugging Face model directory: `config.json`,
+    /// `model.safetensors` and, if present, `preprocessor_config.json` (crop size or
+    /// shortest edge, mean, std; defaults: the config's image size and ImageNet's).
+    pub fn from_files(
+        config: &str,
+        weights: Vec<u8>,
+        preprocessor: Option<&str>,
+        pool: Pool,
+        device: &burn::tensor::Device,
+    ) -> Result<Self, Error> {
+        let cfg = crate::model::vit::VitConfig::from_json(config)?;
+        let vit = crate::model::vit::load_safetensors(config, weights, device)?;
+        let p: Processor = match preprocessor {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| Error::Unsupported(format!("preprocessor_config.json: {e}")))?,
+            None => Processor::default(),
+        };
+        let side = |v: &Option<serde_json::Value>, key: &str| {
+            v.as_ref()
+                .and_then(|v| v.get(key).and_then(|x| x.as_u64()).or_else(|| v.as_u64()))
+        };
+        let size = side(&p.crop_size, "height")
+            .or_else(|| side(&p.size, "shortest_edge"))
+            .map(|s| s as usize)
+            .unwrap_or(cfg.image_size);
+        Ok(Self {
+            vit,
+            device: device.clone(),
+            size,
+            mean: p.image_mean.unwrap_or([0.485, 0.456, 0.406]),
+            std: p.image_std.unwrap_or([0.229, 0.224, 0.225]),
+            pool,
+        })
+    }
+
+    /// The L2-normalised vector of one frame (`[D]`).
+    pub fn vector(
+        &self,
+        frame: &crate::dicom::Frame,
+        meta: &crate::dicom::ImageMeta,
+    ) -> Result<Vec<f32>, Error> {
+        let pixels = super::vit_input(frame, meta, self.size, self.mean, self.std)?;
+        let x = Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(pixels, [1, 3, self.size, self.size]),
+            &self.device,
+        );
+        let out = self.vit.forward(x);
+        let v = match self.pool {
+            Pool::Cls => out.cls,
+            Pool::PatchMean => out.patch_mean,
+        };
+        let d = v.dims()[1];
+        Ok(l2_normalize(tensor_to_vec(v.reshape([d]))?))
+    }
+}

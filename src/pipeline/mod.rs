@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::dicom::{self, DicomImage};
 use crate::model::{self, Embedding, PointPrompt, Prompts, Sam};
-pub use preprocess::{Preprocessed, mask_from_logits, preprocess, upsample_logits};
+pub use preprocess::{Preprocessed, mask_from_logits, preprocess, upsample_logits, vit_input};
 
 /// Errors of the pipeline layer.
 #[derive(Debug, thiserror::Error)]

@@ -271,6 +271,70 @@ pub fn mask_from_logits(low_res: &[f32], pre: &Preprocessed) -> Vec<u8> {
         .collect()
 }
 
+/// Input of a ViT embedder (DINOv2-style) for one frame: the same intensity normalisation
+/// as the LiteMedSAM recipe (CT window or percentile clip to 0..255, 3 channels) at full
+/// resolution, shortest side resized to `size` (area averaging when shrinking, bilinear
+/// when enlarging), centre crop `size x size`, `/255`, then `(x - mean) / std` per channel.
+/// `[3, size, size]` channel-major. (Hugging Face's processor resizes with PIL bicubic;
+/// this is the same geometry with our resamplers.)
+pub fn vit_input(
+    frame: &Frame,
+    meta: &ImageMeta,
+    size: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<Vec<f32>, Error> {
+    if frame.channels != 1 && frame.channels != 3 {
+        return Err(Error::Unsupported(format!(
+            "{} samples per pixel (1 or 3 supported)",
+            frame.channels
+        )));
+    }
+    if frame.values.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Unsupported(
+            "the frame holds non-finite pixel values".into(),
+        ));
+    }
+    if size == 0 || std.contains(&0.0) {
+        return Err(Error::Unsupported(format!(
+            "ViT input size {size} / std {std:?} cannot be used"
+        )));
+    }
+    let (rows, cols) = (frame.rows, frame.cols);
+    let (rgb, _) = to_rgb255(frame, meta);
+    let shortest = rows.min(cols);
+    let new_rows = ((rows * size) as f64 / shortest as f64)
+        .round()
+        .max(size as f64) as usize;
+    let new_cols = ((cols * size) as f64 / shortest as f64)
+        .round()
+        .max(size as f64) as usize;
+    let weights = |n_in: usize, n_out: usize| {
+        if n_out < n_in {
+            area_weights(n_in, n_out)
+        } else {
+            linear_weights(n_in, n_out)
+        }
+    };
+    let resized = resize_separable(
+        &rgb,
+        (cols, 3),
+        &weights(rows, new_rows),
+        &weights(cols, new_cols),
+    );
+    let (top, left) = ((new_rows - size) / 2, (new_cols - size) / 2);
+    let mut out = vec![0.0f32; 3 * size * size];
+    for y in 0..size {
+        for x in 0..size {
+            for ch in 0..3 {
+                let v = resized[((top + y) * new_cols + left + x) * 3 + ch] / 255.0;
+                out[ch * size * size + y * size + x] = (v - mean[ch]) / std[ch];
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

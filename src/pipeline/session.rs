@@ -40,6 +40,11 @@ impl<K: PartialEq> EmbeddingCache<K> {
         self.entries.push((key, pre, emb));
     }
 
+    /// Drop the entry for `key`, if any.
+    pub fn remove(&mut self, key: &K) {
+        self.entries.retain(|(k, _, _)| k != key);
+    }
+
     /// Whether `key` is cached (without touching the order).
     pub fn contains(&self, key: &K) -> bool {
         self.entries.iter().any(|(k, _, _)| k == key)
@@ -100,6 +105,8 @@ mod tests {
         cache.insert(3, p, e);
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.get(&3).map(|(p, _)| p.rows), Some(30));
+        cache.remove(&3);
+        assert_eq!(cache.len(), 1);
         cache.clear();
         assert!(cache.is_empty() && cache.get(&1).is_none());
     }

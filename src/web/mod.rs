@@ -252,6 +252,28 @@ impl Engine {
         Ok(out.into())
     }
 
+    /// Forget the cached embedding of a frame (benchmarks time uncached encodes).
+    pub fn forget(&self, id: u32, frame: u32) {
+        self.state.borrow_mut().cache().remove(&(id, frame));
+    }
+
+    /// The model input of a frame, for running another engine on exactly the same input
+    /// (the browser benchmark): `{pixels: Float32Array [3, 256, 256], scale, rows, cols}`;
+    /// multiply pixel coordinates by `scale` for model coordinates.
+    #[wasm_bindgen(js_name = modelInput)]
+    pub fn model_input(&self, id: u32, frame: u32) -> Result<JsValue, JsError> {
+        let st = self.state.borrow();
+        let image = st.image(id)?;
+        let pre =
+            pipeline::preprocess(&image.frame(frame).map_err(err)?, &image.meta).map_err(err)?;
+        let out = Object::new();
+        set(&out, "pixels", Float32Array::from(&pre.pixels[..]));
+        set(&out, "scale", pre.scale);
+        set(&out, "rows", pre.rows as u32);
+        set(&out, "cols", pre.cols as u32);
+        Ok(out.into())
+    }
+
     /// Encode a frame unless its embedding is cached. Resolves to `{ms, cached}`,
     /// `ms` including the wait for the device to finish.
     pub fn encode(&self, id: u32, frame: u32) -> Promise {

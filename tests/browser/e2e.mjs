@@ -163,7 +163,8 @@ async function cpuPath(browser, url, server) {
   const initialDone = Date.now();
   console.log(`  ready in ${((initialDone - t0) / 1000).toFixed(1)} s; timings: ${await page.textContent('#timings')}`);
   check((await page.evaluate(() => window.medfm.backend)) === 'cpu', 'backend is cpu when forced', await page.textContent('#backend'));
-  check((await page.locator('#series-list li').count()) === 2, 'the two bundled samples are listed');
+  check((await page.locator('#series-list li[data-series]').count()) === 2, 'the two bundled samples are listed');
+  check((await page.locator('#series-list li.study').count()) === 2, 'series are grouped by study');
 
   const res = await segmentKidney(page, 'cpu');
   check(res.backend === 'cpu', 'mask computed on the cpu backend');
