@@ -507,7 +507,7 @@ fn load_segmenter(cpu: bool) -> Result<(Segmenter, String)> {
 /// The embedding model of `embed` / `search`.
 enum Embedder {
     LiteMedSam(Box<Segmenter>),
-    Vit(embed::VitEmbedder),
+    Vit(Box<embed::VitEmbedder>),
 }
 
 impl Embedder {
@@ -536,7 +536,7 @@ impl Embedder {
         let (device, name) = pick_device(cpu);
         let e = embed::VitEmbedder::from_files(&config, weights, pre.as_deref(), pool, &device)
             .with_context(|| format!("loading {}", dir.display()))?;
-        Ok((Embedder::Vit(e), name))
+        Ok((Embedder::Vit(Box::new(e)), name))
     }
 
     fn frame_vector(&self, image: &medfm::dicom::DicomImage, frame: u32) -> Result<Vec<f32>> {
