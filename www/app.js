@@ -371,6 +371,29 @@ async function embedAll() {
   await showSimilar();
 }
 
+// A small picture of a frame (default window), for the Similar list.
+async function thumbnail(series, frame, side = 48) {
+  const px = await app.medfm.pixels({ series, frame });
+  const m = app.medfm.meta({ series, frame });
+  const [c, w] = m.window ? m.window : [(px.max + px.min) / 2, Math.max(px.max - px.min, 1)];
+  const img = new ImageData(side, side);
+  for (let y = 0; y < side; y++) {
+    for (let x = 0; x < side; x++) {
+      const i = Math.floor((y * px.rows) / side) * px.cols + Math.floor((x * px.cols) / side);
+      for (let ch = 0; ch < 3; ch++) {
+        let g = voi(px.channels === 3 ? px.values[i * 3 + ch] : px.values[i], c, w);
+        if (m.photometric === 'MONOCHROME1') g = 1 - g;
+        img.data[(y * side + x) * 4 + ch] = g * 255;
+      }
+      img.data[(y * side + x) * 4 + 3] = 255;
+    }
+  }
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = side;
+  canvas.getContext('2d').putImageData(img, 0, 0);
+  return canvas;
+}
+
 async function showSimilar() {
   const list = await app.medfm.similar({ ...app.cur, k: 5 });
   const ul = $('similar');
@@ -378,10 +401,11 @@ async function showSimilar() {
   for (const r of list) {
     const li = document.createElement('li');
     const s = app.series[r.series];
-    li.textContent = `${s.modality} ${s.description || 'series ' + (r.series + 1)} · frame ${r.frame + 1} · ${r.score.toFixed(3)}`;
+    li.append(await thumbnail(r.series, r.frame), ` ${s.modality} ${s.description || 'series ' + (r.series + 1)} · frame ${r.frame + 1} · ${r.score.toFixed(3)}`);
     li.addEventListener('click', () => showFrame(r.series, r.frame));
     ul.append(li);
   }
+  app.similar = list;
 }
 
 // ---------- input ----------

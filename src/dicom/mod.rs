@@ -17,6 +17,31 @@ use dicom_pixeldata::PixelDecoder;
 /// 2^28 samples are 1 GiB as f32: larger files are refused before any allocation.
 pub const MAX_SAMPLES: u64 = 1 << 28;
 
+/// RLE Lossless transfer syntax UID.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// DICOM RLE (PS3.5 Annex G) PackBits decoding of one segment into exactly `n` bytes;
+/// `None` if the segment ends early (a truncated or corrupt file).
+fn unpack_bits(segment: &[u8], n: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while out.len() < n {
+        let h = *segment.get(i)? as i8;
+        i += 1;
+        if h >= 0 {
+            let len = h as usize + 1;
+            out.extend_from_slice(segment.get(i..i + len)?);
+            i += len;
+        } else if h != -128 {
+            let b = *segment.get(i)?;
+            i += 1;
+            out.extend(std::iter::repeat_n(b, (1 - h as isize) as usize));
+        }
+    }
+    out.truncate(n);
+    Some(out)
+}
+
 /// Errors of the DICOM layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -233,13 +258,30 @@ impl DicomImage {
             transfer_syntax: self.meta.transfer_syntax.clone(),
             reason,
         };
+        if let Some(reason) = self.unsupported() {
+            return Err(decode_err(reason));
+        }
+        if self.meta.transfer_syntax == RLE_LOSSLESS {
+            // Our own RLE decoder: dicom-pixeldata 0.10's panics on truncated segments.
+            return self.rle_frame(frame);
+        }
         let decoded = self
             .obj
             .decode_pixel_data_frame(frame)
-            .map_err(|e| decode_err(e.to_string()))?;
-        let values: Vec<f32> = decoded
-            .to_vec_frame(0)
-            .map_err(|e| decode_err(e.to_string()))?;
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                d.to_vec_frame::<f32>(0)
+                    .map(|v| (d, v))
+                    .map_err(|e| e.to_string())
+            });
+        let (decoded, values) = match decoded {
+            Ok(dv) => dv,
+            Err(e) => {
+                return self
+                    .native_frame(frame)
+                    .unwrap_or_else(|| Err(decode_err(e)));
+            }
+        };
         let channels = decoded.samples_per_pixel() as usize;
         let (rows, cols) = (decoded.rows() as usize, decoded.columns() as usize);
         if values.len() != rows * cols * channels {
@@ -254,5 +296,231 @@ impl DicomImage {
             channels,
             values,
         })
+    }
+
+    fn int(&self, tag: dicom_core::Tag) -> Option<i64> {
+        self.obj
+            .element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<i64>().ok())
+    }
+
+    fn float(&self, tag: dicom_core::Tag) -> Option<f64> {
+        self.obj
+            .element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_float64().ok())
+    }
+
+    /// Encodings no decoder of this build handles, with a precise reason (instead of the
+    /// codec's generic failure).
+    fn unsupported(&self) -> Option<String> {
+        let ts = self.meta.transfer_syntax.as_str();
+        let stored = self.int(tags::BITS_STORED).unwrap_or(8);
+        match ts {
+            "1.2.840.10008.1.2.4.51" if stored > 8 => Some(format!(
+                "12-bit JPEG (Extended, process 4; BitsStored {stored}) is not supported: the \
+                 pure-Rust JPEG decoder reads 8-bit JPEG only. Convert the file first, e.g. \
+                 with dcmtk `dcmdjpeg in.dcm out.dcm`"
+            )),
+            "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => Some(
+                "JPEG-LS is not supported in this build (no pure-Rust decoder; CharLS would \
+                 need a C++ toolchain and does not run in the browser). Convert the file \
+                 first, e.g. with dcmtk `dcmdjpls in.dcm out.dcm`"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// RLE Lossless (PS3.5 Annex G): one fragment per frame, a 64-byte header of segment
+    /// offsets, one PackBits segment per byte plane (most significant first) per sample.
+    /// 8, 16 or 32 bits, 1 or 3 samples; signed values sign-extended from BitsStored;
+    /// modality LUT applied. Every offset and length is checked (no panic, no over-read).
+    #[allow(clippy::needless_range_loop)] // `p` indexes every plane, not one slice
+    fn rle_frame(&self, frame: u32) -> Result<Frame, Error> {
+        let err = |reason: String| Error::Decode {
+            transfer_syntax: self.meta.transfer_syntax.clone(),
+            reason,
+        };
+        let bits = self.int(tags::BITS_ALLOCATED).unwrap_or(0);
+        if !matches!(bits, 8 | 16 | 32) {
+            return Err(err(format!(
+                "RLE with BitsAllocated {bits} (8, 16 or 32 supported)"
+            )));
+        }
+        let bytes_per = bits as usize / 8;
+        let (rows, cols) = (self.meta.rows as usize, self.meta.cols as usize);
+        let spp = self.meta.samples_per_pixel as usize;
+        let n = rows * cols;
+        let element = self
+            .obj
+            .element_opt(tags::PIXEL_DATA)
+            .ok()
+            .flatten()
+            .ok_or_else(|| err("no PixelData".into()))?;
+        let fragments = element
+            .value()
+            .fragments()
+            .ok_or_else(|| err("RLE PixelData is not encapsulated".into()))?;
+        let fragment = fragments.get(frame as usize).ok_or_else(|| {
+            err(format!(
+                "frame {frame} has no RLE fragment ({} fragment(s))",
+                fragments.len()
+            ))
+        })?;
+        let word = |i: usize| {
+            fragment
+                .get(4 * i..4 * i + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let segments = word(0).ok_or_else(|| err("RLE header truncated".into()))?;
+        if segments != spp * bytes_per || segments > 15 {
+            return Err(err(format!(
+                "RLE header declares {segments} segments; {spp} sample(s) of {bits} bits need {}",
+                spp * bytes_per
+            )));
+        }
+        let mut planes = Vec::with_capacity(segments);
+        for s in 0..segments {
+            let start = word(1 + s).ok_or_else(|| err("RLE header truncated".into()))?;
+            let end = if s + 1 < segments {
+                word(2 + s).ok_or_else(|| err("RLE header truncated".into()))?
+            } else {
+                fragment.len()
+            };
+            let segment = fragment
+                .get(start..end.max(start).min(fragment.len()))
+                .ok_or_else(|| {
+                    err(format!(
+                        "RLE segment {s} offset {start} is outside the {}-byte fragment",
+                        fragment.len()
+                    ))
+                })?;
+            planes.push(unpack_bits(segment, n).ok_or_else(|| {
+                err(format!(
+                    "RLE segment {s} ends before {n} pixels (truncated or corrupt)"
+                ))
+            })?);
+        }
+        let signed = self.int(tags::PIXEL_REPRESENTATION) == Some(1);
+        let stored = self.int(tags::BITS_STORED).unwrap_or(bits).clamp(1, bits) as u32;
+        let slope = self.float(tags::RESCALE_SLOPE).unwrap_or(1.0);
+        let intercept = self.float(tags::RESCALE_INTERCEPT).unwrap_or(0.0);
+        let grey = spp == 1;
+        let mut values = Vec::with_capacity(n * spp);
+        for p in 0..n {
+            for s in 0..spp {
+                let mut raw: u32 = 0;
+                for b in 0..bytes_per {
+                    raw = (raw << 8) | planes[s * bytes_per + b][p] as u32;
+                }
+                let v = if signed && stored < 32 {
+                    let shift = 32 - stored;
+                    (((raw << shift) as i32) >> shift) as f64
+                } else if signed {
+                    raw as i32 as f64
+                } else {
+                    raw as f64
+                };
+                values.push(if grey {
+                    (v * slope + intercept) as f32
+                } else {
+                    v as f32
+                });
+            }
+            if spp == 3 && self.meta.photometric == "YBR_FULL" {
+                // PS3.3 C.7.6.3.1.2, full range, to RGB as the other decoders return.
+                let i = values.len() - 3;
+                let (y, cb, cr) = (values[i], values[i + 1] - 128.0, values[i + 2] - 128.0);
+                values[i] = (y + 1.402 * cr).clamp(0.0, 255.0);
+                values[i + 1] = (y - 0.344_136 * cb - 0.714_136 * cr).clamp(0.0, 255.0);
+                values[i + 2] = (y + 1.772 * cb).clamp(0.0, 255.0);
+            }
+        }
+        Ok(Frame {
+            rows,
+            cols,
+            channels: spp,
+            values,
+        })
+    }
+
+    /// Uncompressed little-endian pixel data with 1 or 32 bits allocated (bit-packed
+    /// segmentations and masks, RT Dose grids), which dicom-pixeldata 0.10 refuses:
+    /// unpacked here, modality LUT (slope/intercept) applied. `None` for anything else.
+    fn native_frame(&self, frame: u32) -> Option<Result<Frame, Error>> {
+        const NATIVE_LE: [&str; 3] = [
+            "1.2.840.10008.1.2",
+            "1.2.840.10008.1.2.1",
+            "1.2.840.10008.1.2.1.99",
+        ];
+        let bits = self.int(tags::BITS_ALLOCATED)?;
+        if !NATIVE_LE.contains(&self.meta.transfer_syntax.as_str()) || !(bits == 1 || bits == 32) {
+            return None;
+        }
+        let err = |reason: String| Error::Decode {
+            transfer_syntax: self.meta.transfer_syntax.clone(),
+            reason,
+        };
+        let (rows, cols) = (self.meta.rows as usize, self.meta.cols as usize);
+        let channels = self.meta.samples_per_pixel as usize;
+        let n = rows * cols * channels;
+        let bytes = match self
+            .obj
+            .element_opt(tags::PIXEL_DATA)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_bytes().ok())
+        {
+            Some(b) => b,
+            None => return Some(Err(err("no readable PixelData".into()))),
+        };
+        let signed = self.int(tags::PIXEL_REPRESENTATION) == Some(1);
+        let raw: Vec<f64> = if bits == 1 {
+            // Frames follow each other bit by bit; bit 0 of a byte is the first pixel.
+            let first = frame as usize * n;
+            if (first + n).div_ceil(8) > bytes.len() {
+                return Some(Err(err(format!(
+                    "PixelData holds {} bytes, too few for frame {frame} of {rows}x{cols} 1-bit pixels",
+                    bytes.len()
+                ))));
+            }
+            (first..first + n)
+                .map(|i| ((bytes[i / 8] >> (i % 8)) & 1) as f64)
+                .collect()
+        } else {
+            let start = frame as usize * n * 4;
+            let Some(chunk) = bytes.get(start..start + n * 4) else {
+                return Some(Err(err(format!(
+                    "PixelData holds {} bytes, too few for frame {frame} of {rows}x{cols}x{channels} 32-bit samples",
+                    bytes.len()
+                ))));
+            };
+            chunk
+                .chunks_exact(4)
+                .map(|c| {
+                    let b = [c[0], c[1], c[2], c[3]];
+                    if signed {
+                        i32::from_le_bytes(b) as f64
+                    } else {
+                        u32::from_le_bytes(b) as f64
+                    }
+                })
+                .collect()
+        };
+        let slope = self.float(tags::RESCALE_SLOPE).unwrap_or(1.0);
+        let intercept = self.float(tags::RESCALE_INTERCEPT).unwrap_or(0.0);
+        Some(Ok(Frame {
+            rows,
+            cols,
+            channels,
+            values: raw
+                .into_iter()
+                .map(|v| (v * slope + intercept) as f32)
+                .collect(),
+        }))
     }
 }

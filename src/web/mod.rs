@@ -11,6 +11,8 @@ use std::rc::Rc;
 
 use js_sys::{Float32Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
+
+mod libc_shim;
 use wasm_bindgen_futures::future_to_promise;
 use web_time::Instant;
 

@@ -298,6 +298,19 @@ async function cpuPath(browser, url, server) {
   });
   check(emb.n === 256 && Math.abs(emb.norm - 1) < 1e-4, 'medfm.embed() gives a 256-d unit vector');
 
+  // Similar panel: embed every loaded frame (progress), then the neighbours of a frame of
+  // the 10-frame Enhanced MR are listed with thumbnails, and clicking one opens it.
+  await page.evaluate(() => document.querySelector('#series-list li[data-series="2"]').click());
+  await page.waitForFunction(() => window.app.cur.series === 2);
+  await page.click('#embed-all');
+  await page.waitForFunction(() => window.app.similar && window.app.similar.length === 5, null, { timeout: 600000, polling: 500 });
+  const sim = await page.evaluate(() => ({ list: window.app.similar, thumbs: document.querySelectorAll('#similar li canvas').length, done: document.getElementById('embed-progress').value }));
+  check(sim.thumbs === 5 && sim.done >= 12, 'Similar: every frame embedded (progress), top 5 listed with thumbnails', JSON.stringify(sim));
+  check(sim.list[0].series === 2, 'Similar: the nearest frame of an Enhanced MR frame is in the same series', JSON.stringify(sim.list[0]));
+  await page.click('#similar li >> nth=0');
+  await page.waitForFunction((f) => window.app.cur.frame === f, sim.list[0].frame);
+  check(true, 'clicking a neighbour opens it');
+
   checkEgress(log, url, initialDone, 'cpu');
   check(!log.panics, 'no panic in page or worker', JSON.stringify(log.panics));
   check(!log.pageErrors, 'no uncaught page error', JSON.stringify(log.pageErrors));
