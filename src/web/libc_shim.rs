@@ -4,12 +4,45 @@
 //! does, and the instance would not even link (imports from `env`). Here they are
 //! implemented on Rust's global allocator.
 //!
+//! The port also calls Rust's `dealloc` on a null pointer when it frees a code block that
+//! never got decoded data (`opj_tcd_code_block_dec_deallocate`): natively the system
+//! allocator's `free(NULL)` ignores it, in wasm dlmalloc reads a header below address 0
+//! ("memory access out of bounds"). So the browser build's global allocator ignores a null
+//! dealloc ([`NullTolerant`]).
+//!
 //! Each block carries a 16-byte header with its size (C's `free` does not pass one; Rust's
 //! `dealloc` needs it), keeping the 16-byte alignment C's `malloc` guarantees. `free` of a
 //! null pointer is a no-op, as in C (the decoder does call it).
 
-use std::alloc::{Layout, alloc, alloc_zeroed, dealloc, realloc as grow};
+use std::alloc::{GlobalAlloc, Layout, System, alloc, alloc_zeroed, dealloc, realloc as grow};
 use std::ptr::null_mut;
+
+/// The system allocator (dlmalloc in wasm), except that deallocating null does nothing.
+pub struct NullTolerant;
+
+// SAFETY: forwards to `System`, whose contract it keeps; a null `dealloc` is skipped.
+unsafe impl GlobalAlloc for NullTolerant {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if !ptr.is_null() {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: NullTolerant = NullTolerant;
 
 const HEADER: usize = 16;
 

@@ -311,6 +311,37 @@ async function cpuPath(browser, url, server) {
   await page.waitForFunction((f) => window.app.cur.frame === f, sim.list[0].frame);
   check(true, 'clicking a neighbour opens it');
 
+  // The pydicom reference table in wasm: every transfer syntax of tests/data/decode
+  // (JPEG 2000 and HTJ2K through openjp2 and the libc shim) decodes as natively.
+  const reference = JSON.parse(fs.readFileSync(path.join(ROOT, 'tests/data/decode/reference.json'), 'utf8'));
+  const files = Object.fromEntries(reference.map((e) => [e.file, fs.readFileSync(path.join(ROOT, 'tests/data/decode', e.file)).toString('base64')]));
+  const table = await page.evaluate(async ({ reference, files }) => {
+    const rows = [];
+    for (const e of reference) {
+      const bytes = Uint8Array.from(atob(files[e.file]), (c) => c.charCodeAt(0));
+      const list = await window.medfm.open([new File([bytes], e.file)]);
+      if (list.errors.length) { rows.push({ file: e.file, error: list.errors[0].error }); continue; }
+      // The frames of the image just opened (the highest image id), wherever its series is.
+      const id = Math.max(...window.medfm.series.flatMap((x) => x.images.map((im) => im.id)));
+      const s = window.medfm.series.findIndex((x) => x.images.some((im) => im.id === id));
+      const mine = window.medfm.series[s].refs.map((r, i) => [r, i]).filter(([r]) => r[0] === id).map(([, i]) => i);
+      let worst = 0;
+      try {
+        for (let f = 0; f < e.frames; f++) {
+          const px = await window.medfm.pixels({ series: s, frame: mine[f] });
+          e.frame_stats[f].positions.forEach((p, i) => { worst = Math.max(worst, Math.abs(px.values[p] - e.frame_stats[f].values[i])); });
+        }
+        rows.push({ file: e.file, worst });
+      } catch (err) {
+        rows.push({ file: e.file, error: err.message });
+      }
+    }
+    return rows;
+  }, { reference, files });
+  const refused = { 'JPGExtended.dcm': '12-bit JPEG', 'MR_small_jpeg_ls_lossless.dcm': 'JPEG-LS' };
+  const badRows = table.filter((r) => (refused[r.file] ? !(r.error || '').includes(refused[r.file]) : r.error || r.worst > (r.file === 'SC_rgb_jpeg_dcmtk.dcm' ? 4 : 1e-3)));
+  check(badRows.length === 0, `wasm decodes the ${table.length} reference files as pydicom (JPEG 2000, HTJ2K, RLE, deflate, 1/32-bit; 12-bit JPEG and JPEG-LS refused with the reason)`, JSON.stringify(badRows));
+
   checkEgress(log, url, initialDone, 'cpu');
   check(!log.panics, 'no panic in page or worker', JSON.stringify(log.panics));
   check(!log.pageErrors, 'no uncaught page error', JSON.stringify(log.pageErrors));
