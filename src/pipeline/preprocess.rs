@@ -188,8 +188,8 @@ fn resize_separable(
     out
 }
 
-/// Run the whole recipe on one decoded frame.
-pub fn preprocess(frame: &Frame, meta: &ImageMeta) -> Result<Preprocessed, Error> {
+/// A frame both recipes can take: grey or RGB, finite values.
+fn check_frame(frame: &Frame) -> Result<(), Error> {
     if frame.channels != 1 && frame.channels != 3 {
         return Err(Error::Unsupported(format!(
             "{} samples per pixel (1 or 3 supported)",
@@ -201,6 +201,12 @@ pub fn preprocess(frame: &Frame, meta: &ImageMeta) -> Result<Preprocessed, Error
             "the frame holds non-finite pixel values".into(),
         ));
     }
+    Ok(())
+}
+
+/// Run the whole recipe on one decoded frame.
+pub fn preprocess(frame: &Frame, meta: &ImageMeta) -> Result<Preprocessed, Error> {
+    check_frame(frame)?;
     let (rows, cols) = (frame.rows, frame.cols);
     let (rgb, clip) = to_rgb255(frame, meta);
     let longest = rows.max(cols);
@@ -284,17 +290,7 @@ pub fn vit_input(
     mean: [f32; 3],
     std: [f32; 3],
 ) -> Result<Vec<f32>, Error> {
-    if frame.channels != 1 && frame.channels != 3 {
-        return Err(Error::Unsupported(format!(
-            "{} samples per pixel (1 or 3 supported)",
-            frame.channels
-        )));
-    }
-    if frame.values.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Unsupported(
-            "the frame holds non-finite pixel values".into(),
-        ));
-    }
+    check_frame(frame)?;
     if size == 0 || std.contains(&0.0) {
         return Err(Error::Unsupported(format!(
             "ViT input size {size} / std {std:?} cannot be used"
