@@ -124,9 +124,11 @@ pub fn tensor_to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
-        .map_err(|e| {
-            Error::Unsupported(format!("cannot read a result back from the device: {e:?}"))
-        })
+        .map_err(readback_error)
+}
+
+fn readback_error(e: impl std::fmt::Debug) -> Error {
+    Error::Unsupported(format!("cannot read a result back from the device: {e:?}"))
 }
 
 impl Segmenter {
@@ -193,17 +195,15 @@ impl Segmenter {
 
 /// Read a tensor back as `Vec<f32>` without blocking (WebGPU readbacks are asynchronous).
 pub async fn tensor_to_vec_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
-    let data = t.into_data_async().await.map_err(|e| {
-        Error::Unsupported(format!("cannot read a result back from the device: {e:?}"))
-    })?;
-    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| {
-        Error::Unsupported(format!("cannot read a result back from the device: {e:?}"))
-    })
+    let data = t.into_data_async().await.map_err(readback_error)?;
+    data.convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(readback_error)
 }
 
 /// Postprocess the read-back decoder outputs: pick the mask with the highest predicted
 /// IoU, upsample its logits to `rows x cols` and threshold.
-pub fn finish(pre: &Preprocessed, iou: Vec<f32>, logits: Vec<f32>) -> Segmentation {
+fn finish(pre: &Preprocessed, iou: Vec<f32>, logits: Vec<f32>) -> Segmentation {
     let n = model::sam::LOW_RES_SIZE * model::sam::LOW_RES_SIZE;
     let chosen = iou
         .iter()

@@ -18,8 +18,8 @@ use web_time::Instant;
 
 use crate::Device;
 use crate::dicom::{self, DicomImage, seg::SegmentInfo};
-use crate::model::weights;
-use crate::pipeline::{self, PixelPrompt, Segmenter, embed, session::EmbeddingCache};
+use crate::model::{Embedding, weights};
+use crate::pipeline::{self, PixelPrompt, Preprocessed, Segmenter, embed, session::EmbeddingCache};
 
 /// Embeddings kept per worker (4 MiB each): a few frames of scrolling back and forth.
 const CACHE_FRAMES: usize = 8;
@@ -105,7 +105,7 @@ struct Model {
 #[derive(Default)]
 struct State {
     images: Vec<Option<DicomImage>>,
-    model: Option<Model>,
+    model: Option<Rc<Model>>,
     cache: Option<EmbeddingCache<(u32, u32)>>,
     gpu: Option<Device>,
 }
@@ -118,9 +118,11 @@ impl State {
             .ok_or_else(|| err(format!("no open image with id {id}")))
     }
 
-    fn model(&self) -> Result<&Model, JsError> {
+    /// The loaded model, shared so that it can be used across an await without holding
+    /// the state's borrow.
+    fn model(&self) -> Result<Rc<Model>, JsError> {
         self.model
-            .as_ref()
+            .clone()
             .ok_or_else(|| err("the model is not loaded yet (call loadModel first)"))
     }
 
@@ -198,10 +200,10 @@ impl Engine {
             .map_err(err)?;
             let mut st = state.borrow_mut();
             st.cache().clear();
-            st.model = Some(Model {
+            st.model = Some(Rc::new(Model {
                 segmenter: Segmenter::new(sam, device),
                 backend: name,
-            });
+            }));
             Ok(JsValue::from_str(name))
         })
     }
@@ -282,7 +284,7 @@ impl Engine {
         let state = self.state.clone();
         future_to_promise(async move {
             let t = Instant::now();
-            let cached = ensure_encoded(&state, id, frame).await?;
+            let (cached, _, _) = ensure_encoded(&state, id, frame).await?;
             let out = Object::new();
             set(&out, "ms", t.elapsed().as_secs_f64() * 1e3);
             set(&out, "cached", cached);
@@ -309,38 +311,25 @@ impl Engine {
                     .collect(),
                 multimask: req.multimask,
             };
-            let cached = ensure_encoded(&state, id, frame).await?;
+            let (cached, pre, emb) = ensure_encoded(&state, id, frame).await?;
             let encode_ms = if cached {
                 0.0
             } else {
                 t.elapsed().as_secs_f64() * 1e3
             };
-            let (decoded, pre, backend) = {
-                let mut st = state.borrow_mut();
-                let key = (id, frame);
-                let (pre, emb) = st
-                    .cache()
-                    .get(&key)
-                    .map(|(p, e)| (p.clone(), e.clone()))
-                    .ok_or_else(|| err("the embedding was evicted while decoding"))?;
-                let model = st.model()?;
-                let decoded = model.segmenter.decode(&emb, &pre, &prompt).map_err(err)?;
-                (decoded, pre, model.backend)
-            };
-            let iou = pipeline::tensor_to_vec_async(decoded.iou)
+            let model = state.borrow().model()?;
+            let s = model
+                .segmenter
+                .segment_async(&emb, &pre, &prompt)
                 .await
                 .map_err(err)?;
-            let logits = pipeline::tensor_to_vec_async(decoded.low_res_logits)
-                .await
-                .map_err(err)?;
-            let s = pipeline::finish(&pre, iou, logits);
             let out = Object::new();
             set(&out, "mask", Uint8Array::from(&s.mask[..]));
             set(&out, "rows", s.rows as u32);
             set(&out, "cols", s.cols as u32);
             set(&out, "area", s.area as u32);
             set(&out, "iou", s.iou[s.chosen]);
-            set(&out, "backend", backend);
+            set(&out, "backend", model.backend);
             set(&out, "ms", t.elapsed().as_secs_f64() * 1e3);
             set(&out, "encodeMs", encode_ms);
             Ok(out.into())
@@ -352,14 +341,7 @@ impl Engine {
     pub fn embed(&self, id: u32, frame: u32) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            ensure_encoded(&state, id, frame).await?;
-            let (pre, emb) = {
-                let mut st = state.borrow_mut();
-                st.cache()
-                    .get(&(id, frame))
-                    .map(|(p, e)| (p.clone(), e.clone()))
-                    .ok_or_else(|| err("the embedding was evicted"))?
-            };
+            let (_, pre, emb) = ensure_encoded(&state, id, frame).await?;
             let v = embed::pooled_vector_async(&emb, &pre).await.map_err(err)?;
             Ok(Float32Array::from(&v[..]).into())
         })
@@ -398,14 +380,19 @@ impl Engine {
     }
 }
 
-/// Encode `(id, frame)` into the cache unless present; `Ok(true)` when it was cached.
-/// Waits for the device so timings are honest.
-async fn ensure_encoded(state: &Rc<RefCell<State>>, id: u32, frame: u32) -> Result<bool, JsValue> {
+/// The preprocessed frame and embedding of `(id, frame)`, encoded into the cache unless
+/// present; the flag is true when it was cached. Waits for the device so timings are
+/// honest.
+async fn ensure_encoded(
+    state: &Rc<RefCell<State>>,
+    id: u32,
+    frame: u32,
+) -> Result<(bool, Preprocessed, Embedding), JsValue> {
     let key = (id, frame);
     let (pre, emb) = {
         let mut st = state.borrow_mut();
-        if st.cache().get(&key).is_some() {
-            return Ok(true);
+        if let Some((pre, emb)) = st.cache().get(&key) {
+            return Ok((true, pre.clone(), emb.clone()));
         }
         let image = st.image(id)?;
         let model = st.model()?;
@@ -420,6 +407,9 @@ async fn ensure_encoded(state: &Rc<RefCell<State>>, id: u32, frame: u32) -> Resu
         .into_data_async()
         .await
         .map_err(|e| err(format!("the encoder failed on the device: {e:?}")))?;
-    state.borrow_mut().cache().insert(key, pre, emb);
-    Ok(false)
+    state
+        .borrow_mut()
+        .cache()
+        .insert(key, pre.clone(), emb.clone());
+    Ok((false, pre, emb))
 }
