@@ -454,52 +454,35 @@ impl Vit {
     }
 }
 
-/// Load a DINOv2 model from the bytes of its `config.json` and `model.safetensors`.
-/// Every parameter must be filled (`embeddings.mask_token` and a `dinov2.` prefix are
-/// accepted and ignored); otherwise the file is refused with what is missing.
+/// Load a DINOv2 model from the bytes of its `config.json` and `model.safetensors`
+/// (see [`VitConfig::load`]).
 pub fn load_safetensors(config: &str, weights: Vec<u8>, device: &Device) -> Result<Vit, Error> {
-    let cfg = VitConfig::from_json(config)?;
-    let mut model = cfg.init(device);
-    let remap = KeyRemapper::new()
-        .add_pattern(r"^dinov2\.", "")
-        .and_then(|r| r.add_pattern(r"attention\.attention\.query\.", "attention.q_proj."))
-        .and_then(|r| r.add_pattern(r"attention\.attention\.key\.", "attention.k_proj."))
-        .and_then(|r| r.add_pattern(r"attention\.attention\.value\.", "attention.v_proj."))
-        .and_then(|r| r.add_pattern(r"attention\.output\.dense\.", "attention.o_proj."))
-        .map_err(|e| Error::Weights(format!("key remap: {e}")))?;
-    let mut store = SafetensorsStore::from_bytes(Some(weights))
-        .with_from_adapter(PyTorchToBurnAdapter)
-        .remap(remap)
-        .allow_partial(true)
-        .validate(false); // mismatches are reported below, concisely
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| Error::Weights(format!("model.safetensors: {e}")))?;
-    let missing: Vec<_> = result.missing.iter().map(|m| m.0.clone()).collect();
-    if !missing.is_empty() {
-        return Err(Error::Weights(format!(
-            "model.safetensors does not match config.json: {} parameter(s) missing, e.g. {}",
-            missing.len(),
-            missing
-                .iter()
-                .take(4)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+    VitConfig::from_json(config)?.load(weights, device)
+}
+
+impl VitConfig {
+    /// A model with this configuration filled from the bytes of a `model.safetensors`.
+    /// Every parameter must be filled (`embeddings.mask_token` and other tensors the model
+    /// does not use, and a `dinov2.` prefix, are accepted and ignored); otherwise the file
+    /// is refused with what differs.
+    pub fn load(&self, weights: Vec<u8>, device: &Device) -> Result<Vit, Error> {
+        let mut model = self.init(device);
+        let remap = KeyRemapper::new()
+            .add_pattern(r"^dinov2\.", "")
+            .and_then(|r| r.add_pattern(r"attention\.attention\.query\.", "attention.q_proj."))
+            .and_then(|r| r.add_pattern(r"attention\.attention\.key\.", "attention.k_proj."))
+            .and_then(|r| r.add_pattern(r"attention\.attention\.value\.", "attention.v_proj."))
+            .and_then(|r| r.add_pattern(r"attention\.output\.dense\.", "attention.o_proj."))
+            .map_err(|e| Error::Weights(format!("key remap: {e}")))?;
+        let mut store = SafetensorsStore::from_bytes(Some(weights))
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .remap(remap)
+            .allow_partial(true)
+            .validate(false); // mismatches are reported by `check_applied`, concisely
+        let result = model
+            .load_from(&mut store)
+            .map_err(|e| Error::Weights(format!("model.safetensors: {e}")))?;
+        super::weights::check_applied(&result, "model.safetensors", "config.json", false)?;
+        Ok(model)
     }
-    if !result.errors.is_empty() {
-        return Err(Error::Weights(format!(
-            "model.safetensors does not match config.json: {} tensor(s) do not fit, e.g. {}",
-            result.errors.len(),
-            result
-                .errors
-                .iter()
-                .take(2)
-                .map(|e| format!("{e:?}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )));
-    }
-    Ok(model)
 }

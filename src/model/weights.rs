@@ -36,6 +36,8 @@ pub const LITE_MEDSAM_SHA256: &str =
 pub const LITE_MEDSAM_TENSORS: usize = 435;
 /// Number of scalar values in the upstream state dict.
 pub const LITE_MEDSAM_VALUES: usize = 9_801_439;
+/// What the LiteMedSAM files are checked against.
+const LITE_MEDSAM: &str = "the LiteMedSAM architecture";
 /// Metadata key written into every `.bpk` we produce.
 pub const BPK_MODEL_KEY: &str = "medfm.model";
 /// Metadata value for LiteMedSAM.
@@ -254,8 +256,15 @@ pub fn remap_name(name: &str) -> String {
     name.to_string()
 }
 
-/// Turn an [`ApplyResult`] into an error naming what differs, if anything does.
-fn check_applied(result: &ApplyResult, source: &str) -> Result<(), Error> {
+/// Turn an [`ApplyResult`] into an error naming what differs, if anything does:
+/// "`source` does not match `target`: ...". Tensors of the file that the model does not use
+/// count as a difference when `report_unused`.
+pub(crate) fn check_applied(
+    result: &ApplyResult,
+    source: &str,
+    target: &str,
+    report_unused: bool,
+) -> Result<(), Error> {
     let mut problems = Vec::new();
     if !result.errors.is_empty() {
         let list: Vec<String> = result
@@ -283,10 +292,10 @@ fn check_applied(result: &ApplyResult, source: &str) -> Result<(), Error> {
             list.join(", ")
         ));
     }
-    if !result.unused.is_empty() {
+    if report_unused && !result.unused.is_empty() {
         let list: Vec<&str> = result.unused.iter().take(5).map(String::as_str).collect();
         problems.push(format!(
-            "{} tensors not part of LiteMedSAM (e.g. {})",
+            "{} tensors not part of {target} (e.g. {})",
             result.unused.len(),
             list.join(", ")
         ));
@@ -295,7 +304,7 @@ fn check_applied(result: &ApplyResult, source: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::Weights(format!(
-            "{source} does not match the LiteMedSAM architecture: {}",
+            "{source} does not match {target}: {}",
             problems.join("; ")
         )))
     }
@@ -320,7 +329,7 @@ pub fn import_pytorch(path: &Path, device: &Device) -> Result<Sam, Error> {
         .collect();
     let mut model = SamConfig::lite_medsam().init(device);
     let result = model.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), false);
-    check_applied(&result, "the PyTorch checkpoint")?;
+    check_applied(&result, "the PyTorch checkpoint", LITE_MEDSAM, true)?;
     Ok(model)
 }
 
@@ -335,7 +344,7 @@ pub fn load_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
     let result = model
         .load_from(&mut store)
         .map_err(|e| Error::Weights(format!("not a readable .bpk weights file: {e}")))?;
-    check_applied(&result, "the .bpk file")?;
+    check_applied(&result, "the .bpk file", LITE_MEDSAM, true)?;
     Ok(model)
 }
 

@@ -329,7 +329,7 @@ impl VitEmbedder {
         device: &burn::tensor::Device,
     ) -> Result<Self, Error> {
         let cfg = crate::model::vit::VitConfig::from_json(config)?;
-        let vit = crate::model::vit::load_safetensors(config, weights, device)?;
+        let vit = cfg.load(weights, device)?;
         let p: Processor = match preprocessor {
             Some(text) => serde_json::from_str(text)
                 .map_err(|e| Error::Unsupported(format!("preprocessor_config.json: {e}")))?,
