@@ -205,6 +205,12 @@ export class MedFM extends EventTarget {
     return { s, id: ref[0], frame: ref[1] };
   }
 
+  /** Run a worker operation on the image and frame behind (series, frame). */
+  _onFrame(op, series, frame, args = {}) {
+    const r = this._ref(series, frame);
+    return this._call(op, { id: r.id, frame: r.frame, ...args });
+  }
+
   /** Metadata of the image behind a frame (no patient identifiers). */
   meta({ series, frame }) {
     const { s, id } = this._ref(series, frame);
@@ -213,26 +219,22 @@ export class MedFM extends EventTarget {
 
   /** Modality-LUT pixel values of a frame: {rows, cols, channels, values: Float32Array, min, max}. */
   async pixels({ series, frame }) {
-    const r = this._ref(series, frame);
-    return this._call('frame', { id: r.id, frame: r.frame });
+    return this._onFrame('frame', series, frame);
   }
 
   /** Encode a frame ahead of prompting (cached): {ms, cached}. */
   async encode({ series, frame }) {
-    const r = this._ref(series, frame);
-    return this._call('encode', { id: r.id, frame: r.frame });
+    return this._onFrame('encode', series, frame);
   }
 
   /** Forget a frame's cached embedding (the next encode or segment encodes again). */
   async forget({ series, frame }) {
-    const r = this._ref(series, frame);
-    return this._call('forget', { id: r.id, frame: r.frame });
+    return this._onFrame('forget', series, frame);
   }
 
   /** The model input of a frame: {pixels: Float32Array [3, 256, 256], scale, rows, cols}. */
   async modelInput({ series, frame }) {
-    const r = this._ref(series, frame);
-    return this._call('modelInput', { id: r.id, frame: r.frame });
+    return this._onFrame('modelInput', series, frame);
   }
 
   /**
@@ -241,17 +243,15 @@ export class MedFM extends EventTarget {
    * rows, cols, area, iou, backend, ms, encodeMs}.
    */
   async segment({ series, frame = 0, box, points }) {
-    const r = this._ref(series, frame);
     const request = {};
     if (box) request.box = Array.from(box, Number);
     if (points && points.length) request.points = points.map((p) => [Number(p[0]), Number(p[1]), p[2] === undefined ? 1 : Number(p[2])]);
-    return this._call('segment', { id: r.id, frame: r.frame, request });
+    return this._onFrame('segment', series, frame, { request });
   }
 
   /** DICOM SEG (Part 10 bytes) of a mask over a frame. */
   async exportSeg({ series, frame = 0, mask, label = 'Segment 1' }) {
-    const r = this._ref(series, frame);
-    return this._call('seg', { id: r.id, frame: r.frame, mask, label });
+    return this._onFrame('seg', series, frame, { mask, label });
   }
 
   /** NIfTI-1 (.nii bytes) of a series of single-frame images (modality values, DICOM geometry). */
@@ -265,8 +265,7 @@ export class MedFM extends EventTarget {
   async embed({ series, frame = 0 }) {
     const key = `${series}:${frame}`;
     if (!this._embeddings.has(key)) {
-      const r = this._ref(series, frame);
-      this._embeddings.set(key, await this._call('embed', { id: r.id, frame: r.frame }));
+      this._embeddings.set(key, await this._onFrame('embed', series, frame));
     }
     return this._embeddings.get(key);
   }
