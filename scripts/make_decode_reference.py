@@ -6,16 +6,19 @@ plugins: openjpeg, libjpeg, RLE; pyjpegls) and record, after the modality LUT
 (RescaleSlope/Intercept), what medfm's `DicomImage::frame` must give: shape, min, max,
 mean and 64 sample values at fixed positions of the interleaved samples. Colour images
 are compared as RGB (pydicom converts YBR to RGB, as dicom-pixeldata does); PALETTE COLOR
-as stored indices (display LUTs are a separate step). Writes tests/data/decode/reference.json.
+through its palette (`apply_color_lut`) scaled to 0..255, as medfm returns it. Writes
+tests/data/decode/reference.json.
 
-    ~/.cache/medfm/venv-torch/bin/python scripts/make_decode_reference.py
+    ~/.cache/medfm/venv-dev/bin/python scripts/make_decode_reference.py
+    (venv: pip install pydicom==3.0.2 numpy pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg
+     pylibjpeg-rle pyjpegls)
 """
 import json
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 DIR = Path(__file__).resolve().parent.parent / "tests/data/decode"
 SAMPLES = 64
@@ -42,7 +45,10 @@ def main():
         }
         for i in range(frames):
             a = arr[i]
-            if spp == 1 and ds.PhotometricInterpretation != "PALETTE COLOR":
+            if ds.PhotometricInterpretation == "PALETTE COLOR":
+                depth = ds.RedPaletteColorLookupTableDescriptor[2]
+                a = apply_color_lut(a, ds).astype(np.float64) * 255.0 / (2**depth - 1)
+            elif spp == 1:
                 a = apply_modality_lut(a, ds)
             v = np.asarray(a, dtype=np.float64).reshape(-1)
             idx = (np.arange(SAMPLES) * (v.size / SAMPLES)).astype(np.int64)

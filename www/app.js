@@ -133,7 +133,8 @@ async function showFrame(series, frame, { keepView = false } = {}) {
 }
 
 function defaultWindow() {
-  const m = app.meta;
+  // The frame's own first window (per frame in Enhanced CT/MR), else the file's.
+  const m = app.pixels.window ? app.pixels : app.meta;
   if (m.window) return [m.window[0], m.window[1]];
   return [(app.pixels.max + app.pixels.min) / 2, Math.max(app.pixels.max - app.pixels.min, 1)];
 }

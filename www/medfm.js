@@ -217,7 +217,12 @@ export class MedFM extends EventTarget {
     return s.images.find((im) => im.id === id).meta;
   }
 
-  /** Modality-LUT pixel values of a frame: {rows, cols, channels, values: Float32Array, min, max}. */
+  /**
+   * Pixel values of a frame: {rows, cols, channels, values: Float32Array, min, max, window?, windows}.
+   * Grey frames hold modality-LUT values; colour and PALETTE COLOR frames RGB 0..255.
+   * `windows` are the frame's own [{center, width, function, explanation}] (per frame in
+   * Enhanced CT/MR), `window` the first as [center, width].
+   */
   async pixels({ series, frame }) {
     return this._onFrame('frame', series, frame);
   }

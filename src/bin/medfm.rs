@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use medfm::Device;
+use medfm::dicom::lut::{Voi, Window};
 use medfm::model::weights::{self, LITE_MEDSAM_SHA256, Precision};
 use medfm::pipeline::{PixelPrompt, Segmenter, embed};
 
@@ -47,6 +48,22 @@ enum Cmd {
     /// Convert DICOM: a series (folder or files) to NIfTI (`.nii`, `.nii.gz`) with the
     /// DICOM geometry as affine, or one frame to a windowed 8-bit PNG.
     Convert(ConvertArgs),
+    /// Time reading + decoding DICOM files (every frame, modality LUT applied): median
+    /// and spread per file over N runs. `bench/decode.sh` runs pydicom side by side.
+    BenchDecode(BenchDecodeArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchDecodeArgs {
+    /// DICOM files or folders (searched recursively).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Timed runs per file (after one warm-up).
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Print JSON lines (file, ms median/min/max, frames, error) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -60,9 +77,14 @@ struct ConvertArgs {
     /// Frame for PNG output (0-based).
     #[arg(long, default_value_t = 0)]
     frame: u32,
-    /// Window for PNG output: CENTER,WIDTH (default: the file's first window, else min..max).
-    #[arg(long, value_name = "C,W")]
+    /// Window for PNG output: CENTER,WIDTH (LINEAR); overrides the file's VOI.
+    #[arg(long, value_name = "C,W", conflicts_with = "voi")]
     window: Option<String>,
+    /// Which of the frame's VOIs to use for PNG output (0-based, as `medfm info --json`
+    /// lists them: windows with their explanation, then VOI LUT tables). Default: the
+    /// first, else the frame's min..max.
+    #[arg(long, value_name = "N")]
+    voi: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -744,6 +766,62 @@ fn cmd_info(args: InfoArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_bench_decode(args: BenchDecodeArgs) -> Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let mut files = collect_files(&args.paths)?;
+    files.sort();
+    for file in files {
+        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        let once = || -> Result<u32, medfm::dicom::Error> {
+            let image = medfm::dicom::read(&bytes)?;
+            for f in 0..image.meta.frames {
+                std::hint::black_box(image.frame(f)?);
+            }
+            Ok(image.meta.frames)
+        };
+        let name = file.display().to_string();
+        let frames = match once() {
+            Ok(n) => n,
+            Err(e) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"file": name, "error": e.to_string()})
+                    );
+                } else {
+                    println!("{name:60} error: {e}");
+                }
+                continue;
+            }
+        };
+        let mut ms: Vec<f64> = (0..args.runs)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = once();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        let median = ms[ms.len() / 2];
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"file": name, "frames": frames, "ms_median": median,
+                    "ms_min": ms[0], "ms_max": ms[ms.len() - 1], "runs": args.runs})
+            );
+        } else {
+            println!(
+                "{name:60} {frames:4} frame(s)  median {median:9.3} ms  (min {:.3}, max {:.3})",
+                ms[0],
+                ms[ms.len() - 1]
+            );
+        }
+    }
+    Ok(())
+}
+
 fn cmd_convert(args: ConvertArgs) -> Result<()> {
     let name = args.out.to_string_lossy().to_lowercase();
     let files = collect_files(&args.paths)?;
@@ -772,32 +850,33 @@ fn cmd_convert(args: ConvertArgs) -> Result<()> {
                 .collect();
             return write_png(&args.out, frame.cols, frame.rows, png::ColorType::Rgb, &rgb);
         }
-        let (lo, hi) = match (&args.window, image.meta.window) {
+        let (vois, skipped) = image.vois(args.frame)?;
+        for p in &skipped {
+            eprintln!("warning: skipping the file's window: {p}");
+        }
+        let voi = match (&args.window, args.voi) {
             (Some(w), _) => {
                 let v = parse_floats(w, "--window")?;
-                if v.len() != 2 || v[1] <= 0.0 {
-                    bail!("--window takes CENTER,WIDTH with WIDTH > 0, got `{w}`");
+                if v.len() != 2 {
+                    bail!("--window takes CENTER,WIDTH, got `{w}`");
                 }
-                (v[0] - v[1] / 2.0, v[0] + v[1] / 2.0)
+                let window = Window::linear(v[0] as f64, v[1] as f64);
+                window
+                    .check()
+                    .map_err(|e| anyhow::anyhow!("--window {w}: {e}"))?;
+                Some(Voi::Window(window))
             }
-            (None, Some((c, w))) if w > 0.0 => ((c - w / 2.0) as f32, (c + w / 2.0) as f32),
-            _ => frame
-                .values
-                .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
-                    (a.min(x), b.max(x))
-                }),
+            (None, Some(n)) => Some(vois.get(n).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--voi {n}: frame {} has {} VOI(s) (see `medfm info --json`)",
+                    args.frame,
+                    vois.len()
+                )
+            })?),
+            (None, None) => vois.first().cloned(),
         };
-        let range = (hi - lo).max(f32::EPSILON);
         let invert = image.meta.photometric == "MONOCHROME1";
-        let grey: Vec<u8> = frame
-            .values
-            .iter()
-            .map(|&x| {
-                let g = ((x - lo) / range * 255.0).clamp(0.0, 255.0);
-                (if invert { 255.0 - g } else { g }).round() as u8
-            })
-            .collect();
+        let grey = medfm::dicom::lut::render_grey(&frame.values, voi.as_ref(), invert);
         write_png(
             &args.out,
             frame.cols,
@@ -806,10 +885,13 @@ fn cmd_convert(args: ConvertArgs) -> Result<()> {
             &grey,
         )?;
         println!(
-            "{} ({}x{}, window {lo}..{hi})",
+            "{} ({}x{}, VOI {}{})",
             args.out.display(),
             frame.cols,
-            frame.rows
+            frame.rows,
+            voi.as_ref()
+                .map_or_else(|| "min..max".to_string(), Voi::describe),
+            if invert { ", MONOCHROME1 inverted" } else { "" }
         );
         return Ok(());
     }
@@ -961,6 +1043,7 @@ fn main() -> ExitCode {
         Cmd::Search(args) => cmd_search(args),
         Cmd::Info(args) => cmd_info(args),
         Cmd::Convert(args) => cmd_convert(args),
+        Cmd::BenchDecode(args) => cmd_bench_decode(args),
         Cmd::Weights(WeightsCmd::Fetch {
             pth,
             dir,

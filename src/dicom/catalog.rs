@@ -29,6 +29,10 @@ pub struct SeriesEntry {
     pub not_decodable: Option<String>,
     /// Files of the series.
     pub files: Vec<String>,
+    /// The VOIs of the first instance's first frame, numbered as `medfm convert --voi N`
+    /// takes them (see [`super::lut::Voi::describe`]); a broken VOI attribute is listed
+    /// as its error.
+    pub vois: Vec<String>,
 }
 
 /// Builds a catalogue from parsed files.
@@ -81,6 +85,10 @@ impl Catalog {
             transfer_syntaxes: Vec::new(),
             not_decodable: None,
             files: Vec::new(),
+            vois: match image.vois(0) {
+                Ok((v, _)) => v.iter().map(|v| v.describe()).collect(),
+                Err(e) => vec![e.to_string()],
+            },
         });
         e.instances += 1;
         e.frames += u64::from(m.frames);

@@ -2,16 +2,20 @@
 //!
 //! Target-agnostic (the browser hands us bytes): Part 10 files with a 128-byte preamble,
 //! or without a preamble but starting with the file meta group. Decoding goes through
-//! dicom-pixeldata's pure-Rust codecs (native, deflate, RLE, JPEG baseline/extended 8-bit,
-//! JPEG lossless); other transfer syntaxes get a precise "unsupported" error.
+//! dicom-pixeldata's pure-Rust codecs (native, deflate, JPEG baseline/extended 8-bit,
+//! JPEG lossless, JPEG 2000/HTJ2K through openjp2), our own RLE and 12-bit JPEG decoders and, with the `jpeg-ls` feature (native
+//! builds), CharLS for JPEG-LS; other transfer syntaxes get a precise "unsupported" error.
 
 pub mod catalog;
+mod jpeg12;
+pub mod lut;
+mod scan;
 pub mod seg;
 pub mod volume;
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
-use dicom_pixeldata::PixelDecoder;
+use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 
 /// Largest number of samples (rows x cols x samples x frames) we agree to decode.
 /// 2^28 samples are 1 GiB as f32: larger files are refused before any allocation.
@@ -19,10 +23,17 @@ pub const MAX_SAMPLES: u64 = 1 << 28;
 
 /// RLE Lossless transfer syntax UID.
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+/// JPEG Extended (Process 2 & 4) transfer syntax UID.
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 
 /// DICOM RLE (PS3.5 Annex G) PackBits decoding of one segment into exactly `n` bytes;
 /// `None` if the segment ends early (a truncated or corrupt file).
 fn unpack_bits(segment: &[u8], n: usize) -> Option<Vec<u8>> {
+    // A run of 2 bytes gives at most 128: a segment cannot fill more than 64 times its
+    // length, so nothing larger than that is ever reserved.
+    if n > segment.len().saturating_mul(64) {
+        return None;
+    }
     let mut out = Vec::with_capacity(n);
     let mut i = 0;
     while out.len() < n {
@@ -176,6 +187,7 @@ pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
                 .into(),
         ));
     };
+    scan::check_lengths(body)?;
     let obj = OpenFileOptions::new()
         .from_reader(body)
         .map_err(|e| Error::Parse(e.to_string()))?;
@@ -246,8 +258,80 @@ pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
 }
 
 impl DicomImage {
-    /// Decode one frame (0-based) with the modality LUT (rescale slope/intercept) applied.
+    /// Decode one frame (0-based): grey images as modality values (Rescale Slope/Intercept,
+    /// Modality LUT Sequence, or the frame's own Pixel Value Transformation in Enhanced
+    /// objects), colour images as RGB (YBR converted), PALETTE COLOR through its palette to
+    /// RGB scaled to 0..=255 (16-bit palettes divided by 257).
     pub fn frame(&self, frame: u32) -> Result<Frame, Error> {
+        let stored = self.stored_frame(frame)?;
+        if self.meta.photometric == "PALETTE COLOR" {
+            if stored.channels != 1 {
+                return Err(Error::Decode {
+                    transfer_syntax: self.meta.transfer_syntax.clone(),
+                    reason: format!("PALETTE COLOR with {} samples per pixel", stored.channels),
+                });
+            }
+            let palette = lut::Palette::read(&self.obj)?;
+            let scale = (255.0 / palette.max_output()) as f32;
+            let mut values = palette.apply(&stored.values);
+            values.iter_mut().for_each(|v| *v *= scale);
+            return Ok(Frame {
+                channels: 3,
+                values,
+                ..stored
+            });
+        }
+        if stored.channels != 1 {
+            return Ok(stored);
+        }
+        let modality = self.modality_lut(frame)?;
+        let mut stored = stored;
+        self.mask_high_bits(&mut stored.values);
+        if modality != lut::ModalityLut::IDENTITY {
+            for v in &mut stored.values {
+                *v = modality.apply(*v as f64) as f32;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Keep only the BitsStored low bits of grey stored values (up to 16 bits allocated),
+    /// sign-extended when Pixel Representation is 1: bits above them may hold overlays or
+    /// garbage (PS3.5 8.1.1).
+    fn mask_high_bits(&self, values: &mut [f32]) {
+        let allocated = self.int(tags::BITS_ALLOCATED).unwrap_or(16);
+        let stored = self.int(tags::BITS_STORED).unwrap_or(allocated);
+        if !(2..=16).contains(&allocated) || !(1..allocated).contains(&stored) {
+            return;
+        }
+        let signed = self.int(tags::PIXEL_REPRESENTATION) == Some(1);
+        let mask = (1i64 << stored) - 1;
+        let shift = 64 - stored;
+        for v in values {
+            let bits = (*v as i64) & mask;
+            *v = if signed {
+                ((bits << shift) >> shift) as f32
+            } else {
+                bits as f32
+            };
+        }
+    }
+
+    /// The modality LUT of frame `frame` (see [`lut::ModalityLut::read`]).
+    pub fn modality_lut(&self, frame: u32) -> Result<lut::ModalityLut, Error> {
+        lut::ModalityLut::read(&self.obj, frame)
+    }
+
+    /// The VOI choices of frame `frame` in the file's order (windows with their function
+    /// and explanation, then VOI LUT tables), and why any window was skipped. See
+    /// [`lut::Voi::read`].
+    pub fn vois(&self, frame: u32) -> Result<(Vec<lut::Voi>, Vec<String>), Error> {
+        lut::Voi::read(&self.obj, frame)
+    }
+
+    /// Decode one frame to stored values (grey, palette indices) or RGB (colour), before
+    /// any LUT.
+    fn stored_frame(&self, frame: u32) -> Result<Frame, Error> {
         if frame >= self.meta.frames {
             return Err(Error::Frame {
                 frame,
@@ -265,12 +349,21 @@ impl DicomImage {
             // Our own RLE decoder: dicom-pixeldata 0.10's panics on truncated segments.
             return self.rle_frame(frame);
         }
+        if self.meta.transfer_syntax == JPEG_EXTENDED
+            && self.int(tags::BITS_STORED).unwrap_or(8) > 8
+        {
+            // jpeg-decoder reads 8-bit JPEG only: 12-bit grey through our decoder.
+            return self.jpeg12_frame(frame);
+        }
+        // Stored values: the modality LUT is ours (dicom-pixeldata applies the first
+        // frame's rescale to every frame of a singly decoded Enhanced frame).
+        let options = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
         let decoded = self
             .obj
             .decode_pixel_data_frame(frame)
             .map_err(|e| e.to_string())
             .and_then(|d| {
-                d.to_vec_frame::<f32>(0)
+                d.to_vec_frame_with_options::<f32>(0, &options)
                     .map(|v| (d, v))
                     .map_err(|e| e.to_string())
             });
@@ -279,6 +372,7 @@ impl DicomImage {
             Err(e) => {
                 return self
                     .native_frame(frame)
+                    .or_else(|| self.planar_frame(frame))
                     .unwrap_or_else(|| Err(decode_err(e)));
             }
         };
@@ -306,39 +400,122 @@ impl DicomImage {
             .and_then(|e| e.to_int::<i64>().ok())
     }
 
-    fn float(&self, tag: dicom_core::Tag) -> Option<f64> {
-        self.obj
-            .element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_float64().ok())
-    }
-
     /// Encodings no decoder of this build handles, with a precise reason (instead of the
     /// codec's generic failure).
     fn unsupported(&self) -> Option<String> {
         let ts = self.meta.transfer_syntax.as_str();
-        let stored = self.int(tags::BITS_STORED).unwrap_or(8);
         match ts {
-            "1.2.840.10008.1.2.4.51" if stored > 8 => Some(format!(
-                "12-bit JPEG (Extended, process 4; BitsStored {stored}) is not supported: the \
-                 pure-Rust JPEG decoder reads 8-bit JPEG only. Convert the file first, e.g. \
-                 with dcmtk `dcmdjpeg in.dcm out.dcm`"
-            )),
-            "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => Some(
-                "JPEG-LS is not supported in this build (no pure-Rust decoder; CharLS would \
-                 need a C++ toolchain and does not run in the browser). Convert the file \
-                 first, e.g. with dcmtk `dcmdjpls in.dcm out.dcm`"
-                    .into(),
-            ),
+            "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" if !cfg!(feature = "jpeg-ls") => {
+                Some(
+                    "JPEG-LS is not supported in this build (the browser build has no \
+                     JPEG-LS decoder: CharLS is C++; the native build has it). Convert the \
+                     file first, e.g. with dcmtk `dcmdjpls in.dcm out.dcm`"
+                        .into(),
+                )
+            }
             _ => None,
         }
     }
 
+    /// The compressed bytes of one frame of encapsulated pixel data: one fragment per
+    /// frame, all fragments for a single frame, else split by the Basic Offset Table.
+    fn frame_bytes(&self, frame: u32) -> Result<Vec<u8>, Error> {
+        let err = |reason: String| Error::Decode {
+            transfer_syntax: self.meta.transfer_syntax.clone(),
+            reason,
+        };
+        let element = self
+            .obj
+            .element_opt(tags::PIXEL_DATA)
+            .ok()
+            .flatten()
+            .ok_or_else(|| err("no PixelData".into()))?;
+        let fragments = element
+            .value()
+            .fragments()
+            .ok_or_else(|| err("PixelData is not encapsulated".into()))?;
+        let frames = self.meta.frames as usize;
+        if frames == 1 {
+            return Ok(fragments.concat());
+        }
+        if fragments.len() == frames {
+            return Ok(fragments[frame as usize].clone());
+        }
+        // Offsets of each frame's first fragment, from the first fragment's first byte;
+        // every fragment is preceded by an 8-byte item header.
+        let table = element.value().offset_table().unwrap_or_default();
+        if table.len() != frames {
+            return Err(err(format!(
+                "{} fragments for {frames} frames and no usable Basic Offset Table",
+                fragments.len()
+            )));
+        }
+        let (start, end) = (
+            table[frame as usize] as u64,
+            table
+                .get(frame as usize + 1)
+                .map_or(u64::MAX, |&e| e as u64),
+        );
+        let mut at = 0u64;
+        let mut out = Vec::new();
+        for f in fragments {
+            if at >= start && at < end {
+                out.extend_from_slice(f);
+            }
+            at += 8 + f.len() as u64;
+        }
+        if out.is_empty() {
+            return Err(err(format!(
+                "the Basic Offset Table points frame {frame} outside the fragments"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// JPEG Extended with more than 8 bits stored (grey): [`jpeg12`].
+    fn jpeg12_frame(&self, frame: u32) -> Result<Frame, Error> {
+        let err = |reason: String| Error::Decode {
+            transfer_syntax: self.meta.transfer_syntax.clone(),
+            reason,
+        };
+        if self.meta.samples_per_pixel != 1 {
+            return Err(err(format!(
+                "12-bit JPEG with {} samples per pixel is not supported (grey only)",
+                self.meta.samples_per_pixel
+            )));
+        }
+        let bytes = self.frame_bytes(frame)?;
+        let (rows, cols) = (self.meta.rows as usize, self.meta.cols as usize);
+        let d =
+            jpeg12::decode(&bytes, rows * cols).map_err(|e| err(format!("12-bit JPEG: {e}")))?;
+        if (d.rows, d.cols) != (rows, cols) {
+            return Err(err(format!(
+                "the JPEG frame is {}x{}, the DICOM image {cols}x{rows}",
+                d.cols, d.rows
+            )));
+        }
+        let signed = self.int(tags::PIXEL_REPRESENTATION) == Some(1);
+        let half = 1i32 << (d.precision - 1);
+        Ok(Frame {
+            rows,
+            cols,
+            channels: 1,
+            values: d
+                .samples
+                .into_iter()
+                .map(|v| {
+                    // Signed pixel data is coded as its two's complement bit pattern.
+                    let v = v as i32;
+                    (if signed && v >= half { v - 2 * half } else { v }) as f32
+                })
+                .collect(),
+        })
+    }
+
     /// RLE Lossless (PS3.5 Annex G): one fragment per frame, a 64-byte header of segment
     /// offsets, one PackBits segment per byte plane (most significant first) per sample.
-    /// 8, 16 or 32 bits, 1 or 3 samples; signed values sign-extended from BitsStored;
-    /// modality LUT applied. Every offset and length is checked (no panic, no over-read).
+    /// 8, 16 or 32 bits, 1 or 3 samples; signed values sign-extended from BitsStored
+    /// (stored values: the caller applies the LUTs). Every offset and length is checked (no panic, no over-read).
     #[allow(clippy::needless_range_loop)] // `p` indexes every plane, not one slice
     fn rle_frame(&self, frame: u32) -> Result<Frame, Error> {
         let err = |reason: String| Error::Decode {
@@ -407,9 +584,6 @@ impl DicomImage {
         }
         let signed = self.int(tags::PIXEL_REPRESENTATION) == Some(1);
         let stored = self.int(tags::BITS_STORED).unwrap_or(bits).clamp(1, bits) as u32;
-        let slope = self.float(tags::RESCALE_SLOPE).unwrap_or(1.0);
-        let intercept = self.float(tags::RESCALE_INTERCEPT).unwrap_or(0.0);
-        let grey = spp == 1;
         let mut values = Vec::with_capacity(n * spp);
         for p in 0..n {
             for s in 0..spp {
@@ -425,11 +599,7 @@ impl DicomImage {
                 } else {
                     raw as f64
                 };
-                values.push(if grey {
-                    (v * slope + intercept) as f32
-                } else {
-                    v as f32
-                });
+                values.push(v as f32);
             }
             if spp == 3 && self.meta.photometric == "YBR_FULL" {
                 // PS3.3 C.7.6.3.1.2, full range, to RGB as the other decoders return.
@@ -448,9 +618,52 @@ impl DicomImage {
         })
     }
 
+    /// 8-bit colour-by-plane pixel data (Planar Configuration 1: all red, then all green,
+    /// then all blue), which dicom-pixeldata 0.10 decodes but refuses to convert:
+    /// interleaved here. `None` for anything else.
+    fn planar_frame(&self, frame: u32) -> Option<Result<Frame, Error>> {
+        if self.int(tags::PLANAR_CONFIGURATION) != Some(1)
+            || self.meta.samples_per_pixel != 3
+            || self.int(tags::BITS_ALLOCATED) != Some(8)
+        {
+            return None;
+        }
+        let err = |reason: String| Error::Decode {
+            transfer_syntax: self.meta.transfer_syntax.clone(),
+            reason,
+        };
+        if self.meta.photometric != "RGB" {
+            return Some(Err(err(format!(
+                "Planar Configuration 1 with {} is not supported (RGB only)",
+                self.meta.photometric
+            ))));
+        }
+        let decoded = match self.obj.decode_pixel_data_frame(frame) {
+            Ok(d) => d,
+            Err(e) => return Some(Err(err(e.to_string()))),
+        };
+        let (rows, cols) = (self.meta.rows as usize, self.meta.cols as usize);
+        let n = rows * cols;
+        let Some(planes) = decoded.data().get(..3 * n) else {
+            return Some(Err(err(format!(
+                "{} bytes of pixel data, too few for {rows}x{cols} RGB by plane",
+                decoded.data().len()
+            ))));
+        };
+        let values = (0..n)
+            .flat_map(|i| (0..3).map(move |c| planes[c * n + i] as f32))
+            .collect();
+        Some(Ok(Frame {
+            rows,
+            cols,
+            channels: 3,
+            values,
+        }))
+    }
+
     /// Uncompressed little-endian pixel data with 1 or 32 bits allocated (bit-packed
     /// segmentations and masks, RT Dose grids), which dicom-pixeldata 0.10 refuses:
-    /// unpacked here, modality LUT (slope/intercept) applied. `None` for anything else.
+    /// unpacked here to stored values. `None` for anything else.
     fn native_frame(&self, frame: u32) -> Option<Result<Frame, Error>> {
         const NATIVE_LE: [&str; 3] = [
             "1.2.840.10008.1.2",
@@ -511,16 +724,11 @@ impl DicomImage {
                 })
                 .collect()
         };
-        let slope = self.float(tags::RESCALE_SLOPE).unwrap_or(1.0);
-        let intercept = self.float(tags::RESCALE_INTERCEPT).unwrap_or(0.0);
         Some(Ok(Frame {
             rows,
             cols,
             channels,
-            values: raw
-                .into_iter()
-                .map(|v| (v * slope + intercept) as f32)
-                .collect(),
+            values: raw.into_iter().map(|v| v as f32).collect(),
         }))
     }
 }

@@ -237,10 +237,23 @@ impl Engine {
     }
 
     /// Decode one frame for display: `{rows, cols, channels, values: Float32Array
-    /// (modality-LUT values, samples interleaved), min, max}`.
+    /// (modality-LUT values, samples interleaved), min, max, window?: [center, width],
+    /// windows: [{center, width, function, explanation}]}` — the frame's own windows (per
+    /// frame in Enhanced objects), `window` the first of them.
     pub fn frame(&self, id: u32, frame: u32) -> Result<JsValue, JsError> {
         let st = self.state.borrow();
-        let f = st.image(id)?.frame(frame).map_err(err)?;
+        let image = st.image(id)?;
+        let f = image.frame(frame).map_err(err)?;
+        let windows: Vec<dicom::lut::Window> = image
+            .vois(frame)
+            .map(|(v, _)| v)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| match v {
+                dicom::lut::Voi::Window(w) => Some(w),
+                dicom::lut::Voi::Table(..) => None,
+            })
+            .collect();
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         for &v in &f.values {
             lo = lo.min(v);
@@ -253,6 +266,11 @@ impl Engine {
         set(&out, "min", lo);
         set(&out, "max", hi);
         set(&out, "values", Float32Array::from(&f.values[..]));
+        if let Some(w) = windows.first() {
+            let pair = js_sys::Array::of2(&w.center.into(), &w.width.into());
+            set(&out, "window", pair);
+        }
+        set(&out, "windows", to_js(&windows)?);
         Ok(out.into())
     }
 
