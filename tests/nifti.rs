@@ -65,6 +65,12 @@ fn single_ct_slice_to_nifti() {
 }
 
 #[test]
+fn enhanced_mr_frames_to_nifti() {
+    // One multi-frame file: geometry and per-frame rescale from the functional groups.
+    roundtrip(vec![data("lut/emri_enhanced.dcm")], "emri_enhanced.nii.gz");
+}
+
+#[test]
 fn radial_slices_are_not_a_volume() {
     let (ok, msg) = convert(&[data("series/mr700")], "/tmp/never.nii");
     assert!(!ok && msg.contains("different orientations"), "{msg}");

@@ -32,16 +32,31 @@ fn validate(file: &str, frame: u32) {
     let mask = disc(rows, cols);
     let out =
         seg::write_seg(&image, frame, &mask, &seg::SegmentInfo::default()).expect("SEG written");
-    let dir = std::env::temp_dir().join(format!("medfm-seg-{}-{file}", std::process::id()));
+    check(file, &out, &mask, rows, cols, None);
+}
+
+/// dciodvfy with no error, our reader, and highdicom comparing every frame with `masks`
+/// (frames back to back; `sources`: per frame, source SOP Instance UID and 1-based frame
+/// number for multi-frame sources).
+fn check(
+    label: &str,
+    out: &[u8],
+    masks: &[u8],
+    rows: usize,
+    cols: usize,
+    sources: Option<serde_json::Value>,
+) {
+    let dir = std::env::temp_dir().join(format!("medfm-seg-{}-{label}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let seg_path = dir.join("seg.dcm");
     let mask_path = dir.join("mask.u8");
-    std::fs::write(&seg_path, &out).unwrap();
-    std::fs::write(&mask_path, &mask).unwrap();
+    std::fs::write(&seg_path, out).unwrap();
+    std::fs::write(&mask_path, masks).unwrap();
 
     // Our own reader takes it back.
-    let back = dicom::read(&out).expect("our reader parses the SEG");
+    let back = dicom::read(out).expect("our reader parses the SEG");
     assert_eq!(back.meta.modality, "SEG");
+    assert_eq!(back.meta.frames as usize, masks.len() / (rows * cols));
 
     let v = Command::new("dciodvfy")
         .arg(&seg_path)
@@ -51,26 +66,182 @@ fn validate(file: &str, frame: u32) {
         String::from_utf8_lossy(&v.stderr).into_owned() + &String::from_utf8_lossy(&v.stdout);
     let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
     println!(
-        "{file}: dciodvfy {} errors, {} warnings",
+        "{label}: dciodvfy {} errors, {} warnings",
         errors.len(),
         report.lines().filter(|l| l.starts_with("Warning")).count()
     );
     assert!(
         errors.is_empty(),
-        "{file}: dciodvfy errors:\n{}",
+        "{label}: dciodvfy errors:\n{}",
         errors.join("\n")
     );
 
-    let h = Command::new(check_python())
-        .arg(root().join("scripts/check_seg.py"))
+    let mut cmd = Command::new(check_python());
+    cmd.arg(root().join("scripts/check_seg.py"))
         .args([&seg_path, &mask_path])
-        .args([rows.to_string(), cols.to_string()])
+        .args([rows.to_string(), cols.to_string()]);
+    if let Some(s) = sources {
+        let p = dir.join("sources.json");
+        std::fs::write(&p, s.to_string()).unwrap();
+        cmd.arg(p);
+    }
+    let h = cmd
         .output()
         .expect("python with highdicom (see scripts/test.sh)");
     let msg = String::from_utf8_lossy(&h.stdout).into_owned() + &String::from_utf8_lossy(&h.stderr);
-    println!("{file}: {}", msg.trim());
-    assert!(h.status.success(), "{file}: highdicom check failed: {msg}");
+    println!("{label}: {}", msg.trim());
+    assert!(h.status.success(), "{label}: highdicom check failed: {msg}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A disc whose radius changes with the slice, so a swapped frame cannot pass.
+fn slice_disc(rows: usize, cols: usize, k: usize) -> Vec<u8> {
+    let r = 2.0 + k as f32;
+    (0..rows * cols)
+        .map(|i| {
+            let (y, x) = (
+                (i / cols) as f32 - rows as f32 / 2.0,
+                (i % cols) as f32 - cols as f32 / 2.0,
+            );
+            u8::from(y * y + x * x <= r * r)
+        })
+        .collect()
+}
+
+#[test]
+fn ct_series_volume_seg_is_valid_and_exact() {
+    // 5 single-frame CT files (shuffled names): one SEG frame per slice, in slice order.
+    let dir = data("series/ct5n");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| dicom::read(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    let volume = dicom::volume::assemble(&files).unwrap();
+    let images: Vec<&dicom::DicomImage> = volume.sources.iter().map(|&(i, _)| &files[i]).collect();
+    let (rows, cols) = (images[0].meta.rows as usize, images[0].meta.cols as usize);
+    let masks: Vec<Vec<u8>> = (0..images.len())
+        .map(|k| slice_disc(rows, cols, k))
+        .collect();
+    let frames: Vec<seg::SegFrame> = images
+        .iter()
+        .zip(&masks)
+        .map(|(&source, mask)| seg::SegFrame {
+            source,
+            frame: 0,
+            mask,
+        })
+        .collect();
+    let out = seg::write_seg_frames(&frames, &seg::SegmentInfo::default()).expect("SEG written");
+    let sources: Vec<_> = images
+        .iter()
+        .map(|i| serde_json::json!([i.meta.sop_instance_uid, null]))
+        .collect();
+    check(
+        "ct5n",
+        &out,
+        &masks.concat(),
+        rows,
+        cols,
+        Some(sources.into()),
+    );
+}
+
+#[test]
+fn enhanced_mr_volume_seg_is_valid_and_exact() {
+    // Every frame of an Enhanced MR (geometry in per-frame functional groups).
+    let image = dicom::read(&std::fs::read(data("lut/emri_enhanced.dcm")).unwrap()).unwrap();
+    let (rows, cols) = (image.meta.rows as usize, image.meta.cols as usize);
+    let n = image.meta.frames as usize;
+    let masks: Vec<Vec<u8>> = (0..n).map(|k| slice_disc(rows, cols, k)).collect();
+    let frames: Vec<seg::SegFrame> = masks
+        .iter()
+        .enumerate()
+        .map(|(k, mask)| seg::SegFrame {
+            source: &image,
+            frame: k as u32,
+            mask,
+        })
+        .collect();
+    let out = seg::write_seg_frames(&frames, &seg::SegmentInfo::default()).expect("SEG written");
+    let sources: Vec<_> = (0..n)
+        .map(|k| serde_json::json!([image.meta.sop_instance_uid, k + 1]))
+        .collect();
+    check(
+        "emri_enhanced",
+        &out,
+        &masks.concat(),
+        rows,
+        cols,
+        Some(sources.into()),
+    );
+}
+
+#[test]
+fn volume_seg_refuses_mixed_series_and_missing_geometry() {
+    let info = seg::SegmentInfo::default();
+    let mr = dicom::read(&std::fs::read(data("MR_small.dcm")).unwrap()).unwrap();
+    let ct = dicom::read(&std::fs::read(data("CT_small.dcm")).unwrap()).unwrap();
+    let m = vec![0u8; 64 * 64];
+    let err = seg::write_seg_frames(
+        &[
+            seg::SegFrame {
+                source: &mr,
+                frame: 0,
+                mask: &m,
+            },
+            seg::SegFrame {
+                source: &ct,
+                frame: 0,
+                mask: &m,
+            },
+        ],
+        &info,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("another study or series") || err.contains("source is"),
+        "{err}"
+    );
+    // emri_small has no per-frame geometry: one frame is fine, a volume is refused.
+    let emri = dicom::read(&std::fs::read(data("emri_small.dcm")).unwrap()).unwrap();
+    let err = seg::write_seg_frames(
+        &[
+            seg::SegFrame {
+                source: &emri,
+                frame: 0,
+                mask: &m,
+            },
+            seg::SegFrame {
+                source: &emri,
+                frame: 1,
+                mask: &m,
+            },
+        ],
+        &info,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("multi-frame SEG needs"), "{err}");
+    assert!(seg::write_seg_frames(&[], &info).is_err());
+    // Radial slices (different orientations) are no volume.
+    let radial: Vec<_> = std::fs::read_dir(data("series/mr700"))
+        .unwrap()
+        .map(|e| dicom::read(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    let m = vec![0u8; (radial[0].meta.rows * radial[0].meta.cols) as usize];
+    let frames: Vec<_> = radial
+        .iter()
+        .map(|source| seg::SegFrame {
+            source,
+            frame: 0,
+            mask: &m,
+        })
+        .collect();
+    let err = seg::write_seg_frames(&frames, &info)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("orientation"), "{err}");
 }
 
 #[test]

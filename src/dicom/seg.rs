@@ -1,12 +1,12 @@
-//! DICOM Segmentation (SEG) writer: a binary, single-frame SEG derived from one frame of
-//! a source image (PS3.3 A.51, C.8.20).
+//! DICOM Segmentation (SEG) writer: a binary SEG derived from one frame of a source image,
+//! or from several frames of one series (a volume), one segment (PS3.3 A.51, C.8.20).
 //!
 //! What it holds: the source's patient and study attributes (copied, not altered), a new
 //! series and instance, the source's frame of reference and geometry (pixel measures,
 //! plane orientation and position), one segment (SegmentAlgorithmType SEMIAUTOMATIC,
 //! SegmentAlgorithmName "LiteMedSAM"), per-frame functional groups referencing the source
 //! instance (and frame) with SpatialLocationsPreserved YES, a Common Instance Reference to
-//! the source series, and 1-bit pixels packed LSB first. Explicit VR Little Endian.
+//! the source series, and 1-bit pixels packed LSB first, frames back to back. Explicit VR Little Endian.
 
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR, dicom_value};
@@ -93,38 +93,14 @@ impl DicomImage {
             .unwrap_or_else(|| DataElement::new(tag, vr, PrimitiveValue::Empty))
     }
 
-    /// First item of a per-frame or shared functional group sequence, if present.
+    /// An element of a frame's functional group `group` (per-frame, then shared), if present.
     fn functional_group_item(
         &self,
         group: Tag,
         frame: u32,
         inner: Tag,
     ) -> Option<DataElement<InMemDicomObject>> {
-        let pick = |outer: &DataElement<InMemDicomObject>, idx: usize| {
-            outer
-                .items()
-                .and_then(|items| items.get(idx))
-                .and_then(|fg| fg.element_opt(group).ok().flatten())
-                .and_then(|g| {
-                    g.items()
-                        .and_then(|i| i.first())
-                        .and_then(|it| it.element_opt(inner).ok().flatten())
-                        .cloned()
-                })
-        };
-        let per_frame = self
-            .obj
-            .element_opt(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
-            .ok()
-            .flatten();
-        let shared = self
-            .obj
-            .element_opt(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
-            .ok()
-            .flatten();
-        per_frame
-            .and_then(|p| pick(p, frame as usize))
-            .or_else(|| shared.and_then(|s| pick(s, 0)))
+        super::lut::functional_groups(&self.obj, frame, group).find_map(|it| it.get(inner).cloned())
     }
 
     /// Geometry element of a frame: top level (classic images) or functional groups (enhanced).
@@ -132,6 +108,18 @@ impl DicomImage {
         self.copy(tag)
             .or_else(|| self.functional_group_item(group, frame, tag))
     }
+}
+
+/// One frame of a SEG: the source image, its frame (0-based) and the mask over it
+/// (0/1 per pixel, `rows * cols`).
+#[derive(Clone, Copy)]
+pub struct SegFrame<'a> {
+    /// The segmented image.
+    pub source: &'a DicomImage,
+    /// Its frame (0-based).
+    pub frame: u32,
+    /// 0/1 per pixel.
+    pub mask: &'a [u8],
 }
 
 /// Write a binary SEG for `mask` (0/1 per pixel, `rows * cols`) over `frame` of `source`.
@@ -144,35 +132,91 @@ pub fn write_seg(
     mask: &[u8],
     info: &SegmentInfo,
 ) -> Result<Vec<u8>, Error> {
-    let (rows, cols) = (source.meta.rows, source.meta.cols);
-    if mask.len() != rows as usize * cols as usize {
-        return Err(Error::Parse(format!(
-            "mask has {} pixels, the image {rows}x{cols}",
-            mask.len()
-        )));
-    }
-    if frame >= source.meta.frames {
-        return Err(Error::Frame {
+    write_seg_frames(
+        &[SegFrame {
+            source,
             frame,
-            frames: source.meta.frames,
-        });
-    }
-    let src_class = source.copy(tags::SOP_CLASS_UID).and_then(|e| {
-        e.to_str()
-            .ok()
-            .map(|s| s.trim_end_matches('\0').to_string())
-    });
-    let src_class = src_class.ok_or_else(|| Error::Attribute {
-        tag: "(0008,0016)".into(),
-        name: "SOPClassUID",
-        problem: "missing in the source image".into(),
-    })?;
-    if source.meta.sop_instance_uid.is_empty() || source.meta.series_instance_uid.is_empty() {
-        return Err(Error::Attribute {
-            tag: "(0008,0018)".into(),
-            name: "SOPInstanceUID",
-            problem: "the source image lacks its instance or series UID".into(),
-        });
+            mask,
+        }],
+        info,
+    )
+}
+
+/// Write one binary SEG over several frames of one series (a volume: the slices of a
+/// classic series, or the frames of an Enhanced instance), one segment. Every source must
+/// share the study, series, frame of reference, size and orientation; frames are written
+/// in the given order (pass them sorted along the slice normal, as
+/// [`super::volume::assemble`] orders them), with their own Image Position and a
+/// reference to their source instance and frame.
+///
+/// # Returns
+/// The bytes of a Part 10 file (preamble, file meta, data set).
+pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u8>, Error> {
+    let first = frames
+        .first()
+        .ok_or_else(|| Error::Parse("a SEG needs at least one frame".into()))?;
+    let source = first.source;
+    let (rows, cols) = (source.meta.rows, source.meta.cols);
+    let src_class = |img: &DicomImage| -> Result<String, Error> {
+        img.copy(tags::SOP_CLASS_UID)
+            .and_then(|e| {
+                e.to_str()
+                    .ok()
+                    .map(|s| s.trim_end_matches('\0').to_string())
+            })
+            .ok_or_else(|| Error::Attribute {
+                tag: "(0008,0016)".into(),
+                name: "SOPClassUID",
+                problem: "missing in the source image".into(),
+            })
+    };
+    for (k, f) in frames.iter().enumerate() {
+        let m = &f.source.meta;
+        if (m.rows, m.cols) != (rows, cols) {
+            return Err(Error::Parse(format!(
+                "SEG frame {k}: source is {}x{}, the first {rows}x{cols}",
+                m.rows, m.cols
+            )));
+        }
+        if f.mask.len() != rows as usize * cols as usize {
+            return Err(Error::Parse(format!(
+                "mask has {} pixels, the image {rows}x{cols}",
+                f.mask.len()
+            )));
+        }
+        if f.frame >= m.frames {
+            return Err(Error::Frame {
+                frame: f.frame,
+                frames: m.frames,
+            });
+        }
+        if m.sop_instance_uid.is_empty() || m.series_instance_uid.is_empty() {
+            return Err(Error::Attribute {
+                tag: "(0008,0018)".into(),
+                name: "SOPInstanceUID",
+                problem: "the source image lacks its instance or series UID".into(),
+            });
+        }
+        if m.series_instance_uid != source.meta.series_instance_uid
+            || m.study_instance_uid != source.meta.study_instance_uid
+        {
+            return Err(Error::Parse(format!(
+                "SEG frame {k} comes from another study or series: one SEG covers one series"
+            )));
+        }
+        src_class(f.source)?;
+        let for_of = |img: &DicomImage| {
+            img.copy(tags::FRAME_OF_REFERENCE_UID).and_then(|e| {
+                e.to_str()
+                    .ok()
+                    .map(|s| s.trim_end_matches('\0').to_string())
+            })
+        };
+        if for_of(f.source) != for_of(source) {
+            return Err(Error::Parse(format!(
+                "SEG frame {k} has another frame of reference than the first"
+            )));
+        }
     }
     let sop_uid = new_uid()?;
     let series_uid = new_uid()?;
@@ -258,7 +302,11 @@ pub fn write_seg(
         VR::US,
         PrimitiveValue::from(0u16),
     ));
-    obj.put(el(tags::NUMBER_OF_FRAMES, VR::IS, "1"));
+    obj.put(el(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        frames.len().to_string().as_str(),
+    ));
     // The segment.
     let algorithm_id = InMemDicomObject::from_element_iter([
         seq(
@@ -292,20 +340,53 @@ pub fn write_seg(
     ]);
     obj.put(seq(tags::SEGMENT_SEQUENCE, vec![segment]));
     // Dimensions: segment number, then (with geometry) image position.
-    let position = source.geometry(
-        frame,
-        tags::PLANE_POSITION_SEQUENCE,
-        tags::IMAGE_POSITION_PATIENT,
+    let position = |f: &SegFrame| {
+        f.source.geometry(
+            f.frame,
+            tags::PLANE_POSITION_SEQUENCE,
+            tags::IMAGE_POSITION_PATIENT,
+        )
+    };
+    let orientation = |f: &SegFrame| {
+        f.source.geometry(
+            f.frame,
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            tags::IMAGE_ORIENTATION_PATIENT,
+        )
+    };
+    let spacing = |f: &SegFrame| {
+        f.source
+            .geometry(f.frame, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING)
+    };
+    let thickness = source.geometry(
+        first.frame,
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::SLICE_THICKNESS,
     );
-    let orientation = source.geometry(
-        frame,
-        tags::PLANE_ORIENTATION_SEQUENCE,
-        tags::IMAGE_ORIENTATION_PATIENT,
-    );
-    let spacing = source.geometry(frame, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING);
-    let thickness = source.geometry(frame, tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS);
-    let geometric =
-        for_uid.is_some() && position.is_some() && orientation.is_some() && spacing.is_some();
+    let floats = |e: Option<DataElement<InMemDicomObject>>| {
+        e.and_then(|e| e.to_multi_float64().ok())
+            .unwrap_or_default()
+    };
+    // Geometry goes in only when every frame has it and orientation and spacing are
+    // shared (they sit in the shared functional groups).
+    let geometric = for_uid.is_some()
+        && frames.iter().all(|f| {
+            position(f).is_some()
+                && orientation(f).is_some()
+                && spacing(f).is_some()
+                && floats(orientation(f))
+                    .iter()
+                    .zip(floats(orientation(first)))
+                    .all(|(a, b)| (a - b).abs() < 1e-4)
+                && floats(spacing(f)) == floats(spacing(first))
+        });
+    if frames.len() > 1 && !geometric {
+        return Err(Error::Parse(
+            "a multi-frame SEG needs the frame of reference, position, orientation and pixel \
+             spacing of every source frame (orientation and spacing shared)"
+                .into(),
+        ));
+    }
     obj.put(seq(
         tags::DIMENSION_ORGANIZATION_SEQUENCE,
         vec![InMemDicomObject::from_element_iter([el(
@@ -344,82 +425,117 @@ pub fn write_seg(
     let mut shared = InMemDicomObject::new_empty();
     if geometric {
         let mut measures = InMemDicomObject::new_empty();
-        measures.put(spacing.expect("checked"));
+        measures.put(spacing(first).expect("checked"));
         measures
             .put(thickness.unwrap_or_else(|| DataElement::new(tags::SLICE_THICKNESS, VR::DS, "1")));
         shared.put(seq(tags::PIXEL_MEASURES_SEQUENCE, vec![measures]));
         shared.put(seq(
             tags::PLANE_ORIENTATION_SEQUENCE,
             vec![InMemDicomObject::from_element_iter([
-                orientation.expect("checked")
+                orientation(first).expect("checked")
             ])],
         ));
     }
     obj.put(seq(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]));
+    // Dimension index of each frame's position: its rank among the distinct positions
+    // along the slice normal (1-based).
+    let normal = {
+        let o = floats(orientation(first));
+        if o.len() == 6 {
+            [
+                o[1] * o[5] - o[2] * o[4],
+                o[2] * o[3] - o[0] * o[5],
+                o[0] * o[4] - o[1] * o[3],
+            ]
+        } else {
+            [0.0, 0.0, 1.0]
+        }
+    };
+    let along: Vec<f64> = frames
+        .iter()
+        .map(|f| {
+            let p = floats(position(f));
+            p.iter().zip(normal).map(|(a, b)| a * b).sum::<f64>()
+        })
+        .collect();
+    let mut distinct = along.clone();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup_by(|a, b| (*a - *b).abs() < 1e-6);
     // Per-frame functional groups: derivation, frame content, position, segment.
-    let mut source_ref = InMemDicomObject::from_element_iter([
-        el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, src_class.as_str()),
-        el(
-            tags::REFERENCED_SOP_INSTANCE_UID,
-            VR::UI,
-            source.meta.sop_instance_uid.as_str(),
-        ),
-        el(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
-        seq(
-            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-            vec![code(
-                "121322",
-                "DCM",
-                "Source image for image processing operation",
-            )],
-        ),
-    ]);
-    if source.meta.frames > 1 {
-        source_ref.put(el(
-            tags::REFERENCED_FRAME_NUMBER,
-            VR::IS,
-            (frame + 1).to_string().as_str(),
-        ));
+    let mut per_frames = Vec::with_capacity(frames.len());
+    let mut referenced_instances: Vec<(String, String)> = Vec::new();
+    for (k, f) in frames.iter().enumerate() {
+        let class = src_class(f.source)?;
+        let uid = f.source.meta.sop_instance_uid.clone();
+        if !referenced_instances.iter().any(|(_, u)| *u == uid) {
+            referenced_instances.push((class.clone(), uid.clone()));
+        }
+        let mut source_ref = InMemDicomObject::from_element_iter([
+            el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class.as_str()),
+            el(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, uid.as_str()),
+            el(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
+            seq(
+                tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                vec![code(
+                    "121322",
+                    "DCM",
+                    "Source image for image processing operation",
+                )],
+            ),
+        ]);
+        if f.source.meta.frames > 1 {
+            source_ref.put(el(
+                tags::REFERENCED_FRAME_NUMBER,
+                VR::IS,
+                (f.frame + 1).to_string().as_str(),
+            ));
+        }
+        let derivation = InMemDicomObject::from_element_iter([
+            seq(
+                tags::DERIVATION_CODE_SEQUENCE,
+                vec![code("113076", "DCM", "Segmentation")],
+            ),
+            seq(tags::SOURCE_IMAGE_SEQUENCE, vec![source_ref]),
+        ]);
+        let index_values: Vec<u32> = if geometric {
+            let rank = distinct
+                .iter()
+                .position(|d| (d - along[k]).abs() < 1e-6)
+                .unwrap_or(0);
+            vec![1, rank as u32 + 1]
+        } else {
+            vec![1]
+        };
+        let mut per_frame = InMemDicomObject::from_element_iter([
+            seq(tags::DERIVATION_IMAGE_SEQUENCE, vec![derivation]),
+            seq(
+                tags::FRAME_CONTENT_SEQUENCE,
+                vec![InMemDicomObject::from_element_iter([DataElement::new(
+                    tags::DIMENSION_INDEX_VALUES,
+                    VR::UL,
+                    PrimitiveValue::U32(index_values.into()),
+                )])],
+            ),
+            seq(
+                tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+                vec![InMemDicomObject::from_element_iter([el(
+                    tags::REFERENCED_SEGMENT_NUMBER,
+                    VR::US,
+                    PrimitiveValue::from(1u16),
+                )])],
+            ),
+        ]);
+        if geometric {
+            per_frame.put(seq(
+                tags::PLANE_POSITION_SEQUENCE,
+                vec![InMemDicomObject::from_element_iter([
+                    position(f).expect("checked")
+                ])],
+            ));
+        }
+        per_frames.push(per_frame);
     }
-    let derivation = InMemDicomObject::from_element_iter([
-        seq(
-            tags::DERIVATION_CODE_SEQUENCE,
-            vec![code("113076", "DCM", "Segmentation")],
-        ),
-        seq(tags::SOURCE_IMAGE_SEQUENCE, vec![source_ref]),
-    ]);
-    let index_values: Vec<u32> = if geometric { vec![1, 1] } else { vec![1] };
-    let mut per_frame = InMemDicomObject::from_element_iter([
-        seq(tags::DERIVATION_IMAGE_SEQUENCE, vec![derivation]),
-        seq(
-            tags::FRAME_CONTENT_SEQUENCE,
-            vec![InMemDicomObject::from_element_iter([DataElement::new(
-                tags::DIMENSION_INDEX_VALUES,
-                VR::UL,
-                PrimitiveValue::U32(index_values.into()),
-            )])],
-        ),
-        seq(
-            tags::SEGMENT_IDENTIFICATION_SEQUENCE,
-            vec![InMemDicomObject::from_element_iter([el(
-                tags::REFERENCED_SEGMENT_NUMBER,
-                VR::US,
-                PrimitiveValue::from(1u16),
-            )])],
-        ),
-    ]);
-    if geometric {
-        per_frame.put(seq(
-            tags::PLANE_POSITION_SEQUENCE,
-            vec![InMemDicomObject::from_element_iter([
-                position.expect("checked")
-            ])],
-        ));
-    }
-    obj.put(seq(
-        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
-        vec![per_frame],
-    ));
+    obj.put(seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frames));
     // Common instance reference to the source series.
     let referenced = InMemDicomObject::from_element_iter([
         el(
@@ -429,21 +545,24 @@ pub fn write_seg(
         ),
         seq(
             tags::REFERENCED_INSTANCE_SEQUENCE,
-            vec![InMemDicomObject::from_element_iter([
-                el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, src_class.as_str()),
-                el(
-                    tags::REFERENCED_SOP_INSTANCE_UID,
-                    VR::UI,
-                    source.meta.sop_instance_uid.as_str(),
-                ),
-            ])],
+            referenced_instances
+                .iter()
+                .map(|(class, uid)| {
+                    InMemDicomObject::from_element_iter([
+                        el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class.as_str()),
+                        el(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, uid.as_str()),
+                    ])
+                })
+                .collect(),
         ),
     ]);
     obj.put(seq(tags::REFERENCED_SERIES_SEQUENCE, vec![referenced]));
+    // Frames follow each other bit by bit (PS3.5 8.1.1: no padding between frames).
+    let all: Vec<u8> = frames.iter().flat_map(|f| f.mask.iter().copied()).collect();
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OB,
-        PrimitiveValue::from(pack_bits(mask)),
+        PrimitiveValue::from(pack_bits(&all)),
     ));
 
     let meta = FileMetaTableBuilder::new()

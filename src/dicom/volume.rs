@@ -1,9 +1,11 @@
 //! Series to volume: sort the slices of one series in space and give the voxel-to-patient
 //! geometry, then write NIfTI-1.
 //!
-//! Slices are ordered by ImagePositionPatient projected on the slice normal (the cross
-//! product of the two ImageOrientationPatient directions); without geometry, by
-//! InstanceNumber (with a warning). Mixed sizes are refused; uneven spacing (gaps) is
+//! A slice is one frame: single-frame instances give one each, multi-frame instances (Enhanced
+//! CT/MR/PET, with their geometry in the per-frame and shared functional groups) one per
+//! frame. Slices are ordered by ImagePositionPatient projected on the slice normal (the
+//! cross product of the two ImageOrientationPatient directions); without geometry, by
+//! InstanceNumber then frame number (with a warning). Mixed sizes are refused; uneven spacing (gaps) is
 //! reported as a warning and the median spacing is used.
 
 use dicom_dictionary_std::tags;
@@ -27,6 +29,9 @@ pub struct Volume {
     pub affine_lps: [[f64; 4]; 4],
     /// Problems found that did not stop the assembly (gaps, missing geometry).
     pub warnings: Vec<String>,
+    /// Where each slice comes from, in volume order: (index into the images given to
+    /// [`assemble`], frame). A SEG over the volume lists its frames in this order.
+    pub sources: Vec<(usize, u32)>,
 }
 
 fn floats(img: &DicomImage, tag: dicom_core::Tag) -> Option<Vec<f64>> {
@@ -35,6 +40,20 @@ fn floats(img: &DicomImage, tag: dicom_core::Tag) -> Option<Vec<f64>> {
         .ok()
         .flatten()
         .and_then(|e| e.to_multi_float64().ok())
+}
+
+/// A geometry attribute of one frame: top level (classic images), else the frame's
+/// functional group `group` (per-frame, then shared).
+fn frame_floats(
+    img: &DicomImage,
+    frame: u32,
+    group: dicom_core::Tag,
+    tag: dicom_core::Tag,
+) -> Option<Vec<f64>> {
+    floats(img, tag).or_else(|| {
+        super::lut::functional_groups(&img.obj, frame, group)
+            .find_map(|item| item.get(tag)?.to_multi_float64().ok())
+    })
 }
 
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
@@ -49,7 +68,8 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
-/// Assemble one series of single-frame images (any order) into a volume.
+/// Assemble one series (single-frame instances in any order, or multi-frame instances)
+/// into a volume.
 pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
     let first = images
         .first()
@@ -69,20 +89,39 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
                 first.meta.rows, first.meta.cols, img.meta.rows, img.meta.cols
             )));
         }
-        if img.meta.frames != 1 {
-            return Err(Error::Parse(
-                "multi-frame instances are not assembled yet (one frame per file)".into(),
-            ));
-        }
     }
-    let iop = floats(first, tags::IMAGE_ORIENTATION_PATIENT).filter(|v| v.len() == 6);
-    let spacing_rc = floats(first, tags::PIXEL_SPACING).filter(|v| v.len() == 2);
-    let positions: Option<Vec<[f64; 3]>> = images
+    // (image, frame) of every slice.
+    let slices: Vec<(usize, u32)> = images
         .iter()
-        .map(|i| {
-            floats(i, tags::IMAGE_POSITION_PATIENT)
-                .filter(|v| v.len() == 3)
-                .map(|v| [v[0], v[1], v[2]])
+        .enumerate()
+        .flat_map(|(i, img)| (0..img.meta.frames).map(move |f| (i, f)))
+        .collect();
+    let geom = |(i, f): (usize, u32), group, tag| frame_floats(&images[i], f, group, tag);
+    let iop_of = |s| {
+        geom(
+            s,
+            tags::PLANE_ORIENTATION_SEQUENCE,
+            tags::IMAGE_ORIENTATION_PATIENT,
+        )
+        .filter(|v| v.len() == 6)
+    };
+    let iop = iop_of(slices[0]);
+    let spacing_rc = geom(
+        slices[0],
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::PIXEL_SPACING,
+    )
+    .filter(|v| v.len() == 2);
+    let positions: Option<Vec<[f64; 3]>> = slices
+        .iter()
+        .map(|&s| {
+            geom(
+                s,
+                tags::PLANE_POSITION_SEQUENCE,
+                tags::IMAGE_POSITION_PATIENT,
+            )
+            .filter(|v| v.len() == 3)
+            .map(|v| [v[0], v[1], v[2]])
         })
         .collect();
     let (row_dir, col_dir) = match &iop {
@@ -93,8 +132,8 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         }
     };
     if let Some(v0) = &iop {
-        for img in images {
-            let v = floats(img, tags::IMAGE_ORIENTATION_PATIENT).unwrap_or_default();
+        for &s in &slices {
+            let v = iop_of(s).unwrap_or_default();
             if v.len() != 6 || v.iter().zip(v0).any(|(a, b)| (a - b).abs() > 1e-4) {
                 return Err(Error::Parse(format!(
                     "slices of series {series} have different orientations (e.g. radial or localizer \
@@ -111,17 +150,18 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
             .map(|(i, x)| (i, dot(*x, normal)))
             .collect(),
         _ => {
-            warnings.push("no ImagePositionPatient: slices ordered by InstanceNumber".into());
-            images
+            warnings.push(
+                "no ImagePositionPatient: slices ordered by InstanceNumber, then frame".into(),
+            );
+            slices
                 .iter()
                 .enumerate()
-                .map(|(i, img)| {
-                    (
-                        i,
-                        floats(img, tags::INSTANCE_NUMBER)
-                            .and_then(|v| v.first().copied())
-                            .unwrap_or(i as f64),
-                    )
+                .map(|(k, &(i, f))| {
+                    let n = floats(&images[i], tags::INSTANCE_NUMBER)
+                        .and_then(|v| v.first().copied())
+                        .unwrap_or(i as f64);
+                    // Frames of one instance stay in order after its InstanceNumber.
+                    (k, n + f as f64 / (images[i].meta.frames as f64 + 1.0))
                 })
                 .collect()
         }
@@ -145,9 +185,13 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         }
         median
     } else {
-        floats(first, tags::SLICE_THICKNESS)
-            .and_then(|v| v.first().copied())
-            .unwrap_or(1.0)
+        geom(
+            slices[0],
+            tags::PIXEL_MEASURES_SEQUENCE,
+            tags::SLICE_THICKNESS,
+        )
+        .and_then(|v| v.first().copied())
+        .unwrap_or(1.0)
     };
     let [dr, dc] = match &spacing_rc {
         Some(v) => [v[0], v[1]],
@@ -157,9 +201,10 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         }
     };
     let (rows, cols) = (first.meta.rows as usize, first.meta.cols as usize);
-    let mut values = Vec::with_capacity(rows * cols * images.len());
-    for &(i, _) in &order {
-        let frame = images[i].frame(0)?;
+    let mut values = Vec::with_capacity(rows * cols * slices.len());
+    for &(k, _) in &order {
+        let (i, f) = slices[k];
+        let frame = images[i].frame(f)?;
         if frame.channels != 1 {
             return Err(Error::Parse(
                 "colour images cannot be written as a scalar volume".into(),
@@ -187,6 +232,7 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         spacing: [dc, dr, slice_spacing],
         affine_lps,
         warnings,
+        sources: order.iter().map(|&(k, _)| slices[k]).collect(),
     })
 }
 
