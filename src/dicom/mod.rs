@@ -23,6 +23,16 @@ pub const MAX_SAMPLES: u64 = 1 << 28;
 
 /// RLE Lossless transfer syntax UID.
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+/// JPEG 2000 and HTJ2K transfer syntax UIDs.
+const JPEG_2000: [&str; 7] = [
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.92",
+    "1.2.840.10008.1.2.4.93",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+];
 /// JPEG Extended (Process 2 & 4) transfer syntax UID.
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 
@@ -355,6 +365,9 @@ impl DicomImage {
             // jpeg-decoder reads 8-bit JPEG only: 12-bit grey through our decoder.
             return self.jpeg12_frame(frame);
         }
+        if JPEG_2000.contains(&self.meta.transfer_syntax.as_str()) {
+            self.check_j2k_size(frame)?;
+        }
         // Stored values: the modality LUT is ours (dicom-pixeldata applies the first
         // frame's rescale to every frame of a singly decoded Enhanced frame).
         let options = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
@@ -470,6 +483,50 @@ impl DicomImage {
             )));
         }
         Ok(out)
+    }
+
+    /// The JPEG 2000 codestream's image and component sizes (SIZ marker) must match the
+    /// DICOM image: dicom-transfer-syntax-registry 0.10's adapter writes every decoded
+    /// sample into a buffer sized from Rows/Columns/SamplesPerPixel and panics on an
+    /// index out of range when the codestream is larger (found by the fuzzer).
+    fn check_j2k_size(&self, frame: u32) -> Result<(), Error> {
+        let err = |reason: String| Error::Decode {
+            transfer_syntax: self.meta.transfer_syntax.clone(),
+            reason,
+        };
+        let bytes = self.frame_bytes(frame)?;
+        let siz = bytes
+            .windows(4)
+            .take(1 << 16)
+            .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
+            .and_then(|at| bytes.get(at + 4..))
+            .ok_or_else(|| err("no JPEG 2000 codestream header (SOC + SIZ) in the frame".into()))?;
+        let u32_at = |i: usize| {
+            siz.get(i..i + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64)
+        };
+        let short = || err("JPEG 2000 SIZ marker truncated".into());
+        // Lsiz(2) Rsiz(2) Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz (4 each) Csiz(2)
+        let (x, y, xo, yo) = (
+            u32_at(4).ok_or_else(short)?,
+            u32_at(8).ok_or_else(short)?,
+            u32_at(12).ok_or_else(short)?,
+            u32_at(16).ok_or_else(short)?,
+        );
+        let components = siz
+            .get(36..38)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .ok_or_else(short)?;
+        let (w, h) = (x.saturating_sub(xo), y.saturating_sub(yo));
+        let (rows, cols) = (self.meta.rows as u64, self.meta.cols as u64);
+        let spp = self.meta.samples_per_pixel as usize;
+        if (w, h) != (cols, rows) || components == 0 || components > spp {
+            return Err(err(format!(
+                "the JPEG 2000 codestream is {w}x{h} with {components} component(s), the DICOM \
+                 image {cols}x{rows} with {spp} sample(s) per pixel"
+            )));
+        }
+        Ok(())
     }
 
     /// JPEG Extended with more than 8 bits stored (grey): [`jpeg12`].

@@ -105,7 +105,14 @@ fn scan_data_set(body: &[u8], mut pos: usize, encoding: Encoding) -> Result<(), 
                     in_pixel_sequence = false;
                     pos = h.value_at;
                 }
-                _ => pos = h.value_at,
+                (0xE000 | 0xE00D | 0xE0DD, _) => pos = h.value_at,
+                // Any other (FFFE,xxxx) is an ordinary UN element to dicom-parser: a
+                // value, or a sequence when its length is undefined.
+                _ if h.len == UNDEFINED => pos = h.value_at,
+                _ => {
+                    check(body, &h)?;
+                    pos = h.value_at + h.len as usize;
+                }
             }
             continue;
         }
