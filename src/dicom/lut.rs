@@ -117,10 +117,11 @@ impl Lut {
 /// The descriptor's first mapped value is US or SS like the stored values (PS3.3
 /// C.11.1.1.1): read as unsigned 16 bits, it is reinterpreted when the pixels are signed.
 fn signed_first(descriptor: &mut [i64], signed: bool) {
-    if let Some(first) = descriptor.get_mut(1) {
-        if signed && *first > 32767 {
-            *first -= 65536;
-        }
+    if let Some(first) = descriptor.get_mut(1)
+        && signed
+        && *first > 32767
+    {
+        *first -= 65536;
     }
 }
 

@@ -252,7 +252,7 @@ fn check<'a>(b: &'a [u8], h: &Header) -> Result<&'a [u8], Error> {
     b.get(h.value_at..h.value_at.saturating_add(h.len as usize))
         .ok_or_else(|| {
             Error::Parse(format!(
-                "element ({:04X},{:04X}) declares {} bytes but only {left} remain in the file \
+                "element ({:04X},{:04X}) declares {} bytes but only {left} follow it \
                  (truncated or corrupt); refused before allocating",
                 h.tag.group(),
                 h.tag.element(),
@@ -278,7 +278,13 @@ mod tests {
     #[test]
     fn a_value_longer_than_the_file_is_refused() {
         let mut f = b"DICM".to_vec();
-        f.extend(el((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2.1\0"));
+        let ts = el((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2.1\0");
+        f.extend(el(
+            (0x0002, 0x0000),
+            b"UL",
+            &(ts.len() as u32).to_le_bytes(),
+        ));
+        f.extend(ts);
         f.extend(el((0x0010, 0x0010), b"PN", b"A^B "));
         assert!(check_lengths(&f).is_ok());
         // (7FE0,0010) OB declaring 3.7 GB.
