@@ -333,12 +333,14 @@ async function cpuPath(browser, url, server) {
       const s = window.medfm.series.findIndex((x) => x.images.some((im) => im.id === id));
       const mine = window.medfm.series[s].refs.map((r, i) => [r, i]).filter(([r]) => r[0] === id).map(([, i]) => i);
       let worst = 0;
+      const windows = [];
       try {
         for (let f = 0; f < e.frames; f++) {
           const px = await window.medfm.pixels({ series: s, frame: mine[f] });
           e.frame_stats[f].positions.forEach((p, i) => { worst = Math.max(worst, Math.abs(px.values[p] - e.frame_stats[f].values[i])); });
+          windows.push(px.window || null);
         }
-        rows.push({ file: e.file, worst });
+        rows.push({ file: e.file, worst, windows });
       } catch (err) {
         rows.push({ file: e.file, error: err.message });
       }
@@ -348,6 +350,10 @@ async function cpuPath(browser, url, server) {
   const refused = { 'MR_small_jpeg_ls_lossless.dcm': 'JPEG-LS' };
   const tol = { 'SC_rgb_jpeg_dcmtk.dcm': 4, 'JPGExtended.dcm': 1, 'emri_small_jpeg12.dcm': 1 };
   const badRows = table.filter((r) => (refused[r.file] ? !(r.error || '').includes(refused[r.file]) : r.error || r.worst > (tol[r.file] || 1e-3)));
+  // Enhanced MR: every frame carries its own window (Frame VOI LUT functional group).
+  const enh = table.find((r) => r.file === 'emri_enhanced.dcm');
+  check(enh && JSON.stringify(enh.windows) === JSON.stringify([0, 1, 2, 3, 4].map((f) => [300 + 50 * f, 500 + 100 * f])),
+    'per-frame windows of an Enhanced MR reach the viewer', JSON.stringify(enh && enh.windows));
   check(badRows.length === 0, `wasm decodes the ${table.length} reference files as pydicom (JPEG 2000, HTJ2K, RLE, deflate, 1/32-bit, 12-bit JPEG, modality LUT tables, per-frame rescale, palettes; JPEG-LS refused with the reason)`, JSON.stringify(badRows));
 
   checkEgress(log, url, initialDone, 'cpu');
