@@ -378,3 +378,26 @@ fn convert_png_uses_the_files_vois() {
         "{stdout}{stderr}"
     );
 }
+
+#[test]
+fn bench_decode_reports_every_file() {
+    let dir = data("lut").display().to_string();
+    let (ok, stdout, stderr) = medfm(&["bench-decode", &dir, "--runs", "2", "--json"]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8, "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["ms_median"].as_f64().is_some_and(|m| m >= 0.0)
+                && l["frames"].as_u64() >= Some(1)),
+        "{stdout}"
+    );
+    expect_error(
+        &["bench-decode", &dir, "--runs", "0"],
+        "--runs must be at least 1",
+    );
+}

@@ -300,19 +300,13 @@ impl Window {
     /// the others not above 0) are refused when the window is read or made, see
     /// [`Window::check`].
     pub fn apply(&self, x: f64) -> f64 {
-        let (c, w) = (self.center, self.width);
+        let (c, w) = match self.function {
+            // LINEAR is LINEAR_EXACT with the center and width moved by half a step.
+            VoiFunction::Linear => (self.center - 0.5, self.width - 1.0),
+            _ => (self.center, self.width),
+        };
         match self.function {
-            VoiFunction::Linear => {
-                let (c, w) = (c - 0.5, w - 1.0);
-                if x <= c - w / 2.0 {
-                    0.0
-                } else if x > c + w / 2.0 {
-                    1.0
-                } else {
-                    (x - c) / w + 0.5
-                }
-            }
-            VoiFunction::LinearExact => {
+            VoiFunction::Linear | VoiFunction::LinearExact => {
                 if x <= c - w / 2.0 {
                     0.0
                 } else if x > c + w / 2.0 {

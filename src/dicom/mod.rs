@@ -589,22 +589,8 @@ impl DicomImage {
         let (rows, cols) = (self.meta.rows as usize, self.meta.cols as usize);
         let spp = self.meta.samples_per_pixel as usize;
         let n = rows * cols;
-        let element = self
-            .obj
-            .element_opt(tags::PIXEL_DATA)
-            .ok()
-            .flatten()
-            .ok_or_else(|| err("no PixelData".into()))?;
-        let fragments = element
-            .value()
-            .fragments()
-            .ok_or_else(|| err("RLE PixelData is not encapsulated".into()))?;
-        let fragment = fragments.get(frame as usize).ok_or_else(|| {
-            err(format!(
-                "frame {frame} has no RLE fragment ({} fragment(s))",
-                fragments.len()
-            ))
-        })?;
+        // One fragment per frame (PS3.5 A.4.2).
+        let fragment = &self.frame_bytes(frame)?;
         let word = |i: usize| {
             fragment
                 .get(4 * i..4 * i + 4)

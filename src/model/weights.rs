@@ -16,14 +16,19 @@
 //!    LayerNorm `weight/bias` → `gamma/beta`). Every tensor must land and every
 //!    parameter must be filled, otherwise the file is refused with the difference.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+#[cfg(feature = "pytorch-import")]
+use std::{collections::BTreeMap, path::Path};
 
 use burn::module::{Module, ParamGroup, Quantizer};
+#[cfg(feature = "pytorch-import")]
 use burn::store::pytorch_reader::PytorchReader;
-use burn::store::{ApplyResult, BurnpackStore, ModuleSnapshot, PyTorchToBurnAdapter, bridge};
+use burn::store::{ApplyResult, BurnpackStore, ModuleSnapshot};
+#[cfg(feature = "pytorch-import")]
+use burn::store::{PyTorchToBurnAdapter, bridge};
 use burn::tensor::quantization::{Calibration, QuantScheme, QuantValue, ScaleDtype};
-use burn::tensor::{Bytes, DType, Device, TensorData};
+#[cfg(feature = "pytorch-import")]
+use burn::tensor::TensorData;
+use burn::tensor::{Bytes, DType, Device};
 use sha2::{Digest, Sha256};
 
 use super::Error;
@@ -147,11 +152,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// A named f32 tensor on the host.
+#[cfg(feature = "pytorch-import")]
 struct HostTensor {
     shape: Vec<usize>,
     values: Vec<f32>,
 }
 
+#[cfg(feature = "pytorch-import")]
 /// Read every tensor of a PyTorch checkpoint into host f32 arrays.
 fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, HostTensor>, Error> {
     let reader = PytorchReader::new(path).map_err(|e| {
@@ -196,6 +203,7 @@ fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, HostTensor>, Error> {
     Ok(out)
 }
 
+#[cfg(feature = "pytorch-import")]
 /// Fold `X.bn.*` into `X.c.*` (see module docs, step 3).
 fn fold_batch_norms(tensors: &mut BTreeMap<String, HostTensor>) -> Result<(), Error> {
     const EPS: f32 = 1e-5;
@@ -310,6 +318,7 @@ pub(crate) fn check_applied(
     }
 }
 
+#[cfg(feature = "pytorch-import")]
 /// Import the upstream PyTorch checkpoint (`lite_medsam.pth`) into a [`Sam`].
 ///
 /// # Arguments
