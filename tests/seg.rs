@@ -131,19 +131,11 @@ fn ct_series_volume_seg_is_valid_and_exact() {
             mask,
         })
         .collect();
-    let out = seg::write_seg_frames(&frames, &seg::SegmentInfo::default()).expect("SEG written");
-    let sources: Vec<_> = images
+    let sources = images
         .iter()
         .map(|i| serde_json::json!([i.meta.sop_instance_uid, null]))
         .collect();
-    check(
-        "ct5n",
-        &out,
-        &masks.concat(),
-        rows,
-        cols,
-        Some(sources.into()),
-    );
+    check_volume("ct5n", &frames, sources);
 }
 
 #[test]
@@ -162,18 +154,19 @@ fn enhanced_mr_volume_seg_is_valid_and_exact() {
             mask,
         })
         .collect();
-    let out = seg::write_seg_frames(&frames, &seg::SegmentInfo::default()).expect("SEG written");
-    let sources: Vec<_> = (0..n)
+    let sources = (0..n)
         .map(|k| serde_json::json!([image.meta.sop_instance_uid, k + 1]))
         .collect();
-    check(
-        "emri_enhanced",
-        &out,
-        &masks.concat(),
-        rows,
-        cols,
-        Some(sources.into()),
-    );
+    check_volume("emri_enhanced", &frames, sources);
+}
+
+/// Write one SEG over `frames` and [`check`] it (`sources`: per frame, as there).
+fn check_volume(label: &str, frames: &[seg::SegFrame], sources: Vec<serde_json::Value>) {
+    let m = &frames[0].source.meta;
+    let out = seg::write_seg_frames(frames, &seg::SegmentInfo::default()).expect("SEG written");
+    let masks: Vec<u8> = frames.iter().flat_map(|f| f.mask.iter().copied()).collect();
+    let (rows, cols) = (m.rows as usize, m.cols as usize);
+    check(label, &out, &masks, rows, cols, Some(sources.into()));
 }
 
 #[test]

@@ -25,9 +25,9 @@ use burn::store::pytorch_reader::PytorchReader;
 use burn::store::{ApplyResult, BurnpackStore, ModuleSnapshot};
 #[cfg(feature = "pytorch-import")]
 use burn::store::{PyTorchToBurnAdapter, bridge};
-use burn::tensor::quantization::{Calibration, QuantScheme, QuantValue, ScaleDtype};
 #[cfg(feature = "pytorch-import")]
 use burn::tensor::TensorData;
+use burn::tensor::quantization::{Calibration, QuantScheme, QuantValue, ScaleDtype};
 use burn::tensor::{Bytes, DType, Device};
 use sha2::{Digest, Sha256};
 
