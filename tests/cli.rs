@@ -280,17 +280,26 @@ fn info_lists_series_without_patient_ids() {
     assert!(ok, "{stderr}");
     let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let series = j["series"].as_array().unwrap();
-    let find = |dir: &str| {
+    // The series one of whose files' path contains `part`.
+    let find = |part: &str| {
         series
             .iter()
-            .find(|s| s["files"][0].as_str().unwrap().contains(dir))
-            .unwrap_or_else(|| panic!("no series for {dir}"))
+            .find(|s| {
+                s["files"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f.as_str().unwrap().contains(part))
+            })
+            .unwrap_or_else(|| panic!("no series for {part}"))
     };
     assert_eq!(find("series/ct5n")["instances"], 5);
     assert_eq!(find("series/mr700")["instances"], 7);
     // emri_small.dcm and its RLE copy in decode/ are the same series: 2 x 10 frames.
-    assert_eq!(find("emri_small")["frames"], 20);
-    assert_eq!(find("emri_small")["instances"], 2);
+    assert_eq!(find("emri_small.dcm")["frames"], 20);
+    assert_eq!(find("emri_small.dcm")["instances"], 2);
+    // Its 12-bit JPEG copy was given a series of its own.
+    assert_eq!(find("emri_small_jpeg12.dcm")["instances"], 1);
     // JPEG-LL.dcm shares its series with decode/JPEG2000.dcm and decode/JPGExtended.dcm
     // (12-bit JPEG): all three decode.
     let nm = find("JPEG-LL");

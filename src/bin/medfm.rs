@@ -784,6 +784,8 @@ fn cmd_bench_decode(args: BenchDecodeArgs) -> Result<()> {
         let name = file.display().to_string();
         let frames = match once() {
             Ok(n) => n,
+            // Other files of a folder (notes, references) are not benchmarked.
+            Err(medfm::dicom::Error::NotDicom(_)) => continue,
             Err(e) => {
                 if args.json {
                     println!(
