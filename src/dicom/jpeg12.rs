@@ -297,7 +297,6 @@ pub fn decode(data: &[u8], max_samples: usize) -> Result<Decoded, String> {
                         "{nf}-component 12-bit JPEG (only grey images are decoded)"
                     ));
                 }
-                let sampling = *seg.get(7).ok_or("short frame header")?;
                 let tq = *seg.get(8).ok_or("short frame header")? as usize;
                 if !(p == 8 || p == 12) || rows == 0 || cols == 0 || tq >= 4 {
                     return Err(format!("unsupported JPEG frame: {p} bits, {cols}x{rows}"));
@@ -307,7 +306,6 @@ pub fn decode(data: &[u8], max_samples: usize) -> Result<Decoded, String> {
                         "JPEG frame of {cols}x{rows} exceeds the image it belongs to"
                     ));
                 }
-                let _ = sampling; // one component: its block grid is the image's
                 frame = Some((p, rows, cols, tq));
             }
             0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {

@@ -15,11 +15,7 @@ use dicom_core::header::HasLength;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::Error;
-
-fn tag_name(tag: Tag) -> String {
-    format!("({:04X},{:04X})", tag.group(), tag.element())
-}
+use super::{Error, tag_name};
 
 fn bad(tag: Tag, name: &'static str, problem: impl Into<String>) -> Error {
     Error::Attribute {

@@ -3,8 +3,9 @@
 //! Target-agnostic (the browser hands us bytes): Part 10 files with a 128-byte preamble,
 //! or without a preamble but starting with the file meta group. Decoding goes through
 //! dicom-pixeldata's pure-Rust codecs (native, deflate, JPEG baseline/extended 8-bit,
-//! JPEG lossless, JPEG 2000/HTJ2K through openjp2), our own RLE and 12-bit JPEG decoders and, with the `jpeg-ls` feature (native
-//! builds), CharLS for JPEG-LS; other transfer syntaxes get a precise "unsupported" error.
+//! JPEG lossless, JPEG 2000/HTJ2K through openjp2), our own RLE and 12-bit JPEG decoders
+//! and, with the `jpeg-ls` feature (native builds), CharLS for JPEG-LS; other transfer
+//! syntaxes get a precise "unsupported" error.
 
 pub mod catalog;
 mod jpeg12;
@@ -276,10 +277,10 @@ impl DicomImage {
         let stored = self.stored_frame(frame)?;
         if self.meta.photometric == "PALETTE COLOR" {
             if stored.channels != 1 {
-                return Err(Error::Decode {
-                    transfer_syntax: self.meta.transfer_syntax.clone(),
-                    reason: format!("PALETTE COLOR with {} samples per pixel", stored.channels),
-                });
+                return Err(self.decode_error(format!(
+                    "PALETTE COLOR with {} samples per pixel",
+                    stored.channels
+                )));
             }
             let palette = lut::Palette::read(&self.obj)?;
             let scale = (255.0 / palette.max_output()) as f32;
@@ -348,12 +349,8 @@ impl DicomImage {
                 frames: self.meta.frames,
             });
         }
-        let decode_err = |reason: String| Error::Decode {
-            transfer_syntax: self.meta.transfer_syntax.clone(),
-            reason,
-        };
         if let Some(reason) = self.unsupported() {
-            return Err(decode_err(reason));
+            return Err(self.decode_error(reason));
         }
         if self.meta.transfer_syntax == RLE_LOSSLESS {
             // Our own RLE decoder: dicom-pixeldata 0.10's panics on truncated segments.
@@ -386,13 +383,13 @@ impl DicomImage {
                 return self
                     .native_frame(frame)
                     .or_else(|| self.planar_frame(frame))
-                    .unwrap_or_else(|| Err(decode_err(e)));
+                    .unwrap_or_else(|| Err(self.decode_error(e)));
             }
         };
         let channels = decoded.samples_per_pixel() as usize;
         let (rows, cols) = (decoded.rows() as usize, decoded.columns() as usize);
         if values.len() != rows * cols * channels {
-            return Err(decode_err(format!(
+            return Err(self.decode_error(format!(
                 "decoded {} values, expected {rows}x{cols}x{channels}",
                 values.len()
             )));
@@ -403,6 +400,14 @@ impl DicomImage {
             channels,
             values,
         })
+    }
+
+    /// A decoding error of this image, naming its transfer syntax.
+    fn decode_error(&self, reason: String) -> Error {
+        Error::Decode {
+            transfer_syntax: self.meta.transfer_syntax.clone(),
+            reason,
+        }
     }
 
     fn int(&self, tag: dicom_core::Tag) -> Option<i64> {
@@ -433,20 +438,16 @@ impl DicomImage {
     /// The compressed bytes of one frame of encapsulated pixel data: one fragment per
     /// frame, all fragments for a single frame, else split by the Basic Offset Table.
     fn frame_bytes(&self, frame: u32) -> Result<Vec<u8>, Error> {
-        let err = |reason: String| Error::Decode {
-            transfer_syntax: self.meta.transfer_syntax.clone(),
-            reason,
-        };
         let element = self
             .obj
             .element_opt(tags::PIXEL_DATA)
             .ok()
             .flatten()
-            .ok_or_else(|| err("no PixelData".into()))?;
+            .ok_or_else(|| self.decode_error("no PixelData".into()))?;
         let fragments = element
             .value()
             .fragments()
-            .ok_or_else(|| err("PixelData is not encapsulated".into()))?;
+            .ok_or_else(|| self.decode_error("PixelData is not encapsulated".into()))?;
         let frames = self.meta.frames as usize;
         if frames == 1 {
             return Ok(fragments.concat());
@@ -458,7 +459,7 @@ impl DicomImage {
         // every fragment is preceded by an 8-byte item header.
         let table = element.value().offset_table().unwrap_or_default();
         if table.len() != frames {
-            return Err(err(format!(
+            return Err(self.decode_error(format!(
                 "{} fragments for {frames} frames and no usable Basic Offset Table",
                 fragments.len()
             )));
@@ -478,7 +479,7 @@ impl DicomImage {
             at += 8 + f.len() as u64;
         }
         if out.is_empty() {
-            return Err(err(format!(
+            return Err(self.decode_error(format!(
                 "the Basic Offset Table points frame {frame} outside the fragments"
             )));
         }
@@ -490,22 +491,20 @@ impl DicomImage {
     /// sample into a buffer sized from Rows/Columns/SamplesPerPixel and panics on an
     /// index out of range when the codestream is larger (found by the fuzzer).
     fn check_j2k_size(&self, frame: u32) -> Result<(), Error> {
-        let err = |reason: String| Error::Decode {
-            transfer_syntax: self.meta.transfer_syntax.clone(),
-            reason,
-        };
         let bytes = self.frame_bytes(frame)?;
         let siz = bytes
             .windows(4)
             .take(1 << 16)
             .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
             .and_then(|at| bytes.get(at + 4..))
-            .ok_or_else(|| err("no JPEG 2000 codestream header (SOC + SIZ) in the frame".into()))?;
+            .ok_or_else(|| {
+                self.decode_error("no JPEG 2000 codestream header (SOC + SIZ) in the frame".into())
+            })?;
         let u32_at = |i: usize| {
             siz.get(i..i + 4)
                 .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64)
         };
-        let short = || err("JPEG 2000 SIZ marker truncated".into());
+        let short = || self.decode_error("JPEG 2000 SIZ marker truncated".into());
         // Lsiz(2) Rsiz(2) Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz (4 each) Csiz(2)
         let (x, y, xo, yo) = (
             u32_at(4).ok_or_else(short)?,
@@ -521,7 +520,7 @@ impl DicomImage {
         let (rows, cols) = (self.meta.rows as u64, self.meta.cols as u64);
         let spp = self.meta.samples_per_pixel as usize;
         if (w, h) != (cols, rows) || components == 0 || components > spp {
-            return Err(err(format!(
+            return Err(self.decode_error(format!(
                 "the JPEG 2000 codestream is {w}x{h} with {components} component(s), the DICOM \
                  image {cols}x{rows} with {spp} sample(s) per pixel"
             )));
@@ -531,22 +530,18 @@ impl DicomImage {
 
     /// JPEG Extended with more than 8 bits stored (grey): [`jpeg12`].
     fn jpeg12_frame(&self, frame: u32) -> Result<Frame, Error> {
-        let err = |reason: String| Error::Decode {
-            transfer_syntax: self.meta.transfer_syntax.clone(),
-            reason,
-        };
         if self.meta.samples_per_pixel != 1 {
-            return Err(err(format!(
+            return Err(self.decode_error(format!(
                 "12-bit JPEG with {} samples per pixel is not supported (grey only)",
                 self.meta.samples_per_pixel
             )));
         }
         let bytes = self.frame_bytes(frame)?;
         let (rows, cols) = (self.meta.rows as usize, self.meta.cols as usize);
-        let d =
-            jpeg12::decode(&bytes, rows * cols).map_err(|e| err(format!("12-bit JPEG: {e}")))?;
+        let d = jpeg12::decode(&bytes, rows * cols)
+            .map_err(|e| self.decode_error(format!("12-bit JPEG: {e}")))?;
         if (d.rows, d.cols) != (rows, cols) {
-            return Err(err(format!(
+            return Err(self.decode_error(format!(
                 "the JPEG frame is {}x{}, the DICOM image {cols}x{rows}",
                 d.cols, d.rows
             )));
@@ -575,13 +570,9 @@ impl DicomImage {
     /// (stored values: the caller applies the LUTs). Every offset and length is checked (no panic, no over-read).
     #[allow(clippy::needless_range_loop)] // `p` indexes every plane, not one slice
     fn rle_frame(&self, frame: u32) -> Result<Frame, Error> {
-        let err = |reason: String| Error::Decode {
-            transfer_syntax: self.meta.transfer_syntax.clone(),
-            reason,
-        };
         let bits = self.int(tags::BITS_ALLOCATED).unwrap_or(0);
         if !matches!(bits, 8 | 16 | 32) {
-            return Err(err(format!(
+            return Err(self.decode_error(format!(
                 "RLE with BitsAllocated {bits} (8, 16 or 32 supported)"
             )));
         }
@@ -596,31 +587,32 @@ impl DicomImage {
                 .get(4 * i..4 * i + 4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
         };
-        let segments = word(0).ok_or_else(|| err("RLE header truncated".into()))?;
+        let segments = word(0).ok_or_else(|| self.decode_error("RLE header truncated".into()))?;
         if segments != spp * bytes_per || segments > 15 {
-            return Err(err(format!(
+            return Err(self.decode_error(format!(
                 "RLE header declares {segments} segments; {spp} sample(s) of {bits} bits need {}",
                 spp * bytes_per
             )));
         }
         let mut planes = Vec::with_capacity(segments);
         for s in 0..segments {
-            let start = word(1 + s).ok_or_else(|| err("RLE header truncated".into()))?;
+            let start =
+                word(1 + s).ok_or_else(|| self.decode_error("RLE header truncated".into()))?;
             let end = if s + 1 < segments {
-                word(2 + s).ok_or_else(|| err("RLE header truncated".into()))?
+                word(2 + s).ok_or_else(|| self.decode_error("RLE header truncated".into()))?
             } else {
                 fragment.len()
             };
             let segment = fragment
                 .get(start..end.max(start).min(fragment.len()))
                 .ok_or_else(|| {
-                    err(format!(
+                    self.decode_error(format!(
                         "RLE segment {s} offset {start} is outside the {}-byte fragment",
                         fragment.len()
                     ))
                 })?;
             planes.push(unpack_bits(segment, n).ok_or_else(|| {
-                err(format!(
+                self.decode_error(format!(
                     "RLE segment {s} ends before {n} pixels (truncated or corrupt)"
                 ))
             })?);
@@ -671,24 +663,20 @@ impl DicomImage {
         {
             return None;
         }
-        let err = |reason: String| Error::Decode {
-            transfer_syntax: self.meta.transfer_syntax.clone(),
-            reason,
-        };
         if self.meta.photometric != "RGB" {
-            return Some(Err(err(format!(
+            return Some(Err(self.decode_error(format!(
                 "Planar Configuration 1 with {} is not supported (RGB only)",
                 self.meta.photometric
             ))));
         }
         let decoded = match self.obj.decode_pixel_data_frame(frame) {
             Ok(d) => d,
-            Err(e) => return Some(Err(err(e.to_string()))),
+            Err(e) => return Some(Err(self.decode_error(e.to_string()))),
         };
         let (rows, cols) = (self.meta.rows as usize, self.meta.cols as usize);
         let n = rows * cols;
         let Some(planes) = decoded.data().get(..3 * n) else {
-            return Some(Err(err(format!(
+            return Some(Err(self.decode_error(format!(
                 "{} bytes of pixel data, too few for {rows}x{cols} RGB by plane",
                 decoded.data().len()
             ))));
@@ -717,10 +705,6 @@ impl DicomImage {
         if !NATIVE_LE.contains(&self.meta.transfer_syntax.as_str()) || !(bits == 1 || bits == 32) {
             return None;
         }
-        let err = |reason: String| Error::Decode {
-            transfer_syntax: self.meta.transfer_syntax.clone(),
-            reason,
-        };
         let (rows, cols) = (self.meta.rows as usize, self.meta.cols as usize);
         let channels = self.meta.samples_per_pixel as usize;
         let n = rows * cols * channels;
@@ -732,14 +716,14 @@ impl DicomImage {
             .and_then(|e| e.to_bytes().ok())
         {
             Some(b) => b,
-            None => return Some(Err(err("no readable PixelData".into()))),
+            None => return Some(Err(self.decode_error("no readable PixelData".into()))),
         };
         let signed = self.int(tags::PIXEL_REPRESENTATION) == Some(1);
         let raw: Vec<f64> = if bits == 1 {
             // Frames follow each other bit by bit; bit 0 of a byte is the first pixel.
             let first = frame as usize * n;
             if (first + n).div_ceil(8) > bytes.len() {
-                return Some(Err(err(format!(
+                return Some(Err(self.decode_error(format!(
                     "PixelData holds {} bytes, too few for frame {frame} of {rows}x{cols} 1-bit pixels",
                     bytes.len()
                 ))));
@@ -750,7 +734,7 @@ impl DicomImage {
         } else {
             let start = frame as usize * n * 4;
             let Some(chunk) = bytes.get(start..start + n * 4) else {
-                return Some(Err(err(format!(
+                return Some(Err(self.decode_error(format!(
                     "PixelData holds {} bytes, too few for frame {frame} of {rows}x{cols}x{channels} 32-bit samples",
                     bytes.len()
                 ))));

@@ -14,6 +14,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_object::meta::FileMetaTableBuilder;
 
+use super::volume::{cross, dot};
 use super::{DicomImage, Error};
 
 /// SOP Class UID of Segmentation Storage.
@@ -87,6 +88,15 @@ impl DicomImage {
         self.obj.element_opt(tag).ok().flatten().cloned()
     }
 
+    /// A source element as text without padding (UIDs), if present.
+    fn text(&self, tag: Tag) -> Option<String> {
+        self.copy(tag).and_then(|e| {
+            e.to_str()
+                .ok()
+                .map(|s| s.trim_end_matches('\0').to_string())
+        })
+    }
+
     /// A source element's clone, or an empty (type 2) element of the given VR.
     fn copy_or_empty(&self, tag: Tag, vr: VR) -> DataElement<InMemDicomObject> {
         self.copy(tag)
@@ -157,19 +167,9 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
         .ok_or_else(|| Error::Parse("a SEG needs at least one frame".into()))?;
     let source = first.source;
     let (rows, cols) = (source.meta.rows, source.meta.cols);
-    let src_class = |img: &DicomImage| -> Result<String, Error> {
-        img.copy(tags::SOP_CLASS_UID)
-            .and_then(|e| {
-                e.to_str()
-                    .ok()
-                    .map(|s| s.trim_end_matches('\0').to_string())
-            })
-            .ok_or_else(|| Error::Attribute {
-                tag: "(0008,0016)".into(),
-                name: "SOPClassUID",
-                problem: "missing in the source image".into(),
-            })
-    };
+    let for_of_first = source.text(tags::FRAME_OF_REFERENCE_UID);
+    // SOP Class UID of each frame's source, read once.
+    let mut classes = Vec::with_capacity(frames.len());
     for (k, f) in frames.iter().enumerate() {
         let m = &f.source.meta;
         if (m.rows, m.cols) != (rows, cols) {
@@ -204,15 +204,16 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
                 "SEG frame {k} comes from another study or series: one SEG covers one series"
             )));
         }
-        src_class(f.source)?;
-        let for_of = |img: &DicomImage| {
-            img.copy(tags::FRAME_OF_REFERENCE_UID).and_then(|e| {
-                e.to_str()
-                    .ok()
-                    .map(|s| s.trim_end_matches('\0').to_string())
-            })
-        };
-        if for_of(f.source) != for_of(source) {
+        classes.push(
+            f.source
+                .text(tags::SOP_CLASS_UID)
+                .ok_or_else(|| Error::Attribute {
+                    tag: "(0008,0016)".into(),
+                    name: "SOPClassUID",
+                    problem: "missing in the source image".into(),
+                })?,
+        );
+        if f.source.text(tags::FRAME_OF_REFERENCE_UID) != for_of_first {
             return Err(Error::Parse(format!(
                 "SEG frame {k} has another frame of reference than the first"
             )));
@@ -439,23 +440,15 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
     obj.put(seq(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE, vec![shared]));
     // Dimension index of each frame's position: its rank among the distinct positions
     // along the slice normal (1-based).
-    let normal = {
-        let o = floats(orientation(first));
-        if o.len() == 6 {
-            [
-                o[1] * o[5] - o[2] * o[4],
-                o[2] * o[3] - o[0] * o[5],
-                o[0] * o[4] - o[1] * o[3],
-            ]
-        } else {
-            [0.0, 0.0, 1.0]
-        }
+    let normal = match floats(orientation(first))[..] {
+        [a, b, c, d, e, f] => cross([a, b, c], [d, e, f]),
+        _ => [0.0, 0.0, 1.0],
     };
     let along: Vec<f64> = frames
         .iter()
-        .map(|f| {
-            let p = floats(position(f));
-            p.iter().zip(normal).map(|(a, b)| a * b).sum::<f64>()
+        .map(|f| match floats(position(f))[..] {
+            [x, y, z] => dot([x, y, z], normal),
+            _ => 0.0,
         })
         .collect();
     let mut distinct = along.clone();
@@ -465,7 +458,7 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
     let mut per_frames = Vec::with_capacity(frames.len());
     let mut referenced_instances: Vec<(String, String)> = Vec::new();
     for (k, f) in frames.iter().enumerate() {
-        let class = src_class(f.source)?;
+        let class = classes[k].clone();
         let uid = f.source.meta.sop_instance_uid.clone();
         if !referenced_instances.iter().any(|(_, u)| *u == uid) {
             referenced_instances.push((class.clone(), uid.clone()));

@@ -1,12 +1,12 @@
 //! Series to volume: sort the slices of one series in space and give the voxel-to-patient
 //! geometry, then write NIfTI-1.
 //!
-//! A slice is one frame: single-frame instances give one each, multi-frame instances (Enhanced
-//! CT/MR/PET, with their geometry in the per-frame and shared functional groups) one per
-//! frame. Slices are ordered by ImagePositionPatient projected on the slice normal (the
-//! cross product of the two ImageOrientationPatient directions); without geometry, by
-//! InstanceNumber then frame number (with a warning). Mixed sizes are refused; uneven spacing (gaps) is
-//! reported as a warning and the median spacing is used.
+//! A slice is one frame: single-frame instances give one each, multi-frame instances
+//! (Enhanced CT/MR/PET, with their geometry in the per-frame and shared functional groups)
+//! one per frame. Slices are ordered by ImagePositionPatient projected on the slice normal
+//! (the cross product of the two ImageOrientationPatient directions); without geometry, by
+//! InstanceNumber then frame number (with a warning). Mixed sizes are refused; uneven
+//! spacing (gaps) is reported as a warning and the median spacing is used.
 
 use dicom_dictionary_std::tags;
 
@@ -56,7 +56,7 @@ fn frame_floats(
     })
 }
 
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+pub(super) fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [
         a[1] * b[2] - a[2] * b[1],
         a[2] * b[0] - a[0] * b[2],
@@ -64,7 +64,7 @@ fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     ]
 }
 
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+pub(super) fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
