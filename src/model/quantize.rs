@@ -1,0 +1,511 @@
+//! Weight-only quantization of LiteMedSAM, stored as Burn quantized tensors.
+//!
+//! Burn's own `Quantizer` rounds every block with min-max scales and, on the CPU backend,
+//! keeps 4-bit values one per byte. Here the rounding is ours and the storage is Burn's:
+//! - symmetric blocks (8-bit: -127..127, 4-bit: -7..7) laid out as Burn's `BlockSize`
+//!   (trailing dimensions; Linear weights are `[in, out]`, convolutions
+//!   `[out, in/groups, kh, kw]`);
+//! - each block's scale is searched, not taken from its largest value: the clip that
+//!   minimises the block's squared rounding error among [`CLIP_STEPS`] candidates;
+//! - 4-bit values are packed eight per `u32` (`QuantStore::PackedU32`), so an int4 file
+//!   is smaller than an int8 one; every Burn backend unpacks on load.
+//!
+//! Which tensor gets which [`Rule`] is a [`Plan`]: a function of the parameter path and
+//! shape. [`fake_quantize`] applies a plan in f32 (quantize, then dequantize: exactly the
+//! values the quantized tensors hold), which is how plans are compared.
+
+use burn::store::burn_pack::Tensor as PackTensor;
+use burn::store::{ModuleSnapshot, bridge};
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use burn::tensor::{DType, TensorData};
+
+use super::Error;
+use super::sam::Sam;
+
+/// Bits per quantized value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bits {
+    /// Symmetric 8-bit, -127..=127.
+    Q8,
+    /// Symmetric 4-bit, -7..=7, packed eight per `u32`.
+    Q4,
+}
+
+impl Bits {
+    /// Largest quantized magnitude.
+    pub fn qmax(self) -> f32 {
+        match self {
+            Bits::Q8 => 127.0,
+            Bits::Q4 => 7.0,
+        }
+    }
+
+    fn value(self) -> QuantValue {
+        match self {
+            Bits::Q8 => QuantValue::Q8S,
+            Bits::Q4 => QuantValue::Q4S,
+        }
+    }
+}
+
+/// How one tensor is quantized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Bits per value.
+    pub bits: Bits,
+    /// Block extent over the tensor's trailing dimensions (Burn's `BlockSize`); leading
+    /// dimensions not named have extent 1.
+    pub block: Vec<u8>,
+}
+
+/// Which parameters are quantized and how: `(path, shape) -> Some(rule)`, `None` keeps f32.
+pub type Plan<'a> = &'a dyn Fn(&str, &[usize]) -> Option<Rule>;
+
+/// Clip candidates, as fractions of a block's largest magnitude: the scale of a block is
+/// `clip * max|w| / qmax` for the candidate with the smallest squared error.
+pub const CLIP_STEPS: [f32; 11] = [
+    1.0, 0.975, 0.95, 0.925, 0.9, 0.875, 0.85, 0.8, 0.75, 0.7, 0.65,
+];
+
+/// Scale dtype of every quantized tensor. Scales are rounded up onto the f16 grid before
+/// the values are rounded, so the stored scale is the one the values were rounded with.
+const SCALE_DTYPE: ScaleDtype = ScaleDtype::F16;
+
+/// Block layout of a tensor: per dimension its extent, its block extent, the number of
+/// blocks. Errors when the block does not tile the shape.
+struct Blocks {
+    shape: Vec<usize>,
+    block: Vec<usize>,
+    counts: Vec<usize>,
+}
+
+impl Blocks {
+    fn new(shape: &[usize], block: &[u8]) -> Result<Self, Error> {
+        if block.len() > shape.len() || block.contains(&0) {
+            return Err(Error::Weights(format!(
+                "block {block:?} does not fit a tensor of shape {shape:?}"
+            )));
+        }
+        let mut full = vec![1usize; shape.len()];
+        let start = shape.len() - block.len();
+        for (i, &b) in block.iter().enumerate() {
+            full[start + i] = b as usize;
+        }
+        if shape.iter().zip(&full).any(|(s, b)| s % b != 0) {
+            return Err(Error::Weights(format!(
+                "block {block:?} does not tile a tensor of shape {shape:?}"
+            )));
+        }
+        let counts = shape.iter().zip(&full).map(|(s, b)| s / b).collect();
+        Ok(Self {
+            shape: shape.to_vec(),
+            block: full,
+            counts,
+        })
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.counts.iter().product()
+    }
+
+    /// Row-major block index of every element (the same order as Burn's `BlockLayout`).
+    fn block_index(&self) -> Vec<u32> {
+        let n: usize = self.shape.iter().product();
+        let mut out = Vec::with_capacity(n);
+        let dims = self.shape.len();
+        let mut coord = vec![0usize; dims];
+        for _ in 0..n {
+            let b = coord
+                .iter()
+                .zip(&self.block)
+                .zip(&self.counts)
+                .fold(0, |b, ((c, k), n)| b * n + c / k);
+            out.push(b as u32);
+            for d in (0..dims).rev() {
+                coord[d] += 1;
+                if coord[d] < self.shape[d] {
+                    break;
+                }
+                coord[d] = 0;
+            }
+        }
+        out
+    }
+}
+
+/// A quantized tensor on the host: values in `-qmax..=qmax`, one scale per block.
+#[derive(Debug)]
+pub struct QTensor {
+    /// Quantized values, row-major.
+    pub values: Vec<i8>,
+    /// Per-block scales, row-major over the block grid.
+    pub scales: Vec<f32>,
+    /// Index of each value's block.
+    block_of: Vec<u32>,
+}
+
+impl QTensor {
+    /// The f32 values the quantized tensor stands for (`value * scale`, as Burn dequantizes).
+    pub fn dequantize(&self) -> Vec<f32> {
+        self.values
+            .iter()
+            .zip(&self.block_of)
+            .map(|(&q, &b)| self.scales[b as usize] * q as f32)
+            .collect()
+    }
+}
+
+/// Quantize `values` of `shape` by `rule`, each block's scale searched over [`CLIP_STEPS`].
+pub fn quantize_values(values: &[f32], shape: &[usize], rule: &Rule) -> Result<QTensor, Error> {
+    let blocks = Blocks::new(shape, &rule.block)?;
+    if rule.bits == Bits::Q4 && shape.last().is_none_or(|d| d % 8 != 0) {
+        return Err(Error::Weights(format!(
+            "4-bit values are packed eight per word along the last dimension; shape {shape:?}"
+        )));
+    }
+    let block_of = blocks.block_index();
+    let mut members: Vec<Vec<f32>> = vec![Vec::new(); blocks.num_blocks()];
+    for (&v, &b) in values.iter().zip(&block_of) {
+        members[b as usize].push(v);
+    }
+    let qmax = rule.bits.qmax();
+    let scales: Vec<f32> = members
+        .iter()
+        .map(|m| best_scale(m, qmax))
+        .collect::<Result<_, _>>()?;
+    let values = values
+        .iter()
+        .zip(&block_of)
+        .map(|(&v, &b)| round(v, scales[b as usize], qmax))
+        .collect();
+    Ok(QTensor {
+        values,
+        scales,
+        block_of,
+    })
+}
+
+fn round(v: f32, scale: f32, qmax: f32) -> i8 {
+    (v / scale).round().clamp(-qmax, qmax) as i8
+}
+
+/// The scale among the clip candidates with the smallest squared error over `block`.
+fn best_scale(block: &[f32], qmax: f32) -> Result<f32, Error> {
+    if block.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Weights("a weight is not finite".into()));
+    }
+    let peak = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if peak == 0.0 {
+        // Any positive scale represents zeros exactly.
+        return Ok(1.0);
+    }
+    let mut best = (f32::INFINITY, peak / qmax);
+    for clip in CLIP_STEPS {
+        let scale = SCALE_DTYPE.round_up(clip * peak / qmax);
+        let err: f32 = block
+            .iter()
+            .map(|&v| {
+                let d = v - scale * round(v, scale, qmax) as f32;
+                d * d
+            })
+            .sum();
+        if err < best.0 {
+            best = (err, scale);
+        }
+    }
+    Ok(best.1)
+}
+
+/// Burn quantized tensor data holding `q` (shape `shape`, quantized by `rule`).
+pub fn to_tensor_data(q: &QTensor, shape: &[usize], rule: &Rule) -> TensorData {
+    let scheme = QuantScheme::default()
+        .with_value(rule.bits.value())
+        .per_block(&rule.block, SCALE_DTYPE);
+    match rule.bits {
+        Bits::Q8 => TensorData::quantized(
+            q.values.clone(),
+            shape.to_vec(),
+            scheme.with_store(QuantStore::Native),
+            &q.scales,
+            None,
+        ),
+        Bits::Q4 => {
+            // Eight 4-bit values per u32, lowest bits first, over the flattened tensor
+            // (burn-std's `unpack_q_to_i8s`), then the scales, as `QuantizedBytes` lays
+            // them out. [`quantize_values`] only gives 4 bits to tensors whose innermost
+            // dimension is a multiple of 8, where flat and per-row packing agree.
+            let mut bytes = Vec::with_capacity(q.values.len() / 2 + 4 * q.scales.len());
+            for word in q.values.chunks(8) {
+                let packed = word
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, &v)| acc | ((v as u32 & 0xF) << (4 * i)));
+                bytes.extend_from_slice(&packed.to_le_bytes());
+            }
+            for s in &q.scales {
+                bytes.extend_from_slice(&burn::tensor::f16::from_f32(*s).to_le_bytes());
+            }
+            TensorData::from_bytes_vec(
+                bytes,
+                shape.to_vec(),
+                DType::QFloat(scheme.with_store(QuantStore::PackedU32(0))),
+            )
+        }
+    }
+}
+
+/// Values per block along a Linear layer's output axis: 8-bit.
+pub const BLOCK_Q8: u8 = 32;
+/// Values per block along a Linear layer's output axis: 4-bit.
+pub const BLOCK_Q4: u8 = 16;
+
+/// The plan of a shipped precision.
+///
+/// - `Int8`: every Linear weight 8-bit in blocks of [`BLOCK_Q8`] output values, and the
+///   neck's two convolutions 8-bit per block of one output channel's 3x3 taps (32 input
+///   channels for the 1x1);
+/// - `Int4`: the same, except the mask decoder's Linear weights, 4-bit in blocks of
+///   [`BLOCK_Q4`] (layers whose width is not a multiple of it stay 8-bit).
+///
+/// Everything else stays f32: the other convolutions (per-tensor or per-channel 8-bit
+/// on any single one of the early convolutions moves the embedding as much as 8-bit on all
+/// Linear layers together, measured on calibration images), norms, biases, embeddings,
+/// tokens, attention biases and the positional-encoding matrix. Measurements behind the
+/// choice: README, "Weights files and quantization".
+pub fn plan(precision: super::Precision) -> impl Fn(&str, &[usize]) -> Option<Rule> {
+    move |path: &str, shape: &[usize]| quantized(precision, path, shape)
+}
+
+/// The quantization rule of a weight under `precision`, if it is quantized.
+fn quantized(precision: super::Precision, path: &str, shape: &[usize]) -> Option<Rule> {
+    if precision == super::Precision::Fp32 || !path.ends_with(".weight") {
+        return None;
+    }
+    let decoder = path.starts_with("mask_decoder.");
+    // Learned embeddings and tokens are 2-d too; they are looked up, not multiplied.
+    let embedding = path.starts_with("prompt_encoder.")
+        || path.ends_with("_token.weight")
+        || path.ends_with("_tokens.weight");
+    match shape {
+        [_, out] if !embedding => {
+            if precision == super::Precision::Int4 && decoder && out % BLOCK_Q4 as usize == 0 {
+                Some(Rule {
+                    bits: Bits::Q4,
+                    block: vec![BLOCK_Q4],
+                })
+            } else if out % BLOCK_Q8 as usize == 0 {
+                Some(Rule {
+                    bits: Bits::Q8,
+                    block: vec![BLOCK_Q8],
+                })
+            } else {
+                None
+            }
+        }
+        [_, inputs, kh, kw] if path.starts_with("image_encoder.neck.") => {
+            let per_block = if kh * kw == 1 && inputs % 32 == 0 {
+                32
+            } else {
+                1
+            };
+            Some(Rule {
+                bits: Bits::Q8,
+                block: vec![per_block, *kh as u8, *kw as u8],
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Every tensor of `model` as a burn-pack tensor, those the plan names quantized (Burn
+/// quantized tensor data: what a `.bpk` stores). The parameter ids are kept.
+pub fn quantized_packs(model: &Sam, plan: Plan) -> Result<Vec<PackTensor>, Error> {
+    quantize_each(model, plan, to_tensor_data)
+}
+
+/// `model` with the parameters a plan names replaced by the f32 values their quantized
+/// tensors stand for (`value * scale`): how plans are compared without a file.
+pub fn fake_quantize(model: Sam, plan: Plan) -> Result<Sam, Error> {
+    let packs = quantize_each(&model, plan, |q, shape, _| {
+        TensorData::new(q.dequantize(), shape.to_vec())
+    })?;
+    let mut model = model;
+    let result = model.apply(packs, None, None, false);
+    if !result.errors.is_empty() {
+        return Err(Error::Weights(format!(
+            "quantized tensors do not fit the model: {:?}",
+            result.errors
+        )));
+    }
+    Ok(model)
+}
+
+/// Every tensor of `model`; those the plan names quantized and turned into data by `store`.
+fn quantize_each(
+    model: &Sam,
+    plan: Plan,
+    store: impl Fn(&QTensor, &[usize], &Rule) -> TensorData,
+) -> Result<Vec<PackTensor>, Error> {
+    let mut packs = Vec::new();
+    for t in model.collect(None, None, false) {
+        let shape: Vec<usize> = t.shape.to_vec();
+        let Some(rule) = plan(&t.name, &shape) else {
+            packs.push(t);
+            continue;
+        };
+        let data = bridge::to_data(&t)
+            .map_err(|e| Error::Weights(format!("cannot read `{}`: {e}", t.name)))?;
+        let values = data
+            .convert_dtype(DType::F32)
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Weights(format!("`{}` is not f32: {e:?}", t.name)))?;
+        let q = quantize_values(&values, &shape, &rule)
+            .map_err(|e| Error::Weights(format!("`{}`: {e}", t.name)))?;
+        packs.push(bridge::from_data(
+            store(&q, &shape, &rule),
+            t.name.clone(),
+            t.param_id,
+        ));
+    }
+    Ok(packs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Tensor};
+
+    /// Deterministic pseudo-random weights in about -1..1 with a few outliers.
+    fn weights(n: usize) -> Vec<f32> {
+        let mut state = 0x2545_f491_u32;
+        (0..n)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let v = (state as f32 / u32::MAX as f32) * 2.0 - 1.0;
+                if i % 97 == 0 { v * 6.0 } else { v }
+            })
+            .collect()
+    }
+
+    /// What Burn's CPU backend decodes from our tensor data equals what we quantized.
+    fn burn_round_trip(shape: &[usize], rule: Rule) {
+        let values = weights(shape.iter().product());
+        let q = quantize_values(&values, shape, &rule).unwrap();
+        let data = to_tensor_data(&q, shape, &rule);
+        let device = Device::flex();
+        let ours = q.dequantize();
+        let burn: Vec<f32> = match shape.len() {
+            2 => Tensor::<2>::from_data(data, &device)
+                .dequantize()
+                .into_data(),
+            4 => Tensor::<4>::from_data(data, &device)
+                .dequantize()
+                .into_data(),
+            _ => unreachable!(),
+        }
+        .try_into_vec()
+        .unwrap();
+        assert_eq!(ours, burn, "{shape:?} {rule:?}");
+        let err = values
+            .iter()
+            .zip(&ours)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        let bound = 6.0 / rule.bits.qmax(); // a full step of the largest possible scale
+        assert!(err < bound, "{shape:?} {rule:?}: max error {err}");
+    }
+
+    #[test]
+    fn packed_4bit_and_blocked_8bit_decode_in_burn_as_written() {
+        burn_round_trip(
+            &[64, 48],
+            Rule {
+                bits: Bits::Q4,
+                block: vec![16],
+            },
+        );
+        burn_round_trip(
+            &[40, 64],
+            Rule {
+                bits: Bits::Q8,
+                block: vec![32],
+            },
+        );
+        burn_round_trip(
+            &[16, 8, 3, 3],
+            Rule {
+                bits: Bits::Q8,
+                block: vec![1, 3, 3],
+            },
+        );
+        burn_round_trip(
+            &[16, 64, 1, 1],
+            Rule {
+                bits: Bits::Q8,
+                block: vec![32, 1, 1],
+            },
+        );
+    }
+
+    #[test]
+    fn searched_scales_beat_min_max_on_outliers() {
+        let values = weights(4096);
+        for bits in [Bits::Q4, Bits::Q8] {
+            let rule = Rule {
+                bits,
+                block: vec![32],
+            };
+            let q = quantize_values(&values, &[128, 32], &rule).unwrap();
+            let searched: f32 = values
+                .iter()
+                .zip(q.dequantize())
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
+            let min_max: f32 = values
+                .chunks(32)
+                .flat_map(|block| {
+                    let scale = block.iter().fold(0.0f32, |m, v| m.max(v.abs())) / bits.qmax();
+                    block.iter().map(move |&v| {
+                        let d = v - scale * (v / scale).round();
+                        d * d
+                    })
+                })
+                .sum();
+            assert!(searched < min_max, "{bits:?}: {searched} vs {min_max}");
+        }
+    }
+
+    #[test]
+    fn blocks_that_do_not_tile_and_unpackable_4bit_are_refused() {
+        let v = weights(64);
+        let bad_block = quantize_values(
+            &v,
+            &[4, 16],
+            &Rule {
+                bits: Bits::Q8,
+                block: vec![5],
+            },
+        );
+        assert!(bad_block.is_err());
+        let odd_row = quantize_values(
+            &v,
+            &[16, 4],
+            &Rule {
+                bits: Bits::Q4,
+                block: vec![4],
+            },
+        );
+        assert!(odd_row.unwrap_err().to_string().contains("packed"));
+        let nan = quantize_values(
+            &[f32::NAN; 8],
+            &[1, 8],
+            &Rule {
+                bits: Bits::Q8,
+                block: vec![8],
+            },
+        );
+        assert!(nan.is_err());
+    }
+}
