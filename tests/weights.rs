@@ -14,7 +14,8 @@ use medfm::pipeline::{Segmenter, preprocess};
 /// ill-conditioned; it is printed for every prompt but asserted on confident ones.
 const CONFIDENT: f32 = 0.9;
 
-/// int8 / int4 masks against fp32 masks on the parity cases (box and box+points prompts).
+/// int8 / int4 masks against fp32 masks on the parity cases and prompts (box, box+points,
+/// multimask point: its best mask).
 ///
 /// Asserts the targets (int8 >= 0.98, int4 >= 0.95) on confident prompts and
 /// prints all IoUs (low-confidence prompts fall below the targets: README).
@@ -37,7 +38,7 @@ fn quantized_masks_match_fp32() {
         let image = dicom::read(&bytes).unwrap();
         let pre = preprocess(&image.frame(0).unwrap(), &image.meta).unwrap();
         let embeddings: Vec<_> = models.iter().map(|(_, s)| s.embed(&pre).unwrap()).collect();
-        for pname in ["box", "box_points"] {
+        for pname in ["box", "box_points", "point_multimask"] {
             let p = &case["prompts"][pname];
             let prompt = prompt_of(p);
             let outs: Vec<_> = models
@@ -45,16 +46,23 @@ fn quantized_masks_match_fp32() {
                 .zip(&embeddings)
                 .map(|((_, s), e)| s.segment(e, &pre, &prompt).unwrap())
                 .collect();
-            let confident = outs[0].iou[0] >= CONFIDENT;
+            let predicted = outs[0].iou[outs[0].chosen];
+            let confident = predicted >= CONFIDENT;
+            // A single point asks for a small, ambiguous structure: the chosen masks here
+            // are a few pixels (areas printed), where one pixel moves the IoU by 0.5.
+            let boxed = pname != "point_multimask";
             for (i, (precision, _)) in models.iter().enumerate().skip(1) {
                 let v = iou(&outs[0].mask, &outs[i].mask);
                 println!(
-                    "{name}/{pname} (fp32 predicted IoU {:.3}{}): {} vs fp32 mask IoU {v:.4}",
-                    outs[0].iou[0],
+                    "{name}/{pname} (fp32 predicted IoU {predicted:.3}{}): {} vs fp32 mask IoU {v:.4} (areas {} vs {})",
                     if confident { ", confident" } else { "" },
-                    precision.name()
+                    precision.name(),
+                    outs[i].area,
+                    outs[0].area
                 );
-                worst_all[i] = worst_all[i].min(v);
+                if boxed {
+                    worst_all[i] = worst_all[i].min(v);
+                }
                 if confident {
                     worst_confident[i] = worst_confident[i].min(v);
                 }
@@ -62,7 +70,7 @@ fn quantized_masks_match_fp32() {
         }
     }
     println!(
-        "worst IoU vs fp32, confident prompts: int8 {:.4}, int4 {:.4}; all prompts: int8 {:.4}, int4 {:.4}",
+        "worst IoU vs fp32, confident prompts: int8 {:.4}, int4 {:.4}; all box prompts: int8 {:.4}, int4 {:.4}",
         worst_confident[1], worst_confident[2], worst_all[1], worst_all[2]
     );
     assert!(

@@ -277,7 +277,7 @@ async function applyPrompt(segIndex, key, prompt) {
         seg.results.set(key, r);
         app.lastResult = { area: r.area, iou: r.iou, backend: r.backend, ms: r.ms, encodeMs: r.encodeMs, rows: r.rows, cols: r.cols };
         if (r.encodeMs > 0 && !app.timings.encode) app.timings.encode = fmtMs(r.encodeMs);
-        app.timings.decode = fmtMs(r.ms - r.encodeMs);
+        app.timings.decode = fmtMs(r.decodeMs + r.postMs);
         showTimings();
         status(`${seg.name}: ${r.area} px, predicted IoU ${r.iou.toFixed(2)} (${r.backend}, ${fmtMs(r.ms)})`);
       } catch (e) {

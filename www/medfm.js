@@ -245,7 +245,8 @@ export class MedFM extends EventTarget {
   /**
    * Segment with a box [x0, y0, x1, y1] and/or points [[x, y, label]] (label 1 positive,
    * 0 negative), in pixel coordinates of the frame. Resolves to {mask: Uint8Array(rows*cols),
-   * rows, cols, area, iou, backend, ms, encodeMs}.
+   * rows, cols, area, iou, backend, ms, encodeMs, decodeMs, postMs}: `ms` the whole call,
+   * `decodeMs` the decoder with its readback, `postMs` the upsampling and threshold.
    */
   async segment({ series, frame = 0, box, points }) {
     const request = {};

@@ -24,13 +24,14 @@ const ONNX = path.join(os.homedir(), '.cache/medfm/onnx');
 const engines = opt('engines', 'medfm-cpu,ort-wasm,medfm-webgpu,ort-webgpu');
 const runs = opt('runs', '5');
 
-for (const f of ['lite_medsam_encoder.onnx', 'lite_medsam_decoder.onnx']) {
+const wantsOrt = engines.split(',').some((e) => e.startsWith('ort-'));
+for (const f of wantsOrt ? ['lite_medsam_encoder.onnx', 'lite_medsam_decoder.onnx'] : []) {
   if (!fs.existsSync(path.join(ONNX, f))) throw new Error(`${path.join(ONNX, f)} missing: run bench/run.sh (exports the ONNX peers) first`);
 }
 if (!fs.existsSync(path.join(DIST, 'medfm_bg.wasm'))) throw new Error('dist/ missing: run `trunk build` first');
 fs.rmSync(path.join(DIST, 'bench'), { recursive: true, force: true });
 fs.cpSync(path.join(HERE, 'node_modules/onnxruntime-web/dist'), path.join(DIST, 'bench/ort'), { recursive: true });
-fs.cpSync(ONNX, path.join(DIST, 'bench/onnx'), { recursive: true });
+if (wantsOrt) fs.cpSync(ONNX, path.join(DIST, 'bench/onnx'), { recursive: true });
 const ortVersion = JSON.parse(fs.readFileSync(path.join(HERE, 'node_modules/onnxruntime-web/package.json'))).version;
 
 const server = await serve(DIST);
@@ -55,14 +56,14 @@ try {
 const fmt = (x) => (x === undefined ? '-' : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${x.toFixed(1)} ms`);
 const by = Object.fromEntries(result.rows.map((r) => [r.engine, r]));
 console.log(`Chromium headless (${result.userAgent.match(/Chrome\/[\d.]+/)?.[0]}), onnxruntime-web ${ortVersion}, runs ${result.runs}, ${os.cpus().length} cores, date ${new Date().toISOString().slice(0, 10)}`);
-console.log('| engine | cold start | encoder median [min..max] | decoder median [min..max] | predicted IoU |');
-console.log('|---|---|---|---|---|');
+console.log('| engine | cold start | encoder median [min..max] | decoder median [min..max] | postprocessing median | whole segment call median | predicted IoU |');
+console.log('|---|---|---|---|---|---|---|');
 for (const r of result.rows) {
   if (r.error) {
-    console.log(`| ${r.engine} | failed: ${r.error} | | | |`);
+    console.log(`| ${r.engine} | failed: ${r.error} | | | | | |`);
     continue;
   }
-  console.log(`| ${r.engine} | ${fmt(r.cold)} | ${fmt(r.encoder.median)} [${fmt(r.encoder.min)}..${fmt(r.encoder.max)}] | ${fmt(r.decoder.median)} [${fmt(r.decoder.min)}..${fmt(r.decoder.max)}] | ${r.iou.toFixed(3)} |`);
+  console.log(`| ${r.engine} | ${fmt(r.cold)} | ${fmt(r.encoder.median)} [${fmt(r.encoder.min)}..${fmt(r.encoder.max)}] | ${fmt(r.decoder.median)} [${fmt(r.decoder.min)}..${fmt(r.decoder.max)}] | ${fmt(r.post?.median)} | ${fmt(r.call?.median)} | ${r.iou.toFixed(3)} |`);
 }
 for (const [a, b] of [['medfm-cpu', 'ort-wasm'], ['medfm-webgpu', 'ort-webgpu']]) {
   const x = by[a];

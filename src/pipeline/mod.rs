@@ -109,6 +109,12 @@ pub struct Segmentation {
     pub chosen: usize,
     /// Low-res logits of every returned mask, `M x 256 x 256`.
     pub low_res_logits: Vec<f32>,
+    /// Milliseconds of the decoder call, its outputs read back to the host included (what
+    /// a peer's decoder session returns).
+    pub decode_ms: f64,
+    /// Milliseconds of the postprocessing after it (upsampling to `rows x cols`,
+    /// threshold, area).
+    pub post_ms: f64,
 }
 
 /// Model + device: preprocess, embed once, decode per prompt.
@@ -160,10 +166,11 @@ impl Segmenter {
         pre: &Preprocessed,
         prompt: &PixelPrompt,
     ) -> Result<Segmentation, Error> {
+        let t = web_time::Instant::now();
         let out = self.decode(emb, pre, prompt)?;
         let iou = tensor_to_vec(out.iou)?;
         let logits = tensor_to_vec(out.low_res_logits)?;
-        Ok(finish(pre, iou, logits))
+        Ok(finish(pre, iou, logits, ms_since(t)))
     }
 
     /// [`Segmenter::segment`] with asynchronous readback, for devices (WebGPU in a
@@ -174,10 +181,11 @@ impl Segmenter {
         pre: &Preprocessed,
         prompt: &PixelPrompt,
     ) -> Result<Segmentation, Error> {
+        let t = web_time::Instant::now();
         let out = self.decode(emb, pre, prompt)?;
         let iou = tensor_to_vec_async(out.iou).await?;
         let logits = tensor_to_vec_async(out.low_res_logits).await?;
-        Ok(finish(pre, iou, logits))
+        Ok(finish(pre, iou, logits, ms_since(t)))
     }
 
     /// The model call of a prompt: `low_res_logits [1, M, 256, 256]`, `iou [1, M]`
@@ -201,9 +209,14 @@ pub async fn tensor_to_vec_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f32
         .map_err(readback_error)
 }
 
+fn ms_since(t: web_time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
 /// Postprocess the read-back decoder outputs: pick the mask with the highest predicted
 /// IoU, upsample its logits to `rows x cols` and threshold.
-fn finish(pre: &Preprocessed, iou: Vec<f32>, logits: Vec<f32>) -> Segmentation {
+fn finish(pre: &Preprocessed, iou: Vec<f32>, logits: Vec<f32>, decode_ms: f64) -> Segmentation {
+    let t = web_time::Instant::now();
     let n = model::sam::LOW_RES_SIZE * model::sam::LOW_RES_SIZE;
     let chosen = iou
         .iter()
@@ -221,6 +234,8 @@ fn finish(pre: &Preprocessed, iou: Vec<f32>, logits: Vec<f32>) -> Segmentation {
         iou,
         chosen,
         low_res_logits: logits,
+        decode_ms,
+        post_ms: ms_since(t),
     }
 }
 

@@ -309,7 +309,9 @@ impl Engine {
     /// Segment frame `frame` of image `id` with `request = {box?: [x0,y0,x1,y1],
     /// points?: [[x, y, label]], multimask?}` (pixels; label 1 positive, 0 negative).
     /// Resolves to `{mask: Uint8Array(rows*cols), rows, cols, area, iou, backend, ms,
-    /// encodeMs}`; `ms` is the whole call, `encodeMs` 0 when the embedding was cached.
+    /// encodeMs, decodeMs, postMs}`; `ms` is the whole call, `encodeMs` 0 when the
+    /// embedding was cached, `decodeMs` the decoder with its readback, `postMs` the
+    /// upsampling and threshold after it.
     pub fn segment(&self, id: u32, frame: u32, request: JsValue) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
@@ -346,6 +348,8 @@ impl Engine {
             set(&out, "backend", model.backend);
             set(&out, "ms", t.elapsed().as_secs_f64() * 1e3);
             set(&out, "encodeMs", encode_ms);
+            set(&out, "decodeMs", s.decode_ms);
+            set(&out, "postMs", s.post_ms);
             Ok(out.into())
         })
     }
