@@ -70,6 +70,8 @@ pub const CLIP_STEPS: [f32; 11] = [
 /// Scale dtype of every quantized tensor. Scales are rounded up onto the f16 grid before
 /// the values are rounded, so the stored scale is the one the values were rounded with.
 const SCALE_DTYPE: ScaleDtype = ScaleDtype::F16;
+/// Smallest positive f16 (2^-24): the smallest scale [`SCALE_DTYPE`] stores.
+const MIN_SCALE: f32 = 5.960_464_5e-8;
 
 /// Block layout of a tensor: per dimension its extent, its block extent, the number of
 /// blocks. Errors when the block does not tile the shape.
@@ -157,6 +159,12 @@ impl QTensor {
 
 /// Quantize `values` of `shape` by `rule`, each block's scale searched over [`CLIP_STEPS`].
 pub fn quantize_values(values: &[f32], shape: &[usize], rule: &Rule) -> Result<QTensor, Error> {
+    if values.len() != shape.iter().product::<usize>() {
+        return Err(Error::Weights(format!(
+            "{} values do not fill a tensor of shape {shape:?}",
+            values.len()
+        )));
+    }
     let blocks = Blocks::new(shape, &rule.block)?;
     if rule.bits == Bits::Q4 && shape.last().is_none_or(|d| d % 8 != 0) {
         return Err(Error::Weights(format!(
@@ -199,9 +207,9 @@ fn best_scale(block: &[f32], qmax: f32) -> Result<f32, Error> {
         // Any positive scale represents zeros exactly.
         return Ok(1.0);
     }
-    let mut best = (f32::INFINITY, peak / qmax);
-    for clip in CLIP_STEPS {
-        let scale = SCALE_DTYPE.round_up(clip * peak / qmax);
+    let candidates = CLIP_STEPS.iter().map(|clip| {
+        // On the f16 grid, and never below its smallest positive value.
+        let scale = SCALE_DTYPE.round_up(clip * peak / qmax).max(MIN_SCALE);
         let err: f32 = block
             .iter()
             .map(|&v| {
@@ -209,11 +217,12 @@ fn best_scale(block: &[f32], qmax: f32) -> Result<f32, Error> {
                 d * d
             })
             .sum();
-        if err < best.0 {
-            best = (err, scale);
-        }
-    }
-    Ok(best.1)
+        (err, scale)
+    });
+    let (_, scale) = candidates
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .expect("CLIP_STEPS is not empty");
+    Ok(scale)
 }
 
 /// Burn quantized tensor data holding `q` (shape `shape`, quantized by `rule`).
@@ -507,5 +516,27 @@ mod tests {
             },
         );
         assert!(nan.is_err());
+        let rule = Rule {
+            bits: Bits::Q8,
+            block: vec![16],
+        };
+        assert!(quantize_values(&v[..60], &[4, 16], &rule).is_err());
+    }
+
+    #[test]
+    fn tiny_and_zero_blocks_get_positive_scales() {
+        let rule = Rule {
+            bits: Bits::Q8,
+            block: vec![8],
+        };
+        let mut v = vec![0.0f32; 16];
+        v[8] = 1e-9;
+        let q = quantize_values(&v, &[2, 8], &rule).unwrap();
+        assert!(
+            q.scales.iter().all(|&s| s > 0.0 && s.is_finite()),
+            "{:?}",
+            q.scales
+        );
+        assert!(q.dequantize().iter().all(|x| x.is_finite()));
     }
 }
