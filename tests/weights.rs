@@ -196,8 +196,10 @@ fn published_checkpoint_hash_matches() {
     );
 }
 
-/// The same checkpoint always converts to the same bytes (no random parameter ids), so the sha256 of a `.bpk` can be
-/// published and checked (the browser does).
+/// The same checkpoint always converts to the same bytes (no random parameter ids), so
+/// the sha256 of a `.bpk` can be published and checked (the browser does); and the
+/// quantized files the tests read are those bytes (not a stale conversion from an older
+/// quantizer).
 #[test]
 fn bpk_conversion_is_deterministic() {
     let device = Device::flex();
@@ -206,22 +208,13 @@ fn bpk_conversion_is_deterministic() {
         let a = weights::save_bpk(&model, p).unwrap();
         let b = weights::save_bpk(&model, p).unwrap();
         assert!(a == b, "{}: two conversions differ", p.name());
-    }
-}
-
-/// The quantized files the tests read are the ones this code writes (not a stale
-/// conversion from an older quantizer).
-#[test]
-fn shipped_bpk_files_are_current() {
-    let device = Device::flex();
-    let model = weights::load_bpk(weights_file(&Precision::Fp32.file_name()), &device).unwrap();
-    for p in [Precision::Int8, Precision::Int4] {
-        let fresh = weights::save_bpk(&model, p).unwrap();
-        assert!(
-            fresh == weights_file(&p.file_name()),
-            "{} differs from a fresh conversion: run `medfm weights fetch` again",
-            p.file_name()
-        );
+        if p != Precision::Fp32 {
+            assert!(
+                a == weights_file(&p.file_name()),
+                "{} differs from a fresh conversion: run `medfm weights fetch` again",
+                p.file_name()
+            );
+        }
     }
 }
 

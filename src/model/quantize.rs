@@ -21,6 +21,7 @@ use burn::tensor::{DType, TensorData};
 
 use super::Error;
 use super::sam::Sam;
+use super::weights::LITE_MEDSAM;
 
 /// Bits per quantized value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,16 @@ pub struct Rule {
     pub block: Vec<u8>,
 }
 
+impl Rule {
+    /// `bits` per value in blocks of `block` (trailing dimensions).
+    pub fn new(bits: Bits, block: &[u8]) -> Self {
+        Self {
+            bits,
+            block: block.to_vec(),
+        }
+    }
+}
+
 /// Which parameters are quantized and how: `(path, shape) -> Some(rule)`, `None` keeps f32.
 pub type Plan<'a> = &'a dyn Fn(&str, &[usize]) -> Option<Rule>;
 
@@ -72,6 +83,8 @@ pub const CLIP_STEPS: [f32; 11] = [
 const SCALE_DTYPE: ScaleDtype = ScaleDtype::F16;
 /// Smallest positive f16 (2^-24): the smallest scale [`SCALE_DTYPE`] stores.
 const MIN_SCALE: f32 = 5.960_464_5e-8;
+// `to_tensor_data` writes the 4-bit tensors' scales as f16 itself.
+const _: () = assert!(matches!(SCALE_DTYPE, ScaleDtype::F16));
 
 /// Block layout of a tensor: per dimension its extent, its block extent, the number of
 /// blocks. Errors when the block does not tile the shape.
@@ -263,7 +276,8 @@ pub fn to_tensor_data(q: &QTensor, shape: &[usize], rule: &Rule) -> TensorData {
     }
 }
 
-/// Values per block along a Linear layer's output axis: 8-bit.
+/// Values per 8-bit block: along a Linear layer's output axis, or the input channels of
+/// the neck's 1x1 convolution.
 pub const BLOCK_Q8: u8 = 32;
 /// Values per block along a Linear layer's output axis: 4-bit.
 pub const BLOCK_Q4: u8 = 16;
@@ -298,29 +312,20 @@ fn quantized(precision: super::Precision, path: &str, shape: &[usize]) -> Option
     match shape {
         [_, out] if !embedding => {
             if precision == super::Precision::Int4 && decoder && out % BLOCK_Q4 as usize == 0 {
-                Some(Rule {
-                    bits: Bits::Q4,
-                    block: vec![BLOCK_Q4],
-                })
+                Some(Rule::new(Bits::Q4, &[BLOCK_Q4]))
             } else if out % BLOCK_Q8 as usize == 0 {
-                Some(Rule {
-                    bits: Bits::Q8,
-                    block: vec![BLOCK_Q8],
-                })
+                Some(Rule::new(Bits::Q8, &[BLOCK_Q8]))
             } else {
                 None
             }
         }
         [_, inputs, kh, kw] if path.starts_with("image_encoder.neck.") => {
-            let per_block = if kh * kw == 1 && inputs % 32 == 0 {
-                32
+            let per_block = if kh * kw == 1 && inputs % BLOCK_Q8 as usize == 0 {
+                BLOCK_Q8
             } else {
                 1
             };
-            Some(Rule {
-                bits: Bits::Q8,
-                block: vec![per_block, *kh as u8, *kw as u8],
-            })
+            Some(Rule::new(Bits::Q8, &[per_block, *kh as u8, *kw as u8]))
         }
         _ => None,
     }
@@ -340,12 +345,7 @@ pub fn fake_quantize(model: Sam, plan: Plan) -> Result<Sam, Error> {
     })?;
     let mut model = model;
     let result = model.apply(packs, None, None, false);
-    if !result.errors.is_empty() {
-        return Err(Error::Weights(format!(
-            "quantized tensors do not fit the model: {:?}",
-            result.errors
-        )));
-    }
+    super::weights::check_applied(&result, "the quantized tensors", LITE_MEDSAM, true)?;
     Ok(model)
 }
 
@@ -428,44 +428,17 @@ mod tests {
 
     #[test]
     fn packed_4bit_and_blocked_8bit_decode_in_burn_as_written() {
-        burn_round_trip(
-            &[64, 48],
-            Rule {
-                bits: Bits::Q4,
-                block: vec![16],
-            },
-        );
-        burn_round_trip(
-            &[40, 64],
-            Rule {
-                bits: Bits::Q8,
-                block: vec![32],
-            },
-        );
-        burn_round_trip(
-            &[16, 8, 3, 3],
-            Rule {
-                bits: Bits::Q8,
-                block: vec![1, 3, 3],
-            },
-        );
-        burn_round_trip(
-            &[16, 64, 1, 1],
-            Rule {
-                bits: Bits::Q8,
-                block: vec![32, 1, 1],
-            },
-        );
+        burn_round_trip(&[64, 48], Rule::new(Bits::Q4, &[16]));
+        burn_round_trip(&[40, 64], Rule::new(Bits::Q8, &[32]));
+        burn_round_trip(&[16, 8, 3, 3], Rule::new(Bits::Q8, &[1, 3, 3]));
+        burn_round_trip(&[16, 64, 1, 1], Rule::new(Bits::Q8, &[32, 1, 1]));
     }
 
     #[test]
     fn searched_scales_beat_min_max_on_outliers() {
         let values = weights(4096);
         for bits in [Bits::Q4, Bits::Q8] {
-            let rule = Rule {
-                bits,
-                block: vec![32],
-            };
+            let rule = Rule::new(bits, &[32]);
             let q = quantize_values(&values, &[128, 32], &rule).unwrap();
             let searched: f32 = values
                 .iter()
@@ -489,46 +462,19 @@ mod tests {
     #[test]
     fn blocks_that_do_not_tile_and_unpackable_4bit_are_refused() {
         let v = weights(64);
-        let bad_block = quantize_values(
-            &v,
-            &[4, 16],
-            &Rule {
-                bits: Bits::Q8,
-                block: vec![5],
-            },
-        );
+        let bad_block = quantize_values(&v, &[4, 16], &Rule::new(Bits::Q8, &[5]));
         assert!(bad_block.is_err());
-        let odd_row = quantize_values(
-            &v,
-            &[16, 4],
-            &Rule {
-                bits: Bits::Q4,
-                block: vec![4],
-            },
-        );
+        let odd_row = quantize_values(&v, &[16, 4], &Rule::new(Bits::Q4, &[4]));
         assert!(odd_row.unwrap_err().to_string().contains("packed"));
-        let nan = quantize_values(
-            &[f32::NAN; 8],
-            &[1, 8],
-            &Rule {
-                bits: Bits::Q8,
-                block: vec![8],
-            },
-        );
+        let nan = quantize_values(&[f32::NAN; 8], &[1, 8], &Rule::new(Bits::Q8, &[8]));
         assert!(nan.is_err());
-        let rule = Rule {
-            bits: Bits::Q8,
-            block: vec![16],
-        };
+        let rule = Rule::new(Bits::Q8, &[16]);
         assert!(quantize_values(&v[..60], &[4, 16], &rule).is_err());
     }
 
     #[test]
     fn tiny_and_zero_blocks_get_positive_scales() {
-        let rule = Rule {
-            bits: Bits::Q8,
-            block: vec![8],
-        };
+        let rule = Rule::new(Bits::Q8, &[8]);
         let mut v = vec![0.0f32; 16];
         v[8] = 1e-9;
         let q = quantize_values(&v, &[2, 8], &rule).unwrap();

@@ -42,7 +42,7 @@ pub const LITE_MEDSAM_TENSORS: usize = 435;
 /// Number of scalar values in the upstream state dict.
 pub const LITE_MEDSAM_VALUES: usize = 9_801_439;
 /// What the LiteMedSAM files are checked against.
-const LITE_MEDSAM: &str = "the LiteMedSAM architecture";
+pub(crate) const LITE_MEDSAM: &str = "the LiteMedSAM architecture";
 /// Metadata key written into every `.bpk` we produce.
 pub const BPK_MODEL_KEY: &str = "medfm.model";
 /// Metadata value for LiteMedSAM.
