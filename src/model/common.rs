@@ -7,8 +7,10 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+
+use super::cpu_ops::gelu;
 
 /// Channel-wise LayerNorm over `[B, C, H, W]` (normalises across C at each pixel).
 #[derive(Module, Debug)]
@@ -162,4 +164,13 @@ impl Mlp {
         }
         x
     }
+}
+
+/// The same values, laid out contiguously: a strided view (after `swap_dims` or `permute`)
+/// is copied once, a contiguous tensor is returned as is (reshaping to one dimension is a
+/// view only when the data is already contiguous). Elementwise ops on the CPU backend
+/// take their fast path only on contiguous data.
+pub fn contiguous<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    x.reshape([dims.iter().product::<usize>()]).reshape(dims)
 }

@@ -7,10 +7,10 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::common::{LayerNorm2d, Mlp};
+use super::cpu_ops::gelu;
 use super::two_way_transformer::TwoWayTransformer;
 
 /// Hyper-parameters of the mask decoder.

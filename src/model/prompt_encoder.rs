@@ -8,10 +8,10 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::common::LayerNorm2d;
+use super::cpu_ops::gelu;
 
 /// Hyper-parameters of the prompt encoder.
 #[derive(Config, Debug)]

@@ -72,6 +72,10 @@ pub struct Sam {
 pub struct Embedding {
     /// The encoder output.
     pub tensor: Tensor<4>,
+    /// The dense positional encoding of the embedding grid, `[1, 256, 64, 64]`: the same for
+    /// every image of a model, computed with the embedding so that decodes reuse it (13 ms
+    /// per decode on 2 CPU cores otherwise). `None`: each decode computes it.
+    pub image_pe: Option<Tensor<4>>,
 }
 
 /// The prompts of one decode call, in model-input coordinates (the 256x256 space after
@@ -107,9 +111,9 @@ impl Sam {
             )));
         }
         let _span = tracing::info_span!("embed").entered();
-        Ok(Embedding {
-            tensor: self.image_encoder.forward(image),
-        })
+        let tensor = self.image_encoder.forward(image);
+        let image_pe = Some(self.prompt_encoder.dense_pe(&tensor.device()));
+        Ok(Embedding { tensor, image_pe })
     }
 
     /// Decode one prompt set against a cached embedding.
@@ -153,7 +157,10 @@ impl Sam {
         let dense = self
             .prompt_encoder
             .embed_dense(prompts.mask.clone(), &device);
-        let image_pe = self.prompt_encoder.dense_pe(&device);
+        let image_pe = match &embedding.image_pe {
+            Some(pe) => pe.clone(),
+            None => self.prompt_encoder.dense_pe(&device),
+        };
         let (low_res_logits, iou) = self.mask_decoder.forward(
             embedding.tensor.clone(),
             image_pe,

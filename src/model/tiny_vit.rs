@@ -15,10 +15,11 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
+use super::cpu_ops::gelu;
 
 /// Hyper-parameters of TinyViT.
 #[derive(Config, Debug)]

@@ -83,6 +83,7 @@ mod tests {
         };
         let emb = Embedding {
             tensor: Tensor::<4>::zeros([1, 1, 1, 1], &Device::flex()),
+            image_pe: None,
         };
         (pre, emb)
     }
