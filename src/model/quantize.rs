@@ -276,25 +276,30 @@ pub fn to_tensor_data(q: &QTensor, shape: &[usize], rule: &Rule) -> TensorData {
     }
 }
 
-/// Values per 8-bit block: along a Linear layer's output axis, or the input channels of
-/// the neck's 1x1 convolution.
+/// Values per 8-bit block: along an encoder Linear layer's output axis, or the input
+/// channels of a 1x1 convolution, or the output channels of a transposed convolution.
 pub const BLOCK_Q8: u8 = 32;
+/// Values per 8-bit block along a mask-decoder Linear layer's output axis (the scales of
+/// 32-value blocks cost 122 KB there; the masks did not move more with 64, see `plan`).
+pub const BLOCK_Q8_DECODER: u8 = 64;
 /// Values per block along a Linear layer's output axis: 4-bit.
 pub const BLOCK_Q4: u8 = 16;
 
 /// The plan of a shipped precision.
 ///
-/// - `Int8`: every Linear weight 8-bit in blocks of [`BLOCK_Q8`] output values, and the
-///   neck's two convolutions 8-bit per block of one output channel's 3x3 taps (32 input
-///   channels for the 1x1);
+/// - `Int8`: every Linear weight 8-bit in blocks of [`BLOCK_Q8`] output values (the mask
+///   decoder's: [`BLOCK_Q8_DECODER`]); 8-bit convolutions: the neck's two (per block of
+///   one output channel's 3x3 taps, 32 input channels for the 1x1), the 1x1 convolutions
+///   of the patch mergings into the 160- and 320-channel stages (blocks of 32 input
+///   channels) and the decoder's two transposed convolutions (32 output channels x 2x2).
 /// - `Int4`: the same, except the mask decoder's Linear weights, 4-bit in blocks of
 ///   [`BLOCK_Q4`] (layers whose width is not a multiple of it stay 8-bit).
 ///
-/// Everything else stays f32: the other convolutions (per-tensor or per-channel 8-bit
-/// on any single one of the early convolutions moves the embedding as much as 8-bit on all
-/// Linear layers together, measured on calibration images), norms, biases, embeddings,
-/// tokens, attention biases and the positional-encoding matrix. Measurements behind the
-/// choice: README, "Weights files and quantization".
+/// Everything else stays f32: the early convolutions (per-tensor or per-channel 8-bit
+/// on any single one of them moves the embedding as much as 8-bit on all Linear layers
+/// together, measured on calibration images), the depthwise ones, norms, biases,
+/// embeddings, tokens, attention biases and the positional-encoding matrix. Measurements
+/// behind the choice: README, "Weights files and quantization".
 pub fn plan(precision: super::Precision) -> impl Fn(&str, &[usize]) -> Option<Rule> {
     move |path: &str, shape: &[usize]| quantized(precision, path, shape)
 }
@@ -313,11 +318,29 @@ fn quantized(precision: super::Precision, path: &str, shape: &[usize]) -> Option
         [_, out] if !embedding => {
             if precision == super::Precision::Int4 && decoder && out % BLOCK_Q4 as usize == 0 {
                 Some(Rule::new(Bits::Q4, &[BLOCK_Q4]))
+            } else if decoder && out % BLOCK_Q8_DECODER as usize == 0 {
+                Some(Rule::new(Bits::Q8, &[BLOCK_Q8_DECODER]))
             } else if out % BLOCK_Q8 as usize == 0 {
                 Some(Rule::new(Bits::Q8, &[BLOCK_Q8]))
             } else {
                 None
             }
+        }
+        // Transposed convolutions of the decoder's upscaling, `[in, out, 2, 2]`: blocks of
+        // 32 output channels times the kernel.
+        [_, outputs, kh, kw]
+            if path.starts_with("mask_decoder.output_upscaling.")
+                && outputs % BLOCK_Q8 as usize == 0 =>
+        {
+            Some(Rule::new(Bits::Q8, &[BLOCK_Q8, *kh as u8, *kw as u8]))
+        }
+        // The 1x1 convolutions of the later patch mergings (into the 160 and 320 stages).
+        [_, inputs, 1, 1]
+            if (path.starts_with("image_encoder.layer1.downsample.")
+                || path.starts_with("image_encoder.layer2.downsample."))
+                && inputs % BLOCK_Q8 as usize == 0 =>
+        {
+            Some(Rule::new(Bits::Q8, &[BLOCK_Q8, 1, 1]))
         }
         [_, inputs, kh, kw] if path.starts_with("image_encoder.neck.") => {
             let per_block = if kh * kw == 1 && inputs % BLOCK_Q8 as usize == 0 {
@@ -432,6 +455,8 @@ mod tests {
         burn_round_trip(&[40, 64], Rule::new(Bits::Q8, &[32]));
         burn_round_trip(&[16, 8, 3, 3], Rule::new(Bits::Q8, &[1, 3, 3]));
         burn_round_trip(&[16, 64, 1, 1], Rule::new(Bits::Q8, &[32, 1, 1]));
+        burn_round_trip(&[8, 64, 2, 2], Rule::new(Bits::Q8, &[32, 2, 2]));
+        burn_round_trip(&[24, 128], Rule::new(Bits::Q8, &[BLOCK_Q8_DECODER]));
     }
 
     #[test]
