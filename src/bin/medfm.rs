@@ -1036,7 +1036,28 @@ fn cmd_bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Keeps freed memory in the process heap instead of handing it back to the kernel.
+///
+/// glibc serves every allocation above its mmap threshold (at most 32 MiB, and the
+/// encoder's first-stage tensors are 64 MiB) with a fresh `mmap` and returns it with
+/// `munmap` when freed, so every such tensor costs page faults and kernel zeroing: 0.8 s of
+/// a 2.4 s encode on 2 cores (BENCHMARKS.md). With mmap off and trimming off, freed blocks
+/// are reused; peak RSS stays the same. `MEDFM_SYSTEM_MALLOC=1` keeps glibc's defaults (for
+/// comparisons).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MEDFM_SYSTEM_MALLOC").is_none() {
+        // SAFETY: mallopt only changes allocator parameters; it is called before any
+        // other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Segment(args) => cmd_segment(args),
