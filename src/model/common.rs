@@ -43,6 +43,18 @@ impl LayerNorm2d {
         let b = self.bias.val().reshape([1, c, 1, 1]);
         x * w + b
     }
+
+    /// The same normalisation on channels-last data: `[B, N, C] -> [B, N, C]`.
+    pub fn forward_channels_last(&self, x: Tensor<3>) -> Tensor<3> {
+        let [_, _, c] = x.dims();
+        let u = x.clone().mean_dim(2);
+        let d = x - u;
+        let s = d.clone().square().mean_dim(2);
+        let x = d / (s + self.eps).sqrt();
+        let w = self.weight.val().reshape([1, 1, c]);
+        let b = self.bias.val().reshape([1, 1, c]);
+        x * w + b
+    }
 }
 
 /// A convolution whose BatchNorm has been folded into its weight and bias at import.

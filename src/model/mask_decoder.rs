@@ -51,10 +51,37 @@ pub struct OutputUpscaling {
 }
 
 impl OutputUpscaling {
-    /// `[B, 256, 64, 64] -> [B, 32, 256, 256]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = gelu(self.ln.forward(self.conv1.forward(x)));
-        gelu(self.conv2.forward(x))
+    /// The image tokens of an `h x w` grid, channels last, upscaled 4x:
+    /// `[B, h*w, 256] -> [B, 4h*4w, 32]` (pixels row-major, channels last). The same values
+    /// as upstream's channels-first Sequential; each transposed convolution (2x2, stride 2:
+    /// the kernel taps do not overlap) is one matrix product, the LayerNorm2d normalises
+    /// the last axis.
+    pub fn forward(&self, x: Tensor<3>, h: usize, w: usize) -> Tensor<3> {
+        let x = conv_transpose_2x2(&self.conv1, x, h, w);
+        let x = gelu(self.ln.forward_channels_last(x));
+        gelu(conv_transpose_2x2(&self.conv2, x, 2 * h, 2 * w))
+    }
+}
+
+/// A 2x2 stride-2 transposed convolution (no padding, one group) on channels-last tokens:
+/// `x [B, h*w, Ci] -> [B, 2h*2w, Co]` with `conv.weight [Ci, Co, 2, 2]`, as
+/// `x @ W[Ci, (a, b, Co)]`, the two taps `(a, b)` then moved to pixel `(2i + a, 2j + b)`.
+fn conv_transpose_2x2(conv: &ConvTranspose2d, x: Tensor<3>, h: usize, w: usize) -> Tensor<3> {
+    let [ci, co, _, _] = conv.weight.dims();
+    let [b, _, _] = x.dims();
+    let weight = conv
+        .weight
+        .val()
+        .permute([0, 2, 3, 1])
+        .reshape([1, ci, 4 * co]);
+    let y = x
+        .matmul(weight) // [B, h*w, (a, b, Co)]
+        .reshape([b, h, w, 2, 2, co])
+        .permute([0, 1, 3, 2, 4, 5]) // [B, h, a, w, b, Co]
+        .reshape([b, 4 * h * w, co]);
+    match &conv.bias {
+        Some(bias) => y + bias.val().reshape([1, 1, co]),
+        None => y,
     }
 }
 
@@ -140,13 +167,12 @@ impl MaskDecoder {
         let tokens = Tensor::cat(vec![output_tokens.unsqueeze_dim::<3>(0), sparse], 1);
 
         let src = image_embeddings + dense;
-        let [b, c, h, w] = src.dims();
+        let [b, _, h, w] = src.dims();
         let (hs, src) = self.transformer.forward(src, image_pe, tokens);
         let iou_token_out = hs.clone().narrow(1, 0, 1).squeeze_dim::<2>(1);
         let mask_tokens_out = hs.narrow(1, 1, n_mask);
 
-        let src = src.swap_dims(1, 2).reshape([b, c, h, w]);
-        let upscaled = self.output_upscaling.forward(src);
+        let upscaled = self.output_upscaling.forward(src, h, w); // [B, 16*h*w, C/8]
         let hyper_in: Vec<Tensor<2>> = self
             .output_hypernetworks_mlps
             .iter()
@@ -156,13 +182,52 @@ impl MaskDecoder {
             })
             .collect();
         let hyper_in = Tensor::stack::<3>(hyper_in, 1); // [B, M, C/8]
-        let [b, cu, hu, wu] = upscaled.dims();
         let masks = hyper_in
-            .matmul(upscaled.reshape([b, cu, hu * wu]))
-            .reshape([b, n_mask, hu, wu]);
+            .matmul(upscaled.swap_dims(1, 2))
+            .reshape([b, n_mask, 4 * h, 4 * w]);
         let iou = self.iou_prediction_head.forward(iou_token_out);
 
         let (start, len) = if multimask { (1, n_mask - 1) } else { (0, 1) };
         (masks.narrow(1, start, len), iou.narrow(1, start, len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// The channels-last upscaling equals upstream's channels-first Sequential
+    /// (Burn's transposed convolutions, LayerNorm2d, GELU), with nonzero norm parameters.
+    #[test]
+    fn channels_last_upscaling_equals_the_convolutions() {
+        let device = Device::flex();
+        let init = |i: usize, o: usize| {
+            ConvTranspose2dConfig::new([i, o], [2, 2])
+                .with_stride([2, 2])
+                .init(&device)
+        };
+        let mut up = OutputUpscaling {
+            conv1: init(32, 16),
+            ln: LayerNorm2d::new(16, &device),
+            conv2: init(16, 8),
+        };
+        let rand = |n: usize| Tensor::<1>::random([n], Distribution::Uniform(0.5, 1.5), &device);
+        up.ln.weight = burn::module::Param::from_tensor(rand(16));
+        up.ln.bias = burn::module::Param::from_tensor(rand(16) - 1.0);
+        let (h, w) = (5, 7);
+        let x = Tensor::<4>::random([2, 32, h, w], Distribution::Normal(0.0, 1.0), &device);
+
+        let reference = gelu(
+            up.conv2
+                .forward(gelu(up.ln.forward(up.conv1.forward(x.clone())))),
+        );
+        let tokens = x.flatten::<3>(2, 3).swap_dims(1, 2); // [B, h*w, C]
+        let ours = up
+            .forward(tokens, h, w) // [B, 16*h*w, 8]
+            .swap_dims(1, 2)
+            .reshape([2, 8, 4 * h, 4 * w]);
+        let d = (ours - reference).abs().max().into_scalar::<f32>();
+        assert!(d < 1e-5, "max |diff| {d}");
     }
 }
