@@ -69,10 +69,13 @@ impl Attention {
             .val()
             .reshape([dim, h, c])
             .permute([1, 2, 0]); // [H, c, dim]
-        let qk = q.matmul(wk.unsqueeze_dim::<4>(0)); // [B, H, Nq, dim]
-        let kt = k.swap_dims(1, 2).unsqueeze_dim::<4>(1); // [B, 1, dim, Nk]
-        let attn = softmax(qk.matmul(kt) / (c as f64).sqrt(), 3); // [B, H, Nq, Nk]
-        let pv = attn.matmul(v.unsqueeze_dim::<4>(1)); // [B, H, Nq, dim]
+        let [b, _, nq, _] = q.dims();
+        // The heads share k and v: one product over all heads' queries (H*Nq rows) each.
+        let qk = q
+            .matmul(wk.unsqueeze_dim::<4>(0)) // [B, H, Nq, dim]
+            .reshape([b, h * nq, dim]);
+        let attn = softmax(qk.matmul(k.swap_dims(1, 2)) / (c as f64).sqrt(), 2); // [B, H*Nq, Nk]
+        let pv = attn.matmul(v).reshape([b, h, nq, dim]); // [B, H, Nq, dim]
         let wv = self
             .v_proj
             .weight
@@ -84,9 +87,8 @@ impl Attention {
             Some(bias) => out + bias.val().reshape([1, h, 1, c]),
             None => out,
         };
-        let [b, _, n, _] = out.dims();
         self.out_proj
-            .forward(out.swap_dims(1, 2).reshape([b, n, internal]))
+            .forward(out.swap_dims(1, 2).reshape([b, nq, internal]))
     }
 
     /// Image→token cross-attention (many queries, few keys) computed without projecting
