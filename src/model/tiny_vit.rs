@@ -15,11 +15,10 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
-use super::cpu_ops::gelu;
+use super::cpu_ops::{gelu, softmax};
 
 /// Hyper-parameters of TinyViT.
 #[derive(Config, Debug)]

@@ -5,10 +5,10 @@
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::common::{MlpBlock, contiguous};
+use super::cpu_ops::softmax;
 
 /// Multi-head attention with an optional down-projection of the internal width.
 #[derive(Module, Debug)]

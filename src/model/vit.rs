@@ -15,11 +15,10 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::Error;
-use super::cpu_ops::gelu;
+use super::cpu_ops::{gelu, softmax};
 
 /// The fields of a Hugging Face DINOv2 `config.json` this implementation reads.
 #[derive(Debug, Clone, serde::Deserialize)]
