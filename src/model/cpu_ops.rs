@@ -27,7 +27,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if x.dtype() != DType::F32 || !matches!(x.device().as_dispatch(), DispatchDevice::Flex(_)) {
         return activation::gelu(x);
     }
-    Tensor::from_primitive::<Flex>(map_f32(primitive(x), gelu_slice))
+    Tensor::from_primitive::<Flex>(map_f32(primitive(x), 1, gelu_slice))
 }
 
 /// Softmax along `dim`, as `burn::tensor::activation::softmax`. On the flex backend with
@@ -44,29 +44,7 @@ pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     {
         return activation::softmax(x, dim);
     }
-    let mut t = primitive(x);
-    let total = t.layout().num_elements();
-    let shape = t.layout().shape().clone();
-    if t.is_unique()
-        && t.layout().contiguous_offsets() == Some((0, total))
-        && let Some(storage) = t.try_storage_mut::<f32>()
-    {
-        par_split(&mut storage[..total], n, |_, rows| softmax_rows(rows, n));
-        return Tensor::from_primitive::<Flex>(t);
-    }
-    let c = t.to_contiguous();
-    let mut values = match c.as_slice::<f32>() {
-        Some(s) => s.to_vec(),
-        // Unreachable: `to_contiguous` returns a contiguous f32 tensor.
-        None => panic!("to_contiguous gave a non-contiguous tensor"),
-    };
-    par_split(&mut values, n, |_, rows| softmax_rows(rows, n));
-    let out = FlexTensor::new(
-        Bytes::from_elems(values),
-        Layout::contiguous(shape),
-        DType::F32,
-    );
-    Tensor::from_primitive::<Flex>(out)
+    Tensor::from_primitive::<Flex>(map_f32(primitive(x), n, |rows| softmax_rows(rows, n)))
 }
 
 fn softmax_rows(rows: &mut [f32], n: usize) {
@@ -205,14 +183,14 @@ fn dw3x3_plane(out: &mut [f32], x: &[f32], k: &[f32; 9], bias: f32, h: usize, w:
     }
 }
 
-/// Applies `f` to every value of an f32 tensor: in place when the tensor owns its storage
-/// contiguously from offset 0 (the usual case: a fresh op output), else into a new
-/// contiguous tensor.
-fn map_f32(mut t: FlexTensor, f: fn(&mut [f32])) -> FlexTensor {
+/// Applies `f` to the values of an f32 tensor, `unit` values (one row) at a time, rows
+/// split over the threads: in place when the tensor owns its storage contiguously from
+/// offset 0 (the usual case: a fresh op output), else into a new contiguous tensor.
+fn map_f32(mut t: FlexTensor, unit: usize, f: impl Fn(&mut [f32]) + Sync) -> FlexTensor {
     let n = t.layout().num_elements();
     let in_place = t.is_unique() && t.layout().contiguous_offsets() == Some((0, n));
     if in_place && let Some(storage) = t.try_storage_mut::<f32>() {
-        par_chunks(&mut storage[..n], f);
+        par_split(&mut storage[..n], unit, |_, rows| f(rows));
         return t;
     }
     let shape = t.layout().shape().clone();
@@ -222,7 +200,7 @@ fn map_f32(mut t: FlexTensor, f: fn(&mut [f32])) -> FlexTensor {
         // Unreachable: `to_contiguous` returns a contiguous f32 tensor.
         None => panic!("to_contiguous gave a non-contiguous tensor"),
     };
-    par_chunks(&mut values, f);
+    par_split(&mut values, unit, |_, rows| f(rows));
     FlexTensor::new(
         Bytes::from_elems(values),
         Layout::contiguous(shape),
@@ -267,11 +245,6 @@ fn par_split(data: &mut [f32], unit: usize, f: impl Fn(usize, &mut [f32]) + Sync
             f(0, c);
         }
     });
-}
-
-/// [`par_split`] for an elementwise `f`.
-fn par_chunks(data: &mut [f32], f: fn(&mut [f32])) {
-    par_split(data, 1, |_, c| f(c));
 }
 
 fn gelu_slice(values: &mut [f32]) {

@@ -63,12 +63,7 @@ impl Attention {
         let [dim, internal] = self.k_proj.weight.dims();
         let c = internal / h;
         let q = self.separate_heads(self.q_proj.forward(q)); // [B, H, Nq, c]
-        let wk = self
-            .k_proj
-            .weight
-            .val()
-            .reshape([dim, h, c])
-            .permute([1, 2, 0]); // [H, c, dim]
+        let wk = self.per_head(&self.k_proj).swap_dims(1, 2); // [H, c, dim]
         let [b, _, nq, _] = q.dims();
         // The heads share k and v: one product over all heads' queries (H*Nq rows) each.
         let qk = q
@@ -76,12 +71,7 @@ impl Attention {
             .reshape([b, h * nq, dim]);
         let attn = softmax(qk.matmul(k.swap_dims(1, 2)) / (c as f64).sqrt(), 2); // [B, H*Nq, Nk]
         let pv = attn.matmul(v).reshape([b, h, nq, dim]); // [B, H, Nq, dim]
-        let wv = self
-            .v_proj
-            .weight
-            .val()
-            .reshape([dim, h, c])
-            .permute([1, 0, 2]); // [H, dim, c]
+        let wv = self.per_head(&self.v_proj); // [H, dim, c]
         let out = pv.matmul(wv.unsqueeze_dim::<4>(0)); // [B, H, Nq, c]
         let out = match &self.v_proj.bias {
             Some(bias) => out + bias.val().reshape([1, h, 1, c]),
@@ -107,12 +97,7 @@ impl Attention {
         let nk = k.dims()[1];
         let kt = self.separate_heads(self.k_proj.forward(k)).swap_dims(2, 3); // [B, H, c, Nk]
         let v = self.separate_heads(self.v_proj.forward(v)); // [B, H, Nk, c]
-        let wq = self
-            .q_proj
-            .weight
-            .val()
-            .reshape([dim, h, c])
-            .permute([1, 0, 2]); // [H, dim, c]
+        let wq = self.per_head(&self.q_proj); // [H, dim, c]
         let m = wq
             .unsqueeze_dim::<4>(0)
             .matmul(kt.clone()) // [B, H, dim, Nk]
@@ -137,6 +122,17 @@ impl Attention {
             Some(bias) => out + bias.val().reshape([1, 1, dim]),
             None => out,
         }
+    }
+
+    /// A `[dim, internal]` projection's weight split by head: `[heads, dim, internal / heads]`.
+    fn per_head(&self, projection: &Linear) -> Tensor<3> {
+        let [dim, internal] = projection.weight.dims();
+        let h = self.num_heads;
+        projection
+            .weight
+            .val()
+            .reshape([dim, h, internal / h])
+            .permute([1, 0, 2])
     }
 
     /// `[B, N, C] -> [B, heads, N, C / heads]`.
