@@ -34,26 +34,24 @@ impl LayerNorm2d {
 
     /// `[B, C, H, W] -> [B, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, c, _, _] = x.dims();
-        let u = x.clone().mean_dim(1);
-        let d = x - u;
-        let s = d.clone().square().mean_dim(1);
-        let x = d / (s + self.eps).sqrt();
-        let w = self.weight.val().reshape([1, c, 1, 1]);
-        let b = self.bias.val().reshape([1, c, 1, 1]);
-        x * w + b
+        self.normalize(x, 1)
     }
 
     /// The same normalisation on channels-last data: `[B, N, C] -> [B, N, C]`.
     pub fn forward_channels_last(&self, x: Tensor<3>) -> Tensor<3> {
-        let [_, _, c] = x.dims();
-        let u = x.clone().mean_dim(2);
+        self.normalize(x, 2)
+    }
+
+    /// Normalise across axis `dim` (the channels) at every other position, then scale and
+    /// shift per channel.
+    fn normalize<const D: usize>(&self, x: Tensor<D>, dim: usize) -> Tensor<D> {
+        let mut per_channel = [1; D];
+        per_channel[dim] = x.dims()[dim];
+        let u = x.clone().mean_dim(dim);
         let d = x - u;
-        let s = d.clone().square().mean_dim(2);
+        let s = d.clone().square().mean_dim(dim);
         let x = d / (s + self.eps).sqrt();
-        let w = self.weight.val().reshape([1, 1, c]);
-        let b = self.bias.val().reshape([1, 1, c]);
-        x * w + b
+        x * self.weight.val().reshape(per_channel) + self.bias.val().reshape(per_channel)
     }
 }
 

@@ -24,7 +24,7 @@ const MIN_PER_THREAD: usize = 1 << 16;
 /// (and PyTorch's `nn.GELU()`), for any shape. Same shape out; on the flex backend with f32
 /// data computed by [`erf`] (max |Δ| to libm's `erff` below 1e-6, see the tests).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() != DType::F32 || !matches!(x.device().as_dispatch(), DispatchDevice::Flex(_)) {
+    if !on_flex_f32(&x) {
         return activation::gelu(x);
     }
     Tensor::from_primitive::<Flex>(map_f32(primitive(x), 1, gelu_slice))
@@ -32,16 +32,12 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// Softmax along `dim`, as `burn::tensor::activation::softmax`. On the flex backend with
 /// f32 data and `dim` the last axis (every softmax of the model: attention rows), one fused
-/// pass per row (max, [`exp`] and sum, scale) with rows split over the threads; burn-flex
+/// pass per row (max, [`exp`], sum, scale on a row in cache) with rows split over the threads; burn-flex
 /// makes five passes on one thread with libm `expf` (9.5 ms for TinyViT's stage-2 scores,
 /// `[25, 5, 196, 196]`). Same shape out.
 pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     let n = x.dims()[D - 1];
-    if dim != D - 1
-        || n == 0
-        || x.dtype() != DType::F32
-        || !matches!(x.device().as_dispatch(), DispatchDevice::Flex(_))
-    {
+    if dim != D - 1 || n == 0 || !on_flex_f32(&x) {
         return activation::softmax(x, dim);
     }
     Tensor::from_primitive::<Flex>(map_f32(primitive(x), n, |rows| softmax_rows(rows, n)))
@@ -119,8 +115,7 @@ pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         && conv.weight.dims() == [c, 1, 3, 3]
         && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
         && w >= 2
-        && x.dtype() == DType::F32
-        && matches!(x.device().as_dispatch(), DispatchDevice::Flex(_));
+        && on_flex_f32(&x);
     if !fits {
         return conv.forward(x);
     }
@@ -150,6 +145,11 @@ pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         DType::F32,
     );
     Tensor::from_primitive::<Flex>(out)
+}
+
+/// Whether the fast paths apply: f32 data on the flex backend.
+fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && matches!(x.device().as_dispatch(), DispatchDevice::Flex(_))
 }
 
 /// The flex primitive of a float tensor whose device was checked to be flex.
