@@ -44,8 +44,8 @@ cargo test -- --nocapture --test-threads=1
 step "clippy (wasm32: the browser shell)"
 cargo clippy --lib --target wasm32-unknown-unknown --no-default-features -- -D warnings
 
-step "web app (trunk build: wasm32 library + worker + viewer + weights + samples -> dist/)"
-trunk build
+step "web app (trunk build --release: the shipped wasm32 library (profile wasm-release, wasm-opt) + worker + viewer + weights + samples -> dist/)"
+trunk build --release
 
 step "browser end-to-end (headless Chromium: forced CPU, then WebGPU on SwiftShader)"
 npm ci --prefix tests/browser --no-audit --no-fund --silent

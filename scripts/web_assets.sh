@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # trunk post-build hook (also usable by hand: web_assets.sh DIST): put the LiteMedSAM
 # weights (.bpk, made by scripts/weights.sh) and the bundled samples into the app, with a
-# manifest of sizes and sha256 the worker checks downloads against.
+# manifest of sizes and sha256 the worker checks downloads against; in release builds
+# (`trunk build --release`: profile wasm-release) size-optimise the engine's wasm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -27,3 +28,6 @@ cat > "$dest/samples/index.json" <<'JSON'
   {"name": "Head CT", "file": "samples/head_ct.dcm"}
 ]
 JSON
+if [ "${TRUNK_PROFILE:-}" = release ]; then
+  bash scripts/wasm_opt.sh "$dest/medfm_bg.wasm"
+fi

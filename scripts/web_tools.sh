@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the web build tools if missing or at another version: trunk 0.21.14 (0.22 needs
 # rustc 1.96) and wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock.
-# Nothing is downloaded at build time: Trunk.toml pins these versions and wasm-opt is off.
+# Nothing is downloaded at build time: Trunk.toml pins these versions; wasm-opt for release
+# builds is binaryen from npm (scripts/binaryen, installed here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRUNK_VERSION=0.21.14
@@ -15,4 +16,7 @@ fi
 if ! grep -qF "wasm_bindgen = \"$WBG_VERSION\"" Trunk.toml; then
   echo "Trunk.toml pins another wasm-bindgen than Cargo.lock ($WBG_VERSION): update [tools]" >&2
   exit 1
+fi
+if [ ! -f scripts/binaryen/node_modules/binaryen/bin/wasm-opt ]; then
+  npm ci --prefix scripts/binaryen --no-audit --no-fund --silent
 fi
