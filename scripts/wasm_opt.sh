@@ -9,16 +9,16 @@ wasm="${1:?usage: wasm_opt.sh FILE.wasm}"
 here="$(cd "$(dirname "$0")" && pwd)"
 opt="$here/binaryen/node_modules/binaryen/bin/wasm-opt"
 if [ ! -f "$opt" ]; then
-  npm ci --prefix "$here/binaryen" --no-audit --no-fund --silent
+  echo "wasm_opt.sh: $opt is missing: run scripts/web_tools.sh first" >&2
+  exit 1
 fi
-gz() { gzip -9 -c "$1" | wc -c; }
-before=$(stat -c %s "$wasm")
-before_gz=$(gz "$wasm")
+# Size of a file in MB (10^6 bytes): as it is, and gzip -9.
+mb() { awk "BEGIN { printf \"%.3f\", $1 / 1e6 }"; }
+sizes() { echo "$(mb "$(stat -c %s "$1")") MB (gzip -9 $(mb "$(gzip -9 -c "$1" | wc -c)") MB)"; }
+before=$(sizes "$wasm")
 # The features the engine is built with (wasm32 defaults + SIMD128, .cargo/config.toml).
 node "$opt" -Oz --enable-simd --enable-bulk-memory --enable-sign-ext \
   --enable-nontrapping-float-to-int --enable-mutable-globals --enable-reference-types \
   --enable-multivalue "$wasm" -o "$wasm.opt"
 mv "$wasm.opt" "$wasm"
-printf 'wasm_opt.sh: %s %.2f MB (gzip -9 %.2f MB) -> %.2f MB (gzip -9 %.3f MB)\n' "$(basename "$wasm")" \
-  "$(awk "BEGIN { print $before / 1e6 }")" "$(awk "BEGIN { print $before_gz / 1e6 }")" \
-  "$(awk "BEGIN { print $(stat -c %s "$wasm") / 1e6 }")" "$(awk "BEGIN { print $(gz "$wasm") / 1e6 }")"
+echo "wasm_opt.sh: $(basename "$wasm") $before -> $(sizes "$wasm")"
