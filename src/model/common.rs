@@ -10,7 +10,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::cpu_ops::{depthwise_conv3x3, gelu};
+use super::cpu_ops::{conv1x1, depthwise_conv3x3, gelu};
 
 /// Channel-wise LayerNorm over `[B, C, H, W]` (normalises across C at each pixel).
 #[derive(Module, Debug)]
@@ -103,10 +103,24 @@ impl Conv2dBnConfig {
 }
 
 impl Conv2dBn {
-    /// `[B, C_in, H, W] -> [B, C_out, H', W']` (depthwise 3x3 ones through the CPU fast
-    /// path of [`depthwise_conv3x3`] where it applies).
+    /// `[B, C_in, H, W] -> [B, C_out, H', W']` (1x1 and depthwise 3x3 ones through the CPU
+    /// fast paths [`conv1x1`] and [`depthwise_conv3x3`] where they apply).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        depthwise_conv3x3(&self.c, x)
+        if self.c.kernel_size == [1, 1] {
+            conv1x1(&self.c, x, None)
+        } else {
+            depthwise_conv3x3(&self.c, x)
+        }
+    }
+
+    /// `conv(x) + residual`, both `[B, C_out, H, W]` (a 1x1 convolution adds the residual
+    /// while it writes its output).
+    pub fn forward_add(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+        if self.c.kernel_size == [1, 1] {
+            conv1x1(&self.c, x, Some(residual))
+        } else {
+            self.forward(x) + residual
+        }
     }
 }
 

@@ -147,6 +147,145 @@ pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     Tensor::from_primitive::<Flex>(out)
 }
 
+/// A 1x1 convolution with stride 1, no padding and one group, plus `residual` when given:
+/// `x [B, C_in, H, W] -> conv(x) (+ residual) [B, C_out, H, W]` (TinyViT's MBConv and
+/// patch-merging projections, the neck's first convolution). burn-flex 0.22.1 zero-fills
+/// the output, lets the `gemm` crate split the product over threads by output channel
+/// (half speed with 64 of them) and adds the bias in a second pass: 41 ms for stage 0's
+/// 256 -> 64 projection on `[1, 256, 256, 256]` on 2 cores. Here each thread takes a block
+/// of pixels: it writes bias (+ residual) into its block, then one single-threaded product
+/// accumulates onto it (25 ms). Any other convolution, device or dtype goes to
+/// `conv.forward` (and adds `residual`).
+pub fn conv1x1(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tensor<4> {
+    let [b, c_in, h, w] = x.dims();
+    let c_out = conv.weight.dims()[0];
+    let fits = conv.kernel_size == [1, 1]
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && conv.weight.dims() == [c_out, c_in, 1, 1]
+        && matches!(
+            conv.padding,
+            PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
+        )
+        && residual
+            .as_ref()
+            .is_none_or(|r| r.dims() == [b, c_out, h, w] && on_flex_f32(r))
+        && on_flex_f32(&x);
+    if !fits {
+        let y = conv.forward(x);
+        return match residual {
+            Some(r) => y + r,
+            None => y,
+        };
+    }
+    let flex = |t: FlexTensor| t.to_contiguous();
+    let x = flex(primitive(x));
+    let weight = flex(primitive(conv.weight.val()));
+    let bias = conv.bias.as_ref().map(|b| flex(primitive(b.val())));
+    let residual = residual.map(|r| flex(primitive(r)));
+    let (Some(xs), Some(ws)) = (x.as_slice::<f32>(), weight.as_slice::<f32>()) else {
+        // Unreachable: contiguous f32 tensors (dtype checked above, weights are f32).
+        panic!("conv1x1: f32 data expected");
+    };
+    let bs = bias.as_ref().and_then(|b| b.as_slice::<f32>());
+    let rs = residual.as_ref().and_then(|r| r.as_slice::<f32>());
+    let plane = h * w;
+    let len = b * c_out * plane;
+    let mut out = vec![0.0f32; len];
+    // One pixel block per thread and image, of whole vectors (16 values). (Narrower
+    // blocks, e.g. 512 pixels so that GELU could follow in cache, made the products slower
+    // than the pass they saved.)
+    let block = plane.div_ceil(threads()).div_ceil(16).max(1) * 16;
+    let blocks = plane.div_ceil(block);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    par_tasks(b * blocks, |t| {
+        let (img, p0) = (t / blocks, (t % blocks) * block);
+        let width = block.min(plane - p0);
+        for ch in 0..c_out {
+            let row = img * c_out * plane + ch * plane + p0;
+            // SAFETY: `row..row + width` lies in `out`; every (image, block) pair is one
+            // task, so no other thread touches these values while this slice lives.
+            let dst_row = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(row), width) };
+            let bias = bs.map_or(0.0, |b| b[ch]);
+            match rs {
+                Some(r) => {
+                    for (d, &v) in dst_row.iter_mut().zip(&r[row..row + width]) {
+                        *d = v + bias;
+                    }
+                }
+                None => dst_row.fill(bias),
+            }
+        }
+        let dst = out_ptr.at(img * c_out * plane + p0);
+        // SAFETY: dst addresses `c_out` rows of `width` values at stride `plane`
+        // inside this task's block of `out`; lhs is the `[c_out, c_in]` weight matrix, rhs
+        // `c_in` rows of `width` pixels at stride `plane` inside `xs`. No other thread
+        // touches the block.
+        unsafe {
+            gemm::gemm(
+                c_out,
+                width,
+                c_in,
+                dst,
+                1,
+                plane as isize,
+                true,
+                ws.as_ptr(),
+                1,
+                c_in as isize,
+                xs.as_ptr().add(img * c_in * plane + p0),
+                1,
+                plane as isize,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    let out = FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(Shape::new([b, c_out, h, w])),
+        DType::F32,
+    );
+    Tensor::from_primitive::<Flex>(out)
+}
+
+/// A raw output pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used by `par_tasks` callers whose tasks write disjoint ranges.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer `i` values further (a method, so closures capture the whole wrapper).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// Runs `f(0..tasks)` over the CPU threads (tasks dealt round-robin; this thread takes its
+/// share too).
+fn par_tasks(tasks: usize, f: impl Fn(usize) + Sync) {
+    let parts = threads().min(tasks).max(1);
+    if parts == 1 {
+        (0..tasks).for_each(&f);
+        return;
+    }
+    std::thread::scope(|s| {
+        for part in 1..parts {
+            let f = &f;
+            s.spawn(move || (part..tasks).step_by(parts).for_each(f));
+        }
+        (0..tasks).step_by(parts).for_each(&f);
+    });
+}
+
 /// Whether the fast paths apply: f32 data on the flex backend.
 fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && matches!(x.device().as_dispatch(), DispatchDevice::Flex(_))
@@ -349,6 +488,49 @@ mod tests {
 
     /// The depthwise fast path equals Burn's convolution (with bias, on sizes with one
     /// and several planes per thread, non-square), and leaves other convolutions to Burn.
+    #[test]
+    fn conv1x1_matches_burn() {
+        use burn::nn::conv::Conv2dConfig;
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        // Odd pixel counts (blocks not a multiple of 16), a batch of two, no-bias and the
+        // neck's shape class; with and without a residual.
+        for ([b, ci, h, w], co, bias) in [
+            ([1, 8, 5, 3], 4, true),
+            ([2, 16, 33, 47], 24, true),
+            ([1, 64, 64, 64], 256, true),
+            ([1, 40, 16, 16], 32, false),
+        ] {
+            let conv = Conv2dConfig::new([ci, co], [1, 1])
+                .with_bias(bias)
+                .init(&device);
+            let x = Tensor::<4>::random([b, ci, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let r = Tensor::<4>::random([b, co, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let burn = conv.forward(x.clone());
+            let d = (conv1x1(&conv, x.clone(), None) - burn.clone())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(d < 1e-4, "[{b}, {ci}, {h}, {w}] -> {co}: max |diff| {d}");
+            let d = (conv1x1(&conv, x, Some(r.clone())) - (burn + r))
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(
+                d < 1e-4,
+                "[{b}, {ci}, {h}, {w}] -> {co} + residual: max |diff| {d}"
+            );
+        }
+        // A 3x3 convolution: Burn's own path (same output as Burn).
+        let conv = Conv2dConfig::new([4, 6], [3, 3]).init(&device);
+        let x = Tensor::<4>::random([1, 4, 7, 7], Distribution::Normal(0.0, 1.0), &device);
+        let d = (conv1x1(&conv, x.clone(), None) - conv.forward(x))
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert_eq!(d, 0.0);
+    }
+
     #[test]
     fn depthwise_conv3x3_matches_burn() {
         use burn::nn::conv::Conv2dConfig;

@@ -18,7 +18,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
-use super::cpu_ops::{gelu, softmax};
+use super::cpu_ops::{conv1x1, gelu, softmax};
 
 /// Hyper-parameters of TinyViT.
 #[derive(Config, Debug)]
@@ -101,8 +101,7 @@ impl MbConv {
         let shortcut = x.clone();
         let x = gelu(self.conv1.forward(x));
         let x = gelu(self.conv2.forward(x));
-        let x = self.conv3.forward(x);
-        gelu(x + shortcut)
+        gelu(self.conv3.forward_add(x, shortcut))
     }
 }
 
@@ -394,7 +393,7 @@ pub struct Neck {
 impl Neck {
     /// `[B, C3, 64, 64] -> [B, 256, 64, 64]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.ln1.forward(self.conv1.forward(x));
+        let x = self.ln1.forward(conv1x1(&self.conv1, x, None));
         self.ln2.forward(self.conv2.forward(x))
     }
 }
