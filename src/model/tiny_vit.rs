@@ -18,7 +18,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
-use super::cpu_ops::{conv1x1, gelu, softmax};
+use super::cpu_ops::{conv1x1, gelu, window_attention};
 
 /// Hyper-parameters of TinyViT.
 #[derive(Config, Debug)]
@@ -212,29 +212,21 @@ impl Attention {
 
     /// `[B, N, C] -> [B, N, C]` where `N = window * window`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, n, c] = x.dims();
-        let (h, kd) = (self.num_heads, self.key_dim);
+        let n = self.window * self.window;
+        let h = self.num_heads;
         let x = self.norm.forward(x);
-        // [B, N, heads, 3*kd] -> split per head into q, k, v, each [B, heads, N, kd].
-        let qkv = self.qkv.forward(x).reshape([b, n, h, 3 * kd]);
-        let q = qkv.clone().narrow(3, 0, kd).swap_dims(1, 2);
-        let k = qkv.clone().narrow(3, kd, kd).swap_dims(1, 2);
-        let v = qkv.narrow(3, 2 * kd, kd).swap_dims(1, 2);
-
-        let device = q.device();
+        // [B, N, heads * 3 * kd], per head [q | k | v].
+        let qkv = self.qkv.forward(x);
+        let device = qkv.device();
         let idxs =
             Tensor::<1, Int>::from_data(TensorData::new(self.bias_idxs.clone(), [n * n]), &device);
         let bias = self
             .attention_biases
             .val()
             .select(1, idxs)
-            .reshape([1, h, n, n]);
-
-        let scale = (kd as f64).powf(-0.5);
-        let attn = q.matmul(k.swap_dims(2, 3)) * scale + bias;
-        let attn = softmax(attn, 3);
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, n, c]);
-        self.proj.forward(out)
+            .reshape([h, n, n]);
+        let scale = (self.key_dim as f64).powf(-0.5) as f32;
+        self.proj.forward(window_attention(qkv, bias, h, scale))
     }
 
     /// Window side this attention was built for.
