@@ -280,7 +280,7 @@ pub fn conv1x1(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tens
 /// Burn's operations, in the same order.
 pub fn window_attention(qkv: Tensor<3>, bias: Tensor<3>, heads: usize, scale: f32) -> Tensor<3> {
     let [w, n, c3] = qkv.dims();
-    let kd = c3 / (3 * heads);
+    let kd = c3 / (3 * heads.max(1));
     let fits = c3 == 3 * heads * kd
         && bias.dims() == [heads, n, n]
         && on_flex_f32(&qkv)
@@ -634,8 +634,8 @@ mod tests {
         assert_eq!(got, vec![0.5, 0.5, 0.0, 0.0]);
     }
 
-    /// The depthwise fast path equals Burn's convolution (with bias, on sizes with one
-    /// and several planes per thread, non-square), and leaves other convolutions to Burn.
+    /// The fused window attention equals Burn's operations (windows of 7x7 and 14x14 as in
+    /// TinyViT, and a tiny odd one).
     #[test]
     fn window_attention_matches_burn() {
         use burn::tensor::Distribution;
@@ -668,6 +668,8 @@ mod tests {
         }
     }
 
+    /// The 1x1 fast path equals Burn's convolution (plus the residual), and leaves other
+    /// convolutions to Burn.
     #[test]
     fn conv1x1_matches_burn() {
         use burn::nn::conv::Conv2dConfig;
@@ -711,6 +713,8 @@ mod tests {
         assert_eq!(d, 0.0);
     }
 
+    /// The depthwise fast path equals Burn's convolution (with bias, on sizes with one
+    /// and several planes per thread, non-square), and leaves other convolutions to Burn.
     #[test]
     fn depthwise_conv3x3_matches_burn() {
         use burn::nn::conv::Conv2dConfig;
