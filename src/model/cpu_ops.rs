@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::{DispatchDevice, Flex};
+use burn::nn::Linear;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation;
@@ -379,6 +380,215 @@ pub fn window_attention(qkv: Tensor<3>, bias: Tensor<3>, heads: usize, scale: f3
     Tensor::from_primitive::<Flex>(out)
 }
 
+/// `layer.forward(x)` for `x [.., K]`: `x W + b` with `W [K, N]`. On the flex backend with
+/// f32 data and weights (quantized weights go to Burn) and at least [`LINEAR_MIN_ROWS`]
+/// rows, our own product: the weights packed once per call into column panels of two
+/// vectors, rows split over the threads in blocks of 96, each `6 x 2-vector` tile
+/// accumulated in registers over the whole K (in slices that keep the panel in L1) and
+/// stored once with the bias added. Compiled per instruction set at run time (AVX-512,
+/// AVX2, NEON, SIMD128). The `gemm` crate behind Burn's matmul packs both operands on
+/// every call and adds the bias in a second pass; on TinyViT's projections this is
+/// 0.66–0.99x of its time (BENCHMARKS.md).
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let k = dims[D - 1];
+    let m = dims[..D - 1].iter().product::<usize>();
+    let weight = layer.weight.val();
+    let [wk, n] = weight.dims();
+    let fits = wk == k
+        && m >= LINEAR_MIN_ROWS
+        && k > 0
+        && n > 0
+        && on_flex_f32(&x)
+        && on_flex_f32(&weight)
+        && layer
+            .bias
+            .as_ref()
+            .is_none_or(|b| b.dims() == [n] && on_flex_f32(&b.val()));
+    if !fits {
+        return layer.forward(x);
+    }
+    let x = primitive(x).to_contiguous();
+    let weight = primitive(weight).to_contiguous();
+    let bias = layer
+        .bias
+        .as_ref()
+        .map(|b| primitive(b.val()).to_contiguous());
+    let (Some(xs), Some(ws)) = (x.as_slice::<f32>(), weight.as_slice::<f32>()) else {
+        // Unreachable: contiguous f32 tensors (dtypes checked above).
+        panic!("linear: f32 data expected");
+    };
+    let bs = bias
+        .as_ref()
+        .and_then(|b| b.as_slice::<f32>())
+        .unwrap_or(&[]);
+    // Weights in panels of `nr` columns, `[panel][k][nr]`, the last one zero-padded.
+    let nr = 2 * lanes32();
+    let panels = n.div_ceil(nr);
+    let mut packed = vec![0.0f32; panels * k * nr];
+    for (p, panel) in packed.chunks_mut(k * nr).enumerate() {
+        let j0 = p * nr;
+        let width = nr.min(n - j0);
+        for (kk, dst) in panel.chunks_mut(nr).enumerate() {
+            dst[..width].copy_from_slice(&ws[kk * n + j0..kk * n + j0 + width]);
+        }
+    }
+    let mut out = vec![0.0f32; m * n];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let blocks = m.div_ceil(LINEAR_BLOCK_ROWS);
+    par_tasks(blocks, |t| {
+        let r0 = t * LINEAR_BLOCK_ROWS;
+        let rows = LINEAR_BLOCK_ROWS.min(m - r0);
+        // SAFETY: rows `r0..r0 + rows` of `out` belong to this task alone.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(r0 * n), rows * n) };
+        linear_block(&xs[r0 * k..(r0 + rows) * k], k, &packed, nr, bs, dst, n);
+    });
+    let mut out_dims = dims;
+    out_dims[D - 1] = n;
+    let out = FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(Shape::from(out_dims.to_vec())),
+        DType::F32,
+    );
+    Tensor::from_primitive::<Flex>(out)
+}
+
+/// Rows below which [`linear`] leaves the product to Burn (the decoder's few tokens).
+const LINEAR_MIN_ROWS: usize = 64;
+/// Rows per task of [`linear`] (a multiple of the tile's 6).
+const LINEAR_BLOCK_ROWS: usize = 96;
+/// Rows of one register tile of [`linear`].
+const TILE_ROWS: usize = 6;
+
+/// f32 lanes of the widest vectors this CPU has.
+#[macerator::with_simd]
+// `S` only selects the instruction set macerator compiles the body for.
+#[allow(clippy::extra_unused_type_parameters)]
+fn lanes32<S: macerator::Simd>() -> usize {
+    S::lanes32()
+}
+
+/// `c = a [rows, k] @ panels + bias` for one block of rows (`c` row-major, `n` columns).
+#[macerator::with_simd]
+fn linear_block<S: macerator::Simd>(
+    a: &[f32],
+    k: usize,
+    packed: &[f32],
+    nr: usize,
+    bias: &[f32],
+    c: &mut [f32],
+    n: usize,
+) {
+    let lanes = S::lanes32();
+    if nr != 2 * lanes {
+        // Unreachable: `packed` was laid out for this CPU's vectors.
+        panic!("linear: panel width {nr} for {lanes}-lane vectors");
+    }
+    let rows = c.len() / n;
+    // K slices whose panel part (k x nr values) stays within 16 KiB of L1.
+    let kc = (4096 / nr).max(16);
+    let panels = n.div_ceil(nr);
+    let mut k0 = 0;
+    while k0 < k {
+        let kl = kc.min(k - k0);
+        for p in 0..panels {
+            let j0 = p * nr;
+            let width = nr.min(n - j0);
+            let panel = &packed[p * k * nr + k0 * nr..p * k * nr + (k0 + kl) * nr];
+            let mut i0 = 0;
+            while i0 < rows {
+                let h = TILE_ROWS.min(rows - i0);
+                let b = if k0 == 0 && !bias.is_empty() {
+                    Some(&bias[j0..j0 + width])
+                } else {
+                    None
+                };
+                linear_tile::<S>(
+                    &a[i0 * k + k0..],
+                    k,
+                    kl,
+                    h,
+                    panel,
+                    &mut c[i0 * n + j0..],
+                    n,
+                    width,
+                    k0 == 0,
+                    b,
+                );
+                i0 += TILE_ROWS;
+            }
+        }
+        k0 += kl;
+    }
+}
+
+/// One tile: `h <= 6` rows of `a` (stride `lda`, `kl` values used) times a `kl x 2-vector`
+/// panel slice, added to `c` (stride `ldc`, `width` columns used), or stored with `bias`
+/// when `first`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn linear_tile<S: macerator::Simd>(
+    a: &[f32],
+    lda: usize,
+    kl: usize,
+    h: usize,
+    panel: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    width: usize,
+    first: bool,
+    bias: Option<&[f32]>,
+) {
+    use macerator::{Scalar, Vector, vload_unaligned, vstore_unaligned};
+    let lanes = S::lanes32();
+    let nr = 2 * lanes;
+    let zero: Vector<S, f32> = 0.0f32.splat::<S>();
+    let mut acc = [[zero; 2]; TILE_ROWS];
+    // The loop reads `kl` values of each of the `h` rows and `kl * nr` panel values;
+    // checked once here, so that the loop itself runs without bounds checks.
+    assert!(h >= 1 && (h - 1) * lda + kl <= a.len() && kl * nr <= panel.len());
+    // Rows past `h` repeat the last row (their sums are computed and dropped).
+    let row: [*const f32; TILE_ROWS] = std::array::from_fn(|i| a[i.min(h - 1) * lda..].as_ptr());
+    let mut bp = panel.as_ptr();
+    for p in 0..kl {
+        // SAFETY: `p < kl` and `bp` = panel + p * nr: within each row and within the panel
+        // (asserted above). (Pointer bumps, not index products: no overflow checks here.)
+        unsafe {
+            let b0: Vector<S, f32> = vload_unaligned(bp);
+            let b1: Vector<S, f32> = vload_unaligned(bp.add(lanes));
+            for i in 0..TILE_ROWS {
+                let av = (*row[i].add(p)).splat::<S>();
+                acc[i][0] = av.mul_add(b0, acc[i][0]);
+                acc[i][1] = av.mul_add(b1, acc[i][1]);
+            }
+            bp = bp.add(nr);
+        }
+    }
+    let mut tmp = [0.0f32; 128];
+    for (i, acc) in acc.iter().enumerate().take(h) {
+        // SAFETY: `tmp` holds 128 >= 2 * lanes values (lanes <= 16 on every backend).
+        unsafe {
+            vstore_unaligned(tmp.as_mut_ptr(), acc[0]);
+            vstore_unaligned(tmp.as_mut_ptr().add(lanes), acc[1]);
+        }
+        let dst = &mut c[i * ldc..i * ldc + width];
+        if first {
+            match bias {
+                Some(b) => {
+                    for ((d, &v), &b) in dst.iter_mut().zip(&tmp[..width]).zip(b) {
+                        *d = v + b;
+                    }
+                }
+                None => dst.copy_from_slice(&tmp[..width]),
+            }
+        } else {
+            for (d, &v) in dst.iter_mut().zip(&tmp[..width]) {
+                *d += v;
+            }
+        }
+    }
+}
+
 /// A raw output pointer shared by tasks that write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -666,6 +876,37 @@ mod tests {
                 "[{w}, {n}] x {heads} heads of {kd}: max |diff| {d}"
             );
         }
+    }
+
+    /// The linear fast path equals Burn's `Linear` (with and without bias, row counts
+    /// that are not multiples of the tile or block, widths that are not multiples of the
+    /// panel, K longer than one slice, a 3-d input), and leaves few rows to Burn.
+    #[test]
+    fn linear_matches_burn() {
+        use burn::nn::LinearConfig;
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        for (rows, k, n, bias) in [
+            (97, 128, 384, true),
+            (200, 640, 160, true),
+            (64, 7, 5, false),
+            (1000, 320, 33, true),
+        ] {
+            let layer = LinearConfig::new(k, n).with_bias(bias).init(&device);
+            let x = Tensor::<3>::random([2, rows, k], Distribution::Normal(0.0, 1.0), &device);
+            let d = (linear(&layer, x.clone()) - layer.forward(x))
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(d < 1e-4, "[2, {rows}, {k}] x [{k}, {n}]: max |diff| {d}");
+        }
+        let layer = LinearConfig::new(8, 4).init(&device);
+        let x = Tensor::<2>::random([3, 8], Distribution::Normal(0.0, 1.0), &device);
+        let d = (linear(&layer, x.clone()) - layer.forward(x))
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert_eq!(d, 0.0);
     }
 
     /// The 1x1 fast path equals Burn's convolution (plus the residual), and leaves other

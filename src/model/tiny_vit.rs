@@ -18,7 +18,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
-use super::cpu_ops::{conv1x1, gelu, window_attention};
+use super::cpu_ops::{conv1x1, gelu, linear, window_attention};
 
 /// Hyper-parameters of TinyViT.
 #[derive(Config, Debug)]
@@ -216,7 +216,7 @@ impl Attention {
         let h = self.num_heads;
         let x = self.norm.forward(x);
         // [B, N, heads * 3 * kd], per head [q | k | v].
-        let qkv = self.qkv.forward(x);
+        let qkv = linear(&self.qkv, x);
         let device = qkv.device();
         let idxs =
             Tensor::<1, Int>::from_data(TensorData::new(self.bias_idxs.clone(), [n * n]), &device);
@@ -226,7 +226,7 @@ impl Attention {
             .select(1, idxs)
             .reshape([h, n, n]);
         let scale = (self.key_dim as f64).powf(-0.5) as f32;
-        self.proj.forward(window_attention(qkv, bias, h, scale))
+        linear(&self.proj, window_attention(qkv, bias, h, scale))
     }
 
     /// Window side this attention was built for.
@@ -249,8 +249,8 @@ pub struct TinyMlp {
 impl TinyMlp {
     /// `[B, N, C] -> [B, N, C]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2
-            .forward(gelu(self.fc1.forward(self.norm.forward(x))))
+        let h = gelu(linear(&self.fc1, self.norm.forward(x)));
+        linear(&self.fc2, h)
     }
 }
 
