@@ -381,8 +381,9 @@ pub fn window_attention(qkv: Tensor<3>, bias: Tensor<3>, heads: usize, scale: f3
 }
 
 /// `layer.forward(x)` for `x [.., K]`: `x W + b` with `W [K, N]`. On the flex backend with
-/// f32 data and weights (quantized weights go to Burn) and at least [`LINEAR_MIN_ROWS`]
-/// rows, our own product: the weights packed once per call into column panels of two
+/// f32 data and weights (quantized weights go to Burn), at least [`LINEAR_MIN_ROWS`] rows
+/// and vectors of 8 or more f32 lanes (AVX2, AVX-512; on 128-bit vectors, wasm SIMD128
+/// among them, the `gemm` crate's kernels were faster: BENCHMARKS.md), our own product: the weights packed once per call into column panels of two
 /// vectors, rows split over the threads in blocks of 96, each `6 x 2-vector` tile
 /// accumulated in registers over the whole K (in slices that keep the panel in L1) and
 /// stored once with the bias added. Compiled per instruction set at run time (AVX-512,
@@ -396,6 +397,7 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let weight = layer.weight.val();
     let [wk, n] = weight.dims();
     let fits = wk == k
+        && lanes32() >= 8
         && m >= LINEAR_MIN_ROWS
         && k > 0
         && n > 0
@@ -880,7 +882,8 @@ mod tests {
 
     /// The linear fast path equals Burn's `Linear` (with and without bias, row counts
     /// that are not multiples of the tile or block, widths that are not multiples of the
-    /// panel, K longer than one slice, a 3-d input), and leaves few rows to Burn.
+    /// panel, K longer than one slice, a 3-d input), and leaves few rows to Burn. (On a
+    /// CPU with 128-bit vectors only, both sides are Burn's.)
     #[test]
     fn linear_matches_burn() {
         use burn::nn::LinearConfig;
