@@ -130,19 +130,16 @@ pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         && conv.weight.dims() == [c, 1, 3, 3]
         && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
         && w >= 2
-        && on_flex_f32(&x);
+        && on_flex_f32(&x)
+        && conv_params_f32(conv);
     if !fits {
         return conv.forward(x);
     }
-    let flex = |t: FlexTensor| t.to_contiguous();
-    let x = flex(primitive(x));
-    let weight = flex(primitive(conv.weight.val()));
-    let bias = conv.bias.as_ref().map(|b| flex(primitive(b.val())));
-    let (Some(xs), Some(ws)) = (x.as_slice::<f32>(), weight.as_slice::<f32>()) else {
-        // Unreachable: contiguous f32 tensors (dtype checked above, weights are f32).
-        panic!("depthwise_conv3x3: f32 data expected");
-    };
-    let bs = bias.as_ref().and_then(|b| b.as_slice::<f32>());
+    let x = contiguous(x);
+    let weight = contiguous(conv.weight.val());
+    let bias = conv.bias.as_ref().map(|b| contiguous(b.val()));
+    let (xs, ws) = (values(&x), values(&weight));
+    let bs = bias.as_ref().map(values);
     let plane = h * w;
     let mut out = vec![0.0f32; b * c * plane];
     par_split(&mut out, plane, |first, part| {
@@ -154,12 +151,7 @@ pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
             dw3x3_plane(o, &xs[p * plane..(p + 1) * plane], &k, bias, h, w);
         }
     });
-    let out = FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(Shape::new([b, c, h, w])),
-        DType::F32,
-    );
-    Tensor::from_primitive::<Flex>(out)
+    from_values(out, [b, c, h, w])
 }
 
 /// A 1x1 convolution with stride 1, no padding and one group, plus `residual` when given:
@@ -186,7 +178,8 @@ pub fn conv1x1(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tens
         && residual
             .as_ref()
             .is_none_or(|r| r.dims() == [b, c_out, h, w] && on_flex_f32(r))
-        && on_flex_f32(&x);
+        && on_flex_f32(&x)
+        && conv_params_f32(conv);
     if !fits {
         let y = conv.forward(x);
         return match residual {
@@ -194,17 +187,13 @@ pub fn conv1x1(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tens
             None => y,
         };
     }
-    let flex = |t: FlexTensor| t.to_contiguous();
-    let x = flex(primitive(x));
-    let weight = flex(primitive(conv.weight.val()));
-    let bias = conv.bias.as_ref().map(|b| flex(primitive(b.val())));
-    let residual = residual.map(|r| flex(primitive(r)));
-    let (Some(xs), Some(ws)) = (x.as_slice::<f32>(), weight.as_slice::<f32>()) else {
-        // Unreachable: contiguous f32 tensors (dtype checked above, weights are f32).
-        panic!("conv1x1: f32 data expected");
-    };
-    let bs = bias.as_ref().and_then(|b| b.as_slice::<f32>());
-    let rs = residual.as_ref().and_then(|r| r.as_slice::<f32>());
+    let x = contiguous(x);
+    let weight = contiguous(conv.weight.val());
+    let bias = conv.bias.as_ref().map(|b| contiguous(b.val()));
+    let residual = residual.map(contiguous);
+    let (xs, ws) = (values(&x), values(&weight));
+    let bs = bias.as_ref().map(values);
+    let rs = residual.as_ref().map(values);
     let plane = h * w;
     let len = b * c_out * plane;
     let mut out = vec![0.0f32; len];
@@ -261,12 +250,7 @@ pub fn conv1x1(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tens
             );
         }
     });
-    let out = FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(Shape::new([b, c_out, h, w])),
-        DType::F32,
-    );
-    Tensor::from_primitive::<Flex>(out)
+    from_values(out, [b, c_out, h, w])
 }
 
 /// Multi-head attention within each window, TinyViT's: `qkv [W, N, heads * 3 * kd]` (per
@@ -296,12 +280,9 @@ pub fn window_attention(qkv: Tensor<3>, bias: Tensor<3>, heads: usize, scale: f3
         let attn = softmax(attn, 3);
         return attn.matmul(v).swap_dims(1, 2).reshape([w, n, heads * kd]);
     }
-    let qkv = primitive(qkv).to_contiguous();
-    let bias = primitive(bias).to_contiguous();
-    let (Some(xs), Some(bs)) = (qkv.as_slice::<f32>(), bias.as_slice::<f32>()) else {
-        // Unreachable: contiguous f32 tensors (dtype checked above).
-        panic!("window_attention: f32 data expected");
-    };
+    let qkv = contiguous(qkv);
+    let bias = contiguous(bias);
+    let (xs, bs) = (values(&qkv), values(&bias));
     let c = heads * kd;
     let mut out = vec![0.0f32; w * n * c];
     let out_ptr = SendPtr(out.as_mut_ptr());
@@ -372,12 +353,7 @@ pub fn window_attention(qkv: Tensor<3>, bias: Tensor<3>, heads: usize, scale: f3
             }
         },
     );
-    let out = FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(Shape::new([w, n, c])),
-        DType::F32,
-    );
-    Tensor::from_primitive::<Flex>(out)
+    from_values(out, [w, n, c])
 }
 
 /// `layer.forward(x)` for `x [.., K]`: `x W + b` with `W [K, N]`. On the flex backend with
@@ -396,8 +372,9 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let m = dims[..D - 1].iter().product::<usize>();
     let weight = layer.weight.val();
     let [wk, n] = weight.dims();
+    let lanes = lanes32();
     let fits = wk == k
-        && lanes32() >= 8
+        && lanes >= 8
         && m >= LINEAR_MIN_ROWS
         && k > 0
         && n > 0
@@ -410,22 +387,13 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     if !fits {
         return layer.forward(x);
     }
-    let x = primitive(x).to_contiguous();
-    let weight = primitive(weight).to_contiguous();
-    let bias = layer
-        .bias
-        .as_ref()
-        .map(|b| primitive(b.val()).to_contiguous());
-    let (Some(xs), Some(ws)) = (x.as_slice::<f32>(), weight.as_slice::<f32>()) else {
-        // Unreachable: contiguous f32 tensors (dtypes checked above).
-        panic!("linear: f32 data expected");
-    };
-    let bs = bias
-        .as_ref()
-        .and_then(|b| b.as_slice::<f32>())
-        .unwrap_or(&[]);
+    let x = contiguous(x);
+    let weight = contiguous(weight);
+    let bias = layer.bias.as_ref().map(|b| contiguous(b.val()));
+    let (xs, ws) = (values(&x), values(&weight));
+    let bs = bias.as_ref().map_or(&[][..], values);
     // Weights in panels of `nr` columns, `[panel][k][nr]`, the last one zero-padded.
-    let nr = 2 * lanes32();
+    let nr = 2 * lanes;
     let panels = n.div_ceil(nr);
     let mut packed = vec![0.0f32; panels * k * nr];
     for (p, panel) in packed.chunks_mut(k * nr).enumerate() {
@@ -447,12 +415,7 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     });
     let mut out_dims = dims;
     out_dims[D - 1] = n;
-    let out = FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(Shape::from(out_dims.to_vec())),
-        DType::F32,
-    );
-    Tensor::from_primitive::<Flex>(out)
+    from_values(out, out_dims)
 }
 
 /// Rows below which [`linear`] leaves the product to Burn (the decoder's few tokens).
@@ -642,6 +605,12 @@ fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && matches!(x.device().as_dispatch(), DispatchDevice::Flex(_))
 }
 
+/// Whether a convolution's weight and bias are f32 flex tensors (quantized parameters go
+/// to Burn).
+fn conv_params_f32(conv: &Conv2d) -> bool {
+    on_flex_f32(&conv.weight.val()) && conv.bias.as_ref().is_none_or(|b| on_flex_f32(&b.val()))
+}
+
 /// The flex primitive of a float tensor whose device was checked to be flex.
 fn primitive<const D: usize>(t: Tensor<D>) -> FlexTensor {
     match t.try_into_primitive::<Flex>() {
@@ -649,6 +618,30 @@ fn primitive<const D: usize>(t: Tensor<D>) -> FlexTensor {
         // Unreachable: callers check the device (a model's parameters live on its device).
         Err(e) => panic!("flex tensor on a flex device: {e:?}"),
     }
+}
+
+/// [`primitive`], laid out contiguously (a copy only for a strided view).
+fn contiguous<const D: usize>(t: Tensor<D>) -> FlexTensor {
+    primitive(t).to_contiguous()
+}
+
+/// The values of a contiguous f32 flex tensor.
+fn values(t: &FlexTensor) -> &[f32] {
+    match t.as_slice::<f32>() {
+        Some(v) => v,
+        // Unreachable: callers pass contiguous tensors whose dtype they checked to be f32.
+        None => panic!("contiguous f32 flex tensor expected"),
+    }
+}
+
+/// A flex tensor of `shape` holding `values` row-major.
+fn from_values<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+    let t = FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(Shape::new(shape)),
+        DType::F32,
+    );
+    Tensor::from_primitive::<Flex>(t)
 }
 
 /// One `h x w` plane: `out = bias + sum over the 3x3 taps of k * x` (zero padding 1).
@@ -792,6 +785,11 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, TensorData};
 
+    /// Max |a - b| over all values.
+    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
     /// The rational erf against libm's `erf` in f64 over [-6, 6] and the special values.
     #[test]
     fn erf_matches_libm() {
@@ -831,13 +829,12 @@ mod tests {
         use burn::tensor::Distribution;
         let device = Device::flex();
         let x = Tensor::<4>::random([3, 5, 49, 49], Distribution::Normal(0.0, 4.0), &device);
-        let close = |a: Tensor<4>, b: Tensor<4>| (a - b).abs().max().into_scalar::<f32>();
         let reference = activation::softmax(x.clone(), 3);
-        assert!(close(softmax(x.clone() * 1.0, 3), reference.clone()) < 1e-6);
-        assert!(close(softmax(x.clone(), 3), reference.clone()) < 1e-6);
+        assert!(max_diff(softmax(x.clone() * 1.0, 3), reference.clone()) < 1e-6);
+        assert!(max_diff(softmax(x.clone(), 3), reference.clone()) < 1e-6);
         let t = x.clone().swap_dims(2, 3);
-        assert!(close(softmax(t.clone(), 3), activation::softmax(t, 3)) < 1e-6);
-        assert!(close(softmax(x.clone(), 2), activation::softmax(x, 2)) < 1e-6);
+        assert!(max_diff(softmax(t.clone(), 3), activation::softmax(t, 3)) < 1e-6);
+        assert!(max_diff(softmax(x.clone(), 2), activation::softmax(x, 2)) < 1e-6);
         let flat = Tensor::<2>::from_data(
             TensorData::new(vec![1e30f32, 1e30, 0.0, -1e30], [1, 4]),
             &device,
@@ -872,7 +869,7 @@ mod tests {
             let burn = p.matmul(v).swap_dims(1, 2).reshape([w, n, heads * kd]);
             let ours = window_attention(qkv, bias, heads, scale);
             assert_eq!(ours.dims(), [w, n, heads * kd]);
-            let d = (ours - burn).abs().max().into_scalar::<f32>();
+            let d = max_diff(ours, burn);
             assert!(
                 d < 1e-5,
                 "[{w}, {n}] x {heads} heads of {kd}: max |diff| {d}"
@@ -897,18 +894,12 @@ mod tests {
         ] {
             let layer = LinearConfig::new(k, n).with_bias(bias).init(&device);
             let x = Tensor::<3>::random([2, rows, k], Distribution::Normal(0.0, 1.0), &device);
-            let d = (linear(&layer, x.clone()) - layer.forward(x))
-                .abs()
-                .max()
-                .into_scalar::<f32>();
+            let d = max_diff(linear(&layer, x.clone()), layer.forward(x));
             assert!(d < 1e-4, "[2, {rows}, {k}] x [{k}, {n}]: max |diff| {d}");
         }
         let layer = LinearConfig::new(8, 4).init(&device);
         let x = Tensor::<2>::random([3, 8], Distribution::Normal(0.0, 1.0), &device);
-        let d = (linear(&layer, x.clone()) - layer.forward(x))
-            .abs()
-            .max()
-            .into_scalar::<f32>();
+        let d = max_diff(linear(&layer, x.clone()), layer.forward(x));
         assert_eq!(d, 0.0);
     }
 
@@ -933,27 +924,29 @@ mod tests {
             let x = Tensor::<4>::random([b, ci, h, w], Distribution::Normal(0.0, 1.0), &device);
             let r = Tensor::<4>::random([b, co, h, w], Distribution::Normal(0.0, 1.0), &device);
             let burn = conv.forward(x.clone());
-            let d = (conv1x1(&conv, x.clone(), None) - burn.clone())
-                .abs()
-                .max()
-                .into_scalar::<f32>();
+            let d = max_diff(conv1x1(&conv, x.clone(), None), burn.clone());
             assert!(d < 1e-4, "[{b}, {ci}, {h}, {w}] -> {co}: max |diff| {d}");
-            let d = (conv1x1(&conv, x, Some(r.clone())) - (burn + r))
-                .abs()
-                .max()
-                .into_scalar::<f32>();
+            let d = max_diff(conv1x1(&conv, x, Some(r.clone())), burn + r);
             assert!(
                 d < 1e-4,
                 "[{b}, {ci}, {h}, {w}] -> {co} + residual: max |diff| {d}"
             );
         }
+        // Quantized weights: Burn's own path (no panic).
+        let mut conv = Conv2dConfig::new([8, 4], [1, 1]).init(&device);
+        let scheme = burn::tensor::quantization::QuantScheme::default();
+        conv.weight = conv.weight.map(|w| w.quantize_dynamic(&scheme));
+        let x = Tensor::<4>::random([1, 8, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<4>::random([1, 4, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        let d = max_diff(
+            conv1x1(&conv, x.clone(), Some(r.clone())),
+            conv.forward(x) + r,
+        );
+        assert_eq!(d, 0.0);
         // A 3x3 convolution: Burn's own path (same output as Burn).
         let conv = Conv2dConfig::new([4, 6], [3, 3]).init(&device);
         let x = Tensor::<4>::random([1, 4, 7, 7], Distribution::Normal(0.0, 1.0), &device);
-        let d = (conv1x1(&conv, x.clone(), None) - conv.forward(x))
-            .abs()
-            .max()
-            .into_scalar::<f32>();
+        let d = max_diff(conv1x1(&conv, x.clone(), None), conv.forward(x));
         assert_eq!(d, 0.0);
     }
 
@@ -972,7 +965,7 @@ mod tests {
             let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
             let ours = depthwise_conv3x3(&conv, x.clone());
             let burn = conv.forward(x);
-            let d = (ours - burn).abs().max().into_scalar::<f32>();
+            let d = max_diff(ours, burn);
             assert!(d < 1e-5, "[{b}, {c}, {h}, {w}]: max |diff| {d}");
         }
         // Stride 2: Burn's own path (same output shape as Burn).
