@@ -10,7 +10,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::cpu_ops::{conv1x1, depthwise_conv3x3, gelu};
+use super::cpu_ops::{conv1x1, depthwise_conv3x3, depthwise_conv3x3_tokens, gelu};
 
 /// Channel-wise LayerNorm over `[B, C, H, W]` (normalises across C at each pixel).
 #[derive(Module, Debug)]
@@ -107,9 +107,40 @@ impl Conv2dBn {
     /// fast paths [`conv1x1`] and [`depthwise_conv3x3`] where they apply).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if self.c.kernel_size == [1, 1] {
-            conv1x1(&self.c, x, None)
+            conv1x1(&self.c, x, None, false)
         } else {
-            depthwise_conv3x3(&self.c, x)
+            depthwise_conv3x3(&self.c, x, false)
+        }
+    }
+
+    /// The same convolution on channels-last tokens, `[B, H*W, C] -> [B, H*W, C]` (a
+    /// depthwise 3x3 one without leaving that layout; see [`depthwise_conv3x3_tokens`]).
+    pub fn forward_tokens(&self, x: Tensor<3>, h: usize, w: usize) -> Tensor<3> {
+        if self.c.kernel_size == [3, 3] {
+            return depthwise_conv3x3_tokens(&self.c, x, h, w);
+        }
+        let [b, _, c] = x.dims();
+        let y = self.forward(x.swap_dims(1, 2).reshape([b, c, h, w]));
+        let [b, c_out, h_out, w_out] = y.dims();
+        y.reshape([b, c_out, h_out * w_out]).swap_dims(1, 2)
+    }
+
+    /// `gelu(conv(x))`, `[B, C_in, H, W] -> [B, C_out, H', W']` (the 1x1 and depthwise
+    /// 3x3 fast paths apply GELU to their output while it is in cache).
+    pub fn forward_gelu(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.c.kernel_size == [1, 1] {
+            conv1x1(&self.c, x, None, true)
+        } else {
+            depthwise_conv3x3(&self.c, x, true)
+        }
+    }
+
+    /// `gelu(conv(x) + residual)`, both `[B, C_out, H, W]`.
+    pub fn forward_add_gelu(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+        if self.c.kernel_size == [1, 1] {
+            conv1x1(&self.c, x, Some(residual), true)
+        } else {
+            gelu(self.forward(x) + residual)
         }
     }
 
@@ -117,7 +148,7 @@ impl Conv2dBn {
     /// while it writes its output).
     pub fn forward_add(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
         if self.c.kernel_size == [1, 1] {
-            conv1x1(&self.c, x, Some(residual))
+            conv1x1(&self.c, x, Some(residual), false)
         } else {
             self.forward(x) + residual
         }

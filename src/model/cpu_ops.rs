@@ -116,12 +116,14 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// A depthwise 3x3 convolution with stride 1 and zero padding 1 (TinyViT's MBConv and
-/// local convolutions), `x [B, C, H, W] -> [B, C, H, W]` with `conv.weight [C, 1, 3, 3]`.
-/// burn-flex 0.22.1 takes 117 ms for the first stage's `[1, 256, 256, 256]` on 2 cores;
-/// here each output row is accumulated from three input rows in one vectorisable pass per
-/// kernel row, planes split over the threads. Any other convolution, device or dtype goes
-/// to `conv.forward`.
-pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+/// local convolutions), `x [B, C, H, W] -> [B, C, H, W]` with `conv.weight [C, 1, 3, 3]`,
+/// followed by exact GELU when `then_gelu`. burn-flex 0.22.1 takes 117 ms for the first
+/// stage's `[1, 256, 256, 256]` on 2 cores; here each output row is accumulated in a
+/// scratch row (in L1) from three input rows in one vectorisable pass per kernel row,
+/// GELU'd there when asked (saving the separate pass over the tensor), and stored once,
+/// runs of planes split over the threads. Any other convolution, device or dtype goes to
+/// `conv.forward` (and [`gelu`]).
+pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>, then_gelu: bool) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let fits = conv.kernel_size == [3, 3]
         && conv.stride == [1, 1]
@@ -133,7 +135,8 @@ pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         && on_flex_f32(&x)
         && conv_params_f32(conv);
     if !fits {
-        return conv.forward(x);
+        let y = conv.forward(x);
+        return if then_gelu { gelu(y) } else { y };
     }
     let x = contiguous(x);
     let weight = contiguous(conv.weight.val());
@@ -141,29 +144,48 @@ pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let (xs, ws) = (values(&x), values(&weight));
     let bs = bias.as_ref().map(values);
     let plane = h * w;
-    let mut out = vec![0.0f32; b * c * plane];
-    par_split(&mut out, plane, |first, part| {
-        for (i, o) in part.chunks_mut(plane).enumerate() {
-            let p = first + i;
-            let ch = p % c;
-            let k: [f32; 9] = std::array::from_fn(|i| ws[ch * 9 + i]);
-            let bias = bs.map_or(0.0, |b| b[ch]);
-            dw3x3_plane(o, &xs[p * plane..(p + 1) * plane], &k, bias, h, w);
-        }
-    });
-    from_values(out, [b, c, h, w])
+    let planes = b * c;
+    let mut out = Output::new(planes * plane);
+    let out_ptr = out.ptr();
+    // One run of consecutive planes per thread.
+    let per_task = planes.div_ceil(threads());
+    par_tasks_with(
+        planes.div_ceil(per_task),
+        || vec![0.0f32; w],
+        |row, t| {
+            for p in t * per_task..planes.min((t + 1) * per_task) {
+                let ch = p % c;
+                let k: [f32; 9] = std::array::from_fn(|i| ws[ch * 9 + i]);
+                let bias = bs.map_or(0.0, |b| b[ch]);
+                let src = &xs[p * plane..(p + 1) * plane];
+                // SAFETY: plane `p` of `out` is written by this task alone.
+                unsafe { dw3x3_plane(row, src, &k, bias, h, w, then_gelu, out_ptr.at(p * plane)) };
+            }
+        },
+    );
+    // SAFETY: the tasks wrote every row of every plane.
+    from_values(unsafe { out.written() }, [b, c, h, w])
 }
 
-/// A 1x1 convolution with stride 1, no padding and one group, plus `residual` when given:
-/// `x [B, C_in, H, W] -> conv(x) (+ residual) [B, C_out, H, W]` (TinyViT's MBConv and
-/// patch-merging projections, the neck's first convolution). burn-flex 0.22.1 zero-fills
-/// the output, lets the `gemm` crate split the product over threads by output channel
-/// (half speed with 64 of them) and adds the bias in a second pass: 41 ms for stage 0's
-/// 256 -> 64 projection on `[1, 256, 256, 256]` on 2 cores. Here each thread takes a block
-/// of pixels: it writes bias (+ residual) into its block, then one single-threaded product
-/// accumulates onto it (25 ms). Any other convolution, device or dtype goes to
-/// `conv.forward` (and adds `residual`).
-pub fn conv1x1(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tensor<4> {
+/// A 1x1 convolution with stride 1, no padding and one group, plus `residual` when given,
+/// then exact GELU when `then_gelu`: `x [B, C_in, H, W] -> [B, C_out, H, W]` (TinyViT's
+/// MBConv and patch-merging projections, the neck's first convolution). burn-flex 0.22.1
+/// zero-fills the output, lets the `gemm` crate split the product over threads by output
+/// channel (half speed with 64 of them) and adds the bias in a second pass: 41 ms for
+/// stage 0's 256 -> 64 projection on `[1, 256, 256, 256]` on 2 cores. Here each thread
+/// takes a block of pixels and writes bias (+ residual) into it; with vectors of 8 or more
+/// f32 lanes (as [`linear`]) it then works through its block in strips of two vectors of
+/// pixels: the strip of every input channel packed once (in L1), all output channels
+/// accumulated onto it by [`linear`]'s register tiles, GELU applied while the strip is in
+/// cache. With narrower vectors one `gemm` product per block accumulates onto it (25 ms
+/// for the projection above) and GELU follows per block. Any other convolution, device or
+/// dtype goes to `conv.forward` (then adds `residual`, then [`gelu`]).
+pub fn conv1x1(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    residual: Option<Tensor<4>>,
+    then_gelu: bool,
+) -> Tensor<4> {
     let [b, c_in, h, w] = x.dims();
     let c_out = conv.weight.dims()[0];
     let fits = conv.kernel_size == [1, 1]
@@ -182,10 +204,11 @@ pub fn conv1x1(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tens
         && conv_params_f32(conv);
     if !fits {
         let y = conv.forward(x);
-        return match residual {
+        let y = match residual {
             Some(r) => y + r,
             None => y,
         };
+        return if then_gelu { gelu(y) } else { y };
     }
     let x = contiguous(x);
     let weight = contiguous(conv.weight.val());
@@ -195,62 +218,399 @@ pub fn conv1x1(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>) -> Tens
     let bs = bias.as_ref().map(values);
     let rs = residual.as_ref().map(values);
     let plane = h * w;
-    let len = b * c_out * plane;
-    let mut out = vec![0.0f32; len];
-    // One pixel block per thread and image, of whole vectors (16 values). (Narrower
-    // blocks, e.g. 512 pixels so that GELU could follow in cache, made the products slower
-    // than the pass they saved.)
+    let mut out = Output::new(b * c_out * plane);
+    let own_kernel = lanes32() >= 8;
+    // One pixel block per thread and image, of whole vectors (16 values).
     let block = plane.div_ceil(threads()).div_ceil(16).max(1) * 16;
     let blocks = plane.div_ceil(block);
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    par_tasks(b * blocks, |t| {
-        let (img, p0) = (t / blocks, (t % blocks) * block);
-        let width = block.min(plane - p0);
-        for ch in 0..c_out {
-            let row = img * c_out * plane + ch * plane + p0;
-            // SAFETY: `row..row + width` lies in `out`; every (image, block) pair is one
-            // task, so no other thread touches these values while this slice lives.
-            let dst_row = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(row), width) };
-            let bias = bs.map_or(0.0, |b| b[ch]);
-            match rs {
-                Some(r) => {
-                    for (d, &v) in dst_row.iter_mut().zip(&r[row..row + width]) {
-                        *d = v + bias;
+    let out_ptr = out.ptr();
+    par_tasks_with(
+        b * blocks,
+        || (Vec::new(), Vec::new()),
+        |(packed, acc), t| {
+            let (img, p0) = (t / blocks, (t % blocks) * block);
+            let width = block.min(plane - p0);
+            let image = &xs[img * c_in * plane..(img + 1) * c_in * plane];
+            let res = rs.map(|r| &r[img * c_out * plane..(img + 1) * c_out * plane]);
+            let dst = out_ptr.at(img * c_out * plane + p0);
+            if own_kernel {
+                // SAFETY: `dst` addresses `c_out` rows of `width` values at stride `plane`:
+                // this (image, block) pair's part of `out`, this task's alone.
+                unsafe {
+                    conv1x1_strips(
+                        ws, image, bs, res, plane, p0, width, c_in, c_out, dst, packed, acc,
+                        then_gelu,
+                    )
+                };
+                return;
+            }
+            for ch in 0..c_out {
+                let bias = bs.map_or(0.0, |b| b[ch]);
+                // SAFETY: as above.
+                unsafe {
+                    let row = dst.add(ch * plane);
+                    match res {
+                        Some(r) => {
+                            let r = &r[ch * plane + p0..ch * plane + p0 + width];
+                            for (j, &v) in r.iter().enumerate() {
+                                row.add(j).write(v + bias);
+                            }
+                        }
+                        None => {
+                            for j in 0..width {
+                                row.add(j).write(bias);
+                            }
+                        }
                     }
                 }
-                None => dst_row.fill(bias),
+            }
+            // SAFETY: as above (written now); lhs is the `[c_out, c_in]` weight matrix,
+            // rhs `c_in` rows of `width` pixels at stride `plane` inside this image.
+            unsafe {
+                gemm::gemm(
+                    c_out,
+                    width,
+                    c_in,
+                    dst,
+                    1,
+                    plane as isize,
+                    true,
+                    ws.as_ptr(),
+                    1,
+                    c_in as isize,
+                    image.as_ptr().add(p0),
+                    1,
+                    plane as isize,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            if then_gelu {
+                for ch in 0..c_out {
+                    // SAFETY: row `ch` of this task's block, written above.
+                    gelu_slice(unsafe {
+                        std::slice::from_raw_parts_mut(dst.add(ch * plane), width)
+                    });
+                }
+            }
+        },
+    );
+    // SAFETY: the tasks wrote every (image, channel, pixel).
+    from_values(unsafe { out.written() }, [b, c_out, h, w])
+}
+
+/// Strips of [`conv1x1_strips`] packed and computed together (`8 x 2` vectors of pixels:
+/// 256 on AVX-512, each input row read as one contiguous kilobyte).
+const CONV_STRIPS: usize = 8;
+
+/// [`conv1x1`]'s own product for one block of `width` pixels from `p0` of one image:
+/// `out [c_out, width] (stride plane) = w [c_out, c_in] @ x [c_in, p0..p0 + width]
+/// (stride plane) + bias (+ residual)`, GELU'd when `then_gelu`. The block goes in groups
+/// of [`CONV_STRIPS`] strips of `2 * lanes` pixels: every input channel's part of the
+/// group is packed strip by strip (`[strip][c_in][2 * lanes]`), the products of each strip
+/// go to `acc` (`[c_out, group]`, in cache), then bias, residual and GELU are applied on
+/// the way out, one contiguous run per output channel. (Rows of `x` and `out` lie a
+/// whole plane apart and share cache sets: strips of one vector pair, read and written in
+/// place, were slower than the `gemm` crate.)
+///
+/// # Safety
+/// `out` addresses `c_out` rows of `width` writable values at stride `plane` that no other
+/// reference aliases.
+#[macerator::with_simd]
+#[allow(clippy::too_many_arguments)]
+unsafe fn conv1x1_strips<'a, S: macerator::Simd>(
+    w: &[f32],
+    x: &[f32],
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    plane: usize,
+    p0: usize,
+    width: usize,
+    c_in: usize,
+    c_out: usize,
+    out: *mut f32,
+    packed: &mut Vec<f32>,
+    acc: &mut Vec<f32>,
+    then_gelu: bool,
+) {
+    let nr = 2 * S::lanes32();
+    let group = CONV_STRIPS * nr;
+    let kc = (4096 / nr).max(16);
+    packed.clear();
+    packed.resize(CONV_STRIPS * c_in * nr, 0.0);
+    acc.clear();
+    acc.resize(c_out * group, 0.0);
+    let mut g0 = 0;
+    while g0 < width {
+        let gw = group.min(width - g0);
+        let strips = gw.div_ceil(nr);
+        let px = p0 + g0;
+        for ci in 0..c_in {
+            let src = &x[ci * plane + px..ci * plane + px + gw];
+            for (s, part) in src.chunks(nr).enumerate() {
+                let dst = &mut packed[(s * c_in + ci) * nr..(s * c_in + ci + 1) * nr];
+                dst[..part.len()].copy_from_slice(part);
+                dst[part.len()..].fill(0.0);
             }
         }
-        let dst = out_ptr.at(img * c_out * plane + p0);
-        // SAFETY: dst addresses `c_out` rows of `width` values at stride `plane`
-        // inside this task's block of `out`; lhs is the `[c_out, c_in]` weight matrix, rhs
-        // `c_in` rows of `width` pixels at stride `plane` inside `xs`. No other thread
-        // touches the block.
-        unsafe {
-            gemm::gemm(
-                c_out,
-                width,
-                c_in,
-                dst,
-                1,
-                plane as isize,
-                true,
-                ws.as_ptr(),
-                1,
-                c_in as isize,
-                xs.as_ptr().add(img * c_in * plane + p0),
-                1,
-                plane as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+        for s in 0..strips {
+            let mut k0 = 0;
+            while k0 < c_in {
+                let kl = kc.min(c_in - k0);
+                let panel = &packed[(s * c_in + k0) * nr..(s * c_in + k0 + kl) * nr];
+                let mut co = 0;
+                while co < c_out {
+                    let h = TILE_ROWS.min(c_out - co);
+                    // SAFETY: rows `co..co + h`, columns `s * nr..(s + 1) * nr` of `acc`
+                    // (`[c_out, group]`, initialised); the first K slice stores them,
+                    // later ones add.
+                    unsafe {
+                        linear_tile::<S>(
+                            &w[co * c_in + k0..],
+                            c_in,
+                            kl,
+                            h,
+                            panel,
+                            acc.as_mut_ptr().add(co * group + s * nr),
+                            group,
+                            nr,
+                            k0 == 0,
+                            None,
+                        )
+                    };
+                    co += TILE_ROWS;
+                }
+                k0 += kl;
+            }
+        }
+        for (co, row) in acc.chunks_mut(group).enumerate() {
+            let row = &mut row[..gw];
+            let b = bias.map_or(0.0, |b| b[co]);
+            match residual {
+                Some(r) => {
+                    let r = &r[co * plane + px..co * plane + px + gw];
+                    for (v, &r) in row.iter_mut().zip(r) {
+                        *v += b + r;
+                    }
+                }
+                None => row.iter_mut().for_each(|v| *v += b),
+            }
+            if then_gelu {
+                gelu_body(row);
+            }
+            // SAFETY: row `co`, pixels `g0..g0 + gw` of `out` (the caller's promise).
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(co * plane + g0), gw) };
+        }
+        g0 += gw;
+    }
+}
+
+/// TinyViT's window partition: tokens `x [B, H*W, C]` (row-major `H x W`), zero-padded at
+/// the bottom and right to multiples of `ws`, cut into `ws x ws` windows ->
+/// `[B * nH * nW, ws * ws, C]` (windows row-major, tokens row-major within each), as
+/// upstream's `F.pad` and `view`/`transpose`. On the flex backend with f32 data, one pass
+/// that copies each window's rows of tokens into place (burn-flex makes three: zeros,
+/// `slice_assign`, the transposing copy); elsewhere Burn's operations.
+pub fn window_partition(x: Tensor<3>, h: usize, w: usize, ws: usize) -> Tensor<3> {
+    let [b, l, c] = x.dims();
+    let ws = ws.max(1);
+    let (ph, pw) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+    let (nh, nw) = (ph / ws, pw / ws);
+    if l != h * w || !on_flex_f32(&x) {
+        let x = x.reshape([b, h, w, c]);
+        let x = if ph != h || pw != w {
+            Tensor::<4>::zeros([b, ph, pw, c], &x.device())
+                .slice_assign([0..b, 0..h, 0..w, 0..c], x)
+        } else {
+            x
+        };
+        return x
+            .reshape([b * nh, ws, nw, ws * c])
+            .swap_dims(1, 2)
+            .reshape([b * nh * nw, ws * ws, c]);
+    }
+    let x = contiguous(x);
+    let xs = values(&x);
+    let windows = b * nh * nw;
+    let win_len = ws * ws * c;
+    let mut out = Output::new(windows * win_len);
+    let out_ptr = out.ptr();
+    par_tasks(windows, |t| {
+        let (img, wy, wx) = (t / (nh * nw), (t / nw) % nh, t % nw);
+        // SAFETY: window `t`'s block of `out`, written by this task alone.
+        let dst = unsafe { out_ptr.zeroed(t * win_len, win_len) };
+        // `x0 < w`: the padding is less than one window.
+        let x0 = wx * ws;
+        let cols = ws.min(w - x0) * c;
+        for r in 0..ws.min(h.saturating_sub(wy * ws)) {
+            let src = (img * l + (wy * ws + r) * w + x0) * c;
+            dst[r * ws * c..r * ws * c + cols].copy_from_slice(&xs[src..src + cols]);
         }
     });
-    from_values(out, [b, c_out, h, w])
+    // SAFETY: every window's block was written.
+    from_values(unsafe { out.written() }, [windows, ws * ws, c])
+}
+
+/// The inverse of [`window_partition`] (padding dropped) added to the block's shortcut:
+/// `windows [B * nH * nW, ws * ws, C]`, `shortcut [B, H*W, C]` ->
+/// `shortcut + reverse(windows)`, `[B, H*W, C]`. On the flex backend with f32 data one
+/// pass over the image rows (burn-flex: the transposing copy, the crop, the add);
+/// elsewhere Burn's operations.
+pub fn window_reverse_add(
+    windows: Tensor<3>,
+    shortcut: Tensor<3>,
+    h: usize,
+    w: usize,
+    ws: usize,
+) -> Tensor<3> {
+    let [b, l, c] = shortcut.dims();
+    let ws = ws.max(1);
+    let (ph, pw) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+    let (nh, nw) = (ph / ws, pw / ws);
+    let fits = l == h * w
+        && windows.dims() == [b * nh * nw, ws * ws, c]
+        && on_flex_f32(&windows)
+        && on_flex_f32(&shortcut);
+    if !fits {
+        let x = windows
+            .reshape([b * nh, nw, ws, ws * c])
+            .swap_dims(1, 2)
+            .reshape([b, ph, pw, c]);
+        let x = if ph != h || pw != w {
+            x.slice([0..b, 0..h, 0..w, 0..c])
+        } else {
+            x
+        };
+        return shortcut + x.reshape([b, l, c]);
+    }
+    let windows = contiguous(windows);
+    let shortcut = contiguous(shortcut);
+    let (a, sc) = (values(&windows), values(&shortcut));
+    let row_len = w * c;
+    let mut out = Output::new(b * l * c);
+    let out_ptr = out.ptr();
+    par_tasks(b * h, |t| {
+        let (img, y) = (t / h, t % h);
+        // SAFETY: image row `t` of `out`, written by this task alone.
+        let dst = unsafe { out_ptr.zeroed(t * row_len, row_len) };
+        let src = &sc[t * row_len..(t + 1) * row_len];
+        let (wy, r) = (y / ws, y % ws);
+        for wx in 0..nw {
+            let x0 = wx * ws;
+            let cols = ws.min(w - x0) * c;
+            let win = (img * nh + wy) * nw + wx;
+            let from = (win * ws + r) * ws * c;
+            let parts = dst[x0 * c..x0 * c + cols]
+                .iter_mut()
+                .zip(&src[x0 * c..x0 * c + cols])
+                .zip(&a[from..from + cols]);
+            for ((d, &s), &v) in parts {
+                *d = s + v;
+            }
+        }
+    });
+    // SAFETY: every image row was written.
+    from_values(unsafe { out.written() }, [b, l, c])
+}
+
+/// A depthwise 3x3 convolution with stride 1 and zero padding 1 on channels-last tokens:
+/// `x [B, H*W, C] -> [B, H*W, C]`, equal to `conv` applied to `x` seen as `[B, C, H, W]`
+/// (TinyViT's local convolution between attention and MLP). On the flex backend with f32
+/// data each output token is accumulated from its nine neighbours' channel vectors, image
+/// rows split over the threads, with no layout change (burn-flex: a transposing copy to
+/// `[B, C, H, W]`, the convolution, a copy back); elsewhere those three steps.
+pub fn depthwise_conv3x3_tokens(conv: &Conv2d, x: Tensor<3>, h: usize, w: usize) -> Tensor<3> {
+    let [b, l, c] = x.dims();
+    let fits = conv.kernel_size == [3, 3]
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == c
+        && conv.weight.dims() == [c, 1, 3, 3]
+        && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
+        && l == h * w
+        && w > 0
+        && on_flex_f32(&x)
+        && conv_params_f32(conv);
+    if !fits {
+        let y = depthwise_conv3x3(conv, x.swap_dims(1, 2).reshape([b, c, h, w]), false);
+        let [b, c_out, h_out, w_out] = y.dims();
+        return y.reshape([b, c_out, h_out * w_out]).swap_dims(1, 2);
+    }
+    let x = contiguous(x);
+    let weight = contiguous(conv.weight.val());
+    let bias = conv.bias.as_ref().map(|b| contiguous(b.val()));
+    let (xs, ws) = (values(&x), values(&weight));
+    // Taps channels-last: `taps[tap * c + ch]`.
+    let mut taps = vec![0.0f32; 9 * c];
+    for ch in 0..c {
+        for tap in 0..9 {
+            taps[tap * c + ch] = ws[ch * 9 + tap];
+        }
+    }
+    let bias = bias
+        .as_ref()
+        .map_or_else(|| vec![0.0; c], |b| values(b).to_vec());
+    let row_len = w * c;
+    let mut out = Output::new(b * l * c);
+    let out_ptr = out.ptr();
+    par_tasks_with(
+        b * h,
+        || vec![0.0f32; row_len],
+        |acc, t| {
+            let (img, y) = (t / h, t % h);
+            let image = &xs[img * l * c..(img + 1) * l * c];
+            dw3x3_tokens_row(acc, image, &taps, &bias, y, h, w, c);
+            // SAFETY: image row `t` of `out`, written by this task alone.
+            unsafe {
+                std::ptr::copy_nonoverlapping(acc.as_ptr(), out_ptr.at(t * row_len), row_len)
+            };
+        },
+    );
+    // SAFETY: every image row was written.
+    from_values(unsafe { out.written() }, [b, l, c])
+}
+
+/// Output row `y` of [`depthwise_conv3x3_tokens`] for one `h x w x c` image into `acc`
+/// (`w * c` values).
+#[macerator::with_simd]
+// `S` only selects the instruction set macerator compiles the body for.
+#[allow(clippy::extra_unused_type_parameters)]
+#[allow(clippy::too_many_arguments)]
+fn dw3x3_tokens_row<S: macerator::Simd>(
+    acc: &mut [f32],
+    image: &[f32],
+    taps: &[f32],
+    bias: &[f32],
+    y: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+) {
+    for token in acc.chunks_mut(c) {
+        token.copy_from_slice(bias);
+    }
+    for dy in 0..3 {
+        let Some(iy) = (y + dy).checked_sub(1).filter(|&iy| iy < h) else {
+            continue;
+        };
+        let src_row = &image[iy * w * c..(iy + 1) * w * c];
+        for dx in 0..3 {
+            let tap = &taps[(dy * 3 + dx) * c..(dy * 3 + dx + 1) * c];
+            // Output columns whose neighbour `x + dx - 1` lies inside the row.
+            let (x_lo, x_hi) = (usize::from(dx == 0), if dx == 2 { w - 1 } else { w });
+            for x in x_lo..x_hi {
+                let src = &src_row[(x + dx - 1) * c..(x + dx) * c];
+                let dst = &mut acc[x * c..(x + 1) * c];
+                for ((d, &k), &v) in dst.iter_mut().zip(tap).zip(src) {
+                    *d += k * v;
+                }
+            }
+        }
+    }
 }
 
 /// Multi-head attention within each window, TinyViT's: `qkv [W, N, heads * 3 * kd]` (per
@@ -284,8 +644,8 @@ pub fn window_attention(qkv: Tensor<3>, bias: Tensor<3>, heads: usize, scale: f3
     let bias = contiguous(bias);
     let (xs, bs) = (values(&qkv), values(&bias));
     let c = heads * kd;
-    let mut out = vec![0.0f32; w * n * c];
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let mut out = Output::new(w * n * c);
+    let out_ptr = out.ptr();
     par_tasks_with(
         w * heads,
         || vec![0.0f32; n * n],
@@ -353,7 +713,9 @@ pub fn window_attention(qkv: Tensor<3>, bias: Tensor<3>, heads: usize, scale: f3
             }
         },
     );
-    from_values(out, [w, n, c])
+    // SAFETY: each (window, head) task's second product stored (not accumulated: no
+    // read of the destination) its `n x kd` block; together they cover `out`.
+    from_values(unsafe { out.written() }, [w, n, c])
 }
 
 /// `layer.forward(x)` for `x [.., K]`: `x W + b` with `W [K, N]`. On the flex backend with
@@ -403,19 +765,33 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
             dst[..width].copy_from_slice(&ws[kk * n + j0..kk * n + j0 + width]);
         }
     }
-    let mut out = vec![0.0f32; m * n];
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let mut out = Output::new(m * n);
+    let out_ptr = out.ptr();
     let blocks = m.div_ceil(LINEAR_BLOCK_ROWS);
     par_tasks(blocks, |t| {
         let r0 = t * LINEAR_BLOCK_ROWS;
         let rows = LINEAR_BLOCK_ROWS.min(m - r0);
-        // SAFETY: rows `r0..r0 + rows` of `out` belong to this task alone.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(r0 * n), rows * n) };
-        linear_block(&xs[r0 * k..(r0 + rows) * k], k, &packed, nr, bs, dst, n);
+        // SAFETY: rows `r0..r0 + rows` of `out` belong to this task alone; zeroed here
+        // (in cache, right before use: cheaper than a zeroed allocation's separate pass)
+        // so that the tiles work on initialised values.
+        unsafe {
+            std::ptr::write_bytes(out_ptr.at(r0 * n), 0, rows * n);
+            linear_block(
+                &xs[r0 * k..(r0 + rows) * k],
+                k,
+                &packed,
+                nr,
+                bs,
+                out_ptr.at(r0 * n),
+                rows,
+                n,
+            )
+        };
     });
     let mut out_dims = dims;
     out_dims[D - 1] = n;
-    from_values(out, out_dims)
+    // SAFETY: the blocks cover all `m` rows.
+    from_values(unsafe { out.written() }, out_dims)
 }
 
 /// Rows below which [`linear`] leaves the product to Burn (the decoder's few tokens).
@@ -434,14 +810,19 @@ fn lanes32<S: macerator::Simd>() -> usize {
 }
 
 /// `c = a [rows, k] @ panels + bias` for one block of rows (`c` row-major, `n` columns).
+///
+/// # Safety
+/// `c` addresses `rows * n` writable values that no other reference aliases.
 #[macerator::with_simd]
-fn linear_block<S: macerator::Simd>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn linear_block<S: macerator::Simd>(
     a: &[f32],
     k: usize,
     packed: &[f32],
     nr: usize,
     bias: &[f32],
-    c: &mut [f32],
+    c: *mut f32,
+    rows: usize,
     n: usize,
 ) {
     let lanes = S::lanes32();
@@ -449,7 +830,6 @@ fn linear_block<S: macerator::Simd>(
         // Unreachable: `packed` was laid out for this CPU's vectors.
         panic!("linear: panel width {nr} for {lanes}-lane vectors");
     }
-    let rows = c.len() / n;
     // K slices whose panel part (k x nr values) stays within 16 KiB of L1.
     let kc = (4096 / nr).max(16);
     let panels = n.div_ceil(nr);
@@ -460,26 +840,26 @@ fn linear_block<S: macerator::Simd>(
             let j0 = p * nr;
             let width = nr.min(n - j0);
             let panel = &packed[p * k * nr + k0 * nr..p * k * nr + (k0 + kl) * nr];
+            let b = (k0 == 0 && !bias.is_empty()).then(|| &bias[j0..j0 + width]);
             let mut i0 = 0;
             while i0 < rows {
                 let h = TILE_ROWS.min(rows - i0);
-                let b = if k0 == 0 && !bias.is_empty() {
-                    Some(&bias[j0..j0 + width])
-                } else {
-                    None
+                // SAFETY: rows `i0..i0 + h`, columns `j0..j0 + width` of `c`; the first
+                // K slice (k0 == 0) stores them before later slices add to them.
+                unsafe {
+                    linear_tile::<S>(
+                        &a[i0 * k + k0..],
+                        k,
+                        kl,
+                        h,
+                        panel,
+                        c.add(i0 * n + j0),
+                        n,
+                        width,
+                        k0 == 0,
+                        b,
+                    )
                 };
-                linear_tile::<S>(
-                    &a[i0 * k + k0..],
-                    k,
-                    kl,
-                    h,
-                    panel,
-                    &mut c[i0 * n + j0..],
-                    n,
-                    width,
-                    k0 == 0,
-                    b,
-                );
                 i0 += TILE_ROWS;
             }
         }
@@ -489,16 +869,20 @@ fn linear_block<S: macerator::Simd>(
 
 /// One tile: `h <= 6` rows of `a` (stride `lda`, `kl` values used) times a `kl x 2-vector`
 /// panel slice, added to `c` (stride `ldc`, `width` columns used), or stored with `bias`
-/// when `first`.
+/// (per column) when `first`.
+///
+/// # Safety
+/// `c` addresses `h` rows of `width` initialised values at stride `ldc` that no other
+/// reference aliases.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn linear_tile<S: macerator::Simd>(
+unsafe fn linear_tile<S: macerator::Simd>(
     a: &[f32],
     lda: usize,
     kl: usize,
     h: usize,
     panel: &[f32],
-    c: &mut [f32],
+    c: *mut f32,
     ldc: usize,
     width: usize,
     first: bool,
@@ -511,7 +895,7 @@ fn linear_tile<S: macerator::Simd>(
     let mut acc = [[zero; 2]; TILE_ROWS];
     // The loop reads `kl` values of each of the `h` rows and `kl * nr` panel values;
     // checked once here, so that the loop itself runs without bounds checks.
-    assert!(h >= 1 && (h - 1) * lda + kl <= a.len() && kl * nr <= panel.len());
+    assert!(h >= 1 && (h - 1) * lda + kl <= a.len() && kl * nr <= panel.len() && width <= nr);
     // Rows past `h` repeat the last row (their sums are computed and dropped).
     let row: [*const f32; TILE_ROWS] = std::array::from_fn(|i| a[i.min(h - 1) * lda..].as_ptr());
     let mut bp = panel.as_ptr();
@@ -531,25 +915,23 @@ fn linear_tile<S: macerator::Simd>(
     }
     let mut tmp = [0.0f32; 128];
     for (i, acc) in acc.iter().enumerate().take(h) {
-        // SAFETY: `tmp` holds 128 >= 2 * lanes values (lanes <= 16 on every backend).
-        unsafe {
+        // SAFETY: `tmp` holds 128 >= 2 * lanes values (lanes <= 16 on every backend); the
+        // row `i` of `c` is the caller's promise.
+        let dst = unsafe {
             vstore_unaligned(tmp.as_mut_ptr(), acc[0]);
             vstore_unaligned(tmp.as_mut_ptr().add(lanes), acc[1]);
-        }
-        let dst = &mut c[i * ldc..i * ldc + width];
-        if first {
-            match bias {
-                Some(b) => {
-                    for ((d, &v), &b) in dst.iter_mut().zip(&tmp[..width]).zip(b) {
-                        *d = v + b;
-                    }
-                }
-                None => dst.copy_from_slice(&tmp[..width]),
-            }
-        } else {
+            std::slice::from_raw_parts_mut(c.add(i * ldc), width)
+        };
+        if !first {
             for (d, &v) in dst.iter_mut().zip(&tmp[..width]) {
                 *d += v;
             }
+        } else if let Some(b) = bias {
+            for ((d, &v), &b) in dst.iter_mut().zip(&tmp[..width]).zip(b) {
+                *d = v + b;
+            }
+        } else {
+            dst.copy_from_slice(&tmp[..width]);
         }
     }
 }
@@ -566,6 +948,54 @@ impl SendPtr {
     /// The pointer `i` values further (a method, so closures capture the whole wrapper).
     fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
+    }
+}
+
+impl SendPtr {
+    /// `len` values from `i` on, zeroed, as a slice.
+    ///
+    /// # Safety
+    /// `i..i + len` lies inside the buffer and no other reference to these values lives
+    /// while the slice does.
+    unsafe fn zeroed<'a>(self, i: usize, len: usize) -> &'a mut [f32] {
+        // SAFETY: the caller's promise.
+        unsafe {
+            std::ptr::write_bytes(self.at(i), 0, len);
+            std::slice::from_raw_parts_mut(self.at(i), len)
+        }
+    }
+}
+
+/// A kernel's output of `len` values, allocated without being written: the kernel's tasks
+/// each write (or zero, through [`SendPtr::zeroed`], right before they write) their own
+/// part. `vec![0.0; len]` would zero all of it first in one single-threaded pass that
+/// leaves nothing in cache for a stage-0 tensor (64 MiB): 4% of the encoder's samples.
+struct Output {
+    values: Vec<f32>,
+    len: usize,
+}
+
+impl Output {
+    fn new(len: usize) -> Self {
+        Self {
+            values: Vec::with_capacity(len),
+            len,
+        }
+    }
+
+    /// The buffer's start, for the tasks.
+    fn ptr(&mut self) -> SendPtr {
+        SendPtr(self.values.as_mut_ptr())
+    }
+
+    /// The values, once written.
+    ///
+    /// # Safety
+    /// Every one of the `len` values has been written.
+    unsafe fn written(mut self) -> Vec<f32> {
+        // SAFETY: capacity `len` from `new`; initialised by the caller's promise.
+        unsafe { self.values.set_len(self.len) };
+        self.values
     }
 }
 
@@ -644,25 +1074,54 @@ fn from_values<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D>
     Tensor::from_primitive::<Flex>(t)
 }
 
-/// One `h x w` plane: `out = bias + sum over the 3x3 taps of k * x` (zero padding 1).
-fn dw3x3_plane(out: &mut [f32], x: &[f32], k: &[f32; 9], bias: f32, h: usize, w: usize) {
-    for (oh, row) in out.chunks_mut(w).enumerate() {
-        row.fill(bias);
-        for kh in 0..3 {
-            let Some(ih) = (oh + kh).checked_sub(1).filter(|&ih| ih < h) else {
-                continue;
-            };
-            let src = &x[ih * w..(ih + 1) * w];
-            let (k0, k1, k2) = (k[kh * 3], k[kh * 3 + 1], k[kh * 3 + 2]);
-            row[0] += k1 * src[0] + k2 * src[1];
-            let interior = row[1..w - 1]
-                .iter_mut()
-                .zip(src[..w - 2].iter().zip(&src[1..w - 1]).zip(&src[2..]));
-            for (o, ((a, m), z)) in interior {
-                *o += k0 * a + k1 * m + k2 * z;
-            }
-            row[w - 1] += k0 * src[w - 2] + k1 * src[w - 1];
+/// One `h x w` plane `x` into `out`: each row accumulated in `row` by [`dw3x3_row`],
+/// GELU'd there when `then_gelu`, then stored.
+///
+/// # Safety
+/// `out` addresses `h * w` writable values no other reference aliases.
+#[macerator::with_simd]
+// `S` only selects the instruction set macerator compiles the body for.
+#[allow(clippy::extra_unused_type_parameters)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw3x3_plane<S: macerator::Simd>(
+    row: &mut [f32],
+    x: &[f32],
+    k: &[f32; 9],
+    bias: f32,
+    h: usize,
+    w: usize,
+    then_gelu: bool,
+    out: *mut f32,
+) {
+    for oh in 0..h {
+        dw3x3_row(row, x, k, bias, oh, h, w);
+        if then_gelu {
+            gelu_body(row);
         }
+        // SAFETY: row `oh` of the plane, inside `out` by the caller's promise.
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(oh * w), w) };
+    }
+}
+
+/// Output row `oh` of one `h x w` plane: `row = bias + sum over the 3x3 taps of k * x`
+/// (zero padding 1).
+#[inline(always)]
+fn dw3x3_row(row: &mut [f32], x: &[f32], k: &[f32; 9], bias: f32, oh: usize, h: usize, w: usize) {
+    row.fill(bias);
+    for kh in 0..3 {
+        let Some(ih) = (oh + kh).checked_sub(1).filter(|&ih| ih < h) else {
+            continue;
+        };
+        let src = &x[ih * w..(ih + 1) * w];
+        let (k0, k1, k2) = (k[kh * 3], k[kh * 3 + 1], k[kh * 3 + 2]);
+        row[0] += k1 * src[0] + k2 * src[1];
+        let interior = row[1..w - 1]
+            .iter_mut()
+            .zip(src[..w - 2].iter().zip(&src[1..w - 1]).zip(&src[2..]));
+        for (o, ((a, m), z)) in interior {
+            *o += k0 * a + k1 * m + k2 * z;
+        }
+        row[w - 1] += k0 * src[w - 2] + k1 * src[w - 1];
     }
 }
 
@@ -790,6 +1249,66 @@ mod tests {
         (a - b).abs().max().into_scalar::<f32>()
     }
 
+    /// Window partition and its inverse (plus the shortcut) equal Burn's reshapes, with and
+    /// without padding, one and two images, on non-square token grids; the padded tokens
+    /// are zeros.
+    #[test]
+    fn window_partition_and_reverse_match_burn() {
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        let cases: [(usize, usize, usize, usize, usize); 3] =
+            [(1, 9, 9, 7, 16), (2, 14, 14, 7, 8), (2, 5, 11, 4, 3)];
+        for (b, h, w, ws, c) in cases {
+            let x = Tensor::<3>::random([b, h * w, c], Distribution::Normal(0.0, 1.0), &device);
+            let (ph, pw) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+            let (nh, nw) = (ph / ws, pw / ws);
+            let padded = Tensor::<4>::zeros([b, ph, pw, c], &device)
+                .slice_assign([0..b, 0..h, 0..w, 0..c], x.clone().reshape([b, h, w, c]));
+            let burn = padded
+                .reshape([b * nh, ws, nw, ws * c])
+                .swap_dims(1, 2)
+                .reshape([b * nh * nw, ws * ws, c]);
+            let ours = window_partition(x.clone(), h, w, ws);
+            assert_eq!(ours.dims(), burn.dims());
+            assert_eq!(max_diff(ours, burn.clone()), 0.0, "partition {h}x{w}/{ws}");
+
+            let shortcut =
+                Tensor::<3>::random([b, h * w, c], Distribution::Normal(0.0, 1.0), &device);
+            let windows = Tensor::<3>::random(burn.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let back = windows
+                .clone()
+                .reshape([b * nh, nw, ws, ws * c])
+                .swap_dims(1, 2)
+                .reshape([b, ph, pw, c])
+                .slice([0..b, 0..h, 0..w, 0..c])
+                .reshape([b, h * w, c]);
+            let ours = window_reverse_add(windows, shortcut.clone(), h, w, ws);
+            assert_eq!(max_diff(ours, shortcut + back), 0.0, "reverse {h}x{w}/{ws}");
+        }
+    }
+
+    /// The channels-last depthwise convolution equals Burn's on `[B, C, H, W]` (with bias,
+    /// non-square, widths 1 and 2 where the left and right taps fall outside).
+    #[test]
+    fn depthwise_conv3x3_tokens_matches_burn() {
+        use burn::nn::conv::Conv2dConfig;
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        for [b, c, h, w] in [[1, 8, 5, 1], [2, 16, 7, 2], [2, 32, 13, 17]] {
+            let conv = Conv2dConfig::new([c, c], [3, 3])
+                .with_groups(c)
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&device);
+            let x = Tensor::<3>::random([b, h * w, c], Distribution::Normal(0.0, 1.0), &device);
+            let burn = conv
+                .forward(x.clone().swap_dims(1, 2).reshape([b, c, h, w]))
+                .reshape([b, c, h * w])
+                .swap_dims(1, 2);
+            let d = max_diff(depthwise_conv3x3_tokens(&conv, x, h, w), burn);
+            assert!(d < 1e-5, "[{b}, {c}, {h}, {w}]: max |diff| {d}");
+        }
+    }
+
     /// The rational erf against libm's `erf` in f64 over [-6, 6] and the special values.
     #[test]
     fn erf_matches_libm() {
@@ -910,13 +1429,15 @@ mod tests {
         use burn::nn::conv::Conv2dConfig;
         use burn::tensor::Distribution;
         let device = Device::flex();
-        // Odd pixel counts (blocks not a multiple of 16), a batch of two, no-bias and the
-        // neck's shape class; with and without a residual.
+        // Odd pixel counts (blocks and strips not whole vectors), a batch of two, no-bias,
+        // the neck's shape class, more input channels than one K slice holds; with and
+        // without a residual and GELU.
         for ([b, ci, h, w], co, bias) in [
             ([1, 8, 5, 3], 4, true),
             ([2, 16, 33, 47], 24, true),
             ([1, 64, 64, 64], 256, true),
             ([1, 40, 16, 16], 32, false),
+            ([1, 300, 9, 37], 64, true),
         ] {
             let conv = Conv2dConfig::new([ci, co], [1, 1])
                 .with_bias(bias)
@@ -924,12 +1445,23 @@ mod tests {
             let x = Tensor::<4>::random([b, ci, h, w], Distribution::Normal(0.0, 1.0), &device);
             let r = Tensor::<4>::random([b, co, h, w], Distribution::Normal(0.0, 1.0), &device);
             let burn = conv.forward(x.clone());
-            let d = max_diff(conv1x1(&conv, x.clone(), None), burn.clone());
+            let d = max_diff(conv1x1(&conv, x.clone(), None, false), burn.clone());
             assert!(d < 1e-4, "[{b}, {ci}, {h}, {w}] -> {co}: max |diff| {d}");
-            let d = max_diff(conv1x1(&conv, x, Some(r.clone())), burn + r);
+            let d = max_diff(
+                conv1x1(&conv, x.clone(), Some(r.clone()), false),
+                burn.clone() + r.clone(),
+            );
             assert!(
                 d < 1e-4,
                 "[{b}, {ci}, {h}, {w}] -> {co} + residual: max |diff| {d}"
+            );
+            let d = max_diff(
+                conv1x1(&conv, x, Some(r.clone()), true),
+                activation::gelu(burn + r),
+            );
+            assert!(
+                d < 1e-4,
+                "[{b}, {ci}, {h}, {w}] -> {co} + residual, GELU: max |diff| {d}"
             );
         }
         // Quantized weights: Burn's own path (no panic).
@@ -939,14 +1471,14 @@ mod tests {
         let x = Tensor::<4>::random([1, 8, 5, 5], Distribution::Normal(0.0, 1.0), &device);
         let r = Tensor::<4>::random([1, 4, 5, 5], Distribution::Normal(0.0, 1.0), &device);
         let d = max_diff(
-            conv1x1(&conv, x.clone(), Some(r.clone())),
+            conv1x1(&conv, x.clone(), Some(r.clone()), false),
             conv.forward(x) + r,
         );
         assert_eq!(d, 0.0);
         // A 3x3 convolution: Burn's own path (same output as Burn).
         let conv = Conv2dConfig::new([4, 6], [3, 3]).init(&device);
         let x = Tensor::<4>::random([1, 4, 7, 7], Distribution::Normal(0.0, 1.0), &device);
-        let d = max_diff(conv1x1(&conv, x.clone(), None), conv.forward(x));
+        let d = max_diff(conv1x1(&conv, x.clone(), None, false), conv.forward(x));
         assert_eq!(d, 0.0);
     }
 
@@ -963,10 +1495,14 @@ mod tests {
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(&device);
             let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-            let ours = depthwise_conv3x3(&conv, x.clone());
-            let burn = conv.forward(x);
-            let d = max_diff(ours, burn);
+            let ours = depthwise_conv3x3(&conv, x.clone(), false);
+            let burn = conv.forward(x.clone());
+            let d = max_diff(ours, burn.clone());
             assert!(d < 1e-5, "[{b}, {c}, {h}, {w}]: max |diff| {d}");
+            // With GELU fused: Burn's convolution then Burn's exact GELU.
+            let ours = depthwise_conv3x3(&conv, x, true);
+            let d = max_diff(ours, activation::gelu(burn));
+            assert!(d < 1e-5, "[{b}, {c}, {h}, {w}] + GELU: max |diff| {d}");
         }
         // Stride 2: Burn's own path (same output shape as Burn).
         let conv = Conv2dConfig::new([8, 8], [3, 3])
@@ -975,7 +1511,7 @@ mod tests {
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(&device);
         let x = Tensor::<4>::random([1, 8, 9, 9], Distribution::Normal(0.0, 1.0), &device);
-        assert_eq!(depthwise_conv3x3(&conv, x).dims(), [1, 8, 5, 5]);
+        assert_eq!(depthwise_conv3x3(&conv, x, true).dims(), [1, 8, 5, 5]);
     }
 
     /// The flex path equals Burn's own GELU on every layout it meets: a fresh (unique,

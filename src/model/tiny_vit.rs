@@ -18,7 +18,9 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
-use super::cpu_ops::{conv1x1, gelu, linear, window_attention};
+use super::cpu_ops::{
+    conv1x1, gelu, linear, window_attention, window_partition, window_reverse_add,
+};
 
 /// Hyper-parameters of TinyViT.
 #[derive(Config, Debug)]
@@ -67,7 +69,7 @@ pub struct PatchEmbed {
 impl PatchEmbed {
     /// `[B, 3, H, W] -> [B, C0, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv2.forward(gelu(self.conv1.forward(x)))
+        self.conv2.forward(self.conv1.forward_gelu(x))
     }
 }
 
@@ -99,9 +101,9 @@ impl MbConv {
     /// `[B, C, H, W] -> [B, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let shortcut = x.clone();
-        let x = gelu(self.conv1.forward(x));
-        let x = gelu(self.conv2.forward(x));
-        gelu(self.conv3.forward_add(x, shortcut))
+        let x = self.conv1.forward_gelu(x);
+        let x = self.conv2.forward_gelu(x);
+        self.conv3.forward_add_gelu(x, shortcut)
     }
 }
 
@@ -138,8 +140,8 @@ impl PatchMerging {
 
     /// `[B, C, H, W] -> [B, H'*W', C_out]` (tokens, row-major).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<3> {
-        let x = gelu(self.conv1.forward(x));
-        let x = gelu(self.conv2.forward(x));
+        let x = self.conv1.forward_gelu(x);
+        let x = self.conv2.forward_gelu(x);
         let x = self.conv3.forward(x);
         x.flatten::<3>(2, 3).swap_dims(1, 2)
     }
@@ -295,49 +297,13 @@ impl TinyVitBlock {
 
     /// `[B, H*W, C] -> [B, H*W, C]` with `H = W = resolution`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, l, c] = x.dims();
-        let (hh, ww) = (self.resolution, self.resolution);
+        let r = self.resolution;
         let ws = self.attn.window();
-        let res_x = x.clone();
-        let x = if hh == ws && ww == ws {
-            self.attn.forward(x)
-        } else {
-            // Pad bottom/right to a multiple of the window (zeros, as F.pad upstream).
-            let x = x.reshape([b, hh, ww, c]);
-            let pad_b = (ws - hh % ws) % ws;
-            let pad_r = (ws - ww % ws) % ws;
-            let (ph, pw) = (hh + pad_b, ww + pad_r);
-            let x = if pad_b > 0 || pad_r > 0 {
-                let padded = Tensor::<4>::zeros([b, ph, pw, c], &x.device());
-                padded.slice_assign([0..b, 0..hh, 0..ww, 0..c], x)
-            } else {
-                x
-            };
-            let (nh, nw) = (ph / ws, pw / ws);
-            // Window partition: [B, nH, ws, nW, ws, C] -> [B*nH*nW, ws*ws, C].
-            let x = x
-                .reshape([b * nh, ws, nw, ws * c])
-                .swap_dims(1, 2)
-                .reshape([b * nh * nw, ws * ws, c]);
-            let x = self.attn.forward(x);
-            // Window reverse.
-            let x = x
-                .reshape([b * nh, nw, ws, ws * c])
-                .swap_dims(1, 2)
-                .reshape([b, ph, pw, c]);
-            let x = if pad_b > 0 || pad_r > 0 {
-                x.slice([0..b, 0..hh, 0..ww, 0..c])
-            } else {
-                x
-            };
-            x.reshape([b, l, c])
-        };
-        let x = res_x + x;
-
-        let x = x.swap_dims(1, 2).reshape([b, c, hh, ww]);
-        let x = self.local_conv.forward(x);
-        let x = x.reshape([b, c, l]).swap_dims(1, 2);
-
+        // Windows `[B * nH * nW, ws*ws, C]` (zero-padded to whole windows, as F.pad
+        // upstream), attention within each, back to tokens plus the shortcut.
+        let windows = self.attn.forward(window_partition(x.clone(), r, r, ws));
+        let x = window_reverse_add(windows, x, r, r, ws);
+        let x = self.local_conv.forward_tokens(x, r, r);
         x.clone() + self.mlp.forward(x)
     }
 }
@@ -385,7 +351,7 @@ pub struct Neck {
 impl Neck {
     /// `[B, C3, 64, 64] -> [B, 256, 64, 64]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.ln1.forward(conv1x1(&self.conv1, x, None));
+        let x = self.ln1.forward(conv1x1(&self.conv1, x, None, false));
         self.ln2.forward(self.conv2.forward(x))
     }
 }
