@@ -19,7 +19,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
 use super::cpu_ops::{
-    conv1x1, gelu, linear, window_attention, window_partition, window_reverse_add,
+    conv1x1, linear, linear_add, linear_gelu, window_attention, window_partition,
+    window_reverse_add,
 };
 
 /// Hyper-parameters of TinyViT.
@@ -251,8 +252,14 @@ pub struct TinyMlp {
 impl TinyMlp {
     /// `[B, N, C] -> [B, N, C]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = gelu(linear(&self.fc1, self.norm.forward(x)));
+        let h = linear_gelu(&self.fc1, self.norm.forward(x));
         linear(&self.fc2, h)
+    }
+
+    /// `x + forward(x)`, `[B, N, C] -> [B, N, C]` (the residual added as fc2 stores).
+    pub fn forward_residual(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = linear_gelu(&self.fc1, self.norm.forward(x.clone()));
+        linear_add(&self.fc2, h, x)
     }
 }
 
@@ -304,7 +311,7 @@ impl TinyVitBlock {
         let windows = self.attn.forward(window_partition(x.clone(), r, r, ws));
         let x = window_reverse_add(windows, x, r, r, ws);
         let x = self.local_conv.forward_tokens(x, r, r);
-        x.clone() + self.mlp.forward(x)
+        self.mlp.forward_residual(x)
     }
 }
 
