@@ -238,7 +238,18 @@ pub fn conv1x1(
                 // this (image, block) pair's part of `out`, this task's alone.
                 unsafe {
                     conv1x1_strips(
-                        ws, image, bs, res, plane, p0, width, c_in, c_out, dst, packed, acc,
+                        ws,
+                        &image[p0..],
+                        plane,
+                        bs,
+                        res.map(|r| &r[p0..]),
+                        width,
+                        c_in,
+                        c_out,
+                        dst,
+                        plane,
+                        packed,
+                        acc,
                         then_gelu,
                     )
                 };
@@ -307,9 +318,9 @@ pub fn conv1x1(
 /// 256 on AVX-512, each input row read as one contiguous kilobyte).
 const CONV_STRIPS: usize = 8;
 
-/// [`conv1x1`]'s own product for one block of `width` pixels from `p0` of one image:
-/// `out [c_out, width] (stride plane) = w [c_out, c_in] @ x [c_in, p0..p0 + width]
-/// (stride plane) + bias (+ residual)`, GELU'd when `then_gelu`. The block goes in groups
+/// [`conv1x1`]'s own product for `width` pixels: `out [c_out, width] (rows out_stride
+/// apart) = w [c_out, c_in] @ x [c_in, width] (rows x_stride apart) + bias (+ residual,
+/// laid out as out)`, GELU'd when `then_gelu`. The block goes in groups
 /// of [`CONV_STRIPS`] strips of `2 * lanes` pixels: every input channel's part of the
 /// group is packed strip by strip (`[strip][c_in][2 * lanes]`), the products of each strip
 /// go to `acc` (`[c_out, group]`, in cache), then bias, residual and GELU are applied on
@@ -318,21 +329,21 @@ const CONV_STRIPS: usize = 8;
 /// place, were slower than the `gemm` crate.)
 ///
 /// # Safety
-/// `out` addresses `c_out` rows of `width` writable values at stride `plane` that no other
-/// reference aliases.
+/// `out` addresses `c_out` rows of `width` writable values at stride `out_stride` that no
+/// other reference aliases.
 #[macerator::with_simd]
 #[allow(clippy::too_many_arguments)]
 unsafe fn conv1x1_strips<'a, S: macerator::Simd>(
     w: &[f32],
     x: &[f32],
+    x_stride: usize,
     bias: Option<&'a [f32]>,
     residual: Option<&'a [f32]>,
-    plane: usize,
-    p0: usize,
     width: usize,
     c_in: usize,
     c_out: usize,
     out: *mut f32,
+    out_stride: usize,
     packed: &mut Vec<f32>,
     acc: &mut Vec<f32>,
     then_gelu: bool,
@@ -348,9 +359,8 @@ unsafe fn conv1x1_strips<'a, S: macerator::Simd>(
     while g0 < width {
         let gw = group.min(width - g0);
         let strips = gw.div_ceil(nr);
-        let px = p0 + g0;
         for ci in 0..c_in {
-            let src = &x[ci * plane + px..ci * plane + px + gw];
+            let src = &x[ci * x_stride + g0..ci * x_stride + g0 + gw];
             for (s, part) in src.chunks(nr).enumerate() {
                 let dst = &mut packed[(s * c_in + ci) * nr..(s * c_in + ci + 1) * nr];
                 dst[..part.len()].copy_from_slice(part);
@@ -392,7 +402,7 @@ unsafe fn conv1x1_strips<'a, S: macerator::Simd>(
             let b = bias.map_or(0.0, |b| b[co]);
             match residual {
                 Some(r) => {
-                    let r = &r[co * plane + px..co * plane + px + gw];
+                    let r = &r[co * out_stride + g0..co * out_stride + g0 + gw];
                     for (v, &r) in row.iter_mut().zip(r) {
                         *v += b + r;
                     }
@@ -403,9 +413,199 @@ unsafe fn conv1x1_strips<'a, S: macerator::Simd>(
                 gelu_body(row);
             }
             // SAFETY: row `co`, pixels `g0..g0 + gw` of `out` (the caller's promise).
-            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(co * plane + g0), gw) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(co * out_stride + g0), gw)
+            };
         }
         g0 += gw;
+    }
+}
+
+/// TinyViT's MBConv, `gelu(conv3(gelu(dw(gelu(conv1(x))))) + x)`, with `conv1` a 1x1
+/// expansion `[C, C_h]`, `dw` a depthwise 3x3 (stride 1, padding 1) on `C_h` channels and
+/// `conv3` a 1x1 projection back to `C`: `x [B, C, H, W] -> [B, C, H, W]`. On the flex
+/// backend with f32 data and vectors of 8 or more f32 lanes, row by row through cache:
+/// each thread takes a band of image rows and keeps the expansion's last three rows
+/// (`3 x C_h x W`) in a ring, so that every output row is the depthwise convolution of
+/// three cached rows followed by the projection; the two `C_h`-channel intermediates
+/// (64 MiB each in stage 0) are never written out. The arithmetic is that of
+/// [`conv1x1`] and [`depthwise_conv3x3`], in the same order. Elsewhere those two in turn.
+pub fn mbconv(conv1: &Conv2d, dw: &Conv2d, conv3: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let hidden = conv1.weight.dims()[0];
+    let is_1x1 = |conv: &Conv2d, c_in: usize, c_out: usize| {
+        conv.kernel_size == [1, 1]
+            && conv.stride == [1, 1]
+            && conv.dilation == [1, 1]
+            && conv.groups == 1
+            && conv.weight.dims() == [c_out, c_in, 1, 1]
+            && matches!(
+                conv.padding,
+                PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
+            )
+            && conv_params_f32(conv)
+    };
+    let fits = is_1x1(conv1, c, hidden)
+        && is_1x1(conv3, hidden, c)
+        && dw.kernel_size == [3, 3]
+        && dw.stride == [1, 1]
+        && dw.dilation == [1, 1]
+        && dw.groups == hidden
+        && dw.weight.dims() == [hidden, 1, 3, 3]
+        && matches!(dw.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
+        && conv_params_f32(dw)
+        && w >= 2
+        && h >= 1
+        && lanes32() >= 8
+        && on_flex_f32(&x);
+    if !fits {
+        let y = conv1x1(conv1, x.clone(), None, true);
+        let y = depthwise_conv3x3(dw, y, true);
+        return conv1x1(conv3, y, Some(x), true);
+    }
+    let x = contiguous(x);
+    let xs = values(&x);
+    let params = |conv: &Conv2d| {
+        (
+            contiguous(conv.weight.val()),
+            conv.bias.as_ref().map(|b| contiguous(b.val())),
+        )
+    };
+    let ((w1, b1), (wd, bd), (w3, b3)) = (params(conv1), params(dw), params(conv3));
+    let (w1, wd, w3) = (values(&w1), values(&wd), values(&w3));
+    let (b1, bd, b3) = (
+        b1.as_ref().map(values),
+        bd.as_ref().map(values),
+        b3.as_ref().map(values),
+    );
+    let plane = h * w;
+    let mut out = Output::new(b * c * plane);
+    let out_ptr = out.ptr();
+    let rows_per_band = h.div_ceil(threads());
+    let bands = h.div_ceil(rows_per_band);
+    par_tasks_with(
+        b * bands,
+        || {
+            (
+                vec![0.0f32; 3 * hidden * w],
+                vec![0.0f32; hidden * w],
+                Vec::new(),
+                Vec::new(),
+            )
+        },
+        |(ring, mid, packed, acc), t| {
+            let (img, band) = (t / bands, t % bands);
+            let (y0, y1) = (band * rows_per_band, h.min((band + 1) * rows_per_band));
+            let image = &xs[img * c * plane..(img + 1) * c * plane];
+            let dst = out_ptr.at(img * c * plane);
+            // SAFETY: rows `y0..y1` of image `img` of `out` belong to this task alone; the
+            // ring and `mid` are this task's scratch.
+            unsafe {
+                mbconv_band(
+                    image, w1, b1, wd, bd, w3, b3, c, hidden, h, w, y0, y1, ring, mid, packed, acc,
+                    dst,
+                )
+            };
+        },
+    );
+    // SAFETY: the bands cover every row of every image.
+    from_values(unsafe { out.written() }, [b, c, h, w])
+}
+
+/// Rows `y0..y1` of [`mbconv`] for one image `x [c, h, w]` into `out` (the image's output,
+/// `[c, h, w]`).
+///
+/// # Safety
+/// Rows `y0..y1` of every channel of `out` are writable and aliased by no other reference.
+#[macerator::with_simd]
+#[allow(clippy::too_many_arguments)]
+// `with_simd` needs the lifetime of an `Option<&[f32]>` argument spelled out; `S` only
+// selects the instruction set it compiles the body for.
+#[allow(clippy::needless_lifetimes, clippy::extra_unused_type_parameters)]
+unsafe fn mbconv_band<'a, S: macerator::Simd>(
+    x: &[f32],
+    w1: &[f32],
+    b1: Option<&'a [f32]>,
+    wd: &[f32],
+    bd: Option<&'a [f32]>,
+    w3: &[f32],
+    b3: Option<&'a [f32]>,
+    c: usize,
+    hidden: usize,
+    h: usize,
+    w: usize,
+    y0: usize,
+    y1: usize,
+    ring: &mut [f32],
+    mid: &mut [f32],
+    packed: &mut Vec<f32>,
+    acc: &mut Vec<f32>,
+    out: *mut f32,
+) {
+    let plane = h * w;
+    let slot_len = hidden * w;
+    // Expansion row `y` (GELU'd) into ring slot `y % 3`, `[hidden, w]`.
+    let expand = |ring: &mut [f32], packed: &mut Vec<f32>, acc: &mut Vec<f32>, y: usize| {
+        let slot = &mut ring[(y % 3) * slot_len..(y % 3 + 1) * slot_len];
+        // SAFETY: `slot` holds `hidden` rows of `w` values (stride `w`), this task's.
+        unsafe {
+            conv1x1_strips(
+                w1,
+                &x[y * w..],
+                plane,
+                b1,
+                None,
+                w,
+                c,
+                hidden,
+                slot.as_mut_ptr(),
+                w,
+                packed,
+                acc,
+                true,
+            )
+        };
+    };
+    if y0 > 0 {
+        expand(ring, packed, acc, y0 - 1);
+    }
+    expand(ring, packed, acc, y0);
+    for y in y0..y1 {
+        if y + 1 < h {
+            expand(ring, packed, acc, y + 1);
+        }
+        // Channel `ch` of expansion row `yy`, if inside the image.
+        let row_of = |yy: Option<usize>, ch: usize| -> Option<(usize, usize)> {
+            let yy = yy.filter(|&yy| yy < h)?;
+            let base = (yy % 3) * slot_len + ch * w;
+            Some((base, base + w))
+        };
+        for ch in 0..hidden {
+            let k: [f32; 9] = std::array::from_fn(|i| wd[ch * 9 + i]);
+            let srcs = [y.checked_sub(1), Some(y), Some(y + 1)]
+                .map(|yy| row_of(yy, ch).map(|(s, e)| &ring[s..e]));
+            let row = &mut mid[ch * w..(ch + 1) * w];
+            dw3x3_row_from(row, srcs, &k, bd.map_or(0.0, |b| b[ch]));
+            gelu_body(row);
+        }
+        // SAFETY: row `y` of every channel of `out` (stride `plane`), this task's.
+        unsafe {
+            conv1x1_strips(
+                w3,
+                mid,
+                w,
+                b3,
+                Some(&x[y * w..]),
+                w,
+                hidden,
+                c,
+                out.add(y * w),
+                plane,
+                packed,
+                acc,
+                true,
+            )
+        };
     }
 }
 
@@ -1159,12 +1359,26 @@ unsafe fn dw3x3_plane<S: macerator::Simd>(
 /// (zero padding 1).
 #[inline(always)]
 fn dw3x3_row(row: &mut [f32], x: &[f32], k: &[f32; 9], bias: f32, oh: usize, h: usize, w: usize) {
+    let src = |kh: usize| {
+        (oh + kh)
+            .checked_sub(1)
+            .filter(|&ih| ih < h)
+            .map(|ih| &x[ih * w..(ih + 1) * w])
+    };
+    dw3x3_row_from(row, [src(0), src(1), src(2)], k, bias);
+}
+
+/// One output row of a depthwise 3x3 convolution (stride 1, zero padding 1) from the
+/// input rows above, at and below it (`None` past the image's edge), each `row.len() >= 2`
+/// values: `row = bias + sum over the taps of k * x`.
+#[inline(always)]
+fn dw3x3_row_from(row: &mut [f32], srcs: [Option<&[f32]>; 3], k: &[f32; 9], bias: f32) {
+    let w = row.len();
     row.fill(bias);
-    for kh in 0..3 {
-        let Some(ih) = (oh + kh).checked_sub(1).filter(|&ih| ih < h) else {
+    for (kh, src) in srcs.into_iter().enumerate() {
+        let Some(src) = src else {
             continue;
         };
-        let src = &x[ih * w..(ih + 1) * w];
         let (k0, k1, k2) = (k[kh * 3], k[kh * 3 + 1], k[kh * 3 + 2]);
         row[0] += k1 * src[0] + k2 * src[1];
         let interior = row[1..w - 1]
@@ -1299,6 +1513,35 @@ mod tests {
     /// Max |a - b| over all values.
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// The fused MBConv equals Burn's convolutions and GELU in turn (two images and bands
+    /// of rows per thread, a one-row image, an expansion wider than one K slice), and a
+    /// middle convolution it cannot take (a full 3x3) goes to the unfused path.
+    #[test]
+    fn mbconv_matches_burn() {
+        use burn::nn::conv::Conv2dConfig;
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        for ([b, c, h, w], hidden, groups) in [
+            ([2, 8, 13, 10], 32, 32),
+            ([1, 16, 1, 5], 64, 64),
+            ([1, 64, 20, 40], 256, 256),
+            ([1, 8, 9, 9], 16, 1),
+        ] {
+            let conv1 = Conv2dConfig::new([c, hidden], [1, 1]).init(&device);
+            let dw = Conv2dConfig::new([hidden, hidden], [3, 3])
+                .with_groups(groups)
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&device);
+            let conv3 = Conv2dConfig::new([hidden, c], [1, 1]).init(&device);
+            let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let y = activation::gelu(conv1.forward(x.clone()));
+            let y = activation::gelu(dw.forward(y));
+            let burn = activation::gelu(conv3.forward(y) + x.clone());
+            let d = max_diff(mbconv(&conv1, &dw, &conv3, x), burn);
+            assert!(d < 1e-4, "[{b}, {c}, {h}, {w}] x {hidden}: max |diff| {d}");
+        }
     }
 
     /// Window partition and its inverse (plus the shortcut) equal Burn's reshapes, with and

@@ -19,7 +19,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
 use super::cpu_ops::{
-    conv1x1, linear, linear_add, linear_gelu, window_attention, window_partition,
+    conv1x1, linear, linear_add, linear_gelu, mbconv, window_attention, window_partition,
     window_reverse_add,
 };
 
@@ -101,10 +101,7 @@ impl MbConv {
 
     /// `[B, C, H, W] -> [B, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let shortcut = x.clone();
-        let x = self.conv1.forward_gelu(x);
-        let x = self.conv2.forward_gelu(x);
-        self.conv3.forward_add_gelu(x, shortcut)
+        mbconv(&self.conv1.c, &self.conv2.c, &self.conv3.c, x)
     }
 }
 
