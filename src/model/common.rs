@@ -134,25 +134,6 @@ impl Conv2dBn {
             depthwise_conv3x3(&self.c, x, true)
         }
     }
-
-    /// `gelu(conv(x) + residual)`, both `[B, C_out, H, W]`.
-    pub fn forward_add_gelu(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
-        if self.c.kernel_size == [1, 1] {
-            conv1x1(&self.c, x, Some(residual), true)
-        } else {
-            gelu(self.forward(x) + residual)
-        }
-    }
-
-    /// `conv(x) + residual`, both `[B, C_out, H, W]` (a 1x1 convolution adds the residual
-    /// while it writes its output).
-    pub fn forward_add(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
-        if self.c.kernel_size == [1, 1] {
-            conv1x1(&self.c, x, Some(residual), false)
-        } else {
-            self.forward(x) + residual
-        }
-    }
 }
 
 /// Two-layer MLP with an activation between (`MLPBlock` upstream).
