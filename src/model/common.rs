@@ -10,7 +10,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::cpu_ops::{conv1x1, depthwise_conv3x3, depthwise_conv3x3_tokens, gelu};
+use super::cpu_ops::{conv1x1, conv1x1_tokens, depthwise_conv3x3, depthwise_conv3x3_tokens, gelu};
 
 /// Channel-wise LayerNorm over `[B, C, H, W]` (normalises across C at each pixel).
 #[derive(Module, Debug)]
@@ -113,16 +113,15 @@ impl Conv2dBn {
         }
     }
 
-    /// The same convolution on channels-last tokens, `[B, H*W, C] -> [B, H*W, C]` (a
-    /// depthwise 3x3 one without leaving that layout; see [`depthwise_conv3x3_tokens`]).
-    pub fn forward_tokens(&self, x: Tensor<3>, h: usize, w: usize) -> Tensor<3> {
-        if self.c.kernel_size == [3, 3] {
-            return depthwise_conv3x3_tokens(&self.c, x, h, w);
+    /// The same convolution on channels-last tokens, then GELU when `then_gelu`:
+    /// `[B, H*W, C_in] -> [B, H'*W', C_out]` (1x1 and depthwise 3x3 ones without leaving
+    /// that layout: [`conv1x1_tokens`], [`depthwise_conv3x3_tokens`]).
+    pub fn forward_tokens(&self, x: Tensor<3>, h: usize, w: usize, then_gelu: bool) -> Tensor<3> {
+        if self.c.kernel_size == [1, 1] {
+            conv1x1_tokens(&self.c, x, then_gelu)
+        } else {
+            depthwise_conv3x3_tokens(&self.c, x, h, w, then_gelu)
         }
-        let [b, _, c] = x.dims();
-        let y = self.forward(x.swap_dims(1, 2).reshape([b, c, h, w]));
-        let [b, c_out, h_out, w_out] = y.dims();
-        y.reshape([b, c_out, h_out * w_out]).swap_dims(1, 2)
     }
 
     /// `gelu(conv(x))`, `[B, C_in, H, W] -> [B, C_out, H', W']` (the 1x1 and depthwise

@@ -717,26 +717,36 @@ pub fn window_reverse_add(
     from_values(unsafe { out.written() }, [b, l, c])
 }
 
-/// A depthwise 3x3 convolution with stride 1 and zero padding 1 on channels-last tokens:
-/// `x [B, H*W, C] -> [B, H*W, C]`, equal to `conv` applied to `x` seen as `[B, C, H, W]`
-/// (TinyViT's local convolution between attention and MLP). On the flex backend with f32
-/// data each output token is accumulated from its nine neighbours' channel vectors, image
-/// rows split over the threads, with no layout change (burn-flex: a transposing copy to
-/// `[B, C, H, W]`, the convolution, a copy back); elsewhere those three steps.
-pub fn depthwise_conv3x3_tokens(conv: &Conv2d, x: Tensor<3>, h: usize, w: usize) -> Tensor<3> {
+/// A depthwise 3x3 convolution with stride 1 or 2 and zero padding 1 on channels-last
+/// tokens, then exact GELU when `then_gelu`: `x [B, H*W, C] -> [B, H'*W', C]`, equal to
+/// `conv` applied to `x` seen as `[B, C, H, W]` (TinyViT's local convolution between
+/// attention and MLP, and the patch mergings' middle convolution). On the flex backend
+/// with f32 data each output token is accumulated from its nine neighbours' channel
+/// vectors, output rows split over the threads, with no layout change (burn-flex: a
+/// transposing copy to `[B, C, H, W]`, the convolution, a copy back); elsewhere those
+/// three steps.
+pub fn depthwise_conv3x3_tokens(
+    conv: &Conv2d,
+    x: Tensor<3>,
+    h: usize,
+    w: usize,
+    then_gelu: bool,
+) -> Tensor<3> {
     let [b, l, c] = x.dims();
+    let stride = conv.stride[0];
     let fits = conv.kernel_size == [3, 3]
-        && conv.stride == [1, 1]
+        && (conv.stride == [1, 1] || conv.stride == [2, 2])
         && conv.dilation == [1, 1]
         && conv.groups == c
         && conv.weight.dims() == [c, 1, 3, 3]
         && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
         && l == h * w
         && w > 0
+        && h > 0
         && on_flex_f32(&x)
         && conv_params_f32(conv);
     if !fits {
-        let y = depthwise_conv3x3(conv, x.swap_dims(1, 2).reshape([b, c, h, w]), false);
+        let y = depthwise_conv3x3(conv, x.swap_dims(1, 2).reshape([b, c, h, w]), then_gelu);
         let [b, c_out, h_out, w_out] = y.dims();
         return y.reshape([b, c_out, h_out * w_out]).swap_dims(1, 2);
     }
@@ -754,28 +764,30 @@ pub fn depthwise_conv3x3_tokens(conv: &Conv2d, x: Tensor<3>, h: usize, w: usize)
     let bias = bias
         .as_ref()
         .map_or_else(|| vec![0.0; c], |b| values(b).to_vec());
-    let row_len = w * c;
-    let mut out = Output::new(b * l * c);
+    // Output side: (n + 2 - 3) / stride + 1.
+    let (ho, wo) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+    let row_len = wo * c;
+    let mut out = Output::new(b * ho * row_len);
     let out_ptr = out.ptr();
     par_tasks_with(
-        b * h,
+        b * ho,
         || vec![0.0f32; row_len],
         |acc, t| {
-            let (img, y) = (t / h, t % h);
+            let (img, y) = (t / ho, t % ho);
             let image = &xs[img * l * c..(img + 1) * l * c];
-            dw3x3_tokens_row(acc, image, &taps, &bias, y, h, w, c);
-            // SAFETY: image row `t` of `out`, written by this task alone.
+            dw3x3_tokens_row(acc, image, &taps, &bias, y, h, w, c, stride, then_gelu);
+            // SAFETY: output row `t` of `out`, written by this task alone.
             unsafe {
                 std::ptr::copy_nonoverlapping(acc.as_ptr(), out_ptr.at(t * row_len), row_len)
             };
         },
     );
-    // SAFETY: every image row was written.
-    from_values(unsafe { out.written() }, [b, l, c])
+    // SAFETY: every output row was written.
+    from_values(unsafe { out.written() }, [b, ho * wo, c])
 }
 
 /// Output row `y` of [`depthwise_conv3x3_tokens`] for one `h x w x c` image into `acc`
-/// (`w * c` values).
+/// (`wo * c` values), GELU'd when `then_gelu`.
 #[macerator::with_simd]
 // `S` only selects the instruction set macerator compiles the body for.
 #[allow(clippy::extra_unused_type_parameters)]
@@ -789,21 +801,26 @@ fn dw3x3_tokens_row<S: macerator::Simd>(
     h: usize,
     w: usize,
     c: usize,
+    stride: usize,
+    then_gelu: bool,
 ) {
+    let wo = acc.len() / c;
     for token in acc.chunks_mut(c) {
         token.copy_from_slice(bias);
     }
     for dy in 0..3 {
-        let Some(iy) = (y + dy).checked_sub(1).filter(|&iy| iy < h) else {
+        let Some(iy) = (stride * y + dy).checked_sub(1).filter(|&iy| iy < h) else {
             continue;
         };
         let src_row = &image[iy * w * c..(iy + 1) * w * c];
         for dx in 0..3 {
             let tap = &taps[(dy * 3 + dx) * c..(dy * 3 + dx + 1) * c];
-            // Output columns whose neighbour `x + dx - 1` lies inside the row.
-            let (x_lo, x_hi) = (usize::from(dx == 0), if dx == 2 { w - 1 } else { w });
+            // Output columns whose neighbour `stride * x + dx - 1` lies inside the row.
+            let x_lo = usize::from(dx == 0);
+            let x_hi = wo.min((w + 1 - dx).div_ceil(stride));
             for x in x_lo..x_hi {
-                let src = &src_row[(x + dx - 1) * c..(x + dx) * c];
+                let ix = stride * x + dx - 1;
+                let src = &src_row[ix * c..(ix + 1) * c];
                 let dst = &mut acc[x * c..(x + 1) * c];
                 for ((d, &k), &v) in dst.iter_mut().zip(tap).zip(src) {
                     *d += k * v;
@@ -811,6 +828,53 @@ fn dw3x3_tokens_row<S: macerator::Simd>(
             }
         }
     }
+    if then_gelu {
+        gelu_body(acc);
+    }
+}
+
+/// A 1x1 convolution (stride 1, no padding, one group) on channels-last tokens, then exact
+/// GELU when `then_gelu`: `x [B, N, C_in] -> [B, N, C_out]`, equal to `conv` on `x` seen as
+/// `[B, C_in, H, W]` for any `H x W = N` (TinyViT's patch-merging projections between
+/// transformer stages, the neck's first convolution): the tokens times the transposed
+/// weight, with no layout change, through [`linear`]'s product on the flex backend and
+/// Burn's matmul elsewhere; quantized weights through [`conv1x1`] on `[B, C_in, 1, N]`.
+pub fn conv1x1_tokens(conv: &Conv2d, x: Tensor<3>, then_gelu: bool) -> Tensor<3> {
+    let [b, n, c_in] = x.dims();
+    let c_out = conv.weight.dims()[0];
+    let plain = conv.kernel_size == [1, 1]
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && conv.weight.dims() == [c_out, c_in, 1, 1]
+        && matches!(
+            conv.padding,
+            PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
+        );
+    let as_image = |x: Tensor<3>, then_gelu: bool| {
+        let y = conv1x1(
+            conv,
+            x.swap_dims(1, 2).reshape([b, c_in, 1, n]),
+            None,
+            then_gelu,
+        );
+        let [b, c_out, h_out, w_out] = y.dims();
+        y.reshape([b, c_out, h_out * w_out]).swap_dims(1, 2)
+    };
+    let float_params = conv.weight.val().dtype() == DType::F32
+        && conv
+            .bias
+            .as_ref()
+            .is_none_or(|b| b.val().dtype() == DType::F32);
+    if !plain || !float_params {
+        return as_image(x, then_gelu);
+    }
+    let weight = conv.weight.val().reshape([c_out, c_in]).swap_dims(0, 1);
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    let (w, b) = (weight.clone(), bias.clone());
+    product_with(x, weight, bias, None, then_gelu, move |x| {
+        burn::tensor::module::linear(x, w, b)
+    })
 }
 
 /// Multi-head attention within each window, TinyViT's: `qkv [W, N, heads * 3 * kd]` (per
@@ -951,10 +1015,26 @@ fn linear_with<const D: usize>(
     residual: Option<Tensor<D>>,
     then_gelu: bool,
 ) -> Tensor<D> {
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    product_with(x, layer.weight.val(), bias, residual, then_gelu, |x| {
+        layer.forward(x)
+    })
+}
+
+/// `x [.., K] @ weight [K, N] + bias (+ residual)`, GELU'd when `then_gelu`, through
+/// [`linear`]'s kernel where it applies; elsewhere `plain(x)` (which computes
+/// `x @ weight + bias`), then the residual, then GELU.
+fn product_with<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    residual: Option<Tensor<D>>,
+    then_gelu: bool,
+    plain: impl FnOnce(Tensor<D>) -> Tensor<D>,
+) -> Tensor<D> {
     let dims = x.dims();
     let k = dims[D - 1];
     let m = dims[..D - 1].iter().product::<usize>();
-    let weight = layer.weight.val();
     let [wk, n] = weight.dims();
     let lanes = lanes32();
     let fits = wk == k
@@ -964,15 +1044,14 @@ fn linear_with<const D: usize>(
         && n > 0
         && on_flex_f32(&x)
         && on_flex_f32(&weight)
-        && layer
-            .bias
+        && bias
             .as_ref()
-            .is_none_or(|b| b.dims() == [n] && on_flex_f32(&b.val()))
+            .is_none_or(|b| b.dims() == [n] && on_flex_f32(b))
         && residual.as_ref().is_none_or(|r| {
             r.dims()[..D - 1] == dims[..D - 1] && r.dims()[D - 1] == n && on_flex_f32(r)
         });
     if !fits {
-        let y = layer.forward(x);
+        let y = plain(x);
         let y = match residual {
             Some(r) => y + r,
             None => y,
@@ -981,7 +1060,7 @@ fn linear_with<const D: usize>(
     }
     let x = contiguous(x);
     let weight = contiguous(weight);
-    let bias = layer.bias.as_ref().map(|b| contiguous(b.val()));
+    let bias = bias.map(contiguous);
     let residual = residual.map(contiguous);
     let (xs, ws) = (values(&x), values(&weight));
     let bs = bias.as_ref().map_or(&[][..], values);
@@ -1583,24 +1662,68 @@ mod tests {
     }
 
     /// The channels-last depthwise convolution equals Burn's on `[B, C, H, W]` (with bias,
-    /// non-square, widths 1 and 2 where the left and right taps fall outside).
+    /// non-square, widths 1 and 2 where the left and right taps fall outside; strides 1
+    /// and 2, odd and even sides; with GELU).
     #[test]
     fn depthwise_conv3x3_tokens_matches_burn() {
         use burn::nn::conv::Conv2dConfig;
         use burn::tensor::Distribution;
         let device = Device::flex();
-        for [b, c, h, w] in [[1, 8, 5, 1], [2, 16, 7, 2], [2, 32, 13, 17]] {
-            let conv = Conv2dConfig::new([c, c], [3, 3])
-                .with_groups(c)
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        for stride in [1, 2] {
+            for [b, c, h, w] in [[1, 8, 5, 1], [2, 16, 7, 2], [2, 32, 13, 17], [1, 16, 8, 10]] {
+                let conv = Conv2dConfig::new([c, c], [3, 3])
+                    .with_groups(c)
+                    .with_stride([stride, stride])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .init(&device);
+                let x = Tensor::<3>::random([b, h * w, c], Distribution::Normal(0.0, 1.0), &device);
+                let y = conv.forward(x.clone().swap_dims(1, 2).reshape([b, c, h, w]));
+                let [_, _, ho, wo] = y.dims();
+                let burn = y.reshape([b, c, ho * wo]).swap_dims(1, 2);
+                let ours = depthwise_conv3x3_tokens(&conv, x.clone(), h, w, false);
+                assert_eq!(ours.dims(), burn.dims());
+                let d = max_diff(ours, burn.clone());
+                assert!(d < 1e-5, "[{b}, {c}, {h}, {w}] / {stride}: max |diff| {d}");
+                let ours = depthwise_conv3x3_tokens(&conv, x, h, w, true);
+                let d = max_diff(ours, activation::gelu(burn));
+                assert!(
+                    d < 1e-5,
+                    "[{b}, {c}, {h}, {w}] / {stride}, GELU: max |diff| {d}"
+                );
+            }
+        }
+    }
+
+    /// The 1x1 convolution on tokens equals Burn's on `[B, C, H, W]` (with and without
+    /// bias and GELU; few tokens, where the product goes to Burn, and many).
+    #[test]
+    fn conv1x1_tokens_matches_burn() {
+        use burn::nn::conv::Conv2dConfig;
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        for ([b, h, w], c_in, c_out, bias) in [
+            ([1, 3, 4], 8, 5, true),
+            ([2, 16, 13], 128, 160, true),
+            ([1, 9, 9], 40, 33, false),
+        ] {
+            let conv = Conv2dConfig::new([c_in, c_out], [1, 1])
+                .with_bias(bias)
                 .init(&device);
-            let x = Tensor::<3>::random([b, h * w, c], Distribution::Normal(0.0, 1.0), &device);
+            let x = Tensor::<3>::random([b, h * w, c_in], Distribution::Normal(0.0, 1.0), &device);
             let burn = conv
-                .forward(x.clone().swap_dims(1, 2).reshape([b, c, h, w]))
-                .reshape([b, c, h * w])
+                .forward(x.clone().swap_dims(1, 2).reshape([b, c_in, h, w]))
+                .reshape([b, c_out, h * w])
                 .swap_dims(1, 2);
-            let d = max_diff(depthwise_conv3x3_tokens(&conv, x, h, w), burn);
-            assert!(d < 1e-5, "[{b}, {c}, {h}, {w}]: max |diff| {d}");
+            let d = max_diff(conv1x1_tokens(&conv, x.clone(), false), burn.clone());
+            assert!(
+                d < 1e-4,
+                "[{b}, {h}x{w}, {c_in}] -> {c_out}: max |diff| {d}"
+            );
+            let d = max_diff(conv1x1_tokens(&conv, x, true), activation::gelu(burn));
+            assert!(
+                d < 1e-4,
+                "[{b}, {h}x{w}, {c_in}] -> {c_out}, GELU: max |diff| {d}"
+            );
         }
     }
 

@@ -19,7 +19,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
 use super::cpu_ops::{
-    conv1x1, linear, linear_add, linear_gelu, mbconv, window_attention, window_partition,
+    conv1x1_tokens, linear, linear_add, linear_gelu, mbconv, window_attention, window_partition,
     window_reverse_add,
 };
 
@@ -134,6 +134,15 @@ impl PatchMerging {
                 .init(device),
             conv3: Conv2dBnConfig::new(out_dim, out_dim).init(device),
         }
+    }
+
+    /// The same on tokens `[B, R*R, C] -> [B, R'*R', C_out]` (row-major `R x R`), without
+    /// leaving the token layout.
+    pub fn forward_tokens(&self, x: Tensor<3>, r: usize) -> Tensor<3> {
+        let x = self.conv1.forward_tokens(x, r, r, true);
+        let x = self.conv2.forward_tokens(x, r, r, true);
+        let r_out = (r - 1) / self.conv2.c.stride[0] + 1;
+        self.conv3.forward_tokens(x, r_out, r_out, false)
     }
 
     /// `[B, C, H, W] -> [B, H'*W', C_out]` (tokens, row-major).
@@ -307,7 +316,7 @@ impl TinyVitBlock {
         // upstream), attention within each, back to tokens plus the shortcut.
         let windows = self.attn.forward(window_partition(x.clone(), r, r, ws));
         let x = window_reverse_add(windows, x, r, r, ws);
-        let x = self.local_conv.forward_tokens(x, r, r);
+        let x = self.local_conv.forward_tokens(x, r, r, false);
         self.mlp.forward_residual(x)
     }
 }
@@ -329,11 +338,7 @@ impl BasicLayer {
             x = block.forward(x);
         }
         match &self.downsample {
-            Some(down) => {
-                let [b, _, c] = x.dims();
-                let r = self.resolution;
-                down.forward(x.reshape([b, r, r, c]).permute([0, 3, 1, 2]))
-            }
+            Some(down) => down.forward_tokens(x, self.resolution),
             None => x,
         }
     }
@@ -353,9 +358,15 @@ pub struct Neck {
 }
 
 impl Neck {
-    /// `[B, C3, 64, 64] -> [B, 256, 64, 64]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.ln1.forward(conv1x1(&self.conv1, x, None, false));
+    /// Tokens `[B, S*S, C3]` (row-major `S x S`) `-> [B, 256, S, S]`: the 1x1 convolution
+    /// and the first norm on the tokens, the layout changed once, before the 3x3
+    /// convolution.
+    pub fn forward_tokens(&self, x: Tensor<3>, s: usize) -> Tensor<4> {
+        let x = self
+            .ln1
+            .forward_channels_last(conv1x1_tokens(&self.conv1, x, false));
+        let [b, _, c] = x.dims();
+        let x = x.swap_dims(1, 2).reshape([b, c, s, s]);
         self.ln2.forward(self.conv2.forward(x))
     }
 }
@@ -449,9 +460,6 @@ impl TinyVit {
         let x = self.layer1.forward(x);
         let x = self.layer2.forward(x);
         let x = self.layer3.forward(x);
-        let [b, _, c] = x.dims();
-        let s = self.out_side;
-        let x = x.reshape([b, s, s, c]).permute([0, 3, 1, 2]);
-        self.neck.forward(x)
+        self.neck.forward_tokens(x, self.out_side)
     }
 }
