@@ -431,8 +431,29 @@ unsafe fn conv1x1_strips<'a, S: macerator::Simd>(
 /// (64 MiB each in stage 0) are never written out. The arithmetic is that of
 /// [`conv1x1`] and [`depthwise_conv3x3`], in the same order. Elsewhere those two in turn.
 pub fn mbconv(conv1: &Conv2d, dw: &Conv2d, conv3: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv_block(conv1, dw, conv3, x, true)
+}
+
+/// TinyViT's patch merging out of stage 0, `conv3(gelu(dw(gelu(conv1(x)))))` with a
+/// stride-2 (or 1) depthwise `dw`: `x [B, C, H, W] -> [B, C_out, H', W']`, fused row by row
+/// as [`mbconv`] (no shortcut).
+pub fn patch_merging(conv1: &Conv2d, dw: &Conv2d, conv3: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv_block(conv1, dw, conv3, x, false)
+}
+
+/// [`mbconv`] (`residual`: shortcut added and GELU last, `dw` stride 1) or
+/// [`patch_merging`].
+fn conv_block(
+    conv1: &Conv2d,
+    dw: &Conv2d,
+    conv3: &Conv2d,
+    x: Tensor<4>,
+    residual: bool,
+) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let hidden = conv1.weight.dims()[0];
+    let c_out = conv3.weight.dims()[0];
+    let stride = dw.stride[0];
     let is_1x1 = |conv: &Conv2d, c_in: usize, c_out: usize| {
         conv.kernel_size == [1, 1]
             && conv.stride == [1, 1]
@@ -446,9 +467,10 @@ pub fn mbconv(conv1: &Conv2d, dw: &Conv2d, conv3: &Conv2d, x: Tensor<4>) -> Tens
             && conv_params_f32(conv)
     };
     let fits = is_1x1(conv1, c, hidden)
-        && is_1x1(conv3, hidden, c)
+        && is_1x1(conv3, hidden, c_out)
         && dw.kernel_size == [3, 3]
-        && dw.stride == [1, 1]
+        && (dw.stride == [1, 1] || (dw.stride == [2, 2] && !residual))
+        && (!residual || c_out == c)
         && dw.dilation == [1, 1]
         && dw.groups == hidden
         && dw.weight.dims() == [hidden, 1, 3, 3]
@@ -461,7 +483,7 @@ pub fn mbconv(conv1: &Conv2d, dw: &Conv2d, conv3: &Conv2d, x: Tensor<4>) -> Tens
     if !fits {
         let y = conv1x1(conv1, x.clone(), None, true);
         let y = depthwise_conv3x3(dw, y, true);
-        return conv1x1(conv3, y, Some(x), true);
+        return conv1x1(conv3, y, residual.then_some(x), residual);
     }
     let x = contiguous(x);
     let xs = values(&x);
@@ -478,62 +500,80 @@ pub fn mbconv(conv1: &Conv2d, dw: &Conv2d, conv3: &Conv2d, x: Tensor<4>) -> Tens
         bd.as_ref().map(values),
         b3.as_ref().map(values),
     );
-    let plane = h * w;
-    let mut out = Output::new(b * c * plane);
+    let (ho, wo) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+    let block = ConvBlock {
+        w1,
+        b1,
+        wd,
+        bd,
+        w3,
+        b3,
+        c,
+        hidden,
+        c_out,
+        h,
+        w,
+        stride,
+        residual,
+    };
+    let mut out = Output::new(b * c_out * ho * wo);
     let out_ptr = out.ptr();
-    let rows_per_band = h.div_ceil(threads());
-    let bands = h.div_ceil(rows_per_band);
+    let rows_per_band = ho.div_ceil(threads());
+    let bands = ho.div_ceil(rows_per_band);
     par_tasks_with(
         b * bands,
         || {
             (
                 vec![0.0f32; 3 * hidden * w],
-                vec![0.0f32; hidden * w],
+                vec![0.0f32; hidden * wo + 2 * w],
                 Vec::new(),
                 Vec::new(),
             )
         },
         |(ring, mid, packed, acc), t| {
             let (img, band) = (t / bands, t % bands);
-            let (y0, y1) = (band * rows_per_band, h.min((band + 1) * rows_per_band));
-            let image = &xs[img * c * plane..(img + 1) * c * plane];
-            let dst = out_ptr.at(img * c * plane);
-            // SAFETY: rows `y0..y1` of image `img` of `out` belong to this task alone; the
-            // ring and `mid` are this task's scratch.
-            unsafe {
-                mbconv_band(
-                    image, w1, b1, wd, bd, w3, b3, c, hidden, h, w, y0, y1, ring, mid, packed, acc,
-                    dst,
-                )
-            };
+            let (y0, y1) = (band * rows_per_band, ho.min((band + 1) * rows_per_band));
+            let image = &xs[img * c * h * w..(img + 1) * c * h * w];
+            let dst = out_ptr.at(img * c_out * ho * wo);
+            // SAFETY: output rows `y0..y1` of image `img` of `out` belong to this task
+            // alone; the ring and `mid` are this task's scratch.
+            unsafe { conv_block_band(&block, image, y0, y1, ring, mid, packed, acc, dst) };
         },
     );
-    // SAFETY: the bands cover every row of every image.
-    from_values(unsafe { out.written() }, [b, c, h, w])
+    // SAFETY: the bands cover every output row of every image.
+    from_values(unsafe { out.written() }, [b, c_out, ho, wo])
 }
 
-/// Rows `y0..y1` of [`mbconv`] for one image `x [c, h, w]` into `out` (the image's output,
-/// `[c, h, w]`).
+/// The parameters and sizes of one [`conv_block`].
+struct ConvBlock<'a> {
+    w1: &'a [f32],
+    b1: Option<&'a [f32]>,
+    wd: &'a [f32],
+    bd: Option<&'a [f32]>,
+    w3: &'a [f32],
+    b3: Option<&'a [f32]>,
+    c: usize,
+    hidden: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    stride: usize,
+    residual: bool,
+}
+
+/// Output rows `y0..y1` of [`conv_block`] for one image `x [c, h, w]` into `out` (the
+/// image's output, `[c_out, ho, wo]`).
 ///
 /// # Safety
 /// Rows `y0..y1` of every channel of `out` are writable and aliased by no other reference.
 #[macerator::with_simd]
 #[allow(clippy::too_many_arguments)]
-// `with_simd` needs the lifetime of an `Option<&[f32]>` argument spelled out; `S` only
-// selects the instruction set it compiles the body for.
+// `with_simd` needs the lifetime spelled out; `S` only selects the instruction set it
+// compiles the body for.
 #[allow(clippy::needless_lifetimes, clippy::extra_unused_type_parameters)]
-unsafe fn mbconv_band<'a, S: macerator::Simd>(
+unsafe fn conv_block_band<'a, S: macerator::Simd>(
+    p: &ConvBlock<'a>,
     x: &[f32],
-    w1: &[f32],
-    b1: Option<&'a [f32]>,
-    wd: &[f32],
-    bd: Option<&'a [f32]>,
-    w3: &[f32],
-    b3: Option<&'a [f32]>,
-    c: usize,
-    hidden: usize,
-    h: usize,
-    w: usize,
     y0: usize,
     y1: usize,
     ring: &mut [f32],
@@ -542,21 +582,23 @@ unsafe fn mbconv_band<'a, S: macerator::Simd>(
     acc: &mut Vec<f32>,
     out: *mut f32,
 ) {
-    let plane = h * w;
+    let (h, w, s, hidden) = (p.h, p.w, p.stride, p.hidden);
+    let (ho, wo) = ((h - 1) / s + 1, (w - 1) / s + 1);
     let slot_len = hidden * w;
-    // Expansion row `y` (GELU'd) into ring slot `y % 3`, `[hidden, w]`.
-    let expand = |ring: &mut [f32], packed: &mut Vec<f32>, acc: &mut Vec<f32>, y: usize| {
-        let slot = &mut ring[(y % 3) * slot_len..(y % 3 + 1) * slot_len];
+    let (mid, split) = mid.split_at_mut(hidden * wo);
+    // Expansion row `r` (GELU'd) into ring slot `r % 3`, `[hidden, w]`.
+    let expand = |ring: &mut [f32], packed: &mut Vec<f32>, acc: &mut Vec<f32>, r: usize| {
+        let slot = &mut ring[(r % 3) * slot_len..(r % 3 + 1) * slot_len];
         // SAFETY: `slot` holds `hidden` rows of `w` values (stride `w`), this task's.
         unsafe {
             conv1x1_strips(
-                w1,
-                &x[y * w..],
-                plane,
-                b1,
+                p.w1,
+                &x[r * w..],
+                h * w,
+                p.b1,
                 None,
                 w,
-                c,
+                p.c,
                 hidden,
                 slot.as_mut_ptr(),
                 w,
@@ -566,44 +608,49 @@ unsafe fn mbconv_band<'a, S: macerator::Simd>(
             )
         };
     };
-    if y0 > 0 {
-        expand(ring, packed, acc, y0 - 1);
-    }
-    expand(ring, packed, acc, y0);
+    // Expansion rows are computed in order, each once; the ring holds the last three.
+    let mut next = (s * y0).saturating_sub(1);
     for y in y0..y1 {
-        if y + 1 < h {
-            expand(ring, packed, acc, y + 1);
+        let last = (s * y + 1).min(h - 1);
+        while next <= last {
+            expand(ring, packed, acc, next);
+            next += 1;
         }
-        // Channel `ch` of expansion row `yy`, if inside the image.
-        let row_of = |yy: Option<usize>, ch: usize| -> Option<(usize, usize)> {
-            let yy = yy.filter(|&yy| yy < h)?;
-            let base = (yy % 3) * slot_len + ch * w;
+        // Channel `ch` of expansion row `r`, if inside the image.
+        let row_of = |r: Option<usize>, ch: usize| -> Option<(usize, usize)> {
+            let r = r.filter(|&r| r < h)?;
+            let base = (r % 3) * slot_len + ch * w;
             Some((base, base + w))
         };
         for ch in 0..hidden {
-            let k: [f32; 9] = std::array::from_fn(|i| wd[ch * 9 + i]);
-            let srcs = [y.checked_sub(1), Some(y), Some(y + 1)]
-                .map(|yy| row_of(yy, ch).map(|(s, e)| &ring[s..e]));
-            let row = &mut mid[ch * w..(ch + 1) * w];
-            dw3x3_row_from(row, srcs, &k, bd.map_or(0.0, |b| b[ch]));
+            let k: [f32; 9] = std::array::from_fn(|i| p.wd[ch * 9 + i]);
+            let srcs = [(s * y).checked_sub(1), Some(s * y), Some(s * y + 1)]
+                .map(|r| row_of(r, ch).map(|(a, b)| &ring[a..b]));
+            let row = &mut mid[ch * wo..(ch + 1) * wo];
+            let bias = p.bd.map_or(0.0, |b| b[ch]);
+            if s == 1 {
+                dw3x3_row_from(row, srcs, &k, bias);
+            } else {
+                dw3x3_row_from_s2(row, split, srcs, &k, bias);
+            }
             gelu_body(row);
         }
-        // SAFETY: row `y` of every channel of `out` (stride `plane`), this task's.
+        // SAFETY: row `y` of every channel of `out` (stride `ho * wo`), this task's.
         unsafe {
             conv1x1_strips(
-                w3,
+                p.w3,
                 mid,
-                w,
-                b3,
-                Some(&x[y * w..]),
-                w,
+                wo,
+                p.b3,
+                p.residual.then(|| &x[y * w..]),
+                wo,
                 hidden,
-                c,
-                out.add(y * w),
-                plane,
+                p.c_out,
+                out.add(y * wo),
+                ho * wo,
                 packed,
                 acc,
-                true,
+                p.residual,
             )
         };
     }
@@ -1470,6 +1517,46 @@ fn dw3x3_row_from(row: &mut [f32], srcs: [Option<&[f32]>; 3], k: &[f32; 9], bias
     }
 }
 
+/// One output row (`row.len()` values) of a stride-2 depthwise 3x3 convolution (zero
+/// padding 1) from the input rows above, at and below its centre (`None` past the image's
+/// edge, each `w` values): `row[j] = bias + sum over the taps of k * x[2j - 1 + dx]`. Each
+/// input row is split into its even and odd columns first (in `split`, `2 * w` values or
+/// more) so that every tap is a contiguous pass: `x[2j - 1] = odd[j - 1]`, `x[2j] =
+/// even[j]`, `x[2j + 1] = odd[j]`.
+#[inline(always)]
+fn dw3x3_row_from_s2(
+    row: &mut [f32],
+    split: &mut [f32],
+    srcs: [Option<&[f32]>; 3],
+    k: &[f32; 9],
+    bias: f32,
+) {
+    row.fill(bias);
+    for (kh, src) in srcs.into_iter().enumerate() {
+        let Some(src) = src else {
+            continue;
+        };
+        let (even, odd) = split.split_at_mut(src.len().div_ceil(2));
+        let odd = &mut odd[..src.len() / 2];
+        for (i, pair) in src.chunks(2).enumerate() {
+            even[i] = pair[0];
+            if let Some(&v) = pair.get(1) {
+                odd[i] = v;
+            }
+        }
+        let (k0, k1, k2) = (k[kh * 3], k[kh * 3 + 1], k[kh * 3 + 2]);
+        for (a, &v) in row.iter_mut().zip(even.iter()) {
+            *a += k1 * v;
+        }
+        for (a, &v) in row.iter_mut().zip(odd.iter()) {
+            *a += k2 * v;
+        }
+        for (a, &v) in row[1..].iter_mut().zip(odd.iter()) {
+            *a += k0 * v;
+        }
+    }
+}
+
 /// Applies `f` to the values of an f32 tensor, `unit` values (one row) at a time, rows
 /// split over the threads: in place when the tensor owns its storage contiguously from
 /// offset 0 (the usual case: a fresh op output), else into a new contiguous tensor.
@@ -1620,6 +1707,42 @@ mod tests {
             let burn = activation::gelu(conv3.forward(y) + x.clone());
             let d = max_diff(mbconv(&conv1, &dw, &conv3, x), burn);
             assert!(d < 1e-4, "[{b}, {c}, {h}, {w}] x {hidden}: max |diff| {d}");
+        }
+    }
+
+    /// The fused patch merging equals Burn's convolutions and GELU in turn (stride 2 on
+    /// odd and even sides, stride 1, two images, a one-row image, more input channels
+    /// than one K slice).
+    #[test]
+    fn patch_merging_matches_burn() {
+        use burn::nn::conv::Conv2dConfig;
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        for ([b, c, h, w], out, stride) in [
+            ([2, 8, 13, 10], 16, 2),
+            ([1, 16, 8, 9], 24, 2),
+            ([1, 16, 1, 5], 8, 2),
+            ([1, 160, 12, 12], 320, 1),
+            ([1, 64, 20, 18], 128, 2),
+        ] {
+            let conv1 = Conv2dConfig::new([c, out], [1, 1]).init(&device);
+            let dw = Conv2dConfig::new([out, out], [3, 3])
+                .with_groups(out)
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&device);
+            let conv3 = Conv2dConfig::new([out, out], [1, 1]).init(&device);
+            let x = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let y = activation::gelu(conv1.forward(x.clone()));
+            let y = activation::gelu(dw.forward(y));
+            let burn = conv3.forward(y);
+            let ours = patch_merging(&conv1, &dw, &conv3, x);
+            assert_eq!(ours.dims(), burn.dims());
+            let d = max_diff(ours, burn);
+            assert!(
+                d < 1e-4,
+                "[{b}, {c}, {h}, {w}] -> {out} / {stride}: max |diff| {d}"
+            );
         }
     }
 

@@ -19,8 +19,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
 use super::cpu_ops::{
-    conv1x1_tokens, linear, linear_add, linear_gelu, mbconv, window_attention, window_partition,
-    window_reverse_add,
+    conv1x1_tokens, linear, linear_add, linear_gelu, mbconv, patch_merging, window_attention,
+    window_partition, window_reverse_add,
 };
 
 /// Hyper-parameters of TinyViT.
@@ -147,9 +147,7 @@ impl PatchMerging {
 
     /// `[B, C, H, W] -> [B, H'*W', C_out]` (tokens, row-major).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<3> {
-        let x = self.conv1.forward_gelu(x);
-        let x = self.conv2.forward_gelu(x);
-        let x = self.conv3.forward(x);
+        let x = patch_merging(&self.conv1.c, &self.conv2.c, &self.conv3.c, x);
         x.flatten::<3>(2, 3).swap_dims(1, 2)
     }
 }
