@@ -115,8 +115,9 @@ pub fn exp(x: f32) -> f32 {
     if input < -87.3 { 0.0 } else { e }
 }
 
-/// A depthwise 3x3 convolution with stride 1 and zero padding 1 (TinyViT's MBConv and
-/// local convolutions), `x [B, C, H, W] -> [B, C, H, W]` with `conv.weight [C, 1, 3, 3]`,
+/// A depthwise 3x3 convolution with stride 1 and zero padding 1 (TinyViT's, where the fused
+/// and token-layout paths do not apply), `x [B, C, H, W] -> [B, C, H, W]` with
+/// `conv.weight [C, 1, 3, 3]`,
 /// followed by exact GELU when `then_gelu`. burn-flex 0.22.1 takes 117 ms for the first
 /// stage's `[1, 256, 256, 256]` on 2 cores; here each output row is accumulated in a
 /// scratch row (in L1) from three input rows in one vectorisable pass per kernel row,
@@ -169,17 +170,17 @@ pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>, then_gelu: bool) -> Tensor
 
 /// A 1x1 convolution with stride 1, no padding and one group, plus `residual` when given,
 /// then exact GELU when `then_gelu`: `x [B, C_in, H, W] -> [B, C_out, H, W]` (TinyViT's
-/// MBConv and patch-merging projections, the neck's first convolution). burn-flex 0.22.1
-/// zero-fills the output, lets the `gemm` crate split the product over threads by output
-/// channel (half speed with 64 of them) and adds the bias in a second pass: 41 ms for
-/// stage 0's 256 -> 64 projection on `[1, 256, 256, 256]` on 2 cores. Here each thread
-/// takes a block of pixels and writes bias (+ residual) into it; with vectors of 8 or more
-/// f32 lanes (as [`linear`]) it then works through its block in strips of two vectors of
-/// pixels: the strip of every input channel packed once (in L1), all output channels
-/// accumulated onto it by [`linear`]'s register tiles, GELU applied while the strip is in
-/// cache. With narrower vectors one `gemm` product per block accumulates onto it (25 ms
-/// for the projection above) and GELU follows per block. Any other convolution, device or
-/// dtype goes to `conv.forward` (then adds `residual`, then [`gelu`]).
+/// patch embedding; the fused [`mbconv`] and [`patch_merging`] use its kernel row by row).
+/// burn-flex 0.22.1 zero-fills the output, lets the `gemm` crate split the product over
+/// threads by output channel (half speed with 64 of them) and adds the bias in a second
+/// pass: 41 ms for stage 0's 256 -> 64 projection on `[1, 256, 256, 256]` on 2 cores.
+/// Here each thread takes a block of pixels; with vectors of 8 or more f32 lanes (as
+/// [`linear`]) it works through its block with `conv1x1_strips` (groups of pixel strips
+/// packed once, [`linear`]'s register tiles, bias, residual and GELU applied in cache);
+/// with narrower vectors it writes bias (+ residual) into its block, one `gemm` product
+/// accumulates onto it (25 ms for the projection above) and GELU follows per block. Any
+/// other convolution, device or dtype goes to `conv.forward` (then adds `residual`, then
+/// [`gelu`]).
 pub fn conv1x1(
     conv: &Conv2d,
     x: Tensor<4>,
@@ -1030,7 +1031,7 @@ pub fn window_attention(qkv: Tensor<3>, bias: Tensor<3>, heads: usize, scale: f3
 }
 
 /// `layer.forward(x)` for `x [.., K]`: `x W + b` with `W [K, N]`. On the flex backend with
-/// f32 data and weights (quantized weights go to Burn), at least [`LINEAR_MIN_ROWS`] rows
+/// f32 data and weights (quantized weights go to Burn), at least `LINEAR_MIN_ROWS` (64) rows
 /// and vectors of 8 or more f32 lanes (AVX2, AVX-512; on 128-bit vectors, wasm SIMD128
 /// among them, the `gemm` crate's kernels were faster: BENCHMARKS.md), our own product: the weights packed once per call into column panels of two
 /// vectors, rows split over the threads in blocks of 96, each `6 x 2-vector` tile
@@ -1043,14 +1044,14 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     linear_with(layer, x, None, false)
 }
 
-/// `gelu(layer.forward(x))` ([`linear`] with exact GELU applied to each tile as it is
-/// stored: no separate pass over the output).
+/// `gelu(layer.forward(x))` ([`linear`] with exact GELU applied to each block of rows
+/// while it is in cache: no separate pass over the output).
 pub fn linear_gelu<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     linear_with(layer, x, None, true)
 }
 
-/// `residual + layer.forward(x)` ([`linear`] with the residual added to each tile as it is
-/// stored), `residual` of the output's shape.
+/// `residual + layer.forward(x)` ([`linear`] with the residual added to each block of
+/// rows while it is in cache), `residual` of the output's shape.
 pub fn linear_add<const D: usize>(layer: &Linear, x: Tensor<D>, residual: Tensor<D>) -> Tensor<D> {
     linear_with(layer, x, Some(residual), false)
 }
