@@ -141,7 +141,8 @@ impl PatchMerging {
     pub fn forward_tokens(&self, x: Tensor<3>, r: usize) -> Tensor<3> {
         let x = self.conv1.forward_tokens(x, r, r, true);
         let x = self.conv2.forward_tokens(x, r, r, true);
-        let r_out = (r - 1) / self.conv2.c.stride[0] + 1;
+        // Output side of a 3x3, padding 1 convolution: (r + 2 - 3) / stride + 1.
+        let r_out = r.div_ceil(self.conv2.c.stride[0].max(1));
         self.conv3.forward_tokens(x, r_out, r_out, false)
     }
 
