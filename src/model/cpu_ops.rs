@@ -126,22 +126,16 @@ pub fn exp(x: f32) -> f32 {
 /// `conv.forward` (and [`gelu`]).
 pub fn depthwise_conv3x3(conv: &Conv2d, x: Tensor<4>, then_gelu: bool) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
-    let fits = conv.kernel_size == [3, 3]
+    let fits = is_depthwise_3x3(conv, c)
         && conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == c
-        && conv.weight.dims() == [c, 1, 3, 3]
-        && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
         && w >= 2
         && on_flex_f32(&x)
         && conv_params_f32(conv);
     if !fits {
-        let y = conv.forward(x);
-        return if then_gelu { gelu(y) } else { y };
+        return add_then_gelu(conv.forward(x), None, then_gelu);
     }
     let x = contiguous(x);
-    let weight = contiguous(conv.weight.val());
-    let bias = conv.bias.as_ref().map(|b| contiguous(b.val()));
+    let (weight, bias) = conv_params(conv);
     let (xs, ws) = (values(&x), values(&weight));
     let bs = bias.as_ref().map(values);
     let plane = h * w;
@@ -189,31 +183,17 @@ pub fn conv1x1(
 ) -> Tensor<4> {
     let [b, c_in, h, w] = x.dims();
     let c_out = conv.weight.dims()[0];
-    let fits = conv.kernel_size == [1, 1]
-        && conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && conv.weight.dims() == [c_out, c_in, 1, 1]
-        && matches!(
-            conv.padding,
-            PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
-        )
+    let fits = is_plain_1x1(conv, c_in, c_out)
         && residual
             .as_ref()
             .is_none_or(|r| r.dims() == [b, c_out, h, w] && on_flex_f32(r))
         && on_flex_f32(&x)
         && conv_params_f32(conv);
     if !fits {
-        let y = conv.forward(x);
-        let y = match residual {
-            Some(r) => y + r,
-            None => y,
-        };
-        return if then_gelu { gelu(y) } else { y };
+        return add_then_gelu(conv.forward(x), residual, then_gelu);
     }
     let x = contiguous(x);
-    let weight = contiguous(conv.weight.val());
-    let bias = conv.bias.as_ref().map(|b| contiguous(b.val()));
+    let (weight, bias) = conv_params(conv);
     let residual = residual.map(contiguous);
     let (xs, ws) = (values(&x), values(&weight));
     let bs = bias.as_ref().map(values);
@@ -455,27 +435,13 @@ fn conv_block(
     let hidden = conv1.weight.dims()[0];
     let c_out = conv3.weight.dims()[0];
     let stride = dw.stride[0];
-    let is_1x1 = |conv: &Conv2d, c_in: usize, c_out: usize| {
-        conv.kernel_size == [1, 1]
-            && conv.stride == [1, 1]
-            && conv.dilation == [1, 1]
-            && conv.groups == 1
-            && conv.weight.dims() == [c_out, c_in, 1, 1]
-            && matches!(
-                conv.padding,
-                PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
-            )
-            && conv_params_f32(conv)
-    };
-    let fits = is_1x1(conv1, c, hidden)
-        && is_1x1(conv3, hidden, c_out)
-        && dw.kernel_size == [3, 3]
+    let fits = is_plain_1x1(conv1, c, hidden)
+        && conv_params_f32(conv1)
+        && is_plain_1x1(conv3, hidden, c_out)
+        && conv_params_f32(conv3)
+        && is_depthwise_3x3(dw, hidden)
         && (dw.stride == [1, 1] || (dw.stride == [2, 2] && !residual))
         && (!residual || c_out == c)
-        && dw.dilation == [1, 1]
-        && dw.groups == hidden
-        && dw.weight.dims() == [hidden, 1, 3, 3]
-        && matches!(dw.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
         && conv_params_f32(dw)
         && w >= 2
         && h >= 1
@@ -488,13 +454,7 @@ fn conv_block(
     }
     let x = contiguous(x);
     let xs = values(&x);
-    let params = |conv: &Conv2d| {
-        (
-            contiguous(conv.weight.val()),
-            conv.bias.as_ref().map(|b| contiguous(b.val())),
-        )
-    };
-    let ((w1, b1), (wd, bd), (w3, b3)) = (params(conv1), params(dw), params(conv3));
+    let ((w1, b1), (wd, bd), (w3, b3)) = (conv_params(conv1), conv_params(dw), conv_params(conv3));
     let (w1, wd, w3) = (values(&w1), values(&wd), values(&w3));
     let (b1, bd, b3) = (
         b1.as_ref().map(values),
@@ -782,25 +742,18 @@ pub fn depthwise_conv3x3_tokens(
 ) -> Tensor<3> {
     let [b, l, c] = x.dims();
     let stride = conv.stride[0];
-    let fits = conv.kernel_size == [3, 3]
+    let fits = is_depthwise_3x3(conv, c)
         && (conv.stride == [1, 1] || conv.stride == [2, 2])
-        && conv.dilation == [1, 1]
-        && conv.groups == c
-        && conv.weight.dims() == [c, 1, 3, 3]
-        && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
         && l == h * w
         && w > 0
         && h > 0
         && on_flex_f32(&x)
         && conv_params_f32(conv);
     if !fits {
-        let y = depthwise_conv3x3(conv, x.swap_dims(1, 2).reshape([b, c, h, w]), then_gelu);
-        let [b, c_out, h_out, w_out] = y.dims();
-        return y.reshape([b, c_out, h_out * w_out]).swap_dims(1, 2);
+        return on_image(x, h, w, |x| depthwise_conv3x3(conv, x, then_gelu));
     }
     let x = contiguous(x);
-    let weight = contiguous(conv.weight.val());
-    let bias = conv.bias.as_ref().map(|b| contiguous(b.val()));
+    let (weight, bias) = conv_params(conv);
     let (xs, ws) = (values(&x), values(&weight));
     // Taps channels-last: `taps[tap * c + ch]`.
     let mut taps = vec![0.0f32; 9 * c];
@@ -888,34 +841,16 @@ fn dw3x3_tokens_row<S: macerator::Simd>(
 /// weight, with no layout change, through [`linear`]'s product on the flex backend and
 /// Burn's matmul elsewhere; quantized weights through [`conv1x1`] on `[B, C_in, 1, N]`.
 pub fn conv1x1_tokens(conv: &Conv2d, x: Tensor<3>, then_gelu: bool) -> Tensor<3> {
-    let [b, n, c_in] = x.dims();
+    let [_, n, c_in] = x.dims();
     let c_out = conv.weight.dims()[0];
-    let plain = conv.kernel_size == [1, 1]
-        && conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && conv.weight.dims() == [c_out, c_in, 1, 1]
-        && matches!(
-            conv.padding,
-            PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
-        );
-    let as_image = |x: Tensor<3>, then_gelu: bool| {
-        let y = conv1x1(
-            conv,
-            x.swap_dims(1, 2).reshape([b, c_in, 1, n]),
-            None,
-            then_gelu,
-        );
-        let [b, c_out, h_out, w_out] = y.dims();
-        y.reshape([b, c_out, h_out * w_out]).swap_dims(1, 2)
-    };
+    let plain = is_plain_1x1(conv, c_in, c_out);
     let float_params = conv.weight.val().dtype() == DType::F32
         && conv
             .bias
             .as_ref()
             .is_none_or(|b| b.val().dtype() == DType::F32);
     if !plain || !float_params {
-        return as_image(x, then_gelu);
+        return on_image(x, 1, n, |x| conv1x1(conv, x, None, then_gelu));
     }
     let weight = conv.weight.val().reshape([c_out, c_in]).swap_dims(0, 1);
     let bias = conv.bias.as_ref().map(|b| b.val());
@@ -1099,12 +1034,7 @@ fn product_with<const D: usize>(
             r.dims()[..D - 1] == dims[..D - 1] && r.dims()[D - 1] == n && on_flex_f32(r)
         });
     if !fits {
-        let y = plain(x);
-        let y = match residual {
-            Some(r) => y + r,
-            None => y,
-        };
-        return if then_gelu { gelu(y) } else { y };
+        return add_then_gelu(plain(x), residual, then_gelu);
     }
     let x = contiguous(x);
     let weight = contiguous(weight);
@@ -1134,7 +1064,7 @@ fn product_with<const D: usize>(
         // (in cache, right before use: cheaper than a zeroed allocation's separate pass)
         // so that the tiles work on initialised values.
         unsafe {
-            std::ptr::write_bytes(out_ptr.at(r0 * n), 0, rows * n);
+            let dst = out_ptr.zeroed(r0 * n, rows * n);
             linear_block(
                 &xs[r0 * k..(r0 + rows) * k],
                 k,
@@ -1143,7 +1073,7 @@ fn product_with<const D: usize>(
                 bs,
                 rs.map(|r| &r[r0 * n..(r0 + rows) * n]),
                 then_gelu,
-                out_ptr.at(r0 * n),
+                dst.as_mut_ptr(),
                 rows,
                 n,
             )
@@ -1328,9 +1258,7 @@ impl SendPtr {
     fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
-}
 
-impl SendPtr {
     /// `len` values from `i` on, zeroed, as a slice.
     ///
     /// # Safety
@@ -1418,6 +1346,60 @@ fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
 /// to Burn).
 fn conv_params_f32(conv: &Conv2d) -> bool {
     on_flex_f32(&conv.weight.val()) && conv.bias.as_ref().is_none_or(|b| on_flex_f32(&b.val()))
+}
+
+/// Whether `conv` is a 1x1 convolution `[c_out, c_in, 1, 1]` with stride 1, no dilation,
+/// no padding and one group: a plain product over channels.
+fn is_plain_1x1(conv: &Conv2d, c_in: usize, c_out: usize) -> bool {
+    conv.kernel_size == [1, 1]
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && conv.weight.dims() == [c_out, c_in, 1, 1]
+        && matches!(
+            conv.padding,
+            PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
+        )
+}
+
+/// Whether `conv` is a depthwise 3x3 convolution on `c` channels with zero padding 1 and
+/// no dilation (any stride: callers check the ones they take).
+fn is_depthwise_3x3(conv: &Conv2d, c: usize) -> bool {
+    conv.kernel_size == [3, 3]
+        && conv.dilation == [1, 1]
+        && conv.groups == c
+        && conv.weight.dims() == [c, 1, 3, 3]
+        && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
+}
+
+/// A convolution's weight and bias as contiguous flex tensors (after [`conv_params_f32`]).
+fn conv_params(conv: &Conv2d) -> (FlexTensor, Option<FlexTensor>) {
+    (
+        contiguous(conv.weight.val()),
+        conv.bias.as_ref().map(|b| contiguous(b.val())),
+    )
+}
+
+/// `y (+ residual)`, then GELU when `then_gelu`: the fallbacks' epilogue with Burn's ops.
+fn add_then_gelu<const D: usize>(
+    y: Tensor<D>,
+    residual: Option<Tensor<D>>,
+    then_gelu: bool,
+) -> Tensor<D> {
+    let y = match residual {
+        Some(r) => y + r,
+        None => y,
+    };
+    if then_gelu { gelu(y) } else { y }
+}
+
+/// `f` applied to tokens `x [B, H*W, C]` seen as an image `[B, C, H, W]`, its result
+/// `[B, C', H', W']` turned back into tokens `[B, H'*W', C']` (the token paths' fallback).
+fn on_image(x: Tensor<3>, h: usize, w: usize, f: impl FnOnce(Tensor<4>) -> Tensor<4>) -> Tensor<3> {
+    let [b, _, c] = x.dims();
+    let y = f(x.swap_dims(1, 2).reshape([b, c, h, w]));
+    let [b, c_out, h_out, w_out] = y.dims();
+    y.reshape([b, c_out, h_out * w_out]).swap_dims(1, 2)
 }
 
 /// The flex primitive of a float tensor whose device was checked to be flex.
@@ -1565,7 +1547,7 @@ fn map_f32(mut t: FlexTensor, unit: usize, f: impl Fn(&mut [f32]) + Sync) -> Fle
     let n = t.layout().num_elements();
     let in_place = t.is_unique() && t.layout().contiguous_offsets() == Some((0, n));
     if in_place && let Some(storage) = t.try_storage_mut::<f32>() {
-        par_split(&mut storage[..n], unit, |_, rows| f(rows));
+        par_split(&mut storage[..n], unit, &f);
         return t;
     }
     let shape = t.layout().shape().clone();
@@ -1575,7 +1557,7 @@ fn map_f32(mut t: FlexTensor, unit: usize, f: impl Fn(&mut [f32]) + Sync) -> Fle
         // Unreachable: `to_contiguous` returns a contiguous f32 tensor.
         None => panic!("to_contiguous gave a non-contiguous tensor"),
     };
-    par_split(&mut values, unit, |_, rows| f(rows));
+    par_split(&mut values, unit, &f);
     FlexTensor::new(
         Bytes::from_elems(values),
         Layout::contiguous(shape),
@@ -1599,25 +1581,24 @@ fn threads() -> usize {
 }
 
 /// Runs `f` over `data` split into one contiguous part per thread, each a whole number of
-/// `unit`-value items (`f` gets the index of its first item); this thread takes the first
-/// part.
-fn par_split(data: &mut [f32], unit: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+/// `unit`-value items; this thread takes the first part.
+fn par_split(data: &mut [f32], unit: usize, f: impl Fn(&mut [f32]) + Sync) {
     let items = data.len() / unit.max(1);
     let parts = threads().min(data.len() / MIN_PER_THREAD).min(items).max(1);
     if parts == 1 {
-        f(0, data);
+        f(data);
         return;
     }
     let per_part = items.div_ceil(parts) * unit;
     std::thread::scope(|s| {
-        let mut chunks = data.chunks_mut(per_part).enumerate();
+        let mut chunks = data.chunks_mut(per_part);
         let first = chunks.next();
-        for (i, c) in chunks {
+        for c in chunks {
             let f = &f;
-            s.spawn(move || f(i * per_part / unit, c));
+            s.spawn(move || f(c));
         }
-        if let Some((_, c)) = first {
-            f(0, c);
+        if let Some(c) = first {
+            f(c);
         }
     });
 }
