@@ -60,9 +60,45 @@ fn segment_writes_a_png_mask_and_json() {
         (Some(484), Some(484))
     );
     assert!(j["iou"].as_f64().unwrap() > 0.9);
+    assert_eq!(j["low_confidence"], false, "{stdout}");
+    assert!(
+        !stderr.contains("low"),
+        "no caution on a confident mask: {stderr}"
+    );
     assert!(j["device"].as_str().unwrap().starts_with("cpu"));
     let png = std::fs::read(&out).expect("mask png written");
     assert_eq!(&png[1..4], b"PNG");
+    std::fs::remove_file(&out).ok();
+}
+
+/// A prompt the model is unsure of (the nuclear-medicine bladder box, fp32 predicted IoU
+/// 0.79): flagged in the JSON and, with quantized weights, a note on stderr that says the
+/// mask can differ from fp32 and what to do.
+#[test]
+fn low_confidence_masks_are_flagged() {
+    let nm = data("JPEG-LL.dcm").display().to_string();
+    let out = tmp("nm.png");
+    for precision in ["int8", "fp32"] {
+        let (ok, stdout, stderr) = medfm(&[
+            "segment",
+            &nm,
+            "--box",
+            "112,398,168,442",
+            "--cpu",
+            "--json",
+            "--precision",
+            precision,
+            "--out",
+            &out,
+        ]);
+        assert!(ok, "{stderr}");
+        let j: serde_json::Value = serde_json::from_str(&stdout).expect("json on stdout");
+        let iou = j["iou"].as_f64().unwrap();
+        assert!(iou < 0.9, "{precision}: {stdout}");
+        assert_eq!(j["low_confidence"], true, "{precision}: {stdout}");
+        let noted = stderr.contains("note: predicted IoU") && stderr.contains("--precision fp32");
+        assert_eq!(noted, precision != "fp32", "{precision}: stderr `{stderr}`");
+    }
     std::fs::remove_file(&out).ok();
 }
 

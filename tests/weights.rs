@@ -9,10 +9,10 @@ use medfm::dicom;
 use medfm::model::weights::{self, Precision};
 use medfm::pipeline::{Segmenter, preprocess};
 
-/// Fp32 predicted IoU above which a prompt counts as confident. On low-confidence masks
+/// Fp32 predicted IoU from which a prompt counts as confident. On low-confidence masks
 /// (predicted IoU 0.7–0.85 here) most logits sit near 0, so mask IoU between precisions is
 /// ill-conditioned; it is printed for every prompt but asserted on confident ones.
-const CONFIDENT: f32 = 0.9;
+const CONFIDENT: f32 = medfm::pipeline::CONFIDENT_IOU;
 
 /// int8 / int4 masks against fp32 masks on the parity cases and prompts (box, box+points,
 /// multimask point: its best mask).

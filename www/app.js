@@ -275,11 +275,14 @@ async function applyPrompt(segIndex, key, prompt) {
       try {
         const r = await app.medfm.segment({ series, frame, box: p.box, points: p.points });
         seg.results.set(key, r);
-        app.lastResult = { area: r.area, iou: r.iou, backend: r.backend, ms: r.ms, encodeMs: r.encodeMs, rows: r.rows, cols: r.cols };
+        app.lastResult = { area: r.area, iou: r.iou, lowConfidence: r.lowConfidence, backend: r.backend, ms: r.ms, encodeMs: r.encodeMs, rows: r.rows, cols: r.cols };
         if (r.encodeMs > 0 && !app.timings.encode) app.timings.encode = fmtMs(r.encodeMs);
         app.timings.decode = fmtMs(r.decodeMs + r.postMs);
         showTimings();
-        status(`${seg.name}: ${r.area} px, predicted IoU ${r.iou.toFixed(2)} (${r.backend}, ${fmtMs(r.ms)})`);
+        const caution = r.lowConfidence
+          ? ` · low confidence: refine the box or add points${app.medfm.precision === 'fp32' ? '' : ' (int8 masks can differ from fp32 here)'}`
+          : '';
+        status(`${seg.name}: ${r.area} px, predicted IoU ${r.iou.toFixed(2)} (${r.backend}, ${fmtMs(r.ms)})${caution}`);
       } catch (e) {
         status(`Segmentation failed: ${e.message}`, true);
       } finally {

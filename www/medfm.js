@@ -6,7 +6,7 @@
 //   const series = await medfm.open(filesOrUrls);      // File, Blob, ArrayBuffer or URL
 //   const r = await medfm.segment({ series: 0, frame: 0, box: [x0, y0, x1, y1],
 //                                   points: [[x, y, 1]] });
-//   // r = { mask: Uint8Array(rows*cols), rows, cols, area, iou, backend, ms }
+//   // r = { mask: Uint8Array(rows*cols), rows, cols, area, iou, lowConfidence, backend, ms }
 //   await medfm.setBackend('cpu');
 
 const BASE = new URL('..', import.meta.url).href; // the app root (www/ is one level down)
@@ -245,8 +245,10 @@ export class MedFM extends EventTarget {
   /**
    * Segment with a box [x0, y0, x1, y1] and/or points [[x, y, label]] (label 1 positive,
    * 0 negative), in pixel coordinates of the frame. Resolves to {mask: Uint8Array(rows*cols),
-   * rows, cols, area, iou, backend, ms, encodeMs, decodeMs, postMs}: `ms` the whole call,
-   * `decodeMs` the decoder with its readback, `postMs` the upsampling and threshold.
+   * rows, cols, area, iou, lowConfidence, backend, ms, encodeMs, decodeMs, postMs}: `iou` the
+   * predicted IoU, `lowConfidence` true below 0.9 (such masks move with small weight changes:
+   * int8 ones can differ from fp32 by several percent), `ms` the whole call, `decodeMs` the
+   * decoder with its readback, `postMs` the upsampling and threshold.
    */
   async segment({ series, frame = 0, box, points }) {
     const request = {};

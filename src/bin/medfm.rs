@@ -470,12 +470,14 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
         let rgb = medfm::pipeline::overlay_rgb(&pre, &out.mask);
         write_png(path, out.cols, out.rows, png::ColorType::Rgb, &rgb)?;
     }
-    let iou = out.iou[out.chosen];
+    let iou = out.predicted_iou();
+    let low_confidence = out.low_confidence();
     if args.json {
         let j = serde_json::json!({
             "image": args.image.display().to_string(),
             "rows": out.rows, "cols": out.cols, "frame": args.frame,
             "area": out.area, "iou": iou, "iou_all": out.iou, "chosen": out.chosen,
+            "low_confidence": low_confidence,
             "device": device_name, "precision": precision.name(),
             "weights_load_ms": load_ms, "embed_ms": embed_ms, "decode_ms": decode_ms,
             "out": args.out.display().to_string(),
@@ -490,10 +492,26 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
             out.rows
         );
         println!("area       {} px", out.area);
-        println!("iou        {iou:.4} (predicted)");
+        println!(
+            "iou        {iou:.4} (predicted{})",
+            if low_confidence {
+                "; low confidence"
+            } else {
+                ""
+            }
+        );
         println!("device     {device_name}, weights {}", precision.name());
         println!(
             "time       weights {load_ms:.0} ms, embed {embed_ms:.0} ms, decode {decode_ms:.0} ms"
+        );
+    }
+    if low_confidence && precision != Precision::Fp32 {
+        eprintln!(
+            "note: predicted IoU {iou:.2} is below {}: on such prompts {} masks can differ from \
+             fp32 ones by several percent; refine the box or add points, or rerun with \
+             --precision fp32 for the reference mask",
+            medfm::pipeline::CONFIDENT_IOU,
+            precision.name()
         );
     }
     Ok(())

@@ -344,7 +344,8 @@ impl Engine {
             set(&out, "rows", s.rows as u32);
             set(&out, "cols", s.cols as u32);
             set(&out, "area", s.area as u32);
-            set(&out, "iou", s.iou[s.chosen]);
+            set(&out, "iou", s.predicted_iou());
+            set(&out, "lowConfidence", s.low_confidence());
             set(&out, "backend", model.backend);
             set(&out, "ms", t.elapsed().as_secs_f64() * 1e3);
             set(&out, "encodeMs", encode_ms);

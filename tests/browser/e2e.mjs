@@ -121,6 +121,7 @@ async function segmentKidney(page, label) {
   const ref = referenceArea(res.box, precision);
   console.log(`  ${label}: box ${res.box} area ${res.area} (medfm segment: ${ref}), IoU ${res.iou.toFixed(3)}, ${res.backend}, ${res.ms.toFixed(0)} ms (encode ${res.encodeMs.toFixed(0)} ms)`);
   check(Math.abs(res.area - ref) <= 0.02 * ref, `${label}: mask area within 2 % of medfm segment`, `${res.area} vs ${ref}`);
+  check(res.lowConfidence === (res.iou < 0.9), `${label}: lowConfidence flags predicted IoU below 0.9`, `${res.lowConfidence} at ${res.iou}`);
   return res;
 }
 
