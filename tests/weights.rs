@@ -17,8 +17,12 @@ const CONFIDENT: f32 = medfm::pipeline::CONFIDENT_IOU;
 /// int8 / int4 masks against fp32 masks on the parity cases and prompts (box, box+points,
 /// multimask point: its best mask).
 ///
-/// Asserts the targets (int8 >= 0.98, int4 >= 0.95) on confident prompts and
-/// prints all IoUs (low-confidence prompts fall below the targets: README).
+/// Asserts the targets on confident prompts (int8 >= 0.98, int4 >= 0.95), and
+/// int8 >= 0.98 on every box prompt (the low-confidence ones too, since the bias
+/// correction: 0.981 at worst, a thin margin, README); prints all IoUs. The single-point
+/// prompts' chosen masks are a few pixels, where one pixel moves the IoU by 0.5: printed
+/// only. int4 stays below its target on the low-confidence box prompts (its 4-bit mask
+/// decoder: README, "Known gaps").
 #[test]
 fn quantized_masks_match_fp32() {
     let device = Device::flex();
@@ -82,6 +86,40 @@ fn quantized_masks_match_fp32() {
         worst_confident[2] >= 0.95,
         "int4 IoU vs fp32 {}",
         worst_confident[2]
+    );
+    assert!(
+        worst_all[1] >= 0.98,
+        "int8 IoU vs fp32 on a box prompt {}",
+        worst_all[1]
+    );
+}
+
+/// The bias correction the int8 file carries brings the embedding of an image it was not
+/// calibrated on closer to fp32 than the rounding alone (mean |diff| 3.0e-3 -> 1.7e-3 on
+/// the abdominal MR when measured).
+#[test]
+fn bias_correction_brings_int8_embeddings_closer_to_fp32() {
+    use medfm::model::quantize;
+    let device = Device::flex();
+    let fp32 = load_model(Precision::Fp32, &device);
+    let rounded = quantize::fake_quantize(fp32.clone(), &quantize::plan(Precision::Int8)).unwrap();
+    let image =
+        dicom::read(&std::fs::read(data("MR-SIEMENS-DICOM-WithOverlays.dcm")).unwrap()).unwrap();
+    let pre = preprocess(&image.frame(0).unwrap(), &image.meta).unwrap();
+    let embed = |sam| {
+        let s = Segmenter::new(sam, device.clone());
+        let e = s.embed(&pre).unwrap();
+        medfm::pipeline::tensor_to_vec(e.tensor).unwrap()
+    };
+    let reference = embed(fp32);
+    let (_, plain) = abs_diff(&reference, &embed(rounded));
+    let (_, corrected) = abs_diff(&reference, &embed(load_model(Precision::Int8, &device)));
+    println!(
+        "int8 embedding mean |diff| vs fp32: rounded {plain:.2e}, with the correction {corrected:.2e}"
+    );
+    assert!(
+        corrected < 0.75 * plain,
+        "bias correction: {corrected:.2e} vs {plain:.2e} without"
     );
 }
 
@@ -204,9 +242,10 @@ fn published_checkpoint_hash_matches() {
 fn bpk_conversion_is_deterministic() {
     let device = Device::flex();
     let model = load_model(Precision::Fp32, &device);
+    let calibration = calibration(&device);
     for p in Precision::ALL {
-        let a = weights::save_bpk(&model, p).unwrap();
-        let b = weights::save_bpk(&model, p).unwrap();
+        let a = weights::save_bpk(&model, p, &calibration).unwrap();
+        let b = weights::save_bpk(&model, p, &calibration).unwrap();
         assert!(a == b, "{}: two conversions differ", p.name());
         if p != Precision::Fp32 {
             assert!(
@@ -228,7 +267,9 @@ fn int8_weights_run_alike_on_cpu_and_wgpu() {
     let bytes = weights_file(&Precision::Int8.file_name());
     let fp32 = load_model(Precision::Fp32, &cpu);
     let plan = quantize::plan(Precision::Int8);
-    let fake = quantize::fake_quantize(fp32, &plan).unwrap();
+    let biases = quantize::bias_corrections(&fp32, &plan, &calibration(&cpu)).unwrap();
+    let corrected = quantize::with_tensors(fp32, biases).unwrap();
+    let fake = quantize::fake_quantize(corrected, &plan).unwrap();
     let int8 = Segmenter::new(fake, cpu.clone());
     let image =
         dicom::read(&std::fs::read(data("MR-SIEMENS-DICOM-WithOverlays.dcm")).unwrap()).unwrap();

@@ -316,9 +316,13 @@ fn cmd_fetch(pth: Option<PathBuf>, dir: Option<PathBuf>, allow_other: bool) -> R
     if std::fs::canonicalize(&pth).ok() != std::fs::canonicalize(&kept).ok() {
         std::fs::write(&kept, &bytes)?;
     }
+    let pb = spinner("reading the calibration images (bias correction of int8/int4)");
+    let files: Vec<&[u8]> = CALIBRATION.iter().map(|(_, bytes)| *bytes).collect();
+    let calibration = medfm::pipeline::calibration_batch(&files, &device)?;
+    pb.finish_and_clear();
     for precision in Precision::ALL {
         let pb = spinner(&format!("writing {}", precision.file_name()));
-        let out = weights::save_bpk(&model, precision)?;
+        let out = weights::save_bpk(&model, precision, &calibration)?;
         let path = dir.join(precision.file_name());
         std::fs::write(&path, &out).with_context(|| format!("writing {}", path.display()))?;
         pb.finish_and_clear();
@@ -372,6 +376,40 @@ fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
         multimask: args.multimask,
     })
 }
+
+/// Calibration images of the quantized files' bias correction (`weights fetch`), from
+/// tests/data (provenance there): `medfm::pipeline::CALIBRATION_FILES`, which the tests
+/// read from the tree (a test below checks the two lists agree).
+const CALIBRATION: [(&str, &[u8]); 7] = [
+    (
+        "CT_small.dcm",
+        include_bytes!("../../tests/data/CT_small.dcm"),
+    ),
+    (
+        "emri_small.dcm",
+        include_bytes!("../../tests/data/emri_small.dcm"),
+    ),
+    (
+        "decode/liver_1frame.dcm",
+        include_bytes!("../../tests/data/decode/liver_1frame.dcm"),
+    ),
+    (
+        "series/ct5n/2062",
+        include_bytes!("../../tests/data/series/ct5n/2062"),
+    ),
+    (
+        "series/ct5n/2693",
+        include_bytes!("../../tests/data/series/ct5n/2693"),
+    ),
+    (
+        "series/mr700/4467",
+        include_bytes!("../../tests/data/series/mr700/4467"),
+    ),
+    (
+        "series/mr700/4588",
+        include_bytes!("../../tests/data/series/mr700/4588"),
+    ),
+];
 
 /// Where the weights of `precision` are, unless a file is given.
 fn weights_path(explicit: Option<PathBuf>, precision: Precision) -> PathBuf {
@@ -1097,5 +1135,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The bundled calibration images are the library's list, in its order (the batch,
+    /// hence the corrected biases and the files' bytes, depend on both).
+    #[test]
+    fn calibration_files_are_the_librarys() {
+        let names: Vec<&str> = super::CALIBRATION.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, medfm::pipeline::CALIBRATION_FILES);
     }
 }

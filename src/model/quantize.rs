@@ -13,11 +13,21 @@
 //! Which tensor gets which [`Rule`] is a [`Plan`]: a function of the parameter path and
 //! shape. [`fake_quantize`] applies a plan in f32 (quantize, then dequantize: exactly the
 //! values the quantized tensors hold), which is how plans are compared.
+//!
+//! The rounding moves each layer's output on average, not only around it: the same weight
+//! error meets every token, and the masks follow that shift far more than its size
+//! (README, "Weights files and quantization"). [`bias_corrections`] gives the encoder's
+//! layers biases that cancel it, measured on calibration images: sequential empirical bias
+//! correction (after Nagel et al., 2019), the biases stay f32, so the files do not grow.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use burn::module::ParamId;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
-use burn::tensor::{DType, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 use super::Error;
 use super::sam::Sam;
@@ -400,6 +410,227 @@ fn quantize_each(
         ));
     }
     Ok(packs)
+}
+
+/// The encoder's layers a bias correction covers: every layer whose bias goes through
+/// [`layer_bias`] (TinyViT's Linear layers and the 1x1 convolutions on tokens of the later
+/// patch mergings; the neck's convolutions have no bias, the mask decoder is not corrected:
+/// its error did not shrink with it).
+enum Calibrating {
+    /// Sum and count of each layer's output rows (fp32 pass).
+    Recording(HashMap<ParamId, (Vec<f64>, u64)>),
+    /// The fp32 output mean of each layer, and the correction each layer got.
+    Correcting {
+        targets: HashMap<ParamId, Vec<f64>>,
+        applied: HashMap<ParamId, Vec<f32>>,
+    },
+}
+
+thread_local! {
+    /// Set while [`bias_corrections`] runs its passes on this thread.
+    static CALIBRATING: RefCell<Option<Result<Calibrating, String>>> = const { RefCell::new(None) };
+}
+
+/// Clears [`CALIBRATING`] when dropped (also when a pass fails).
+struct CalibrationGuard;
+
+impl Drop for CalibrationGuard {
+    fn drop(&mut self) {
+        CALIBRATING.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+/// The bias a layer computing `x [.., K] @ weight [K, N] + bias` uses: `bias` itself,
+/// except while [`bias_corrections`] runs on this thread, where the layer's output mean
+/// is recorded (fp32 pass) or its bias corrected so that the mean equals the recorded one
+/// (quantized pass, layers in the order they run). `id` identifies the layer (its
+/// weight's parameter id: the same in a model and its [`fake_quantize`]d copy).
+pub fn layer_bias<const D: usize>(
+    id: ParamId,
+    x: &Tensor<D>,
+    weight: &Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Option<Tensor<1>> {
+    let active = CALIBRATING.with(|c| matches!(*c.borrow(), Some(Ok(_))));
+    let b = match bias {
+        Some(b) if active => b,
+        other => return other,
+    };
+    let mean = match output_mean(x, weight, &b) {
+        Ok(m) => m,
+        Err(e) => {
+            CALIBRATING.with(|c| *c.borrow_mut() = Some(Err(e)));
+            return Some(b);
+        }
+    };
+    let correction = CALIBRATING.with(|c| match c.borrow_mut().as_mut() {
+        Some(Ok(Calibrating::Recording(sums))) => {
+            let (sum, rows) = sums
+                .entry(id)
+                .or_insert_with(|| (vec![0.0; mean.0.len()], 0));
+            for (s, m) in sum.iter_mut().zip(&mean.0) {
+                *s += m * mean.1 as f64;
+            }
+            *rows += mean.1;
+            None
+        }
+        Some(Ok(Calibrating::Correcting { targets, applied })) => {
+            let target = targets.get(&id)?;
+            let c: Vec<f32> = target
+                .iter()
+                .zip(&mean.0)
+                .map(|(t, m)| (t - m) as f32)
+                .collect();
+            applied.insert(id, c.clone());
+            Some(c)
+        }
+        _ => None,
+    });
+    match correction {
+        Some(c) => {
+            let n = c.len();
+            let device = b.device();
+            Some(b + Tensor::from_data(TensorData::new(c, [n]), &device))
+        }
+        None => Some(b),
+    }
+}
+
+/// Mean over the rows of `x @ weight + bias` (f64 per output) and the number of rows.
+fn output_mean<const D: usize>(
+    x: &Tensor<D>,
+    weight: &Tensor<2>,
+    bias: &Tensor<1>,
+) -> Result<(Vec<f64>, u64), String> {
+    let y = burn::tensor::module::linear(x.clone(), weight.clone(), Some(bias.clone()));
+    let n = y.dims()[D - 1];
+    let values = y
+        .into_data()
+        .convert_dtype(DType::F32)
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("cannot read a layer's output back: {e:?}"))?;
+    let rows = values.len() / n.max(1);
+    let mut sum = vec![0.0f64; n];
+    for row in values.chunks_exact(n.max(1)) {
+        for (s, &v) in sum.iter_mut().zip(row) {
+            *s += v as f64;
+        }
+    }
+    let mean = sum.iter().map(|s| s / rows.max(1) as f64).collect();
+    Ok((mean, rows as u64))
+}
+
+/// Run the image encoder of `model` over `images` with [`CALIBRATING`] set to `state`;
+/// returns the state after the pass.
+fn calibration_pass(
+    model: &Sam,
+    images: &Tensor<4>,
+    state: Calibrating,
+) -> Result<Calibrating, Error> {
+    let _guard = CalibrationGuard;
+    CALIBRATING.with(|c| *c.borrow_mut() = Some(Ok(state)));
+    // The passes only need the layers' outputs, not the embedding.
+    drop(model.image_encoder.forward(images.clone()));
+    match CALIBRATING.with(|c| c.borrow_mut().take()) {
+        Some(Ok(state)) => Ok(state),
+        Some(Err(e)) => Err(Error::Weights(format!("bias correction: {e}"))),
+        None => Err(Error::Weights(
+            "bias correction: the calibration state was lost".into(),
+        )),
+    }
+}
+
+/// Bias corrections of `model` quantized by `plan`, measured on `images`
+/// (`[B, 3, 256, 256]`, preprocessed calibration images; none should be an image the
+/// results are judged on).
+///
+/// Two passes of the image encoder: the fp32 model records the mean output of each
+/// layer [`layer_bias`] covers; then the [`fake_quantize`]d model runs with each such
+/// layer's bias corrected, as it runs, so that its mean output matches, the layers before
+/// it already corrected (so a correction also cancels the mean shift the rounding of
+/// earlier layers left at its input, and what nonlinearities make of their noise).
+/// Returns the corrected biases (`fp32 bias + correction`) as tensors named like the
+/// model's, for [`with_tensors`]; applied before quantizing (biases stay f32), they give
+/// the files' values.
+pub fn bias_corrections(
+    model: &Sam,
+    plan: Plan,
+    images: &Tensor<4>,
+) -> Result<Vec<PackTensor>, Error> {
+    let recorded = calibration_pass(model, images, Calibrating::Recording(HashMap::new()))?;
+    let Calibrating::Recording(sums) = recorded else {
+        return Err(Error::Weights("bias correction: unexpected state".into()));
+    };
+    let targets = sums
+        .into_iter()
+        .map(|(id, (sum, rows))| {
+            let mean = sum.iter().map(|s| s / rows.max(1) as f64).collect();
+            (id, mean)
+        })
+        .collect();
+    let quantized = fake_quantize(model.clone(), plan)?;
+    let corrected = calibration_pass(
+        &quantized,
+        images,
+        Calibrating::Correcting {
+            targets,
+            applied: HashMap::new(),
+        },
+    )?;
+    let Calibrating::Correcting { applied, .. } = corrected else {
+        return Err(Error::Weights("bias correction: unexpected state".into()));
+    };
+    // Each corrected layer's bias: `<layer>.weight`'s id -> `<layer>.bias`.
+    let tensors = model.collect(None, None, false);
+    let by_name: HashMap<&str, &PackTensor> =
+        tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut out = Vec::new();
+    for t in &tensors {
+        let Some(id) = t.param_id.map(ParamId::from) else {
+            continue;
+        };
+        let Some(c) = applied.get(&id) else { continue };
+        let Some(layer) = t.name.strip_suffix(".weight") else {
+            continue;
+        };
+        let name = format!("{layer}.bias");
+        let bias = by_name
+            .get(name.as_str())
+            .ok_or_else(|| Error::Weights(format!("bias correction: `{name}` not found")))?;
+        let values = bridge::to_data(bias)
+            .map_err(|e| Error::Weights(format!("cannot read `{name}`: {e}")))?
+            .convert_dtype(DType::F32)
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Weights(format!("`{name}` is not f32: {e:?}")))?;
+        if values.len() != c.len() {
+            return Err(Error::Weights(format!(
+                "bias correction: `{name}` has {} values, its correction {}",
+                values.len(),
+                c.len()
+            )));
+        }
+        let corrected: Vec<f32> = values.iter().zip(c).map(|(b, c)| b + c).collect();
+        let n = corrected.len();
+        out.push(bridge::from_data(
+            TensorData::new(corrected, [n]),
+            name,
+            bias.param_id,
+        ));
+    }
+    Ok(out)
+}
+
+/// `model` with the named tensors replaced (e.g. the biases of [`bias_corrections`]).
+pub fn with_tensors(model: Sam, tensors: Vec<PackTensor>) -> Result<Sam, Error> {
+    let mut model = model;
+    let result = model.apply(tensors, None, None, false);
+    if !result.errors.is_empty() || !result.unused.is_empty() {
+        return Err(Error::Weights(format!(
+            "cannot apply tensors: errors {:?}, unused {:?}",
+            result.errors, result.unused
+        )));
+    }
+    Ok(model)
 }
 
 #[cfg(test)]

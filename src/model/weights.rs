@@ -367,9 +367,23 @@ fn read_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
     Ok(model)
 }
 
-/// Serialise a model to `.bpk` bytes, quantized by [`quantize::plan`] when asked.
-pub fn save_bpk(model: &Sam, precision: Precision) -> Result<Vec<u8>, Error> {
+/// Serialise a model to `.bpk` bytes, quantized by [`quantize::plan`] when asked, with
+/// the encoder's biases corrected for the rounding on `calibration` (preprocessed images
+/// `[B, 3, 256, 256]`, see [`quantize::bias_corrections`]; unused for fp32).
+pub fn save_bpk(
+    model: &Sam,
+    precision: Precision,
+    calibration: &burn::tensor::Tensor<4>,
+) -> Result<Vec<u8>, Error> {
     let plan = quantize::plan(precision);
+    let corrected;
+    let model = if precision == Precision::Fp32 {
+        model
+    } else {
+        let biases = quantize::bias_corrections(model, &plan, calibration)?;
+        corrected = quantize::with_tensors(model.clone(), biases)?;
+        &corrected
+    };
     // Written with burn-pack's writer rather than `BurnpackStore`, from the quantized data
     // itself (a backend may store it otherwise: Burn's CPU backend unpacks 4-bit values to
     // one per byte), and without the parameter ids (random per process): the same
