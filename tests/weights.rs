@@ -245,9 +245,13 @@ fn bpk_conversion_is_deterministic() {
     let calibration = calibration(&device);
     for p in Precision::ALL {
         let a = weights::save_bpk(&model, p, &calibration).unwrap();
-        let b = weights::save_bpk(&model, p, &calibration).unwrap();
-        assert!(a == b, "{}: two conversions differ", p.name());
-        if p != Precision::Fp32 {
+        if p == Precision::Fp32 {
+            let b = weights::save_bpk(&model, p, &calibration).unwrap();
+            assert!(a == b, "{}: two conversions differ", p.name());
+        } else {
+            // The file came from `medfm weights fetch`, another process with its own
+            // parameter ids and the calibration images bundled in the binary: the same
+            // bytes are two conversions agreeing, and the bundled images being these.
             assert!(
                 a == weights_file(&p.file_name()),
                 "{} differs from a fresh conversion: run `medfm weights fetch` again",

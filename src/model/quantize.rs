@@ -307,7 +307,8 @@ pub const BLOCK_Q4: u8 = 16;
 ///
 /// Everything else stays f32: the early convolutions (per-tensor or per-channel 8-bit
 /// on any single one of them moves the embedding as much as 8-bit on all Linear layers
-/// together, measured on calibration images), the depthwise ones, norms, biases,
+/// together, measured on calibration images), the depthwise ones, norms, biases (the
+/// encoder's corrected by [`bias_corrections`] when a file is written),
 /// embeddings, tokens, attention biases and the positional-encoding matrix. Measurements
 /// behind the choice: README, "Weights files and quantization".
 pub fn plan(precision: super::Precision) -> impl Fn(&str, &[usize]) -> Option<Rule> {
@@ -412,10 +413,10 @@ fn quantize_each(
     Ok(packs)
 }
 
-/// The encoder's layers a bias correction covers: every layer whose bias goes through
-/// [`layer_bias`] (TinyViT's Linear layers and the 1x1 convolutions on tokens of the later
-/// patch mergings; the neck's convolutions have no bias, the mask decoder is not corrected:
-/// its error did not shrink with it).
+/// What a pass of [`bias_corrections`] does at each layer whose bias goes through
+/// [`layer_bias`]: TinyViT's Linear layers and the 1x1 convolutions on tokens of the later
+/// patch mergings. (The neck's convolutions have no bias; the mask decoder goes through
+/// Burn's `Linear` and is not corrected: correcting it did not help, README.)
 enum Calibrating {
     /// Sum and count of each layer's output rows (fp32 pass).
     Recording(HashMap<ParamId, (Vec<f64>, u64)>),

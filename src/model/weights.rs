@@ -15,6 +15,10 @@
 //! 5. apply with burn-store's `PyTorchToBurnAdapter` (Linear weights transposed,
 //!    LayerNorm `weight/bias` → `gamma/beta`). Every tensor must land and every
 //!    parameter must be filled, otherwise the file is refused with the difference.
+//!
+//! Saving ([`save_bpk`]): fp32 as is; int8 / int4 quantized by [`quantize::plan`] after
+//! the encoder's biases are corrected for the rounding on calibration images
+//! ([`quantize::bias_corrections`]).
 
 #[cfg(feature = "pytorch-import")]
 use std::{collections::BTreeMap, path::Path};
