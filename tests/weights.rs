@@ -94,6 +94,24 @@ fn quantized_masks_match_fp32() {
     );
 }
 
+/// A calibration recorded on one model does not correct another (layers are matched by
+/// parameter id): refused with what went wrong instead of writing uncorrected biases.
+#[test]
+fn calibration_of_another_model_is_refused() {
+    use medfm::model::quantize;
+    let device = Device::flex();
+    let recorded_on = load_model(Precision::Fp32, &device);
+    let calibration = calibration(&recorded_on, &device);
+    let other = load_model(Precision::Fp32, &device);
+    let plan = quantize::plan(Precision::Int8);
+    let err = match quantize::bias_corrected(&other, &plan, &calibration) {
+        Ok(_) => panic!("a calibration of another model was applied"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("recorded on another model"), "{err}");
+    assert!(quantize::bias_corrected(&recorded_on, &plan, &calibration).is_ok());
+}
+
 /// The bias correction the int8 file carries brings the embedding of an image it was not
 /// calibrated on closer to fp32 than the rounding alone (mean |diff| 3.0e-3 -> 1.7e-3 on
 /// the abdominal MR when measured).
@@ -242,7 +260,7 @@ fn published_checkpoint_hash_matches() {
 fn bpk_conversion_is_deterministic() {
     let device = Device::flex();
     let model = load_model(Precision::Fp32, &device);
-    let calibration = calibration(&device);
+    let calibration = calibration(&model, &device);
     for p in Precision::ALL {
         let a = weights::save_bpk(&model, p, &calibration).unwrap();
         if p == Precision::Fp32 {
@@ -271,8 +289,7 @@ fn int8_weights_run_alike_on_cpu_and_wgpu() {
     let bytes = weights_file(&Precision::Int8.file_name());
     let fp32 = load_model(Precision::Fp32, &cpu);
     let plan = quantize::plan(Precision::Int8);
-    let biases = quantize::bias_corrections(&fp32, &plan, &calibration(&cpu)).unwrap();
-    let corrected = quantize::with_tensors(fp32, biases).unwrap();
+    let corrected = quantize::bias_corrected(&fp32, &plan, &calibration(&fp32, &cpu)).unwrap();
     let fake = quantize::fake_quantize(corrected, &plan).unwrap();
     let int8 = Segmenter::new(fake, cpu.clone());
     let image =

@@ -318,7 +318,10 @@ fn cmd_fetch(pth: Option<PathBuf>, dir: Option<PathBuf>, allow_other: bool) -> R
     }
     let pb = spinner("reading the calibration images (bias correction of int8/int4)");
     let files: Vec<&[u8]> = CALIBRATION.iter().map(|(_, bytes)| *bytes).collect();
-    let calibration = medfm::pipeline::calibration_batch(&files, &device)?;
+    let images = medfm::pipeline::calibration_batch(&files, &device)?;
+    pb.finish_and_clear();
+    let pb = spinner("recording the fp32 encoder on them");
+    let calibration = medfm::model::quantize::Calibration::record(&model, images)?;
     pb.finish_and_clear();
     for precision in Precision::ALL {
         let pb = spinner(&format!("writing {}", precision.file_name()));

@@ -16,7 +16,7 @@
 //!
 //! The rounding moves each layer's output on average, not only around it: the same weight
 //! error meets every token, and the masks follow that shift far more than its size
-//! (README, "Weights files and quantization"). [`bias_corrections`] gives the encoder's
+//! (README, "Weights files and quantization"). [`bias_corrected`] gives the encoder's
 //! layers biases that cancel it, measured on calibration images: sequential empirical bias
 //! correction (after Nagel et al., 2019), the biases stay f32, so the files do not grow.
 
@@ -308,7 +308,7 @@ pub const BLOCK_Q4: u8 = 16;
 /// Everything else stays f32: the early convolutions (per-tensor or per-channel 8-bit
 /// on any single one of them moves the embedding as much as 8-bit on all Linear layers
 /// together, measured on calibration images), the depthwise ones, norms, biases (the
-/// encoder's corrected by [`bias_corrections`] when a file is written),
+/// encoder's corrected by [`bias_corrected`] when a file is written),
 /// embeddings, tokens, attention biases and the positional-encoding matrix. Measurements
 /// behind the choice: README, "Weights files and quantization".
 pub fn plan(precision: super::Precision) -> impl Fn(&str, &[usize]) -> Option<Rule> {
@@ -413,10 +413,11 @@ fn quantize_each(
     Ok(packs)
 }
 
-/// What a pass of [`bias_corrections`] does at each layer whose bias goes through
-/// [`layer_bias`]: TinyViT's Linear layers and the 1x1 convolutions on tokens of the later
-/// patch mergings. (The neck's convolutions have no bias; the mask decoder goes through
-/// Burn's `Linear` and is not corrected: correcting it did not help, README.)
+/// What a pass of [`Calibration::record`] or [`bias_corrected`] does at each layer whose
+/// bias goes through [`layer_bias`]: TinyViT's Linear layers and the 1x1 convolutions on
+/// tokens of the later patch mergings. (The neck's convolutions have no bias; the mask
+/// decoder goes through Burn's `Linear` and is not corrected: correcting it did not help,
+/// README.)
 enum Calibrating {
     /// Sum and count of each layer's output rows (fp32 pass).
     Recording(HashMap<ParamId, (Vec<f64>, u64)>),
@@ -428,7 +429,7 @@ enum Calibrating {
 }
 
 thread_local! {
-    /// Set while [`bias_corrections`] runs its passes on this thread.
+    /// Set while a calibration pass runs on this thread.
     static CALIBRATING: RefCell<Option<Result<Calibrating, String>>> = const { RefCell::new(None) };
 }
 
@@ -442,10 +443,11 @@ impl Drop for CalibrationGuard {
 }
 
 /// The bias a layer computing `x [.., K] @ weight [K, N] + bias` uses: `bias` itself,
-/// except while [`bias_corrections`] runs on this thread, where the layer's output mean
-/// is recorded (fp32 pass) or its bias corrected so that the mean equals the recorded one
-/// (quantized pass, layers in the order they run). `id` identifies the layer (its
-/// weight's parameter id: the same in a model and its [`fake_quantize`]d copy).
+/// except while a calibration pass runs on this thread, where the layer's output is summed
+/// ([`Calibration::record`], fp32) or its bias corrected so that the output's mean equals
+/// the recorded one ([`bias_corrected`], layers in the order they run). `id` identifies
+/// the layer (its weight's parameter id: the same in a model and its [`fake_quantize`]d
+/// copy).
 pub fn layer_bias<const D: usize>(
     id: ParamId,
     x: &Tensor<D>,
@@ -457,8 +459,8 @@ pub fn layer_bias<const D: usize>(
         Some(b) if active => b,
         other => return other,
     };
-    let mean = match output_mean(x, weight, &b) {
-        Ok(m) => m,
+    let (sum, rows) = match output_sums(x, weight, &b) {
+        Ok(s) => s,
         Err(e) => {
             CALIBRATING.with(|c| *c.borrow_mut() = Some(Err(e)));
             return Some(b);
@@ -466,21 +468,19 @@ pub fn layer_bias<const D: usize>(
     };
     let correction = CALIBRATING.with(|c| match c.borrow_mut().as_mut() {
         Some(Ok(Calibrating::Recording(sums))) => {
-            let (sum, rows) = sums
-                .entry(id)
-                .or_insert_with(|| (vec![0.0; mean.0.len()], 0));
-            for (s, m) in sum.iter_mut().zip(&mean.0) {
-                *s += m * mean.1 as f64;
+            let (total, count) = sums.entry(id).or_insert_with(|| (vec![0.0; sum.len()], 0));
+            for (t, s) in total.iter_mut().zip(&sum) {
+                *t += s;
             }
-            *rows += mean.1;
+            *count += rows;
             None
         }
         Some(Ok(Calibrating::Correcting { targets, applied })) => {
             let target = targets.get(&id)?;
             let c: Vec<f32> = target
                 .iter()
-                .zip(&mean.0)
-                .map(|(t, m)| (t - m) as f32)
+                .zip(&sum)
+                .map(|(t, s)| (t - s / rows.max(1) as f64) as f32)
                 .collect();
             applied.insert(id, c.clone());
             Some(c)
@@ -497,28 +497,26 @@ pub fn layer_bias<const D: usize>(
     }
 }
 
-/// Mean over the rows of `x @ weight + bias` (f64 per output) and the number of rows.
-fn output_mean<const D: usize>(
+/// Sum over the rows of `x @ weight + bias` (f64 per output) and the number of rows.
+fn output_sums<const D: usize>(
     x: &Tensor<D>,
     weight: &Tensor<2>,
     bias: &Tensor<1>,
 ) -> Result<(Vec<f64>, u64), String> {
     let y = burn::tensor::module::linear(x.clone(), weight.clone(), Some(bias.clone()));
-    let n = y.dims()[D - 1];
+    let n = y.dims()[D - 1].max(1);
     let values = y
         .into_data()
         .convert_dtype(DType::F32)
         .try_into_vec::<f32>()
         .map_err(|e| format!("cannot read a layer's output back: {e:?}"))?;
-    let rows = values.len() / n.max(1);
     let mut sum = vec![0.0f64; n];
-    for row in values.chunks_exact(n.max(1)) {
+    for row in values.chunks_exact(n) {
         for (s, &v) in sum.iter_mut().zip(row) {
             *s += v as f64;
         }
     }
-    let mean = sum.iter().map(|s| s / rows.max(1) as f64).collect();
-    Ok((mean, rows as u64))
+    Ok((sum, (values.len() / n) as u64))
 }
 
 /// Run the image encoder of `model` over `images` with [`CALIBRATING`] set to `state`;
@@ -541,51 +539,67 @@ fn calibration_pass(
     }
 }
 
-/// Bias corrections of `model` quantized by `plan`, measured on `images`
-/// (`[B, 3, 256, 256]`, preprocessed calibration images; none should be an image the
-/// results are judged on).
+/// The fp32 model's mean output of each layer [`layer_bias`] covers over calibration
+/// images: what [`bias_corrected`] restores. Recorded once per model and image batch,
+/// for every precision written from it.
+pub struct Calibration {
+    images: Tensor<4>,
+    targets: HashMap<ParamId, Vec<f64>>,
+}
+
+impl Calibration {
+    /// One fp32 pass of `model`'s image encoder over `images` (`[B, 3, 256, 256]`,
+    /// preprocessed calibration images; none should be an image the results are judged
+    /// on).
+    pub fn record(model: &Sam, images: Tensor<4>) -> Result<Self, Error> {
+        let recorded = calibration_pass(model, &images, Calibrating::Recording(HashMap::new()))?;
+        let Calibrating::Recording(sums) = recorded else {
+            return Err(Error::Weights("bias correction: unexpected state".into()));
+        };
+        let targets = sums
+            .into_iter()
+            .map(|(id, (sum, rows))| {
+                let mean = sum.iter().map(|s| s / rows.max(1) as f64).collect();
+                (id, mean)
+            })
+            .collect();
+        Ok(Self { images, targets })
+    }
+}
+
+/// `model` (fp32 weights) with the biases that cancel, on `calibration`'s images, the mean
+/// shift `plan`'s rounding makes in each layer [`layer_bias`] covers; quantized by `plan`
+/// afterwards (biases stay f32) it gives a file's values.
 ///
-/// Two passes of the image encoder: the fp32 model records the mean output of each
-/// layer [`layer_bias`] covers; then the [`fake_quantize`]d model runs with each such
-/// layer's bias corrected, as it runs, so that its mean output matches, the layers before
-/// it already corrected (so a correction also cancels the mean shift the rounding of
-/// earlier layers left at its input, and what nonlinearities make of their noise).
-/// Returns the corrected biases (`fp32 bias + correction`) as tensors named like the
-/// model's, for [`with_tensors`]; applied before quantizing (biases stay f32), they give
-/// the files' values.
-pub fn bias_corrections(
-    model: &Sam,
-    plan: Plan,
-    images: &Tensor<4>,
-) -> Result<Vec<PackTensor>, Error> {
-    let recorded = calibration_pass(model, images, Calibrating::Recording(HashMap::new()))?;
-    let Calibrating::Recording(sums) = recorded else {
-        return Err(Error::Weights("bias correction: unexpected state".into()));
-    };
-    let targets = sums
-        .into_iter()
-        .map(|(id, (sum, rows))| {
-            let mean = sum.iter().map(|s| s / rows.max(1) as f64).collect();
-            (id, mean)
-        })
-        .collect();
+/// The [`fake_quantize`]d model's encoder runs over the images with each such layer's bias
+/// corrected, as it runs, so that its mean output matches the fp32 one recorded in
+/// `calibration`, the layers before it already corrected (so a correction also cancels the
+/// mean shift the rounding of earlier layers left at its input, and what nonlinearities
+/// make of their noise). `calibration` must have been recorded on `model`.
+pub fn bias_corrected(model: &Sam, plan: Plan, calibration: &Calibration) -> Result<Sam, Error> {
     let quantized = fake_quantize(model.clone(), plan)?;
     let corrected = calibration_pass(
         &quantized,
-        images,
+        &calibration.images,
         Calibrating::Correcting {
-            targets,
+            targets: calibration.targets.clone(),
             applied: HashMap::new(),
         },
     )?;
     let Calibrating::Correcting { applied, .. } = corrected else {
         return Err(Error::Weights("bias correction: unexpected state".into()));
     };
+    if applied.is_empty() {
+        return Err(Error::Weights(
+            "bias correction: the calibration was recorded on another model (no layer matched)"
+                .into(),
+        ));
+    }
     // Each corrected layer's bias: `<layer>.weight`'s id -> `<layer>.bias`.
     let tensors = model.collect(None, None, false);
     let by_name: HashMap<&str, &PackTensor> =
         tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut out = Vec::new();
+    let mut biases = Vec::new();
     for t in &tensors {
         let Some(id) = t.param_id.map(ParamId::from) else {
             continue;
@@ -612,22 +626,17 @@ pub fn bias_corrections(
         }
         let corrected: Vec<f32> = values.iter().zip(c).map(|(b, c)| b + c).collect();
         let n = corrected.len();
-        out.push(bridge::from_data(
+        biases.push(bridge::from_data(
             TensorData::new(corrected, [n]),
             name,
             bias.param_id,
         ));
     }
-    Ok(out)
-}
-
-/// `model` with the named tensors replaced (e.g. the biases of [`bias_corrections`]).
-pub fn with_tensors(model: Sam, tensors: Vec<PackTensor>) -> Result<Sam, Error> {
-    let mut model = model;
-    let result = model.apply(tensors, None, None, false);
+    let mut model = model.clone();
+    let result = model.apply(biases, None, None, false);
     if !result.errors.is_empty() || !result.unused.is_empty() {
         return Err(Error::Weights(format!(
-            "cannot apply tensors: errors {:?}, unused {:?}",
+            "bias correction: cannot apply the biases: errors {:?}, unused {:?}",
             result.errors, result.unused
         )));
     }

@@ -18,7 +18,7 @@
 //!
 //! Saving ([`save_bpk`]): fp32 as is; int8 / int4 quantized by [`quantize::plan`] after
 //! the encoder's biases are corrected for the rounding on calibration images
-//! ([`quantize::bias_corrections`]).
+//! ([`quantize::bias_corrected`]).
 
 #[cfg(feature = "pytorch-import")]
 use std::{collections::BTreeMap, path::Path};
@@ -372,20 +372,19 @@ fn read_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
 }
 
 /// Serialise a model to `.bpk` bytes, quantized by [`quantize::plan`] when asked, with
-/// the encoder's biases corrected for the rounding on `calibration` (preprocessed images
-/// `[B, 3, 256, 256]`, see [`quantize::bias_corrections`]; unused for fp32).
+/// the encoder's biases corrected for the rounding on `calibration` (recorded on `model`,
+/// see [`quantize::bias_corrected`]; unused for fp32).
 pub fn save_bpk(
     model: &Sam,
     precision: Precision,
-    calibration: &burn::tensor::Tensor<4>,
+    calibration: &quantize::Calibration,
 ) -> Result<Vec<u8>, Error> {
     let plan = quantize::plan(precision);
     let corrected;
     let model = if precision == Precision::Fp32 {
         model
     } else {
-        let biases = quantize::bias_corrections(model, &plan, calibration)?;
-        corrected = quantize::with_tensors(model.clone(), biases)?;
+        corrected = quantize::bias_corrected(model, &plan, calibration)?;
         &corrected
     };
     // Written with burn-pack's writer rather than `BurnpackStore`, from the quantized data

@@ -109,7 +109,7 @@ pub const CALIBRATION_FILES: [&str; 7] = [
 pub const CALIBRATION_FRAMES: u32 = 3;
 
 /// The calibration batch of the quantized weights' bias correction
-/// ([`model::quantize::bias_corrections`]): the first [`CALIBRATION_FRAMES`] frames of each
+/// ([`model::quantize::Calibration`]): the first [`CALIBRATION_FRAMES`] frames of each
 /// DICOM file, preprocessed as for segmentation, `[B, 3, 256, 256]` on `device`.
 pub fn calibration_batch(files: &[&[u8]], device: &Device) -> Result<Tensor<4>, Error> {
     let s = model::sam::INPUT_SIZE;

@@ -43,15 +43,16 @@ pub fn load_model(precision: weights::Precision, device: &Device) -> Sam {
     weights::load_bpk(weights_file(&precision.file_name()), device).expect("the .bpk loads")
 }
 
-/// The calibration batch of the quantized files' bias correction, from the files
-/// `medfm weights fetch` bundles (`pipeline::CALIBRATION_FILES`).
-pub fn calibration(device: &Device) -> burn::tensor::Tensor<4> {
+/// The bias correction's calibration of `model` on the images `medfm weights fetch`
+/// bundles (`pipeline::CALIBRATION_FILES`).
+pub fn calibration(model: &Sam, device: &Device) -> medfm::model::quantize::Calibration {
     let files: Vec<Vec<u8>> = medfm::pipeline::CALIBRATION_FILES
         .iter()
         .map(|f| std::fs::read(data(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
         .collect();
     let refs: Vec<&[u8]> = files.iter().map(|b| b.as_slice()).collect();
-    medfm::pipeline::calibration_batch(&refs, device).expect("calibration batch")
+    let images = medfm::pipeline::calibration_batch(&refs, device).expect("calibration batch");
+    medfm::model::quantize::Calibration::record(model, images).expect("calibration pass")
 }
 
 /// Read a gzip-compressed little-endian f32 fixture.
