@@ -320,7 +320,7 @@ fn cmd_fetch(pth: Option<PathBuf>, dir: Option<PathBuf>, allow_other: bool) -> R
     let files: Vec<&[u8]> = CALIBRATION.iter().map(|(_, bytes)| *bytes).collect();
     let images = medfm::pipeline::calibration_batch(&files, &device)?;
     pb.finish_and_clear();
-    let pb = spinner("recording the fp32 encoder on them");
+    let pb = spinner("recording the fp32 model on them (encoder outputs, decoder inputs)");
     let calibration = medfm::model::quantize::Calibration::record(&model, images)?;
     pb.finish_and_clear();
     for precision in Precision::ALL {

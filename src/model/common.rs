@@ -157,9 +157,9 @@ impl MlpBlock {
 
     /// `[.., dim] -> [.., dim]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let h = self.lin1.forward(x);
+        let h = super::quantize::linear(&self.lin1, x);
         let h = if self.relu { relu(h) } else { gelu(h) };
-        self.lin2.forward(h)
+        super::quantize::linear(&self.lin2, h)
     }
 }
 
@@ -193,7 +193,7 @@ impl Mlp {
     pub fn forward<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
         let n = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+            x = super::quantize::linear(layer, x);
             if i + 1 < n {
                 x = relu(x);
             }

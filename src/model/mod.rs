@@ -9,6 +9,7 @@
 
 pub mod common;
 pub mod cpu_ops;
+pub mod gptq;
 pub mod mask_decoder;
 pub mod prompt_encoder;
 pub mod quantize;

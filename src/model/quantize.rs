@@ -19,6 +19,10 @@
 //! (README, "Weights files and quantization"). [`bias_corrected`] gives the encoder's
 //! layers biases that cancel it, measured on calibration images: sequential empirical bias
 //! correction (after Nagel et al., 2019), the biases stay f32, so the files do not grow.
+//!
+//! The int4 file's 4-bit mask-decoder weights are rounded with GPTQ error feedback
+//! ([`super::gptq`], [`Rule::gptq`]) over the decoder's inputs on calibration prompts,
+//! recorded by [`Calibration::record`] through [`linear`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -67,15 +71,24 @@ pub struct Rule {
     /// Block extent over the tensor's trailing dimensions (Burn's `BlockSize`); leading
     /// dimensions not named have extent 1.
     pub block: Vec<u8>,
+    /// Rounded with GPTQ error feedback over the layer's calibration inputs
+    /// ([`super::gptq`]; Linear weights only) instead of to nearest.
+    pub gptq: bool,
 }
 
 impl Rule {
-    /// `bits` per value in blocks of `block` (trailing dimensions).
+    /// `bits` per value in blocks of `block` (trailing dimensions), rounded to nearest.
     pub fn new(bits: Bits, block: &[u8]) -> Self {
         Self {
             bits,
             block: block.to_vec(),
+            gptq: false,
         }
+    }
+
+    /// The same rule, rounded with GPTQ error feedback.
+    pub fn gptq(self) -> Self {
+        Self { gptq: true, ..self }
     }
 }
 
@@ -170,6 +183,23 @@ pub struct QTensor {
 }
 
 impl QTensor {
+    /// The rows `[1, N]` of a `[K, N]` tensor, each quantized with blocks along `N`, as
+    /// one tensor (its block grid row-major, as [`quantize_values`] lays it out).
+    pub(super) fn stack_rows(rows: Vec<QTensor>) -> Self {
+        let mut out = QTensor {
+            values: Vec::new(),
+            scales: Vec::new(),
+            block_of: Vec::new(),
+        };
+        for row in rows {
+            let offset = out.scales.len() as u32;
+            out.values.extend(row.values);
+            out.block_of.extend(row.block_of.iter().map(|b| b + offset));
+            out.scales.extend(row.scales);
+        }
+        out
+    }
+
     /// The f32 values the quantized tensor stands for (`value * scale`, as Burn dequantizes).
     pub fn dequantize(&self) -> Vec<f32> {
         self.values
@@ -303,7 +333,9 @@ pub const BLOCK_Q4: u8 = 16;
 ///   of the patch mergings into the 160- and 320-channel stages (blocks of 32 input
 ///   channels) and the decoder's two transposed convolutions (32 output channels x 2x2).
 /// - `Int4`: the same, except the mask decoder's Linear weights, 4-bit in blocks of
-///   [`BLOCK_Q4`] (layers whose width is not a multiple of it stay 8-bit).
+///   [`BLOCK_Q4`] (layers whose width is not a multiple of it stay 8-bit), rounded with
+///   GPTQ error feedback over the decoder's inputs on calibration prompts (see
+///   [`Calibration`]; rounding them to nearest moved the masks about twice as much).
 ///
 /// Everything else stays f32: the early convolutions (per-tensor or per-channel 8-bit
 /// on any single one of them moves the embedding as much as 8-bit on all Linear layers
@@ -328,7 +360,7 @@ fn quantized(precision: super::Precision, path: &str, shape: &[usize]) -> Option
     match shape {
         [_, out] if !embedding => {
             if precision == super::Precision::Int4 && decoder && out % BLOCK_Q4 as usize == 0 {
-                Some(Rule::new(Bits::Q4, &[BLOCK_Q4]))
+                Some(Rule::new(Bits::Q4, &[BLOCK_Q4]).gptq())
             } else if decoder && out % BLOCK_Q8_DECODER as usize == 0 {
                 Some(Rule::new(Bits::Q8, &[BLOCK_Q8_DECODER]))
             } else if out % BLOCK_Q8 as usize == 0 {
@@ -366,15 +398,25 @@ fn quantized(precision: super::Precision, path: &str, shape: &[usize]) -> Option
 }
 
 /// Every tensor of `model` as a burn-pack tensor, those the plan names quantized (Burn
-/// quantized tensor data: what a `.bpk` stores). The parameter ids are kept.
-pub fn quantized_packs(model: &Sam, plan: Plan) -> Result<Vec<PackTensor>, Error> {
-    quantize_each(model, plan, to_tensor_data)
+/// quantized tensor data: what a `.bpk` stores). The parameter ids are kept. Rules with
+/// [`Rule::gptq`] need the `calibration` recorded on `model`.
+pub fn quantized_packs(
+    model: &Sam,
+    plan: Plan,
+    calibration: Option<&Calibration>,
+) -> Result<Vec<PackTensor>, Error> {
+    quantize_each(model, plan, calibration, to_tensor_data)
 }
 
 /// `model` with the parameters a plan names replaced by the f32 values their quantized
-/// tensors stand for (`value * scale`): how plans are compared without a file.
-pub fn fake_quantize(model: Sam, plan: Plan) -> Result<Sam, Error> {
-    let packs = quantize_each(&model, plan, |q, shape, _| {
+/// tensors stand for (`value * scale`): how plans are compared without a file. Rules with
+/// [`Rule::gptq`] need the `calibration` recorded on `model`.
+pub fn fake_quantize(
+    model: Sam,
+    plan: Plan,
+    calibration: Option<&Calibration>,
+) -> Result<Sam, Error> {
+    let packs = quantize_each(&model, plan, calibration, |q, shape, _| {
         TensorData::new(q.dequantize(), shape.to_vec())
     })?;
     let mut model = model;
@@ -387,6 +429,7 @@ pub fn fake_quantize(model: Sam, plan: Plan) -> Result<Sam, Error> {
 fn quantize_each(
     model: &Sam,
     plan: Plan,
+    calibration: Option<&Calibration>,
     store: impl Fn(&QTensor, &[usize], &Rule) -> TensorData,
 ) -> Result<Vec<PackTensor>, Error> {
     let mut packs = Vec::new();
@@ -402,8 +445,27 @@ fn quantize_each(
             .convert_dtype(DType::F32)
             .try_into_vec::<f32>()
             .map_err(|e| Error::Weights(format!("`{}` is not f32: {e:?}", t.name)))?;
-        let q = quantize_values(&values, &shape, &rule)
-            .map_err(|e| Error::Weights(format!("`{}`: {e}", t.name)))?;
+        let q = if rule.gptq {
+            let gram = calibration
+                .ok_or_else(|| {
+                    Error::Weights(format!(
+                        "`{}` is rounded with GPTQ, which needs a calibration",
+                        t.name
+                    ))
+                })?
+                .inputs
+                .get(&ParamId::from(t.param_id.unwrap_or(u64::MAX)))
+                .ok_or_else(|| {
+                    Error::Weights(format!(
+                        "GPTQ: no calibration inputs of `{}` (was the calibration recorded on this model?)",
+                        t.name
+                    ))
+                })?;
+            super::gptq::quantize(&values, &shape, &rule, gram)
+        } else {
+            quantize_values(&values, &shape, &rule)
+        }
+        .map_err(|e| Error::Weights(format!("`{}`: {e}", t.name)))?;
         packs.push(bridge::from_data(
             store(&q, &shape, &rule),
             t.name.clone(),
@@ -413,11 +475,111 @@ fn quantize_each(
     Ok(packs)
 }
 
+thread_local! {
+    /// While set, the sum of `xᵀx` over the input rows `x` of every layer that goes
+    /// through [`linear`], by weight id: what [`Calibration::record`] collects for GPTQ.
+    static INPUTS: RefCell<Option<HashMap<ParamId, Tensor<2>>>> = const { RefCell::new(None) };
+}
+
+/// Clears [`INPUTS`] when dropped (also when a pass fails).
+struct InputsGuard;
+
+impl Drop for InputsGuard {
+    fn drop(&mut self) {
+        INPUTS.with(|i| *i.borrow_mut() = None);
+    }
+}
+
+/// Whether [`linear`] records its inputs on this thread (while [`Calibration::record`]
+/// runs the mask decoder). Attention layers that fold a projection into another product
+/// take their plain path then, so that each projection sees its input.
+pub fn recording_inputs() -> bool {
+    INPUTS.with(|i| i.borrow().is_some())
+}
+
+/// `layer.forward(x)` (`[.., K] -> [.., N]`); while [`Calibration::record`] runs, `x`'s
+/// Gram matrix (`xᵀx` over its rows, `[K, K]`) is added to the layer's. The mask decoder's
+/// Linear layers go through it.
+pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
+    if recording_inputs() {
+        let k = x.dims()[D - 1];
+        let rows = x.dims().iter().product::<usize>() / k.max(1);
+        let x2: Tensor<2> = x.clone().reshape([rows, k]);
+        let gram = x2.clone().transpose().matmul(x2);
+        INPUTS.with(|i| {
+            if let Some(map) = i.borrow_mut().as_mut() {
+                let sum = match map.remove(&layer.weight.id) {
+                    Some(g) => g + gram,
+                    None => gram,
+                };
+                map.insert(layer.weight.id, sum);
+            }
+        });
+    }
+    layer.forward(x)
+}
+
+/// Boxes `[x0, y0, x1, y1]` in model-input space that [`Calibration::record`] decodes on
+/// each calibration image: centres on a 3 x 3 grid over the middle of the input, two sizes
+/// each (about 0.16 and 0.36 of the side), slightly taller above the centre than below.
+fn calibration_boxes() -> Vec<[f32; 4]> {
+    let s = super::sam::INPUT_SIZE as f32;
+    let mut boxes = Vec::new();
+    for cy in [0.3f32, 0.5, 0.7] {
+        for cx in [0.3f32, 0.5, 0.7] {
+            for half in [0.08f32, 0.18] {
+                boxes.push([
+                    (cx - half) * s,
+                    (cy - half * 1.2) * s,
+                    (cx + half) * s,
+                    (cy + half * 0.9) * s,
+                ]);
+            }
+        }
+    }
+    boxes
+}
+
+/// The mask decoder of `model` on every [`calibration_boxes`] prompt of each image
+/// embedding (`[B, 256, 64, 64]`), recording each [`linear`] layer's input Gram matrix.
+fn record_decoder_inputs(
+    model: &Sam,
+    embeddings: &Tensor<4>,
+) -> Result<HashMap<ParamId, Vec<f64>>, Error> {
+    let device = embeddings.device();
+    let image_pe = model.prompt_encoder.dense_pe(&device);
+    let _guard = InputsGuard;
+    INPUTS.with(|i| *i.borrow_mut() = Some(HashMap::new()));
+    for b in 0..embeddings.dims()[0] {
+        let embedding = super::sam::Embedding {
+            tensor: embeddings.clone().narrow(0, b, 1),
+            image_pe: Some(image_pe.clone()),
+        };
+        for bbox in calibration_boxes() {
+            let prompts = super::sam::Prompts {
+                bbox: Some(bbox),
+                ..Default::default()
+            };
+            drop(model.decode(&embedding, &prompts)?);
+        }
+    }
+    let sums = INPUTS.with(|i| i.borrow_mut().take()).unwrap_or_default();
+    sums.into_iter()
+        .map(|(id, gram)| {
+            let values = gram
+                .into_data()
+                .convert_dtype(DType::F32)
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::Weights(format!("cannot read a Gram matrix back: {e:?}")))?;
+            Ok((id, values.into_iter().map(f64::from).collect()))
+        })
+        .collect()
+}
+
 /// What a pass of [`Calibration::record`] or [`bias_corrected`] does at each layer whose
 /// bias goes through [`layer_bias`]: TinyViT's Linear layers and the 1x1 convolutions on
 /// tokens of the later patch mergings. (The neck's convolutions have no bias; the mask
-/// decoder goes through Burn's `Linear` and is not corrected: correcting it did not help,
-/// README.)
+/// decoder's layers are not corrected: correcting them did not help, README.)
 enum Calibrating {
     /// Sum and count of each layer's output rows (fp32 pass).
     Recording(HashMap<ParamId, (Vec<f64>, u64)>),
@@ -520,18 +682,17 @@ fn output_sums<const D: usize>(
 }
 
 /// Run the image encoder of `model` over `images` with [`CALIBRATING`] set to `state`;
-/// returns the state after the pass.
+/// returns the state after the pass and the image embeddings.
 fn calibration_pass(
     model: &Sam,
     images: &Tensor<4>,
     state: Calibrating,
-) -> Result<Calibrating, Error> {
+) -> Result<(Calibrating, Tensor<4>), Error> {
     let _guard = CalibrationGuard;
     CALIBRATING.with(|c| *c.borrow_mut() = Some(Ok(state)));
-    // The passes only need the layers' outputs, not the embedding.
-    drop(model.image_encoder.forward(images.clone()));
+    let embeddings = model.image_encoder.forward(images.clone());
     match CALIBRATING.with(|c| c.borrow_mut().take()) {
-        Some(Ok(state)) => Ok(state),
+        Some(Ok(state)) => Ok((state, embeddings)),
         Some(Err(e)) => Err(Error::Weights(format!("bias correction: {e}"))),
         None => Err(Error::Weights(
             "bias correction: the calibration state was lost".into(),
@@ -539,20 +700,26 @@ fn calibration_pass(
     }
 }
 
-/// The fp32 model's mean output of each layer [`layer_bias`] covers over calibration
-/// images: what [`bias_corrected`] restores. Recorded once per model and image batch,
-/// for every precision written from it.
+/// What the fp32 model does on calibration images, recorded once per model and image
+/// batch for every precision written from it: the mean output of each layer
+/// [`layer_bias`] covers (what [`bias_corrected`] restores) and the input Gram matrix of
+/// each mask-decoder Linear layer over box prompts on the images (what [`Rule::gptq`]
+/// rounding weighs its errors by).
 pub struct Calibration {
     images: Tensor<4>,
     targets: HashMap<ParamId, Vec<f64>>,
+    /// `K x K` row-major Gram matrix of each [`linear`] layer's inputs, by weight id.
+    inputs: HashMap<ParamId, Vec<f64>>,
 }
 
 impl Calibration {
     /// One fp32 pass of `model`'s image encoder over `images` (`[B, 3, 256, 256]`,
     /// preprocessed calibration images; none should be an image the results are judged
-    /// on).
+    /// on), then its mask decoder on 18 boxes per image (on the fp32 embeddings).
     pub fn record(model: &Sam, images: Tensor<4>) -> Result<Self, Error> {
-        let recorded = calibration_pass(model, &images, Calibrating::Recording(HashMap::new()))?;
+        let (recorded, embeddings) =
+            calibration_pass(model, &images, Calibrating::Recording(HashMap::new()))?;
+        let inputs = record_decoder_inputs(model, &embeddings)?;
         let Calibrating::Recording(sums) = recorded else {
             return Err(Error::Weights("bias correction: unexpected state".into()));
         };
@@ -563,7 +730,11 @@ impl Calibration {
                 (id, mean)
             })
             .collect();
-        Ok(Self { images, targets })
+        Ok(Self {
+            images,
+            targets,
+            inputs,
+        })
     }
 }
 
@@ -577,8 +748,12 @@ impl Calibration {
 /// mean shift the rounding of earlier layers left at its input, and what nonlinearities
 /// make of their noise). `calibration` must have been recorded on `model`.
 pub fn bias_corrected(model: &Sam, plan: Plan, calibration: &Calibration) -> Result<Sam, Error> {
-    let quantized = fake_quantize(model.clone(), plan)?;
-    let corrected = calibration_pass(
+    // The pass runs the encoder only: the decoder's rounding does not matter to it.
+    let encoder_plan = |path: &str, shape: &[usize]| {
+        plan(path, shape).filter(|_| path.starts_with("image_encoder."))
+    };
+    let quantized = fake_quantize(model.clone(), &encoder_plan, None)?;
+    let (corrected, _) = calibration_pass(
         &quantized,
         &calibration.images,
         Calibrating::Correcting {
@@ -750,5 +925,43 @@ mod tests {
             q.scales
         );
         assert!(q.dequantize().iter().all(|x| x.is_finite()));
+    }
+
+    /// While inputs are recorded, [`linear`] adds `xᵀx` over the rows of every call to its
+    /// layer's sum, and computes the same output as the layer; otherwise it records nothing.
+    #[test]
+    fn linear_records_input_gram_matrices() {
+        use burn::nn::LinearConfig;
+        let device = Device::flex();
+        let layer = LinearConfig::new(3, 2).init(&device);
+        let x = |v: Vec<f32>, rows: usize| {
+            Tensor::<3>::from_data(TensorData::new(v, [1, rows, 3]), &device)
+        };
+        let a = vec![1.0, 2.0, 3.0, -1.0, 0.5, 0.0];
+        let b = vec![2.0, 0.0, -2.0];
+        drop(linear(&layer, x(a.clone(), 2)));
+        assert!(!recording_inputs());
+        let _guard = InputsGuard;
+        INPUTS.with(|i| *i.borrow_mut() = Some(HashMap::new()));
+        let y = linear(&layer, x(a.clone(), 2));
+        let want = layer.forward(x(a.clone(), 2));
+        assert_eq!(y.into_data(), want.into_data());
+        drop(linear(&layer, x(b.clone(), 1)));
+        let sums = INPUTS.with(|i| i.borrow_mut().take()).unwrap();
+        assert_eq!(sums.len(), 1);
+        let got: Vec<f32> = sums[&layer.weight.id]
+            .clone()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        let mut expected = vec![0.0f32; 9];
+        for row in a.chunks(3).chain(b.chunks(3)) {
+            for i in 0..3 {
+                for j in 0..3 {
+                    expected[i * 3 + j] += row[i] * row[j];
+                }
+            }
+        }
+        assert_eq!(got, expected);
     }
 }

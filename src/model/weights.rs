@@ -18,7 +18,8 @@
 //!
 //! Saving ([`save_bpk`]): fp32 as is; int8 / int4 quantized by [`quantize::plan`] after
 //! the encoder's biases are corrected for the rounding on calibration images
-//! ([`quantize::bias_corrected`]).
+//! ([`quantize::bias_corrected`]); int4's 4-bit decoder weights rounded with GPTQ over the
+//! calibration's decoder inputs.
 
 #[cfg(feature = "pytorch-import")]
 use std::{collections::BTreeMap, path::Path};
@@ -373,7 +374,8 @@ fn read_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
 
 /// Serialise a model to `.bpk` bytes, quantized by [`quantize::plan`] when asked, with
 /// the encoder's biases corrected for the rounding on `calibration` (recorded on `model`,
-/// see [`quantize::bias_corrected`]; unused for fp32).
+/// see [`quantize::bias_corrected`]) and GPTQ rounding where the plan asks for it (int4's
+/// decoder); `calibration` is unused for fp32.
 pub fn save_bpk(
     model: &Sam,
     precision: Precision,
@@ -391,7 +393,7 @@ pub fn save_bpk(
     // itself (a backend may store it otherwise: Burn's CPU backend unpacks 4-bit values to
     // one per byte), and without the parameter ids (random per process): the same
     // checkpoint then always gives the same bytes, and a published sha256 stays valid.
-    let tensors = quantize::quantized_packs(model, &plan)?
+    let tensors = quantize::quantized_packs(model, &plan, Some(calibration))?
         .into_iter()
         .map(|mut t| {
             t.param_id = None;
