@@ -56,6 +56,8 @@ impl Attention {
     /// softmax removes) and `out_h = (P_h v) W_v,h + b_v,h` (each row of `P_h` sums to 1).
     /// Same values as [`Self::forward`] up to f32 rounding, in `2 H Nq Nk dim`
     /// multiply-adds instead of `2 Nk dim internal` (59 M instead of 268 M in LiteMedSAM).
+    /// While [`quantize::recording_inputs`]: the plain [`Self::forward`], so that each
+    /// projection sees its input.
     ///
     /// `q [B, Nq, dim], k [B, Nk, dim], v [B, Nk, dim] -> [B, Nq, dim]`.
     pub fn forward_few_queries(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
@@ -92,6 +94,8 @@ impl Attention {
     /// as one matmul over the heads' keys side by side. Same values as [`Self::forward`]
     /// up to f32 rounding, in `2 Nq dim H Nk` multiply-adds instead of `2 Nq dim internal`
     /// (59 M instead of 268 M in LiteMedSAM).
+    /// While [`quantize::recording_inputs`]: the plain [`Self::forward`], so that each
+    /// projection sees its input.
     ///
     /// `q [B, Nq, dim], k [B, Nk, dim], v [B, Nk, dim] -> [B, Nq, dim]`.
     pub fn forward_few_keys(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
