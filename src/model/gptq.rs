@@ -78,7 +78,7 @@ pub fn quantize(
         .iter()
         .flat_map(|&o| values[o * n..(o + 1) * n].iter().map(|&v| f64::from(v)))
         .collect();
-    let mut rows: Vec<Option<QTensor>> = (0..k).map(|_| None).collect();
+    let mut rows: Vec<(usize, QTensor)> = Vec::with_capacity(k);
     let mut err = vec![0.0f64; n];
     let mut row = vec![0.0f32; n];
     for i in 0..k {
@@ -90,7 +90,7 @@ pub fn quantize(
         for j in 0..n {
             err[j] = (w[i * n + j] - f64::from(rounded[j])) / u[i * k + i];
         }
-        rows[order[i]] = Some(q);
+        rows.push((order[i], q));
         for (r, later) in w[(i + 1) * n..].chunks_exact_mut(n).enumerate() {
             let f = u[i * k + i + 1 + r];
             if f != 0.0 {
@@ -100,11 +100,11 @@ pub fn quantize(
             }
         }
     }
-    let rows: Vec<QTensor> = rows
-        .into_iter()
-        .map(|r| r.expect("every row was rounded"))
-        .collect();
-    Ok(QTensor::stack_rows(rows))
+    // Back to the weight's row order.
+    rows.sort_by_key(|(index, _)| *index);
+    Ok(QTensor::stack_rows(
+        rows.into_iter().map(|(_, q)| q).collect(),
+    ))
 }
 
 /// The upper triangular `U` with a positive diagonal such that `H⁻¹ = Uᵀ U`, for the

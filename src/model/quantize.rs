@@ -446,21 +446,7 @@ fn quantize_each(
             .try_into_vec::<f32>()
             .map_err(|e| Error::Weights(format!("`{}` is not f32: {e:?}", t.name)))?;
         let q = if rule.gptq {
-            let gram = calibration
-                .ok_or_else(|| {
-                    Error::Weights(format!(
-                        "`{}` is rounded with GPTQ, which needs a calibration",
-                        t.name
-                    ))
-                })?
-                .inputs
-                .get(&ParamId::from(t.param_id.unwrap_or(u64::MAX)))
-                .ok_or_else(|| {
-                    Error::Weights(format!(
-                        "GPTQ: no calibration inputs of `{}` (was the calibration recorded on this model?)",
-                        t.name
-                    ))
-                })?;
+            let gram = calibration_inputs(calibration, &t)?;
             super::gptq::quantize(&values, &shape, &rule, gram)
         } else {
             quantize_values(&values, &shape, &rule)
@@ -473,6 +459,29 @@ fn quantize_each(
         ));
     }
     Ok(packs)
+}
+
+/// The input Gram matrix `calibration` recorded for the layer whose weight `t` is, for a
+/// rule with [`Rule::gptq`].
+fn calibration_inputs<'a>(
+    calibration: Option<&'a Calibration>,
+    t: &PackTensor,
+) -> Result<&'a [f64], Error> {
+    let calibration = calibration.ok_or_else(|| {
+        Error::Weights(format!(
+            "`{}` is rounded with GPTQ, which needs a calibration",
+            t.name
+        ))
+    })?;
+    t.param_id
+        .and_then(|id| calibration.inputs.get(&ParamId::from(id)))
+        .map(Vec::as_slice)
+        .ok_or_else(|| {
+            Error::Weights(format!(
+                "GPTQ: no calibration inputs of `{}` (was the calibration recorded on this model?)",
+                t.name
+            ))
+        })
 }
 
 thread_local! {
