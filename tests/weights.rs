@@ -17,12 +17,12 @@ const CONFIDENT: f32 = medfm::pipeline::CONFIDENT_IOU;
 /// int8 / int4 masks against fp32 masks on the parity cases and prompts (box, box+points,
 /// multimask point: its best mask).
 ///
-/// Asserts the targets on confident prompts (int8 >= 0.98, int4 >= 0.95), and
-/// int8 >= 0.98 on every box prompt (the low-confidence ones too, since the bias
-/// correction: 0.981 at worst, a thin margin, README); prints all IoUs. The single-point
-/// prompts' chosen masks are a few pixels, where one pixel moves the IoU by 0.5: printed
-/// only. int4 stays below its target on the low-confidence box prompts (its 4-bit mask
-/// decoder: README, "Known gaps").
+/// Asserts the targets (int8 >= 0.98, int4 >= 0.95) on every box and box+points
+/// prompt, the low-confidence ones too (fp32 predicted IoU under 0.9, where most logits sit
+/// near zero: int8 0.981 at worst since the bias correction, int4 0.970 since its 4-bit
+/// weights are the decoder's token layers only; thin margins, README); prints all IoUs.
+/// The single-point prompts' chosen masks are a few pixels, where one pixel moves the IoU
+/// by 0.5: printed only.
 #[test]
 fn quantized_masks_match_fp32() {
     let device = Device::flex();
@@ -92,6 +92,11 @@ fn quantized_masks_match_fp32() {
         "int8 IoU vs fp32 on a box prompt {}",
         worst_all[1]
     );
+    assert!(
+        worst_all[2] >= 0.95,
+        "int4 IoU vs fp32 on a box prompt {}",
+        worst_all[2]
+    );
 }
 
 /// A calibration recorded on one model does not correct another (layers are matched by
@@ -145,9 +150,11 @@ fn bias_correction_brings_int8_embeddings_closer_to_fp32() {
 /// The int4 file's mask decoder (GPTQ rounding over calibration prompts) moves the
 /// decoder's output less than rounding the same weights to nearest, on the parity
 /// images' box prompts, which are not calibration images. The decoders get the same fp32
-/// embedding, so only their rounding differs. (Measured: mean |logit diff| 0.80 -> 0.58,
-/// mean mask IoU 0.957 -> 0.964; a broken error feedback makes the logits worse than
-/// rounding to nearest, not 15% better.)
+/// embedding, so only their rounding differs. (Measured with int4's 4-bit weights on the
+/// decoder's token layers: mean |logit diff| 0.301 -> 0.287, mean mask IoU 0.979 -> 0.984;
+/// on 80 held-out boxes the mean mask IoU goes 0.957 -> 0.975, README. With the whole
+/// decoder 4-bit it was 0.80 -> 0.58. A broken error feedback makes the logits worse than
+/// rounding to nearest.)
 #[test]
 fn gptq_decoder_is_closer_to_fp32_than_rounding_to_nearest() {
     use medfm::model::quantize;
@@ -200,7 +207,7 @@ fn gptq_decoder_is_closer_to_fp32_than_rounding_to_nearest() {
         "int4 decoder vs fp32 over {n} box prompts: mean |logit diff| nearest {e_near:.4}, GPTQ {e_gptq:.4}; mean mask IoU nearest {i_near:.4}, GPTQ {i_gptq:.4}"
     );
     assert!(
-        e_gptq < 0.85 * e_near,
+        e_gptq < 0.98 * e_near,
         "logits: GPTQ {e_gptq}, nearest {e_near}"
     );
     assert!(i_gptq > i_near, "mask IoU: GPTQ {i_gptq}, nearest {i_near}");

@@ -18,7 +18,7 @@
 //!
 //! Saving ([`save_bpk`]): fp32 as is; int8 / int4 quantized by [`quantize::plan`] after
 //! the encoder's biases are corrected for the rounding on calibration images
-//! ([`quantize::bias_corrected`]); int4's 4-bit decoder weights rounded with GPTQ over the
+//! ([`quantize::bias_corrected`]); int4's 4-bit decoder-layer weights rounded with GPTQ over the
 //! calibration's decoder inputs.
 
 #[cfg(feature = "pytorch-import")]
@@ -113,7 +113,8 @@ pub enum Precision {
     Fp32,
     /// Linear weights and the neck's convolutions 8-bit (see [`super::quantize::plan`]).
     Int8,
-    /// As `Int8`, with the mask decoder's Linear weights 4-bit.
+    /// As `Int8`, with the Linear weights of the mask decoder's token layers (each two-way
+    /// block's self-attention and MLP) 4-bit.
     Int4,
 }
 

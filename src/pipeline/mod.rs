@@ -135,8 +135,9 @@ pub fn calibration_batch(files: &[&[u8]], device: &Device) -> Result<Tensor<4>, 
 
 /// Predicted IoU below which a mask is low-confidence. On such prompts most of the mask's
 /// logits sit near 0, so the mask moves with small changes of the weights: int8 / int4
-/// masks differ from fp32 ones by more than 2% there (README, "Known gaps"), while on
-/// confident prompts they stay within the targets (`tests/weights.rs`).
+/// masks differ from fp32 ones by 2-3% there on the parity prompts and more on other
+/// images (README, "Margins"), against under 1.2% on confident prompts
+/// (`tests/weights.rs`).
 pub const CONFIDENT_IOU: f32 = 0.9;
 
 /// The result of one prompt, in original image space.
