@@ -333,9 +333,9 @@ pub const BLOCK_Q4: u8 = 16;
 ///   of the patch mergings into the 160- and 320-channel stages (blocks of 32 input
 ///   channels) and the decoder's two transposed convolutions (32 output channels x 2x2).
 /// - `Int4`: the same, except the Linear weights of the mask decoder's layers that see
-///   only the prompt and output tokens, never the image ([`token_only`]: each two-way
-///   block's token self-attention and MLP, 2.6 M values), 4-bit in blocks of
-///   [`BLOCK_Q4`], rounded with GPTQ error feedback over the decoder's inputs on
+///   only the prompt and output tokens, never the image (each two-way block's token
+///   self-attention and MLP, 2.6 M values), 4-bit in blocks of [`BLOCK_Q4`], rounded
+///   with GPTQ error feedback over the decoder's inputs on
 ///   calibration prompts (see [`Calibration`]; rounding them to nearest moved the masks
 ///   about twice as much). The decoder's layers that meet the 4096 image tokens (where one
 ///   rounding error meets every token), the output heads and the upscaling stay 8-bit:
