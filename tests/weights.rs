@@ -7,7 +7,7 @@ use common::*;
 use medfm::Device;
 use medfm::dicom;
 use medfm::model::weights::{self, Precision};
-use medfm::pipeline::{Segmenter, preprocess};
+use medfm::pipeline::{Segmentation, Segmenter, preprocess};
 
 /// Fp32 predicted IoU from which a prompt counts as confident. On low-confidence masks
 /// (predicted IoU 0.7–0.85 here) most logits sit near 0, so mask IoU between precisions is
@@ -72,26 +72,10 @@ fn quantized_masks_match_fp32() {
                     worst_confident[i] = worst_confident[i].min(v);
                 }
                 if !boxed {
-                    // Every multimask output on the low-res grid (logits > 0): all a few
-                    // pixels here too, so none is a fair IoU test either.
-                    let grid = outs[0].low_res_logits.len() / outs[0].iou.len().max(1);
-                    let mask = |logits: &[f32]| -> Vec<u8> {
-                        logits.iter().map(|&l| u8::from(l > 0.0)).collect()
-                    };
-                    let area = |m: &[u8]| m.iter().filter(|&&v| v == 1).count();
-                    let line: Vec<String> = outs[0]
-                        .low_res_logits
-                        .chunks(grid)
-                        .zip(outs[i].low_res_logits.chunks(grid))
-                        .map(|(a, b)| {
-                            let (a, b) = (mask(a), mask(b));
-                            format!("{}/{} px IoU {:.3}", area(&a), area(&b), iou(&a, &b))
-                        })
-                        .collect();
                     println!(
                         "    its 3 outputs, low-res, fp32/{} areas: {}",
                         precision.name(),
-                        line.join(", ")
+                        low_res_outputs(&outs[0], &outs[i])
                     );
                 }
             }
@@ -111,6 +95,24 @@ fn quantized_masks_match_fp32() {
         "int4 IoU vs fp32 on a box prompt {}",
         worst_all[2]
     );
+}
+
+/// Area and IoU of each returned mask of `got` against `want` on the low-res grid
+/// (logits > 0), `"<want>/<got> px IoU <iou>"` joined by commas. The single-point
+/// prompts' outputs are all a few pixels here too, so none is a fair IoU test either.
+fn low_res_outputs(want: &Segmentation, got: &Segmentation) -> String {
+    let grid = want.low_res_logits.len() / want.iou.len().max(1);
+    let mask = |logits: &[f32]| -> Vec<u8> { logits.iter().map(|&l| u8::from(l > 0.0)).collect() };
+    let area = |m: &[u8]| m.iter().filter(|&&v| v == 1).count();
+    want.low_res_logits
+        .chunks(grid)
+        .zip(got.low_res_logits.chunks(grid))
+        .map(|(a, b)| {
+            let (a, b) = (mask(a), mask(b));
+            format!("{}/{} px IoU {:.3}", area(&a), area(&b), iou(&a, &b))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A calibration recorded on one model does not correct another (layers are matched by
