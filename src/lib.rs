@@ -5,6 +5,8 @@
 //! convert types and errors.
 #![warn(missing_docs)]
 
+#[cfg(feature = "convert")]
+pub mod convert;
 pub mod dicom;
 pub mod model;
 pub mod pipeline;

@@ -8,10 +8,10 @@ mod common;
 
 use common::*;
 use medfm::Device;
+use medfm::dicom;
 use medfm::model::Sam;
 use medfm::model::weights::Precision;
 use medfm::pipeline::{Segmenter, mask_from_logits, preprocess, tensor_to_vec};
-use medfm::{dicom, model};
 
 const EMB_MAX: f32 = 2e-3;
 const EMB_MEAN: f32 = 1e-4;
@@ -123,8 +123,9 @@ fn parity_wgpu() {
 #[test]
 fn pytorch_import_equals_fp32_bpk() {
     let device = Device::flex();
-    let imported = model::weights::import_pytorch(&weights_dir().join("lite_medsam.pth"), &device)
-        .expect("import");
+    let imported =
+        medfm::convert::pytorch::import_pytorch(&weights_dir().join("lite_medsam.pth"), &device)
+            .expect("import");
     let loaded = load_model(Precision::Fp32, &device);
     let bytes = std::fs::read(data("MR_small.dcm")).unwrap();
     let image = dicom::read(&bytes).unwrap();

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use medfm::Device;
+use medfm::convert::{self, calibration, pytorch, quantize};
 use medfm::dicom;
 use medfm::model::weights::{self, Precision};
 use medfm::pipeline::{Segmentation, Segmenter, preprocess};
@@ -115,22 +116,22 @@ fn low_res_outputs(want: &Segmentation, got: &Segmentation) -> String {
         .join(", ")
 }
 
-/// A calibration recorded on one model does not correct another (layers are matched by
-/// parameter id): refused with what went wrong instead of writing uncorrected biases.
+/// A calibration recorded on one model does not correct another (models are told apart
+/// by their parameters' bits): refused with what went wrong instead of writing biases
+/// corrected for other weights.
 #[test]
 fn calibration_of_another_model_is_refused() {
-    use medfm::model::quantize;
     let device = Device::flex();
     let recorded_on = load_model(Precision::Fp32, &device);
-    let calibration = calibration(&recorded_on, &device);
-    let other = load_model(Precision::Fp32, &device);
+    let calibration = calibration(&recorded_on);
+    let other = load_model(Precision::Int8, &device);
     let plan = quantize::plan(Precision::Int8);
-    let err = match quantize::bias_corrected(&other, &plan, &calibration) {
+    let err = match calibration::bias_corrected(&other, &plan, &calibration) {
         Ok(_) => panic!("a calibration of another model was applied"),
         Err(e) => e.to_string(),
     };
     assert!(err.contains("recorded on another model"), "{err}");
-    assert!(quantize::bias_corrected(&recorded_on, &plan, &calibration).is_ok());
+    assert!(calibration::bias_corrected(&recorded_on, &plan, &calibration).is_ok());
 }
 
 /// The bias correction the int8 file carries brings the embedding of an image it was not
@@ -138,7 +139,6 @@ fn calibration_of_another_model_is_refused() {
 /// the abdominal MR when measured).
 #[test]
 fn bias_correction_brings_int8_embeddings_closer_to_fp32() {
-    use medfm::model::quantize;
     let device = Device::flex();
     let fp32 = load_model(Precision::Fp32, &device);
     let rounded =
@@ -173,7 +173,6 @@ fn bias_correction_brings_int8_embeddings_closer_to_fp32() {
 /// rounding to nearest.)
 #[test]
 fn gptq_decoder_is_closer_to_fp32_than_rounding_to_nearest() {
-    use medfm::model::quantize;
     let device = Device::flex();
     let fp32 = load_model(Precision::Fp32, &device);
     let int4_plan = quantize::plan(Precision::Int4);
@@ -316,13 +315,13 @@ fn truncated_and_foreign_pytorch_files_are_refused() {
     let pth = weights_file("lite_medsam.pth");
     let truncated = dir.join("truncated.pth");
     std::fs::write(&truncated, &pth[..pth.len() / 3]).unwrap();
-    let err = weights::import_pytorch(&truncated, &Device::flex()).expect_err("truncated");
+    let err = pytorch::import_pytorch(&truncated, &Device::flex()).expect_err("truncated");
     println!("{err}");
     assert!(err.to_string().contains("weights:"), "{err}");
 
     let foreign = dir.join("foreign.pth");
     std::fs::copy(data("MR_small.dcm"), &foreign).unwrap();
-    let err = weights::import_pytorch(&foreign, &Device::flex()).expect_err("foreign");
+    let err = pytorch::import_pytorch(&foreign, &Device::flex()).expect_err("foreign");
     println!("{err}");
     assert!(
         err.to_string()
@@ -336,7 +335,7 @@ fn truncated_and_foreign_pytorch_files_are_refused() {
 fn published_checkpoint_hash_matches() {
     assert_eq!(
         weights::sha256_hex(&weights_file("lite_medsam.pth")),
-        weights::LITE_MEDSAM_SHA256
+        pytorch::LITE_MEDSAM_SHA256
     );
 }
 
@@ -348,11 +347,11 @@ fn published_checkpoint_hash_matches() {
 fn bpk_conversion_is_deterministic() {
     let device = Device::flex();
     let model = load_model(Precision::Fp32, &device);
-    let calibration = calibration(&model, &device);
+    let calibration = calibration(&model);
     for p in Precision::ALL {
-        let a = weights::save_bpk(&model, p, &calibration).unwrap();
+        let a = convert::save_bpk(&model, p, &calibration).unwrap();
         if p == Precision::Fp32 {
-            let b = weights::save_bpk(&model, p, &calibration).unwrap();
+            let b = convert::save_bpk(&model, p, &calibration).unwrap();
             assert!(a == b, "{}: two conversions differ", p.name());
         } else {
             // The file came from `medfm weights fetch`, another process with its own
@@ -373,10 +372,9 @@ fn bpk_conversion_is_deterministic() {
 /// `.bpk` holds is what was measured.
 #[test]
 fn quantized_weights_run_alike_on_cpu_and_wgpu() {
-    use medfm::model::quantize;
     let cpu = Device::flex();
     let fp32 = load_model(Precision::Fp32, &cpu);
-    let calibration = calibration(&fp32, &cpu);
+    let calibration = calibration(&fp32);
     let image =
         dicom::read(&std::fs::read(data("MR-SIEMENS-DICOM-WithOverlays.dcm")).unwrap()).unwrap();
     let pre = preprocess(&image.frame(0).unwrap(), &image.meta).unwrap();
@@ -388,7 +386,7 @@ fn quantized_weights_run_alike_on_cpu_and_wgpu() {
     for precision in [Precision::Int8, Precision::Int4] {
         let bytes = weights_file(&precision.file_name());
         let plan = quantize::plan(precision);
-        let corrected = quantize::bias_corrected(&fp32, &plan, &calibration).unwrap();
+        let corrected = calibration::bias_corrected(&fp32, &plan, &calibration).unwrap();
         let fake = quantize::fake_quantize(corrected, &plan, Some(&calibration)).unwrap();
         let measured = Segmenter::new(fake, cpu.clone());
         let reference = measured
@@ -410,4 +408,131 @@ fn quantized_weights_run_alike_on_cpu_and_wgpu() {
             assert!(v >= 0.999, "{}: mask IoU {v}", precision.name());
         }
     }
+}
+
+/// The conversion's fixed-order pass (`convert::exact`, what the calibration measures the
+/// model with) computes what the PyTorch reference computes, to the parity tolerances of
+/// `tests/parity.rs`: embeddings of the parity images (from the reference's own input),
+/// low-res logits and IoU predictions of their box and box+points prompts.
+#[test]
+fn exact_pass_matches_the_pytorch_reference() {
+    use medfm::convert::exact::decoder::{self, Prompt, Until};
+    use medfm::convert::exact::{NoObserver, Params, encoder};
+    let params = Params::of(&load_model(Precision::Fp32, &Device::flex())).unwrap();
+    let image_pe = decoder::image_pe(&params).unwrap();
+    for case in manifest()["cases"].as_array().unwrap() {
+        if case["preprocess_only"].as_bool() == Some(true) {
+            continue;
+        }
+        let name = case["name"].as_str().unwrap();
+        let dir = data(&format!("parity/{name}"));
+        let input = read_f32_gz(&dir.join("input.f32.gz"));
+        let stem = encoder::stem(&params, &input).unwrap();
+        let embedding = encoder::stages(&params, &[stem], &mut NoObserver, true)
+            .unwrap()
+            .unwrap()
+            .remove(0);
+        let (emax, emean) = abs_diff(&embedding, &read_f32_gz(&dir.join("embedding.f32.gz")));
+        println!("[exact] {name}: embedding max |Δ| {emax:.2e}, mean |Δ| {emean:.2e}");
+        assert!(
+            emax <= 2e-3 && emean <= 1e-4,
+            "{name}: embedding {emax} {emean}"
+        );
+        let scale = 256.0
+            / case["rows"]
+                .as_f64()
+                .unwrap()
+                .max(case["cols"].as_f64().unwrap());
+        for pname in ["box", "box_points"] {
+            let p = prompt_of(&case["prompts"][pname]);
+            let s = scale as f32;
+            let prompt = Prompt {
+                bbox: p.bbox.map(|b| b.map(|v| v * s)),
+                points: p
+                    .points
+                    .iter()
+                    .map(|&(x, y, l)| (x * s, y * s, l))
+                    .collect(),
+            };
+            let out = decoder::decode(
+                &params,
+                &embedding,
+                &image_pe,
+                &prompt,
+                p.multimask,
+                Until::Masks,
+                &mut NoObserver,
+            )
+            .unwrap()
+            .unwrap();
+            let want = read_f32_gz(&dir.join(format!("{pname}.logits.f32.gz")));
+            let (lmax, _) = abs_diff(&out.low_res_logits, &want);
+            let want_iou: Vec<f32> = case["prompts"][pname]["iou"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let (imax, _) = abs_diff(&out.iou, &want_iou);
+            println!("[exact] {name}/{pname}: logits max |Δ| {lmax:.2e}, IoU-pred |Δ| {imax:.2e}");
+            assert!(
+                lmax <= 5e-3 && imax <= 5e-3,
+                "{name}/{pname}: {lmax} {imax}"
+            );
+        }
+    }
+}
+
+/// The calibration is the same bits whatever the CPU's vector width: recorded on one
+/// calibration frame with the kernels on the widest vectors this CPU has and on the
+/// scalar fallback, every encoder target, decoder Gram matrix and corrected bias agrees
+/// bit for bit. (Thread count cannot matter either: threads take whole rows.)
+#[test]
+fn calibration_is_the_same_on_every_vector_width() {
+    use medfm::convert::exact::{Params, ops};
+    let params = Params::of(&load_model(Precision::Fp32, &Device::flex())).unwrap();
+    let images = vec![convert::calibration_images().unwrap().remove(0)];
+    let record = |scalar: bool| {
+        let was = ops::force_scalar(scalar);
+        let c = calibration::Calibration::record(&params, &images).unwrap();
+        let biases =
+            calibration::bias_corrections(&params, &quantize::plan(Precision::Int8), &c).unwrap();
+        ops::force_scalar(was);
+        (c, biases)
+    };
+    let (wide, wide_biases) = record(false);
+    let (scalar, scalar_biases) = record(true);
+    let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut layers = 0;
+    for (name, _) in params.iter() {
+        let Some(layer) = name.strip_suffix(".weight") else {
+            continue;
+        };
+        if let Some(t) = wide.target(layer) {
+            assert_eq!(
+                bits64(t),
+                bits64(scalar.target(layer).unwrap()),
+                "{layer} target"
+            );
+            layers += 1;
+        }
+        if let Some(g) = wide.gram(layer) {
+            assert_eq!(
+                bits64(g),
+                bits64(scalar.gram(layer).unwrap()),
+                "{layer} Gram"
+            );
+            layers += 1;
+        }
+    }
+    assert!(layers > 50, "only {layers} layers recorded");
+    assert_eq!(wide_biases.len(), scalar_biases.len());
+    for ((name, a), (_, b)) in wide_biases.iter().zip(&scalar_biases) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b), "{name}");
+    }
+    println!(
+        "{layers} targets and Gram matrices, {} biases: identical",
+        wide_biases.len()
+    );
 }

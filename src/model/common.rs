@@ -157,9 +157,9 @@ impl MlpBlock {
 
     /// `[.., dim] -> [.., dim]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let h = super::quantize::linear(&self.lin1, x);
+        let h = self.lin1.forward(x);
         let h = if self.relu { relu(h) } else { gelu(h) };
-        super::quantize::linear(&self.lin2, h)
+        self.lin2.forward(h)
     }
 }
 
@@ -193,7 +193,7 @@ impl Mlp {
     pub fn forward<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
         let n = self.layers.len();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = super::quantize::linear(layer, x);
+            x = layer.forward(x);
             if i + 1 < n {
                 x = relu(x);
             }

@@ -854,7 +854,6 @@ pub fn conv1x1_tokens(conv: &Conv2d, x: Tensor<3>, then_gelu: bool) -> Tensor<3>
     }
     let weight = conv.weight.val().reshape([c_out, c_in]).swap_dims(0, 1);
     let bias = conv.bias.as_ref().map(|b| b.val());
-    let bias = super::quantize::layer_bias(conv.weight.id, &x, &weight, bias);
     let (w, b) = (weight.clone(), bias.clone());
     product_with(x, weight, bias, None, then_gelu, move |x| {
         burn::tensor::module::linear(x, w, b)
@@ -1001,7 +1000,6 @@ fn linear_with<const D: usize>(
 ) -> Tensor<D> {
     let weight = layer.weight.val();
     let bias = layer.bias.as_ref().map(|b| b.val());
-    let bias = super::quantize::layer_bias(layer.weight.id, &x, &weight, bias);
     let (w, b) = (weight.clone(), bias.clone());
     product_with(x, weight, bias, residual, then_gelu, move |x| {
         burn::tensor::module::linear(x, w, b)

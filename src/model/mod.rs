@@ -4,15 +4,13 @@
 //! - [`prompt_encoder`]: points, box and mask prompts
 //! - [`two_way_transformer`], [`mask_decoder`]: prompt → mask logits + IoU
 //! - [`sam`]: the assembled model with `embed` / `decode`
-//! - [`weights`]: PyTorch import, `.bpk`, quantization
+//! - [`weights`]: `.bpk` loading (the files are written by `crate::convert`)
 //! - [`vit`]: DINOv2-compatible ViT (bring-your-own safetensors, e.g. RAD-DINO)
 
 pub mod common;
 pub mod cpu_ops;
-pub mod gptq;
 pub mod mask_decoder;
 pub mod prompt_encoder;
-pub mod quantize;
 pub mod sam;
 pub mod tiny_vit;
 pub mod two_way_transformer;

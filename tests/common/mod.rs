@@ -43,16 +43,12 @@ pub fn load_model(precision: weights::Precision, device: &Device) -> Sam {
     weights::load_bpk(weights_file(&precision.file_name()), device).expect("the .bpk loads")
 }
 
-/// The bias correction's calibration of `model` on the images `medfm weights fetch`
-/// bundles (`pipeline::CALIBRATION_FILES`).
-pub fn calibration(model: &Sam, device: &Device) -> medfm::model::quantize::Calibration {
-    let files: Vec<Vec<u8>> = medfm::pipeline::CALIBRATION_FILES
-        .iter()
-        .map(|f| std::fs::read(data(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
-        .collect();
-    let refs: Vec<&[u8]> = files.iter().map(|b| b.as_slice()).collect();
-    let images = medfm::pipeline::calibration_batch(&refs, device).expect("calibration batch");
-    medfm::model::quantize::Calibration::record(model, images).expect("calibration pass")
+/// The calibration of the quantized files, recorded on `model` (the bundled calibration
+/// frames, as `medfm weights fetch` does).
+pub fn calibration(model: &Sam) -> medfm::convert::calibration::Calibration {
+    let params = medfm::convert::exact::Params::of(model).expect("parameters");
+    let images = medfm::convert::calibration_images().expect("calibration images");
+    medfm::convert::calibration::Calibration::record(&params, &images).expect("calibration pass")
 }
 
 /// Read a gzip-compressed little-endian f32 fixture.

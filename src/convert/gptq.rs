@@ -12,8 +12,8 @@
 //! Each row's block scales are searched as [`quantize_values`] does, on the row as it is
 //! when its turn comes.
 
-use super::Error;
 use super::quantize::{QTensor, Rule, quantize_values};
+use crate::model::Error;
 
 /// Damping added to the Gram matrix's diagonal, as a fraction of its mean diagonal: keeps
 /// `H` invertible where the calibration inputs span fewer directions than `K` (the mask
@@ -176,7 +176,7 @@ pub fn upper_factor_of_inverse(h: Vec<f64>, n: usize) -> Result<Vec<f64>, Error>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::quantize::Bits;
+    use crate::convert::quantize::Bits;
 
     /// Deterministic values in -1..1.
     fn noise(n: usize, seed: u32) -> Vec<f64> {

@@ -16,26 +16,23 @@
 //!
 //! The rounding moves each layer's output on average, not only around it: the same weight
 //! error meets every token, and the masks follow that shift far more than its size
-//! (README, "Weights files and quantization"). [`bias_corrected`] gives the encoder's
+//! (docs/quantization.md). [`super::calibration::bias_corrected`] gives the encoder's
 //! layers biases that cancel it, measured on calibration images: sequential empirical bias
 //! correction (after Nagel et al., 2019), the biases stay f32, so the files do not grow.
 //!
 //! The int4 file's 4-bit mask-decoder weights (its token layers') are rounded with GPTQ
 //! error feedback ([`super::gptq`], [`Rule::gptq`]) over the decoder's inputs on
-//! calibration prompts, recorded by [`Calibration::record`] through [`linear`].
+//! calibration prompts ([`Calibration`]).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-use burn::module::ParamId;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, TensorData};
 
-use super::Error;
-use super::sam::Sam;
-use super::weights::LITE_MEDSAM;
+use super::calibration::Calibration;
+use crate::model::Error;
+use crate::model::sam::Sam;
+use crate::model::weights::LITE_MEDSAM;
 
 /// Bits per quantized value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +182,7 @@ pub struct QTensor {
 impl QTensor {
     /// The rows `[1, N]` of a `[K, N]` tensor, each quantized with blocks along `N`, as
     /// one tensor (its block grid row-major, as [`quantize_values`] lays it out).
-    pub(super) fn stack_rows(rows: Vec<QTensor>) -> Self {
+    pub(crate) fn stack_rows(rows: Vec<QTensor>) -> Self {
         let mut out = QTensor {
             values: Vec::new(),
             scales: Vec::new(),
@@ -348,13 +345,13 @@ pub const BLOCK_Q4: u8 = 16;
 /// encoder's corrected by [`bias_corrected`] when a file is written),
 /// embeddings, tokens, attention biases and the positional-encoding matrix. Measurements
 /// behind the choice: README, "Weights files and quantization".
-pub fn plan(precision: super::Precision) -> impl Fn(&str, &[usize]) -> Option<Rule> {
+pub fn plan(precision: crate::model::Precision) -> impl Fn(&str, &[usize]) -> Option<Rule> {
     move |path: &str, shape: &[usize]| quantized(precision, path, shape)
 }
 
 /// The quantization rule of a weight under `precision`, if it is quantized.
-fn quantized(precision: super::Precision, path: &str, shape: &[usize]) -> Option<Rule> {
-    if precision == super::Precision::Fp32 || !path.ends_with(".weight") {
+fn quantized(precision: crate::model::Precision, path: &str, shape: &[usize]) -> Option<Rule> {
+    if precision == crate::model::Precision::Fp32 || !path.ends_with(".weight") {
         return None;
     }
     let decoder = path.starts_with("mask_decoder.");
@@ -364,7 +361,7 @@ fn quantized(precision: super::Precision, path: &str, shape: &[usize]) -> Option
         || path.ends_with("_tokens.weight");
     match shape {
         [_, out] if !embedding => {
-            if precision == super::Precision::Int4
+            if precision == crate::model::Precision::Int4
                 && token_only(path)
                 && out % BLOCK_Q4 as usize == 0
             {
@@ -408,7 +405,7 @@ fn quantized(precision: super::Precision, path: &str, shape: &[usize]) -> Option
 /// Whether `path` is a weight of a mask-decoder layer that sees only the prompt and output
 /// tokens: the self-attention and the MLP of each two-way block (the cross attentions and
 /// the final attention take keys or queries from the image tokens).
-fn token_only(path: &str) -> bool {
+pub(crate) fn token_only(path: &str) -> bool {
     path.strip_prefix("mask_decoder.transformer.layers.")
         .and_then(|rest| rest.split_once('.'))
         .is_some_and(|(_, layer)| layer.starts_with("self_attn.") || layer.starts_with("mlp."))
@@ -438,7 +435,7 @@ pub fn fake_quantize(
     })?;
     let mut model = model;
     let result = model.apply(packs, None, None, false);
-    super::weights::check_applied(&result, "the quantized tensors", LITE_MEDSAM, true)?;
+    crate::model::weights::check_applied(&result, "the quantized tensors", LITE_MEDSAM, true)?;
     Ok(model)
 }
 
@@ -490,358 +487,13 @@ fn calibration_inputs<'a>(
             t.name
         ))
     })?;
-    t.param_id
-        .and_then(|id| calibration.inputs.get(&ParamId::from(id)))
-        .map(Vec::as_slice)
-        .ok_or_else(|| {
-            Error::Weights(format!(
-                "GPTQ: no calibration inputs of `{}` (was the calibration recorded on this model?)",
-                t.name
-            ))
-        })
-}
-
-thread_local! {
-    /// While set, the sum of `xᵀx` over the input rows `x` of every layer that goes
-    /// through [`linear`], by weight id: what [`Calibration::record`] collects for GPTQ.
-    static INPUTS: RefCell<Option<HashMap<ParamId, Tensor<2>>>> = const { RefCell::new(None) };
-}
-
-/// Clears [`INPUTS`] when dropped (also when a pass fails).
-struct InputsGuard;
-
-impl Drop for InputsGuard {
-    fn drop(&mut self) {
-        INPUTS.with(|i| *i.borrow_mut() = None);
-    }
-}
-
-/// Whether [`linear`] records its inputs on this thread (while [`Calibration::record`]
-/// runs the mask decoder). Attention layers that fold a projection into another product
-/// take their plain path then, so that each projection sees its input.
-pub fn recording_inputs() -> bool {
-    INPUTS.with(|i| i.borrow().is_some())
-}
-
-/// `layer.forward(x)` (`[.., K] -> [.., N]`); while [`Calibration::record`] runs, `x`'s
-/// Gram matrix (`xᵀx` over its rows, `[K, K]`) is added to the layer's. The mask decoder's
-/// Linear layers go through it.
-pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
-    if recording_inputs() {
-        let k = x.dims()[D - 1];
-        let rows = x.dims().iter().product::<usize>() / k.max(1);
-        let x2: Tensor<2> = x.clone().reshape([rows, k]);
-        let gram = x2.clone().transpose().matmul(x2);
-        INPUTS.with(|i| {
-            if let Some(map) = i.borrow_mut().as_mut() {
-                let sum = match map.remove(&layer.weight.id) {
-                    Some(g) => g + gram,
-                    None => gram,
-                };
-                map.insert(layer.weight.id, sum);
-            }
-        });
-    }
-    layer.forward(x)
-}
-
-/// Boxes `[x0, y0, x1, y1]` in model-input space that [`Calibration::record`] decodes on
-/// each calibration image: centres on a 3 x 3 grid over the middle of the input, two sizes
-/// each (about 0.16 and 0.36 of the side), slightly taller above the centre than below.
-fn calibration_boxes() -> Vec<[f32; 4]> {
-    let s = super::sam::INPUT_SIZE as f32;
-    let mut boxes = Vec::new();
-    for cy in [0.3f32, 0.5, 0.7] {
-        for cx in [0.3f32, 0.5, 0.7] {
-            for half in [0.08f32, 0.18] {
-                boxes.push([
-                    (cx - half) * s,
-                    (cy - half * 1.2) * s,
-                    (cx + half) * s,
-                    (cy + half * 0.9) * s,
-                ]);
-            }
-        }
-    }
-    boxes
-}
-
-/// The mask decoder of `model` on every [`calibration_boxes`] prompt of each image
-/// embedding (`[B, 256, 64, 64]`), recording each [`linear`] layer's input Gram matrix.
-fn record_decoder_inputs(
-    model: &Sam,
-    embeddings: &Tensor<4>,
-) -> Result<HashMap<ParamId, Vec<f64>>, Error> {
-    let device = embeddings.device();
-    let image_pe = model.prompt_encoder.dense_pe(&device);
-    let _guard = InputsGuard;
-    INPUTS.with(|i| *i.borrow_mut() = Some(HashMap::new()));
-    for b in 0..embeddings.dims()[0] {
-        let embedding = super::sam::Embedding {
-            tensor: embeddings.clone().narrow(0, b, 1),
-            image_pe: Some(image_pe.clone()),
-        };
-        for bbox in calibration_boxes() {
-            let prompts = super::sam::Prompts {
-                bbox: Some(bbox),
-                ..Default::default()
-            };
-            drop(model.decode(&embedding, &prompts)?);
-        }
-    }
-    let sums = INPUTS.with(|i| i.borrow_mut().take()).unwrap_or_default();
-    sums.into_iter()
-        .map(|(id, gram)| {
-            let values = gram
-                .into_data()
-                .convert_dtype(DType::F32)
-                .try_into_vec::<f32>()
-                .map_err(|e| Error::Weights(format!("cannot read a Gram matrix back: {e:?}")))?;
-            Ok((id, values.into_iter().map(f64::from).collect()))
-        })
-        .collect()
-}
-
-/// What a pass of [`Calibration::record`] or [`bias_corrected`] does at each layer whose
-/// bias goes through [`layer_bias`]: TinyViT's Linear layers and the 1x1 convolutions on
-/// tokens of the later patch mergings. (The neck's convolutions have no bias; the mask
-/// decoder's layers are not corrected: correcting them did not help, README.)
-enum Calibrating {
-    /// Sum and count of each layer's output rows (fp32 pass).
-    Recording(HashMap<ParamId, (Vec<f64>, u64)>),
-    /// The fp32 output mean of each layer, and the correction each layer got.
-    Correcting {
-        targets: HashMap<ParamId, Vec<f64>>,
-        applied: HashMap<ParamId, Vec<f32>>,
-    },
-}
-
-thread_local! {
-    /// Set while a calibration pass runs on this thread.
-    static CALIBRATING: RefCell<Option<Result<Calibrating, String>>> = const { RefCell::new(None) };
-}
-
-/// Clears [`CALIBRATING`] when dropped (also when a pass fails).
-struct CalibrationGuard;
-
-impl Drop for CalibrationGuard {
-    fn drop(&mut self) {
-        CALIBRATING.with(|c| *c.borrow_mut() = None);
-    }
-}
-
-/// The bias a layer computing `x [.., K] @ weight [K, N] + bias` uses: `bias` itself,
-/// except while a calibration pass runs on this thread, where the layer's output is summed
-/// ([`Calibration::record`], fp32) or its bias corrected so that the output's mean equals
-/// the recorded one ([`bias_corrected`], layers in the order they run). `id` identifies
-/// the layer (its weight's parameter id: the same in a model and its [`fake_quantize`]d
-/// copy).
-pub fn layer_bias<const D: usize>(
-    id: ParamId,
-    x: &Tensor<D>,
-    weight: &Tensor<2>,
-    bias: Option<Tensor<1>>,
-) -> Option<Tensor<1>> {
-    let active = CALIBRATING.with(|c| matches!(*c.borrow(), Some(Ok(_))));
-    let b = match bias {
-        Some(b) if active => b,
-        other => return other,
-    };
-    let (sum, rows) = match output_sums(x, weight, &b) {
-        Ok(s) => s,
-        Err(e) => {
-            CALIBRATING.with(|c| *c.borrow_mut() = Some(Err(e)));
-            return Some(b);
-        }
-    };
-    let correction = CALIBRATING.with(|c| match c.borrow_mut().as_mut() {
-        Some(Ok(Calibrating::Recording(sums))) => {
-            let (total, count) = sums.entry(id).or_insert_with(|| (vec![0.0; sum.len()], 0));
-            for (t, s) in total.iter_mut().zip(&sum) {
-                *t += s;
-            }
-            *count += rows;
-            None
-        }
-        Some(Ok(Calibrating::Correcting { targets, applied })) => {
-            let target = targets.get(&id)?;
-            let c: Vec<f32> = target
-                .iter()
-                .zip(&sum)
-                .map(|(t, s)| (t - s / rows.max(1) as f64) as f32)
-                .collect();
-            applied.insert(id, c.clone());
-            Some(c)
-        }
-        _ => None,
-    });
-    match correction {
-        Some(c) => {
-            let n = c.len();
-            let device = b.device();
-            Some(b + Tensor::from_data(TensorData::new(c, [n]), &device))
-        }
-        None => Some(b),
-    }
-}
-
-/// Sum over the rows of `x @ weight + bias` (f64 per output) and the number of rows.
-fn output_sums<const D: usize>(
-    x: &Tensor<D>,
-    weight: &Tensor<2>,
-    bias: &Tensor<1>,
-) -> Result<(Vec<f64>, u64), String> {
-    let y = burn::tensor::module::linear(x.clone(), weight.clone(), Some(bias.clone()));
-    let n = y.dims()[D - 1].max(1);
-    let values = y
-        .into_data()
-        .convert_dtype(DType::F32)
-        .try_into_vec::<f32>()
-        .map_err(|e| format!("cannot read a layer's output back: {e:?}"))?;
-    let mut sum = vec![0.0f64; n];
-    for row in values.chunks_exact(n) {
-        for (s, &v) in sum.iter_mut().zip(row) {
-            *s += v as f64;
-        }
-    }
-    Ok((sum, (values.len() / n) as u64))
-}
-
-/// Run the image encoder of `model` over `images` with [`CALIBRATING`] set to `state`;
-/// returns the state after the pass and the image embeddings.
-fn calibration_pass(
-    model: &Sam,
-    images: &Tensor<4>,
-    state: Calibrating,
-) -> Result<(Calibrating, Tensor<4>), Error> {
-    let _guard = CalibrationGuard;
-    CALIBRATING.with(|c| *c.borrow_mut() = Some(Ok(state)));
-    let embeddings = model.image_encoder.forward(images.clone());
-    match CALIBRATING.with(|c| c.borrow_mut().take()) {
-        Some(Ok(state)) => Ok((state, embeddings)),
-        Some(Err(e)) => Err(Error::Weights(format!("bias correction: {e}"))),
-        None => Err(Error::Weights(
-            "bias correction: the calibration state was lost".into(),
-        )),
-    }
-}
-
-/// What the fp32 model does on calibration images, recorded once per model and image
-/// batch for every precision written from it: the mean output of each layer
-/// [`layer_bias`] covers (what [`bias_corrected`] restores) and the input Gram matrix of
-/// each mask-decoder Linear layer over box prompts on the images (what [`Rule::gptq`]
-/// rounding weighs its errors by).
-pub struct Calibration {
-    images: Tensor<4>,
-    targets: HashMap<ParamId, Vec<f64>>,
-    /// `K x K` row-major Gram matrix of each [`linear`] layer's inputs, by weight id.
-    inputs: HashMap<ParamId, Vec<f64>>,
-}
-
-impl Calibration {
-    /// One fp32 pass of `model`'s image encoder over `images` (`[B, 3, 256, 256]`,
-    /// preprocessed calibration images; none should be an image the results are judged
-    /// on), then its mask decoder on 18 boxes per image (on the fp32 embeddings).
-    pub fn record(model: &Sam, images: Tensor<4>) -> Result<Self, Error> {
-        let (recorded, embeddings) =
-            calibration_pass(model, &images, Calibrating::Recording(HashMap::new()))?;
-        let inputs = record_decoder_inputs(model, &embeddings)?;
-        let Calibrating::Recording(sums) = recorded else {
-            return Err(Error::Weights("bias correction: unexpected state".into()));
-        };
-        let targets = sums
-            .into_iter()
-            .map(|(id, (sum, rows))| {
-                let mean = sum.iter().map(|s| s / rows.max(1) as f64).collect();
-                (id, mean)
-            })
-            .collect();
-        Ok(Self {
-            images,
-            targets,
-            inputs,
-        })
-    }
-}
-
-/// `model` (fp32 weights) with the biases that cancel, on `calibration`'s images, the mean
-/// shift `plan`'s rounding makes in each layer [`layer_bias`] covers; quantized by `plan`
-/// afterwards (biases stay f32) it gives a file's values.
-///
-/// The [`fake_quantize`]d model's encoder runs over the images with each such layer's bias
-/// corrected, as it runs, so that its mean output matches the fp32 one recorded in
-/// `calibration`, the layers before it already corrected (so a correction also cancels the
-/// mean shift the rounding of earlier layers left at its input, and what nonlinearities
-/// make of their noise). `calibration` must have been recorded on `model`.
-pub fn bias_corrected(model: &Sam, plan: Plan, calibration: &Calibration) -> Result<Sam, Error> {
-    // The pass runs the encoder only: the decoder's rounding does not matter to it.
-    let encoder_plan = |path: &str, shape: &[usize]| {
-        plan(path, shape).filter(|_| path.starts_with("image_encoder."))
-    };
-    let quantized = fake_quantize(model.clone(), &encoder_plan, None)?;
-    let (corrected, _) = calibration_pass(
-        &quantized,
-        &calibration.images,
-        Calibrating::Correcting {
-            targets: calibration.targets.clone(),
-            applied: HashMap::new(),
-        },
-    )?;
-    let Calibrating::Correcting { applied, .. } = corrected else {
-        return Err(Error::Weights("bias correction: unexpected state".into()));
-    };
-    if applied.is_empty() {
-        return Err(Error::Weights(
-            "bias correction: the calibration was recorded on another model (no layer matched)"
-                .into(),
-        ));
-    }
-    // Each corrected layer's bias: `<layer>.weight`'s id -> `<layer>.bias`.
-    let tensors = model.collect(None, None, false);
-    let by_name: HashMap<&str, &PackTensor> =
-        tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut biases = Vec::new();
-    for t in &tensors {
-        let Some(id) = t.param_id.map(ParamId::from) else {
-            continue;
-        };
-        let Some(c) = applied.get(&id) else { continue };
-        let Some(layer) = t.name.strip_suffix(".weight") else {
-            continue;
-        };
-        let name = format!("{layer}.bias");
-        let bias = by_name
-            .get(name.as_str())
-            .ok_or_else(|| Error::Weights(format!("bias correction: `{name}` not found")))?;
-        let values = bridge::to_data(bias)
-            .map_err(|e| Error::Weights(format!("cannot read `{name}`: {e}")))?
-            .convert_dtype(DType::F32)
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::Weights(format!("`{name}` is not f32: {e:?}")))?;
-        if values.len() != c.len() {
-            return Err(Error::Weights(format!(
-                "bias correction: `{name}` has {} values, its correction {}",
-                values.len(),
-                c.len()
-            )));
-        }
-        let corrected: Vec<f32> = values.iter().zip(c).map(|(b, c)| b + c).collect();
-        let n = corrected.len();
-        biases.push(bridge::from_data(
-            TensorData::new(corrected, [n]),
-            name,
-            bias.param_id,
-        ));
-    }
-    let mut model = model.clone();
-    let result = model.apply(biases, None, None, false);
-    if !result.errors.is_empty() || !result.unused.is_empty() {
-        return Err(Error::Weights(format!(
-            "bias correction: cannot apply the biases: errors {:?}, unused {:?}",
-            result.errors, result.unused
-        )));
-    }
-    Ok(model)
+    let layer = t.name.strip_suffix(".weight").unwrap_or(&t.name);
+    calibration.gram(layer).ok_or_else(|| {
+        Error::Weights(format!(
+            "GPTQ: no calibration inputs of `{}` (not recorded by this calibration)",
+            t.name
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -905,7 +557,7 @@ mod tests {
     /// that meet the image tokens, the heads and int8's layers keep 8 bits.
     #[test]
     fn int4_is_4_bit_on_the_decoder_token_layers_only() {
-        use super::super::Precision;
+        use crate::model::Precision;
         let bits = |precision, path: &str, shape: &[usize]| {
             plan(precision)(path, shape).map(|rule| (rule.bits, rule.gptq))
         };
@@ -991,43 +643,5 @@ mod tests {
             q.scales
         );
         assert!(q.dequantize().iter().all(|x| x.is_finite()));
-    }
-
-    /// While inputs are recorded, [`linear`] adds `xᵀx` over the rows of every call to its
-    /// layer's sum, and computes the same output as the layer; otherwise it records nothing.
-    #[test]
-    fn linear_records_input_gram_matrices() {
-        use burn::nn::LinearConfig;
-        let device = Device::flex();
-        let layer = LinearConfig::new(3, 2).init(&device);
-        let x = |v: Vec<f32>, rows: usize| {
-            Tensor::<3>::from_data(TensorData::new(v, [1, rows, 3]), &device)
-        };
-        let a = vec![1.0, 2.0, 3.0, -1.0, 0.5, 0.0];
-        let b = vec![2.0, 0.0, -2.0];
-        drop(linear(&layer, x(a.clone(), 2)));
-        assert!(!recording_inputs());
-        let _guard = InputsGuard;
-        INPUTS.with(|i| *i.borrow_mut() = Some(HashMap::new()));
-        let y = linear(&layer, x(a.clone(), 2));
-        let want = layer.forward(x(a.clone(), 2));
-        assert_eq!(y.into_data(), want.into_data());
-        drop(linear(&layer, x(b.clone(), 1)));
-        let sums = INPUTS.with(|i| i.borrow_mut().take()).unwrap();
-        assert_eq!(sums.len(), 1);
-        let got: Vec<f32> = sums[&layer.weight.id]
-            .clone()
-            .into_data()
-            .try_into_vec()
-            .unwrap();
-        let mut expected = vec![0.0f32; 9];
-        for row in a.chunks(3).chain(b.chunks(3)) {
-            for i in 0..3 {
-                for j in 0..3 {
-                    expected[i * 3 + j] += row[i] * row[j];
-                }
-            }
-        }
-        assert_eq!(got, expected);
     }
 }
