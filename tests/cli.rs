@@ -183,21 +183,71 @@ fn bad_input_gets_a_clear_error() {
     assert!(!std::path::Path::new(&out).exists(), "no output on error");
 }
 
-/// Every malformed fixture gives an error or a decodable image, never a panic.
+/// Every malformed fixture is refused for its own defect (or, for the one whose defect
+/// the reader tolerates, decoded), never a panic.
 #[test]
-fn malformed_dicom_never_panics() {
-    for entry in std::fs::read_dir(data("bad")).unwrap() {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
+fn malformed_dicom_gets_its_own_error() {
+    let expected = [
+        (
+            "MR_truncated.dcm",
+            Some("(7FE0,0010) declares 8192 bytes but only 8130 follow"),
+        ),
+        (
+            "SC_rgb_jpeg.dcm",
+            Some("(0008,0008) declares 1230128452 bytes"),
+        ),
+        (
+            "UN_sequence.dcm",
+            Some("(0008,1115) declares 3758161918 bytes"),
+        ),
+        // A VR the parser does not know is read as UN, as pydicom does: the image decodes.
+        ("badVR.dcm", None),
+        (
+            "frames_2e28.dcm",
+            Some(
+                "268435456 frame(s) of 1x1x1 samples of 16 bits need 536870912 bytes, but PixelData holds 2",
+            ),
+        ),
+        (
+            "frames_encapsulated.dcm",
+            Some("1000 frames, but the encapsulated PixelData holds 1 fragment"),
+        ),
+        (
+            "meta_missing_tsyntax.dcm",
+            Some("Could not parse meta group data set"),
+        ),
+        ("no_meta.dcm", Some("no `DICM` magic")),
+        (
+            "rtplan_truncated.dcm",
+            Some("(300A,012C) declares 50 bytes but only 29 follow"),
+        ),
+    ];
+    let mut files: Vec<String> = std::fs::read_dir(data("bad"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut named: Vec<String> = expected.iter().map(|(f, _)| f.to_string()).collect();
+    named.sort();
+    assert_eq!(
+        files, named,
+        "every file of tests/data/bad needs its expected error here"
+    );
+    for (file, want) in expected {
+        let bytes = std::fs::read(data(&format!("bad/{file}"))).unwrap();
         let result = std::panic::catch_unwind(|| match medfm::dicom::read(&bytes) {
             Ok(img) => img.frame(0).map(|_| ()).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         });
-        let result = result.unwrap_or_else(|_| panic!("{} panicked", path.display()));
-        println!(
-            "{}: {result:?}",
-            path.file_name().unwrap().to_string_lossy()
-        );
+        let result = result.unwrap_or_else(|_| panic!("{file} panicked"));
+        println!("{file}: {result:?}");
+        match want {
+            Some(reason) => {
+                let err = result.expect_err(file);
+                assert!(err.contains(reason), "{file}: `{err}` lacks `{reason}`");
+            }
+            None => assert!(result.is_ok(), "{file}: {result:?}"),
+        }
     }
     // Every prefix of a valid file is refused or decoded, never a panic.
     let bytes = std::fs::read(data("MR_small.dcm")).unwrap();
@@ -434,15 +484,225 @@ fn bench_decode_reports_every_file() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 8, "{stdout}");
-    assert!(
-        lines
-            .iter()
-            .all(|l| l["ms_median"].as_f64().is_some_and(|m| m >= 0.0)
-                && l["frames"].as_u64() >= Some(1)),
-        "{stdout}"
-    );
+    for l in &lines {
+        let ms = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            ms("ms_min") <= ms("ms_median") && ms("ms_median") <= ms("ms_max"),
+            "{l}"
+        );
+        assert_eq!(l["runs"], 2, "{l}");
+        assert!(l["frames"].as_u64() >= Some(1), "{l}");
+    }
     expect_error(
         &["bench-decode", &dir, "--runs", "0"],
         "--runs must be at least 1",
     );
+}
+
+/// An output path that is one of the inputs is refused before anything runs, and the
+/// input is left as it was (`--out img.dcm` replaced the image with its SEG before).
+#[test]
+fn output_over_an_input_is_refused_and_the_input_kept() {
+    let copy = tmp("input.dcm");
+    std::fs::copy(data("MR_small.dcm"), &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let dot = format!(
+        "{}/./{}",
+        std::env::temp_dir().display(),
+        std::path::Path::new(&copy)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+    );
+    for out in [&copy, &dot] {
+        expect_error(
+            &[
+                "segment",
+                &copy,
+                "--box",
+                "10,10,50,50",
+                "--cpu",
+                "--out",
+                out,
+            ],
+            "is one of the input files",
+        );
+    }
+    expect_error(
+        &["convert", &copy, "--out", &copy],
+        "is one of the input files",
+    );
+    let png = tmp("twice.png");
+    expect_error(
+        &[
+            "segment",
+            &copy,
+            "--box",
+            "10,10,50,50",
+            "--cpu",
+            "--out",
+            &png,
+            "--overlay",
+            &png,
+        ],
+        "already another output",
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), before, "the input changed");
+    std::fs::remove_file(&copy).ok();
+}
+
+/// A full disk (`/dev/full`) fails the command with a message naming the output; nothing
+/// reports success over a lost result.
+#[test]
+fn a_failed_write_fails_the_command() {
+    let mr = data("MR_small.dcm").display().to_string();
+    expect_error(
+        &[
+            "segment",
+            &mr,
+            "--box",
+            "10,10,50,50",
+            "--cpu",
+            "--out",
+            "/dev/full",
+        ],
+        "writing /dev/full",
+    );
+    let png = tmp("full-dir/none.png");
+    expect_error(
+        &["convert", &mr, "--out", &png],
+        "its folder does not exist",
+    );
+}
+
+/// Without --cpu or --gpu the command never runs on a software GPU adapter: here (no
+/// GPU; Mesa's lavapipe, or no Vulkan driver at all) the CPU backend is chosen, and why
+/// is said on stderr.
+#[test]
+fn the_default_device_is_never_a_software_gpu() {
+    let mr = data("MR_small.dcm").display().to_string();
+    let out = tmp("default-device.png");
+    let (ok, stdout, stderr) = medfm(&[
+        "segment",
+        &mr,
+        "--box",
+        "10,10,50,50",
+        "--json",
+        "--out",
+        &out,
+    ]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["device"], "cpu (flex)", "{stdout}");
+    assert!(
+        stderr.contains("software") || stderr.contains("no GPU adapter"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&out).ok();
+}
+
+/// An unusable CT window (width 0 or negative) falls back to the default window with a
+/// warning on stderr and in the JSON, and the mask is not empty (it was, silently).
+#[test]
+fn an_unusable_ct_window_is_replaced_with_a_warning() {
+    let out = tmp("window.png");
+    for file in ["window/ct_width_0.dcm", "window/ct_width_negative.dcm"] {
+        let ct = data(file).display().to_string();
+        let (ok, stdout, stderr) = medfm(&[
+            "segment",
+            &ct,
+            "--box",
+            "30,30,100,100",
+            "--cpu",
+            "--json",
+            "--out",
+            &out,
+        ]);
+        assert!(ok, "{stderr}");
+        let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let warnings = j["warnings"].as_array().unwrap();
+        assert_eq!(warnings.len(), 1, "{stdout}");
+        assert!(
+            warnings[0]
+                .as_str()
+                .unwrap()
+                .contains("default window 40/400"),
+            "{stdout}"
+        );
+        assert!(stderr.contains("warning: the file's CT window"), "{stderr}");
+        assert!(j["area"].as_u64().unwrap() > 0, "{file}: empty mask");
+    }
+    std::fs::remove_file(&out).ok();
+}
+
+/// Weights are checked against the pinned hashes: a changed file is refused with both
+/// hashes, and accepted as a custom file only when asked for.
+#[test]
+fn unpinned_weights_are_refused_unless_allowed() {
+    let mr = data("MR_small.dcm").display().to_string();
+    let mut bytes = std::fs::read(weights_dir().join("lite_medsam_fp32.bpk")).unwrap();
+    // One value of the last tensor, far from the header.
+    let at = bytes.len() - 64;
+    bytes[at] ^= 1;
+    let custom = tmp("custom.bpk");
+    std::fs::write(&custom, &bytes).unwrap();
+    let out = tmp("custom.png");
+    let args = [
+        "segment",
+        &mr,
+        "--box",
+        "10,10,50,50",
+        "--cpu",
+        "--weights",
+        &custom,
+        "--out",
+        &out,
+    ];
+    expect_error(&args, "the pinned files are fp32 a861432a");
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-unpinned");
+    let (ok, _, stderr) = medfm(&allowed);
+    assert!(ok, "{stderr}");
+    std::fs::remove_file(&custom).ok();
+    std::fs::remove_file(&out).ok();
+}
+
+/// The weights are found wherever the command runs: the default folder is the per-user
+/// data folder (`XDG_DATA_HOME/medfm/weights` here), not the current one.
+#[test]
+fn weights_are_found_from_any_folder() {
+    let home = std::path::PathBuf::from(tmp("xdg"));
+    let dir = home.join("medfm/weights");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        weights_dir().join("lite_medsam_int8.bpk"),
+        dir.join("lite_medsam_int8.bpk"),
+    )
+    .unwrap();
+    let mr = data("MR_small.dcm").display().to_string();
+    let out = tmp("xdg.png");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_medfm"))
+        .args([
+            "segment",
+            &mr,
+            "--box",
+            "10,10,50,50",
+            "--cpu",
+            "--precision",
+            "int8",
+            "--out",
+            &out,
+        ])
+        .env_remove("MEDFM_WEIGHTS_DIR")
+        .env("XDG_DATA_HOME", &home)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::remove_dir_all(&home).ok();
+    std::fs::remove_file(&out).ok();
 }

@@ -379,8 +379,11 @@ fn scan(
         }
         coef.fill(0);
         let t = bits.decode(dct)?;
-        pred += bits.extend(t)?;
-        coef[0] = pred * q[0] as i32;
+        // Checked: a hostile stream (a 16-bit quantisation table, DC category 16, many
+        // blocks) would overflow i32 (a panic with overflow checks, a silent wrap without).
+        let out_of_range = || "DC coefficient out of range".to_string();
+        pred = pred.checked_add(bits.extend(t)?).ok_or_else(out_of_range)?;
+        coef[0] = pred.checked_mul(q[0] as i32).ok_or_else(out_of_range)?;
         let mut k = 1;
         while k < 64 {
             let rs = bits.decode(act)?;
@@ -396,7 +399,10 @@ fn scan(
             if k > 63 {
                 return Err("AC coefficient run past the block".into());
             }
-            coef[ZIGZAG[k]] = bits.extend(s)? * q[k] as i32;
+            coef[ZIGZAG[k]] = bits
+                .extend(s)?
+                .checked_mul(q[k] as i32)
+                .ok_or("AC coefficient out of range")?;
             k += 1;
         }
         idct(&coef, &mut out);
@@ -422,4 +428,36 @@ fn scan(
         precision,
         samples,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 12-bit 8x8 JPEG whose quantisation table is 16-bit (65535 everywhere) and whose
+    /// one block has DC category 16 (difference 65535): `pred * q` is 2^32, past i32.
+    /// Refused with the reason (it panicked with overflow checks, wrapped silently without).
+    #[test]
+    fn dc_coefficient_overflow_is_refused() {
+        let mut jpeg = vec![0xFF, 0xD8];
+        // DQT: 16-bit table 0, all 65535.
+        jpeg.extend([0xFF, 0xDB, 0x00, 131, 0x10]);
+        jpeg.extend(std::iter::repeat_n([0xFF, 0xFF], 64).flatten());
+        // SOF1: 12 bits, 8x8, one component, table 0.
+        jpeg.extend([0xFF, 0xC1, 0x00, 11, 12, 0, 8, 0, 8, 1, 1, 0x11, 0]);
+        // DHT: DC table 0 with one 1-bit code for category 16; AC table 0: one code, EOB.
+        let mut counts = [0u8; 16];
+        counts[0] = 1;
+        for (class, symbol) in [(0x00u8, 16u8), (0x10, 0x00)] {
+            jpeg.extend([0xFF, 0xC4, 0x00, 20, class]);
+            jpeg.extend(counts);
+            jpeg.push(symbol);
+        }
+        // SOS, then the bits 0 (DC code), sixteen 1s (65535), 0 (EOB), 1s to pad; the
+        // 0xFF byte is stuffed.
+        jpeg.extend([0xFF, 0xDA, 0x00, 8, 1, 1, 0x00, 0, 63, 0]);
+        jpeg.extend([0x7F, 0xFF, 0x00, 0xBF, 0xFF, 0xD9]);
+        let err = decode(&jpeg, 64).expect_err("overflowing coefficient");
+        assert!(err.contains("out of range"), "{err}");
+    }
 }

@@ -535,14 +535,25 @@ impl Palette {
             let lut = if let Some(bytes) = obj.get(data_tag).and_then(|e| e.to_bytes().ok()) {
                 Lut::from_parts(&descriptor, &bytes, data_tag, name)?
             } else if let Some(bytes) = obj.get(seg_tag).and_then(|e| e.to_bytes().ok()) {
-                let entries = if descriptor.first() == Some(&0) {
-                    65536
-                } else {
-                    descriptor.first().copied().unwrap_or(0)
+                // Entries as the descriptor declares them (0 means 65536), checked before
+                // anything is expanded: the expansion never grows past them.
+                let entries = match descriptor.first().copied() {
+                    Some(0) => 65536,
+                    Some(n @ 1..=65535) => n as usize,
+                    other => {
+                        return Err(bad(
+                            desc_tag,
+                            name,
+                            format!(
+                                "palette descriptor declares {} entries (1 to 65536 allowed)",
+                                other.map_or("no".to_string(), |n| n.to_string())
+                            ),
+                        ));
+                    }
                 };
                 let bits = descriptor.get(2).copied().unwrap_or(16);
-                let expanded = expand_segmented(&bytes, bits, entries as usize)
-                    .map_err(|p| bad(seg_tag, name, p))?;
+                let expanded =
+                    expand_segmented(&bytes, bits, entries).map_err(|p| bad(seg_tag, name, p))?;
                 let le: Vec<u8> = expanded.iter().flat_map(|v| v.to_le_bytes()).collect();
                 Lut::from_parts(&descriptor, &le, seg_tag, name)?
             } else {
@@ -588,8 +599,15 @@ impl Palette {
 }
 
 /// Expand a segmented palette (PS3.3 C.7.9.2: discrete, linear and indirect segments) of
-/// 8- or 16-bit words into at most `entries` values.
+/// 8- or 16-bit words into exactly `entries` values (at most 65536). A segment that would
+/// take the output past `entries` is refused before it is expanded, so a file of a few
+/// bytes cannot make it allocate more than the descriptor's (checked) entry count.
 fn expand_segmented(bytes: &[u8], bits: i64, entries: usize) -> Result<Vec<u16>, String> {
+    if !(1..=65536).contains(&entries) {
+        return Err(format!(
+            "segmented palette of {entries} entries (1 to 65536 allowed)"
+        ));
+    }
     let words: Vec<u16> = if bits == 8 {
         bytes.iter().map(|&b| b as u16).collect()
     } else {
@@ -598,7 +616,7 @@ fn expand_segmented(bytes: &[u8], bits: i64, entries: usize) -> Result<Vec<u16>,
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect()
     };
-    let mut out: Vec<u16> = Vec::new();
+    let mut out: Vec<u16> = Vec::with_capacity(entries);
     let mut i = 0;
     // `i + 1`: a trailing pad word is not a segment (as pydicom reads it).
     while i + 1 < words.len() {
@@ -613,27 +631,19 @@ fn expand_segmented(bytes: &[u8], bits: i64, entries: usize) -> Result<Vec<u16>,
                 .ok_or("segmented palette ends inside a segment")?;
             i += 2 + parts;
             let shift = if bits == 8 { 8 } else { 16 };
-            let mut j = p
-                .iter()
-                .rev()
-                .fold(0usize, |acc, &w| (acc << shift) | w as usize);
+            let mut j = p.iter().rev().fold(0usize, |acc, &w| {
+                acc.checked_shl(shift).unwrap_or(usize::MAX) | w as usize
+            });
             for _ in 0..len {
                 if words.get(j) == Some(&2) {
                     return Err("nested indirect segments are not allowed".into());
                 }
-                j = segment(&words, j, &mut out)
+                j = segment(&words, j, &mut out, entries)
                     .ok_or("indirect segment points outside the data")??;
-                if out.len() > entries {
-                    break;
-                }
             }
         } else {
-            i = segment(&words, i, &mut out).ok_or("segmented palette ends inside a segment")??;
-        }
-        if out.len() > entries {
-            return Err(format!(
-                "segmented palette expands past the {entries} entries of its descriptor"
-            ));
+            i = segment(&words, i, &mut out, entries)
+                .ok_or("segmented palette ends inside a segment")??;
         }
     }
     if out.len() != entries {
@@ -645,10 +655,20 @@ fn expand_segmented(bytes: &[u8], bits: i64, entries: usize) -> Result<Vec<u16>,
     Ok(out)
 }
 
-/// Expand the discrete or linear segment at `at` onto `out`; the index after it. `None`
-/// when it runs past the data.
-fn segment(words: &[u16], at: usize, out: &mut Vec<u16>) -> Option<Result<usize, String>> {
+/// Expand the discrete or linear segment at `at` onto `out`, refused when it would take
+/// `out` past `entries` values; the index after it. `None` when it runs past the data.
+fn segment(
+    words: &[u16],
+    at: usize,
+    out: &mut Vec<u16>,
+    entries: usize,
+) -> Option<Result<usize, String>> {
     let (opcode, len) = (*words.get(at)?, *words.get(at + 1)? as usize);
+    if matches!(opcode, 0 | 1) && out.len() + len > entries {
+        return Some(Err(format!(
+            "segmented palette expands past the {entries} entries of its descriptor"
+        )));
+    }
     match opcode {
         0 => {
             out.extend_from_slice(words.get(at + 2..at + 2 + len)?);

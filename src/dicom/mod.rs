@@ -91,6 +91,12 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Images that do not form a volume, or a volume that cannot be written.
+    #[error("volume: {0}")]
+    Volume(String),
+    /// A segmentation that cannot be written as a DICOM SEG.
+    #[error("DICOM SEG: {0}")]
+    Seg(String),
     /// A frame index out of range.
     #[error("frame {frame} does not exist: the image has {frames} frame(s)")]
     Frame {
@@ -186,6 +192,60 @@ fn req_int(
     })
 }
 
+/// NumberOfFrames must fit the pixel data: native data holds every frame's bytes
+/// (`rows x cols x samples x BitsAllocated` bits each), encapsulated data at least one
+/// fragment per frame (PS3.5 A.4). A 1x1 image claiming 2^28 frames with 2 bytes of
+/// pixels would otherwise make a viewer build 2^28-entry frame lists and a volume
+/// allocate gigabytes. Files without PixelData are left to the decoder's error.
+fn check_frames_fit(
+    obj: &DefaultDicomObject,
+    rows: u32,
+    cols: u32,
+    samples: u16,
+    frames: u32,
+) -> Result<(), Error> {
+    let Some(pixels) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
+        return Ok(());
+    };
+    let refuse = |problem: String| Error::Attribute {
+        tag: tag_name(tags::NUMBER_OF_FRAMES),
+        name: "NumberOfFrames",
+        problem,
+    };
+    if let Some(fragments) = pixels.value().fragments() {
+        if frames as usize > fragments.len().max(1) {
+            return Err(refuse(format!(
+                "{frames} frames, but the encapsulated PixelData holds {} fragment(s) (each frame is at least one)",
+                fragments.len()
+            )));
+        }
+        return Ok(());
+    }
+    let Some(bytes) = pixels.value().primitive().map(|p| p.calculate_byte_len()) else {
+        return Ok(());
+    };
+    let bits = obj
+        .element_opt(tags::BITS_ALLOCATED)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u64>().ok())
+        .unwrap_or(8)
+        .clamp(1, 64);
+    let needed = (rows as u64)
+        .saturating_mul(cols as u64)
+        .saturating_mul(samples as u64)
+        .saturating_mul(frames as u64)
+        .saturating_mul(bits)
+        .div_ceil(8);
+    if (bytes as u64) < needed {
+        return Err(refuse(format!(
+            "{frames} frame(s) of {rows}x{cols}x{samples} samples of {bits} bits need {needed} bytes, \
+             but PixelData holds {bytes}"
+        )));
+    }
+    Ok(())
+}
+
 /// Parse a DICOM Part 10 file from bytes.
 pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
     let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
@@ -229,6 +289,7 @@ pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
             ),
         });
     }
+    check_frames_fit(&obj, rows, cols, samples_per_pixel, frames)?;
     let window = obj
         .element_opt(tags::WINDOW_CENTER)
         .ok()

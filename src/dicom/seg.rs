@@ -47,8 +47,7 @@ impl Default for SegmentInfo {
 /// A new UID under the `2.25.` (UUID) root from 128 random bits.
 pub fn new_uid() -> Result<String, Error> {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b)
-        .map_err(|e| Error::Parse(format!("no randomness for a new UID: {e}")))?;
+    getrandom::fill(&mut b).map_err(|e| Error::Seg(format!("no randomness for a new UID: {e}")))?;
     Ok(format!("2.25.{}", u128::from_be_bytes(b)))
 }
 
@@ -164,22 +163,29 @@ pub fn write_seg(
 pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u8>, Error> {
     let first = frames
         .first()
-        .ok_or_else(|| Error::Parse("a SEG needs at least one frame".into()))?;
+        .ok_or_else(|| Error::Seg("a SEG needs at least one frame".into()))?;
     let source = first.source;
     let (rows, cols) = (source.meta.rows, source.meta.cols);
+    // Rows and Columns are US: a source claiming more (a UL in a hostile file) cannot
+    // have a SEG.
+    let (Ok(rows16), Ok(cols16)) = (u16::try_from(rows), u16::try_from(cols)) else {
+        return Err(Error::Seg(format!(
+            "the source image is {cols}x{rows}: a SEG's Rows and Columns are at most 65535"
+        )));
+    };
     let for_of_first = source.text(tags::FRAME_OF_REFERENCE_UID);
     // SOP Class UID of each frame's source, read once.
     let mut classes = Vec::with_capacity(frames.len());
     for (k, f) in frames.iter().enumerate() {
         let m = &f.source.meta;
         if (m.rows, m.cols) != (rows, cols) {
-            return Err(Error::Parse(format!(
+            return Err(Error::Seg(format!(
                 "SEG frame {k}: source is {}x{}, the first {rows}x{cols}",
                 m.rows, m.cols
             )));
         }
         if f.mask.len() != rows as usize * cols as usize {
-            return Err(Error::Parse(format!(
+            return Err(Error::Seg(format!(
                 "mask has {} pixels, the image {rows}x{cols}",
                 f.mask.len()
             )));
@@ -200,7 +206,7 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
         if m.series_instance_uid != source.meta.series_instance_uid
             || m.study_instance_uid != source.meta.study_instance_uid
         {
-            return Err(Error::Parse(format!(
+            return Err(Error::Seg(format!(
                 "SEG frame {k} comes from another study or series: one SEG covers one series"
             )));
         }
@@ -214,7 +220,7 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
                 })?,
         );
         if f.source.text(tags::FRAME_OF_REFERENCE_UID) != for_of_first {
-            return Err(Error::Parse(format!(
+            return Err(Error::Seg(format!(
                 "SEG frame {k} has another frame of reference than the first"
             )));
         }
@@ -293,8 +299,8 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
         PrimitiveValue::from(1u16),
     ));
     obj.put(el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"));
-    obj.put(el(tags::ROWS, VR::US, PrimitiveValue::from(rows as u16)));
-    obj.put(el(tags::COLUMNS, VR::US, PrimitiveValue::from(cols as u16)));
+    obj.put(el(tags::ROWS, VR::US, PrimitiveValue::from(rows16)));
+    obj.put(el(tags::COLUMNS, VR::US, PrimitiveValue::from(cols16)));
     obj.put(el(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(1u16)));
     obj.put(el(tags::BITS_STORED, VR::US, PrimitiveValue::from(1u16)));
     obj.put(el(tags::HIGH_BIT, VR::US, PrimitiveValue::from(0u16)));
@@ -382,7 +388,7 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
                 && floats(spacing(f)) == floats(spacing(first))
         });
     if frames.len() > 1 && !geometric {
-        return Err(Error::Parse(
+        return Err(Error::Seg(
             "a multi-frame SEG needs the frame of reference, position, orientation and pixel \
              spacing of every source frame (orientation and spacing shared)"
                 .into(),
@@ -565,11 +571,11 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name("MEDFM_0_1")
         .build()
-        .map_err(|e| Error::Parse(format!("cannot build the file meta group: {e}")))?;
+        .map_err(|e| Error::Seg(format!("cannot build the file meta group: {e}")))?;
     let mut out = Vec::new();
     obj.with_exact_meta(meta)
         .write_all(&mut out)
-        .map_err(|e| Error::Parse(format!("cannot encode the SEG: {e}")))?;
+        .map_err(|e| Error::Seg(format!("cannot encode the SEG: {e}")))?;
     Ok(out)
 }
 

@@ -73,18 +73,18 @@ pub(super) fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
 pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
     let first = images
         .first()
-        .ok_or_else(|| Error::Parse("no images to assemble".into()))?;
+        .ok_or_else(|| Error::Volume("no images to assemble".into()))?;
     let series = &first.meta.series_instance_uid;
     let mut warnings = Vec::new();
     for img in images {
         if img.meta.series_instance_uid != *series {
-            return Err(Error::Parse(format!(
+            return Err(Error::Volume(format!(
                 "images of two series ({series} and {}): assemble one series at a time",
                 img.meta.series_instance_uid
             )));
         }
         if (img.meta.rows, img.meta.cols) != (first.meta.rows, first.meta.cols) {
-            return Err(Error::Parse(format!(
+            return Err(Error::Volume(format!(
                 "mixed slice sizes in series {series}: {}x{} and {}x{}",
                 first.meta.rows, first.meta.cols, img.meta.rows, img.meta.cols
             )));
@@ -135,7 +135,7 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         for &s in &slices {
             let v = iop_of(s).unwrap_or_default();
             if v.len() != 6 || v.iter().zip(v0).any(|(a, b)| (a - b).abs() > 1e-4) {
-                return Err(Error::Parse(format!(
+                return Err(Error::Volume(format!(
                     "slices of series {series} have different orientations (e.g. radial or localizer \
                      slices): not a volume"
                 )));
@@ -173,7 +173,7 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         s.sort_by(f64::total_cmp);
         let median = s[s.len() / 2];
         if median <= 0.0 {
-            return Err(Error::Parse("two slices share the same position".into()));
+            return Err(Error::Volume("two slices share the same position".into()));
         }
         if steps
             .iter()
@@ -191,10 +191,20 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
             tags::SLICE_THICKNESS,
         )
         .and_then(|v| v.first().copied())
-        .unwrap_or(1.0)
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .unwrap_or_else(|| {
+            warnings.push("no usable slice spacing or SliceThickness: 1 mm assumed".into());
+            1.0
+        })
     };
     let [dr, dc] = match &spacing_rc {
-        Some(v) => [v[0], v[1]],
+        Some(v) if v.iter().all(|s| s.is_finite() && *s > 0.0) => [v[0], v[1]],
+        Some(v) => {
+            return Err(Error::Volume(format!(
+                "PixelSpacing {}\\{} is not a positive spacing: the volume would have no geometry",
+                v[0], v[1]
+            )));
+        }
         None => {
             warnings.push("no PixelSpacing: 1 mm assumed".into());
             [1.0, 1.0]
@@ -206,7 +216,7 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         let (i, f) = slices[k];
         let frame = images[i].frame(f)?;
         if frame.channels != 1 {
-            return Err(Error::Parse(
+            return Err(Error::Volume(
                 "colour images cannot be written as a scalar volume".into(),
             ));
         }
@@ -247,7 +257,34 @@ impl Volume {
     }
 
     /// A NIfTI-1 single file (`.nii`): float32 voxels, sform and qform codes 1 (scanner).
-    pub fn to_nifti(&self) -> Vec<u8> {
+    /// NIfTI-1 stores each dimension in 16 bits: a volume with a side over 32767 is
+    /// refused, as is one without a positive spacing on every axis.
+    pub fn to_nifti(&self) -> Result<Vec<u8>, Error> {
+        let dims = [self.cols, self.rows, self.slices];
+        let dim = |n: usize| {
+            i16::try_from(n).ok().filter(|&d| d > 0).ok_or_else(|| {
+                Error::Volume(format!(
+                    "a {}x{}x{} volume cannot be written as NIfTI-1 (each side 1 to 32767)",
+                    dims[0], dims[1], dims[2]
+                ))
+            })
+        };
+        let (nx, ny, nz) = (dim(self.cols)?, dim(self.rows)?, dim(self.slices)?);
+        if self.spacing.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(Error::Volume(format!(
+                "voxel spacing {:?} mm is not positive on every axis",
+                self.spacing
+            )));
+        }
+        if self.values.len() != self.cols * self.rows * self.slices {
+            return Err(Error::Volume(format!(
+                "{} values for a {}x{}x{} volume",
+                self.values.len(),
+                dims[0],
+                dims[1],
+                dims[2]
+            )));
+        }
         let mut h = vec![0u8; 348];
         let put_i32 =
             |h: &mut Vec<u8>, off: usize, v: i32| h[off..off + 4].copy_from_slice(&v.to_le_bytes());
@@ -257,19 +294,7 @@ impl Volume {
             |h: &mut Vec<u8>, off: usize, v: f32| h[off..off + 4].copy_from_slice(&v.to_le_bytes());
         put_i32(&mut h, 0, 348); // sizeof_hdr
         h[38] = b'r'; // regular
-        for (i, d) in [
-            3i16,
-            self.cols as i16,
-            self.rows as i16,
-            self.slices as i16,
-            1,
-            1,
-            1,
-            1,
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (i, d) in [3i16, nx, ny, nz, 1, 1, 1, 1].iter().enumerate() {
             put_i16(&mut h, 40 + 2 * i, *d);
         }
         put_i16(&mut h, 70, 16); // datatype FLOAT32
@@ -361,6 +386,6 @@ impl Volume {
         for v in &self.values {
             h.extend_from_slice(&v.to_le_bytes());
         }
-        h
+        Ok(h)
     }
 }

@@ -60,6 +60,13 @@ pub struct VitConfig {
     pub model_type: String,
 }
 
+/// Largest token width accepted (DINOv2 giant: 1536).
+const MAX_HIDDEN: usize = 4096;
+/// Largest block count accepted (DINOv2 giant: 40).
+const MAX_LAYERS: usize = 96;
+/// Largest training image side accepted (DINOv2: 518).
+const MAX_IMAGE: usize = 4096;
+
 fn default_model_type() -> String {
     "dinov2".into()
 }
@@ -114,7 +121,65 @@ impl VitConfig {
                 c.patch_size, c.image_size
             )));
         }
+        // Sizes are checked before anything is allocated from them: a config.json of a
+        // few bytes must not make the model (or an input) take gigabytes.
+        let bad = |field: &str, value: String, allowed: &str| {
+            Err(Error::Weights(format!(
+                "config.json: {field} {value} is not supported ({allowed})"
+            )))
+        };
+        if c.num_channels != 3 {
+            return bad(
+                "num_channels",
+                c.num_channels.to_string(),
+                "the embedder feeds 3-channel images",
+            );
+        }
+        if c.hidden_size == 0 || c.hidden_size > MAX_HIDDEN {
+            return bad("hidden_size", c.hidden_size.to_string(), "1 to 4096");
+        }
+        if c.num_hidden_layers == 0 || c.num_hidden_layers > MAX_LAYERS {
+            return bad(
+                "num_hidden_layers",
+                c.num_hidden_layers.to_string(),
+                "1 to 96",
+            );
+        }
+        if !(c.mlp_ratio.is_finite() && c.mlp_ratio > 0.0 && c.mlp_ratio <= 16.0) {
+            return bad("mlp_ratio", c.mlp_ratio.to_string(), "above 0, at most 16");
+        }
+        if c.image_size > MAX_IMAGE {
+            return bad("image_size", c.image_size.to_string(), "at most 4096");
+        }
+        if c.num_register_tokens > 64 {
+            return bad(
+                "num_register_tokens",
+                c.num_register_tokens.to_string(),
+                "at most 64",
+            );
+        }
+        if !(c.layer_norm_eps.is_finite() && c.layer_norm_eps > 0.0) {
+            return bad(
+                "layer_norm_eps",
+                c.layer_norm_eps.to_string(),
+                "a positive number",
+            );
+        }
         Ok(c)
+    }
+
+    /// The number of parameters the model of this configuration has (what a
+    /// `model.safetensors` must hold; `from_json` bounds every factor).
+    pub fn parameter_count(&self) -> u64 {
+        let d = self.hidden_size as u64;
+        let hidden = (d as f64 * self.mlp_ratio) as u64;
+        let grid = (self.image_size / self.patch_size) as u64;
+        let p = self.patch_size as u64;
+        let embeddings = d * (1 + self.num_register_tokens as u64 + grid * grid + 1)
+            + d * self.num_channels as u64 * p * p
+            + d;
+        let block = 4 * (d * d + d) + 2 * d * hidden + hidden + d + 6 * d;
+        embeddings + self.num_hidden_layers as u64 * block + 2 * d
     }
 
     /// A model with this configuration (parameters to be loaded).
@@ -466,6 +531,16 @@ impl VitConfig {
     /// does not use, and a `dinov2.` prefix, are accepted and ignored); otherwise the file
     /// is refused with what differs.
     pub fn load(&self, weights: Vec<u8>, device: &Device) -> Result<Vit, Error> {
+        // At least 2 bytes per value (f16/bf16): a config describing more values than the
+        // file can hold is refused before the model is allocated.
+        let needed = self.parameter_count().saturating_mul(2);
+        if needed > weights.len() as u64 {
+            return Err(Error::Weights(format!(
+                "config.json describes {} parameters, more than model.safetensors ({} bytes) can hold",
+                self.parameter_count(),
+                weights.len()
+            )));
+        }
         let mut model = self.init(device);
         let remap = KeyRemapper::new()
             .add_pattern(r"^dinov2\.", "")
@@ -484,5 +559,62 @@ impl VitConfig {
             .map_err(|e| Error::Weights(format!("model.safetensors: {e}")))?;
         super::weights::check_applied(&result, "model.safetensors", "config.json", false)?;
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small valid config.json with `extra` (a JSON object's fields) replacing or
+    /// adding fields.
+    fn config(extra: &str) -> String {
+        let mut c = serde_json::json!({"hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "patch_size": 14, "image_size": 56});
+        let extra: serde_json::Value = serde_json::from_str(&format!("{{{extra}}}")).unwrap();
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c.to_string()
+    }
+
+    /// Sizes that would allocate before any weight is read are refused, with the field.
+    #[test]
+    fn config_sizes_are_checked_before_allocation() {
+        assert!(VitConfig::from_json(&config("")).is_ok());
+        for (extra, field) in [
+            (r#""num_channels": 1"#, "num_channels"),
+            (r#""num_channels": 4"#, "num_channels"),
+            (
+                r#""hidden_size": 1000000000, "num_attention_heads": 1"#,
+                "hidden_size",
+            ),
+            (r#""num_hidden_layers": 100000"#, "num_hidden_layers"),
+            (r#""mlp_ratio": 1e12"#, "mlp_ratio"),
+            (r#""image_size": 1000000"#, "image_size"),
+            (r#""num_register_tokens": 100000"#, "num_register_tokens"),
+            (r#""layer_norm_eps": -1"#, "layer_norm_eps"),
+        ] {
+            let err = VitConfig::from_json(&config(extra))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{extra}: {err}");
+        }
+    }
+
+    /// A config describing more parameters than the weights file can hold is refused
+    /// before the model is built.
+    #[test]
+    fn config_larger_than_its_weights_is_refused() {
+        let c = VitConfig::from_json(&config(
+            r#""hidden_size": 4096, "num_attention_heads": 16, "num_hidden_layers": 96"#,
+        ))
+        .unwrap();
+        assert!(c.parameter_count() > 10_000_000_000);
+        let err = c
+            .load(vec![0u8; 1024], &Device::flex())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than model.safetensors"), "{err}");
     }
 }

@@ -116,7 +116,7 @@ impl Index {
             self.dim = vector.len();
         }
         if vector.len() != self.dim || self.dim == 0 {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Index(format!(
                 "vector of dimension {} added to an index of dimension {}",
                 vector.len(),
                 self.dim
@@ -180,7 +180,7 @@ impl Index {
 
     /// Read an index written by [`Index::to_npy`] and [`Index::to_jsonl`].
     pub fn from_parts(npy: &[u8], jsonl: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::Unsupported(format!("not an index .npy file: {why}"));
+        let bad = |why: &str| Error::Index(format!("not an index .npy file: {why}"));
         if npy.len() < 10 || &npy[..6] != b"\x93NUMPY" {
             return Err(bad("no NumPy magic"));
         }
@@ -208,7 +208,12 @@ impl Index {
             return Err(bad("shape is not 2-D"));
         };
         let body = &npy[10 + hlen..];
-        if body.len() != len * dim * 4 {
+        if dim == 0 && len > 0 {
+            return Err(bad("vectors of dimension 0"));
+        }
+        // Checked: a header can declare any shape, e.g. (2^62, 2^62).
+        let bytes = len.checked_mul(dim).and_then(|n| n.checked_mul(4));
+        if bytes != Some(body.len()) {
             return Err(bad(&format!(
                 "{} data bytes for shape ({len}, {dim})",
                 body.len()
@@ -223,11 +228,11 @@ impl Index {
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 serde_json::from_str(l)
-                    .map_err(|e| Error::Unsupported(format!("index metadata line: {e}")))
+                    .map_err(|e| Error::Index(format!("index metadata line: {e}")))
             })
             .collect::<Result<Vec<EntryMeta>, _>>()?;
         if meta.len() != len {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::Index(format!(
                 "{len} vectors but {} metadata lines",
                 meta.len()
             )));
@@ -280,6 +285,30 @@ mod tests {
             "truncated refused"
         );
     }
+
+    /// A header declaring a shape whose byte count overflows is refused with the reason
+    /// (it panicked with overflow checks and could wrap to the body's size without).
+    #[test]
+    fn npy_shape_overflow_is_refused() {
+        let header =
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }";
+        let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+        npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        npy.extend_from_slice(header.as_bytes());
+        let err = Index::from_parts(&npy, "").unwrap_err().to_string();
+        assert!(err.contains("data bytes for shape"), "{err}");
+        let zero = npy_with_shape("(3, 0)");
+        let err = Index::from_parts(&zero, "").unwrap_err().to_string();
+        assert!(err.contains("dimension 0"), "{err}");
+    }
+
+    fn npy_with_shape(shape: &str) -> Vec<u8> {
+        let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+        npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        npy.extend_from_slice(header.as_bytes());
+        npy
+    }
 }
 
 /// Which ViT output becomes the vector.
@@ -307,6 +336,9 @@ pub struct VitEmbedder {
     /// CLS or patch mean.
     pub pool: Pool,
 }
+
+/// Largest ViT input side accepted from a `preprocessor_config.json`.
+const MAX_INPUT: usize = 4096;
 
 /// The fields of a Hugging Face `preprocessor_config.json` used here.
 #[derive(serde::Deserialize, Default)]
@@ -343,6 +375,13 @@ impl VitEmbedder {
             .or_else(|| side(&p.size, "shortest_edge"))
             .map(|s| s as usize)
             .unwrap_or(cfg.image_size);
+        // Checked before any input is made from it: size^2 x 3 values per frame.
+        if !(cfg.patch_size..=MAX_INPUT).contains(&size) {
+            return Err(Error::Unsupported(format!(
+                "preprocessor_config.json: crop size {size} is not supported ({} to {MAX_INPUT})",
+                cfg.patch_size
+            )));
+        }
         Ok(Self {
             vit,
             device: device.clone(),

@@ -3,6 +3,7 @@
 //! [`Segmenter`] holds the model and a device and caches the embedding of the last
 //! frame it encoded, so a viewer's prompt changes cost only a decode.
 
+pub mod device;
 pub mod embed;
 pub mod preprocess;
 pub mod session;
@@ -28,6 +29,9 @@ pub enum Error {
     /// A prompt is outside the image or malformed.
     #[error("prompt: {0}")]
     Prompt(String),
+    /// An embedding index that cannot be read or extended.
+    #[error("index: {0}")]
+    Index(String),
 }
 
 /// A prompt in original image pixel coordinates (columns x, rows y).
@@ -90,47 +94,6 @@ impl PixelPrompt {
             multimask: self.multimask,
         })
     }
-}
-
-/// The calibration images `medfm weights fetch` bundles (paths under `tests/data`): CT,
-/// MR and multi-frame MR slices, none of them an image the parity or quantization tests
-/// judge. Fixed before the bias correction was measured on held-out images (README).
-pub const CALIBRATION_FILES: [&str; 7] = [
-    "CT_small.dcm",
-    "emri_small.dcm",
-    "decode/liver_1frame.dcm",
-    "series/ct5n/2062",
-    "series/ct5n/2693",
-    "series/mr700/4467",
-    "series/mr700/4588",
-];
-
-/// Frames taken from each calibration file (the first ones).
-pub const CALIBRATION_FRAMES: u32 = 3;
-
-/// The calibration batch of the quantized weights' bias correction
-/// ([`model::quantize::Calibration`]): the first [`CALIBRATION_FRAMES`] frames of each
-/// DICOM file, preprocessed as for segmentation, `[B, 3, 256, 256]` on `device`.
-pub fn calibration_batch(files: &[&[u8]], device: &Device) -> Result<Tensor<4>, Error> {
-    let s = model::sam::INPUT_SIZE;
-    let mut pixels = Vec::new();
-    let mut count = 0;
-    for bytes in files {
-        let image = dicom::read(bytes)?;
-        for frame in 0..image.meta.frames.min(CALIBRATION_FRAMES) {
-            pixels.extend(preprocess(&image.frame(frame)?, &image.meta)?.pixels);
-            count += 1;
-        }
-    }
-    if count == 0 {
-        return Err(Error::Unsupported(
-            "no calibration images (no frames)".into(),
-        ));
-    }
-    Ok(Tensor::from_data(
-        TensorData::new(pixels, [count, 3, s, s]),
-        device,
-    ))
 }
 
 /// Predicted IoU below which a mask is low-confidence. On such prompts most of the mask's

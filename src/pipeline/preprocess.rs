@@ -2,7 +2,8 @@
 //! (see DESIGN.md, "Data flow"), and the matching postprocessing.
 //!
 //! 1. modality LUT (already applied by `dicom::DicomImage::frame`);
-//! 2. CT: clip to the file's first WindowCenter/Width (else 40/400); other grey images:
+//! 2. CT: clip to the file's first WindowCenter/Width if usable (finite, width >= 1;
+//!    else 40/400, with a warning); other grey images:
 //!    clip to the 0.5 / 99.5 percentiles (numpy "linear") of the pixels above the image
 //!    minimum; rescale the clipped range to 0..255; MONOCHROME1 → 255 − value; replicate
 //!    to 3 channels (colour images stay RGB, unchanged);
@@ -46,6 +47,9 @@ pub struct Preprocessed {
     pub scale: f32,
     /// Intensity clip applied (grey images only).
     pub clip: Option<Clip>,
+    /// What the recipe had to decide against the file (e.g. an unusable CT window replaced
+    /// by the default), for the user to see: the CLI prints them, the JS API returns them.
+    pub warnings: Vec<String>,
 }
 
 impl Preprocessed {
@@ -65,15 +69,43 @@ fn percentile_sorted(sorted: &[f32], q: f64) -> f32 {
     (sorted[lo] as f64 + (sorted[hi] as f64 - sorted[lo] as f64) * frac) as f32
 }
 
-/// Intensity normalisation to 0..255 on 3 channels (steps 1–2), `[H, W, 3]` interleaved.
-fn to_rgb255(frame: &Frame, meta: &ImageMeta) -> (Vec<f32>, Option<Clip>) {
+/// The default CT window (center, width) of the recipe.
+pub const CT_DEFAULT_WINDOW: (f64, f64) = (40.0, 400.0);
+
+/// The CT window of the recipe: the file's first WindowCenter/Width when it is a usable
+/// LINEAR window (finite, width at least 1), else [`CT_DEFAULT_WINDOW`] with a warning
+/// saying why (a width of 0, negative or NaN would clip every pixel to one value: an
+/// all-zero model input and an empty mask, silently).
+pub fn ct_window(meta: &ImageMeta) -> ((f64, f64), Option<String>) {
+    match meta.window {
+        None => (CT_DEFAULT_WINDOW, None),
+        Some((c, w)) if c.is_finite() && w.is_finite() && w >= 1.0 => ((c, w), None),
+        Some((c, w)) => (
+            CT_DEFAULT_WINDOW,
+            Some(format!(
+                "the file's CT window (center {c}, width {w}) is not usable (width must be at \
+                 least 1); segmenting with the default window {}/{}",
+                CT_DEFAULT_WINDOW.0, CT_DEFAULT_WINDOW.1
+            )),
+        ),
+    }
+}
+
+/// Intensity normalisation to 0..255 on 3 channels (steps 1–2), `[H, W, 3]` interleaved;
+/// warnings about what was replaced go to `warnings`.
+fn to_rgb255(
+    frame: &Frame,
+    meta: &ImageMeta,
+    warnings: &mut Vec<String>,
+) -> (Vec<f32>, Option<Clip>) {
     let n = frame.rows * frame.cols;
     if frame.channels == 3 {
         return (frame.values.clone(), None);
     }
     let v = &frame.values;
     let clip = if meta.modality.eq_ignore_ascii_case("CT") {
-        let (c, w) = meta.window.unwrap_or((40.0, 400.0));
+        let ((c, w), warning) = ct_window(meta);
+        warnings.extend(warning);
         Clip {
             lo: (c - w / 2.0) as f32,
             hi: (c + w / 2.0) as f32,
@@ -208,7 +240,8 @@ fn check_frame(frame: &Frame) -> Result<(), Error> {
 pub fn preprocess(frame: &Frame, meta: &ImageMeta) -> Result<Preprocessed, Error> {
     check_frame(frame)?;
     let (rows, cols) = (frame.rows, frame.cols);
-    let (rgb, clip) = to_rgb255(frame, meta);
+    let mut warnings = Vec::new();
+    let (rgb, clip) = to_rgb255(frame, meta, &mut warnings);
     let longest = rows.max(cols);
     let scale = INPUT_SIZE as f32 / longest as f32;
     let new_rows = ((rows as f64 * INPUT_SIZE as f64 / longest as f64).round() as usize).max(1);
@@ -245,6 +278,7 @@ pub fn preprocess(frame: &Frame, meta: &ImageMeta) -> Result<Preprocessed, Error
         new_cols,
         scale,
         clip,
+        warnings,
     })
 }
 
@@ -297,7 +331,7 @@ pub fn vit_input(
         )));
     }
     let (rows, cols) = (frame.rows, frame.cols);
-    let (rgb, _) = to_rgb255(frame, meta);
+    let (rgb, _) = to_rgb255(frame, meta, &mut Vec::new());
     let shortest = rows.min(cols);
     let new_rows = ((rows * size) as f64 / shortest as f64)
         .round()

@@ -80,6 +80,7 @@ mod tests {
             new_cols: rows,
             scale: 1.0,
             clip: None,
+            warnings: Vec::new(),
         };
         let emb = Embedding {
             tensor: Tensor::<4>::zeros([1, 1, 1, 1], &Device::flex()),

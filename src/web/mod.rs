@@ -308,8 +308,9 @@ impl Engine {
 
     /// Segment frame `frame` of image `id` with `request = {box?: [x0,y0,x1,y1],
     /// points?: [[x, y, label]], multimask?}` (pixels; label 1 positive, 0 negative).
-    /// Resolves to `{mask: Uint8Array(rows*cols), rows, cols, area, iou, backend, ms,
-    /// encodeMs, decodeMs, postMs}`; `ms` is the whole call, `encodeMs` 0 when the
+    /// Resolves to `{mask: Uint8Array(rows*cols), rows, cols, area, iou, lowConfidence,
+    /// warnings: [string], backend, ms, encodeMs, decodeMs, postMs}` (`warnings`: what the
+    /// preprocessing replaced, e.g. an unusable CT window); `ms` is the whole call, `encodeMs` 0 when the
     /// embedding was cached, `decodeMs` the decoder with its readback, `postMs` the
     /// upsampling and threshold after it.
     pub fn segment(&self, id: u32, frame: u32, request: JsValue) -> Promise {
@@ -346,6 +347,7 @@ impl Engine {
             set(&out, "area", s.area as u32);
             set(&out, "iou", s.predicted_iou());
             set(&out, "lowConfidence", s.low_confidence());
+            set(&out, "warnings", to_js(&pre.warnings)?);
             set(&out, "backend", model.backend);
             set(&out, "ms", t.elapsed().as_secs_f64() * 1e3);
             set(&out, "encodeMs", encode_ms);
@@ -391,7 +393,7 @@ impl Engine {
             .iter()
             .filter_map(|&id| st.images[id as usize].take())
             .collect();
-        let result = dicom::volume::assemble(&taken).map(|v| v.to_nifti());
+        let result = dicom::volume::assemble(&taken).and_then(|v| v.to_nifti());
         for (&id, image) in ids.iter().zip(taken) {
             st.images[id as usize] = Some(image);
         }

