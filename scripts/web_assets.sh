@@ -31,3 +31,8 @@ JSON
 if [ "${TRUNK_PROFILE:-}" = release ]; then
   bash scripts/wasm_opt.sh "$dest/medfm_bg.wasm"
 fi
+# The service worker's cache is named after this build (www/sw.js), so a new build
+# replaces the cached shell and the old cache is deleted.
+build=$(cat "$dest/medfm_bg.wasm" "$dest/medfm.js" "$dest"/www/*.js "$dest/index.html" | sha256sum | cut -c1-16)
+sed -i "s/^const VERSION = 'dev';/const VERSION = '$build';/" "$dest/sw.js"
+grep -q "^const VERSION = '$build';" "$dest/sw.js" || { echo "web_assets.sh: cannot version $dest/sw.js" >&2; exit 1; }

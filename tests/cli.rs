@@ -274,11 +274,14 @@ fn embed_then_search_finds_the_query_itself() {
     assert!(ok, "{stderr}");
     let hits: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(hits.as_array().unwrap().len(), 3);
-    assert!(
-        hits[0]["entry"]["file"].as_str().unwrap().ends_with("2693"),
-        "{stdout}"
-    );
+    // Files are named relative to the indexed folder, not by where it is on this machine.
+    assert_eq!(hits[0]["entry"]["file"], "2693", "{stdout}");
     assert!(hits[0]["score"].as_f64().unwrap() > 0.9999, "{stdout}");
+    let meta = std::fs::read_to_string(&jsonl).unwrap();
+    assert!(
+        !meta.contains(&dir),
+        "the index holds the folder's path: {meta}"
+    );
     expect_error(
         &[
             "embed",
@@ -705,4 +708,20 @@ fn weights_are_found_from_any_folder() {
     );
     std::fs::remove_dir_all(&home).ok();
     std::fs::remove_file(&out).ok();
+}
+
+/// A folder with a symbolic link back to itself is walked once: the command ends and sees
+/// each file once (it looped for ever before).
+#[test]
+fn a_symlink_loop_is_walked_once() {
+    let dir = std::path::PathBuf::from(tmp("loop"));
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::copy(data("MR_small.dcm"), dir.join("sub/a.dcm")).unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("sub/back")).unwrap();
+    let (ok, stdout, stderr) = medfm(&["info", &dir.display().to_string(), "--json"]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["series"].as_array().unwrap().len(), 1, "{stdout}");
+    assert_eq!(j["series"][0]["instances"], 1, "{stdout}");
+    std::fs::remove_dir_all(&dir).ok();
 }

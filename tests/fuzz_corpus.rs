@@ -1,9 +1,9 @@
-//! The fuzz target's corpus replayed as an ordinary test (no fuzzer, no nightly):
-//! every input of fuzz/corpus/read_decode and fuzz/regressions goes through read, every
-//! frame's decode (the first four), the VOIs and the modality LUT, as
-//! fuzz/fuzz_targets/read_decode.rs does. Nothing may panic; each regression input (what
-//! the fuzzer or a review found) must be refused for the reason it is named after, in
-//! bounded memory (this test binary counts its allocations).
+//! The fuzz targets' corpora replayed as an ordinary test (no fuzzer, no nightly), each
+//! input through what its target does (fuzz/fuzz_targets, fuzz/model/fuzz_targets):
+//! read + decode + VOIs + modality LUT, a SEG written over the image, volume assembly +
+//! NIfTI, `.bpk` loading, a DINOv2 config + safetensors. Nothing may panic; each
+//! regression input (what the fuzzer or a review found) must be refused for the reason it
+//! is named after, in bounded memory (this test binary counts its allocations).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
@@ -66,6 +66,124 @@ fn fuzz_corpus_replays_without_panic() {
     let n = replay(&root.join("corpus/read_decode"));
     assert!(n >= 50, "only {n} corpus inputs");
     println!("{n} corpus inputs replayed");
+}
+
+/// The inputs of a corpus folder.
+fn corpus(dir: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// fuzz/fuzz_targets/seg_write.rs over its corpus.
+#[test]
+fn seg_write_corpus_replays_without_panic() {
+    let inputs = corpus("fuzz/corpus/seg_write");
+    let mut written = 0;
+    for bytes in &inputs {
+        let Some((&seed, file)) = bytes.split_first() else {
+            continue;
+        };
+        let Ok(image) = dicom::read(file) else {
+            continue;
+        };
+        let n = (image.meta.rows as usize).saturating_mul(image.meta.cols as usize);
+        if n == 0 || n > 1 << 22 {
+            continue;
+        }
+        let mask: Vec<u8> = (0..n)
+            .map(|i| u8::from((i as u8).wrapping_mul(seed | 1) & 0x80 != 0))
+            .collect();
+        if let Ok(seg) = dicom::seg::write_seg(&image, 0, &mask, &Default::default()) {
+            let back = dicom::read(&seg).expect("a SEG we wrote reads back");
+            assert_eq!(
+                (back.meta.rows, back.meta.cols),
+                (image.meta.rows, image.meta.cols)
+            );
+            written += 1;
+        }
+    }
+    assert!(
+        inputs.len() >= 10 && written >= 5,
+        "{} inputs, {written} SEGs",
+        inputs.len()
+    );
+}
+
+/// fuzz/fuzz_targets/volume_nifti.rs over its corpus.
+#[test]
+fn volume_nifti_corpus_replays_without_panic() {
+    let inputs = corpus("fuzz/corpus/volume_nifti");
+    let mut volumes = 0;
+    for bytes in &inputs {
+        let mut images = Vec::new();
+        let mut rest = bytes.as_slice();
+        while rest.len() >= 4 && images.len() < 8 {
+            let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            rest = &rest[4..];
+            let n = n.min(rest.len());
+            if let Ok(image) = dicom::read(&rest[..n])
+                && u64::from(image.meta.rows)
+                    * u64::from(image.meta.cols)
+                    * u64::from(image.meta.frames)
+                    <= 1 << 20
+            {
+                images.push(image);
+            }
+            rest = &rest[n..];
+        }
+        if let Ok(v) = dicom::volume::assemble(&images)
+            && v.to_nifti().is_ok()
+        {
+            volumes += 1;
+        }
+    }
+    assert!(
+        inputs.len() >= 5 && volumes >= 3,
+        "{} inputs, {volumes} volumes",
+        inputs.len()
+    );
+}
+
+/// fuzz/model/fuzz_targets/bpk_load.rs over its corpus: every input refused with a reason
+/// (none is a LiteMedSAM file).
+#[test]
+fn bpk_load_corpus_replays_without_panic() {
+    let inputs = corpus("fuzz/model/corpus/bpk_load");
+    for bytes in &inputs {
+        let err = medfm::model::weights::load_bpk(bytes.clone(), &medfm::Device::flex())
+            .expect_err("not a LiteMedSAM file");
+        assert!(err.to_string().contains("weights"), "{err}");
+    }
+    assert!(inputs.len() >= 2);
+}
+
+/// fuzz/model/fuzz_targets/vit_config.rs over its corpus.
+#[test]
+fn vit_config_corpus_replays_without_panic() {
+    let inputs = corpus("fuzz/model/corpus/vit_config");
+    let mut loaded = 0;
+    for bytes in &inputs {
+        let split = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        let Ok(config) = std::str::from_utf8(&bytes[..split]) else {
+            continue;
+        };
+        let weights = bytes.get(split + 1..).unwrap_or_default().to_vec();
+        if let Ok(cfg) = medfm::model::vit::VitConfig::from_json(config)
+            && cfg.load(weights, &medfm::Device::flex()).is_ok()
+        {
+            loaded += 1;
+        }
+    }
+    assert!(
+        inputs.len() >= 3 && loaded >= 1,
+        "{} inputs, {loaded} models",
+        inputs.len()
+    );
 }
 
 /// Each regression file and the reason it must be refused with (the words its name

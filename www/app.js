@@ -65,14 +65,15 @@ function onProgress(ev) {
 }
 
 async function loadModel() {
-  const backend = $('force-cpu').checked ? 'cpu' : 'auto';
+  // ?backend=webgpu forces the WebGPU adapter even when it is a software one.
+  const backend = $('force-cpu').checked ? 'cpu' : params.get('backend') === 'webgpu' ? 'webgpu' : 'auto';
   const precision = $('precision').value;
   status('Loading the model…');
   const info = await app.medfm.setBackend(backend, precision);
   $('backend').textContent = `${info.backend === 'webgpu' ? 'WebGPU' : 'CPU (wasm)'} · ${info.precision}`;
-  $('backend').title = info.fallback ? `WebGPU unavailable: ${info.fallback}` : '';
+  $('backend').title = info.fallback ? `WebGPU not used: ${info.fallback}` : '';
   delete app.timings.encode;
-  status(info.fallback ? `Model ready on CPU (WebGPU failed: ${info.fallback})` : `Model ready on ${info.backend}`);
+  status(info.fallback ? `Model ready on CPU (WebGPU not used: ${info.fallback})` : `Model ready on ${info.backend}`);
   showTimings();
 }
 
@@ -275,14 +276,15 @@ async function applyPrompt(segIndex, key, prompt) {
       try {
         const r = await app.medfm.segment({ series, frame, box: p.box, points: p.points });
         seg.results.set(key, r);
-        app.lastResult = { area: r.area, iou: r.iou, lowConfidence: r.lowConfidence, backend: r.backend, ms: r.ms, encodeMs: r.encodeMs, rows: r.rows, cols: r.cols };
+        app.lastResult = { area: r.area, iou: r.iou, lowConfidence: r.lowConfidence, warnings: r.warnings, backend: r.backend, ms: r.ms, encodeMs: r.encodeMs, rows: r.rows, cols: r.cols };
         if (r.encodeMs > 0 && !app.timings.encode) app.timings.encode = fmtMs(r.encodeMs);
         app.timings.decode = fmtMs(r.decodeMs + r.postMs);
         showTimings();
         const caution = r.lowConfidence
           ? ` · low confidence: refine the box or add points${app.medfm.precision === 'fp32' ? '' : ' (int8 masks can differ from fp32 here)'}`
           : '';
-        status(`${seg.name}: ${r.area} px, predicted IoU ${r.iou.toFixed(2)} (${r.backend}, ${fmtMs(r.ms)})${caution}`);
+        const warned = r.warnings && r.warnings.length ? ` · ${r.warnings.join('; ')}` : '';
+        status(`${seg.name}: ${r.area} px, predicted IoU ${r.iou.toFixed(2)} (${r.backend}, ${fmtMs(r.ms)})${caution}${warned}`);
       } catch (e) {
         status(`Segmentation failed: ${e.message}`, true);
       } finally {

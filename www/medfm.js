@@ -6,32 +6,48 @@
 //   const series = await medfm.open(filesOrUrls);      // File, Blob, ArrayBuffer or URL
 //   const r = await medfm.segment({ series: 0, frame: 0, box: [x0, y0, x1, y1],
 //                                   points: [[x, y, 1]] });
-//   // r = { mask: Uint8Array(rows*cols), rows, cols, area, iou, lowConfidence, backend, ms }
+//   // r = { mask: Uint8Array(rows*cols), rows, cols, area, iou, lowConfidence, warnings, backend, ms }
 //   await medfm.setBackend('cpu');
 
 const BASE = new URL('..', import.meta.url).href; // the app root (www/ is one level down)
 
-function toBytes(x) {
-  if (x instanceof ArrayBuffer) return Promise.resolve(x);
-  if (ArrayBuffer.isView(x)) return Promise.resolve(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength));
+// The bytes of an open() item, always a fresh ArrayBuffer of ours: it is transferred to
+// the worker, and the caller's buffer must stay usable (a transfer would detach it).
+async function toBytes(x) {
+  if (x instanceof ArrayBuffer) return x.slice(0);
+  if (ArrayBuffer.isView(x)) return x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength);
   if (typeof Blob !== 'undefined' && x instanceof Blob) return x.arrayBuffer();
   if (typeof x === 'string' || x instanceof URL) {
     const url = new URL(x, location.href);
     if (url.origin !== location.origin) {
-      return Promise.reject(new Error(`refusing to fetch ${url.href}: only this app's origin is allowed`));
+      throw new Error(`refusing to fetch ${url.href}: only this app's origin is allowed`);
     }
-    return fetch(url).then((r) => {
-      if (!r.ok) throw new Error(`cannot load ${url.href}: HTTP ${r.status}`);
-      return r.arrayBuffer();
-    });
+    // No redirects (a same-origin URL must not hand the request to another origin) and no
+    // HTTP cache (patient data is not kept on disk).
+    let r;
+    try {
+      r = await fetch(url, { redirect: 'manual', cache: 'no-store', credentials: 'same-origin' });
+    } catch (e) {
+      throw new Error(`cannot load ${url.href}: ${e.message} (offline?)`);
+    }
+    if (r.type === 'opaqueredirect' || (r.status >= 300 && r.status < 400)) {
+      throw new Error(`refusing ${url.href}: it redirects elsewhere; only this app's origin is allowed`);
+    }
+    if (r.url && new URL(r.url).origin !== location.origin) {
+      throw new Error(`refusing ${url.href}: it was answered by ${new URL(r.url).origin}; only this app's origin is allowed`);
+    }
+    if (!r.ok) throw new Error(`cannot load ${url.href}: HTTP ${r.status}`);
+    return r.arrayBuffer();
   }
-  return Promise.reject(new Error('open() takes File, Blob, ArrayBuffer, typed array or same-origin URL'));
+  throw new Error('open() takes File, Blob, ArrayBuffer, typed array or same-origin URL');
 }
 
 export class MedFM extends EventTarget {
   /**
    * Start the worker and load the model. Options: backend ('auto' default: WebGPU when
-   * an adapter exists, else CPU), precision ('int8' default, 'fp32').
+   * the adapter is a real GPU, else CPU: a software adapter such as SwiftShader is passed
+   * over, with the reason in `info.fallback`; 'webgpu' forces the adapter), precision
+   * ('int8' default, 'fp32').
    * Emits 'progress' events ({detail: {stage, loaded, total, ms, backend}}).
    */
   static async create(options = {}) {
@@ -245,9 +261,10 @@ export class MedFM extends EventTarget {
   /**
    * Segment with a box [x0, y0, x1, y1] and/or points [[x, y, label]] (label 1 positive,
    * 0 negative), in pixel coordinates of the frame. Resolves to {mask: Uint8Array(rows*cols),
-   * rows, cols, area, iou, lowConfidence, backend, ms, encodeMs, decodeMs, postMs}: `iou` the
-   * predicted IoU, `lowConfidence` true below 0.9 (such masks move with small weight changes:
-   * int8 ones can differ from fp32 by several percent), `ms` the whole call, `decodeMs` the
+   * rows, cols, area, iou, lowConfidence, warnings, backend, ms, encodeMs, decodeMs, postMs}:
+   * `iou` the predicted IoU, `lowConfidence` true below 0.9 (such masks move with small weight
+   * changes: int8 ones can differ from fp32 by several percent), `warnings` what the
+   * preprocessing replaced (e.g. an unusable CT window), `ms` the whole call, `decodeMs` the
    * decoder with its readback, `postMs` the upsampling and threshold.
    */
   async segment({ series, frame = 0, box, points }) {

@@ -5,7 +5,7 @@
 // {id, ok: false, error}, and posts {event: 'progress', ...} while loading weights and
 // {event: 'crashed', error} if the wasm instance died (a Rust panic: every later call
 // would fail, so the page starts a fresh worker).
-import init, { Engine, panicForTest, sha256Hex } from '../medfm.js';
+import init, { Engine, panicForTest, pinnedSha256, sha256Hex, softwareAdapter } from '../medfm.js';
 
 const WEIGHTS_CACHE = 'medfm-weights-v1';
 let engine = null;
@@ -34,11 +34,20 @@ async function manifest(base) {
 }
 
 // Weights bytes from the Cache API when present and intact, else downloaded (with
-// progress), sha256-checked against the manifest, then cached for the next visit.
+// progress), sha256-checked against the manifest, then cached for the next visit. The
+// manifest itself must name the weights this build pins (compiled into the engine), so a
+// server cannot hand it other weights with a matching manifest.
 async function weightsBytes(base, precision) {
   const t0 = performance.now();
   const entry = (await manifest(base))[precision];
   if (!entry) throw new Error(`no ${precision} weights in the manifest (have: fp32, int8)`);
+  const pinned = pinnedSha256(precision);
+  if (entry.sha256 !== pinned) {
+    throw new Error(`the server's weights manifest names ${precision} weights with sha256 ${entry.sha256}, but this build of medfm runs only ${pinned} (a stale or foreign weights folder on the server)`);
+  }
+  if (!(Number.isSafeInteger(entry.bytes) && entry.bytes > 0 && entry.bytes < 1 << 30)) {
+    throw new Error(`the weights manifest gives ${entry.bytes} bytes for ${entry.file}`);
+  }
   const url = new URL(`weights/${entry.file}`, base).href;
   const cache = await caches.open(WEIGHTS_CACHE);
   const hit = await cache.match(url);
@@ -52,7 +61,9 @@ async function weightsBytes(base, precision) {
   }
   const resp = await fetch(url);
   if (!resp.ok) throw new Error(`cannot download ${url}: HTTP ${resp.status}`);
-  const total = Number(resp.headers.get('content-length')) || entry.bytes;
+  // Sized from the (pinned) manifest: Content-Length is the compressed size when the
+  // server sends the file gzip- or brotli-encoded.
+  const total = entry.bytes;
   const bytes = new Uint8Array(total);
   let loaded = 0;
   const reader = resp.body.getReader();
@@ -64,7 +75,8 @@ async function weightsBytes(base, precision) {
     loaded += value.length;
     progress('download', { loaded, total, cached: false });
   }
-  const got = bytes.subarray(0, loaded);
+  if (loaded !== total) throw new Error(`${url}: ${loaded} bytes received, the manifest says ${total} (truncated download)`);
+  const got = bytes;
   const sha = sha256Hex(got);
   if (sha !== entry.sha256) {
     throw new Error(`${entry.file}: sha256 ${sha} does not match the manifest's ${entry.sha256} (truncated or replaced download)`);
@@ -74,11 +86,23 @@ async function weightsBytes(base, precision) {
   return got;
 }
 
-async function hasWebGpu() {
+// The WebGPU adapter: {ok, software?: reason, name}. A software adapter (SwiftShader,
+// WARP, a fallback adapter) is passed over by 'auto' (the CPU path is much faster there),
+// by the same rule as the native command (pipeline::device, through the engine).
+async function probeWebGpu() {
   try {
-    return !!(self.navigator.gpu && (await self.navigator.gpu.requestAdapter()));
-  } catch {
-    return false;
+    const adapter = self.navigator.gpu && (await self.navigator.gpu.requestAdapter());
+    if (!adapter) return { ok: false, reason: 'no WebGPU adapter' };
+    const info = adapter.info || {};
+    const name = [info.device, info.description].filter(Boolean).join(' ');
+    const facts = {
+      isFallbackAdapter: !!(info.isFallbackAdapter || adapter.isFallbackAdapter),
+      name,
+      driver: [info.vendor, info.architecture].filter(Boolean).join(' '),
+    };
+    return { ok: true, software: softwareAdapter(facts) || null, name: name || info.vendor || 'WebGPU adapter' };
+  } catch (e) {
+    return { ok: false, reason: String(e.message || e) };
   }
 }
 
@@ -87,7 +111,12 @@ const ops = {
     const bytes = await weightsBytes(base, precision);
     let name = backend;
     let fallback = null;
-    if (backend === 'auto') name = (await hasWebGpu()) ? 'webgpu' : 'cpu';
+    let adapter = null;
+    if (backend === 'auto') {
+      adapter = await probeWebGpu();
+      name = adapter.ok && !adapter.software ? 'webgpu' : 'cpu';
+      if (adapter.software) fallback = `${adapter.software}; the CPU path is faster here (choose WebGPU to force it)`;
+    }
     const t0 = performance.now();
     progress('init', { backend: name });
     try {
@@ -99,7 +128,7 @@ const ops = {
       await engine.loadModel(name, bytes);
     }
     progress('init', { backend: name, ms: performance.now() - t0 });
-    return { backend: name, precision, fallback };
+    return { backend: name, precision, fallback, software: !!(adapter && adapter.software) };
   },
   open: ({ bytes }) => engine.open(new Uint8Array(bytes)),
   close: ({ id }) => engine.close(id),

@@ -1,5 +1,5 @@
 //! The LiteMedSAM preprocessing recipe, stated exactly so that parity is checkable
-//! (see DESIGN.md, "Data flow"), and the matching postprocessing.
+//! (see docs/design.md, "Data flow"), and the matching postprocessing.
 //!
 //! 1. modality LUT (already applied by `dicom::DicomImage::frame`);
 //! 2. CT: clip to the file's first WindowCenter/Width if usable (finite, width >= 1;

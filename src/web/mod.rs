@@ -77,6 +77,25 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     weights::sha256_hex(bytes)
 }
 
+/// The pinned sha256 of the LiteMedSAM weights of `precision` (`fp32`, `int8`, `int4`),
+/// compiled into this build: the worker checks the server's weights manifest against it,
+/// so a swapped manifest and file cannot load other weights.
+#[wasm_bindgen(js_name = pinnedSha256)]
+pub fn pinned_sha256(precision: &str) -> Result<String, JsError> {
+    let p: weights::Precision = precision.parse().map_err(err)?;
+    Ok(weights::pinned_sha256(p).to_string())
+}
+
+/// Why a WebGPU adapter is a software one (SwiftShader, WARP, a fallback adapter), or
+/// undefined for a real GPU: the rule of `pipeline::device`, as natively. `facts`:
+/// `{isFallbackAdapter, name, driver}` from the adapter's `GPUAdapterInfo`.
+#[wasm_bindgen(js_name = softwareAdapter)]
+pub fn software_adapter(facts: JsValue) -> Result<Option<String>, JsError> {
+    let facts: pipeline::device::AdapterFacts =
+        serde_wasm_bindgen::from_value(facts).map_err(|e| err(format!("adapter facts: {e}")))?;
+    Ok(facts.software())
+}
+
 /// Parse a DICOM file and return its metadata as a JS object.
 #[wasm_bindgen(js_name = dicomInfo)]
 pub fn dicom_info(bytes: &[u8]) -> Result<JsValue, JsError> {

@@ -14,12 +14,24 @@
 // app's origin and none after the initial load sends a body; second visit uses the
 // cached weights; no panic. WebGPU path (SwiftShader): backend is WebGPU, same box, same
 // area check, SEG export, no panic.
+//
+// Privacy (issue 19): the CPU path runs with no Content-Security-Policy at all (header and
+// meta tag removed by serve.mjs), so any foreign request the code made would go out and
+// be recorded; the WebGPU path runs with the policy and fails on any violation. Requests
+// of the page, its worker and the service worker are recorded (playwright reports the
+// service worker's with PW_EXPERIMENTAL_SERVICE_WORKER_NETWORK_EVENTS=1, set below) and
+// every phase (first load, work, panic recovery, second visit, offline) is checked against
+// an allowlist of the app's own paths. The service worker caches the app shell only: a
+// DICOM opened by URL is never cached, and offline it fails instead of being answered
+// with another one.
+process.env.PW_EXPERIMENTAL_SERVICE_WORKER_NETWORK_EVENTS ??= '1';
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { serve } from './serve.mjs';
+import { resolvePath, serve } from './serve.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -59,23 +71,48 @@ async function launch() {
   });
 }
 
-// Record every request of the page and its workers.
+// Record every request of the page, its worker and the service worker, and every
+// Content-Security-Policy violation (the page's event, and the "Refused to ..." console
+// message Chromium prints in the page and in workers).
 function recordRequests(page, log) {
-  const rec = (r) => log.push({ url: r.url(), method: r.method(), body: r.postDataBuffer(), t: Date.now() });
+  const rec = (r) => {
+    let sw = false;
+    try {
+      sw = !!(r.serviceWorker && r.serviceWorker());
+    } catch {
+      sw = false;
+    }
+    log.push({ url: r.url(), method: r.method(), body: r.postDataBuffer(), t: Date.now(), sw });
+  };
   page.on('request', rec); // the page and its dedicated worker
-  page.context().on('request', rec); // also the service worker's own fetches
-  page.on('console', (m) => {
-    const text = m.text();
+  page.context().on('request', rec); // also the service worker's own fetches (some twice: harmless)
+  const watch = (text) => {
     if (/panick|RuntimeError|unreachable/i.test(text)) log.panics = (log.panics || []).concat(text);
-    if (process.env.VERBOSE) console.log(`    [console] ${text}`);
+    if (/Refused to|CSP violation/.test(text)) log.csp = (log.csp || []).concat(text);
+  };
+  page.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
+  });
+  page.on('console', (m) => {
+    watch(m.text());
+    if (process.env.VERBOSE) console.log(`    [console] ${m.text()}`);
   });
   page.on('pageerror', (e) => { log.pageErrors = (log.pageErrors || []).concat(String(e)); });
   page.on('worker', (w) => w.on('console', (m) => {
-    const text = m.text();
-    if (/panick|RuntimeError|unreachable/i.test(text)) log.panics = (log.panics || []).concat(text);
-    if (process.env.VERBOSE) console.log(`    [worker] ${text}`);
+    watch(m.text());
+    if (process.env.VERBOSE) console.log(`    [worker] ${m.text()}`);
   }));
 }
+
+// The app's own paths: what any request may ask for (query strings aside).
+const ALLOWED = new Set([
+  '/', '/index.html', '/medfm.js', '/medfm_bg.wasm', '/sw.js', '/favicon.ico',
+  '/www/app.js', '/www/medfm.js', '/www/worker.js', '/www/display.js', '/www/app.css',
+  '/shaders/window_level.wgsl', '/samples/index.json', '/samples/abdomen_mr.dcm', '/samples/head_ct.dcm',
+  '/weights/manifest.json', '/weights/lite_medsam_int8.bpk', '/weights/lite_medsam_fp32.bpk',
+  // Served by the test as a same-origin DICOM URL (a WADO proxy) and a redirect away.
+  '/x.dcm', '/away.dcm',
+]);
 
 async function waitReady(page, timeout) {
   await page.waitForFunction(() => document.body.dataset.ready, null, { timeout, polling: 500 });
@@ -144,15 +181,31 @@ async function exportSegAndCheck(page, label) {
   }
 }
 
-function checkEgress(log, origin, initialDone, label) {
-  const foreign = log.filter((r) => !r.url.startsWith(origin) && !r.url.startsWith('blob:') && !r.url.startsWith('data:'));
+// Every request since `since` went to the app's origin, to an allowed path; none after the
+// initial load sent a body; no CSP violation.
+function checkEgress(log, origin, since, label, initialDone = since) {
+  const phase = log.filter((r) => r.t >= since);
+  const foreign = phase.filter((r) => !r.url.startsWith(origin) && !r.url.startsWith('blob:') && !r.url.startsWith('data:'));
   check(foreign.length === 0, `${label}: every request goes to ${origin}`, JSON.stringify(foreign.map((r) => r.url)));
-  const sent = log.filter((r) => r.t >= initialDone && (r.method === 'POST' || r.method === 'PUT' || (r.body && r.body.length)));
+  const stray = phase.filter((r) => r.url.startsWith(origin) && !ALLOWED.has(new URL(r.url).pathname));
+  check(stray.length === 0, `${label}: every request is for one of the app's own paths`, JSON.stringify(stray.map((r) => r.url)));
+  const sent = phase.filter((r) => r.t >= initialDone && (r.method === 'POST' || r.method === 'PUT' || (r.body && r.body.length)));
   check(sent.length === 0, `${label}: no POST/PUT and no request body after the initial load`, JSON.stringify(sent.map((r) => `${r.method} ${r.url}`)));
-  check(log.some((r) => r.url.endsWith('.bpk')), `${label}: the recorder sees the worker's requests (weights download)`);
+  check(!log.csp, `${label}: no Content-Security-Policy violation`, JSON.stringify(log.csp));
 }
 
-async function cpuPath(browser, url, server) {
+// Every URL held by the Cache API, by cache.
+async function cachedUrls(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    for (const name of await caches.keys()) {
+      out[name] = (await (await caches.open(name)).keys()).map((r) => new URL(r.url).pathname + new URL(r.url).search);
+    }
+    return out;
+  });
+}
+
+async function cpuPath(browser, url, server, trap) {
   console.log('CPU path (forced CPU)');
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1400, height: 820 } });
   const page = await context.newPage();
@@ -163,6 +216,7 @@ async function cpuPath(browser, url, server) {
   await waitReady(page, 600000);
   const initialDone = Date.now();
   console.log(`  ready in ${((initialDone - t0) / 1000).toFixed(1)} s; timings: ${await page.textContent('#timings')}`);
+  checkEgress(log, url, t0, 'cpu, first load (no CSP)');
   check((await page.evaluate(() => window.medfm.backend)) === 'cpu', 'backend is cpu when forced', await page.textContent('#backend'));
   check((await page.locator('#series-list li[data-series]').count()) === 2, 'the two bundled samples are listed');
   check((await page.locator('#series-list li.study').count()) === 2, 'series are grouped by study');
@@ -357,7 +411,58 @@ async function cpuPath(browser, url, server) {
     'per-frame windows of an Enhanced MR reach the viewer', JSON.stringify(enh && enh.windows));
   check(badRows.length === 0, `wasm decodes the ${table.length} reference files as pydicom (JPEG 2000, HTJ2K, RLE, deflate, 1/32-bit, 12-bit JPEG, modality LUT tables, per-frame rescale, palettes; JPEG-LS refused with the reason)`, JSON.stringify(badRows));
 
-  checkEgress(log, url, initialDone, 'cpu');
+  // Hostile input in the viewer: a file claiming 2^28 frames (2 bytes of pixels) is refused
+  // with the reason when read; the page stays responsive and keeps what was open.
+  const bomb = fs.readFileSync(path.join(ROOT, 'tests/data/bad/frames_2e28.dcm')).toString('base64');
+  const seriesBefore = await page.evaluate(() => window.medfm.series.length);
+  const tBomb = Date.now();
+  await page.evaluate(async (b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'frames_2e28.dcm'));
+    document.getElementById('viewport').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, bomb);
+  await page.waitForFunction(() => window.app.errors.some((e) => e.includes('frames_2e28.dcm')), null, { timeout: 30000 });
+  const bombStatus = await page.textContent('#status');
+  check(/frames_2e28\.dcm: .*NumberOfFrames/.test(bombStatus), 'a file claiming 2^28 frames is refused with the reason', bombStatus);
+  const alive = await page.evaluate(() => [1 + 1, window.medfm.series.length]);
+  check(alive[0] === 2 && alive[1] === seriesBefore && Date.now() - tBomb < 30000, 'the page stays responsive and keeps its series', JSON.stringify(alive));
+
+  // An unusable CT window (width 0): the default window is used and the result says so.
+  const ctw = fs.readFileSync(path.join(ROOT, 'tests/data/window/ct_width_0.dcm')).toString('base64');
+  const warned = await page.evaluate(async (b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const list = await window.medfm.open([new File([bytes], 'ct_width_0.dcm')]);
+    if (list.errors.length) return { error: list.errors[0].error };
+    const id = Math.max(...window.medfm.series.flatMap((x) => x.images.map((im) => im.id)));
+    const s = window.medfm.series.findIndex((x) => x.images.some((im) => im.id === id));
+    const f = window.medfm.series[s].refs.findIndex((r) => r[0] === id);
+    const r = await window.medfm.segment({ series: s, frame: f, box: [30, 30, 100, 100] });
+    return { warnings: r.warnings, area: r.area };
+  }, ctw);
+  check(warned.warnings && warned.warnings.length === 1 && /default window 40\/400/.test(warned.warnings[0]) && warned.area > 0,
+    'a CT with WindowWidth 0 is segmented with the default window and the result warns', JSON.stringify(warned));
+
+  // DICOM by URL (as from a same-origin WADO proxy): loaded, never cached; the caller's
+  // ArrayBuffer stays usable; a URL that redirects is refused.
+  const byUrl = await page.evaluate(async () => {
+    const a = await window.medfm.open('x.dcm?id=A');
+    const buf = await (await fetch('samples/head_ct.dcm')).arrayBuffer();
+    const b = await window.medfm.open(buf);
+    const away = await window.medfm.open('away.dcm');
+    return { a: a.errors, b: b.errors, bufLen: buf.byteLength, away: away.errors.map((e) => e.error) };
+  });
+  check(byUrl.a.length === 0 && byUrl.b.length === 0, 'MedFM.open() takes a same-origin URL and an ArrayBuffer', JSON.stringify(byUrl));
+  check(byUrl.bufLen > 0, "MedFM.open(ArrayBuffer) leaves the caller's buffer usable (not detached)", String(byUrl.bufLen));
+  check(byUrl.away.length === 1 && /redirects elsewhere/.test(byUrl.away[0]), 'a URL that redirects is refused', JSON.stringify(byUrl.away));
+  // The redirect points at a second local server (another origin): it must see nothing.
+  // (Chromium's network events name the redirect's target even when it is not followed;
+  // the trap server is what shows that no request went there.)
+  check(trap.hits.length === 0, 'nothing reached the origin the redirect pointed to', JSON.stringify(trap.hits));
+  log.splice(0, log.length, ...log.filter((r) => !r.url.startsWith(trap.url)));
+
+  checkEgress(log, url, initialDone, 'cpu, work (no CSP)');
+  check(log.some((r) => r.url.endsWith('.bpk')), 'the recorder sees the worker\'s requests (weights download)');
   check(!log.panics, 'no panic in page or worker', JSON.stringify(log.panics));
   check(!log.pageErrors, 'no uncaught page error', JSON.stringify(log.pageErrors));
 
@@ -370,25 +475,66 @@ async function cpuPath(browser, url, server) {
     return { area: r.area, backend: r.backend, panics: window.medfm.panics, fallback: window.medfm.info.fallback };
   }, KIDNEY);
   check(again.area === res.area && again.backend === 'cpu' && again.panics === 1, 'after a panic the engine restarts on the CPU and gives the same mask', JSON.stringify(again));
+  checkEgress(log, url, initialDone, 'cpu, panic recovery (no CSP)');
 
   // Second visit: the weights come from the Cache API, not the network.
   const log2 = [];
   recordRequests(page, log2);
+  const t2 = Date.now();
   await page.goto(`${url}?backend=cpu`);
   await waitReady(page, 600000);
   check(!log2.some((r) => r.url.endsWith('.bpk')), 'second visit: weights from the cache (no .bpk request)');
   check(/cache/.test(await page.textContent('#timings')), 'second visit: the timings say the weights were cached');
+  checkEgress(log2, url, t2, 'cpu, second visit (no CSP)');
+  check(log2.some((r) => r.sw) || log.some((r) => r.sw), 'the recorder sees the service worker\'s own requests');
 
   // Offline: with the server gone, the app still starts and segments (service worker +
-  // weights cache).
+  // weights cache); a DICOM URL opened before (x.dcm?id=A) was not kept, so another one
+  // (?id=B) fails with a clear error instead of being answered with A; no cache holds a
+  // DICOM but the bundled samples.
   await page.evaluate(() => navigator.serviceWorker.ready);
   check(await page.evaluate(() => navigator.serviceWorker.controller !== null), 'the service worker controls the page');
   server.close();
+  const t3 = Date.now();
   await page.reload();
   await waitReady(page, 600000);
   const offline = await page.evaluate(async (box) => (await window.medfm.segment({ series: 0, frame: 0, box })).area, KIDNEY);
   check(offline === res.area, 'offline (server stopped): the app starts and gives the same mask', String(offline));
+  const other = await page.evaluate(async () => (await window.medfm.open('x.dcm?id=B')).errors.map((e) => e.error));
+  check(other.length === 1 && /cannot load .*x\.dcm\?id=B/.test(other[0]), 'offline, a DICOM URL not loaded before fails with a clear error', JSON.stringify(other));
+  const cached = await cachedUrls(page);
+  const kept = Object.values(cached).flat().filter((u) => /\.dcm/.test(u) && !u.startsWith('/samples/'));
+  check(kept.length === 0, 'no cache holds a DICOM of the user (only the bundled samples)', JSON.stringify(cached));
+  check(Object.keys(cached).every((n) => n === 'medfm-weights-v1' || /^medfm-app-[0-9a-f]{16}$/.test(n)), 'caches: the weights and this build\'s app shell only', JSON.stringify(Object.keys(cached)));
+  checkEgress(log2, url, t3, 'cpu, offline (no CSP)');
   await context.close();
+}
+
+// A server whose weights manifest names other weights than this build pins: refused with
+// the reason before anything is downloaded.
+async function foreignManifestPath(browser) {
+  console.log('Weights manifest not matching the pinned hashes');
+  const manifest = JSON.parse(fs.readFileSync(path.join(DIST, 'weights/manifest.json'), 'utf8'));
+  manifest.int8.sha256 = '0'.repeat(64);
+  const server = await serve(DIST, { files: { '/weights/manifest.json': Buffer.from(JSON.stringify(manifest)) } });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const log = [];
+  recordRequests(page, log);
+  try {
+    await page.goto(`${server.url}?backend=cpu`);
+    let error = '';
+    try {
+      await waitReady(page, 120000);
+    } catch (e) {
+      error = e.message;
+    }
+    check(/this build of medfm runs only/.test(error), 'a manifest naming unpinned weights is refused with the reason', error);
+    check(!log.some((r) => r.url.endsWith('.bpk')), 'no weights downloaded for it');
+  } finally {
+    await context.close();
+    server.close();
+  }
 }
 
 async function webgpuPath(browser, url) {
@@ -397,13 +543,23 @@ async function webgpuPath(browser, url) {
   const page = await context.newPage();
   const log = [];
   recordRequests(page, log);
-  const t0 = Date.now();
+  // 'auto' passes SwiftShader over (a software adapter: the CPU path is faster) and says
+  // why; ?backend=webgpu forces it.
+  const tAuto = Date.now();
   await page.goto(url);
+  await waitReady(page, 600000);
+  const auto = await page.evaluate(() => [window.medfm.info, document.getElementById('status').textContent]);
+  check(auto[0].backend === 'cpu' && auto[0].software === true && /software|fallback/.test(auto[0].fallback || ''),
+    'auto runs on the CPU on a software WebGPU adapter (SwiftShader), with the reason', JSON.stringify(auto[0]));
+  check(/WebGPU not used/.test(auto[1]), 'the status line says why WebGPU is not used', auto[1]);
+  checkEgress(log, url, tAuto, 'webgpu, auto start (CSP on)');
+  const t0 = Date.now();
+  await page.goto(`${url}?backend=webgpu`);
   await waitReady(page, 1200000);
   const initialDone = Date.now();
   console.log(`  ready in ${((initialDone - t0) / 1000).toFixed(1)} s; timings: ${await page.textContent('#timings')}`);
   const info = await page.evaluate(() => window.medfm.info);
-  check(info.backend === 'webgpu', 'auto picks WebGPU when an adapter exists', JSON.stringify(info));
+  check(info.backend === 'webgpu', '?backend=webgpu runs on the WebGPU adapter', JSON.stringify(info));
   // Headless Chromium creates a WebGPU device but cannot present to a canvas, so the
   // display falls back to 2D here; it must say why. (The WGSL itself is tested natively.)
   const disp = await page.evaluate(() => [window.app.display.kind, window.app.display.gpuError || '']);
@@ -417,22 +573,53 @@ async function webgpuPath(browser, url) {
   const dec = await page.evaluate(() => window.app.lastResult);
   console.log(`  webgpu decode after a point: ${dec.ms.toFixed(0)} ms`);
   await exportSegAndCheck(page, 'webgpu');
-  checkEgress(log, url, initialDone, 'webgpu');
+  checkEgress(log, url, t0, 'webgpu (CSP on)', initialDone);
   check(!log.panics, 'no panic in page or worker', JSON.stringify(log.panics));
   check((await page.evaluate(() => window.medfm.panics)) === 0, 'the engine never crashed');
   await context.close();
+}
+
+// A server on another port (another origin) that records what reaches it.
+function trapServer() {
+  const hits = [];
+  const srv = http.createServer((req, res) => {
+    hits.push(req.url);
+    res.writeHead(404).end();
+  });
+  return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve({
+    url: `http://127.0.0.1:${srv.address().port}/`, hits, close: () => { srv.close(); srv.closeAllConnections(); },
+  })));
+}
+
+// The test server's own path check (no browser needed).
+{
+  const root = '/srv/dist';
+  const cases = [['/www/app.js', '/srv/dist/www/app.js'], ['/', '/srv/dist'], ['/../dist-other/x', null],
+    ['/..%2Fdist-other/x', null], ['/%2e%2e/etc/passwd', null], ['/%E0%A4%A', null], ['/a%00b', null]];
+  const bad = cases.filter(([p, want]) => resolvePath(root, p) !== want);
+  check(bad.length === 0, 'serve.mjs refuses paths out of its folder and malformed escapes', JSON.stringify(bad));
 }
 
 const browser = await launch();
 try {
   // One server per path: the CPU path ends by stopping its server (offline check).
   if (WHICH === 'cpu' || WHICH === 'all') {
-    const server = await serve(DIST);
+    // No CSP at all (the code itself must make no foreign request), gzip-encoded weights
+    // (the download is sized from the manifest), a DICOM URL and a redirect away.
+    const trap = await trapServer();
+    const server = await serve(DIST, {
+      csp: false,
+      gzip: true,
+      files: { '/x.dcm': fs.readFileSync(path.join(ROOT, 'tests/data/MR_small.dcm')) },
+      redirects: { '/away.dcm': `${trap.url}x.dcm` },
+    });
     try {
-      await cpuPath(browser, server.url, server);
+      await cpuPath(browser, server.url, server, trap);
     } finally {
       server.close();
+      trap.close();
     }
+    await foreignManifestPath(browser);
   }
   if (WHICH === 'webgpu' || WHICH === 'all') {
     const server = await serve(DIST);

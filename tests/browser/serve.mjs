@@ -1,8 +1,19 @@
 // A minimal static file server for the built app (dist/) on 127.0.0.1, no dependencies.
-// Usage as a module: `const { url, close } = await serve(dir)`; or `node serve.mjs DIR [PORT]`.
+// Usage as a module: `const { url, close } = await serve(dir, options)`; or
+// `node serve.mjs DIR [PORT]`.
+//
+// Options (for the browser test):
+// - csp: send the app's Content-Security-Policy header (default true); with false, the
+//   policy is also removed from index.html, so nothing stops a foreign request and the
+//   test sees every request the code makes;
+// - gzip: send .bpk files gzip-encoded (Content-Length is then the compressed size);
+// - files: extra paths (any query string) answered with given bytes, e.g. a DICOM opened
+//   by URL as from a same-origin WADO proxy;
+// - redirects: paths answered with a 302 to a given URL.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8',
@@ -17,23 +28,55 @@ const TYPES = {
   '.bpk': 'application/octet-stream',
 };
 
+const META_CSP = /<meta http-equiv="Content-Security-Policy" content="([^"]+)">/;
+
 // The app's Content-Security-Policy (from its index.html meta tag), sent as a header on
 // every response so that it also governs the worker, as a deployment should.
 function csp(root) {
   const html = fs.readFileSync(path.join(root, 'index.html'), 'utf8');
-  const m = html.match(/http-equiv="Content-Security-Policy" content="([^"]+)"/);
+  const m = html.match(META_CSP);
   if (!m) throw new Error('index.html has no Content-Security-Policy meta tag');
   return m[1];
 }
 
-export function serve(root, port = 0) {
+// The file under `root` that a request path names, or null when it is malformed or
+// leaves `root` (`..`, encoded or not; a sibling folder whose name starts like root's).
+export function resolvePath(root, pathname) {
+  let decoded;
+  try {
+    decoded = decodeURIComponent(pathname);
+  } catch {
+    return null;
+  }
+  if (decoded.includes('\0')) return null;
+  const p = path.resolve(path.join(root, decoded));
+  if (p !== root && !p.startsWith(root + path.sep)) return null;
+  return p;
+}
+
+export function serve(root, options = {}) {
+  const { port = 0, csp: withCsp = true, gzip = false, files = {}, redirects = {} } =
+    typeof options === 'number' ? { port: options } : options;
   root = path.resolve(root);
   const policy = csp(root);
+  const gzipped = new Map();
   const server = http.createServer((req, res) => {
     const u = new URL(req.url, 'http://localhost');
-    let p = path.normalize(path.join(root, decodeURIComponent(u.pathname)));
-    if (!p.startsWith(root)) {
-      res.writeHead(403).end();
+    const headers = { 'cache-control': 'no-cache' };
+    if (withCsp) headers['content-security-policy'] = policy;
+    if (redirects[u.pathname]) {
+      res.writeHead(302, { ...headers, location: redirects[u.pathname] }).end();
+      return;
+    }
+    if (files[u.pathname]) {
+      const data = files[u.pathname];
+      res.writeHead(200, { ...headers, 'content-type': TYPES['.dcm'], 'content-length': data.length });
+      res.end(data);
+      return;
+    }
+    let p = resolvePath(root, u.pathname);
+    if (!p) {
+      res.writeHead(400).end('bad path');
       return;
     }
     if (fs.existsSync(p) && fs.statSync(p).isDirectory()) p = path.join(p, 'index.html');
@@ -42,12 +85,16 @@ export function serve(root, port = 0) {
         res.writeHead(404).end('not found');
         return;
       }
-      res.writeHead(200, {
-        'content-type': TYPES[path.extname(p)] || 'application/octet-stream',
-        'content-length': data.length,
-        'cache-control': 'no-cache',
-        'content-security-policy': policy,
-      });
+      if (!withCsp && path.basename(p) === 'index.html') {
+        data = Buffer.from(data.toString('utf8').replace(META_CSP, ''));
+      }
+      const type = TYPES[path.extname(p)] || 'application/octet-stream';
+      if (gzip && p.endsWith('.bpk') && /\bgzip\b/.test(req.headers['accept-encoding'] || '')) {
+        if (!gzipped.has(p)) gzipped.set(p, zlib.gzipSync(data, { level: 1 }));
+        data = gzipped.get(p);
+        headers['content-encoding'] = 'gzip';
+      }
+      res.writeHead(200, { ...headers, 'content-type': type, 'content-length': data.length });
       res.end(data);
     });
   });

@@ -619,6 +619,26 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// `file`'s path relative to the input path it was found under (a folder given to the
+/// command, or the file itself: its name), so that an index names files without where
+/// the folder was on this machine.
+fn relative_to(file: &Path, inputs: &[PathBuf]) -> String {
+    for root in inputs {
+        if file == root {
+            return root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        if let Ok(rest) = file.strip_prefix(root) {
+            return rest.display().to_string();
+        }
+    }
+    file.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Load the fp32 model on the chosen device, with a spinner.
 fn load_segmenter(device: DeviceArgs) -> Result<(Segmenter, String)> {
     let (device, name) = select_device(device)?;
@@ -713,7 +733,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<()> {
             match embedder.frame_vector(&image, f) {
                 Ok(v) => frames.push((
                     v,
-                    embed::EntryMeta::for_frame(&image.meta, f, &file.display().to_string()),
+                    embed::EntryMeta::for_frame(&image.meta, f, &relative_to(file, &args.paths)),
                 )),
                 Err(e) => {
                     pb.suspend(|| eprintln!("skipping {} frame {f}: {e:#}", file.display()));
