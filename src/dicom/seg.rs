@@ -602,6 +602,24 @@ fn civil_date_time(secs: u64) -> (String, String) {
 mod tests {
     use super::*;
 
+    /// Rows and Columns of a SEG are 16-bit: a source claiming more is refused (it was
+    /// cast, wrapping to another size).
+    #[test]
+    fn sources_wider_than_16_bits_are_refused() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/MR_small.dcm"
+        ))
+        .unwrap();
+        let mut image = crate::dicom::read(&bytes).unwrap();
+        image.meta.rows = 70000;
+        let mask = vec![0u8; 70000 * image.meta.cols as usize];
+        let err = write_seg(&image, 0, &mask, &SegmentInfo::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 65535"), "{err}");
+    }
+
     #[test]
     fn bits_pack_lsb_first_and_even() {
         assert_eq!(pack_bits(&[1, 0, 0, 0, 0, 0, 0, 0, 1]), vec![1, 1]);

@@ -389,3 +389,44 @@ impl Volume {
         Ok(h)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume(cols: usize, spacing: [f64; 3]) -> Volume {
+        let mut affine_lps = [[0.0; 4]; 4];
+        for (i, row) in affine_lps.iter_mut().enumerate() {
+            row[i] = 1.0;
+        }
+        Volume {
+            cols,
+            rows: 1,
+            slices: 1,
+            values: vec![0.0; cols],
+            spacing,
+            affine_lps,
+            warnings: Vec::new(),
+            sources: vec![(0, 0)],
+        }
+    }
+
+    /// NIfTI-1 stores each side in 16 bits: a wider volume is refused (it wrapped to a
+    /// negative size before), as is one without a positive spacing (a NaN in the header).
+    #[test]
+    fn nifti_refuses_sides_past_16_bits_and_spacings_that_are_not_positive() {
+        assert!(volume(32767, [1.0; 3]).to_nifti().is_ok());
+        let err = volume(40000, [1.0; 3]).to_nifti().unwrap_err().to_string();
+        assert!(
+            err.contains("40000x1x1") && err.contains("1 to 32767"),
+            "{err}"
+        );
+        for bad in [0.0, -1.0, f64::NAN] {
+            let err = volume(4, [1.0, bad, 1.0])
+                .to_nifti()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not positive"), "{err}");
+        }
+    }
+}
