@@ -188,7 +188,7 @@ fn vit_config_corpus_replays_without_panic() {
 
 /// Each regression file and the reason it must be refused with (the words its name
 /// stands for).
-const REGRESSIONS: [(&str, &str); 8] = [
+const REGRESSIONS: [(&str, &str); 10] = [
     (
         "oom-unknown-vr-declares-3.7GB.dcm",
         "declares 3758161918 bytes",
@@ -212,6 +212,14 @@ const REGRESSIONS: [(&str, &str); 8] = [
     (
         "crash-j2k-codestream-larger-than-image.dcm",
         "codestream is 40192x512",
+    ),
+    (
+        "oom-stray-delimiter-declares-1.2GB.dcm",
+        "(FFFE,E0DD) declares 1224740864 bytes (0 required)",
+    ),
+    (
+        "overflow-openjp2-packet-header-j2k.dcm",
+        "Could not decode pixel data",
     ),
     (
         "oom-segmented-palette-entries-minus-1.dcm",

@@ -101,6 +101,18 @@ fn scan_data_set(body: &[u8], mut pos: usize, encoding: Encoding) -> Result<(), 
                     check(body, &h)?;
                     pos = h.value_at + h.len as usize;
                 }
+                // Delimiters have length 0 (PS3.5 7.5): where one declares more,
+                // dicom-parser may read that many bytes as a value (it allocated 1.2 GB
+                // for a stray sequence delimiter, found by the fuzzer), so the walk and
+                // the parser would part ways. Refused.
+                (0xE00D | 0xE0DD, _) if h.len != 0 => {
+                    return Err(Error::Parse(format!(
+                        "delimitation item ({:04X},{:04X}) declares {} bytes (0 required); refused before allocating",
+                        h.tag.group(),
+                        h.tag.element(),
+                        h.len
+                    )));
+                }
                 (0xE0DD, true) => {
                     in_pixel_sequence = false;
                     pos = h.value_at;
