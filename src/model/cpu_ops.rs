@@ -3,7 +3,7 @@
 //!
 //! burn-flex computes elementwise operations on one thread, and GELU with libm's scalar
 //! `erff` per element: 183 ms on a `[1,256,256,256]` tensor, the size of TinyViT's first
-//! stage, where the encoder applies it four times (BENCHMARKS.md, "Where the encoder's time
+//! stage, where the encoder applies it four times (docs/benchmarks-history.md, "Where the encoder's time
 //! goes"). Here GELU runs in place on the tensor's own storage (no copy when the tensor is
 //! not shared), with a branch-free rational `erf` the compiler vectorises, split over the
 //! CPU threads where the platform has them. GELU's and softmax's loops are compiled once
@@ -968,13 +968,13 @@ pub fn window_attention(qkv: Tensor<3>, bias: Tensor<3>, heads: usize, scale: f3
 /// `layer.forward(x)` for `x [.., K]`: `x W + b` with `W [K, N]`. On the flex backend with
 /// f32 data and weights (quantized weights go to Burn), at least `LINEAR_MIN_ROWS` (64) rows
 /// and vectors of 8 or more f32 lanes (AVX2, AVX-512; on 128-bit vectors, wasm SIMD128
-/// among them, the `gemm` crate's kernels were faster: BENCHMARKS.md), our own product: the weights packed once per call into column panels of two
+/// among them, the `gemm` crate's kernels were faster: docs/benchmarks-history.md), our own product: the weights packed once per call into column panels of two
 /// vectors, rows split over the threads in blocks of 96, each `6 x 2-vector` tile
 /// accumulated in registers over the whole K (in slices that keep the panel in L1) and
 /// stored once with the bias added. Compiled per instruction set at run time (AVX-512,
 /// AVX2, NEON, SIMD128). The `gemm` crate behind Burn's matmul packs both operands on
 /// every call and adds the bias in a second pass; on TinyViT's projections this is
-/// 0.66–0.99x of its time (BENCHMARKS.md).
+/// 0.66–0.99x of its time (docs/benchmarks-history.md).
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     linear_with(layer, x, None, false)
 }

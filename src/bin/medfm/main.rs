@@ -1164,7 +1164,7 @@ fn cmd_bench(args: BenchArgs) -> Result<()> {
 /// glibc serves every allocation above its mmap threshold (at most 32 MiB, and the
 /// encoder's first-stage tensors are 64 MiB) with a fresh `mmap` and returns it with
 /// `munmap` when freed, so every such tensor costs page faults and kernel zeroing: 0.8 s of
-/// a 2.4 s encode on 2 cores (BENCHMARKS.md). With mmap off and trimming off, freed blocks
+/// a 2.4 s encode on 2 cores (docs/benchmarks-history.md). With mmap off and trimming off, freed blocks
 /// are reused; peak RSS stays the same. `MEDFM_SYSTEM_MALLOC=1` keeps glibc's defaults (for
 /// comparisons).
 fn keep_freed_memory() {
