@@ -725,3 +725,71 @@ fn a_symlink_loop_is_walked_once() {
     assert_eq!(j["series"][0]["instances"], 1, "{stdout}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Errors exit with the documented code of their kind: 2 bad input, 3 weights, 5 files.
+#[test]
+fn exit_codes_say_what_kind_of_error() {
+    let mr = data("MR_small.dcm").display().to_string();
+    let out = tmp("codes.png");
+    let code = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_medfm"))
+            .args(args)
+            .env("MEDFM_WEIGHTS_DIR", weights_dir())
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    let notdicom = data("parity/manifest.json").display().to_string();
+    assert_eq!(
+        code(&[
+            "segment",
+            &mr,
+            "--box",
+            "10,10,5,20",
+            "--cpu",
+            "--out",
+            &out
+        ]),
+        Some(2)
+    );
+    assert_eq!(
+        code(&["segment", &mr, "--box", "1,2,3", "--cpu", "--out", &out]),
+        Some(2)
+    );
+    assert_eq!(
+        code(&[
+            "segment", &notdicom, "--box", "1,1,9,9", "--cpu", "--out", &out
+        ]),
+        Some(2)
+    );
+    assert_eq!(
+        code(&["segment", &mr, "--box", "1,1,9,9", "--cpu", "--out", &mr]),
+        Some(2)
+    );
+    let missing = [
+        "segment",
+        &mr,
+        "--box",
+        "1,1,9,9",
+        "--cpu",
+        "--weights",
+        "/nonexistent.bpk",
+        "--out",
+        &out,
+    ];
+    assert_eq!(code(&missing), Some(3));
+    assert_eq!(
+        code(&[
+            "segment",
+            &mr,
+            "--box",
+            "10,10,50,50",
+            "--cpu",
+            "--out",
+            "/dev/full"
+        ]),
+        Some(5)
+    );
+    assert_eq!(code(&["info", "/nonexistent-folder"]), Some(5));
+}

@@ -32,6 +32,9 @@ pub enum Error {
     /// An embedding index that cannot be read or extended.
     #[error("index: {0}")]
     Index(String),
+    /// The device failed (a GPU readback, a lost device).
+    #[error("device: {0}")]
+    Device(String),
 }
 
 /// A prompt in original image pixel coordinates (columns x, rows y).
@@ -159,7 +162,7 @@ pub fn tensor_to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
 }
 
 fn readback_error(e: impl std::fmt::Debug) -> Error {
-    Error::Unsupported(format!("cannot read a result back from the device: {e:?}"))
+    Error::Device(format!("cannot read a result back from the device: {e:?}"))
 }
 
 impl Segmenter {

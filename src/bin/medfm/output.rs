@@ -10,7 +10,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use crate::common::bail_input;
+use anyhow::{Context, Result};
 
 /// The outputs of one command, checked against its inputs and each other.
 pub struct Outputs {
@@ -45,19 +46,19 @@ impl Outputs {
     /// output of the same command. Call for every output before the work starts.
     pub fn claim(&mut self, path: &Path, what: &str) -> Result<()> {
         let Some(p) = resolved(path) else {
-            bail!(
+            bail_input!(
                 "{what} {}: its folder does not exist or cannot be read",
                 path.display()
             );
         };
         if self.inputs.contains(&p) {
-            bail!(
+            bail_input!(
                 "{what} {} is one of the input files: refusing to overwrite an input (choose another output path)",
                 path.display()
             );
         }
         if self.outputs.contains(&p) {
-            bail!(
+            bail_input!(
                 "{what} {} is already another output of this command",
                 path.display()
             );

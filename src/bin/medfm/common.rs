@@ -1,0 +1,237 @@
+//! What every command shares: the device rule, the weights' location and check, file
+//! lists, number parsing, spinners.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use indicatif::ProgressStyle;
+use medfm::Device;
+use medfm::model::weights::{self, Precision};
+
+/// Where the model runs (the same rule for every command: `medfm::pipeline::device`).
+#[derive(clap::Args, Clone, Copy)]
+pub(crate) struct DeviceArgs {
+    /// Run on the CPU backend.
+    #[arg(long, conflicts_with = "gpu")]
+    cpu: bool,
+    /// Run on the GPU adapter (wgpu) even when it is a software one (lavapipe,
+    /// SwiftShader, WARP); an error without an adapter. Default: a real GPU when there
+    /// is one, else the CPU backend.
+    #[arg(long)]
+    gpu: bool,
+}
+
+pub(crate) fn weights_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    explicit
+        .or_else(weights::default_dir)
+        .context("no weights folder: set MEDFM_WEIGHTS_DIR (HOME and XDG_DATA_HOME are unset)")
+}
+
+/// Where the weights of `precision` are, unless a file is given.
+pub(crate) fn weights_path(explicit: Option<PathBuf>, precision: Precision) -> Result<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p),
+        None => Ok(weights_dir(None)?.join(precision.file_name())),
+    }
+}
+
+/// Read a `.bpk`, check it against the pinned files (of `expected` when known) unless
+/// `allow_unpinned`, and decode it on `device`, with a spinner.
+pub(crate) fn load_sam(
+    wpath: &Path,
+    device: &Device,
+    expected: Option<Precision>,
+    allow_unpinned: bool,
+) -> Result<medfm::model::Sam> {
+    let wbytes = std::fs::read(wpath).map_err(|e| {
+        Failure::Weights(format!(
+            "reading weights {}: {e}; run `medfm weights fetch` first (or pass --weights to `segment`)",
+            wpath.display()
+        ))
+    })?;
+    if !allow_unpinned {
+        weights::check_pinned(&wbytes, expected, &wpath.display().to_string())?;
+    }
+    let pb = spinner("loading weights");
+    let sam = weights::load_bpk(wbytes, device).with_context(|| wpath.display().to_string())?;
+    pb.finish_and_clear();
+    Ok(sam)
+}
+
+/// The device of a command: `--cpu`, `--gpu`, or (neither) a real GPU adapter when there
+/// is one, else the CPU backend, by the library's rule (`pipeline::device`). Returns the
+/// device and its description; a passed-over adapter is noted on stderr.
+pub(crate) fn select_device(args: DeviceArgs) -> Result<(Device, String)> {
+    use medfm::pipeline::device::{AdapterFacts, DeviceChoice, use_gpu};
+    let choice = match (args.cpu, args.gpu) {
+        (true, _) => DeviceChoice::Cpu,
+        (_, true) => DeviceChoice::Gpu,
+        _ => DeviceChoice::Auto,
+    };
+    if choice == DeviceChoice::Cpu {
+        return Ok((Device::flex(), "cpu (flex)".into()));
+    }
+    let probe = Device::wgpu_options()
+        .init_with_setup()
+        .map(|(device, setup)| {
+            let info = setup.adapter.get_info();
+            let facts = AdapterFacts {
+                cpu_device_type: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
+                is_fallback_adapter: false,
+                name: info.name.clone(),
+                driver: format!("{} {}", info.driver, info.driver_info),
+            };
+            (device, facts)
+        });
+    let facts = match &probe {
+        Ok((_, f)) => Ok(f),
+        Err(e) => Err(e.to_string()),
+    };
+    let (gpu, note) = use_gpu(choice, facts.as_ref().map_err(String::as_str).copied())
+        .map_err(|e| Failure::Device(format!("{e}; use --cpu")))?;
+    if let Some(note) = note {
+        eprintln!("note: {note}; using the CPU backend");
+    }
+    match probe {
+        Ok((device, facts)) if gpu => Ok((device, format!("gpu (wgpu: {})", facts.name))),
+        _ => Ok((Device::flex(), "cpu (flex)".into())),
+    }
+}
+
+pub(crate) fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
+/// Files below the given paths, sorted, folders walked recursively. Symbolic links are
+/// followed, but a folder already walked (a link back up the tree, or two links to one
+/// folder) is walked once, so a link loop cannot make this run forever.
+pub(crate) fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut seen_dirs = std::collections::HashSet::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let md = std::fs::metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+        if md.is_dir() {
+            let real =
+                std::fs::canonicalize(&p).with_context(|| format!("resolving {}", p.display()))?;
+            if !seen_dirs.insert(real) {
+                continue;
+            }
+            for entry in
+                std::fs::read_dir(&p).with_context(|| format!("listing {}", p.display()))?
+            {
+                stack.push(entry?.path());
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// `file`'s path relative to the input path it was found under (a folder given to the
+/// command, or the file itself: its name), so that an index names files without where
+/// the folder was on this machine.
+pub(crate) fn relative_to(file: &Path, inputs: &[PathBuf]) -> String {
+    for root in inputs {
+        if file == root {
+            return root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        if let Ok(rest) = file.strip_prefix(root) {
+            return rest.display().to_string();
+        }
+    }
+    file.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub(crate) fn parse_floats(s: &str, what: &str) -> Result<Vec<f32>> {
+    s.split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<f32>()
+                .with_context(|| format!("{what} `{s}`: `{t}` is not a number"))
+        })
+        .collect()
+}
+
+pub(crate) fn parse_box(s: &str) -> Result<[f32; 4]> {
+    let v = parse_floats(s, "--box")?;
+    if v.len() != 4 {
+        bail_input!("--box takes four numbers X0,Y0,X1,Y1, got `{s}`");
+    }
+    Ok([v[0], v[1], v[2], v[3]])
+}
+
+/// `--precision`: the weights of one of the pinned files.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PrecisionArg {
+    /// 32-bit float, as imported.
+    Fp32,
+    /// 8-bit weights (docs/quantization.md).
+    Int8,
+    /// 8-bit, the mask decoder's token layers 4-bit.
+    Int4,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Int8 => Precision::Int8,
+            PrecisionArg::Int4 => Precision::Int4,
+        }
+    }
+}
+
+/// Return early with a [`Failure::Input`] (exit code 2).
+macro_rules! bail_input {
+    ($($t:tt)*) => {
+        return Err(anyhow::Error::from($crate::common::Failure::Input(format!($($t)*))))
+    };
+}
+pub(crate) use bail_input;
+
+/// Return early with a [`Failure::Weights`] (exit code 3).
+macro_rules! bail_weights {
+    ($($t:tt)*) => {
+        return Err(anyhow::Error::from($crate::common::Failure::Weights(format!($($t)*))))
+    };
+}
+pub(crate) use bail_weights;
+
+/// An error of the command line itself whose kind sets the exit code (see main.rs).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// Arguments or input the command cannot use.
+    #[error("{0}")]
+    Input(String),
+    /// Weights missing, unpinned or unreadable.
+    #[error("{0}")]
+    Weights(String),
+    /// No usable device.
+    #[error("{0}")]
+    Device(String),
+}
+
+impl Failure {
+    /// The documented exit code.
+    pub(crate) fn code(&self) -> u8 {
+        match self {
+            Failure::Input(_) => 2,
+            Failure::Weights(_) => 3,
+            Failure::Device(_) => 4,
+        }
+    }
+}

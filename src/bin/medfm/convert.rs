@@ -1,0 +1,133 @@
+//! `medfm convert`: a series to NIfTI-1, or one frame to an 8-bit PNG through its VOI.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use medfm::dicom::lut::{Voi, Window};
+
+use crate::common::bail_input;
+use crate::common::{collect_files, parse_floats};
+use crate::output::{Outputs, write_atomic, write_png};
+
+#[derive(clap::Args)]
+pub(crate) struct ConvertArgs {
+    /// DICOM files or folders (searched recursively); one series for NIfTI.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Output: `.nii`, `.nii.gz` or `.png`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Frame for PNG output (0-based).
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    /// Window for PNG output: CENTER,WIDTH (LINEAR); overrides the file's VOI.
+    #[arg(long, value_name = "C,W", conflicts_with = "voi")]
+    window: Option<String>,
+    /// Which of the frame's VOIs to use for PNG output (0-based, as `medfm info --json`
+    /// lists them: windows with their explanation, then VOI LUT tables). Default: the
+    /// first, else the frame's min..max.
+    #[arg(long, value_name = "N")]
+    voi: Option<usize>,
+}
+
+pub(crate) fn cmd_convert(args: ConvertArgs) -> Result<()> {
+    let name = args.out.to_string_lossy().to_lowercase();
+    let files = collect_files(&args.paths)?;
+    Outputs::new(&files).claim(&args.out, "--out")?;
+    let mut images = Vec::new();
+    for file in &files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        match medfm::dicom::read(&bytes) {
+            Ok(i) => images.push(i),
+            Err(e) => eprintln!("skipping {}: {e}", file.display()),
+        }
+    }
+    if images.is_empty() {
+        bail_input!("no readable DICOM file under the given paths");
+    }
+    if name.ends_with(".png") {
+        if images.len() != 1 {
+            bail_input!("PNG output takes one DICOM file, got {}", images.len());
+        }
+        let image = &images[0];
+        let frame = image.frame(args.frame)?;
+        if frame.channels != 1 {
+            let rgb: Vec<u8> = frame
+                .values
+                .iter()
+                .map(|v| v.clamp(0.0, 255.0) as u8)
+                .collect();
+            return write_png(&args.out, frame.cols, frame.rows, png::ColorType::Rgb, &rgb);
+        }
+        let (vois, skipped) = image.vois(args.frame)?;
+        for p in &skipped {
+            eprintln!("warning: skipping the file's window: {p}");
+        }
+        let voi = match (&args.window, args.voi) {
+            (Some(w), _) => {
+                let v = parse_floats(w, "--window")?;
+                if v.len() != 2 {
+                    bail_input!("--window takes CENTER,WIDTH, got `{w}`");
+                }
+                let window = Window::linear(v[0] as f64, v[1] as f64);
+                window
+                    .check()
+                    .map_err(|e| anyhow::anyhow!("--window {w}: {e}"))?;
+                Some(Voi::Window(window))
+            }
+            (None, Some(n)) => Some(vois.get(n).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--voi {n}: frame {} has {} VOI(s) (see `medfm info --json`)",
+                    args.frame,
+                    vois.len()
+                )
+            })?),
+            (None, None) => vois.first().cloned(),
+        };
+        let invert = image.meta.photometric == "MONOCHROME1";
+        let grey = medfm::dicom::lut::render_grey(&frame.values, voi.as_ref(), invert);
+        write_png(
+            &args.out,
+            frame.cols,
+            frame.rows,
+            png::ColorType::Grayscale,
+            &grey,
+        )?;
+        println!(
+            "{} ({}x{}, VOI {}{})",
+            args.out.display(),
+            frame.cols,
+            frame.rows,
+            voi.as_ref()
+                .map_or_else(|| "min..max".to_string(), Voi::describe),
+            if invert { ", MONOCHROME1 inverted" } else { "" }
+        );
+        return Ok(());
+    }
+    if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
+        bail_input!("--out must end in .nii, .nii.gz or .png");
+    }
+    let volume = medfm::dicom::volume::assemble(&images)?;
+    for w in &volume.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut bytes = volume.to_nifti()?;
+    if name.ends_with(".gz") {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&bytes)?;
+        bytes = enc.finish()?;
+    }
+    write_atomic(&args.out, &bytes)?;
+    println!(
+        "{} ({}x{}x{}, spacing {:.3}x{:.3}x{:.3} mm)",
+        args.out.display(),
+        volume.cols,
+        volume.rows,
+        volume.slices,
+        volume.spacing[0],
+        volume.spacing[1],
+        volume.spacing[2]
+    );
+    Ok(())
+}

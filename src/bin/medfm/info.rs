@@ -1,0 +1,78 @@
+//! `medfm info`: what DICOM files or folders hold, without patient identifiers.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::common::collect_files;
+
+#[derive(clap::Args)]
+pub(crate) struct InfoArgs {
+    /// DICOM files or folders (searched recursively).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Show PatientID instead of "patient N".
+    #[arg(long)]
+    show_patient_ids: bool,
+}
+
+pub(crate) fn cmd_info(args: InfoArgs) -> Result<()> {
+    let files = collect_files(&args.paths)?;
+    let mut catalog = medfm::dicom::catalog::Catalog::new(args.show_patient_ids);
+    let mut not_dicom = Vec::new();
+    let mut not_part10 = 0usize;
+    for file in &files {
+        let name = file.display().to_string();
+        let bytes = std::fs::read(file).with_context(|| format!("reading {name}"))?;
+        match medfm::dicom::read(&bytes) {
+            Ok(image) => {
+                let decode = image.frame(0).map(|_| ()).map_err(|e| e.to_string());
+                catalog.add(&name, &image, decode);
+            }
+            Err(medfm::dicom::Error::NotDicom(_)) => not_part10 += 1,
+            Err(e) => not_dicom.push((name, e.to_string())),
+        }
+    }
+    let entries = catalog.entries();
+    if args.json {
+        let skipped: Vec<_> = not_dicom
+            .iter()
+            .map(|(f, e)| serde_json::json!({"file": f, "error": e}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"series": entries, "unreadable": skipped})
+            )?
+        );
+        return Ok(());
+    }
+    println!("patient     mod       size  inst frames  transfer syntax          decodable");
+    for e in &entries {
+        println!(
+            "{:<11} {:<4} {:>9} {:>5} {:>6}  {:<24} {}",
+            e.patient,
+            e.modality,
+            e.size,
+            e.instances,
+            e.frames,
+            e.transfer_syntaxes.join(","),
+            e.not_decodable
+                .as_deref()
+                .map_or("yes".to_string(), |w| format!("no: {w}"))
+        );
+    }
+    for (f, e) in &not_dicom {
+        println!("unreadable  {f}: {e}");
+    }
+    println!(
+        "{} series in {} files ({} unreadable DICOM, {not_part10} not DICOM)",
+        entries.len(),
+        files.len(),
+        not_dicom.len()
+    );
+    Ok(())
+}
