@@ -150,7 +150,7 @@ fn bad_input_gets_a_clear_error() {
     );
     expect_error(
         &["segment", &mr, "--point", "3,4,7", "--cpu", "--out", &out],
-        "LABEL 0 or 1",
+        "point label 7: use 1 (foreground) or 0 (background)",
     );
     expect_error(&["segment", &mr, "--cpu", "--out", &out], "--box");
     expect_error(

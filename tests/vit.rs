@@ -87,9 +87,17 @@ fn mismatching_config_is_refused_with_what_differs() {
         err.contains("missing") && err.contains("encoder.layer.2"),
         "{err}"
     );
+    // A config describing more values than the file holds is refused before the model is
+    // built; one of the same size with other shapes when the tensors are matched.
     let wider = config.replace("\"hidden_size\": 32", "\"hidden_size\": 64");
     let err = vit::load_safetensors(&wider, weights.clone(), &Device::flex())
         .expect_err("a wider config must not load")
+        .to_string();
+    assert!(err.contains("more than model.safetensors"), "{err}");
+    let narrower_mlp = config.replace("\"mlp_ratio\": 4", "\"mlp_ratio\": 2");
+    assert_ne!(narrower_mlp, config);
+    let err = vit::load_safetensors(&narrower_mlp, weights.clone(), &Device::flex())
+        .expect_err("another MLP width must not load")
         .to_string();
     assert!(err.contains("does not match"), "{err}");
     let swiglu = config.replace("\"use_swiglu_ffn\": false", "\"use_swiglu_ffn\": true");

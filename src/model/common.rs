@@ -10,7 +10,7 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::cpu_ops::{conv1x1, conv1x1_tokens, depthwise_conv3x3, depthwise_conv3x3_tokens, gelu};
+use super::kernels::{conv1x1, conv1x1_tokens, depthwise_conv3x3, depthwise_conv3x3_tokens, gelu};
 
 /// Channel-wise LayerNorm over `[B, C, H, W]` (normalises across C at each pixel).
 #[derive(Module, Debug)]

@@ -10,7 +10,7 @@ use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::common::{LayerNorm2d, Mlp};
-use super::cpu_ops::gelu;
+use super::kernels::gelu;
 use super::two_way_transformer::TwoWayTransformer;
 
 /// Hyper-parameters of the mask decoder.

@@ -8,7 +8,7 @@
 //! - [`vit`]: DINOv2-compatible ViT (bring-your-own safetensors, e.g. RAD-DINO)
 
 pub mod common;
-pub mod cpu_ops;
+pub(crate) mod kernels;
 pub mod mask_decoder;
 pub mod prompt_encoder;
 pub mod sam;

@@ -11,7 +11,7 @@ use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::common::LayerNorm2d;
-use super::cpu_ops::gelu;
+use super::kernels::gelu;
 
 /// Hyper-parameters of the prompt encoder.
 #[derive(Config, Debug)]

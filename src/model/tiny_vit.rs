@@ -18,7 +18,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{Conv2dBn, Conv2dBnConfig, LayerNorm2d};
-use super::cpu_ops::{
+use super::kernels::{
     conv1x1_tokens, linear, linear_add, linear_gelu, mbconv, patch_merging, window_attention,
     window_partition, window_reverse_add,
 };

@@ -8,7 +8,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::common::{MlpBlock, contiguous};
-use super::cpu_ops::softmax;
+use super::kernels::softmax;
 
 /// Multi-head attention with an optional down-projection of the internal width.
 #[derive(Module, Debug)]

@@ -18,7 +18,7 @@ use burn::store::{KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, Safetensors
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::Error;
-use super::cpu_ops::{gelu, softmax};
+use super::kernels::{gelu, softmax};
 
 /// The fields of a Hugging Face DINOv2 `config.json` this implementation reads.
 #[derive(Debug, Clone, serde::Deserialize)]

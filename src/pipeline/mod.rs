@@ -37,6 +37,20 @@ pub enum Error {
     Device(String),
 }
 
+/// A point's label as users give it (the CLI's `--point X,Y,LABEL`, the JS API's
+/// `[x, y, label]`): 1 foreground, 0 background; anything else is refused, never rounded.
+pub fn point_label(label: f32) -> Result<bool, Error> {
+    if label == 1.0 {
+        Ok(true)
+    } else if label == 0.0 {
+        Ok(false)
+    } else {
+        Err(Error::Prompt(format!(
+            "point label {label}: use 1 (foreground) or 0 (background)"
+        )))
+    }
+}
+
 /// A prompt in original image pixel coordinates (columns x, rows y).
 #[derive(Debug, Clone, Default)]
 pub struct PixelPrompt {

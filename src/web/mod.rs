@@ -338,13 +338,15 @@ impl Engine {
             let t = Instant::now();
             let req: Request = serde_wasm_bindgen::from_value(request)
                 .map_err(|e| err(format!("malformed segment request: {e}")))?;
+            let points = req
+                .points
+                .iter()
+                .map(|p| Ok((p[0], p[1], pipeline::point_label(p[2])?)))
+                .collect::<Result<Vec<_>, pipeline::Error>>()
+                .map_err(err)?;
             let prompt = PixelPrompt {
                 bbox: req.bbox,
-                points: req
-                    .points
-                    .iter()
-                    .map(|p| (p[0], p[1], p[2] > 0.5))
-                    .collect(),
+                points,
                 multimask: req.multimask,
             };
             let (cached, pre, emb) = ensure_encoded(&state, id, frame).await?;

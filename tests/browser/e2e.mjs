@@ -347,6 +347,8 @@ async function cpuPath(browser, url, server, trap) {
   check(api.len === 484 * 484 && api.sum === api.area && api.backend === 'cpu', 'medfm.segment() returns {mask, rows, cols, area, backend}', JSON.stringify(api));
   const bad = await page.evaluate(() => window.medfm.segment({ series: 0, frame: 0, box: [10, 10, 5, 5] }).then(() => 'resolved', (e) => e.message));
   check(/empty/.test(bad), 'a bad box is rejected with a reason', bad);
+  const badLabel = await page.evaluate(() => window.medfm.segment({ series: 0, frame: 0, points: [[150, 318, 0.7]] }).then(() => 'resolved', (e) => e.message));
+  check(/point label 0.7: use 1 \(foreground\) or 0 \(background\)/.test(badLabel), 'a point label other than 0 or 1 is refused (as by the CLI)', badLabel);
   const emb = await page.evaluate(async () => {
     const v = await window.medfm.embed({ series: 0, frame: 0 });
     return { n: v.length, norm: Math.sqrt(v.reduce((a, x) => a + x * x, 0)) };

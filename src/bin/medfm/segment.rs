@@ -61,8 +61,8 @@ pub(crate) fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
         let v = parse_floats(s, "--point")?;
         let positive = match v.len() {
             2 => true,
-            3 if v[2] == 1.0 => true,
-            3 if v[2] == 0.0 => false,
+            3 => medfm::pipeline::point_label(v[2])
+                .map_err(|e| crate::common::Failure::Input(format!("--point `{s}`: {e}")))?,
             _ => bail_input!("--point takes X,Y or X,Y,LABEL with LABEL 0 or 1, got `{s}`"),
         };
         points.push((v[0], v[1], positive));
