@@ -342,7 +342,7 @@ pub const BLOCK_Q4: u8 = 16;
 /// Everything else stays f32: the early convolutions (per-tensor or per-channel 8-bit
 /// on any single one of them moves the embedding as much as 8-bit on all Linear layers
 /// together, measured on calibration images), the depthwise ones, norms, biases (the
-/// encoder's corrected by [`bias_corrected`] when a file is written),
+/// encoder's corrected by [`super::calibration::bias_corrected`] when a file is written),
 /// embeddings, tokens, attention biases and the positional-encoding matrix. Measurements
 /// behind the choice: README, "Weights files and quantization".
 pub fn plan(precision: crate::model::Precision) -> impl Fn(&str, &[usize]) -> Option<Rule> {

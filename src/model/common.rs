@@ -104,7 +104,7 @@ impl Conv2dBnConfig {
 
 impl Conv2dBn {
     /// `[B, C_in, H, W] -> [B, C_out, H', W']` (1x1 and depthwise 3x3 ones through the CPU
-    /// fast paths [`conv1x1`] and [`depthwise_conv3x3`] where they apply).
+    /// fast paths `kernels::conv1x1` and `kernels::depthwise_conv3x3` where they apply).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if self.c.kernel_size == [1, 1] {
             conv1x1(&self.c, x, None, false)
@@ -115,7 +115,7 @@ impl Conv2dBn {
 
     /// The same convolution on channels-last tokens, then GELU when `then_gelu`:
     /// `[B, H*W, C_in] -> [B, H'*W', C_out]` (1x1 and depthwise 3x3 ones without leaving
-    /// that layout: [`conv1x1_tokens`], [`depthwise_conv3x3_tokens`]).
+    /// that layout: `kernels::conv1x1_tokens`, `kernels::depthwise_conv3x3_tokens`).
     pub fn forward_tokens(&self, x: Tensor<3>, h: usize, w: usize, then_gelu: bool) -> Tensor<3> {
         if self.c.kernel_size == [1, 1] {
             conv1x1_tokens(&self.c, x, then_gelu)

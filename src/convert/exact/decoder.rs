@@ -182,6 +182,37 @@ fn norm(p: &Params, pre: &str, x: &mut [f32], dim: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// The tokens attend to the image (`queries + pe` against `keys + pe`, values `keys`), the
+/// result added to the queries and normalised: the middle of a two-way block and the
+/// transformer's final step. `to_image`: `(keys + pe, keys, query pe)`.
+#[allow(clippy::too_many_arguments)]
+fn tokens_attend_to_image(
+    p: &Params,
+    pre: &str,
+    attn: &str,
+    norm_name: &str,
+    queries: &mut [f32],
+    (k, keys, tokens): (&[f32], &[f32], &[f32]),
+    heads: usize,
+    obs: &mut dyn Observer,
+) -> Result<(), Error> {
+    let dim = MaskDecoderConfig::new().transformer_dim;
+    let q = add(queries, tokens);
+    let a = attention(
+        p,
+        &format!("{pre}.{attn}"),
+        &q,
+        k,
+        keys,
+        dim,
+        dim / 2,
+        heads,
+        obs,
+    )?;
+    add_assign(queries, &a);
+    norm(p, &format!("{pre}.{norm_name}"), queries, dim)
+}
+
 /// The decoder's `MLP`: Linear layers with ReLU between.
 fn mlp(
     p: &Params,
@@ -275,21 +306,18 @@ pub fn decode(
             add_assign(&mut queries, &a);
         }
         norm(p, &format!("{pre}.norm1"), &mut queries, dim)?;
-        let q = add(&queries, &tokens);
         let k = add(&keys, image_pe);
-        let a = attention(
+        let to_image = (k.as_slice(), keys.as_slice(), &tokens[..]);
+        tokens_attend_to_image(
             p,
-            &format!("{pre}.cross_attn_token_to_image"),
-            &q,
-            &k,
-            &keys,
-            dim,
-            dim / 2,
+            &pre,
+            "cross_attn_token_to_image",
+            "norm2",
+            &mut queries,
+            to_image,
             heads,
             obs,
         )?;
-        add_assign(&mut queries, &a);
-        norm(p, &format!("{pre}.norm2"), &mut queries, dim)?;
         let mut h = linear(
             p,
             &format!("{pre}.mlp.lin1"),
@@ -320,21 +348,18 @@ pub fn decode(
         add_assign(&mut keys, &a);
         norm(p, &format!("{pre}.norm4"), &mut keys, dim)?;
     }
-    let q = add(&queries, &tokens);
     let k = add(&keys, image_pe);
-    let a = attention(
+    let to_image = (k.as_slice(), keys.as_slice(), &tokens[..]);
+    tokens_attend_to_image(
         p,
-        &format!("{t}.final_attn_token_to_image"),
-        &q,
-        &k,
-        &keys,
-        dim,
-        dim / 2,
+        t,
+        "final_attn_token_to_image",
+        "norm_final_attn",
+        &mut queries,
+        to_image,
         heads,
         obs,
     )?;
-    add_assign(&mut queries, &a);
-    norm(p, &format!("{t}.norm_final_attn"), &mut queries, dim)?;
 
     // Upscaling of the image tokens: two 2x2 stride-2 transposed convolutions.
     let up = upscale(p, &keys, side, dim)?;

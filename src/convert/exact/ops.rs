@@ -18,6 +18,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::model::kernels::parallel::threads;
 use macerator::{Arch, Scalar, Simd, Vector, vload_unaligned, vstore_unaligned};
 
 /// Rows of one register tile of [`matmul`].
@@ -41,16 +42,6 @@ fn arch() -> Arch {
     } else {
         Arch::detect()
     }
-}
-
-/// CPU threads the kernels split their work over (`RAYON_NUM_THREADS`, else all).
-fn threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1)
 }
 
 /// Runs `f(first_item, part)` over `data` cut into parts of whole `unit`-value items, at
@@ -161,19 +152,20 @@ impl<'a> Product<'a> {
         if rows == 0 || self.n == 0 {
             return;
         }
-        // SAFETY: `arch` is available (see `new`); `packed` was laid out for it.
-        unsafe {
-            matmul_rows(
-                self.arch,
-                a,
-                self.k,
-                &self.packed,
-                self.nr,
-                self.n,
-                self.bias,
-                out,
-            )
-        };
+        struct Rows<'p, 'b, 'o> {
+            p: &'p Product<'b>,
+            a: &'o [f32],
+            out: &'o mut [f32],
+        }
+        impl macerator::WithSimd for Rows<'_, '_, '_> {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: Simd>(self) {
+                rows_impl::<S>(self.p, self.a, self.out)
+            }
+        }
+        // SAFETY: `arch` is available (see `new`); `packed` was laid out for its lanes.
+        unsafe { self.arch.dispatch(Rows { p: self, a, out }) }
     }
 }
 
@@ -208,68 +200,9 @@ fn pack_panels(b: &[f32], k: usize, n: usize, nr: usize) -> Vec<f32> {
     packed
 }
 
-/// Rows of `a` (stride `k`) times the packed panels into `out` (`rows x n`).
-///
-/// # Safety
-/// `arch` is available on this CPU and `nr` is twice its f32 lanes.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_rows(
-    arch: Arch,
-    a: &[f32],
-    k: usize,
-    packed: &[f32],
-    nr: usize,
-    n: usize,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    struct Rows<'a> {
-        a: &'a [f32],
-        k: usize,
-        packed: &'a [f32],
-        nr: usize,
-        n: usize,
-        bias: Option<&'a [f32]>,
-        out: &'a mut [f32],
-    }
-    impl macerator::WithSimd for Rows<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn with_simd<S: Simd>(self) {
-            rows_impl::<S>(
-                self.a,
-                self.k,
-                self.packed,
-                self.nr,
-                self.n,
-                self.bias,
-                self.out,
-            )
-        }
-    }
-    let op = Rows {
-        a,
-        k,
-        packed,
-        nr,
-        n,
-        bias,
-        out,
-    };
-    // SAFETY: the caller's promise.
-    unsafe { arch.dispatch(op) }
-}
-
 #[inline(always)]
-fn rows_impl<S: Simd>(
-    a: &[f32],
-    k: usize,
-    packed: &[f32],
-    nr: usize,
-    n: usize,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
+fn rows_impl<S: Simd>(p: &Product, a: &[f32], out: &mut [f32]) {
+    let (k, packed, nr, n, bias) = (p.k, p.packed.as_slice(), p.nr, p.n, p.bias);
     let lanes = S::lanes32();
     assert_eq!(
         nr,
