@@ -693,6 +693,40 @@ fn segment(
     }
 }
 
+/// An 8-bit rendering of a frame: grey (1 channel) or RGB (3, interleaved), row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// 1 or 3.
+    pub channels: usize,
+    /// `rows * cols * channels` values.
+    pub pixels: Vec<u8>,
+    /// Whether MONOCHROME1 was inverted.
+    pub inverted: bool,
+}
+
+/// The display policy of one decoded frame, for every shell: colour frames (RGB, palettes
+/// already mapped to 0..255) as they are, clamped to 0..255; grey frames through `voi` (or
+/// their min..max when `None`) with MONOCHROME1 inverted (`photometric` of the image).
+pub fn render(frame: &super::Frame, voi: Option<&Voi>, photometric: &str) -> Rendered {
+    if frame.channels != 1 {
+        return Rendered {
+            channels: frame.channels,
+            pixels: frame
+                .values
+                .iter()
+                .map(|v| v.clamp(0.0, 255.0) as u8)
+                .collect(),
+            inverted: false,
+        };
+    }
+    let inverted = photometric == "MONOCHROME1";
+    Rendered {
+        channels: 1,
+        pixels: render_grey(&frame.values, voi, inverted),
+        inverted,
+    }
+}
+
 /// Render one grey frame of modality values to 8-bit display values: VOI (or the
 /// frame's min..max when `voi` is `None`), then MONOCHROME1 inversion when `invert`.
 pub fn render_grey(values: &[f32], voi: Option<&Voi>, invert: bool) -> Vec<u8> {

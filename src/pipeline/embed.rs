@@ -302,6 +302,39 @@ mod tests {
         assert!(err.contains("dimension 0"), "{err}");
     }
 
+    /// Per-series vectors: the normalised mean of each series' frames, series in order of
+    /// first appearance, without instance, frame or file.
+    #[test]
+    fn per_series_pools_frames_in_order() {
+        let m = |series: &str, i: u32| EntryMeta {
+            series_uid: series.into(),
+            ..meta(i)
+        };
+        let frames = vec![
+            (vec![1.0, 0.0], m("b", 0)),
+            (vec![0.0, 1.0], m("a", 1)),
+            (vec![0.0, 1.0], m("b", 2)),
+        ];
+        let out = per_series(frames);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].1.series_uid.as_str(), out[1].1.series_uid.as_str()),
+            ("b", "a")
+        );
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        assert!(
+            (out[0].0[0] - h).abs() < 1e-6 && (out[0].0[1] - h).abs() < 1e-6,
+            "{:?}",
+            out[0].0
+        );
+        assert_eq!(out[1].0, vec![0.0, 1.0]);
+        assert!(
+            out[0].1.instance_uid.is_empty()
+                && out[0].1.frame.is_none()
+                && out[0].1.file.is_empty()
+        );
+    }
+
     fn npy_with_shape(shape: &str) -> Vec<u8> {
         let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
         let mut npy = b"\x93NUMPY\x01\x00".to_vec();
@@ -309,6 +342,63 @@ mod tests {
         npy.extend_from_slice(header.as_bytes());
         npy
     }
+}
+
+/// The model that turns frames into vectors: LiteMedSAM's pooled encoder output (the
+/// default, 256-d) or a bring-your-own DINOv2 ([`VitEmbedder`]). The shells load the model
+/// (files, device); the rule of what a frame's vector is lives here.
+pub enum Embedder {
+    /// The LiteMedSAM encoder, pooled over the grid cells that cover the image.
+    LiteMedSam(Box<super::Segmenter>),
+    /// A DINOv2-compatible ViT.
+    Vit(Box<VitEmbedder>),
+}
+
+impl Embedder {
+    /// The L2-normalised vector of frame `frame` of `image`.
+    pub fn frame_vector(
+        &self,
+        image: &crate::dicom::DicomImage,
+        frame: u32,
+    ) -> Result<Vec<f32>, Error> {
+        match self {
+            Embedder::LiteMedSam(seg) => {
+                let pre = seg.prepare(image, frame)?;
+                let emb = seg.embed(&pre)?;
+                pooled_vector(&emb, &pre)
+            }
+            Embedder::Vit(e) => e.vector(&image.frame(frame)?, &image.meta),
+        }
+    }
+}
+
+/// One vector per series: the normalised mean of each series' frame vectors, in the order
+/// the series first appear, with the first frame's metadata (no instance, frame or file).
+pub fn per_series(frames: Vec<(Vec<f32>, EntryMeta)>) -> Vec<(Vec<f32>, EntryMeta)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: std::collections::HashMap<String, Vec<(Vec<f32>, EntryMeta)>> =
+        Default::default();
+    for (v, m) in frames {
+        if !groups.contains_key(&m.series_uid) {
+            order.push(m.series_uid.clone());
+        }
+        groups.entry(m.series_uid.clone()).or_default().push((v, m));
+    }
+    order
+        .into_iter()
+        .map(|uid| {
+            let members = &groups[&uid];
+            let vectors: Vec<Vec<f32>> = members.iter().map(|(v, _)| v.clone()).collect();
+            let first = &members[0].1;
+            let meta = EntryMeta {
+                instance_uid: String::new(),
+                frame: None,
+                file: String::new(),
+                ..first.clone()
+            };
+            (mean_vector(&vectors), meta)
+        })
+        .collect()
 }
 
 /// Which ViT output becomes the vector.

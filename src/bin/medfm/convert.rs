@@ -52,12 +52,14 @@ pub(crate) fn cmd_convert(args: ConvertArgs) -> Result<()> {
         let image = &images[0];
         let frame = image.frame(args.frame)?;
         if frame.channels != 1 {
-            let rgb: Vec<u8> = frame
-                .values
-                .iter()
-                .map(|v| v.clamp(0.0, 255.0) as u8)
-                .collect();
-            return write_png(&args.out, frame.cols, frame.rows, png::ColorType::Rgb, &rgb);
+            let rgb = medfm::dicom::lut::render(&frame, None, &image.meta.photometric);
+            return write_png(
+                &args.out,
+                frame.cols,
+                frame.rows,
+                png::ColorType::Rgb,
+                &rgb.pixels,
+            );
         }
         let (vois, skipped) = image.vois(args.frame)?;
         for p in &skipped {
@@ -84,14 +86,14 @@ pub(crate) fn cmd_convert(args: ConvertArgs) -> Result<()> {
             })?),
             (None, None) => vois.first().cloned(),
         };
-        let invert = image.meta.photometric == "MONOCHROME1";
-        let grey = medfm::dicom::lut::render_grey(&frame.values, voi.as_ref(), invert);
+        let grey = medfm::dicom::lut::render(&frame, voi.as_ref(), &image.meta.photometric);
+        let invert = grey.inverted;
         write_png(
             &args.out,
             frame.cols,
             frame.rows,
             png::ColorType::Grayscale,
-            &grey,
+            &grey.pixels,
         )?;
         println!(
             "{} ({}x{}, VOI {}{})",

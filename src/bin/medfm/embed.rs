@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use medfm::model::weights::Precision;
-use medfm::pipeline::{Segmenter, embed};
+use medfm::pipeline::Segmenter;
+use medfm::pipeline::embed::{self, Embedder};
 
 use crate::common::bail_input;
 use crate::common::{
@@ -103,50 +104,32 @@ pub(crate) fn load_segmenter(device: DeviceArgs) -> Result<(Segmenter, String)> 
     Ok((Segmenter::new(sam, device), name))
 }
 
-/// The embedding model of `embed` / `search`.
-pub(crate) enum Embedder {
-    LiteMedSam(Box<Segmenter>),
-    Vit(Box<embed::VitEmbedder>),
-}
-
-impl Embedder {
-    /// `litemedsam` or `dinov2:DIR`, on the chosen device.
-    fn load(model: &str, pool: PoolArg, device: DeviceArgs) -> Result<(Self, String)> {
-        if model == "litemedsam" {
-            let (seg, name) = load_segmenter(device)?;
-            return Ok((Embedder::LiteMedSam(Box::new(seg)), name));
-        }
-        let Some(dir) = model.strip_prefix("dinov2:") else {
-            bail_input!("--model `{model}`: use `litemedsam` or `dinov2:DIR`");
-        };
-        let dir = Path::new(dir);
-        let read = |name: &str| {
-            std::fs::read(dir.join(name))
-                .with_context(|| format!("reading {} (a Hugging Face DINOv2 directory has config.json and model.safetensors)", dir.join(name).display()))
-        };
-        let config = String::from_utf8(read("config.json")?).context("config.json is not UTF-8")?;
-        let weights = read("model.safetensors")?;
-        let pre = std::fs::read_to_string(dir.join("preprocessor_config.json")).ok();
-        let pool = match pool {
-            PoolArg::Mean => embed::Pool::PatchMean,
-            PoolArg::Cls => embed::Pool::Cls,
-        };
-        let (device, name) = select_device(device)?;
-        let e = embed::VitEmbedder::from_files(&config, weights, pre.as_deref(), pool, &device)
-            .with_context(|| format!("loading {}", dir.display()))?;
-        Ok((Embedder::Vit(Box::new(e)), name))
+/// The embedding model of `embed` / `search`: `litemedsam` or `dinov2:DIR`, loaded on the
+/// chosen device.
+fn load_embedder(model: &str, pool: PoolArg, device: DeviceArgs) -> Result<(Embedder, String)> {
+    if model == "litemedsam" {
+        let (seg, name) = load_segmenter(device)?;
+        return Ok((Embedder::LiteMedSam(Box::new(seg)), name));
     }
-
-    fn frame_vector(&self, image: &medfm::dicom::DicomImage, frame: u32) -> Result<Vec<f32>> {
-        match self {
-            Embedder::LiteMedSam(seg) => {
-                let pre = seg.prepare(image, frame)?;
-                let emb = seg.embed(&pre)?;
-                Ok(embed::pooled_vector(&emb, &pre)?)
-            }
-            Embedder::Vit(e) => Ok(e.vector(&image.frame(frame)?, &image.meta)?),
-        }
-    }
+    let Some(dir) = model.strip_prefix("dinov2:") else {
+        bail_input!("--model `{model}`: use `litemedsam` or `dinov2:DIR`");
+    };
+    let dir = Path::new(dir);
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .with_context(|| format!("reading {} (a Hugging Face DINOv2 directory has config.json and model.safetensors)", dir.join(name).display()))
+    };
+    let config = String::from_utf8(read("config.json")?).context("config.json is not UTF-8")?;
+    let weights = read("model.safetensors")?;
+    let pre = std::fs::read_to_string(dir.join("preprocessor_config.json")).ok();
+    let pool = match pool {
+        PoolArg::Mean => embed::Pool::PatchMean,
+        PoolArg::Cls => embed::Pool::Cls,
+    };
+    let (device, name) = select_device(device)?;
+    let e = embed::VitEmbedder::from_files(&config, weights, pre.as_deref(), pool, &device)
+        .with_context(|| format!("loading {}", dir.display()))?;
+    Ok((Embedder::Vit(Box::new(e)), name))
 }
 
 pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<()> {
@@ -157,7 +140,7 @@ pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<()> {
     let mut outputs = Outputs::new(&files);
     outputs.claim(&args.out, "--out")?;
     outputs.claim(&args.meta, "--meta")?;
-    let (embedder, device_name) = Embedder::load(&args.model, args.pool, args.device)?;
+    let (embedder, device_name) = load_embedder(&args.model, args.pool, args.device)?;
     let pb = ProgressBar::new(files.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} files {elapsed} {msg}").unwrap(),
@@ -195,35 +178,13 @@ pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
+    let frames = match args.per {
+        Per::Series => embed::per_series(frames),
+        Per::Frame => frames,
+    };
     let mut index = embed::Index::default();
-    if args.per == Per::Series {
-        let mut order: Vec<String> = Vec::new();
-        let mut groups: std::collections::HashMap<String, Vec<(Vec<f32>, embed::EntryMeta)>> =
-            Default::default();
-        for (v, m) in frames {
-            if !groups.contains_key(&m.series_uid) {
-                order.push(m.series_uid.clone());
-            }
-            groups.entry(m.series_uid.clone()).or_default().push((v, m));
-        }
-        for uid in order {
-            let members = &groups[&uid];
-            let vectors: Vec<Vec<f32>> = members.iter().map(|(v, _)| v.clone()).collect();
-            let first = &members[0].1;
-            index.add(
-                embed::mean_vector(&vectors),
-                embed::EntryMeta {
-                    instance_uid: String::new(),
-                    frame: None,
-                    file: String::new(),
-                    ..first.clone()
-                },
-            )?;
-        }
-    } else {
-        for (v, m) in frames {
-            index.add(v, m)?;
-        }
+    for (v, m) in frames {
+        index.add(v, m)?;
     }
     if index.is_empty() {
         bail_input!("nothing could be embedded ({skipped} files or frames skipped)");
@@ -253,7 +214,7 @@ pub(crate) fn cmd_search(args: SearchArgs) -> Result<()> {
     let bytes =
         std::fs::read(&args.query).with_context(|| format!("reading {}", args.query.display()))?;
     let image = medfm::dicom::read(&bytes).with_context(|| args.query.display().to_string())?;
-    let (embedder, _) = Embedder::load(&args.model, args.pool, args.device)?;
+    let (embedder, _) = load_embedder(&args.model, args.pool, args.device)?;
     let q = embedder.frame_vector(&image, args.frame)?;
     if q.len() != index.dim {
         bail_input!(
