@@ -786,6 +786,31 @@ mod tests {
     }
 
     #[test]
+    fn render_clamps_colour_and_inverts_monochrome1_only() {
+        use crate::dicom::Frame;
+        let rgb = Frame {
+            rows: 1,
+            cols: 2,
+            channels: 3,
+            values: vec![-4.0, 0.0, 12.7, 255.0, 300.0, 128.0],
+        };
+        let r = render(&rgb, None, "MONOCHROME1");
+        assert_eq!((r.channels, r.inverted), (3, false));
+        assert_eq!(r.pixels, vec![0, 0, 12, 255, 255, 128]);
+        let grey = Frame {
+            rows: 1,
+            cols: 2,
+            channels: 1,
+            values: vec![0.0, 100.0],
+        };
+        let m2 = render(&grey, None, "MONOCHROME2");
+        let m1 = render(&grey, None, "MONOCHROME1");
+        assert_eq!((m2.channels, m2.inverted, m1.inverted), (1, false, true));
+        assert_eq!(m2.pixels, vec![0, 255]);
+        assert_eq!(m1.pixels, vec![255, 0]);
+    }
+
+    #[test]
     fn segmented_palette_expands_discrete_linear_and_indirect_segments() {
         // discrete [0, 10], linear to 40 over 3, indirect repeating the first segment.
         let words: [u16; 11] = [0, 2, 0, 10, 1, 3, 40, 2, 1, 0, 0];
