@@ -13,6 +13,7 @@ mod jpeg12;
 pub mod lut;
 mod scan;
 pub mod seg;
+pub mod series;
 pub mod volume;
 
 use dicom_dictionary_std::tags;

@@ -14,7 +14,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_object::meta::FileMetaTableBuilder;
 
-use super::volume::{cross, dot};
+use super::series::{cross, dot};
 use super::{DicomImage, Error};
 
 /// SOP Class UID of Segmentation Storage.

@@ -1,15 +1,10 @@
-//! Series to volume: sort the slices of one series in space and give the voxel-to-patient
-//! geometry, then write NIfTI-1.
-//!
-//! A slice is one frame: single-frame instances give one each, multi-frame instances
-//! (Enhanced CT/MR/PET, with their geometry in the per-frame and shared functional groups)
-//! one per frame. Slices are ordered by ImagePositionPatient projected on the slice normal
-//! (the cross product of the two ImageOrientationPatient directions); without geometry, by
-//! InstanceNumber then frame number (with a warning). Mixed sizes are refused; uneven
+//! Series to volume: the slices of one series in the order of [`super::series::order`]
+//! with the voxel-to-patient geometry, then NIfTI-1. Mixed sizes are refused; uneven
 //! spacing (gaps) is reported as a warning and the median spacing is used.
 
 use dicom_dictionary_std::tags;
 
+use super::series::{self, Slices};
 use super::{DicomImage, Error};
 
 /// A 3-D array of modality-LUT values with its geometry.
@@ -34,40 +29,6 @@ pub struct Volume {
     pub sources: Vec<(usize, u32)>,
 }
 
-fn floats(img: &DicomImage, tag: dicom_core::Tag) -> Option<Vec<f64>> {
-    img.obj
-        .element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_multi_float64().ok())
-}
-
-/// A geometry attribute of one frame: top level (classic images), else the frame's
-/// functional group `group` (per-frame, then shared).
-fn frame_floats(
-    img: &DicomImage,
-    frame: u32,
-    group: dicom_core::Tag,
-    tag: dicom_core::Tag,
-) -> Option<Vec<f64>> {
-    floats(img, tag).or_else(|| {
-        super::lut::functional_groups(&img.obj, frame, group)
-            .find_map(|item| item.get(tag)?.to_multi_float64().ok())
-    })
-}
-
-pub(super) fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
-}
-
-pub(super) fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
 /// Assemble one series (single-frame instances in any order, or multi-frame instances)
 /// into a volume.
 pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
@@ -90,85 +51,27 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
             )));
         }
     }
-    // (image, frame) of every slice.
-    let slices: Vec<(usize, u32)> = images
-        .iter()
-        .enumerate()
-        .flat_map(|(i, img)| (0..img.meta.frames).map(move |f| (i, f)))
+    let refs: Vec<&DicomImage> = images.iter().collect();
+    let Slices {
+        order,
+        along,
+        origin,
+        row_dir,
+        col_dir,
+        normal,
+        warnings: assumed,
+    } = series::order(&refs)?;
+    warnings.extend(assumed);
+    let geom = |(i, f): (usize, u32), group, tag| series::frame_floats(&images[i], f, group, tag);
+    let spacing_rc =
+        geom(order[0], tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING).filter(|v| v.len() == 2);
+    let steps: Vec<f64> = along
+        .as_deref()
+        .unwrap_or_default()
+        .windows(2)
+        .map(|w| w[1] - w[0])
         .collect();
-    let geom = |(i, f): (usize, u32), group, tag| frame_floats(&images[i], f, group, tag);
-    let iop_of = |s| {
-        geom(
-            s,
-            tags::PLANE_ORIENTATION_SEQUENCE,
-            tags::IMAGE_ORIENTATION_PATIENT,
-        )
-        .filter(|v| v.len() == 6)
-    };
-    let iop = iop_of(slices[0]);
-    let spacing_rc = geom(
-        slices[0],
-        tags::PIXEL_MEASURES_SEQUENCE,
-        tags::PIXEL_SPACING,
-    )
-    .filter(|v| v.len() == 2);
-    let positions: Option<Vec<[f64; 3]>> = slices
-        .iter()
-        .map(|&s| {
-            geom(
-                s,
-                tags::PLANE_POSITION_SEQUENCE,
-                tags::IMAGE_POSITION_PATIENT,
-            )
-            .filter(|v| v.len() == 3)
-            .map(|v| [v[0], v[1], v[2]])
-        })
-        .collect();
-    let (row_dir, col_dir) = match &iop {
-        Some(v) => ([v[0], v[1], v[2]], [v[3], v[4], v[5]]),
-        None => {
-            warnings.push("no ImageOrientationPatient: axial identity orientation assumed".into());
-            ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
-        }
-    };
-    if let Some(v0) = &iop {
-        for &s in &slices {
-            let v = iop_of(s).unwrap_or_default();
-            if v.len() != 6 || v.iter().zip(v0).any(|(a, b)| (a - b).abs() > 1e-4) {
-                return Err(Error::Volume(format!(
-                    "slices of series {series} have different orientations (e.g. radial or localizer \
-                     slices): not a volume"
-                )));
-            }
-        }
-    }
-    let normal = cross(row_dir, col_dir);
-    let mut order: Vec<(usize, f64)> = match (&positions, &iop) {
-        (Some(p), Some(_)) => p
-            .iter()
-            .enumerate()
-            .map(|(i, x)| (i, dot(*x, normal)))
-            .collect(),
-        _ => {
-            warnings.push(
-                "no ImagePositionPatient: slices ordered by InstanceNumber, then frame".into(),
-            );
-            slices
-                .iter()
-                .enumerate()
-                .map(|(k, &(i, f))| {
-                    let n = floats(&images[i], tags::INSTANCE_NUMBER)
-                        .and_then(|v| v.first().copied())
-                        .unwrap_or(i as f64);
-                    // Frames of one instance stay in order after its InstanceNumber.
-                    (k, n + f as f64 / (images[i].meta.frames as f64 + 1.0))
-                })
-                .collect()
-        }
-    };
-    order.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let steps: Vec<f64> = order.windows(2).map(|w| w[1].1 - w[0].1).collect();
-    let slice_spacing = if positions.is_some() && iop.is_some() && !steps.is_empty() {
+    let slice_spacing = if !steps.is_empty() {
         let mut s = steps.clone();
         s.sort_by(f64::total_cmp);
         let median = s[s.len() / 2];
@@ -186,7 +89,7 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         median
     } else {
         geom(
-            slices[0],
+            order[0],
             tags::PIXEL_MEASURES_SEQUENCE,
             tags::SLICE_THICKNESS,
         )
@@ -211,9 +114,8 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         }
     };
     let (rows, cols) = (first.meta.rows as usize, first.meta.cols as usize);
-    let mut values = Vec::with_capacity(rows * cols * slices.len());
-    for &(k, _) in &order {
-        let (i, f) = slices[k];
+    let mut values = Vec::with_capacity(rows * cols * order.len());
+    for &(i, f) in &order {
         let frame = images[i].frame(f)?;
         if frame.channels != 1 {
             return Err(Error::Volume(
@@ -222,10 +124,7 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         }
         values.extend_from_slice(&frame.values);
     }
-    let origin = positions
-        .as_ref()
-        .map(|p| p[order[0].0])
-        .unwrap_or([0.0; 3]);
+    let origin = origin.unwrap_or([0.0; 3]);
     let mut affine_lps = [[0.0; 4]; 4];
     for a in 0..3 {
         affine_lps[a][0] = row_dir[a] * dc;
@@ -242,7 +141,7 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         spacing: [dc, dr, slice_spacing],
         affine_lps,
         warnings,
-        sources: order.iter().map(|&(k, _)| slices[k]).collect(),
+        sources: order,
     })
 }
 

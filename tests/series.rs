@@ -1,0 +1,140 @@
+//! The series rule (`dicom::series`) on real files: slices ordered along the normal
+//! whatever the input order, non-volumes refused by `order` with the instance named and
+//! listed by `group` with the reason, every frame listed once in first-seen series order.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use medfm::dicom::{self, DicomImage, series};
+
+fn read(path: &Path) -> DicomImage {
+    dicom::read(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn folder(name: &str) -> Vec<DicomImage> {
+    let mut paths: Vec<_> = std::fs::read_dir(data(name))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| read(p)).collect()
+}
+
+/// Position along the normal, computed here from the raw attributes with dicom-object.
+fn along_normal(path: &Path) -> f64 {
+    let obj = dicom_object::open_file(path).unwrap();
+    let get = |name: &str| -> Vec<f64> {
+        obj.element_by_name(name)
+            .unwrap()
+            .to_multi_float64()
+            .unwrap()
+    };
+    let (o, p) = (get("ImageOrientationPatient"), get("ImagePositionPatient"));
+    let n = [
+        o[1] * o[5] - o[2] * o[4],
+        o[2] * o[3] - o[0] * o[5],
+        o[0] * o[4] - o[1] * o[3],
+    ];
+    n[0] * p[0] + n[1] * p[1] + n[2] * p[2]
+}
+
+#[test]
+fn ct_slices_are_ordered_along_the_normal_whatever_the_input_order() {
+    let images = folder("series/ct5n");
+    let mut paths: Vec<_> = std::fs::read_dir(data("series/ct5n"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let mut expected: Vec<(f64, String)> = paths
+        .iter()
+        .zip(&images)
+        .map(|(p, img)| (along_normal(p), img.meta.sop_instance_uid.clone()))
+        .collect();
+    expected.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let uids = |refs: &[&DicomImage], s: &series::Slices| -> Vec<String> {
+        s.order
+            .iter()
+            .map(|&(i, f)| {
+                assert_eq!(f, 0);
+                refs[i].meta.sop_instance_uid.clone()
+            })
+            .collect()
+    };
+    let forward: Vec<&DicomImage> = images.iter().collect();
+    let backward: Vec<&DicomImage> = images.iter().rev().collect();
+    let a = series::order(&forward).unwrap();
+    let b = series::order(&backward).unwrap();
+    let want: Vec<String> = expected.iter().map(|e| e.1.clone()).collect();
+    assert_eq!(uids(&forward, &a), want);
+    assert_eq!(uids(&backward, &b), want);
+    let along = a.along.clone().unwrap();
+    for (got, (exp, _)) in along.iter().zip(&expected) {
+        assert!((got - exp).abs() < 1e-9, "{got} vs {exp}");
+    }
+    assert!(along.windows(2).all(|w| w[1] > w[0]), "{along:?}");
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    // The browsing list of the same images is the same order.
+    let g = series::group(&backward);
+    assert_eq!(g.len(), 1);
+    let listed: Vec<String> = g[0]
+        .frames
+        .iter()
+        .map(|&(i, _)| backward[i].meta.sop_instance_uid.clone())
+        .collect();
+    assert_eq!(listed, want);
+}
+
+#[test]
+fn radial_slices_are_refused_as_a_volume_and_listed_by_instance_number() {
+    let images = folder("series/mr700");
+    let refs: Vec<&DicomImage> = images.iter().collect();
+    let e = series::order(&refs).unwrap_err().to_string();
+    assert!(e.contains("different orientations"), "{e}");
+    assert!(
+        images.iter().any(|img| e.contains(&img.meta.sop_instance_uid)),
+        "the error names an instance: {e}"
+    );
+    let g = series::group(&refs);
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0].frames.len(), images.len());
+    assert!(
+        g[0].warnings.iter().any(|w| w.contains("InstanceNumber")),
+        "{:?}",
+        g[0].warnings
+    );
+    let numbers: Vec<i32> = g[0]
+        .frames
+        .iter()
+        .map(|&(i, _)| images[i].meta.instance_number.unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "{numbers:?}");
+}
+
+#[test]
+fn group_lists_every_frame_once_in_first_seen_series_order() {
+    let mut images = folder("series/ct5n");
+    images.insert(2, read(&data("emri_small.dcm")));
+    images.push(read(&data("MR_small.dcm")));
+    let refs: Vec<&DicomImage> = images.iter().collect();
+    let g = series::group(&refs);
+    let uid = |i: usize| images[i].meta.series_instance_uid.clone();
+    assert_eq!(
+        g.iter().map(|s| s.uid.clone()).collect::<Vec<_>>(),
+        vec![uid(0), uid(2), uid(images.len() - 1)]
+    );
+    let mut all: Vec<(usize, u32)> = g.iter().flat_map(|s| s.frames.clone()).collect();
+    all.sort();
+    let expected: Vec<(usize, u32)> = images
+        .iter()
+        .enumerate()
+        .flat_map(|(i, img)| (0..img.meta.frames).map(move |f| (i, f)))
+        .collect();
+    assert_eq!(all, expected);
+    // The multi-frame Enhanced MR: its frames in space (per-frame positions).
+    assert_eq!(g[1].frames.len(), images[2].meta.frames as usize);
+    assert!(series::order(&[]).is_err());
+    assert!(series::order(&[&images[0], &images[2]]).is_err());
+}
