@@ -341,6 +341,50 @@ fn embed_and_search_with_a_dinov2_directory() {
 }
 
 #[test]
+fn verbose_prints_the_pipeline_spans_with_their_times_in_order() {
+    let mr = data("MR_small.dcm").display().to_string();
+    let out = tmp("verbose-seg.dcm");
+    let (ok, _, quiet) = medfm(&[
+        "segment",
+        &mr,
+        "--box",
+        "10,10,50,50",
+        "--cpu",
+        "--out",
+        &out,
+    ]);
+    assert!(ok && !quiet.contains("time.busy"), "{quiet}");
+    let (ok, _, stderr) = medfm(&[
+        "-v",
+        "segment",
+        &mr,
+        "--box",
+        "10,10,50,50",
+        "--cpu",
+        "--out",
+        &out,
+    ]);
+    assert!(ok, "{stderr}");
+    let mut at = 0;
+    for span in [
+        "read",
+        "decode{",
+        "preprocess",
+        "encode",
+        "decode_mask",
+        "write{what",
+        "write{path",
+    ] {
+        let found = stderr[at..]
+            .lines()
+            .position(|l| l.contains(&format!(" {span}")) && l.contains("close time.busy="));
+        assert!(found.is_some(), "span {span} after byte {at}:\n{stderr}");
+        at += stderr[at..].find(&format!(" {span}")).expect("span line");
+    }
+    std::fs::remove_file(&out).ok();
+}
+
+#[test]
 fn segment_writes_a_seg_when_asked_for_dcm() {
     let mr = data("MR_small.dcm").display().to_string();
     let out = tmp("seg.dcm");

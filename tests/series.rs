@@ -94,7 +94,9 @@ fn radial_slices_are_refused_as_a_volume_and_listed_by_instance_number() {
     let e = series::order(&refs).unwrap_err().to_string();
     assert!(e.contains("different orientations"), "{e}");
     assert!(
-        images.iter().any(|img| e.contains(&img.meta.sop_instance_uid)),
+        images
+            .iter()
+            .any(|img| e.contains(&img.meta.sop_instance_uid)),
         "the error names an instance: {e}"
     );
     let g = series::group(&refs);

@@ -1,7 +1,7 @@
 // The medfm viewer: open DICOM, scroll, window/level, prompt LiteMedSAM, export.
 // It uses only the public JS API (www/medfm.js), exposed as window.medfm.
 import { MedFM } from './medfm.js';
-import { Display, voi } from './display.js';
+import { Display, composite } from './display.js';
 
 const $ = (id) => document.getElementById(id);
 const PRESETS = { 1: [40, 400, 'soft tissue'], 2: [-600, 1500, 'lung'], 3: [90, 150, 'liver'], 4: [480, 2500, 'bone'], 5: [40, 80, 'brain'] };
@@ -22,7 +22,14 @@ const app = {
   lastResult: null,
   errors: [],
   timings: {},
+  spans: {}, // the pipeline's last step times: {read, decode, preprocess, encode, decode_mask, write}
   log: [],
+  // What the display shows: the file's own VOI (window null) or the user's window, and
+  // the inversion (undefined: MONOCHROME1 rule). Rendered by the engine (MedFM.render).
+  wl: { window: null, invert: undefined },
+  rendered: null, // the last MedFM.render result shown
+  rendering: null, // promise of the render in flight
+  renderAgain: false,
 };
 window.app = app;
 
@@ -60,6 +67,10 @@ function onProgress(ev) {
   } else if (d.stage === 'init') {
     status(`Starting the model on ${d.backend}…`);
     if (d.ms !== undefined) app.timings.init = `${d.backend} ${fmtMs(d.ms)}`;
+  } else if (d.stage === 'span') {
+    // The pipeline's steps as the engine times them (the last of each kind).
+    app.spans = { ...app.spans, [d.name]: d.ms };
+    return;
   }
   showTimings();
 }
@@ -122,29 +133,56 @@ async function showFrame(series, frame, { keepView = false } = {}) {
   frame = Math.max(0, Math.min(s.frames - 1, frame));
   const changedSeries = series !== app.cur.series;
   app.cur = { series, frame };
-  const px = await app.medfm.pixels({ series, frame });
-  const meta = app.medfm.meta({ series, frame });
-  app.pixels = px;
-  app.meta = meta;
-  app.display.setImage(px);
-  if (changedSeries && !keepView) resetView();
+  app.meta = app.medfm.meta({ series, frame });
+  if (changedSeries && !keepView) app.wl = { window: null, invert: undefined };
+  await renderFrame();
+  if (changedSeries && !keepView) {
+    app.display.fit();
+    app.display.render();
+  }
   renderOverlay();
   renderSeriesList();
   updateInfo();
 }
 
-function defaultWindow() {
-  // The frame's own first window (per frame in Enhanced CT/MR), else the file's.
-  const m = app.pixels.window ? app.pixels : app.meta;
-  if (m.window) return [m.window[0], m.window[1]];
-  return [(app.pixels.max + app.pixels.min) / 2, Math.max(app.pixels.max - app.pixels.min, 1)];
+// Render the current frame with the current window and show it. Calls while one is in
+// flight are coalesced: the last state wins (a window/level drag sends many).
+function renderFrame() {
+  if (app.rendering) {
+    app.renderAgain = true;
+    return app.rendering;
+  }
+  app.rendering = (async () => {
+    do {
+      app.renderAgain = false;
+      const { series, frame } = app.cur;
+      const w = app.wl.window;
+      const r = await app.medfm.render({ series, frame, window: w || undefined, invert: app.wl.invert });
+      if (series !== app.cur.series || frame !== app.cur.frame) app.renderAgain = true;
+      app.rendered = r;
+      app.display.setImage(r);
+      app.display.render();
+      updateInfo();
+    } while (app.renderAgain);
+  })().finally(() => { app.rendering = null; });
+  return app.rendering;
+}
+// Resolves when the display shows the current state (tests).
+app.renderDone = async () => { while (app.rendering) await app.rendering; };
+
+// The window a window/level drag starts from: the one shown, else (a VOI LUT table, a
+// colour frame) the frame's range.
+function currentWindow() {
+  const r = app.rendered;
+  if (r && r.window) return { center: r.window.center, width: r.window.width, function: r.window.function };
+  const [lo, hi] = (r && r.range) || [0, 255];
+  return { center: (lo + hi) / 2, width: Math.max(hi - lo, 1), function: 'LINEAR' };
 }
 
 function resetView() {
-  const [c, w] = defaultWindow();
-  Object.assign(app.display.view, { center: c, width: w, invert: app.meta.photometric === 'MONOCHROME1' });
+  app.wl = { window: null, invert: undefined };
   app.display.fit();
-  app.display.render();
+  renderFrame();
   updateInfo();
 }
 
@@ -152,10 +190,11 @@ function updateInfo() {
   const v = app.display.view;
   const s = app.series[app.cur.series];
   const m = app.meta || {};
+  const r = app.rendered;
   $('info').textContent = [
     `${m.modality || ''} ${s ? s.description || '' : ''}`.trim(),
     s ? `frame ${app.cur.frame + 1}/${s.frames} · ${s.cols}×${s.rows}` : '',
-    `W ${Math.round(v.width)} L ${Math.round(v.center)}${v.invert ? ' · inverted' : ''}`,
+    r ? `${r.window ? `W ${Math.round(r.window.width)} L ${Math.round(r.window.center)}` : r.voi}${r.inverted ? ' · inverted' : ''}` : '',
     `zoom ${v.zoom.toFixed(2)}`,
   ].filter(Boolean).join('\n');
 }
@@ -191,8 +230,8 @@ function currentPrompt() {
 }
 
 function renderOverlay() {
-  if (!app.pixels) return;
-  const { rows, cols } = app.pixels;
+  if (!app.rendered) return;
+  const { rows, cols } = app.rendered;
   const rgba = new Uint8ClampedArray(rows * cols * 4);
   for (const seg of app.segments) {
     const r = seg.results.get(frameKey());
@@ -334,19 +373,9 @@ async function exportSeg() {
 }
 
 async function exportPng() {
-  const { rows, cols, values, channels } = app.pixels;
-  const v = app.display.view;
+  const { rows, cols, rgba } = app.rendered;
   const img = new ImageData(cols, rows);
-  const o = app.display.overlay;
-  for (let i = 0; i < rows * cols; i++) {
-    for (let ch = 0; ch < 3; ch++) {
-      let y = voi(channels === 3 ? values[i * 3 + ch] : values[i], v.center, v.width);
-      if (v.invert) y = 1 - y;
-      const a = (o[i * 4 + 3] / 255) * v.opacity;
-      img.data[i * 4 + ch] = (y * (1 - a) + (o[i * 4 + ch] / 255) * a) * 255;
-    }
-    img.data[i * 4 + 3] = 255;
-  }
+  composite(rgba, app.display.overlay, app.display.view.opacity, img.data);
   const c = new OffscreenCanvas(cols, rows);
   c.getContext('2d').putImageData(img, 0, 0);
   const blob = await c.convertToBlob({ type: 'image/png' });
@@ -377,21 +406,14 @@ async function embedAll() {
   await showSimilar();
 }
 
-// A small picture of a frame (default window), for the Similar list.
+// A small picture of a frame (its default rendering), for the Similar list.
 async function thumbnail(series, frame, side = 48) {
-  const px = await app.medfm.pixels({ series, frame });
-  const m = app.medfm.meta({ series, frame });
-  const [c, w] = m.window ? m.window : [(px.max + px.min) / 2, Math.max(px.max - px.min, 1)];
+  const r = await app.medfm.render({ series, frame });
   const img = new ImageData(side, side);
   for (let y = 0; y < side; y++) {
     for (let x = 0; x < side; x++) {
-      const i = Math.floor((y * px.rows) / side) * px.cols + Math.floor((x * px.cols) / side);
-      for (let ch = 0; ch < 3; ch++) {
-        let g = voi(px.channels === 3 ? px.values[i * 3 + ch] : px.values[i], c, w);
-        if (m.photometric === 'MONOCHROME1') g = 1 - g;
-        img.data[(y * side + x) * 4 + ch] = g * 255;
-      }
-      img.data[(y * side + x) * 4 + 3] = 255;
+      const i = Math.floor((y * r.rows) / side) * r.cols + Math.floor((x * r.cols) / side);
+      img.data.set(r.rgba.subarray(i * 4, i * 4 + 4), (y * side + x) * 4);
     }
   }
   const canvas = document.createElement('canvas');
@@ -448,9 +470,11 @@ function installMouse() {
     } else if (drag.button === 1 || (drag.button === 0 && e.altKey)) {
       v.offset = [drag.view.offset[0] + dx, drag.view.offset[1] + dy];
     } else if (app.tool === 'window') {
-      const scale = Math.max(drag.view.width, 1) / 200;
-      v.width = Math.max(1, drag.view.width + dx * scale);
-      v.center = drag.view.center + dy * scale;
+      const w0 = drag.window || (drag.window = currentWindow());
+      const scale = Math.max(w0.width, 1) / 200;
+      app.wl.window = { center: w0.center + dy * scale, width: Math.max(1, w0.width + dx * scale), function: w0.function };
+      renderFrame();
+      return;
     } else {
       const r = canvas.getBoundingClientRect();
       const [x0, y0] = app.display.toImage(drag.cx, drag.cy);
@@ -467,9 +491,9 @@ function installMouse() {
     if (!drag) return;
     const d = drag;
     drag = null;
-    if (d.button !== 0 || app.tool !== 'segment' || e.altKey || !app.pixels) return;
+    if (d.button !== 0 || app.tool !== 'segment' || e.altKey || !app.rendered) return;
     const clamp = (b) => {
-      const { rows, cols } = app.pixels;
+      const { rows, cols } = app.rendered;
       return [Math.max(0, b[0]), Math.max(0, b[1]), Math.min(cols - 1, b[2]), Math.min(rows - 1, b[3])];
     };
     const p = currentPrompt();
@@ -478,7 +502,7 @@ function installMouse() {
       if (b[2] > b[0] && b[3] > b[1]) changePrompt({ box: b.map(Math.round), points: p.points });
     } else if (!d.moved) {
       const [x, y] = app.display.toImage(d.cx, d.cy);
-      if (x >= 0 && y >= 0 && x < app.pixels.cols && y < app.pixels.rows) {
+      if (x >= 0 && y >= 0 && x < app.rendered.cols && y < app.rendered.rows) {
         changePrompt({ box: p.box, points: [...p.points, [Math.round(x), Math.round(y), d.shift ? 0 : 1]] });
       }
     }
@@ -511,15 +535,14 @@ function installKeys() {
       case 'ArrowDown': e.preventDefault(); showFrame(app.cur.series, app.cur.frame + 1); break;
       case 'Home': e.preventDefault(); showFrame(app.cur.series, 0); break;
       case 'End': e.preventDefault(); showFrame(app.cur.series, s.frames - 1); break;
-      case 'i': v.invert = !v.invert; app.display.render(); updateInfo(); break;
+      case 'i': app.wl.invert = !(app.rendered && app.rendered.inverted); renderFrame(); break;
       case ' ': e.preventDefault(); resetView(); renderPrompts(); break;
       case 's': setTool('segment'); break;
       case 'w': setTool('window'); break;
       default:
         if (PRESETS[e.key]) {
-          [v.center, v.width] = PRESETS[e.key];
-          app.display.render();
-          updateInfo();
+          app.wl.window = { center: PRESETS[e.key][0], width: PRESETS[e.key][1], function: 'LINEAR' };
+          renderFrame();
           status(`Window preset ${e.key}: ${PRESETS[e.key][2]}`);
         }
     }

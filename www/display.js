@@ -1,13 +1,9 @@
-// Frame display: window/level + inversion + segment overlay, through WebGPU with
-// shaders/window_level.wgsl, or a 2D canvas with the same math when WebGPU is absent.
+// Frame display: the engine's 8-bit rendering of a frame (window/level, VOI LUT tables
+// and inversion applied in Rust, the rule of `medfm convert --out x.png`: see
+// MedFM.render) with the segment overlay, zoomed and panned, through WebGPU with
+// shaders/display.wgsl or a 2D canvas when WebGPU is absent. No VOI math here.
 
-const WGSL_URL = new URL('../shaders/window_level.wgsl', import.meta.url);
-
-/** The DICOM linear VOI function (PS3.3 C.11.2.1.2.1), 0..1. */
-export function voi(v, center, width) {
-  const y = (v - (center - 0.5)) / Math.max(width - 1, 1) + 0.5;
-  return y < 0 ? 0 : y > 1 ? 1 : y;
-}
+const WGSL_URL = new URL('../shaders/display.wgsl', import.meta.url);
 
 export class Display {
   /** Create on a canvas; `prefer2d` skips WebGPU. Resolves when ready. */
@@ -21,7 +17,7 @@ export class Display {
         const probe = document.createElement('canvas');
         probe.width = probe.height = 8;
         await d._initGpu(probe);
-        d.setImage({ rows: 1, cols: 1, channels: 1, values: new Float32Array([0]) });
+        d.setImage({ rows: 1, cols: 1, rgba: new Uint8Array([0, 0, 0, 255]) });
         d.render();
         await d.gpu.device.queue.onSubmittedWorkDone();
         d.gpu.device.destroy();
@@ -40,9 +36,9 @@ export class Display {
     this.canvas = canvas;
     this.gpu = null;
     this.ctx = null;
-    this.image = null; // {rows, cols, channels, values}
+    this.image = null; // {rows, cols, rgba: Uint8Array rows*cols*4}, from MedFM.render
     this.overlay = null; // Uint8ClampedArray rows*cols*4
-    this.view = { center: 40, width: 400, invert: false, opacity: 0.5, zoom: 1, offset: [0, 0] };
+    this.view = { opacity: 0.5, zoom: 1, offset: [0, 0] };
   }
 
   get kind() {
@@ -68,14 +64,18 @@ export class Display {
       fragment: { module, entryPoint: 'fs_main', targets: [{ format }] },
       primitive: { topology: 'triangle-list' },
     });
-    const uniforms = device.createBuffer({ size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    const uniforms = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     this.gpu = { adapter, device, context, pipeline, uniforms, imageTex: null, overlayTex: null, bind: null };
   }
 
-  /** Show a frame ({rows, cols, channels, values: Float32Array of modality values}). */
+  /**
+   * Show a rendered frame ({rows, cols, rgba}: MedFM.render's result). The overlay is
+   * cleared when the size changes.
+   */
   setImage(img) {
+    const resized = !this.image || this.image.rows !== img.rows || this.image.cols !== img.cols;
     this.image = img;
-    this.overlay = new Uint8ClampedArray(img.rows * img.cols * 4);
+    if (resized || !this.overlay) this.overlay = new Uint8ClampedArray(img.rows * img.cols * 4);
     if (this.gpu) {
       const g = this.gpu;
       const size = [img.cols, img.rows];
@@ -83,7 +83,7 @@ export class Display {
         if (g.imageTex) g.imageTex.destroy();
         if (g.overlayTex) g.overlayTex.destroy();
         const usage = GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST;
-        g.imageTex = g.device.createTexture({ size, format: 'rgba32float', usage });
+        g.imageTex = g.device.createTexture({ size, format: 'rgba8unorm', usage });
         g.overlayTex = g.device.createTexture({ size, format: 'rgba8unorm', usage });
         g.bind = g.device.createBindGroup({
           layout: g.pipeline.getBindGroupLayout(0),
@@ -94,16 +94,7 @@ export class Display {
           ],
         });
       }
-      const n = img.rows * img.cols;
-      const rgba = new Float32Array(n * 4);
-      for (let i = 0; i < n; i++) {
-        const c = img.channels === 3 ? i * 3 : i;
-        rgba[i * 4] = img.values[c];
-        rgba[i * 4 + 1] = img.values[img.channels === 3 ? c + 1 : c];
-        rgba[i * 4 + 2] = img.values[img.channels === 3 ? c + 2 : c];
-        rgba[i * 4 + 3] = 1;
-      }
-      g.device.queue.writeTexture({ texture: g.imageTex }, rgba, { bytesPerRow: img.cols * 16 }, size);
+      g.device.queue.writeTexture({ texture: g.imageTex }, img.rgba, { bytesPerRow: img.cols * 4 }, size);
       this._uploadOverlay();
     }
   }
@@ -148,7 +139,7 @@ export class Display {
     const v = this.view;
     if (this.gpu) {
       const g = this.gpu;
-      const u = new Float32Array([v.center, v.width, v.invert ? 1 : 0, v.opacity, v.offset[0], v.offset[1], v.zoom, 0]);
+      const u = new Float32Array([v.offset[0], v.offset[1], v.zoom, v.opacity]);
       g.device.queue.writeBuffer(g.uniforms, 0, u);
       const enc = g.device.createCommandEncoder();
       const pass = enc.beginRenderPass({
@@ -162,20 +153,8 @@ export class Display {
       return;
     }
     const img = this.image;
-    const n = img.rows * img.cols;
     const out = new ImageData(img.cols, img.rows);
-    const d = out.data;
-    const o = this.overlay;
-    for (let i = 0; i < n; i++) {
-      for (let ch = 0; ch < 3; ch++) {
-        const x = img.channels === 3 ? img.values[i * 3 + ch] : img.values[i];
-        let y = voi(x, v.center, v.width);
-        if (v.invert) y = 1 - y;
-        const a = (o[i * 4 + 3] / 255) * v.opacity;
-        d[i * 4 + ch] = (y * (1 - a) + (o[i * 4 + ch] / 255) * a) * 255;
-      }
-      d[i * 4 + 3] = 255;
-    }
+    composite(img.rgba, this.overlay, v.opacity, out.data);
     if (!this._scratch || this._scratch.width !== img.cols || this._scratch.height !== img.rows) {
       this._scratch = new OffscreenCanvas(img.cols, img.rows);
     }
@@ -188,4 +167,20 @@ export class Display {
     ctx.setTransform(v.zoom, 0, 0, v.zoom, v.offset[0], v.offset[1]);
     ctx.drawImage(this._scratch, 0, 0);
   }
+}
+
+/**
+ * The rendered frame with the overlay blended on top, as the shader does:
+ * out = image * (1 - a) + colour * a, a = coverage * opacity (rgba, alpha 255).
+ */
+export function composite(rgba, overlay, opacity, out) {
+  const n = rgba.length >> 2;
+  for (let i = 0; i < n; i++) {
+    const a = (overlay[i * 4 + 3] / 255) * opacity;
+    for (let ch = 0; ch < 3; ch++) {
+      out[i * 4 + ch] = rgba[i * 4 + ch] * (1 - a) + overlay[i * 4 + ch] * a;
+    }
+    out[i * 4 + 3] = 255;
+  }
+  return out;
 }

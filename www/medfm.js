@@ -8,8 +8,18 @@
 //                                   points: [[x, y, 1]] });
 //   // r = { mask: Uint8Array(rows*cols), rows, cols, area, iou, lowConfidence, warnings, backend, ms }
 //   await medfm.setBackend('cpu');
+//
+// Errors are `Error`s with a `code`: 'bad-input' (not DICOM, undecodable, a bad prompt
+// or argument), 'weights' (missing, foreign or unreadable weights), 'device' (WebGPU
+// failed), 'io' (a file or URL could not be read), 'internal' (anything else).
 
 const BASE = new URL('..', import.meta.url).href; // the app root (www/ is one level down)
+
+function coded(message, code) {
+  const e = new Error(message);
+  e.code = code;
+  return e;
+}
 
 // The bytes of an open() item, always a fresh ArrayBuffer of ours: it is transferred to
 // the worker, and the caller's buffer must stay usable (a transfer would detach it).
@@ -20,7 +30,7 @@ async function toBytes(x) {
   if (typeof x === 'string' || x instanceof URL) {
     const url = new URL(x, location.href);
     if (url.origin !== location.origin) {
-      throw new Error(`refusing to fetch ${url.href}: only this app's origin is allowed`);
+      throw coded(`refusing to fetch ${url.href}: only this app's origin is allowed`, 'bad-input');
     }
     // No redirects (a same-origin URL must not hand the request to another origin) and no
     // HTTP cache (patient data is not kept on disk).
@@ -28,18 +38,18 @@ async function toBytes(x) {
     try {
       r = await fetch(url, { redirect: 'manual', cache: 'no-store', credentials: 'same-origin' });
     } catch (e) {
-      throw new Error(`cannot load ${url.href}: ${e.message} (offline?)`);
+      throw coded(`cannot load ${url.href}: ${e.message} (offline?)`, 'io');
     }
     if (r.type === 'opaqueredirect' || (r.status >= 300 && r.status < 400)) {
-      throw new Error(`refusing ${url.href}: it redirects elsewhere; only this app's origin is allowed`);
+      throw coded(`refusing ${url.href}: it redirects elsewhere; only this app's origin is allowed`, 'bad-input');
     }
     if (r.url && new URL(r.url).origin !== location.origin) {
-      throw new Error(`refusing ${url.href}: it was answered by ${new URL(r.url).origin}; only this app's origin is allowed`);
+      throw coded(`refusing ${url.href}: it was answered by ${new URL(r.url).origin}; only this app's origin is allowed`, 'bad-input');
     }
-    if (!r.ok) throw new Error(`cannot load ${url.href}: HTTP ${r.status}`);
+    if (!r.ok) throw coded(`cannot load ${url.href}: HTTP ${r.status}`, 'io');
     return r.arrayBuffer();
   }
-  throw new Error('open() takes File, Blob, ArrayBuffer, typed array or same-origin URL');
+  throw coded('open() takes File, Blob, ArrayBuffer, typed array or same-origin URL', 'bad-input');
 }
 
 export class MedFM extends EventTarget {
@@ -48,7 +58,10 @@ export class MedFM extends EventTarget {
    * the adapter is a real GPU, else CPU: a software adapter such as SwiftShader is passed
    * over, with the reason in `info.fallback`; 'webgpu' forces the adapter), precision
    * ('int8' default, 'fp32').
-   * Emits 'progress' events ({detail: {stage, loaded, total, ms, backend}}).
+   * Emits 'progress' events ({detail: {stage, loaded, total, ms, backend}}): stage
+   * 'download' and 'init' while loading, 'span' ({name, ms}) as each step of the
+   * library's pipeline ends (read, decode, preprocess, encode, decode_mask, write: the
+   * spans `medfm -v` prints; on WebGPU `encode` times the submission, not the GPU).
    */
   static async create(options = {}) {
     const m = new MedFM(options);
@@ -61,10 +74,12 @@ export class MedFM extends EventTarget {
     this.requested = options.backend || 'auto';
     this.precision = options.precision || 'int8';
     this.info = null; // {backend, precision, fallback}
-    this.series = []; // [{uid, modality, description, rows, cols, frames, refs: [[imageId, frame]], imageIds}]
+    // From the engine (the library's series rule): [{index, uid, study, modality,
+    // description, rows, cols, frames, refs: [[imageId, frame]], warnings}].
+    this.series = [];
+    this.metas = new Map(); // imageId -> meta
     this.files = []; // bytes of every opened file (to reopen after a worker restart)
     this.panics = 0;
-    this._embeddings = new Map();
     this._startWorker();
   }
 
@@ -88,10 +103,10 @@ export class MedFM extends EventTarget {
       if (!p) return;
       this.pending.delete(msg.id);
       if (msg.ok) p.resolve(msg.result);
-      else p.reject(new Error(msg.error));
+      else p.reject(coded(msg.error, msg.code || 'internal'));
     };
     this.worker.onerror = (ev) => {
-      const err = new Error(`worker failed: ${ev.message || 'unknown error'}`);
+      const err = coded(`worker failed: ${ev.message || 'unknown error'}`, 'internal');
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
     };
@@ -111,7 +126,6 @@ export class MedFM extends EventTarget {
     this._startWorker();
     this.info = await this._post('loadModel', { backend: 'cpu', precision: this.precision, base: BASE });
     this.info.fallback = `the ${this.requested} engine stopped (${reason}); restarted on the CPU`;
-    this._embeddings.clear();
     await this._reopen();
     this.dispatchEvent(new CustomEvent('recovered', { detail: this.info }));
   }
@@ -135,8 +149,8 @@ export class MedFM extends EventTarget {
    * engine crashed, a fresh worker is started on the CPU and the open files reloaded.
    */
   async setBackend(name, precision = this.precision) {
-    if (!['auto', 'webgpu', 'cpu'].includes(name)) throw new Error(`unknown backend ${name}: use auto, webgpu or cpu`);
-    if (!['int8', 'fp32'].includes(precision)) throw new Error(`unknown precision ${precision}: use int8 or fp32`);
+    if (!['auto', 'webgpu', 'cpu'].includes(name)) throw coded(`unknown backend ${name}: use auto, webgpu or cpu`, 'bad-input');
+    if (!['int8', 'fp32'].includes(precision)) throw coded(`unknown precision ${precision}: use int8 or fp32`, 'bad-input');
     this.requested = name;
     this.precision = precision;
     if (this.crashed) await this._recover();
@@ -147,53 +161,40 @@ export class MedFM extends EventTarget {
       // The wasm instance died (e.g. a WebGPU driver problem): start over on the CPU.
       await this._recover();
     }
-    this._embeddings.clear();
     return this.info;
   }
 
   async _reopen() {
     const files = this.files;
-    const old = this.series;
+    const old = this.series.length;
     this.files = [];
-    this.series = [];
+    this.metas.clear();
     for (const bytes of files) await this._openOne(bytes.slice(0), true);
-    if (this.series.length !== old.length) throw new Error('reopening the files after a restart gave different series');
+    await this._listSeries(true);
+    if (this.series.length !== old) throw coded('reopening the files after a restart gave different series', 'internal');
   }
 
   async _openOne(bytes, recovering = false) {
     const copy = bytes.slice(0);
     const { id, meta } = await (recovering ? this._post : this._call).call(this, 'open', { bytes }, [bytes]);
     this.files.push(copy);
-    const key = meta.series_instance_uid || `image-${id}`;
-    let s = this.series.find((x) => x.uid === key);
-    if (!s) {
-      s = {
-        index: this.series.length,
-        uid: key,
-        study: meta.study_instance_uid,
-        modality: meta.modality,
-        description: meta.series_description,
-        rows: meta.rows,
-        cols: meta.cols,
-        frames: 0,
-        images: [],
-        refs: [],
-      };
-      this.series.push(s);
-    }
-    s.images.push({ id, meta });
-    // Multi-frame images contribute their frames; single-frame instances are stacked
-    // by Instance Number.
-    s.images.sort((a, b) => (a.meta.instance_number ?? 0) - (b.meta.instance_number ?? 0));
-    s.refs = s.images.flatMap((im) => Array.from({ length: im.meta.frames }, (_, f) => [im.id, f]));
-    s.frames = s.refs.length;
-    return s;
+    this.metas.set(id, meta);
+  }
+
+  // The series list and slice order, from the engine (the JS side sorts nothing).
+  async _listSeries(recovering = false) {
+    this.series = await (recovering ? this._post : this._call).call(this, 'series', {});
+    this._where = new Map();
+    for (const s of this.series) s.refs.forEach(([id, f], i) => this._where.set(`${id}:${f}`, [s.index, i]));
   }
 
   /**
    * Open DICOM files (File/Blob/ArrayBuffer/typed array/same-origin URL). Files that are
-   * not DICOM are reported in `errors` and skipped. Resolves to the series list
-   * [{index, uid, study, modality, description, rows, cols, frames}] plus `errors`.
+   * not DICOM are reported in `errors` ({name, error, code}) and skipped. Resolves to the
+   * series list [{index, uid, study, modality, description, rows, cols, frames, warnings}]
+   * plus `errors`: series by SeriesInstanceUID in the order first opened, frames in space
+   * (along the slice normal; by InstanceNumber when the geometry does not allow it, with
+   * the reason in `warnings`), as the CLI orders a series.
    */
   async open(filesOrUrls) {
     const list = Array.isArray(filesOrUrls) || filesOrUrls instanceof FileList ? Array.from(filesOrUrls) : [filesOrUrls];
@@ -203,11 +204,12 @@ export class MedFM extends EventTarget {
       try {
         await this._openOne(await toBytes(item));
       } catch (e) {
-        errors.push({ name, error: e.message });
+        errors.push({ name, error: e.message, code: e.code || 'internal' });
       }
     }
-    const out = this.series.map(({ index, uid, study, modality, description, rows, cols, frames }) => ({
-      index, uid, study, modality, description, rows, cols, frames,
+    await this._listSeries();
+    const out = this.series.map(({ index, uid, study, modality, description, rows, cols, frames, warnings }) => ({
+      index, uid, study, modality, description, rows, cols, frames, warnings,
     }));
     out.errors = errors;
     return out;
@@ -215,9 +217,9 @@ export class MedFM extends EventTarget {
 
   _ref(series, frame) {
     const s = this.series[series];
-    if (!s) throw new Error(`no series ${series} (have ${this.series.length})`);
+    if (!s) throw coded(`no series ${series} (have ${this.series.length})`, 'bad-input');
     const ref = s.refs[frame];
-    if (!ref) throw new Error(`series ${series} has frames 0..${s.frames - 1}, not ${frame}`);
+    if (!ref) throw coded(`series ${series} has frames 0..${s.frames - 1}, not ${frame}`, 'bad-input');
     return { s, id: ref[0], frame: ref[1] };
   }
 
@@ -229,8 +231,7 @@ export class MedFM extends EventTarget {
 
   /** Metadata of the image behind a frame (no patient identifiers). */
   meta({ series, frame }) {
-    const { s, id } = this._ref(series, frame);
-    return s.images.find((im) => im.id === id).meta;
+    return this.metas.get(this._ref(series, frame).id);
   }
 
   /**
@@ -241,6 +242,20 @@ export class MedFM extends EventTarget {
    */
   async pixels({ series, frame }) {
     return this._onFrame('frame', series, frame);
+  }
+
+  /**
+   * A frame as the viewer shows it, 8-bit, rendered by the engine with the same rule as
+   * `medfm convert --out x.png`: {rows, cols, rgba: Uint8Array(rows*cols*4), voi, window?,
+   * inverted, range?, vois}. `voi` (a number) picks one of the frame's own VOIs (`vois` lists
+   * them; default 0, its first window or VOI LUT table, else its min..max), `window`
+   * ({center, width, function?: 'LINEAR' | 'LINEAR_EXACT' | 'SIGMOID'}) the caller's own,
+   * `invert` the inversion (default: MONOCHROME1). In the result `voi` describes what was
+   * applied, `window` the window used (absent for a table or colour), `range` a grey
+   * frame's [min, max] modality value, `vois` the frame's own VOIs described.
+   */
+  async render({ series, frame = 0, voi, window, invert }) {
+    return this._onFrame('render', series, frame, { view: { voi, window, invert } });
   }
 
   /** Encode a frame ahead of prompting (cached): {ms, cached}. */
@@ -282,35 +297,26 @@ export class MedFM extends EventTarget {
   /** NIfTI-1 (.nii bytes) of a series of single-frame images (modality values, DICOM geometry). */
   async exportNifti({ series }) {
     const s = this.series[series];
-    if (!s) throw new Error(`no series ${series}`);
-    return this._call('nifti', { ids: s.images.map((im) => im.id) });
+    if (!s) throw coded(`no series ${series}`, 'bad-input');
+    return this._call('nifti', { ids: [...new Set(s.refs.map(([id]) => id))] });
   }
 
-  /** 256-d L2-normalised embedding of a frame (pooled LiteMedSAM encoder output). */
+  /** 256-d L2-normalised embedding of a frame (pooled LiteMedSAM encoder output; kept by the engine). */
   async embed({ series, frame = 0 }) {
-    const key = `${series}:${frame}`;
-    if (!this._embeddings.has(key)) {
-      this._embeddings.set(key, await this._onFrame('embed', series, frame));
-    }
-    return this._embeddings.get(key);
+    return this._onFrame('embed', series, frame);
   }
 
   /**
-   * The k frames most similar (cosine) to a frame among the frames embedded so far
-   * (embed them first, e.g. with embedAll). Resolves to [{series, frame, score}].
+   * The k frames most similar (cosine, computed by the engine) to a frame among the
+   * frames embedded so far (embed them first, e.g. with embedAll). Resolves to
+   * [{series, frame, score}], best first.
    */
   async similar({ series, frame = 0, k = 5 }) {
-    const q = await this.embed({ series, frame });
-    const out = [];
-    for (const [key, v] of this._embeddings) {
-      const [s, f] = key.split(':').map(Number);
-      if (s === series && f === frame) continue;
-      let dot = 0;
-      for (let i = 0; i < v.length; i++) dot += v[i] * q[i];
-      out.push({ series: s, frame: f, score: dot });
-    }
-    out.sort((a, b) => b.score - a.score);
-    return out.slice(0, k);
+    const hits = await this._onFrame('similar', series, frame, { k });
+    return hits
+      .map((h) => ({ at: this._where.get(`${h.id}:${h.frame}`), score: h.score }))
+      .filter((h) => h.at)
+      .map((h) => ({ series: h.at[0], frame: h.at[1], score: h.score }));
   }
 
   /** Embed every frame of every open series; `onProgress(done, total)`; stop with signal.abort(). */

@@ -15,7 +15,7 @@ const WEIGHTS_CACHE = 'medfm-weights-v1';
 const SHELL = [
   './', 'index.html', 'medfm.js', 'medfm_bg.wasm',
   'www/app.js', 'www/medfm.js', 'www/worker.js', 'www/display.js', 'www/app.css',
-  'shaders/window_level.wgsl',
+  'shaders/display.wgsl',
   'samples/index.json', 'samples/abdomen_mr.dcm', 'samples/head_ct.dcm',
 ];
 const SCOPE = new URL(self.registration.scope);

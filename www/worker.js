@@ -2,16 +2,20 @@
 // the model on WebGPU or CPU, the embedding cache. The UI thread never runs the model.
 //
 // Protocol: the page posts {id, op, args}; the worker answers {id, ok, result} or
-// {id, ok: false, error}, and posts {event: 'progress', ...} while loading weights and
+// {id, ok: false, error, code} (code: the engine's kind of error, see medfm.js), and posts {event: 'progress', ...} while loading weights and
 // {event: 'crashed', error} if the wasm instance died (a Rust panic: every later call
 // would fail, so the page starts a fresh worker).
-import init, { Engine, panicForTest, pinnedSha256, sha256Hex, softwareAdapter } from '../medfm.js';
+import init, { Engine, panicForTest, pinnedSha256, setSpanListener, sha256Hex, softwareAdapter } from '../medfm.js';
 
 const WEIGHTS_CACHE = 'medfm-weights-v1';
 let engine = null;
 let crashed = null;
 let queue = Promise.resolve();
-const ready = init().then(() => { engine = new Engine(); });
+const ready = init().then(() => {
+  engine = new Engine();
+  // The library's spans (read, decode, preprocess, encode, decode_mask, write), timed.
+  setSpanListener((name, ms) => progress('span', { name, ms }));
+});
 
 function progress(stage, extra) {
   self.postMessage({ event: 'progress', stage, ...extra });
@@ -108,7 +112,10 @@ async function probeWebGpu() {
 
 const ops = {
   async loadModel({ backend, precision, base }) {
-    const bytes = await weightsBytes(base, precision);
+    const bytes = await weightsBytes(base, precision).catch((e) => {
+      e.code = e.code || 'weights';
+      throw e;
+    });
     let name = backend;
     let fallback = null;
     let adapter = null;
@@ -136,6 +143,11 @@ const ops = {
     const f = engine.frame(id, frame);
     return { result: f, transfer: [f.values.buffer] };
   },
+  render({ id, frame, view }) {
+    const r = engine.render(id, frame, view);
+    return { result: r, transfer: [r.rgba.buffer] };
+  },
+  series: () => engine.series(),
   encode: ({ id, frame }) => engine.encode(id, frame),
   forget: ({ id, frame }) => engine.forget(id, frame),
   modelInput({ id, frame }) {
@@ -147,6 +159,7 @@ const ops = {
     return { result: r, transfer: [r.mask.buffer] };
   },
   embed: ({ id, frame }) => engine.embed(id, frame),
+  similar: ({ id, frame, k }) => engine.similar(id, frame, k),
   seg: ({ id, frame, mask, label }) => engine.seg(id, frame, mask, label),
   nifti: ({ ids }) => engine.nifti(Uint32Array.from(ids)),
   panicForTest: () => panicForTest(),
@@ -163,7 +176,7 @@ async function handle(op, args) {
 
 // Model calls run one after another; reading files and frames does not wait for them
 // (the engine holds no borrow across an await, so they may interleave safely).
-const UNQUEUED = new Set(['open', 'frame', 'close']);
+const UNQUEUED = new Set(['open', 'frame', 'close', 'render', 'series']);
 
 self.onmessage = (ev) => {
   const { id, op, args } = ev.data;
@@ -179,7 +192,7 @@ self.onmessage = (ev) => {
           crashed = error;
           self.postMessage({ event: 'crashed', error });
         }
-        self.postMessage({ id, ok: false, error });
+        self.postMessage({ id, ok: false, error, code: (e && e.code) || 'internal' });
       },
     );
 };

@@ -136,7 +136,10 @@ impl Calibration {
     /// matrices of the decoder's token layers (the ones a plan may round with GPTQ).
     pub fn record(params: &Params, images: &[Vec<f32>]) -> Result<Self, Error> {
         if images.is_empty() {
-            return Err(Error::Input("no calibration images".into()));
+            return Err(Error::Input {
+                tensor: "image",
+                problem: "no calibration images".into(),
+            });
         }
         let stems = images
             .iter()

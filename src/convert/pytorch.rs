@@ -119,16 +119,18 @@ fn read_checkpoint(path: &Path) -> Result<BTreeMap<String, HostTensor>, Error> {
             continue;
         }
         let pack = bridge::from_pytorch(tensor);
-        let data = bridge::into_data(pack).map_err(|e| {
-            Error::Weights(format!(
-                "tensor `{name}` cannot be read (truncated file?): {e}"
-            ))
+        let data = bridge::into_data(pack).map_err(|e| Error::Parameter {
+            name: name.clone(),
+            problem: format!("cannot be read (truncated file?): {e}"),
         })?;
         let shape: Vec<usize> = data.shape().iter().copied().collect();
         let values = data
             .convert_dtype(DType::F32)
             .try_into_vec::<f32>()
-            .map_err(|e| Error::Weights(format!("tensor `{name}` is not numeric: {e:?}")))?;
+            .map_err(|e| Error::Parameter {
+                name: name.clone(),
+                problem: format!("not numeric: {e:?}"),
+            })?;
         out.insert(name, HostTensor { shape, values });
     }
     Ok(out)
@@ -144,9 +146,10 @@ fn fold_batch_norms(tensors: &mut BTreeMap<String, HostTensor>) -> Result<(), Er
     for p in prefixes {
         let mut take = |suffix: &str| {
             let key = format!("{p}.{suffix}");
-            tensors
-                .remove(&key)
-                .ok_or_else(|| Error::Weights(format!("BatchNorm tensor `{key}` is missing")))
+            tensors.remove(&key).ok_or_else(|| Error::Parameter {
+                name: key.clone(),
+                problem: "BatchNorm tensor missing".into(),
+            })
         };
         let gamma = take("bn.weight")?.values;
         let beta = take("bn.bias")?.values;
@@ -158,10 +161,10 @@ fn fold_batch_norms(tensors: &mut BTreeMap<String, HostTensor>) -> Result<(), Er
             .iter()
             .any(|&n| n != out_ch)
         {
-            return Err(Error::Weights(format!(
-                "BatchNorm of `{p}` has {} channels, its convolution {out_ch}",
-                gamma.len()
-            )));
+            return Err(Error::Parameter {
+                name: format!("{p}.bn.weight"),
+                problem: format!("{} channels, its convolution {out_ch}", gamma.len()),
+            });
         }
         let per_out = conv.values.len() / out_ch;
         let mut bias = Vec::with_capacity(out_ch);

@@ -1,6 +1,6 @@
 //! A catalogue of what a set of DICOM files holds: patients → studies → series, for
-//! `medfm info` and the viewer's series list. Patient identifiers are replaced by
-//! ordinal labels unless the caller asks for them.
+//! `medfm info` (the viewer's series list and slice order come from [`super::series`]).
+//! Patient identifiers are replaced by ordinal labels unless the caller asks for them.
 
 use std::collections::BTreeMap;
 

@@ -257,7 +257,7 @@ pub(crate) fn functional_groups(
 }
 
 /// VOI LUT Function (0028,1056).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum VoiFunction {
     /// PS3.3 C.11.2.1.2.1 (the default).
@@ -289,6 +289,21 @@ impl Window {
             width,
             function: VoiFunction::Linear,
             explanation: String::new(),
+        }
+    }
+
+    /// The LINEAR_EXACT window over `values`' min..max (explanation "min-max"): what a
+    /// frame without a VOI of its own is shown with.
+    pub fn min_max(values: &[f32]) -> Window {
+        let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| {
+            (lo.min(v as f64), hi.max(v as f64))
+        });
+        let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+        Window {
+            center: (lo + hi) / 2.0,
+            width: (hi - lo).max(f64::MIN_POSITIVE),
+            function: VoiFunction::LinearExact,
+            explanation: "min-max".into(),
         }
     }
 
@@ -700,30 +715,42 @@ pub struct Rendered {
     pub channels: usize,
     /// `rows * cols * channels` values.
     pub pixels: Vec<u8>,
-    /// Whether MONOCHROME1 was inverted.
+    /// Whether the output was inverted (MONOCHROME1, or the caller's choice).
     pub inverted: bool,
 }
 
-/// The display policy of one decoded frame, for every shell: colour frames (RGB, palettes
-/// already mapped to 0..255) as they are, clamped to 0..255; grey frames through `voi` (or
-/// their min..max when `None`) with MONOCHROME1 inverted (`photometric` of the image).
+/// The display policy of one decoded frame, for every shell (the CLI's PNG, the
+/// browser's display): colour frames (RGB, palettes already mapped to 0..255) as they are,
+/// clamped to 0..255; grey frames through `voi` (or their min..max when `None`) with
+/// MONOCHROME1 inverted (`photometric` of the image).
 pub fn render(frame: &super::Frame, voi: Option<&Voi>, photometric: &str) -> Rendered {
-    if frame.channels != 1 {
-        return Rendered {
-            channels: frame.channels,
-            pixels: frame
-                .values
-                .iter()
-                .map(|v| v.clamp(0.0, 255.0) as u8)
-                .collect(),
-            inverted: false,
-        };
-    }
-    let inverted = photometric == "MONOCHROME1";
+    render_view(
+        frame,
+        voi,
+        frame.channels == 1 && photometric == "MONOCHROME1",
+    )
+}
+
+/// [`render`] with the inversion chosen by the caller (a viewer's "invert"): grey frames
+/// through `voi` (min..max when `None`), colour frames clamped; then every sample `s`
+/// becomes `255 - s` when `invert`.
+pub fn render_view(frame: &super::Frame, voi: Option<&Voi>, invert: bool) -> Rendered {
+    let pixels = if frame.channels != 1 {
+        frame
+            .values
+            .iter()
+            .map(|v| {
+                let s = v.clamp(0.0, 255.0) as u8;
+                if invert { 255 - s } else { s }
+            })
+            .collect()
+    } else {
+        render_grey(&frame.values, voi, invert)
+    };
     Rendered {
-        channels: 1,
-        pixels: render_grey(&frame.values, voi, inverted),
-        inverted,
+        channels: frame.channels,
+        pixels,
+        inverted: invert,
     }
 }
 
@@ -734,15 +761,7 @@ pub fn render_grey(values: &[f32], voi: Option<&Voi>, invert: bool) -> Vec<u8> {
     let voi = match voi {
         Some(v) => v,
         None => {
-            let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| {
-                (lo.min(v as f64), hi.max(v as f64))
-            });
-            minmax = Voi::Window(Window {
-                center: (lo + hi) / 2.0,
-                width: (hi - lo).max(f64::MIN_POSITIVE),
-                function: VoiFunction::LinearExact,
-                explanation: "min-max".into(),
-            });
+            minmax = Voi::Window(Window::min_max(values));
             &minmax
         }
     };

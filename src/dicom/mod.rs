@@ -82,6 +82,13 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Every DICOM error is about the input.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::BadInput
+    }
+}
+
 /// Metadata of one image instance needed to display and segment it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImageMeta {
@@ -223,6 +230,7 @@ fn check_frames_fit(
 
 /// Parse a DICOM Part 10 file from bytes.
 pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
+    let _span = tracing::info_span!("read").entered();
     let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         &bytes[128..]
     } else if bytes.len() >= 4 && &bytes[..4] == b"DICM" {
@@ -310,6 +318,7 @@ impl DicomImage {
     /// objects), colour images as RGB (YBR converted), PALETTE COLOR through its palette to
     /// RGB scaled to 0..=255 (16-bit palettes divided by 257).
     pub fn frame(&self, frame: u32) -> Result<Frame, Error> {
+        let _span = tracing::info_span!("decode", frame).entered();
         let stored = self.stored_frame(frame)?;
         if self.meta.photometric == "PALETTE COLOR" {
             if stored.channels != 1 {

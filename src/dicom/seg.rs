@@ -161,6 +161,7 @@ pub fn write_seg(
 /// # Returns
 /// The bytes of a Part 10 file (preamble, file meta, data set).
 pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u8>, Error> {
+    let _span = tracing::info_span!("write", what = "seg").entered();
     let first = frames
         .first()
         .ok_or_else(|| Error::Seg("a SEG needs at least one frame".into()))?;

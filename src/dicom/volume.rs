@@ -159,6 +159,7 @@ impl Volume {
     /// NIfTI-1 stores each dimension in 16 bits: a volume with a side over 32767 is
     /// refused, as is one without a positive spacing on every axis.
     pub fn to_nifti(&self) -> Result<Vec<u8>, Error> {
+        let _span = tracing::info_span!("write", what = "nifti").entered();
         let dims = [self.cols, self.rows, self.slices];
         let dim = |n: usize| {
             i16::try_from(n).ok().filter(|&d| d > 0).ok_or_else(|| {

@@ -27,7 +27,33 @@ pub enum Error {
     /// A weights file is unreadable, foreign or does not match the architecture.
     #[error("weights: {0}")]
     Weights(String),
+    /// One parameter of a weights file is missing, unreadable or has the wrong shape.
+    #[error("weights: parameter `{name}`: {problem}")]
+    Parameter {
+        /// The parameter's name in the file (e.g. `image_encoder.neck.0.weight`).
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A tensor or prompt given to the model is malformed.
-    #[error("model input: {0}")]
-    Input(String),
+    #[error("model input `{tensor}`: {problem}")]
+    Input {
+        /// The input: `image`, `box`, `points`, `mask`, `embedding`, ...
+        tensor: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A precision name that is not one of the weights' precisions.
+    #[error("unknown precision `{0}` (fp32, int8 or int4)")]
+    Precision(String),
+}
+
+impl Error {
+    /// Input errors are bad input; everything else is about the weights.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            Error::Input { .. } | Error::Precision(_) => crate::ErrorKind::BadInput,
+            Error::Weights(_) | Error::Parameter { .. } => crate::ErrorKind::Weights,
+        }
+    }
 }

@@ -106,11 +106,14 @@ impl Sam {
     pub fn embed(&self, image: Tensor<4>) -> Result<Embedding, Error> {
         let dims = image.dims();
         if dims[1..] != [3, INPUT_SIZE, INPUT_SIZE] {
-            return Err(Error::Input(format!(
-                "the encoder takes [B, 3, {INPUT_SIZE}, {INPUT_SIZE}], got {dims:?}"
-            )));
+            return Err(Error::Input {
+                tensor: "image",
+                problem: format!(
+                    "the encoder takes [B, 3, {INPUT_SIZE}, {INPUT_SIZE}], got {dims:?}"
+                ),
+            });
         }
-        let _span = tracing::info_span!("embed").entered();
+        let _span = tracing::info_span!("encode").entered();
         let tensor = self.image_encoder.forward(image);
         let image_pe = Some(self.prompt_encoder.dense_pe(&tensor.device()));
         Ok(Embedding { tensor, image_pe })
@@ -121,35 +124,40 @@ impl Sam {
     /// Shapes: `embedding [1, 256, 64, 64]` `-> low_res_logits [1, M, 256, 256], iou [1, M]`.
     pub fn decode(&self, embedding: &Embedding, prompts: &Prompts) -> Result<Decoded, Error> {
         if prompts.bbox.is_none() && prompts.points.is_empty() {
-            return Err(Error::Input(
-                "a prompt needs a box or at least one point".into(),
-            ));
+            return Err(Error::Input {
+                tensor: "prompt",
+                problem: "a prompt needs a box or at least one point".into(),
+            });
         }
-        let check = |v: f32, what: &str| {
+        let check = |v: f32, tensor: &'static str| {
             if v.is_finite() {
                 Ok(())
             } else {
-                Err(Error::Input(format!(
-                    "{what} coordinate is not a finite number"
-                )))
+                Err(Error::Input {
+                    tensor,
+                    problem: "a coordinate is not a finite number".into(),
+                })
             }
         };
         if let Some(b) = prompts.bbox {
             b.iter().try_for_each(|&v| check(v, "box"))?;
         }
         for p in &prompts.points {
-            check(p.x, "point")?;
-            check(p.y, "point")?;
+            check(p.x, "points")?;
+            check(p.y, "points")?;
         }
         if let Some(m) = &prompts.mask
             && m.dims() != [1, 1, LOW_RES_SIZE, LOW_RES_SIZE]
         {
-            return Err(Error::Input(format!(
-                "the mask prompt must be [1, 1, {LOW_RES_SIZE}, {LOW_RES_SIZE}], got {:?}",
-                m.dims()
-            )));
+            return Err(Error::Input {
+                tensor: "mask",
+                problem: format!(
+                    "the mask prompt must be [1, 1, {LOW_RES_SIZE}, {LOW_RES_SIZE}], got {:?}",
+                    m.dims()
+                ),
+            });
         }
-        let _span = tracing::info_span!("decode").entered();
+        let _span = tracing::info_span!("decode_mask").entered();
         let device = embedding.tensor.device();
         let sparse = self
             .prompt_encoder

@@ -59,9 +59,7 @@ impl std::str::FromStr for Precision {
             "fp32" => Ok(Precision::Fp32),
             "int8" => Ok(Precision::Int8),
             "int4" => Ok(Precision::Int4),
-            other => Err(Error::Input(format!(
-                "unknown precision `{other}` (fp32, int8 or int4)"
-            ))),
+            other => Err(Error::Precision(other.into())),
         }
     }
 }

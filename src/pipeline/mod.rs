@@ -37,6 +37,21 @@ pub enum Error {
     Device(String),
 }
 
+impl Error {
+    /// The kind of the failure (exit code, JS `code`): DICOM and prompts are bad input,
+    /// model errors by their own kind, devices are devices.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            Error::Dicom(e) => e.kind(),
+            Error::Model(e) => e.kind(),
+            Error::Unsupported(_) | Error::Prompt(_) | Error::Index(_) => {
+                crate::ErrorKind::BadInput
+            }
+            Error::Device(_) => crate::ErrorKind::Device,
+        }
+    }
+}
+
 /// A point's label as users give it (the CLI's `--point X,Y,LABEL`, the JS API's
 /// `[x, y, label]`): 1 foreground, 0 background; anything else is refused, never rounded.
 pub fn point_label(label: f32) -> Result<bool, Error> {

@@ -238,6 +238,7 @@ fn check_frame(frame: &Frame) -> Result<(), Error> {
 
 /// Run the whole recipe on one decoded frame.
 pub fn preprocess(frame: &Frame, meta: &ImageMeta) -> Result<Preprocessed, Error> {
+    let _span = tracing::info_span!("preprocess").entered();
     check_frame(frame)?;
     let (rows, cols) = (frame.rows, frame.cols);
     let mut warnings = Vec::new();

@@ -13,13 +13,18 @@ use js_sys::{Float32Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 mod libc_shim;
+mod spans;
 use wasm_bindgen_futures::future_to_promise;
 use web_time::Instant;
 
-use crate::Device;
-use crate::dicom::{self, DicomImage, seg::SegmentInfo};
+use crate::dicom::{self, DicomImage, lut, seg::SegmentInfo};
 use crate::model::{Embedding, weights};
-use crate::pipeline::{self, PixelPrompt, Preprocessed, Segmenter, embed, session::EmbeddingCache};
+use crate::pipeline::{
+    self, PixelPrompt, Preprocessed, Segmenter,
+    embed::{self, EntryMeta, Index},
+    session::EmbeddingCache,
+};
+use crate::{Device, ErrorKind};
 
 /// Embeddings kept per worker (4 MiB each): a few frames of scrolling back and forth.
 const CACHE_FRAMES: usize = 8;
@@ -31,6 +36,7 @@ pub fn start() {
     std::panic::set_hook(Box::new(|info| {
         web_sys::console::error_1(&format!("medfm panicked: {info}").into());
     }));
+    spans::install();
     if log::set_logger(&ConsoleLogger).is_ok() {
         log::set_max_level(log::LevelFilter::Warn);
     }
@@ -81,7 +87,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// compiled into this build: the worker checks the server's weights manifest against it,
 /// so a swapped manifest and file cannot load other weights.
 #[wasm_bindgen(js_name = pinnedSha256)]
-pub fn pinned_sha256(precision: &str) -> Result<String, JsError> {
+pub fn pinned_sha256(precision: &str) -> Result<String, JsValue> {
     let p: weights::Precision = precision.parse().map_err(err)?;
     Ok(weights::pinned_sha256(p).to_string())
 }
@@ -90,25 +96,63 @@ pub fn pinned_sha256(precision: &str) -> Result<String, JsError> {
 /// undefined for a real GPU: the rule of `pipeline::device`, as natively. `facts`:
 /// `{isFallbackAdapter, name, driver}` from the adapter's `GPUAdapterInfo`.
 #[wasm_bindgen(js_name = softwareAdapter)]
-pub fn software_adapter(facts: JsValue) -> Result<Option<String>, JsError> {
+pub fn software_adapter(facts: JsValue) -> Result<Option<String>, JsValue> {
     let facts: pipeline::device::AdapterFacts =
-        serde_wasm_bindgen::from_value(facts).map_err(|e| err(format!("adapter facts: {e}")))?;
+        serde_wasm_bindgen::from_value(facts).map_err(|e| bad(format!("adapter facts: {e}")))?;
     Ok(facts.software())
 }
 
 /// Parse a DICOM file and return its metadata as a JS object.
 #[wasm_bindgen(js_name = dicomInfo)]
-pub fn dicom_info(bytes: &[u8]) -> Result<JsValue, JsError> {
+pub fn dicom_info(bytes: &[u8]) -> Result<JsValue, JsValue> {
     let image = dicom::read(bytes).map_err(err)?;
     to_js(&image.meta)
 }
 
-fn err(e: impl std::fmt::Display) -> JsError {
-    JsError::new(&e.to_string())
+/// A JS `Error` with the message and, for errors of a known kind, its `code`
+/// (`bad-input`, `weights`, `device`, `io`: [`ErrorKind::code`]), which the JS API passes on.
+fn fail(kind: Option<ErrorKind>, msg: impl std::fmt::Display) -> JsValue {
+    let e = js_sys::Error::new(&msg.to_string());
+    if let Some(kind) = kind {
+        set(&e, "code", kind.code());
+    }
+    e.into()
 }
 
-fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsError> {
-    serde_wasm_bindgen::to_value(v).map_err(err)
+/// Errors of the library's layers, which know their kind.
+trait Kinded: std::fmt::Display {
+    fn kind(&self) -> ErrorKind;
+}
+
+impl Kinded for dicom::Error {
+    fn kind(&self) -> ErrorKind {
+        dicom::Error::kind(self)
+    }
+}
+
+impl Kinded for pipeline::Error {
+    fn kind(&self) -> ErrorKind {
+        pipeline::Error::kind(self)
+    }
+}
+
+impl Kinded for crate::model::Error {
+    fn kind(&self) -> ErrorKind {
+        crate::model::Error::kind(self)
+    }
+}
+
+fn err(e: impl Kinded) -> JsValue {
+    fail(Some(e.kind()), e)
+}
+
+/// The caller's mistake (a bad argument, an unknown image, a call out of order).
+fn bad(msg: impl std::fmt::Display) -> JsValue {
+    fail(Some(ErrorKind::BadInput), msg)
+}
+
+fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    serde_wasm_bindgen::to_value(v).map_err(|e| fail(None, e))
 }
 
 fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
@@ -127,22 +171,31 @@ struct State {
     model: Option<Rc<Model>>,
     cache: Option<EmbeddingCache<(u32, u32)>>,
     gpu: Option<Device>,
+    /// Frame vectors embedded so far (cosine search), `keys[i]` the `(id, frame)` of
+    /// entry `i`; cleared with the model (vectors depend on its weights).
+    index: Index,
+    keys: Vec<(u32, u32)>,
 }
 
 impl State {
-    fn image(&self, id: u32) -> Result<&DicomImage, JsError> {
+    fn image(&self, id: u32) -> Result<&DicomImage, JsValue> {
         self.images
             .get(id as usize)
             .and_then(Option::as_ref)
-            .ok_or_else(|| err(format!("no open image with id {id}")))
+            .ok_or_else(|| bad(format!("no open image with id {id}")))
     }
 
     /// The loaded model, shared so that it can be used across an await without holding
     /// the state's borrow.
-    fn model(&self) -> Result<Rc<Model>, JsError> {
+    fn model(&self) -> Result<Rc<Model>, JsValue> {
         self.model
             .clone()
-            .ok_or_else(|| err("the model is not loaded yet (call loadModel first)"))
+            .ok_or_else(|| bad("the model is not loaded yet (call loadModel first)"))
+    }
+
+    fn clear_index(&mut self) {
+        self.index = Index::default();
+        self.keys.clear();
     }
 
     fn cache(&mut self) -> &mut EmbeddingCache<(u32, u32)> {
@@ -199,7 +252,10 @@ impl Engine {
                         Some(d) => d,
                         None => {
                             let d = Device::wgpu_options().init_async().await.map_err(|e| {
-                                err(format!("WebGPU could not be initialised: {e}"))
+                                fail(
+                                    Some(ErrorKind::Device),
+                                    format!("WebGPU could not be initialised: {e}"),
+                                )
                             })?;
                             state.borrow_mut().gpu = Some(d.clone());
                             d
@@ -208,13 +264,14 @@ impl Engine {
                     (device, "webgpu")
                 }
                 other => {
-                    return Err(err(format!("unknown backend {other:?}: use webgpu or cpu")).into());
+                    return Err(bad(format!("unknown backend {other:?}: use webgpu or cpu")));
                 }
             };
             // Quantized weights are dequantized on load (WGSL has no 8-bit storage).
             let sam = weights::load_bpk(weights_bytes, &device).map_err(err)?;
             let mut st = state.borrow_mut();
             st.cache().clear();
+            st.clear_index();
             st.model = Some(Rc::new(Model {
                 segmenter: Segmenter::new(sam, device),
                 backend: name,
@@ -231,7 +288,7 @@ impl Engine {
 
     /// Parse a DICOM file; resolves to `{id, meta}` (meta: rows, cols, frames, modality,
     /// photometric, window, UIDs, ...). Pixel data is decoded per frame on demand.
-    pub fn open(&self, bytes: &[u8]) -> Result<JsValue, JsError> {
+    pub fn open(&self, bytes: &[u8]) -> Result<JsValue, JsValue> {
         let image = dicom::read(bytes).map_err(err)?;
         let meta = to_js(&image.meta)?;
         let mut st = self.state.borrow_mut();
@@ -249,13 +306,24 @@ impl Engine {
             *slot = None;
         }
         st.cache().clear();
+        // Drop the image's vectors from the search index.
+        let (index, keys) = (std::mem::take(&mut st.index), std::mem::take(&mut st.keys));
+        for (i, key) in keys.into_iter().enumerate() {
+            if key.0 != id {
+                // Re-adding vectors of the index's own dimension cannot fail.
+                let _ = st
+                    .index
+                    .add(index.vector(i).to_vec(), index.meta[i].clone());
+                st.keys.push(key);
+            }
+        }
     }
 
     /// Decode one frame for display: `{rows, cols, channels, values: Float32Array
     /// (modality-LUT values, samples interleaved), min, max, window?: [center, width],
     /// windows: [{center, width, function, explanation}]}` — the frame's own windows (per
     /// frame in Enhanced objects), `window` the first of them.
-    pub fn frame(&self, id: u32, frame: u32) -> Result<JsValue, JsError> {
+    pub fn frame(&self, id: u32, frame: u32) -> Result<JsValue, JsValue> {
         let st = self.state.borrow();
         let image = st.image(id)?;
         let f = image.frame(frame).map_err(err)?;
@@ -298,7 +366,7 @@ impl Engine {
     /// (the browser benchmark): `{pixels: Float32Array [3, 256, 256], scale, rows, cols}`;
     /// multiply pixel coordinates by `scale` for model coordinates.
     #[wasm_bindgen(js_name = modelInput)]
-    pub fn model_input(&self, id: u32, frame: u32) -> Result<JsValue, JsError> {
+    pub fn model_input(&self, id: u32, frame: u32) -> Result<JsValue, JsValue> {
         let st = self.state.borrow();
         let image = st.image(id)?;
         let pre =
@@ -337,7 +405,7 @@ impl Engine {
         future_to_promise(async move {
             let t = Instant::now();
             let req: Request = serde_wasm_bindgen::from_value(request)
-                .map_err(|e| err(format!("malformed segment request: {e}")))?;
+                .map_err(|e| bad(format!("malformed segment request: {e}")))?;
             let points = req
                 .points
                 .iter()
@@ -379,18 +447,156 @@ impl Engine {
     }
 
     /// The default 256-d embedding (pooled LiteMedSAM encoder output, L2-normalised) of
-    /// a frame; reuses the segmentation embedding cache. Resolves to a Float32Array.
+    /// a frame; reuses the segmentation embedding cache and keeps the vector for
+    /// [`Engine::similar`]. Resolves to a Float32Array.
     pub fn embed(&self, id: u32, frame: u32) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            let (_, pre, emb) = ensure_encoded(&state, id, frame).await?;
-            let v = embed::pooled_vector_async(&emb, &pre).await.map_err(err)?;
+            let v = frame_vector(&state, id, frame).await?;
             Ok(Float32Array::from(&v[..]).into())
         })
     }
 
+    /// The `k` frames most similar (cosine of the embeddings) to frame `frame` of image
+    /// `id` among the frames embedded so far ([`Engine::embed`]), best first, the frame
+    /// itself left out: `[{id, frame, score}]`. Embeds the query frame if needed.
+    pub fn similar(&self, id: u32, frame: u32, k: u32) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let q = frame_vector(&state, id, frame).await?;
+            let st = state.borrow();
+            let hits: Vec<Hit> = st
+                .index
+                .search(&q, st.index.len())
+                .into_iter()
+                .map(|(i, score)| (st.keys[i], score))
+                .filter(|&(key, _)| key != (id, frame))
+                .take(k as usize)
+                .map(|((id, frame), score)| Hit { id, frame, score })
+                .collect();
+            to_js(&hits)
+        })
+    }
+
+    /// The open images grouped into series and ordered, by the library's series rule
+    /// (`dicom::series::group`: SeriesInstanceUID in first-opened order; slices along the
+    /// normal, else InstanceNumber with the reason in `warnings`): `[{index, uid, study,
+    /// modality, description, rows, cols, frames, refs: [[id, frame]], warnings}]`.
+    pub fn series(&self) -> Result<JsValue, JsValue> {
+        let st = self.state.borrow();
+        let open: Vec<(u32, &DicomImage)> = st
+            .images
+            .iter()
+            .enumerate()
+            .filter_map(|(id, img)| Some((id as u32, img.as_ref()?)))
+            .collect();
+        let refs: Vec<&DicomImage> = open.iter().map(|&(_, img)| img).collect();
+        let list: Vec<SeriesEntry> = dicom::series::group(&refs)
+            .into_iter()
+            .enumerate()
+            .map(|(index, s)| SeriesEntry {
+                index,
+                frames: s.frames.len(),
+                refs: s.frames.iter().map(|&(i, f)| (open[i].0, f)).collect(),
+                uid: s.uid,
+                study: s.study,
+                modality: s.modality,
+                description: s.description,
+                rows: s.rows,
+                cols: s.cols,
+                warnings: s.warnings,
+            })
+            .collect();
+        to_js(&list)
+    }
+
+    /// A frame as the viewer shows it, rendered by the library's display rule
+    /// (`dicom::lut::render_view`, as `medfm convert --out x.png`): `view = {voi?: n,
+    /// window?: {center, width, function?}, invert?}` picks the frame's VOI number `n`
+    /// (default 0: its first window or VOI LUT table; none: its min..max) or the caller's
+    /// window (function `LINEAR` default, `LINEAR_EXACT`, `SIGMOID`), and the inversion
+    /// (default: MONOCHROME1 grey frames). Returns `{rows, cols, rgba: Uint8Array(rows *
+    /// cols * 4), voi: string, window?: {center, width, function}, inverted, range?: [min,
+    /// max], vois: [string]}`: `voi` describes what was applied, `window` is set when it
+    /// was a window (to start a window/level drag from), `range` the grey frame's modality
+    /// values' range, `vois` lists the frame's own VOIs.
+    pub fn render(&self, id: u32, frame: u32, view: JsValue) -> Result<JsValue, JsValue> {
+        let view: View = if view.is_undefined() || view.is_null() {
+            View::default()
+        } else {
+            serde_wasm_bindgen::from_value(view).map_err(|e| bad(format!("render view: {e}")))?
+        };
+        let st = self.state.borrow();
+        let image = st.image(id)?;
+        let f = image.frame(frame).map_err(err)?;
+        let (vois, _) = image.vois(frame).map_err(err)?;
+        let chosen = match (view.window, view.voi) {
+            (Some(_), Some(_)) => return Err(bad("render view: give voi or window, not both")),
+            (Some(w), None) => {
+                let w = lut::Window {
+                    center: w.center,
+                    width: w.width,
+                    function: w.function.unwrap_or(lut::VoiFunction::Linear),
+                    explanation: String::new(),
+                };
+                w.check().map_err(bad)?;
+                Some(lut::Voi::Window(w))
+            }
+            (None, Some(n)) => Some(vois.get(n as usize).cloned().ok_or_else(|| {
+                bad(format!(
+                    "frame {frame} has {} VOI(s), not a number {n}",
+                    vois.len()
+                ))
+            })?),
+            (None, None) => vois.first().cloned(),
+        };
+        let grey = f.channels == 1;
+        let invert = view
+            .invert
+            .unwrap_or(grey && image.meta.photometric == "MONOCHROME1");
+        let r = lut::render_view(&f, chosen.as_ref(), invert);
+        let n = f.rows * f.cols;
+        let mut rgba = vec![255u8; n * 4];
+        for (i, px) in rgba.chunks_exact_mut(4).enumerate() {
+            if r.channels == 1 {
+                px[..3].fill(r.pixels[i]);
+            } else {
+                px[..3].copy_from_slice(&r.pixels[i * 3..i * 3 + 3]);
+            }
+        }
+        let applied = match (&chosen, grey) {
+            (_, false) => None,
+            (Some(lut::Voi::Window(w)), true) => Some(w.clone()),
+            (Some(lut::Voi::Table(..)), true) => None,
+            (None, true) => Some(lut::Window::min_max(&f.values)),
+        };
+        let out = Object::new();
+        set(&out, "rows", f.rows as u32);
+        set(&out, "cols", f.cols as u32);
+        set(&out, "rgba", Uint8Array::from(&rgba[..]));
+        let described = match (&chosen, grey) {
+            (_, false) => "colour (RGB as stored)".to_string(),
+            (Some(v), true) => v.describe(),
+            (None, true) => lut::Voi::Window(lut::Window::min_max(&f.values)).describe(),
+        };
+        set(&out, "voi", described);
+        if let Some(w) = applied {
+            set(&out, "window", to_js(&w)?);
+        }
+        set(&out, "inverted", r.inverted);
+        if grey {
+            let mm = lut::Window::min_max(&f.values);
+            let half = mm.width / 2.0;
+            let range = js_sys::Array::of2(&(mm.center - half).into(), &(mm.center + half).into());
+            set(&out, "range", range);
+        }
+        let listed: Vec<String> = vois.iter().map(lut::Voi::describe).collect();
+        set(&out, "vois", to_js(&listed)?);
+        Ok(out.into())
+    }
+
     /// A binary DICOM SEG (Part 10 bytes) of `mask` (0/1, rows*cols) over a frame.
-    pub fn seg(&self, id: u32, frame: u32, mask: &[u8], label: String) -> Result<Vec<u8>, JsError> {
+    pub fn seg(&self, id: u32, frame: u32, mask: &[u8], label: String) -> Result<Vec<u8>, JsValue> {
         let st = self.state.borrow();
         let info = SegmentInfo {
             label,
@@ -401,13 +607,13 @@ impl Engine {
 
     /// NIfTI-1 (`.nii`) of the modality-LUT values of the images `ids` (one series:
     /// single-frame images in any order) with the DICOM geometry as the affine.
-    pub fn nifti(&self, ids: Vec<u32>) -> Result<Vec<u8>, JsError> {
+    pub fn nifti(&self, ids: Vec<u32>) -> Result<Vec<u8>, JsValue> {
         let mut st = self.state.borrow_mut();
         // `assemble` takes the images by slice; move them out and back.
         for (i, &id) in ids.iter().enumerate() {
             st.image(id)?;
             if ids[..i].contains(&id) {
-                return Err(err(format!("image {id} is listed twice")));
+                return Err(bad(format!("image {id} is listed twice")));
             }
         }
         let taken: Vec<DicomImage> = ids
@@ -448,10 +654,78 @@ async fn ensure_encoded(
         .slice([0..1, 0..1, 0..1, 0..1])
         .into_data_async()
         .await
-        .map_err(|e| err(format!("the encoder failed on the device: {e:?}")))?;
+        .map_err(|e| {
+            fail(
+                Some(ErrorKind::Device),
+                format!("the encoder failed on the device: {e:?}"),
+            )
+        })?;
     state
         .borrow_mut()
         .cache()
         .insert(key, pre.clone(), emb.clone());
     Ok((false, pre, emb))
+}
+
+/// The frame's pooled embedding vector, from the search index or computed and added to it.
+async fn frame_vector(
+    state: &Rc<RefCell<State>>,
+    id: u32,
+    frame: u32,
+) -> Result<Vec<f32>, JsValue> {
+    {
+        let st = state.borrow();
+        if let Some(i) = st.keys.iter().position(|&k| k == (id, frame)) {
+            return Ok(st.index.vector(i).to_vec());
+        }
+    }
+    let (_, pre, emb) = ensure_encoded(state, id, frame).await?;
+    let v = embed::pooled_vector_async(&emb, &pre).await.map_err(err)?;
+    let mut st = state.borrow_mut();
+    // Model calls are serialised by the worker, but `close` is not: keep the vector only
+    // while the image is still open.
+    if !st.keys.contains(&(id, frame)) {
+        let meta = EntryMeta::for_frame(&st.image(id)?.meta, frame, "");
+        st.index.add(v.clone(), meta).map_err(err)?;
+        st.keys.push((id, frame));
+    }
+    Ok(v)
+}
+
+/// One answer of [`Engine::similar`].
+#[derive(serde::Serialize)]
+struct Hit {
+    id: u32,
+    frame: u32,
+    score: f32,
+}
+
+/// One series of [`Engine::series`].
+#[derive(serde::Serialize)]
+struct SeriesEntry {
+    index: usize,
+    uid: String,
+    study: String,
+    modality: String,
+    description: String,
+    rows: u32,
+    cols: u32,
+    frames: usize,
+    refs: Vec<(u32, u32)>,
+    warnings: Vec<String>,
+}
+
+/// What [`Engine::render`] shows.
+#[derive(Default, serde::Deserialize)]
+struct View {
+    voi: Option<u32>,
+    window: Option<ViewWindow>,
+    invert: Option<bool>,
+}
+
+#[derive(serde::Deserialize)]
+struct ViewWindow {
+    center: f64,
+    width: f64,
+    function: Option<lut::VoiFunction>,
 }

@@ -31,6 +31,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { resolvePath, serve } from './serve.mjs';
 
 const args = process.argv.slice(2);
@@ -61,6 +62,134 @@ function referenceArea(box, precision) {
   if (!bin) throw new Error('MEDFM_BIN is not set (path of the native medfm binary)');
   const out = execFileSync(bin, ['segment', MR, '--box', box.join(','), '--cpu', '--precision', precision, '--json', '--out', path.join(ARTIFACTS, 'ref_mask.png')], { encoding: 'utf8' });
   return JSON.parse(out).area;
+}
+
+// A PNG as `medfm convert` writes it (8-bit grey or RGB, not interlaced): {width, height,
+// channels, data}.
+function readPng(buf) {
+  let at = 8;
+  let width = 0, height = 0, channels = 0;
+  const idat = [];
+  while (at < buf.length) {
+    const len = buf.readUInt32BE(at);
+    const type = buf.toString('latin1', at + 4, at + 8);
+    const body = buf.subarray(at + 8, at + 8 + len);
+    if (type === 'IHDR') {
+      width = body.readUInt32BE(0);
+      height = body.readUInt32BE(4);
+      if (body[8] !== 8 || body[12] !== 0) throw new Error('readPng: only 8-bit, non-interlaced');
+      channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[body[9]];
+    } else if (type === 'IDAT') {
+      idat.push(body);
+    }
+    at += 12 + len;
+  }
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const stride = width * channels;
+  const data = new Uint8Array(height * stride);
+  for (let y = 0; y < height; y++) {
+    const f = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    for (let x = 0; x < stride; x++) {
+      const a = x >= channels ? data[y * stride + x - channels] : 0;
+      const b = y > 0 ? data[(y - 1) * stride + x] : 0;
+      const c = x >= channels && y > 0 ? data[(y - 1) * stride + x - channels] : 0;
+      const p = a + b - c;
+      const pred = [0, a, b, Math.floor((a + b) / 2), Math.abs(p - a) <= Math.abs(p - b) && Math.abs(p - a) <= Math.abs(p - c) ? a : Math.abs(p - b) <= Math.abs(p - c) ? b : c][f];
+      data[y * stride + x] = (line[x] + pred) & 255;
+    }
+  }
+  return { width, height, channels, data };
+}
+
+// Every DICOM file of tests/data (`.dcm`, and the extensionless slices of series/).
+function dataFiles(dir = path.join(ROOT, 'tests/data')) {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) return dataFiles(p);
+    return e.name.endsWith('.dcm') || p.includes(`${path.sep}series${path.sep}`) ? [p] : [];
+  }).sort();
+}
+
+// One display rule for the CLI and the browser (issue 20): for every DICOM file of
+// tests/data, the viewer's rendering (MedFM.render, default view: the frame's first VOI
+// or its range, MONOCHROME1 inverted, colour clamped) has the pixels of `medfm convert
+// FILE --out x.png` (frame 0); a file the CLI refuses is refused by the viewer too.
+async function displayParity(page) {
+  const rows = [];
+  let same = 0;
+  for (const file of dataFiles()) {
+    const name = path.relative(ROOT, file);
+    const png = path.join(ARTIFACTS, 'parity.png');
+    fs.rmSync(png, { force: true });
+    let cli = null;
+    let cliError = null;
+    try {
+      execFileSync(process.env.MEDFM_BIN, ['convert', file, '--out', png], { stdio: 'pipe' });
+      cli = readPng(fs.readFileSync(png));
+    } catch (e) {
+      cliError = String(e.stderr || e.message).trim().split('\n').pop();
+    }
+    const web = await page.evaluate(async (b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const list = await window.medfm.open([new File([bytes], 'x.dcm')]);
+      if (list.errors.length) return { error: list.errors[0].error };
+      const id = Math.max(...window.medfm.series.flatMap((x) => x.refs.map((r) => r[0])));
+      const s = window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id));
+      const f = window.medfm.series[s].refs.findIndex((r) => r[0] === id && r[1] === 0);
+      try {
+        const r = await window.medfm.render({ series: s, frame: f });
+        return { rows: r.rows, cols: r.cols, rgba: Array.from(r.rgba) };
+      } catch (e) {
+        return { error: e.message, code: e.code };
+      }
+    }, fs.readFileSync(file).toString('base64'));
+    if (cliError || web.error) {
+      if (!(cliError && web.error)) rows.push({ name, cliError, webError: web.error });
+      continue;
+    }
+    if (cli.width !== web.cols || cli.height !== web.rows) {
+      rows.push({ name, cli: [cli.width, cli.height], web: [web.cols, web.rows] });
+      continue;
+    }
+    let worst = 0;
+    let differ = 0;
+    for (let i = 0; i < cli.width * cli.height; i++) {
+      for (let c = 0; c < 3; c++) {
+        const d = Math.abs(web.rgba[i * 4 + c] - cli.data[i * cli.channels + (cli.channels === 1 ? 0 : c)]);
+        worst = Math.max(worst, d);
+        if (d) differ += 1;
+      }
+    }
+    // Same Rust code on both sides; only a libm difference in exp (SIGMOID) could move a
+    // value lying on a rounding boundary by one level.
+    if (worst > 1 || differ > 1e-4 * cli.width * cli.height * 3) rows.push({ name, worst, differ });
+    else same += 1;
+  }
+  check(rows.length === 0 && same >= 40, `the viewer renders every file of tests/data as \`medfm convert --out x.png\` does (${same} files the same, the rest refused by both)`, JSON.stringify(rows));
+}
+
+// The viewer's slice order is the CLI's: the CT series opened in reverse file order lists
+// its frames in the order of the slices of `medfm convert DIR --out x.nii`.
+async function seriesOrderParity(page) {
+  const dir = path.join(ROOT, 'tests/data/series/ct5n');
+  const nii = path.join(ARTIFACTS, 'ct5n.nii');
+  execFileSync(process.env.MEDFM_BIN, ['convert', dir, '--out', nii], { stdio: 'pipe' });
+  const buf = fs.readFileSync(nii);
+  const [nx, ny, nz] = [buf.readInt16LE(42), buf.readInt16LE(44), buf.readInt16LE(46)];
+  const off = buf.readFloatLE(108);
+  const slices = Array.from({ length: nz }, (_, k) => Array.from({ length: nx * ny }, (_, i) => buf.readFloatLE(off + 4 * (k * nx * ny + i))));
+  const files = fs.readdirSync(dir).sort().reverse().map((f) => fs.readFileSync(path.join(dir, f)).toString('base64'));
+  const web = await page.evaluate(async (list) => {
+    await window.medfm.open(list.map((b64, i) => new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], `s${i}.dcm`)));
+    const id = Math.max(...window.medfm.series.flatMap((x) => x.refs.map((r) => r[0])));
+    const s = window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id));
+    const out = [];
+    for (let f = 0; f < window.medfm.series[s].frames; f++) out.push(Array.from((await window.medfm.pixels({ series: s, frame: f })).values));
+    return { out, warnings: window.medfm.series[s].warnings };
+  }, files);
+  const same = web.out.length === nz && web.out.every((v, k) => v.length === slices[k].length && v.every((x, i) => Math.abs(x - slices[k][i]) < 1e-3));
+  check(same && web.warnings.length === 0, 'the viewer orders a series as the CLI (slices along the normal, from the engine)', JSON.stringify({ frames: web.out.length, nz, warnings: web.warnings }));
 }
 
 async function launch() {
@@ -108,7 +237,7 @@ function recordRequests(page, log) {
 const ALLOWED = new Set([
   '/', '/index.html', '/medfm.js', '/medfm_bg.wasm', '/sw.js', '/favicon.ico',
   '/www/app.js', '/www/medfm.js', '/www/worker.js', '/www/display.js', '/www/app.css',
-  '/shaders/window_level.wgsl', '/samples/index.json', '/samples/abdomen_mr.dcm', '/samples/head_ct.dcm',
+  '/shaders/display.wgsl', '/samples/index.json', '/samples/abdomen_mr.dcm', '/samples/head_ct.dcm',
   '/weights/manifest.json', '/weights/lite_medsam_int8.bpk', '/weights/lite_medsam_fp32.bpk',
   // Served by the test as a same-origin DICOM URL (a WADO proxy) and a redirect away.
   '/x.dcm', '/away.dcm',
@@ -242,7 +371,12 @@ async function cpuPath(browser, url, server, trap) {
   check(decodeOnly === 0, 'prompt changes reuse the cached embedding (decode only)');
 
   // Window/level: presets, drag, invert, reset.
-  const view = () => page.evaluate(() => ({ ...window.app.display.view }));
+  // The display's zoom/pan/opacity and the window/inversion it shows (rendered by the engine).
+  const view = () => page.evaluate(async () => {
+    await window.app.renderDone();
+    const r = window.app.rendered;
+    return { ...window.app.display.view, center: r.window && r.window.center, width: r.window && r.window.width, invert: r.inverted };
+  });
   const presets = { 1: [40, 400], 2: [-600, 1500], 3: [90, 150], 4: [480, 2500], 5: [40, 80] };
   for (const [k, [c, w]] of Object.entries(presets)) {
     await page.keyboard.press(k);
@@ -302,6 +436,9 @@ async function cpuPath(browser, url, server, trap) {
   await nii.saveAs(niiPath);
   const hdr = fs.readFileSync(niiPath);
   check(hdr.readInt32LE(0) === 348 && hdr.readInt16LE(42) === 484 && hdr.readInt16LE(44) === 484, 'NIfTI export (348-byte header, 484x484)');
+  const spans = await page.evaluate(() => window.app.spans);
+  check(['read', 'decode', 'preprocess', 'encode', 'decode_mask', 'write'].every((n) => spans[n] >= 0),
+    "the library's spans reach the page as progress events (as `medfm -v` prints them)", JSON.stringify(spans));
 
   // Stack scroll on a multi-frame file opened with the picker.
   await page.setInputFiles('#file-input', path.join(ROOT, 'tests/data/emri_small.dcm'));
@@ -345,8 +482,10 @@ async function cpuPath(browser, url, server, trap) {
     return { len: r.mask.length, rows: r.rows, cols: r.cols, area: r.area, sum: r.mask.reduce((a, b) => a + b, 0), backend: r.backend };
   }, KIDNEY);
   check(api.len === 484 * 484 && api.sum === api.area && api.backend === 'cpu', 'medfm.segment() returns {mask, rows, cols, area, backend}', JSON.stringify(api));
-  const bad = await page.evaluate(() => window.medfm.segment({ series: 0, frame: 0, box: [10, 10, 5, 5] }).then(() => 'resolved', (e) => e.message));
-  check(/empty/.test(bad), 'a bad box is rejected with a reason', bad);
+  const bad = await page.evaluate(() => window.medfm.segment({ series: 0, frame: 0, box: [10, 10, 5, 5] }).then(() => 'resolved', (e) => `${e.code}: ${e.message}`));
+  check(/^bad-input: .*empty/.test(bad), 'a bad box is rejected with a reason and code bad-input', bad);
+  const noSeries = await page.evaluate(() => window.medfm.render({ series: 99 }).then(() => 'resolved', (e) => e.code));
+  check(noSeries === 'bad-input', 'an unknown series is refused with code bad-input', noSeries);
   const badLabel = await page.evaluate(() => window.medfm.segment({ series: 0, frame: 0, points: [[150, 318, 0.7]] }).then(() => 'resolved', (e) => e.message));
   check(/point label 0.7: use 1 \(foreground\) or 0 \(background\)/.test(badLabel), 'a point label other than 0 or 1 is refused (as by the CLI)', badLabel);
   const emb = await page.evaluate(async () => {
@@ -386,8 +525,8 @@ async function cpuPath(browser, url, server, trap) {
       const list = await window.medfm.open([new File([bytes], e.file)]);
       if (list.errors.length) { rows.push({ file: e.file, error: list.errors[0].error }); continue; }
       // The frames of the image just opened (the highest image id), wherever its series is.
-      const id = Math.max(...window.medfm.series.flatMap((x) => x.images.map((im) => im.id)));
-      const s = window.medfm.series.findIndex((x) => x.images.some((im) => im.id === id));
+      const id = Math.max(...window.medfm.series.flatMap((x) => x.refs.map((r) => r[0])));
+      const s = window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id));
       const mine = window.medfm.series[s].refs.map((r, i) => [r, i]).filter(([r]) => r[0] === id).map(([, i]) => i);
       let worst = 0;
       const windows = [];
@@ -413,6 +552,9 @@ async function cpuPath(browser, url, server, trap) {
     'per-frame windows of an Enhanced MR reach the viewer', JSON.stringify(enh && enh.windows));
   check(badRows.length === 0, `wasm decodes the ${table.length} reference files as pydicom (JPEG 2000, HTJ2K, RLE, deflate, 1/32-bit, 12-bit JPEG, modality LUT tables, per-frame rescale, palettes; JPEG-LS refused with the reason)`, JSON.stringify(badRows));
 
+  await seriesOrderParity(page);
+  await displayParity(page);
+
   // Hostile input in the viewer: a file claiming 2^28 frames (2 bytes of pixels) is refused
   // with the reason when read; the page stays responsive and keeps what was open.
   const bomb = fs.readFileSync(path.join(ROOT, 'tests/data/bad/frames_2e28.dcm')).toString('base64');
@@ -436,8 +578,8 @@ async function cpuPath(browser, url, server, trap) {
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     const list = await window.medfm.open([new File([bytes], 'ct_width_0.dcm')]);
     if (list.errors.length) return { error: list.errors[0].error };
-    const id = Math.max(...window.medfm.series.flatMap((x) => x.images.map((im) => im.id)));
-    const s = window.medfm.series.findIndex((x) => x.images.some((im) => im.id === id));
+    const id = Math.max(...window.medfm.series.flatMap((x) => x.refs.map((r) => r[0])));
+    const s = window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id));
     const f = window.medfm.series[s].refs.findIndex((r) => r[0] === id);
     const r = await window.medfm.segment({ series: s, frame: f, box: [30, 30, 100, 100] });
     return { warnings: r.warnings, area: r.area };

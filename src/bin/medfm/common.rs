@@ -229,9 +229,10 @@ impl Failure {
     /// The documented exit code.
     pub(crate) fn code(&self) -> u8 {
         match self {
-            Failure::Input(_) => 2,
-            Failure::Weights(_) => 3,
-            Failure::Device(_) => 4,
+            Failure::Input(_) => medfm::ErrorKind::BadInput,
+            Failure::Weights(_) => medfm::ErrorKind::Weights,
+            Failure::Device(_) => medfm::ErrorKind::Device,
         }
+        .exit_code()
     }
 }

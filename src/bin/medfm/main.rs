@@ -31,8 +31,30 @@ use segment::SegmentArgs;
     about = "Medical-imaging foundation models where the images are: LiteMedSAM segmentation of DICOM on the local GPU (wgpu) or CPU."
 )]
 struct Cli {
+    /// Print the pipeline's steps (read, decode, preprocess, encode, decode_mask, write)
+    /// with their times on stderr; -vv for more. RUST_LOG (e.g. `medfm=debug`) overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// The `-v` / RUST_LOG subscriber: each closed span of the library on stderr with its
+/// time. Without either, nothing is installed (the output stays as it is).
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::{EnvFilter, fmt::format::FmtSpan};
+    let filter = match (EnvFilter::try_from_default_env(), verbose) {
+        (Ok(f), _) => f,
+        (Err(_), 0) => return,
+        (Err(_), 1) => EnvFilter::new("medfm=info,warn"),
+        (Err(_), _) => EnvFilter::new("medfm=debug,info"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
 }
 
 #[derive(Subcommand)]
@@ -88,26 +110,19 @@ fn keep_freed_memory() {
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(e) = cause.downcast_ref::<medfm::pipeline::Error>() {
-            return match e {
-                medfm::pipeline::Error::Model(medfm::model::Error::Weights(_)) => 3,
-                medfm::pipeline::Error::Device(_) => 4,
-                _ => 2,
-            };
+            return e.kind().exit_code();
         }
         if let Some(e) = cause.downcast_ref::<medfm::model::Error>() {
-            return match e {
-                medfm::model::Error::Weights(_) => 3,
-                medfm::model::Error::Input(_) => 2,
-            };
+            return e.kind().exit_code();
         }
-        if cause.is::<medfm::dicom::Error>() {
-            return 2;
+        if let Some(e) = cause.downcast_ref::<medfm::dicom::Error>() {
+            return e.kind().exit_code();
         }
         if let Some(e) = cause.downcast_ref::<common::Failure>() {
             return e.code();
         }
         if cause.is::<std::io::Error>() {
-            return 5;
+            return medfm::ErrorKind::Io.exit_code();
         }
     }
     1
@@ -116,6 +131,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    init_tracing(cli.verbose);
     let result = match cli.command {
         Cmd::Segment(args) => segment::cmd_segment(args),
         Cmd::Bench(args) => bench::cmd_bench(args),

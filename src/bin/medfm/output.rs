@@ -71,6 +71,7 @@ impl Outputs {
 /// Write `bytes` to `path` through a temporary file in the same folder and a rename (or
 /// in place when `path` exists and is not a regular file).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let _span = tracing::info_span!("write", path = %path.display()).entered();
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -249,14 +249,16 @@ pub fn decode(
     let (side, size) = (pcfg.image_embedding_size, pcfg.input_image_size);
     let px = side * side;
     if embedding.len() != dim * px || image_pe.len() != dim * px {
-        return Err(Error::Input(format!(
-            "the decoder takes a [{dim}, {side}, {side}] embedding and encoding"
-        )));
+        return Err(Error::Input {
+            tensor: "embedding",
+            problem: format!("the decoder takes a [{dim}, {side}, {side}] embedding and encoding"),
+        });
     }
     if prompt.bbox.is_none() && prompt.points.is_empty() {
-        return Err(Error::Input(
-            "a prompt needs a box or at least one point".into(),
-        ));
+        return Err(Error::Input {
+            tensor: "prompt",
+            problem: "a prompt needs a box or at least one point".into(),
+        });
     }
     let n_mask = cfg.num_multimask_outputs + 1;
     // Tokens: IoU token, mask tokens, sparse prompt tokens.

@@ -70,10 +70,13 @@ pub fn stem(p: &Params, image: &[f32]) -> Result<Vec<f32>, Error> {
     let cfg = TinyVitConfig::new();
     let (s, c_in, d) = (cfg.img_size, cfg.in_chans, cfg.embed_dims);
     if image.len() != c_in * s * s {
-        return Err(Error::Input(format!(
-            "the encoder takes [{c_in}, {s}, {s}] images, got {} values",
-            image.len()
-        )));
+        return Err(Error::Input {
+            tensor: "image",
+            problem: format!(
+                "the encoder takes [{c_in}, {s}, {s}] images, got {} values",
+                image.len()
+            ),
+        });
     }
     let px = s * s;
     let x = ops::transpose(image, c_in, px); // [S*S, 3]
@@ -143,12 +146,15 @@ pub fn stages(
     let mut x = Vec::with_capacity(stems.len() * side * side * d[1]);
     for s in stems {
         if s.len() != side * side * d[1] {
-            return Err(Error::Input(format!(
-                "stage 1 takes [{}, {}] tokens per image, got {} values",
-                side * side,
-                d[1],
-                s.len()
-            )));
+            return Err(Error::Input {
+                tensor: "tokens",
+                problem: format!(
+                    "stage 1 takes [{}, {}] tokens per image, got {} values",
+                    side * side,
+                    d[1],
+                    s.len()
+                ),
+            });
         }
         x.extend_from_slice(s);
     }
