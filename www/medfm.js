@@ -144,19 +144,24 @@ export class MedFM extends EventTarget {
   }
 
   /**
-   * Switch backend ('auto' | 'webgpu' | 'cpu') and/or precision ('int8' | 'fp32').
+   * Switch backend ('auto' | 'webgpu' | 'cpu') and/or precision ('int8' | 'fp32': the
+   * weights the app serves; an unknown or unserved one is refused with code 'bad-input').
    * A WebGPU failure under 'auto' falls back to CPU (reason in `info.fallback`). If the
    * engine crashed, a fresh worker is started on the CPU and the open files reloaded.
    */
   async setBackend(name, precision = this.precision) {
     if (!['auto', 'webgpu', 'cpu'].includes(name)) throw coded(`unknown backend ${name}: use auto, webgpu or cpu`, 'bad-input');
-    if (!['int8', 'fp32'].includes(precision)) throw coded(`unknown precision ${precision}: use int8 or fp32`, 'bad-input');
+    // The precision is checked by the engine (model::Precision, the one list) against
+    // the weights this app serves.
+    const before = [this.requested, this.precision];
     this.requested = name;
     this.precision = precision;
     if (this.crashed) await this._recover();
     try {
       this.info = await this._post('loadModel', { backend: name, precision, base: BASE });
     } catch (e) {
+      // Refused (e.g. a precision the app does not serve): the model loaded before stays.
+      if (!this.crashed) [this.requested, this.precision] = before;
       if (!this.crashed || name === 'cpu') throw e;
       // The wasm instance died (e.g. a WebGPU driver problem): start over on the CPU.
       await this._recover();

@@ -43,9 +43,14 @@ async function manifest(base) {
 // server cannot hand it other weights with a matching manifest.
 async function weightsBytes(base, precision) {
   const t0 = performance.now();
-  const entry = (await manifest(base))[precision];
-  if (!entry) throw new Error(`no ${precision} weights in the manifest (have: fp32, int8)`);
-  const pinned = pinnedSha256(precision);
+  const pinned = pinnedSha256(precision); // refuses a name that is not a precision
+  const served = await manifest(base);
+  const entry = served[precision];
+  if (!entry) {
+    const e = new Error(`this app serves no ${precision} weights (it serves: ${Object.keys(served).join(', ')})`);
+    e.code = 'bad-input';
+    throw e;
+  }
   if (entry.sha256 !== pinned) {
     throw new Error(`the server's weights manifest names ${precision} weights with sha256 ${entry.sha256}, but this build of medfm runs only ${pinned} (a stale or foreign weights folder on the server)`);
   }

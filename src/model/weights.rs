@@ -20,8 +20,10 @@ pub const BPK_MODEL_KEY: &str = "medfm.model";
 /// Metadata value for LiteMedSAM.
 pub const BPK_MODEL_NAME: &str = "lite_medsam";
 
-/// Weight precision of a `.bpk` file.
+/// Weight precision of a `.bpk` file: the one list of precisions (the CLI's
+/// `--precision` values, the names the browser's weights manifest and `pinnedSha256` take).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit float, bit-exact to the import.

@@ -147,3 +147,36 @@ pub fn check_python() -> PathBuf {
                 .join(".cache/medfm/venv-check/bin/python")
         })
 }
+
+/// Run the `medfm` binary with the test weights: (success, stdout, stderr).
+pub fn medfm(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medfm"))
+        .args(args)
+        .env("MEDFM_WEIGHTS_DIR", weights_dir())
+        .output()
+        .expect("run medfm");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A path in the temporary folder, unique to this test process.
+pub fn tmp(name: &str) -> String {
+    std::env::temp_dir()
+        .join(format!("medfm-cli-{}-{name}", std::process::id()))
+        .display()
+        .to_string()
+}
+
+/// `medfm args` fails with `needle` in its stderr and no panic.
+pub fn expect_error(args: &[&str], needle: &str) {
+    let (ok, _, stderr) = medfm(args);
+    assert!(!ok, "{args:?} should fail");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: stderr `{stderr}` lacks `{needle}`"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+}

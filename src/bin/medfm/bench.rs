@@ -11,17 +11,15 @@ use medfm::pipeline::PixelPrompt;
 use medfm::pipeline::Segmenter;
 
 use crate::common::bail_input;
-use crate::common::{
-    DeviceArgs, PrecisionArg, collect_files, load_sam, parse_box, select_device, weights_path,
-};
+use crate::common::{DeviceArgs, collect_files, load_sam, parse_box, select_device, weights_path};
 
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
     #[command(flatten)]
     device: DeviceArgs,
     /// Weight precision.
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
-    precision: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     /// Timed repetitions of each stage (after one warm-up).
     #[arg(long, default_value_t = 10)]
     runs: usize,
@@ -53,7 +51,7 @@ pub(crate) fn cmd_bench(args: BenchArgs) -> Result<()> {
     if args.runs == 0 {
         bail_input!("--runs must be at least 1");
     }
-    let precision = Precision::from(args.precision);
+    let precision = args.precision;
     let bytes =
         std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let prompt = PixelPrompt {

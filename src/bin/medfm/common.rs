@@ -174,27 +174,6 @@ pub(crate) fn parse_box(s: &str) -> Result<[f32; 4]> {
     Ok([v[0], v[1], v[2], v[3]])
 }
 
-/// `--precision`: the weights of one of the pinned files.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PrecisionArg {
-    /// 32-bit float, as imported.
-    Fp32,
-    /// 8-bit weights (docs/quantization.md).
-    Int8,
-    /// 8-bit, the mask decoder's token layers 4-bit.
-    Int4,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Precision {
-        match p {
-            PrecisionArg::Fp32 => Precision::Fp32,
-            PrecisionArg::Int8 => Precision::Int8,
-            PrecisionArg::Int4 => Precision::Int4,
-        }
-    }
-}
-
 /// Return early with a [`Failure::Input`] (exit code 2).
 macro_rules! bail_input {
     ($($t:tt)*) => {

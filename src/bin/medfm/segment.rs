@@ -8,9 +8,7 @@ use medfm::model::weights::Precision;
 use medfm::pipeline::{PixelPrompt, Segmenter};
 
 use crate::common::bail_input;
-use crate::common::{
-    DeviceArgs, PrecisionArg, load_sam, parse_box, parse_floats, select_device, weights_path,
-};
+use crate::common::{DeviceArgs, load_sam, parse_box, parse_floats, select_device, weights_path};
 use crate::output::{Outputs, write_atomic, write_png};
 
 #[derive(clap::Args)]
@@ -39,8 +37,8 @@ pub(crate) struct SegmentArgs {
     #[arg(long, requires = "weights")]
     allow_unpinned: bool,
     /// Weight precision when --weights is not given.
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
-    precision: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
     #[command(flatten)]
     device: DeviceArgs,
     /// Output: a PNG mask (rows x cols, 0/255), or a binary DICOM SEG when the name ends in `.dcm`.
@@ -87,7 +85,7 @@ pub(crate) fn cmd_segment(args: SegmentArgs) -> Result<()> {
     let bytes =
         std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let image = medfm::dicom::read(&bytes).with_context(|| format!("{}", args.image.display()))?;
-    let precision = Precision::from(args.precision);
+    let precision = args.precision;
     let expected = args.weights.is_none().then_some(precision);
     let wpath = weights_path(args.weights.clone(), precision)?;
     let (device, device_name) = select_device(args.device)?;

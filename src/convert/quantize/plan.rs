@@ -4,11 +4,11 @@ use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::{DType, TensorData};
 
+use super::format::*;
 use crate::convert::calibration::Calibration;
 use crate::model::Error;
 use crate::model::sam::Sam;
 use crate::model::weights::LITE_MEDSAM;
-use super::format::*;
 
 /// Values per 8-bit block: along an encoder Linear layer's output axis, or the input
 /// channels of a 1x1 convolution, or the output channels of a transposed convolution.
