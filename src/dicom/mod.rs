@@ -69,6 +69,10 @@ pub enum Error {
     /// Images that do not form a volume, or a volume that cannot be written.
     #[error("volume: {0}")]
     Volume(String),
+    /// Geometry that does not hold together: slices of one series in different planes,
+    /// two slices at one position, a spacing that is not positive.
+    #[error("geometry: {0}")]
+    Geometry(String),
     /// A segmentation that cannot be written as a DICOM SEG.
     #[error("DICOM SEG: {0}")]
     Seg(String),
@@ -241,7 +245,11 @@ pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
                 .into(),
         ));
     };
-    scan::check_lengths(body)?;
+    // Zero padding after the data set (some writers pad to a block size) is not parsed.
+    let body = match scan::check_lengths(body)? {
+        Some(end) => &body[..end],
+        None => body,
+    };
     let obj = OpenFileOptions::new()
         .from_reader(body)
         .map_err(|e| Error::Parse(e.to_string()))?;

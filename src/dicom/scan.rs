@@ -33,28 +33,32 @@ enum Encoding {
     ExplicitBe,
 }
 
-/// Check `body` (a Part 10 file from its `DICM` magic on).
-pub(crate) fn check_lengths(body: &[u8]) -> Result<(), Error> {
+/// Check `body` (a Part 10 file from its `DICM` magic on). Returns where zero padding
+/// after the data set starts, if the file has some: a run of zero bytes to the end of
+/// the file where the next element would start (it would read as tag (0000,0000), which
+/// no data set holds; some writers pad files to a block size, and pydicom and dcmtk
+/// read such files). The caller parses the bytes before it.
+pub(crate) fn check_lengths(body: &[u8]) -> Result<Option<usize>, Error> {
     let mut pos = 4; // after "DICM"
     let mut transfer_syntax = None;
     // File meta group, as dicom-object reads it: explicit VR little endian, a first
     // (0002,0000) UL of 4 bytes giving the group length, then elements (of any group)
     // until that many bytes are read; the data set starts where that stops.
     let Some(first) = header(body, pos, Encoding::ExplicitLe) else {
-        return Ok(());
+        return Ok(None);
     };
     if first.tag != Tag(0x0002, 0x0000) || first.len != 4 {
-        return Ok(()); // dicom-object refuses it
+        return Ok(None); // dicom-object refuses it
     }
     let group_length = u32::from_le_bytes(check(body, &first)?.try_into().expect("4 bytes"));
     pos = first.value_at + 4;
     let mut read = 0u32;
     while read < group_length {
         let Some(h) = header(body, pos, Encoding::ExplicitLe) else {
-            return Ok(());
+            return Ok(None);
         };
         if h.len == UNDEFINED {
-            return Ok(()); // dicom-object refuses it
+            return Ok(None); // dicom-object refuses it
         }
         let value = check(body, &h)?;
         if h.tag == Tag(0x0002, 0x0010) {
@@ -68,7 +72,7 @@ pub(crate) fn check_lengths(body: &[u8]) -> Result<(), Error> {
         pos = h.value_at + h.len as usize;
     }
     let encoding = match transfer_syntax.as_deref() {
-        None => return Ok(()),
+        None => return Ok(None),
         Some(DEFLATED) => {
             use std::io::Read;
             let mut inflated = Vec::new();
@@ -80,7 +84,7 @@ pub(crate) fn check_lengths(body: &[u8]) -> Result<(), Error> {
                     "the deflated data set inflates past {MAX_INFLATED} bytes; refused"
                 )));
             }
-            return scan_data_set(&inflated, 0, Encoding::ExplicitLe);
+            return scan_data_set(&inflated, 0, Encoding::ExplicitLe).map(|_| None);
         }
         Some(IMPLICIT_LE) => Encoding::ImplicitLe,
         Some(EXPLICIT_BE) => Encoding::ExplicitBe,
@@ -89,10 +93,17 @@ pub(crate) fn check_lengths(body: &[u8]) -> Result<(), Error> {
     scan_data_set(body, pos, encoding)
 }
 
-/// Walk the data set elements of `body` from `pos` (see the module documentation).
-fn scan_data_set(body: &[u8], mut pos: usize, encoding: Encoding) -> Result<(), Error> {
+/// Walk the data set elements of `body` from `pos` (see the module documentation);
+/// returns where trailing zero padding starts, if any.
+fn scan_data_set(body: &[u8], mut pos: usize, encoding: Encoding) -> Result<Option<usize>, Error> {
     let mut in_pixel_sequence = false;
-    while let Some(h) = header(body, pos, encoding) {
+    loop {
+        if pos < body.len() && body[pos..].iter().all(|&b| b == 0) {
+            return Ok(Some(pos));
+        }
+        let Some(h) = header(body, pos, encoding) else {
+            break;
+        };
         if h.tag.group() == 0xFFFE {
             // Items and delimiters: an item's content is a data set (walked into), except
             // in encapsulated pixel data, where it is a fragment (a value).
@@ -154,7 +165,7 @@ fn scan_data_set(body: &[u8], mut pos: usize, encoding: Encoding) -> Result<(), 
         check(body, &h)?;
         pos = h.value_at + h.len as usize;
     }
-    Ok(())
+    Ok(None)
 }
 
 struct Header {

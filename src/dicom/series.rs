@@ -137,7 +137,7 @@ pub fn order(images: &[&DicomImage]) -> Result<Slices, Error> {
         for &(i, f) in &slices {
             let v = orientation(images[i], f).unwrap_or_default();
             if v.len() != 6 || v.iter().zip(v0).any(|(a, b)| (a - b).abs() > 1e-4) {
-                return Err(Error::Volume(format!(
+                return Err(Error::Geometry(format!(
                     "slices of series {series} have different orientations (e.g. radial or \
                      localizer slices): instance {} frame {f} is not in the plane of instance {} \
                      frame 0",

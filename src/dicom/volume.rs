@@ -76,7 +76,7 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         s.sort_by(f64::total_cmp);
         let median = s[s.len() / 2];
         if median <= 0.0 {
-            return Err(Error::Volume("two slices share the same position".into()));
+            return Err(Error::Geometry("two slices share the same position".into()));
         }
         if steps
             .iter()
@@ -103,7 +103,7 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
     let [dr, dc] = match &spacing_rc {
         Some(v) if v.iter().all(|s| s.is_finite() && *s > 0.0) => [v[0], v[1]],
         Some(v) => {
-            return Err(Error::Volume(format!(
+            return Err(Error::Geometry(format!(
                 "PixelSpacing {}\\{} is not a positive spacing: the volume would have no geometry",
                 v[0], v[1]
             )));

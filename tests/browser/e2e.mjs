@@ -135,8 +135,7 @@ async function displayParity(page) {
       const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
       const list = await window.medfm.open([new File([bytes], 'x.dcm')]);
       if (list.errors.length) return { error: list.errors[0].error };
-      const id = Math.max(...window.medfm.series.flatMap((x) => x.refs.map((r) => r[0])));
-      const s = window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id));
+      const { id, s } = window.lastOpened();
       const f = window.medfm.series[s].refs.findIndex((r) => r[0] === id && r[1] === 0);
       try {
         const r = await window.medfm.render({ series: s, frame: f });
@@ -185,8 +184,7 @@ async function seriesOrderParity(page) {
   const files = fs.readdirSync(dir).sort().reverse().map((f) => fs.readFileSync(path.join(dir, f)).toString('base64'));
   const web = await page.evaluate(async (list) => {
     await window.medfm.open(list.map((b64, i) => new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], `s${i}.dcm`)));
-    const id = Math.max(...window.medfm.series.flatMap((x) => x.refs.map((r) => r[0])));
-    const s = window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id));
+    const { id, s } = window.lastOpened();
     const out = [];
     for (let f = 0; f < window.medfm.series[s].frames; f++) out.push(Array.from((await window.medfm.pixels({ series: s, frame: f })).values));
     return { out, warnings: window.medfm.series[s].warnings };
@@ -346,6 +344,13 @@ async function cpuPath(browser, url, server, trap) {
   const t0 = Date.now();
   await page.goto(`${url}?backend=cpu`);
   await waitReady(page, 600000);
+  // The image opened last (the highest image id) and the series it joined.
+  await page.evaluate(() => {
+    window.lastOpened = () => {
+      const id = Math.max(...window.medfm.series.flatMap((x) => x.refs.map((r) => r[0])));
+      return { id, s: window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id)) };
+    };
+  });
   const initialDone = Date.now();
   console.log(`  ready in ${((initialDone - t0) / 1000).toFixed(1)} s; timings: ${await page.textContent('#timings')}`);
   checkEgress(log, url, t0, 'cpu, first load (no CSP)');
@@ -535,8 +540,7 @@ async function cpuPath(browser, url, server, trap) {
       const list = await window.medfm.open([new File([bytes], e.file)]);
       if (list.errors.length) { rows.push({ file: e.file, error: list.errors[0].error }); continue; }
       // The frames of the image just opened (the highest image id), wherever its series is.
-      const id = Math.max(...window.medfm.series.flatMap((x) => x.refs.map((r) => r[0])));
-      const s = window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id));
+      const { id, s } = window.lastOpened();
       const mine = window.medfm.series[s].refs.map((r, i) => [r, i]).filter(([r]) => r[0] === id).map(([, i]) => i);
       let worst = 0;
       const windows = [];
@@ -588,8 +592,7 @@ async function cpuPath(browser, url, server, trap) {
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     const list = await window.medfm.open([new File([bytes], 'ct_width_0.dcm')]);
     if (list.errors.length) return { error: list.errors[0].error };
-    const id = Math.max(...window.medfm.series.flatMap((x) => x.refs.map((r) => r[0])));
-    const s = window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id));
+    const { id, s } = window.lastOpened();
     const f = window.medfm.series[s].refs.findIndex((r) => r[0] === id);
     const r = await window.medfm.segment({ series: s, frame: f, box: [30, 30, 100, 100] });
     return { warnings: r.warnings, area: r.area };
