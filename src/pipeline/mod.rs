@@ -6,6 +6,7 @@
 pub mod device;
 pub mod embed;
 pub mod preprocess;
+pub mod propagate;
 pub mod session;
 
 use burn::tensor::{Device, Tensor, TensorData};

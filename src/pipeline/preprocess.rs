@@ -91,11 +91,60 @@ pub fn ct_window(meta: &ImageMeta) -> ((f64, f64), Option<String>) {
     }
 }
 
-/// Intensity normalisation to 0..255 on 3 channels (steps 1–2), `[H, W, 3]` interleaved;
-/// warnings about what was replaced go to `warnings`.
+/// numpy `percentile(a, [lo, hi], method="linear")` of `values` in linear time (two
+/// selections instead of a sort); `values` is reordered. Not empty.
+fn percentiles(values: &mut [f32], lo: f64, hi: f64) -> (f32, f32) {
+    let n = values.len();
+    let mut at = |q: f64| {
+        let pos = q / 100.0 * (n - 1) as f64;
+        let i = pos.floor() as usize;
+        let frac = pos - i as f64;
+        let (_, &mut a, rest) = values.select_nth_unstable_by(i, f32::total_cmp);
+        // The next order statistic is the smallest of what lies above the i-th.
+        let b = rest.iter().copied().min_by(f32::total_cmp).unwrap_or(a);
+        (a as f64 + (b as f64 - a as f64) * frac) as f32
+    };
+    (at(lo), at(hi))
+}
+
+/// The intensity clip of a whole series (the 3D recipe, docs/design.md): CT -> the first
+/// slice's window (as in 2D, 40/400 when unusable, with the warning); other grey images ->
+/// the 0.5 / 99.5 percentiles (numpy linear) of every voxel of the series above the
+/// series minimum; colour -> `None` (used as stored). `frames`: the series' decoded
+/// frames (one channel count), `meta`: its first image's.
+pub fn series_clip(frames: &[Frame], meta: &ImageMeta) -> (Option<Clip>, Vec<String>) {
+    let mut warnings = Vec::new();
+    if frames.iter().any(|f| f.channels != 1) {
+        return (None, warnings);
+    }
+    if meta.modality.eq_ignore_ascii_case("CT") {
+        let ((c, w), warning) = ct_window(meta);
+        warnings.extend(warning);
+        let clip = Clip {
+            lo: (c - w / 2.0) as f32,
+            hi: (c + w / 2.0) as f32,
+        };
+        return (Some(clip), warnings);
+    }
+    let all = frames.iter().flat_map(|f| f.values.iter().copied());
+    let min = all.clone().fold(f32::INFINITY, f32::min);
+    let mut above: Vec<f32> = all.filter(|&x| x > min).collect();
+    let clip = if above.is_empty() {
+        Clip { lo: min, hi: min }
+    } else {
+        let (lo, hi) = percentiles(&mut above, 0.5, 99.5);
+        Clip { lo, hi }
+    };
+    (Some(clip), warnings)
+}
+
+/// Intensity normalisation to 0..255 on 3 channels (steps 1–2), `[H, W, 3]` interleaved,
+/// with the image's own clip or `given` (a series' clip); warnings about what was replaced
+/// go to `warnings`.
 fn to_rgb255(
     frame: &Frame,
     meta: &ImageMeta,
+    given: Option<Clip>,
     warnings: &mut Vec<String>,
 ) -> (Vec<f32>, Option<Clip>) {
     let n = frame.rows * frame.cols;
@@ -103,7 +152,9 @@ fn to_rgb255(
         return (frame.values.clone(), None);
     }
     let v = &frame.values;
-    let clip = if meta.modality.eq_ignore_ascii_case("CT") {
+    let clip = if let Some(clip) = given {
+        clip
+    } else if meta.modality.eq_ignore_ascii_case("CT") {
         let ((c, w), warning) = ct_window(meta);
         warnings.extend(warning);
         Clip {
@@ -238,11 +289,21 @@ fn check_frame(frame: &Frame) -> Result<(), Error> {
 
 /// Run the whole recipe on one decoded frame.
 pub fn preprocess(frame: &Frame, meta: &ImageMeta) -> Result<Preprocessed, Error> {
+    preprocess_clipped(frame, meta, None)
+}
+
+/// The recipe with the intensity clip `clip` instead of the frame's own (a slice of a
+/// series, clipped by [`series_clip`]); `None` is [`preprocess`].
+pub fn preprocess_clipped(
+    frame: &Frame,
+    meta: &ImageMeta,
+    clip: Option<Clip>,
+) -> Result<Preprocessed, Error> {
     let _span = tracing::info_span!("preprocess").entered();
     check_frame(frame)?;
     let (rows, cols) = (frame.rows, frame.cols);
     let mut warnings = Vec::new();
-    let (rgb, clip) = to_rgb255(frame, meta, &mut warnings);
+    let (rgb, clip) = to_rgb255(frame, meta, clip, &mut warnings);
     let longest = rows.max(cols);
     let scale = INPUT_SIZE as f32 / longest as f32;
     let new_rows = ((rows as f64 * INPUT_SIZE as f64 / longest as f64).round() as usize).max(1);
@@ -332,7 +393,7 @@ pub fn vit_input(
         )));
     }
     let (rows, cols) = (frame.rows, frame.cols);
-    let (rgb, _) = to_rgb255(frame, meta, &mut Vec::new());
+    let (rgb, _) = to_rgb255(frame, meta, None, &mut Vec::new());
     let shortest = rows.min(cols);
     let new_rows = ((rows * size) as f64 / shortest as f64)
         .round()
@@ -376,6 +437,29 @@ mod tests {
         assert_eq!(percentile_sorted(&v, 50.0), 5.0);
         assert!((percentile_sorted(&v, 0.5) - 0.05).abs() < 1e-6);
         assert!((percentile_sorted(&v, 99.5) - 9.95).abs() < 1e-6);
+    }
+
+    #[test]
+    fn selected_percentiles_equal_the_sorted_ones() {
+        // Pseudo-random values with many repeats, several sizes.
+        let mut state = 0x9E37_79B9_u32;
+        for n in [1usize, 2, 3, 10, 201, 4096] {
+            let mut v: Vec<f32> = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    (state % 97) as f32 - 40.0
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f32::total_cmp);
+            let want = (
+                percentile_sorted(&sorted, 0.5),
+                percentile_sorted(&sorted, 99.5),
+            );
+            assert_eq!(percentiles(&mut v, 0.5, 99.5), want, "n = {n}");
+        }
     }
 
     #[test]

@@ -1,0 +1,355 @@
+//! Propagation of a prompt through a real series (`pipeline::propagate`, issue 21 in
+//! part): the loop's box chain, extents, stopping rules, cancel, the encoder cache, bad
+//! options; the series-wide intensity clip against numpy. On the CPU backend, fp32, with
+//! 11 slices of a real brain MR (tests/data/series/brain11).
+//! Not yet here: parity of the masks with the PyTorch recipe (fixtures to come).
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use medfm::Device;
+use medfm::dicom::{self, DicomImage, Frame, series};
+use medfm::model::Embedding;
+use medfm::model::weights::Precision;
+use medfm::pipeline::preprocess::{self, Clip};
+use medfm::pipeline::propagate::{self, Options, Stop, next_box};
+use medfm::pipeline::{Error, PixelPrompt, Preprocessed, Segmenter};
+
+/// The brain on the middle slice (brain_010): its surface against the CSF and skull.
+const BRAIN: [f32; 4] = [45.0, 60.0, 215.0, 240.0];
+
+struct Series {
+    images: Vec<DicomImage>,
+    order: Vec<(usize, u32)>,
+    frames: Vec<Frame>,
+    clip: Option<Clip>,
+}
+
+fn brain() -> Series {
+    let mut paths: Vec<_> = std::fs::read_dir(data("series/brain11"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    paths.sort();
+    // Opened in reverse: the order must come from the geometry.
+    paths.reverse();
+    let images: Vec<DicomImage> = paths
+        .iter()
+        .map(|p| dicom::read(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    let refs: Vec<&DicomImage> = images.iter().collect();
+    let order = series::order(&refs).unwrap().order;
+    let frames: Vec<Frame> = order
+        .iter()
+        .map(|&(i, f)| images[i].frame(f).unwrap())
+        .collect();
+    let (clip, warnings) = preprocess::series_clip(&frames, &images[order[0].0].meta);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    Series {
+        images,
+        order,
+        frames,
+        clip,
+    }
+}
+
+/// Encodes each slice once (counted), as a shell's cache does.
+struct Encoder<'a> {
+    series: &'a Series,
+    segmenter: &'a Segmenter,
+    cache: HashMap<usize, (Preprocessed, Embedding)>,
+    encodes: usize,
+}
+
+impl Encoder<'_> {
+    fn slice(&mut self, i: usize) -> Result<(Preprocessed, Embedding), Error> {
+        if let Some(hit) = self.cache.get(&i) {
+            return Ok(hit.clone());
+        }
+        let meta = &self.series.images[self.series.order[i].0].meta;
+        let pre = preprocess::preprocess_clipped(&self.series.frames[i], meta, self.series.clip)?;
+        let emb = self.segmenter.embed(&pre)?;
+        self.encodes += 1;
+        self.cache.insert(i, (pre.clone(), emb.clone()));
+        Ok((pre, emb))
+    }
+}
+
+fn segmenter() -> Segmenter {
+    let device = Device::flex();
+    Segmenter::new(load_model(Precision::Fp32, &device), device)
+}
+
+fn boxed(b: [f32; 4]) -> PixelPrompt {
+    PixelPrompt {
+        bbox: Some(b),
+        points: Vec::new(),
+        multimask: false,
+    }
+}
+
+fn run(
+    enc: &mut Encoder,
+    start: usize,
+    prompt: &PixelPrompt,
+    options: &Options,
+    cancel_after: usize,
+) -> Result<propagate::Propagation, Error> {
+    let segmenter = enc.segmenter;
+    let n = enc.series.frames.len();
+    let mut seen = 0;
+    propagate::propagate(
+        segmenter,
+        n,
+        start,
+        prompt,
+        options,
+        &mut |i| enc.slice(i),
+        &mut |_| {
+            seen += 1;
+            seen < cancel_after
+        },
+    )
+}
+
+#[test]
+fn a_box_follows_the_brain_through_the_series() {
+    let s = brain();
+    let seg = segmenter();
+    let mut enc = Encoder {
+        series: &s,
+        segmenter: &seg,
+        cache: HashMap::new(),
+        encodes: 0,
+    };
+    let n = s.frames.len();
+    assert_eq!(n, 11);
+    // With an extent of 3 each way: slices 2..=8, every one prompted by the widened box of
+    // its neighbour's mask towards the start.
+    let p = run(
+        &mut enc,
+        5,
+        &boxed(BRAIN),
+        &Options {
+            extent: Some(3),
+            min_iou: 0.5,
+        },
+        usize::MAX,
+    )
+    .unwrap();
+    assert_eq!(p.stopped, [Stop::Extent, Stop::Extent]);
+    let got: Vec<usize> = p.slices.iter().map(|m| m.slice).collect();
+    assert_eq!(got, (2..=8).collect::<Vec<_>>());
+    let start = &p.slices[3];
+    assert_eq!(start.prompt_box, Some(BRAIN));
+    for w in p.slices.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        // The box of the slice further from the start comes from the other's mask.
+        let (from, to) = if b.slice > 5 { (a, b) } else { (b, a) };
+        let scale = 256.0 / from.rows.max(from.cols) as f32;
+        assert_eq!(
+            to.prompt_box,
+            next_box(&from.mask, from.rows, from.cols, scale),
+            "slice {}",
+            to.slice
+        );
+        // The head is in every slice and moves little between slices 7 mm apart.
+        let overlap = iou(&a.mask, &b.mask);
+        eprintln!("slices {} and {}: IoU {overlap:.3}", a.slice, b.slice);
+        assert!(
+            overlap > 0.5,
+            "slices {} and {}: IoU {overlap}",
+            a.slice,
+            b.slice
+        );
+    }
+    for m in &p.slices {
+        eprintln!(
+            "slice {}: area {} predicted IoU {:.3}",
+            m.slice, m.area, m.iou
+        );
+        assert!(m.area > 5000 && m.iou > 0.5, "slice {}: {m:?}", m.slice);
+    }
+    assert_eq!(enc.encodes, 7);
+    let ml = propagate::volume_ml(p.voxels(), [0.859375, 0.859375, 7.0]);
+    assert!((ml - p.voxels() as f64 * 0.859375 * 0.859375 * 7.0 / 1000.0).abs() < 1e-9);
+
+    // Without an extent the run goes on until a stopping rule: contiguous slices around
+    // the start, each kept one confident, and a reason for each end. The slices already
+    // encoded are not encoded again.
+    let q = run(&mut enc, 5, &boxed(BRAIN), &Options::default(), usize::MAX).unwrap();
+    let got: Vec<usize> = q.slices.iter().map(|m| m.slice).collect();
+    eprintln!("no extent: slices {got:?}, stopped {:?}", q.stopped);
+    assert!(
+        got.contains(&5) && got.windows(2).all(|w| w[1] == w[0] + 1),
+        "{got:?}"
+    );
+    for m in &q.slices {
+        assert!(
+            m.area > 0 && m.iou >= 0.5,
+            "slice {}: iou {}",
+            m.slice,
+            m.iou
+        );
+    }
+    let (lo, hi) = (got[0], *got.last().unwrap());
+    assert_eq!(
+        q.stopped[0] == Stop::SeriesEnd,
+        hi == n - 1,
+        "{:?}",
+        q.stopped
+    );
+    assert_eq!(q.stopped[1] == Stop::SeriesEnd, lo == 0, "{:?}", q.stopped);
+    assert!(
+        q.stopped
+            .iter()
+            .all(|s| matches!(s, Stop::SeriesEnd | Stop::EmptyMask | Stop::LowIou)),
+        "{:?}",
+        q.stopped
+    );
+    // The same slices with the same boxes give the same masks.
+    for m in q.slices.iter().filter(|m| (2..=8).contains(&m.slice)) {
+        let e = &p.slices[m.slice - 2];
+        assert_eq!(m.prompt_box, e.prompt_box);
+        assert_eq!(m.mask, e.mask, "slice {}", m.slice);
+    }
+    assert!(enc.encodes <= n, "{} encodes for {n} slices", enc.encodes);
+}
+
+#[test]
+fn cancel_edges_and_bad_options() {
+    let s = brain();
+    let seg = segmenter();
+    let mut enc = Encoder {
+        series: &s,
+        segmenter: &seg,
+        cache: HashMap::new(),
+        encodes: 0,
+    };
+    // Cancelled after the third mask: three kept.
+    let p = run(&mut enc, 5, &boxed(BRAIN), &Options::default(), 3).unwrap();
+    assert_eq!(p.slices.len(), 3);
+    assert_eq!(p.stopped, [Stop::Cancelled; 2]);
+    // Extent 0: the start slice only. The last slice: that direction ends at once.
+    let only = run(
+        &mut enc,
+        5,
+        &boxed(BRAIN),
+        &Options {
+            extent: Some(0),
+            min_iou: 0.5,
+        },
+        usize::MAX,
+    )
+    .unwrap();
+    assert_eq!(only.slices.len(), 1);
+    assert_eq!(only.stopped, [Stop::Extent; 2]);
+    let last = run(
+        &mut enc,
+        10,
+        &boxed(BRAIN),
+        &Options {
+            extent: Some(1),
+            min_iou: 0.5,
+        },
+        usize::MAX,
+    )
+    .unwrap();
+    assert_eq!(
+        last.slices.iter().map(|m| m.slice).collect::<Vec<_>>(),
+        [9, 10]
+    );
+    assert_eq!(last.stopped, [Stop::SeriesEnd, Stop::Extent]);
+    // Bad input: clear errors.
+    let bad = |start, prompt: PixelPrompt, options: Options, enc: &mut Encoder| {
+        run(enc, start, &prompt, &options, usize::MAX)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = bad(11, boxed(BRAIN), Options::default(), &mut enc);
+    assert!(e.contains("start slice 11 is outside the series"), "{e}");
+    let e = bad(
+        5,
+        boxed(BRAIN),
+        Options {
+            extent: None,
+            min_iou: 1.5,
+        },
+        &mut enc,
+    );
+    assert!(e.contains("min-iou 1.5 is outside 0..1"), "{e}");
+    let e = bad(
+        5,
+        boxed([300.0, 300.0, 400.0, 400.0]),
+        Options::default(),
+        &mut enc,
+    );
+    assert!(e.contains("prompt"), "{e}");
+}
+
+#[test]
+fn next_box_widens_by_three_model_pixels_and_clips() {
+    // A 10x20 image (scale 256/20 = 12.8: 3 model pixels = 0.234 image pixels).
+    let (rows, cols) = (10, 20);
+    let mut mask = vec![0u8; rows * cols];
+    assert_eq!(next_box(&mask, rows, cols, 12.8), None);
+    mask[2 * cols + 3] = 1;
+    mask[6 * cols + 19] = 1;
+    let b = next_box(&mask, rows, cols, 12.8).unwrap();
+    let m = 3.0 / 12.8;
+    assert_eq!(b, [3.0 - m, 2.0 - m, 19.0, 6.0 + m]);
+}
+
+/// The series clip is numpy's: `np.percentile(v[v > v.min()], [0.5, 99.5])` over every
+/// voxel of the series (pydicom reads the files independently).
+#[test]
+fn the_series_clip_is_numpys_percentiles_of_every_voxel() {
+    let s = brain();
+    let clip = s.clip.unwrap();
+    let script = r#"
+import glob, sys, numpy as np, pydicom
+from pydicom.pixels import apply_modality_lut
+def values(f):
+    ds = pydicom.dcmread(f)
+    return apply_modality_lut(ds.pixel_array, ds).astype(np.float64).ravel()
+v = np.concatenate([values(f) for f in sorted(glob.glob(sys.argv[1] + "/*.dcm"))])
+print(*np.percentile(v[v > v.min()], [0.5, 99.5]))
+"#;
+    let out = std::process::Command::new(check_python())
+        .args(["-c", script])
+        .arg(data("series/brain11"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let want: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(
+        (clip.lo as f64 - want[0]).abs() < 1e-3,
+        "{clip:?} vs {want:?}"
+    );
+    assert!(
+        (clip.hi as f64 - want[1]).abs() < 1e-3,
+        "{clip:?} vs {want:?}"
+    );
+    // Not a per-slice clip: some slices' own clips differ from the series'.
+    let differ = (0..s.frames.len())
+        .filter(|&i| {
+            let own = preprocess::preprocess(&s.frames[i], &s.images[s.order[i].0].meta)
+                .unwrap()
+                .clip
+                .unwrap();
+            own != clip
+        })
+        .count();
+    assert!(differ > 0, "every slice's own clip is the series clip");
+}
