@@ -353,3 +353,116 @@ print(*np.percentile(v[v > v.min()], [0.5, 99.5]))
         .count();
     assert!(differ > 0, "every slice's own clip is the series clip");
 }
+
+/// `medfm segment --propagate`: the library's masks, as one SEG over the series (dciodvfy
+/// clean, read back by highdicom slice by slice with the right source instances) and as a
+/// NIfTI label volume aligned voxel for voxel with `medfm convert` of the series; the
+/// volume in mL from the series spacing.
+#[test]
+fn the_cli_writes_the_propagation_as_seg_and_nifti() {
+    let s = brain();
+    let seg = segmenter();
+    let mut enc = Encoder {
+        series: &s,
+        segmenter: &seg,
+        cache: HashMap::new(),
+        encodes: 0,
+    };
+    let options = Options {
+        extent: Some(2),
+        min_iou: 0.5,
+    };
+    let want = run(&mut enc, 5, &boxed(BRAIN), &options, usize::MAX).unwrap();
+    let start = data("series/brain11/brain_010.dcm").display().to_string();
+    let out = tmp("propagated.dcm");
+    let (ok, stdout, stderr) = medfm(&[
+        "segment",
+        &start,
+        "--box",
+        "45,60,215,240",
+        "--propagate",
+        "--extent",
+        "2",
+        "--cpu",
+        "--out",
+        &out,
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let slices = j["slices"].as_array().unwrap();
+    assert_eq!(slices.len(), want.slices.len());
+    for (got, m) in slices.iter().zip(&want.slices) {
+        assert_eq!(got["index"], m.slice);
+        assert_eq!(got["area"], m.area);
+        let (i, f) = s.order[m.slice];
+        assert_eq!(got["sop_instance_uid"], s.images[i].meta.sop_instance_uid);
+        assert_eq!(got["frame"], f);
+    }
+    assert_eq!(j["stopped"], serde_json::json!(["extent", "extent"]));
+    assert_eq!(j["voxels"], want.voxels());
+    // The SEG: one frame per kept slice, in series order, each referencing its source.
+    let (rows, cols) = (want.slices[0].rows, want.slices[0].cols);
+    let masks: Vec<u8> = want.slices.iter().flat_map(|m| m.mask.clone()).collect();
+    let sources: Vec<serde_json::Value> = want
+        .slices
+        .iter()
+        .map(|m| {
+            let (i, _) = s.order[m.slice];
+            serde_json::json!([s.images[i].meta.sop_instance_uid, null])
+        })
+        .collect();
+    check_seg(
+        "propagated",
+        &std::fs::read(&out).unwrap(),
+        &masks,
+        rows,
+        cols,
+        Some(sources.into()),
+    );
+    // The NIfTI label volume: voxel for voxel over `medfm convert`'s volume of the series.
+    let nii = tmp("propagated.nii");
+    let (ok, _, stderr) = medfm(&[
+        "segment",
+        &start,
+        "--box",
+        "45,60,215,240",
+        "--propagate",
+        "--extent",
+        "2",
+        "--cpu",
+        "--out",
+        &nii,
+    ]);
+    assert!(ok, "{stderr}");
+    let vol = tmp("series.nii");
+    let dir = data("series/brain11").display().to_string();
+    let (ok, _, stderr) = medfm(&["convert", &dir, "--out", &vol]);
+    assert!(ok, "{stderr}");
+    let (labels, image) = (std::fs::read(&nii).unwrap(), std::fs::read(&vol).unwrap());
+    // Same header but the data (same dims, pixdims, sform/qform), then the labels.
+    assert_eq!(labels[..348], image[..348]);
+    let values: Vec<f32> = labels[352..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let plane = rows * cols;
+    assert_eq!(values.len(), plane * s.frames.len());
+    for k in 0..s.frames.len() {
+        let want_mask = want.slices.iter().find(|m| m.slice == k);
+        for (p, &v) in values[k * plane..(k + 1) * plane].iter().enumerate() {
+            let w = want_mask.map_or(0, |m| m.mask[p]);
+            assert_eq!(v, w as f32, "slice {k} voxel {p}");
+        }
+    }
+    // Volume: voxels x the series spacing (from the NIfTI pixdims).
+    let pix: Vec<f64> = (0..3)
+        .map(|i| f32::from_le_bytes(image[80 + 4 * i..84 + 4 * i].try_into().unwrap()) as f64)
+        .collect();
+    let ml = want.voxels() as f64 * pix[0] * pix[1] * pix[2] / 1000.0;
+    let got = j["volume_ml"].as_f64().unwrap();
+    assert!((got - ml).abs() < 1e-3 * ml, "{got} mL vs {ml} mL");
+    for p in [&out, &nii, &vol] {
+        std::fs::remove_file(p).ok();
+    }
+}

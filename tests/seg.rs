@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use medfm::dicom::{self, seg};
 
@@ -32,66 +30,7 @@ fn validate(file: &str, frame: u32) {
     let mask = disc(rows, cols);
     let out =
         seg::write_seg(&image, frame, &mask, &seg::SegmentInfo::default()).expect("SEG written");
-    check(file, &out, &mask, rows, cols, None);
-}
-
-/// dciodvfy with no error, our reader, and highdicom comparing every frame with `masks`
-/// (frames back to back; `sources`: per frame, source SOP Instance UID and 1-based frame
-/// number for multi-frame sources).
-fn check(
-    label: &str,
-    out: &[u8],
-    masks: &[u8],
-    rows: usize,
-    cols: usize,
-    sources: Option<serde_json::Value>,
-) {
-    let dir = std::env::temp_dir().join(format!("medfm-seg-{}-{label}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let seg_path = dir.join("seg.dcm");
-    let mask_path = dir.join("mask.u8");
-    std::fs::write(&seg_path, out).unwrap();
-    std::fs::write(&mask_path, masks).unwrap();
-
-    // Our own reader takes it back.
-    let back = dicom::read(out).expect("our reader parses the SEG");
-    assert_eq!(back.meta.modality, "SEG");
-    assert_eq!(back.meta.frames as usize, masks.len() / (rows * cols));
-
-    let v = Command::new("dciodvfy")
-        .arg(&seg_path)
-        .output()
-        .expect("dciodvfy (apt-get install dicom3tools)");
-    let report =
-        String::from_utf8_lossy(&v.stderr).into_owned() + &String::from_utf8_lossy(&v.stdout);
-    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
-    println!(
-        "{label}: dciodvfy {} errors, {} warnings",
-        errors.len(),
-        report.lines().filter(|l| l.starts_with("Warning")).count()
-    );
-    assert!(
-        errors.is_empty(),
-        "{label}: dciodvfy errors:\n{}",
-        errors.join("\n")
-    );
-
-    let mut cmd = Command::new(check_python());
-    cmd.arg(root().join("scripts/check_seg.py"))
-        .args([&seg_path, &mask_path])
-        .args([rows.to_string(), cols.to_string()]);
-    if let Some(s) = sources {
-        let p = dir.join("sources.json");
-        std::fs::write(&p, s.to_string()).unwrap();
-        cmd.arg(p);
-    }
-    let h = cmd
-        .output()
-        .expect("python with highdicom (see scripts/test.sh)");
-    let msg = String::from_utf8_lossy(&h.stdout).into_owned() + &String::from_utf8_lossy(&h.stderr);
-    println!("{label}: {}", msg.trim());
-    assert!(h.status.success(), "{label}: highdicom check failed: {msg}");
-    std::fs::remove_dir_all(&dir).ok();
+    check_seg(file, &out, &mask, rows, cols, None);
 }
 
 /// A disc whose radius changes with the slice, so a swapped frame cannot pass.
@@ -166,7 +105,7 @@ fn check_volume(label: &str, frames: &[seg::SegFrame], sources: Vec<serde_json::
     let out = seg::write_seg_frames(frames, &seg::SegmentInfo::default()).expect("SEG written");
     let masks: Vec<u8> = frames.iter().flat_map(|f| f.mask.iter().copied()).collect();
     let (rows, cols) = (m.rows as usize, m.cols as usize);
-    check(label, &out, &masks, rows, cols, Some(sources.into()));
+    check_seg(label, &out, &masks, rows, cols, Some(sources.into()));
 }
 
 #[test]

@@ -180,3 +180,69 @@ pub fn expect_error(args: &[&str], needle: &str) {
     );
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
 }
+
+/// dciodvfy with no error, our reader, and highdicom comparing every frame with `masks`
+/// (frames back to back; `sources`: per frame, source SOP Instance UID and 1-based frame
+/// number for multi-frame sources).
+pub fn check_seg(
+    label: &str,
+    out: &[u8],
+    masks: &[u8],
+    rows: usize,
+    cols: usize,
+    sources: Option<serde_json::Value>,
+) {
+    let dir = std::env::temp_dir().join(format!("medfm-seg-{}-{label}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seg_path = dir.join("seg.dcm");
+    let mask_path = dir.join("mask.u8");
+    std::fs::write(&seg_path, out).unwrap();
+    std::fs::write(&mask_path, masks).unwrap();
+
+    // Our own reader takes it back.
+    let back = medfm::dicom::read(out).expect("our reader parses the SEG");
+    assert_eq!(back.meta.modality, "SEG");
+    assert_eq!(back.meta.frames as usize, masks.len() / (rows * cols));
+
+    let v = std::process::Command::new("dciodvfy")
+        .arg(&seg_path)
+        .output()
+        .expect("dciodvfy (apt-get install dicom3tools)");
+    let report =
+        String::from_utf8_lossy(&v.stderr).into_owned() + &String::from_utf8_lossy(&v.stdout);
+    // A source's own UIDs are copied into the references as they are: an illegal root
+    // there (a real file's "0.0.0.0..." UIDs) is the source's, not the SEG's. Our UIDs
+    // ("2.25.") are checked.
+    let errors: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("Error"))
+        .filter(|l| !(l.contains("Illegal root for UID") && !l.contains("\"2.25.")))
+        .collect();
+    println!(
+        "{label}: dciodvfy {} errors, {} warnings",
+        errors.len(),
+        report.lines().filter(|l| l.starts_with("Warning")).count()
+    );
+    assert!(
+        errors.is_empty(),
+        "{label}: dciodvfy errors:\n{}",
+        errors.join("\n")
+    );
+
+    let mut cmd = std::process::Command::new(check_python());
+    cmd.arg(root().join("scripts/check_seg.py"))
+        .args([&seg_path, &mask_path])
+        .args([rows.to_string(), cols.to_string()]);
+    if let Some(s) = sources {
+        let p = dir.join("sources.json");
+        std::fs::write(&p, s.to_string()).unwrap();
+        cmd.arg(p);
+    }
+    let h = cmd
+        .output()
+        .expect("python with highdicom (see scripts/test.sh)");
+    let msg = String::from_utf8_lossy(&h.stdout).into_owned() + &String::from_utf8_lossy(&h.stderr);
+    println!("{label}: {}", msg.trim());
+    assert!(h.status.success(), "{label}: highdicom check failed: {msg}");
+    std::fs::remove_dir_all(&dir).ok();
+}

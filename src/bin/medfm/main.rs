@@ -11,6 +11,7 @@ mod embed;
 mod fetch;
 mod info;
 mod output;
+mod propagate;
 mod segment;
 
 use std::process::ExitCode;

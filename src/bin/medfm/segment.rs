@@ -14,42 +14,58 @@ use crate::output::{Outputs, write_atomic, write_png};
 #[derive(clap::Args)]
 pub(crate) struct SegmentArgs {
     /// The DICOM file (Part 10).
-    image: PathBuf,
+    pub(crate) image: PathBuf,
     /// Box in pixel coordinates of the image: X0,Y0,X1,Y1 (columns, rows; inclusive corners).
     #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
-    bbox: Option<String>,
+    pub(crate) bbox: Option<String>,
     /// A point X,Y[,LABEL] in pixel coordinates; LABEL 1 = foreground (default), 0 = background. Repeatable.
     #[arg(long = "point", value_name = "X,Y[,0|1]")]
-    points: Vec<String>,
+    pub(crate) points: Vec<String>,
     /// Frame of a multi-frame image (0-based).
     #[arg(long, default_value_t = 0)]
-    frame: u32,
+    pub(crate) frame: u32,
     /// Predict three candidate masks and keep the one with the highest predicted IoU.
     #[arg(long)]
-    multimask: bool,
+    pub(crate) multimask: bool,
     /// A `.bpk` weights file (default: WEIGHTS_DIR/lite_medsam_<precision>.bpk, see
     /// `medfm weights fetch --help`). It must be one of the pinned files unless
     /// --allow-unpinned.
     #[arg(long)]
-    weights: Option<PathBuf>,
+    pub(crate) weights: Option<PathBuf>,
     /// Accept a --weights file that is not one of the pinned LiteMedSAM files (e.g. a
     /// conversion of a fine-tuned checkpoint).
     #[arg(long, requires = "weights")]
-    allow_unpinned: bool,
+    pub(crate) allow_unpinned: bool,
     /// Weight precision when --weights is not given.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
-    precision: Precision,
+    pub(crate) precision: Precision,
     #[command(flatten)]
-    device: DeviceArgs,
+    pub(crate) device: DeviceArgs,
     /// Output: a PNG mask (rows x cols, 0/255), or a binary DICOM SEG when the name ends in `.dcm`.
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Also write an overlay PNG (windowed image with the mask in red) for viewing.
     #[arg(long)]
-    overlay: Option<PathBuf>,
+    pub(crate) overlay: Option<PathBuf>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// Carry the prompt through the image's series (docs/design.md, "Volumes"): the
+    /// series is every DICOM file in the image's folder (or --series DIR) with its
+    /// SeriesInstanceUID. --out NAME.dcm writes one SEG over the series, .nii/.nii.gz a
+    /// label volume aligned with `medfm convert`, .png the start slice.
+    #[arg(long)]
+    pub(crate) propagate: bool,
+    /// With --propagate: run this many slices each way (the official recipe's z range)
+    /// instead of stopping at an empty or unconfident mask.
+    #[arg(long, requires = "propagate")]
+    pub(crate) extent: Option<usize>,
+    /// With --propagate and no --extent: stop at a predicted IoU below this (0..1).
+    #[arg(long, requires = "propagate", default_value_t = 0.5)]
+    pub(crate) min_iou: f32,
+    /// With --propagate: the folder holding the series (default: the image's folder).
+    #[arg(long, requires = "propagate")]
+    pub(crate) series: Option<PathBuf>,
 }
 
 pub(crate) fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
@@ -77,6 +93,12 @@ pub(crate) fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
 
 pub(crate) fn cmd_segment(args: SegmentArgs) -> Result<()> {
     let prompt = parse_prompt(&args)?;
+    if args.propagate {
+        if args.multimask || args.overlay.is_some() {
+            bail_input!("--propagate takes single-mask prompts and writes no --overlay");
+        }
+        return crate::propagate::cmd_propagate(args, prompt);
+    }
     let mut outputs = Outputs::new(std::slice::from_ref(&args.image));
     outputs.claim(&args.out, "--out")?;
     if let Some(o) = &args.overlay {
