@@ -1,0 +1,156 @@
+//! Parity of propagation with the PyTorch reference: the 3D recipe (docs/design.md,
+//! "Volumes") run by `scripts/make_propagation_fixtures.py` with the wheel's own model on
+//! a real series; medfm keeps the same slices, stops for the same reasons and gives each
+//! slice a mask with IoU >= 0.99 against the reference's, on the CPU backend and on wgpu.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use medfm::Device;
+use medfm::dicom::{self, DicomImage, Frame, series};
+use medfm::model::Embedding;
+use medfm::model::weights::Precision;
+use medfm::pipeline::preprocess;
+use medfm::pipeline::propagate::{self, Options};
+use medfm::pipeline::{PixelPrompt, Preprocessed, Segmenter};
+
+fn cases() -> serde_json::Value {
+    let text = std::fs::read_to_string(data("propagation/manifest.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn check(device: Device, label: &str) {
+    let seg = Segmenter::new(load_model(Precision::Fp32, &device), device);
+    // Encoder outputs per (series, slice), shared by the cases of one series (as a shell
+    // keeps them): each slice is encoded once (lavapipe encodes slowly).
+    let mut cache: HashMap<(String, usize), (Preprocessed, Embedding)> = HashMap::new();
+    for case in cases()["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let folder = data(case["series"].as_str().unwrap());
+        let mut paths: Vec<_> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+            .collect();
+        paths.sort();
+        let images: Vec<DicomImage> = paths
+            .iter()
+            .map(|p| dicom::read(&std::fs::read(p).unwrap()).unwrap())
+            .collect();
+        let refs: Vec<&DicomImage> = images.iter().collect();
+        let order = series::order(&refs).unwrap().order;
+        // The series order is the reference's.
+        let uids: Vec<&str> = order
+            .iter()
+            .map(|&(i, _)| images[i].meta.sop_instance_uid.as_str())
+            .collect();
+        let want_uids: Vec<&str> = case["order"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap())
+            .collect();
+        assert_eq!(uids, want_uids, "{name}: series order");
+        let frames: Vec<Frame> = order
+            .iter()
+            .map(|&(i, f)| images[i].frame(f).unwrap())
+            .collect();
+        let (clip, _) = preprocess::series_clip(&frames, &images[order[0].0].meta);
+        let c = clip.unwrap();
+        let want_clip = case["clip"].as_array().unwrap();
+        assert!(
+            (c.lo as f64 - want_clip[0].as_f64().unwrap()).abs() < 1e-3
+                && (c.hi as f64 - want_clip[1].as_f64().unwrap()).abs() < 1e-3,
+            "{name}: clip {c:?} vs {want_clip:?}"
+        );
+        let b: Vec<f32> = case["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let prompt = PixelPrompt {
+            bbox: Some([b[0], b[1], b[2], b[3]]),
+            points: Vec::new(),
+            multimask: false,
+        };
+        let options = Options {
+            extent: case["extent"].as_u64().map(|e| e as usize),
+            min_iou: case["min_iou"].as_f64().unwrap() as f32,
+        };
+        let key = case["series"].as_str().unwrap().to_string();
+        let got = propagate::propagate(
+            &seg,
+            frames.len(),
+            case["start"].as_u64().unwrap() as usize,
+            &prompt,
+            &options,
+            &mut |i| {
+                if let Some(hit) = cache.get(&(key.clone(), i)) {
+                    return Ok(hit.clone());
+                }
+                let pre =
+                    preprocess::preprocess_clipped(&frames[i], &images[order[i].0].meta, clip)?;
+                let emb = seg.embed(&pre)?;
+                cache.insert((key.clone(), i), (pre.clone(), emb.clone()));
+                Ok((pre, emb))
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+        let want = case["slices"].as_array().unwrap();
+        let got_idx: Vec<usize> = got.slices.iter().map(|m| m.slice).collect();
+        let want_idx: Vec<usize> = want
+            .iter()
+            .map(|s| s["index"].as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(got_idx, want_idx, "{label} {name}: the same slices");
+        assert_eq!(
+            serde_json::to_value(got.stopped).unwrap(),
+            case["stopped"],
+            "{label} {name}: the same stops"
+        );
+        let mut worst = 1.0f64;
+        for (m, w) in got.slices.iter().zip(want) {
+            let reference = read_gz(&data(&format!("propagation/{name}/{}.mask.u8.gz", m.slice)));
+            let overlap = iou(&m.mask, &reference);
+            worst = worst.min(overlap);
+            // The boxes follow the masks: within a pixel of the reference's.
+            let wb: Vec<f64> = w["box"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let gb = m.prompt_box.unwrap();
+            for k in 0..4 {
+                assert!(
+                    (gb[k] as f64 - wb[k]).abs() <= 1.0,
+                    "{label} {name}: slice {} box {gb:?} vs {wb:?}",
+                    m.slice
+                );
+            }
+            assert!(
+                overlap >= 0.99,
+                "{label} {name}: slice {} mask IoU {overlap}",
+                m.slice
+            );
+        }
+        println!(
+            "{label} {name}: slices {got_idx:?}, stopped {:?}, worst mask IoU {worst:.4}",
+            got.stopped
+        );
+    }
+}
+
+#[test]
+fn propagation_matches_pytorch_on_the_cpu() {
+    check(Device::flex(), "cpu");
+}
+
+#[test]
+fn propagation_matches_pytorch_on_wgpu() {
+    check(wgpu_device(), "wgpu");
+}
