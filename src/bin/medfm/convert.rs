@@ -7,7 +7,7 @@ use medfm::dicom::lut::{Voi, Window};
 
 use crate::common::bail_input;
 use crate::common::{collect_files, parse_floats};
-use crate::output::{Outputs, write_atomic, write_png};
+use crate::output::{Outputs, nifti_bytes, write_atomic, write_png};
 
 #[derive(clap::Args)]
 pub(crate) struct ConvertArgs {
@@ -113,14 +113,7 @@ pub(crate) fn cmd_convert(args: ConvertArgs) -> Result<()> {
     for w in &volume.warnings {
         eprintln!("warning: {w}");
     }
-    let mut bytes = volume.to_nifti()?;
-    if name.ends_with(".gz") {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(&bytes)?;
-        bytes = enc.finish()?;
-    }
-    write_atomic(&args.out, &bytes)?;
+    write_atomic(&args.out, &nifti_bytes(&volume, &args.out)?)?;
     println!(
         "{} ({}x{}x{}, spacing {:.3}x{:.3}x{:.3} mm)",
         args.out.display(),

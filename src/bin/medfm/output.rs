@@ -112,6 +112,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A volume as NIfTI-1 bytes, gzip-compressed when `path` ends in `.gz` (`.nii.gz`).
+pub fn nifti_bytes(volume: &medfm::dicom::volume::Volume, path: &Path) -> Result<Vec<u8>> {
+    let bytes = volume.to_nifti()?;
+    if !path.to_string_lossy().to_lowercase().ends_with(".gz") {
+        return Ok(bytes);
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&bytes)?;
+    Ok(enc.finish()?)
+}
+
 /// An 8-bit PNG of `data` (`width x height`, grey or RGB), encoded in memory (the
 /// encoder finished, so an error is seen here) and written with [`write_atomic`].
 pub fn write_png(

@@ -13,7 +13,7 @@ use medfm::pipeline::propagate::{self, Options};
 use medfm::pipeline::{PixelPrompt, Preprocessed, Segmenter, preprocess};
 
 use crate::common::{Failure, bail_input, collect_files, load_sam, select_device, weights_path};
-use crate::output::{Outputs, write_atomic, write_png};
+use crate::output::{Outputs, nifti_bytes, write_atomic, write_png};
 use crate::segment::SegmentArgs;
 
 /// The series of `image`: every DICOM file of `dir` with its SeriesInstanceUID (files that
@@ -198,15 +198,7 @@ pub(crate) fn cmd_propagate(args: SegmentArgs, prompt: PixelPrompt) -> Result<()
                 values: labels,
                 ..v.clone()
             };
-            let mut bytes = label_volume.to_nifti()?;
-            if name.ends_with(".gz") {
-                use std::io::Write;
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                enc.write_all(&bytes)?;
-                bytes = enc.finish()?;
-            }
-            write_atomic(&args.out, &bytes)?;
+            write_atomic(&args.out, &nifti_bytes(&label_volume, &args.out)?)?;
         }
         _ => {
             let m = result
