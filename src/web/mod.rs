@@ -551,6 +551,11 @@ impl Engine {
             (None, None) => vois.first().cloned(),
         };
         let grey = f.channels == 1;
+        // A grey frame without a VOI of its own is shown over its range: the window
+        // `render_view` builds for `None`, made once here for the pixels, `window`, `voi`
+        // and `range`.
+        let range = grey.then(|| lut::Window::min_max(&f.values));
+        let chosen = chosen.or_else(|| range.clone().map(lut::Voi::Window));
         let invert = view
             .invert
             .unwrap_or(grey && image.meta.photometric == "MONOCHROME1");
@@ -565,27 +570,23 @@ impl Engine {
             }
         }
         let applied = match (&chosen, grey) {
-            (_, false) => None,
             (Some(lut::Voi::Window(w)), true) => Some(w.clone()),
-            (Some(lut::Voi::Table(..)), true) => None,
-            (None, true) => Some(lut::Window::min_max(&f.values)),
+            _ => None,
         };
         let out = Object::new();
         set(&out, "rows", f.rows as u32);
         set(&out, "cols", f.cols as u32);
         set(&out, "rgba", Uint8Array::from(&rgba[..]));
         let described = match (&chosen, grey) {
-            (_, false) => "colour (RGB as stored)".to_string(),
             (Some(v), true) => v.describe(),
-            (None, true) => lut::Voi::Window(lut::Window::min_max(&f.values)).describe(),
+            _ => "colour (RGB as stored)".to_string(),
         };
         set(&out, "voi", described);
         if let Some(w) = applied {
             set(&out, "window", to_js(&w)?);
         }
         set(&out, "inverted", r.inverted);
-        if grey {
-            let mm = lut::Window::min_max(&f.values);
+        if let Some(mm) = range {
             let half = mm.width / 2.0;
             let range = js_sys::Array::of2(&(mm.center - half).into(), &(mm.center + half).into());
             set(&out, "range", range);
