@@ -223,3 +223,253 @@ fn exit_codes_say_what_kind_of_error() {
     );
     assert_eq!(code(&["info", "/nonexistent-folder"]), Some(5));
 }
+
+/// `segment --propagate` and `--segments` on bad input: a clear error naming what is wrong
+/// (an unplaced slice, radial slices, a box off the start slice, a stopping IoU outside
+/// 0..1, a prompts file with a typo, a slice of another series), no output, no panic.
+#[test]
+fn propagation_and_segments_bad_input() {
+    let series = data("series/brain11");
+    let start = series.join("brain_010.dcm").display().to_string();
+    let out = tmp("never.dcm");
+    let propagate = |extra: &[&str], needle: &str| {
+        let mut args = vec!["segment", &start, "--box", "45,60,215,240", "--propagate"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--cpu", "--out", &out]);
+        expect_error(&args, needle);
+    };
+    propagate(&["--min-iou", "1.5"], "--min-iou 1.5 is outside 0..1");
+    expect_error(
+        &[
+            "segment",
+            &start,
+            "--box",
+            "45,60,300,240",
+            "--propagate",
+            "--cpu",
+            "--out",
+            &out,
+        ],
+        "outside the 256x256 image",
+    );
+    expect_error(
+        &[
+            "segment",
+            &start,
+            "--box",
+            "45,60,215,240",
+            "--extent",
+            "2",
+            "--out",
+            &out,
+        ],
+        "--propagate",
+    );
+    expect_error(
+        &[
+            "segment",
+            &start,
+            "--box",
+            "45,60,215,240",
+            "--series",
+            ".",
+            "--out",
+            &out,
+        ],
+        "--series goes with --propagate or --segments",
+    );
+    // A slice without ImagePositionPatient among placed ones.
+    let dir = std::path::PathBuf::from(tmp("unplaced"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&series).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "dcm") {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let hole = dir.join("brain_012.dcm");
+    let bytes = edited(&hole, |o| {
+        o.remove_element(dicom_dictionary_std::tags::IMAGE_POSITION_PATIENT);
+    });
+    std::fs::write(&hole, bytes).unwrap();
+    let uid = medfm::dicom::read(&std::fs::read(&hole).unwrap())
+        .unwrap()
+        .meta
+        .sop_instance_uid;
+    let moved = dir.join("brain_010.dcm").display().to_string();
+    expect_error(
+        &[
+            "segment",
+            &moved,
+            "--box",
+            "45,60,215,240",
+            "--propagate",
+            "--cpu",
+            "--out",
+            &out,
+        ],
+        &format!("instance {uid} frame 0 of series"),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    // Radial slices are no volume.
+    let radial = std::fs::read_dir(data("series/mr700"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .display()
+        .to_string();
+    expect_error(
+        &[
+            "segment",
+            &radial,
+            "--box",
+            "10,10,50,50",
+            "--propagate",
+            "--cpu",
+            "--out",
+            &out,
+        ],
+        "different orientations",
+    );
+    // Prompts files.
+    let prompts = |name: &str, body: &str| {
+        let p = std::path::PathBuf::from(tmp(&format!("prompts-{name}.json")));
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    // Slices by absolute path (a relative one is relative to the prompts file).
+    let slice = |name: &str| series.join(name).display().to_string();
+    let brain = format!(
+        r#""slice": "{}", "box": [45, 60, 215, 240]"#,
+        slice("brain_010.dcm")
+    );
+    let cases = [
+        (
+            format!(r#"{{"segments": [{{{brain}, "colour": [1, 2, 3]}}]}}"#),
+            "unknown field `colour`",
+        ),
+        (r#"{"segments": []}"#.to_string(), "\"segments\" is empty"),
+        (
+            format!(r#"{{"segments": [{{{brain}, "extent": 2}}]}}"#),
+            "go with \"propagate\": true",
+        ),
+        (
+            format!(
+                r#"{{"segments": [{{"slice": "{}"}}]}}"#,
+                slice("brain_010.dcm")
+            ),
+            "give a \"box\"",
+        ),
+        (
+            format!(r#"{{"segments": [{{{brain}, "propagate": true, "min_iou": -1}}]}}"#),
+            "min_iou -1 is outside 0..1",
+        ),
+        (
+            format!(
+                r#"{{"segments": [{{{brain}}}, {{"slice": "{}", "box": [1, 1, 9, 9]}}]}}"#,
+                data("MR_small.dcm").display()
+            ),
+            "one output covers one series",
+        ),
+        (
+            format!(
+                r#"{{"segments": [{{{brain}}}, {{"slice": "{}", "box": [45, 60, 300, 240]}}]}}"#,
+                slice("brain_008.dcm")
+            ),
+            "Segment 2: prompt: box 45,60,300,240 is outside",
+        ),
+    ];
+    for (k, (body, needle)) in cases.iter().enumerate() {
+        let p = prompts(&k.to_string(), body);
+        let file = p.display().to_string();
+        expect_error(
+            &["segment", "--segments", &file, "--cpu", "--out", &out],
+            needle,
+        );
+        std::fs::remove_file(&p).ok();
+    }
+    let p = prompts("png", &format!(r#"{{"segments": [{{{brain}}}]}}"#));
+    let file = p.display().to_string();
+    let png = tmp("never.png");
+    expect_error(
+        &["segment", "--segments", &file, "--cpu", "--out", &png],
+        "with --segments, --out must end in .dcm (SEG), .nii or .nii.gz",
+    );
+    expect_error(
+        &[
+            "segment",
+            "--segments",
+            &file,
+            "--box",
+            "1,1,9,9",
+            "--out",
+            &out,
+        ],
+        "cannot be used with",
+    );
+    std::fs::remove_file(&p).ok();
+    assert!(!std::path::Path::new(&out).exists(), "no output on error");
+}
+
+/// Edges with documented behaviour: `--extent 0` segments the start slice only; a series
+/// of one slice gives the single-image result (the same mask as without --propagate).
+#[test]
+fn propagation_edges_extent_zero_and_one_slice() {
+    let start = data("series/brain11/brain_010.dcm").display().to_string();
+    let out = tmp("edge.png");
+    let (ok, stdout, stderr) = medfm(&[
+        "segment",
+        &start,
+        "--box",
+        "45,60,215,240",
+        "--propagate",
+        "--extent",
+        "0",
+        "--cpu",
+        "--out",
+        &out,
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["slices"].as_array().unwrap().len(), 1);
+    assert_eq!(j["slice_range"], serde_json::json!([5, 5]));
+    // MR_small is alone in its series (tests/data holds no other slice of it).
+    let single = data("MR_small.dcm").display().to_string();
+    let (ok, stdout, stderr) = medfm(&[
+        "segment",
+        &single,
+        "--box",
+        "10,10,50,50",
+        "--propagate",
+        "--cpu",
+        "--out",
+        &out,
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let p: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(p["series_slices"], 1);
+    let propagated = std::fs::read(&out).unwrap();
+    let (ok, stdout, stderr) = medfm(&[
+        "segment",
+        &single,
+        "--box",
+        "10,10,50,50",
+        "--cpu",
+        "--out",
+        &out,
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let s: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(p["slices"][0]["area"], s["area"]);
+    assert_eq!(
+        propagated,
+        std::fs::read(&out).unwrap(),
+        "the same PNG mask"
+    );
+    std::fs::remove_file(&out).ok();
+}

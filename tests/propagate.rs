@@ -1,8 +1,9 @@
 //! Propagation of a prompt through a real series (`pipeline::propagate`, issue 21 in
 //! part): the loop's box chain, extents, stopping rules, cancel, the encoder cache, bad
 //! options; the series-wide intensity clip against numpy. On the CPU backend, fp32, with
-//! 11 slices of a real brain MR (tests/data/series/brain11).
-//! Not yet here: parity of the masks with the PyTorch recipe (fixtures to come).
+//! 11 slices of a real brain MR (tests/data/series/brain11). The CLI's `--propagate` and
+//! `--segments` outputs against the library. Parity of the masks with the PyTorch recipe
+//! is in tests/propagate_parity.rs.
 
 mod common;
 
@@ -462,6 +463,177 @@ fn the_cli_writes_the_propagation_as_seg_and_nifti() {
     let ml = want.voxels() as f64 * pix[0] * pix[1] * pix[2] / 1000.0;
     let got = j["volume_ml"].as_f64().unwrap();
     assert!((got - ml).abs() < 1e-3 * ml, "{got} mL vs {ml} mL");
+    for p in [&out, &nii, &vol] {
+        std::fs::remove_file(p).ok();
+    }
+}
+
+/// `medfm segment --segments` (tests/data/series/brain11_segments.json): three prompts on
+/// one series, two propagated (an extent; a stopping IoU) and one kept to its slice with
+/// the single-image recipe, give the library's masks; one SEG with three segments
+/// (dciodvfy clean, highdicom reads every frame of every segment, labels and colours) and a
+/// NIfTI label map aligned with `medfm convert` where the later segment keeps the voxels
+/// two segments share (counted in the JSON).
+#[test]
+fn the_cli_writes_several_segments_as_one_seg_and_nifti() {
+    let s = brain();
+    let seg = segmenter();
+    let mut enc = Encoder {
+        series: &s,
+        segmenter: &seg,
+        cache: HashMap::new(),
+        encodes: 0,
+    };
+    let brain_mask = run(
+        &mut enc,
+        5,
+        &boxed(BRAIN),
+        &Options {
+            extent: Some(2),
+            min_iou: 0.5,
+        },
+        usize::MAX,
+    )
+    .unwrap();
+    let eye = run(
+        &mut enc,
+        3,
+        &boxed([80.0, 25.0, 115.0, 55.0]),
+        &Options {
+            extent: None,
+            min_iou: 0.8,
+        },
+        usize::MAX,
+    )
+    .unwrap();
+    // The third: slice 5 only, the single-image recipe (as `medfm segment` on that file).
+    let pre = seg.prepare(&s.images[s.order[5].0], 0).unwrap();
+    let emb = seg.embed(&pre).unwrap();
+    let prompt = PixelPrompt {
+        bbox: Some([100.0, 100.0, 150.0, 160.0]),
+        points: vec![(125.0, 130.0, true)],
+        multimask: false,
+    };
+    let midbrain = seg.segment(&emb, &pre, &prompt).unwrap();
+    let want: Vec<Vec<(usize, &[u8])>> = vec![
+        brain_mask
+            .slices
+            .iter()
+            .map(|m| (m.slice, &m.mask[..]))
+            .collect(),
+        eye.slices.iter().map(|m| (m.slice, &m.mask[..])).collect(),
+        vec![(5, &midbrain.mask[..])],
+    ];
+    assert_eq!(
+        eye.stopped,
+        [Stop::LowIou, Stop::LowIou],
+        "the fixture's stop"
+    );
+
+    let prompts = data("series/brain11_segments.json").display().to_string();
+    let out = tmp("segments.dcm");
+    let (ok, stdout, stderr) = medfm(&[
+        "segment",
+        "--segments",
+        &prompts,
+        "--cpu",
+        "--out",
+        &out,
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let segments = j["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 3);
+    for (k, (got, masks)) in segments.iter().zip(&want).enumerate() {
+        assert_eq!(got["number"], k + 1);
+        let slices = got["slices"].as_array().unwrap();
+        assert_eq!(slices.len(), masks.len(), "segment {}", k + 1);
+        for (g, (slice, mask)) in slices.iter().zip(masks) {
+            assert_eq!(g["index"], *slice);
+            assert_eq!(g["area"], mask.iter().filter(|&&b| b != 0).count());
+        }
+    }
+    assert_eq!(segments[2]["propagated"], false);
+    // Voxels in two segments: the midbrain lies inside the brain.
+    let (rows, cols) = (midbrain.rows, midbrain.cols);
+    let plane = rows * cols;
+    let mut count = vec![0u8; plane * s.frames.len()];
+    for (slice, mask) in want.iter().flatten() {
+        for (c, &b) in count[slice * plane..(slice + 1) * plane]
+            .iter_mut()
+            .zip(*mask)
+        {
+            *c += b;
+        }
+    }
+    let shared = count.iter().filter(|&&c| c > 1).count();
+    assert!(shared > 0);
+    assert_eq!(j["overlap_voxels"], shared);
+
+    // The SEG: three segments, their frames segment after segment.
+    let masks: Vec<u8> = want
+        .iter()
+        .flatten()
+        .flat_map(|(_, m)| m.to_vec())
+        .collect();
+    let sources: Vec<serde_json::Value> = want
+        .iter()
+        .enumerate()
+        .flat_map(|(k, masks)| masks.iter().map(move |(slice, _)| (k + 1, *slice)))
+        .map(|(number, slice)| {
+            let (i, _) = s.order[slice];
+            serde_json::json!([s.images[i].meta.sop_instance_uid, null, number])
+        })
+        .collect();
+    let described = serde_json::json!([
+        {"label": "Brain", "color": medfm::dicom::seg::PALETTE[0]},
+        {"label": "Right eye", "color": [240, 200, 40]},
+        {"label": "Midbrain", "color": medfm::dicom::seg::PALETTE[2]},
+    ]);
+    check_seg_segments(
+        "segments",
+        &std::fs::read(&out).unwrap(),
+        &masks,
+        rows,
+        cols,
+        Some(sources.into()),
+        Some(described),
+    );
+
+    // The NIfTI label map: label = segment number, the later segment where they overlap;
+    // the header of `medfm convert`'s volume of the series.
+    let nii = tmp("segments.nii");
+    let (ok, _, stderr) = medfm(&["segment", "--segments", &prompts, "--cpu", "--out", &nii]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{shared} voxels are in more than one segment")),
+        "{stderr}"
+    );
+    let vol = tmp("segments-series.nii");
+    let dir = data("series/brain11").display().to_string();
+    let (ok, _, stderr) = medfm(&["convert", &dir, "--out", &vol]);
+    assert!(ok, "{stderr}");
+    let (labels, image) = (std::fs::read(&nii).unwrap(), std::fs::read(&vol).unwrap());
+    assert_eq!(labels[..348], image[..348]);
+    let mut expected = vec![0.0f32; plane * s.frames.len()];
+    for (k, masks) in want.iter().enumerate() {
+        for (slice, mask) in masks {
+            for (e, &b) in expected[slice * plane..(slice + 1) * plane]
+                .iter_mut()
+                .zip(*mask)
+            {
+                if b != 0 {
+                    *e = (k + 1) as f32;
+                }
+            }
+        }
+    }
+    let values: Vec<f32> = labels[352..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert!(values == expected, "the label map differs");
     for p in [&out, &nii, &vol] {
         std::fs::remove_file(p).ok();
     }

@@ -77,6 +77,129 @@ fn ct_series_volume_seg_is_valid_and_exact() {
     check_volume("ct5n", &frames, sources);
 }
 
+/// Two segments over one series, overlapping on two slices, with labels and colours: one
+/// SEG (dciodvfy clean); highdicom reads every frame of every segment back exactly, with
+/// its source instance, label and colour.
+#[test]
+fn two_segment_seg_is_valid_and_exact() {
+    let dir = data("series/ct5n");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| dicom::read(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    let volume = dicom::volume::assemble(&files).unwrap();
+    let images: Vec<&dicom::DicomImage> = volume.sources.iter().map(|&(i, _)| &files[i]).collect();
+    let (rows, cols) = (images[0].meta.rows as usize, images[0].meta.cols as usize);
+    // Segment 1: discs on slices 0..=2; segment 2: a band of columns on slices 2..=4.
+    let first: Vec<Vec<u8>> = (0..3).map(|k| slice_disc(rows, cols, k)).collect();
+    let second: Vec<Vec<u8>> = (2..5)
+        .map(|k| {
+            (0..rows * cols)
+                .map(|i| u8::from(i % cols < 10 + k))
+                .collect()
+        })
+        .collect();
+    fn frames<'a>(
+        images: &[&'a dicom::DicomImage],
+        range: std::ops::Range<usize>,
+        masks: &'a [Vec<u8>],
+    ) -> Vec<seg::SegFrame<'a>> {
+        range
+            .zip(masks)
+            .map(|(k, mask)| seg::SegFrame {
+                source: images[k],
+                frame: 0,
+                mask,
+            })
+            .collect()
+    }
+    let colors = [[230, 60, 60], [70, 130, 240]];
+    let segments = vec![
+        seg::Segment {
+            info: seg::SegmentInfo {
+                label: "Liver".into(),
+                color: Some(colors[0]),
+                ..Default::default()
+            },
+            frames: frames(&images, 0..3, &first),
+        },
+        seg::Segment {
+            info: seg::SegmentInfo {
+                label: "Spleen".into(),
+                color: Some(colors[1]),
+                ..Default::default()
+            },
+            frames: frames(&images, 2..5, &second),
+        },
+    ];
+    let out = seg::write_seg_segments(&segments).expect("SEG written");
+    let masks: Vec<u8> = first.iter().chain(&second).flatten().copied().collect();
+    let sources: Vec<serde_json::Value> = (0..3)
+        .map(|k| (k, 1))
+        .chain((2..5).map(|k| (k, 2)))
+        .map(|(k, s)| serde_json::json!([images[k].meta.sop_instance_uid, null, s]))
+        .collect();
+    let described = serde_json::json!([
+        {"label": "Liver", "color": colors[0]},
+        {"label": "Spleen", "color": colors[1]},
+    ]);
+    check_seg_segments(
+        "two-segments",
+        &out,
+        &masks,
+        rows,
+        cols,
+        Some(sources.into()),
+        Some(described),
+    );
+    // A segment without a frame, or no segment at all, is refused.
+    let empty = seg::Segment {
+        info: seg::SegmentInfo::default(),
+        frames: Vec::new(),
+    };
+    let err = seg::write_seg_segments(&[segments[0].clone(), empty])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("segment 2") && err.contains("no frame"),
+        "{err}"
+    );
+    assert!(seg::write_seg_segments(&[]).is_err());
+}
+
+/// The CIELab of a few sRGB colours: black, white and grey on the neutral axis, the sRGB
+/// primaries' known L*a*b* (D65) to a tenth.
+#[test]
+fn cielab_of_srgb_colours() {
+    let lab = |rgb| {
+        let v = seg::cielab(rgb);
+        (
+            f64::from(v[0]) * 100.0 / 65535.0,
+            f64::from(v[1]) * 255.0 / 65535.0 - 128.0,
+            f64::from(v[2]) * 255.0 / 65535.0 - 128.0,
+        )
+    };
+    assert_eq!(seg::cielab([0, 0, 0]), [0, 32896, 32896]);
+    let (l, a, b) = lab([255, 255, 255]);
+    assert!((l - 100.0).abs() < 0.01 && a.abs() < 0.01 && b.abs() < 0.01);
+    let (l, a, b) = lab([128, 128, 128]);
+    assert!(
+        (l - 53.59).abs() < 0.05 && a.abs() < 0.01 && b.abs() < 0.01,
+        "{l}"
+    );
+    for (rgb, want) in [
+        ([255, 0, 0], (53.24, 80.09, 67.20)),
+        ([0, 255, 0], (87.73, -86.18, 83.18)),
+        ([0, 0, 255], (32.30, 79.19, -107.86)),
+    ] {
+        let (l, a, b) = lab(rgb);
+        assert!(
+            (l - want.0).abs() < 0.1 && (a - want.1).abs() < 0.1 && (b - want.2).abs() < 0.1,
+            "{rgb:?}: {l} {a} {b} vs {want:?}"
+        );
+    }
+}
+
 #[test]
 fn enhanced_mr_volume_seg_is_valid_and_exact() {
     // Every frame of an Enhanced MR (geometry in per-frame functional groups).

@@ -115,6 +115,63 @@ fn radial_slices_are_refused_as_a_volume_and_listed_by_instance_number() {
     assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "{numbers:?}");
 }
 
+/// A slice without ImagePositionPatient among placed ones, or a slice of another size, is
+/// no volume: refused naming the instance; browsing still lists every slice.
+#[test]
+fn partial_positions_and_mixed_sizes_are_refused_naming_the_instance() {
+    use dicom_dictionary_std::tags;
+    let mut paths: Vec<_> = std::fs::read_dir(data("series/brain11"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    paths.sort();
+    let mut images: Vec<DicomImage> = paths.iter().map(|p| read(p)).collect();
+    let unplaced = edited(&paths[4], |o| {
+        o.remove_element(tags::IMAGE_POSITION_PATIENT);
+    });
+    images[4] = dicom::read(&unplaced).unwrap();
+    let refs: Vec<&DicomImage> = images.iter().collect();
+    let e = series::order(&refs).unwrap_err().to_string();
+    assert!(e.contains("has no ImagePositionPatient"), "{e}");
+    assert!(e.contains(&images[4].meta.sop_instance_uid), "{e}");
+    assert_eq!(series::group(&refs)[0].frames.len(), images.len());
+    // No slice placed at all: InstanceNumber order with a warning (cine, captures).
+    let unplaced: Vec<DicomImage> = paths
+        .iter()
+        .map(|p| {
+            dicom::read(&edited(p, |o| {
+                o.remove_element(tags::IMAGE_POSITION_PATIENT);
+            }))
+            .unwrap()
+        })
+        .collect();
+    let refs: Vec<&DicomImage> = unplaced.iter().collect();
+    let s = series::order(&refs).unwrap();
+    assert!(
+        s.warnings.iter().any(|w| w.contains("InstanceNumber")),
+        "{:?}",
+        s.warnings
+    );
+    // A 64x64 slice in the brain's series and plane.
+    let brain = dicom_object::open_file(&paths[0]).unwrap();
+    let small = edited(&data("MR_small.dcm"), |o| {
+        for tag in [
+            tags::SERIES_INSTANCE_UID,
+            tags::IMAGE_ORIENTATION_PATIENT,
+            tags::FRAME_OF_REFERENCE_UID,
+        ] {
+            o.put(brain.element(tag).unwrap().clone());
+        }
+    });
+    let mut images: Vec<DicomImage> = paths.iter().map(|p| read(p)).collect();
+    images.push(dicom::read(&small).unwrap());
+    let refs: Vec<&DicomImage> = images.iter().collect();
+    let e = series::order(&refs).unwrap_err().to_string();
+    assert!(e.contains("different sizes"), "{e}");
+    assert!(e.contains(&images[11].meta.sop_instance_uid), "{e}");
+}
+
 #[test]
 fn group_lists_every_frame_once_in_first_seen_series_order() {
     let mut images = folder("series/ct5n");

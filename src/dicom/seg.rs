@@ -1,11 +1,13 @@
 //! DICOM Segmentation (SEG) writer: a binary SEG derived from one frame of a source image,
-//! or from several frames of one series (a volume), one segment (PS3.3 A.51, C.8.20).
+//! or from several frames of one series (a volume), with one or several segments
+//! (PS3.3 A.51, C.8.20).
 //!
 //! What it holds: the source's patient and study attributes (copied, not altered), a new
 //! series and instance, the source's frame of reference and geometry (pixel measures,
-//! plane orientation and position), one segment (SegmentAlgorithmType SEMIAUTOMATIC,
-//! SegmentAlgorithmName "LiteMedSAM"), per-frame functional groups referencing the source
-//! instance (and frame) with SpatialLocationsPreserved YES, a Common Instance Reference to
+//! plane orientation and position), the segments (numbered from 1, each SegmentAlgorithmType
+//! SEMIAUTOMATIC, SegmentAlgorithmName "LiteMedSAM", its label and, when given, its colour
+//! as RecommendedDisplayCIELabValue), per-frame functional groups referencing the segment
+//! and the source instance (and frame) with SpatialLocationsPreserved YES, a Common Instance Reference to
 //! the source series, and 1-bit pixels packed LSB first, frames back to back. Explicit VR Little Endian.
 
 use dicom_core::value::DataSetSequence;
@@ -23,7 +25,7 @@ const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// Implementation Class UID of medfm (UUID-derived, `2.25.` root).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.270138620468451637006410264637185546813";
 
-/// Describes the one segment written.
+/// Describes one segment.
 #[derive(Debug, Clone)]
 pub struct SegmentInfo {
     /// SegmentLabel, e.g. "Kidney".
@@ -32,6 +34,9 @@ pub struct SegmentInfo {
     pub algorithm: String,
     /// Algorithm version (written in SoftwareVersions and the algorithm identification).
     pub version: String,
+    /// Display colour as sRGB, written as RecommendedDisplayCIELabValue (see [`cielab`]);
+    /// `None` writes none.
+    pub color: Option<[u8; 3]>,
 }
 
 impl Default for SegmentInfo {
@@ -40,8 +45,66 @@ impl Default for SegmentInfo {
             label: "Segment 1".into(),
             algorithm: "LiteMedSAM".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            color: None,
         }
     }
+}
+
+/// Default segment colours (sRGB), in segment order, repeating: the browser's segment
+/// colours (www/app.js) and `medfm segment --segments` without a `color`.
+pub const PALETTE: [[u8; 3]; 6] = [
+    [230, 60, 60],
+    [60, 200, 90],
+    [70, 130, 240],
+    [240, 200, 40],
+    [200, 80, 220],
+    [40, 210, 210],
+];
+
+/// One segment of a SEG: its description and its frames (in series order).
+#[derive(Clone)]
+pub struct Segment<'a> {
+    /// Label, algorithm, colour.
+    pub info: SegmentInfo,
+    /// The frames of the source series it covers, at least one.
+    pub frames: Vec<SegFrame<'a>>,
+}
+
+/// An sRGB colour as DICOM's RecommendedDisplayCIELabValue: CIE L*a*b* relative to the
+/// D65 white (as highdicom, dcmqi and dcmjs convert it), L* 0..100 scaled to 0..65535,
+/// a* and b* -128..127 shifted and scaled to 0..65535, rounded.
+pub fn cielab(rgb: [u8; 3]) -> [u16; 3] {
+    let lin = |c: u8| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let [r, g, b] = rgb.map(lin);
+    // sRGB -> XYZ (D65), divided by the D65 white.
+    let x = (0.4124564 * r + 0.3575761 * g + 0.1804375 * b) / 0.95047;
+    let y = 0.2126729 * r + 0.7151522 * g + 0.0721750 * b;
+    let z = (0.0193339 * r + 0.1191920 * g + 0.9503041 * b) / 1.08883;
+    let f = |t: f64| {
+        const D: f64 = 6.0 / 29.0;
+        if t > D * D * D {
+            t.cbrt()
+        } else {
+            t / (3.0 * D * D) + 4.0 / 29.0
+        }
+    };
+    let (fx, fy, fz) = (f(x), f(y), f(z));
+    let l = (116.0 * fy - 16.0).clamp(0.0, 100.0);
+    let a = (500.0 * (fx - fy)).clamp(-128.0, 127.0);
+    let bb = (200.0 * (fy - fz)).clamp(-128.0, 127.0);
+    let scale = |v: f64, lo: f64, span: f64| ((v - lo) * 65535.0 / span).round() as u16;
+    [
+        scale(l, 0.0, 100.0),
+        scale(a, -128.0, 255.0),
+        scale(bb, -128.0, 255.0),
+    ]
 }
 
 /// A new UID under the `2.25.` (UUID) root from 128 random bits.
@@ -161,10 +224,48 @@ pub fn write_seg(
 /// # Returns
 /// The bytes of a Part 10 file (preamble, file meta, data set).
 pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u8>, Error> {
+    write_seg_segments(&[Segment {
+        info: info.clone(),
+        frames: frames.to_vec(),
+    }])
+}
+
+/// Write one binary SEG with several segments over frames of one series, numbered 1, 2, ...
+/// in the given order. Each segment's frames are written together, in the order given
+/// (pass them sorted along the slice normal), segment after segment, as highdicom writes
+/// them; two segments may cover the same source frame (a binary SEG allows overlap). The
+/// checks and geometry of [`write_seg_frames`] hold over all frames of all segments.
+///
+/// # Returns
+/// The bytes of a Part 10 file (preamble, file meta, data set).
+pub fn write_seg_segments(segments: &[Segment]) -> Result<Vec<u8>, Error> {
     let _span = tracing::info_span!("write", what = "seg").entered();
-    let first = frames
-        .first()
-        .ok_or_else(|| Error::Seg("a SEG needs at least one frame".into()))?;
+    if segments.is_empty() {
+        return Err(Error::Seg("a SEG needs at least one segment".into()));
+    }
+    if segments.len() > usize::from(u16::MAX) {
+        return Err(Error::Seg(format!(
+            "{} segments: a SEG holds at most 65535",
+            segments.len()
+        )));
+    }
+    if let Some(k) = segments.iter().position(|s| s.frames.is_empty()) {
+        return Err(Error::Seg(format!(
+            "segment {} (\"{}\") has no frame",
+            k + 1,
+            segments[k].info.label
+        )));
+    }
+    // Every frame with its segment number (1-based).
+    let numbered: Vec<(u16, SegFrame)> = segments
+        .iter()
+        .enumerate()
+        .flat_map(|(k, s)| s.frames.iter().map(move |f| (k as u16 + 1, *f)))
+        .collect();
+    let frames: Vec<SegFrame> = numbered.iter().map(|&(_, f)| f).collect();
+    let frames = &frames[..];
+    let info = &segments[0].info;
+    let first = &frames[0];
     let source = first.source;
     let (rows, cols) = (source.meta.rows, source.meta.cols);
     // Rows and Columns are US: a source claiming more (a UL in a hostile file) cannot
@@ -315,38 +416,13 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
         VR::IS,
         frames.len().to_string().as_str(),
     ));
-    // The segment.
-    let algorithm_id = InMemDicomObject::from_element_iter([
-        seq(
-            tags::ALGORITHM_FAMILY_CODE_SEQUENCE,
-            vec![code("123109", "DCM", "Manual Processing")],
-        ),
-        el(tags::ALGORITHM_NAME, VR::LO, info.algorithm.as_str()),
-        el(tags::ALGORITHM_VERSION, VR::LO, info.version.as_str()),
-    ]);
-    let segment = InMemDicomObject::from_element_iter([
-        el(tags::SEGMENT_NUMBER, VR::US, PrimitiveValue::from(1u16)),
-        el(tags::SEGMENT_LABEL, VR::LO, info.label.as_str()),
-        el(tags::SEGMENT_ALGORITHM_TYPE, VR::CS, "SEMIAUTOMATIC"),
-        el(
-            tags::SEGMENT_ALGORITHM_NAME,
-            VR::LO,
-            info.algorithm.as_str(),
-        ),
-        seq(
-            tags::SEGMENTATION_ALGORITHM_IDENTIFICATION_SEQUENCE,
-            vec![algorithm_id],
-        ),
-        seq(
-            tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
-            vec![code("91723000", "SCT", "Anatomical Structure")],
-        ),
-        seq(
-            tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE,
-            vec![code("85756007", "SCT", "Tissue")],
-        ),
-    ]);
-    obj.put(seq(tags::SEGMENT_SEQUENCE, vec![segment]));
+    // The segments.
+    let items = segments
+        .iter()
+        .enumerate()
+        .map(|(k, s)| segment_item(k as u16 + 1, &s.info))
+        .collect();
+    obj.put(seq(tags::SEGMENT_SEQUENCE, items));
     // Dimensions: segment number, then (with geometry) image position.
     let position = |f: &SegFrame| {
         f.source.geometry(
@@ -497,14 +573,15 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
             ),
             seq(tags::SOURCE_IMAGE_SEQUENCE, vec![source_ref]),
         ]);
+        let number = numbered[k].0;
         let index_values: Vec<u32> = if geometric {
             let rank = distinct
                 .iter()
                 .position(|d| (d - along[k]).abs() < 1e-6)
                 .unwrap_or(0);
-            vec![1, rank as u32 + 1]
+            vec![u32::from(number), rank as u32 + 1]
         } else {
-            vec![1]
+            vec![u32::from(number)]
         };
         let mut per_frame = InMemDicomObject::from_element_iter([
             seq(tags::DERIVATION_IMAGE_SEQUENCE, vec![derivation]),
@@ -521,7 +598,7 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
                 vec![InMemDicomObject::from_element_iter([el(
                     tags::REFERENCED_SEGMENT_NUMBER,
                     VR::US,
-                    PrimitiveValue::from(1u16),
+                    PrimitiveValue::from(number),
                 )])],
             ),
         ]);
@@ -578,6 +655,48 @@ pub fn write_seg_frames(frames: &[SegFrame], info: &SegmentInfo) -> Result<Vec<u
         .write_all(&mut out)
         .map_err(|e| Error::Seg(format!("cannot encode the SEG: {e}")))?;
     Ok(out)
+}
+
+/// One item of the Segment Sequence: number, label, colour, algorithm, properties.
+fn segment_item(number: u16, info: &SegmentInfo) -> InMemDicomObject {
+    let algorithm_id = InMemDicomObject::from_element_iter([
+        seq(
+            tags::ALGORITHM_FAMILY_CODE_SEQUENCE,
+            vec![code("123109", "DCM", "Manual Processing")],
+        ),
+        el(tags::ALGORITHM_NAME, VR::LO, info.algorithm.as_str()),
+        el(tags::ALGORITHM_VERSION, VR::LO, info.version.as_str()),
+    ]);
+    let mut item = InMemDicomObject::from_element_iter([
+        el(tags::SEGMENT_NUMBER, VR::US, PrimitiveValue::from(number)),
+        el(tags::SEGMENT_LABEL, VR::LO, info.label.as_str()),
+        el(tags::SEGMENT_ALGORITHM_TYPE, VR::CS, "SEMIAUTOMATIC"),
+        el(
+            tags::SEGMENT_ALGORITHM_NAME,
+            VR::LO,
+            info.algorithm.as_str(),
+        ),
+        seq(
+            tags::SEGMENTATION_ALGORITHM_IDENTIFICATION_SEQUENCE,
+            vec![algorithm_id],
+        ),
+        seq(
+            tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
+            vec![code("91723000", "SCT", "Anatomical Structure")],
+        ),
+        seq(
+            tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE,
+            vec![code("85756007", "SCT", "Tissue")],
+        ),
+    ]);
+    if let Some(rgb) = info.color {
+        item.put(el(
+            tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE,
+            VR::US,
+            PrimitiveValue::U16(cielab(rgb).to_vec().into()),
+        ));
+    }
+    item
 }
 
 /// UTC `YYYYMMDD` and `HHMMSS` from Unix seconds (civil-from-days, H. Hinnant).

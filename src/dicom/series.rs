@@ -7,8 +7,9 @@
 //! one per frame. Slices are ordered by ImagePositionPatient projected on the slice normal
 //! n = cross(row direction, column direction) of ImageOrientationPatient; without geometry
 //! (ultrasound cine, secondary captures), by InstanceNumber then frame number, with a
-//! warning. Slices of one series with different orientations are not a volume: [`order`]
-//! refuses them, [`group`] (for browsing) falls back to InstanceNumber order and says why.
+//! warning. Slices of one series with different orientations or sizes, or with a position
+//! on some slices but not on others, are not a volume: [`order`] refuses them naming an
+//! instance, [`group`] (for browsing) falls back to InstanceNumber order and says why.
 
 use dicom_dictionary_std::tags;
 
@@ -154,10 +155,37 @@ pub fn order(images: &[&DicomImage]) -> Result<Slices, Error> {
         }
     };
     let normal = cross(row_dir, col_dir);
-    let positions: Option<Vec<[f64; 3]>> = slices
+    let (rows, cols) = (first.meta.rows, first.meta.cols);
+    if let Some(other) = images
+        .iter()
+        .find(|img| (img.meta.rows, img.meta.cols) != (rows, cols))
+    {
+        return Err(Error::Geometry(format!(
+            "slices of series {series} have different sizes: instance {} is {}x{}, instance {} \
+             {cols}x{rows}",
+            other.meta.sop_instance_uid,
+            other.meta.cols,
+            other.meta.rows,
+            first.meta.sop_instance_uid
+        )));
+    }
+    let found: Vec<Option<[f64; 3]>> = slices
         .iter()
         .map(|&(i, f)| position(images[i], f))
         .collect();
+    // Some slices placed and others not: their order cannot be known.
+    if iop.is_some()
+        && found.iter().any(Option::is_some)
+        && let Some(k) = found.iter().position(Option::is_none)
+    {
+        let (i, f) = slices[k];
+        return Err(Error::Geometry(format!(
+            "instance {} frame {f} of series {series} has no ImagePositionPatient while other \
+             slices have one: the slices cannot be put in order",
+            images[i].meta.sop_instance_uid
+        )));
+    }
+    let positions: Option<Vec<[f64; 3]>> = found.into_iter().collect();
     match (positions, &iop) {
         (Some(p), Some(_)) => {
             let mut keyed: Vec<(f64, usize)> = p

@@ -181,6 +181,16 @@ pub fn expect_error(args: &[&str], needle: &str) {
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
 }
 
+/// A copy of the DICOM file at `path` (Part 10 bytes) with `edit` applied to its data set,
+/// e.g. an element removed or replaced: a defect made from a real file.
+pub fn edited(path: &Path, edit: impl FnOnce(&mut dicom_object::DefaultDicomObject)) -> Vec<u8> {
+    let mut obj = dicom_object::open_file(path).unwrap();
+    edit(&mut obj);
+    let mut out = Vec::new();
+    obj.write_all(&mut out).unwrap();
+    out
+}
+
 /// dciodvfy with no error, our reader, and highdicom comparing every frame with `masks`
 /// (frames back to back; `sources`: per frame, source SOP Instance UID and 1-based frame
 /// number for multi-frame sources).
@@ -191,6 +201,21 @@ pub fn check_seg(
     rows: usize,
     cols: usize,
     sources: Option<serde_json::Value>,
+) {
+    check_seg_segments(label, out, masks, rows, cols, sources, None)
+}
+
+/// [`check_seg`] for a SEG with several segments: `sources` entries are
+/// `[uid, frame or null, segment number]`; `segments`: `[{label, color}]` in number order
+/// (scripts/check_seg.py compares labels and colours).
+pub fn check_seg_segments(
+    label: &str,
+    out: &[u8],
+    masks: &[u8],
+    rows: usize,
+    cols: usize,
+    sources: Option<serde_json::Value>,
+    segments: Option<serde_json::Value>,
 ) {
     let dir = std::env::temp_dir().join(format!("medfm-seg-{}-{label}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -237,6 +262,11 @@ pub fn check_seg(
         let p = dir.join("sources.json");
         std::fs::write(&p, s.to_string()).unwrap();
         cmd.arg(p);
+        if let Some(s) = segments {
+            let p = dir.join("segments.json");
+            std::fs::write(&p, s.to_string()).unwrap();
+            cmd.arg(p);
+        }
     }
     let h = cmd
         .output()

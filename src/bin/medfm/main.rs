@@ -13,6 +13,7 @@ mod info;
 mod output;
 mod propagate;
 mod segment;
+mod segments;
 
 use std::process::ExitCode;
 

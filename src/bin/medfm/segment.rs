@@ -13,8 +13,9 @@ use crate::output::{Outputs, write_atomic, write_png};
 
 #[derive(clap::Args)]
 pub(crate) struct SegmentArgs {
-    /// The DICOM file (Part 10).
-    pub(crate) image: PathBuf,
+    /// The DICOM file (Part 10); none with --segments.
+    #[arg(required_unless_present = "segments")]
+    pub(crate) image: Option<PathBuf>,
     /// Box in pixel coordinates of the image: X0,Y0,X1,Y1 (columns, rows; inclusive corners).
     #[arg(long = "box", value_name = "X0,Y0,X1,Y1")]
     pub(crate) bbox: Option<String>,
@@ -63,9 +64,17 @@ pub(crate) struct SegmentArgs {
     /// With --propagate and no --extent: stop at a predicted IoU below this (0..1).
     #[arg(long, requires = "propagate", default_value_t = 0.5)]
     pub(crate) min_iou: f32,
-    /// With --propagate: the folder holding the series (default: the image's folder).
-    #[arg(long, requires = "propagate")]
+    /// With --propagate or --segments: the folder holding the series (default: the
+    /// folder of the (first) start slice).
+    #[arg(long)]
     pub(crate) series: Option<PathBuf>,
+    /// Several prompts on one series, one segment each, in one --out (.dcm: a SEG with a
+    /// segment per prompt; .nii/.nii.gz: a label volume, label = segment number). The
+    /// JSON file: `{"segments": [{"label", "color": [r, g, b], "slice": FILE (relative to
+    /// the JSON file), "frame", "box": [x0, y0, x1, y1], "points": [[x, y, 0|1]],
+    /// "propagate", "extent", "min_iou"}]}` (docs/design.md, "Volumes").
+    #[arg(long, conflicts_with_all = ["image", "bbox", "points", "propagate", "multimask", "overlay"])]
+    pub(crate) segments: Option<PathBuf>,
 }
 
 pub(crate) fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
@@ -92,6 +101,12 @@ pub(crate) fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
 }
 
 pub(crate) fn cmd_segment(args: SegmentArgs) -> Result<()> {
+    if let Some(file) = args.segments.clone() {
+        return crate::segments::cmd_segments(args, &file);
+    }
+    if args.series.is_some() && !args.propagate {
+        bail_input!("--series goes with --propagate or --segments");
+    }
     let prompt = parse_prompt(&args)?;
     if args.propagate {
         if args.multimask || args.overlay.is_some() {
@@ -99,14 +114,17 @@ pub(crate) fn cmd_segment(args: SegmentArgs) -> Result<()> {
         }
         return crate::propagate::cmd_propagate(args, prompt);
     }
-    let mut outputs = Outputs::new(std::slice::from_ref(&args.image));
+    let path = args
+        .image
+        .clone()
+        .expect("clap: an image without --segments");
+    let mut outputs = Outputs::new(std::slice::from_ref(&path));
     outputs.claim(&args.out, "--out")?;
     if let Some(o) = &args.overlay {
         outputs.claim(o, "--overlay")?;
     }
-    let bytes =
-        std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
-    let image = medfm::dicom::read(&bytes).with_context(|| format!("{}", args.image.display()))?;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let image = medfm::dicom::read(&bytes).with_context(|| format!("{}", path.display()))?;
     let precision = args.precision;
     let expected = args.weights.is_none().then_some(precision);
     let wpath = weights_path(args.weights.clone(), precision)?;
@@ -158,7 +176,7 @@ pub(crate) fn cmd_segment(args: SegmentArgs) -> Result<()> {
     let low_confidence = out.low_confidence();
     if args.json {
         let j = serde_json::json!({
-            "image": args.image.display().to_string(),
+            "image": path.display().to_string(),
             "rows": out.rows, "cols": out.cols, "frame": args.frame,
             "area": out.area, "iou": iou, "iou_all": out.iou, "chosen": out.chosen,
             "low_confidence": low_confidence,
