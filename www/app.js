@@ -14,7 +14,10 @@ const app = {
   series: [],
   cur: { series: -1, frame: 0 },
   tool: 'segment',
-  segments: [], // {name, color, prompts: Map(key -> {box, points}), results: Map(key -> result)}
+  // {name, color, prompts: Map(key -> {box, points}), results: Map(key -> result),
+  // volumes: Map(series -> mL or null)}
+  segments: [],
+  propagating: null, // {abort: AbortController, segment, series} while a propagation runs
   active: -1,
   undo: [],
   redo: [],
@@ -32,6 +35,9 @@ const app = {
   renderAgain: false,
 };
 window.app = app;
+// For integrators and tests: open items as the file picker does; go to a slice.
+app.openItems = (items) => openItems(items);
+app.showFrame = (series, frame) => showFrame(series, frame);
 
 function status(text, isError = false) {
   $('status').textContent = text;
@@ -203,7 +209,7 @@ function updateInfo() {
 
 function addSegment(name) {
   const i = app.segments.length;
-  app.segments.push({ name: name || `Segment ${i + 1}`, color: COLORS[i % COLORS.length], prompts: new Map(), results: new Map() });
+  app.segments.push({ name: name || `Segment ${i + 1}`, color: COLORS[i % COLORS.length], prompts: new Map(), results: new Map(), volumes: new Map() });
   app.active = i;
   renderSegments();
 }
@@ -217,7 +223,9 @@ function renderSegments() {
     sw.className = 'swatch';
     sw.style.background = `rgb(${seg.color.join(',')})`;
     const r = seg.results.get(frameKey());
-    li.append(sw, ` ${seg.name}${r ? ` · ${r.area} px · IoU ${r.iou.toFixed(2)}` : ''}`);
+    const ml = seg.volumes.get(app.cur.series);
+    const vol = typeof ml === 'number' ? ` · ${ml.toFixed(2)} mL` : '';
+    li.append(sw, ` ${seg.name}${r ? ` · ${r.area} px · IoU ${r.iou.toFixed(2)}` : ''}${vol}`);
     li.classList.toggle('current', i === app.active);
     li.addEventListener('click', () => { app.active = i; renderSegments(); renderPrompts(); });
     ul.append(li);
@@ -331,9 +339,72 @@ async function applyPrompt(segIndex, key, prompt) {
       }
     } while (rerun);
     running = null;
+    await updateVolume(seg, Number(key.split(':')[0]));
     if (key === frameKey()) renderOverlay();
   })();
   return running;
+}
+
+// The segment's volume in a series: the voxels of its masks there times the series'
+// spacing (the engine's rule; none for a series that is not a volume).
+async function updateVolume(seg, series) {
+  let voxels = 0;
+  for (const [k, r] of seg.results) if (Number(k.split(':')[0]) === series) voxels += r.area;
+  try {
+    seg.volumes.set(series, voxels ? await app.medfm.volumeMl({ series, voxels }) : null);
+  } catch (e) {
+    seg.volumes.set(series, null);
+  }
+  renderSegments();
+}
+
+// ---------- propagation through the series ----------
+
+// Carry the active segment's prompt on this slice through the series. Masks appear as they
+// are computed; the slices it reaches get the new masks (a corrected slice propagated
+// again recomputes only the decoder on slices already encoded).
+async function propagate() {
+  const seg = app.segments[app.active];
+  const prompt = seg && seg.prompts.get(frameKey());
+  if (!prompt || (!prompt.box && !prompt.points.length)) return status('Propagate: draw a box on this slice first', true);
+  if (app.propagating) return status('A propagation is running (Esc or Cancel stops it)', true);
+  const { series, frame } = app.cur;
+  const s = app.series[series];
+  const abort = new AbortController();
+  app.propagating = { abort, segment: app.active, series };
+  $('propagate-cancel').disabled = false;
+  $('propagate-progress').max = s.frames;
+  $('propagate-progress').value = 0;
+  app.busy += 1;
+  status(`${seg.name}: propagating through ${s.frames} slices…`);
+  try {
+    const r = await app.medfm.propagate({
+      series, frame, box: prompt.box || undefined, points: prompt.points,
+      signal: abort.signal,
+      onProgress: (m) => {
+        seg.results.set(`${series}:${m.frame}`, { mask: m.mask, area: m.area, iou: m.iou, rows: s.rows, cols: s.cols });
+        $('propagate-progress').value = m.done;
+        if (series === app.cur.series && m.frame === app.cur.frame) renderOverlay();
+      },
+    });
+    seg.volumes.set(series, null);
+    await updateVolume(seg, series);
+    const ml = seg.volumes.get(series);
+    app.lastPropagation = { slices: r.slices.map((x) => ({ frame: x.frame, area: x.area, iou: x.iou })), stopped: r.stopped, volumeMl: r.volumeMl, ms: r.ms };
+    const range = r.slices.length ? `slices ${r.slices[0].frame + 1}–${r.slices[r.slices.length - 1].frame + 1}` : 'no slice';
+    status(`${seg.name}: ${range}, ${r.voxels} voxels${typeof ml === 'number' ? `, ${ml.toFixed(2)} mL` : ''}${r.stopped[0] === 'cancelled' ? ' (cancelled)' : ''} in ${fmtMs(r.ms)}${r.warnings.length ? ` · ${r.warnings.join('; ')}` : ''}`);
+  } catch (e) {
+    status(`Propagation failed: ${e.message}`, true);
+  } finally {
+    app.busy -= 1;
+    app.propagating = null;
+    $('propagate-cancel').disabled = true;
+    renderOverlay();
+  }
+}
+
+function cancelPropagation() {
+  if (app.propagating) app.propagating.abort.abort();
 }
 
 function undo() {
@@ -363,13 +434,28 @@ function download(bytes, name, type) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
+// One SEG holding every segment that has masks in the current series, all their slices.
+function seriesSegments(series) {
+  return app.segments
+    .map((seg) => ({
+      label: seg.name,
+      color: seg.color,
+      masks: [...seg.results].filter(([k]) => Number(k.split(':')[0]) === series)
+        .map(([k, r]) => ({ frame: Number(k.split(':')[1]), mask: r.mask })),
+    }))
+    .filter((x) => x.masks.length);
+}
+
 async function exportSeg() {
-  const seg = app.segments[app.active];
-  const r = seg && seg.results.get(frameKey());
-  if (!r) return status('Nothing to export: draw a box first', true);
-  const bytes = await app.medfm.exportSeg({ ...app.cur, mask: r.mask, label: seg.name });
-  download(bytes, 'medfm_seg.dcm', 'application/dicom');
-  status(`SEG written (${bytes.length} bytes)`);
+  const segments = seriesSegments(app.cur.series);
+  if (!segments.length) return status('Nothing to export: draw a box first', true);
+  try {
+    const bytes = await app.medfm.exportSeg({ series: app.cur.series, segments });
+    download(bytes, 'medfm_seg.dcm', 'application/dicom');
+    status(`SEG written: ${segments.length} segment(s), ${segments.reduce((n, x) => n + x.masks.length, 0)} frame(s), ${bytes.length} bytes`);
+  } catch (e) {
+    status(`SEG export failed: ${e.message}`, true);
+  }
 }
 
 async function exportPng() {
@@ -538,6 +624,8 @@ function installKeys() {
       case 'i': app.wl.invert = !(app.rendered && app.rendered.inverted); renderFrame(); break;
       case ' ': e.preventDefault(); resetView(); renderPrompts(); break;
       case 's': setTool('segment'); break;
+      case 'p': propagate(); break;
+      case 'Escape': cancelPropagation(); break;
       case 'w': setTool('window'); break;
       default:
         if (PRESETS[e.key]) {
@@ -591,6 +679,8 @@ function installControls() {
   $('undo').addEventListener('click', undo);
   $('redo').addEventListener('click', redo);
   $('export-seg').addEventListener('click', exportSeg);
+  $('propagate').addEventListener('click', propagate);
+  $('propagate-cancel').addEventListener('click', cancelPropagation);
   $('export-png').addEventListener('click', exportPng);
   $('export-nifti').addEventListener('click', exportNifti);
   $('embed-all').addEventListener('click', embedAll);

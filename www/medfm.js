@@ -8,6 +8,9 @@
 //                                   points: [[x, y, 1]] });
 //   // r = { mask: Uint8Array(rows*cols), rows, cols, area, iou, lowConfidence, warnings, backend, ms }
 //   await medfm.setBackend('cpu');
+//   const v = await medfm.propagate({ series: 0, frame: 5, box, onProgress, signal });
+//   // v = { slices: [{frame, mask, area, iou}], stopped, voxels, volumeMl, warnings, ms }
+//   const seg = await medfm.exportSeg({ series: 0, segments: [{ label, color, masks: v.slices }] });
 //
 // Errors are `Error`s with a `code`: 'bad-input' (not DICOM, undecodable, a bad prompt
 // or argument), 'weights' (missing, foreign or unreadable weights), 'device' (WebGPU
@@ -93,6 +96,11 @@ export class MedFM extends EventTarget {
         this.dispatchEvent(new CustomEvent('progress', { detail: msg }));
         return;
       }
+      if (msg.event === 'slice') {
+        const p = this.pending.get(msg.call);
+        if (p && p.onEvent) p.onEvent(msg);
+        return;
+      }
       if (msg.event === 'crashed') {
         this.panics += 1;
         this.crashed = msg.error;
@@ -112,11 +120,11 @@ export class MedFM extends EventTarget {
     };
   }
 
-  async _call(op, args, transfer = []) {
+  async _call(op, args, transfer = [], hooks = null) {
     // A crashed engine (a Rust panic traps its wasm instance) is replaced before the next
     // call: a fresh worker on the CPU with the open files reloaded.
     if (this.crashed && op !== 'loadModel') await this._recover();
-    return this._post(op, args, transfer);
+    return this._post(op, args, transfer, hooks);
   }
 
   async _recover() {
@@ -130,10 +138,12 @@ export class MedFM extends EventTarget {
     this.dispatchEvent(new CustomEvent('recovered', { detail: this.info }));
   }
 
-  _post(op, args, transfer = []) {
+  // hooks: {onEvent(msg)} for the call's events; its `id` is set to the call's id.
+  _post(op, args, transfer = [], hooks = null) {
     return new Promise((resolve, reject) => {
       const id = this.nextId++;
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, onEvent: hooks && hooks.onEvent });
+      if (hooks) hooks.id = id;
       this.worker.postMessage({ id, op, args }, transfer);
     });
   }
@@ -294,9 +304,86 @@ export class MedFM extends EventTarget {
     return this._onFrame('segment', series, frame, { request });
   }
 
-  /** DICOM SEG (Part 10 bytes) of a mask over a frame. */
-  async exportSeg({ series, frame = 0, mask, label = 'Segment 1' }) {
-    return this._onFrame('seg', series, frame, { mask, label });
+  /**
+   * Carry a prompt (box [x0, y0, x1, y1] and/or points [[x, y, label]] on frame `frame`)
+   * through the series by the library's 3D recipe (docs/design.md, "Volumes"): each next
+   * slice, both ways, takes the widened box of the previous mask. `extent` (slices each
+   * way) runs a fixed range; without it a direction ends at an empty mask or a predicted
+   * IoU below `minIou` (default 0.5). Slices are encoded once per series recipe (a new box
+   * re-runs only the decoder). `onProgress({frame, mask, area, iou, encodeMs, done, total})` sees each
+   * mask as it is computed; `signal.abort()` stops after the slice in progress (the result
+   * then holds the masks so far, `stopped` 'cancelled'). Resolves to {slices: [{frame,
+   * mask, area, iou}] in series order, stopped: [up, down] ('series-end', 'extent',
+   * 'empty-mask', 'low-iou', 'cancelled'), voxels, volumeMl (null without a spacing),
+   * warnings, ms}.
+   */
+  async propagate({ series, frame = 0, box, points, extent, minIou, onProgress, signal } = {}) {
+    const r = this._ref(series, frame);
+    const request = {};
+    if (box) request.box = Array.from(box, Number);
+    if (points && points.length) request.points = points.map((p) => [Number(p[0]), Number(p[1]), p[2] === undefined ? 1 : Number(p[2])]);
+    if (extent !== undefined && extent !== null) request.extent = Number(extent);
+    if (minIou !== undefined && minIou !== null) request.minIou = Number(minIou);
+    const masks = new Map();
+    let done = 0;
+    const hooks = {
+      onEvent: (m) => {
+        done += 1;
+        if (!m.kept) return;
+        const slice = { frame: m.slice, mask: m.mask, area: m.area, iou: m.iou };
+        masks.set(m.slice, slice);
+        if (onProgress) onProgress({ ...slice, encodeMs: m.encodeMs, done, total: r.s.frames });
+      },
+    };
+    const cancel = () => { if (hooks.id) this._post('cancelPropagate', { call: hooks.id }); };
+    if (signal) signal.addEventListener('abort', cancel, { once: true });
+    try {
+      const pending = this._call('propagate', { refs: r.s.refs.flat(), start: frame, request }, [], hooks);
+      if (signal && signal.aborted) cancel();
+      const out = await pending;
+      out.slices = out.slices.map((k) => masks.get(k.slice));
+      return out;
+    } finally {
+      if (signal) signal.removeEventListener('abort', cancel);
+    }
+  }
+
+  /** Volume in mL of `voxels` voxels of a series (its spacing by the library's rule; null when it has none). */
+  async volumeMl({ series, voxels }) {
+    const s = this.series[series];
+    if (!s) throw coded(`no series ${series}`, 'bad-input');
+    return this._call('volumeMl', { refs: s.refs.flat(), voxels });
+  }
+
+  /**
+   * DICOM SEG (Part 10 bytes). One mask over a frame: {series, frame, mask, label}. Several
+   * segments over a series, in one SEG: {series, segments: [{label, color?: [r, g, b],
+   * masks: [{frame, mask}]}]} (segments numbered in order, each with its frames; colour
+   * as RecommendedDisplayCIELabValue).
+   */
+  async exportSeg({ series, frame = 0, mask, label = 'Segment 1', segments }) {
+    if (!segments) return this._onFrame('seg', series, frame, { mask, label });
+    const s = this.series[series];
+    if (!s) throw coded(`no series ${series}`, 'bad-input');
+    const spec = [];
+    const parts = [];
+    for (const seg of segments) {
+      const masks = [...seg.masks].sort((a, b) => a.frame - b.frame);
+      if (!masks.length) throw coded(`segment ${seg.label} has no mask`, 'bad-input');
+      spec.push({
+        label: String(seg.label),
+        ...(seg.color ? { color: Array.from(seg.color, Number) } : {}),
+        refs: masks.map((m) => this._ref(series, m.frame)).map((r) => [r.id, r.frame]),
+      });
+      parts.push(...masks.map((m) => m.mask));
+    }
+    const all = new Uint8Array(parts.reduce((n, m) => n + m.length, 0));
+    let at = 0;
+    for (const m of parts) {
+      all.set(m, at);
+      at += m.length;
+    }
+    return this._call('segSegments', { segments: spec, masks: all }, [all.buffer]);
   }
 
   /** NIfTI-1 (.nii bytes) of a series of single-frame images (modality values, DICOM geometry). */

@@ -4,13 +4,16 @@
 // Protocol: the page posts {id, op, args}; the worker answers {id, ok, result} or
 // {id, ok: false, error, code} (code: the engine's kind of error, see medfm.js), and posts {event: 'progress', ...} while loading weights and
 // {event: 'crashed', error} if the wasm instance died (a Rust panic: every later call
-// would fail, so the page starts a fresh worker).
+// would fail, so the page starts a fresh worker). A propagation posts {event: 'slice',
+// call, ...} for each mask as it is computed; {op: 'cancelPropagate', args: {call}} (not queued
+// behind model calls) stops it after the slice in progress.
 import init, { Engine, panicForTest, pinnedSha256, setSpanListener, sha256Hex, softwareAdapter } from '../medfm.js';
 
 const WEIGHTS_CACHE = 'medfm-weights-v1';
 let engine = null;
 let crashed = null;
 let queue = Promise.resolve();
+const cancelled = new Set(); // ids of propagate calls to stop
 const ready = init().then(() => {
   engine = new Engine();
   // The library's spans (read, decode, preprocess, encode, decode_mask, write), timed.
@@ -166,26 +169,46 @@ const ops = {
   embed: ({ id, frame }) => engine.embed(id, frame),
   similar: ({ id, frame, k }) => engine.similar(id, frame, k),
   seg: ({ id, frame, mask, label }) => engine.seg(id, frame, mask, label),
+  segSegments: ({ segments, masks }) => engine.segSegments(segments, masks),
+  volumeMl: ({ refs, voxels }) => engine.volumeMl(Uint32Array.from(refs), voxels),
+  // One slice per engine call; the event loop turns between slices so that a cancel
+  // message is seen within one slice.
+  async propagate({ refs, start, request }, call) {
+    engine.propagateBegin(Uint32Array.from(refs), start, request);
+    for (;;) {
+      if (cancelled.delete(call)) engine.propagateCancel();
+      const step = await engine.propagateStep();
+      if (!step) break;
+      self.postMessage({ event: 'slice', call, ...step }, step.mask ? [step.mask.buffer] : []);
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    cancelled.delete(call);
+    return engine.propagateEnd();
+  },
+  cancelPropagate({ call }) {
+    cancelled.add(call);
+    return true;
+  },
   nifti: ({ ids }) => engine.nifti(Uint32Array.from(ids)),
   panicForTest: () => panicForTest(),
 };
 
-async function handle(op, args) {
+async function handle(op, args, id) {
   await ready;
   if (crashed) throw new Error(`the engine stopped after an internal error: ${crashed}`);
   const fn = ops[op];
   if (!fn) throw new Error(`unknown operation ${op}`);
-  const out = await fn(args || {});
+  const out = await fn(args || {}, id);
   return out && out.transfer ? out : { result: out };
 }
 
 // Model calls run one after another; reading files and frames does not wait for them
 // (the engine holds no borrow across an await, so they may interleave safely).
-const UNQUEUED = new Set(['open', 'frame', 'close', 'render', 'series']);
+const UNQUEUED = new Set(['open', 'frame', 'close', 'render', 'series', 'cancelPropagate', 'volumeMl']);
 
 self.onmessage = (ev) => {
   const { id, op, args } = ev.data;
-  const run = UNQUEUED.has(op) ? handle(op, args) : queue.then(() => handle(op, args));
+  const run = UNQUEUED.has(op) ? handle(op, args, id) : queue.then(() => handle(op, args, id));
   if (!UNQUEUED.has(op)) queue = run.catch(() => {});
   run
     .then(

@@ -52,67 +52,20 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         }
     }
     let refs: Vec<&DicomImage> = images.iter().collect();
+    let slices = series::order(&refs)?;
+    let (spacing, assumed) = spacing(&refs, &slices)?;
     let Slices {
         order,
-        along,
         origin,
         row_dir,
         col_dir,
         normal,
-        warnings: assumed,
-    } = series::order(&refs)?;
+        warnings: unordered,
+        ..
+    } = slices;
+    warnings.extend(unordered);
     warnings.extend(assumed);
-    let geom = |(i, f): (usize, u32), group, tag| series::frame_floats(&images[i], f, group, tag);
-    let spacing_rc =
-        geom(order[0], tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING).filter(|v| v.len() == 2);
-    let steps: Vec<f64> = along
-        .as_deref()
-        .unwrap_or_default()
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .collect();
-    let slice_spacing = if !steps.is_empty() {
-        let mut s = steps.clone();
-        s.sort_by(f64::total_cmp);
-        let median = s[s.len() / 2];
-        if median <= 0.0 {
-            return Err(Error::Geometry("two slices share the same position".into()));
-        }
-        if steps
-            .iter()
-            .any(|d| (d - median).abs() > 0.01 * median.max(1e-3))
-        {
-            warnings.push(format!(
-                "uneven slice spacing (gap?): steps {steps:?} mm, median {median} mm used"
-            ));
-        }
-        median
-    } else {
-        geom(
-            order[0],
-            tags::PIXEL_MEASURES_SEQUENCE,
-            tags::SLICE_THICKNESS,
-        )
-        .and_then(|v| v.first().copied())
-        .filter(|t| t.is_finite() && *t > 0.0)
-        .unwrap_or_else(|| {
-            warnings.push("no usable slice spacing or SliceThickness: 1 mm assumed".into());
-            1.0
-        })
-    };
-    let [dr, dc] = match &spacing_rc {
-        Some(v) if v.iter().all(|s| s.is_finite() && *s > 0.0) => [v[0], v[1]],
-        Some(v) => {
-            return Err(Error::Geometry(format!(
-                "PixelSpacing {}\\{} is not a positive spacing: the volume would have no geometry",
-                v[0], v[1]
-            )));
-        }
-        None => {
-            warnings.push("no PixelSpacing: 1 mm assumed".into());
-            [1.0, 1.0]
-        }
-    };
+    let [dc, dr, slice_spacing] = spacing;
     let (rows, cols) = (first.meta.rows as usize, first.meta.cols as usize);
     let mut values = Vec::with_capacity(rows * cols * order.len());
     for &(i, f) in &order {
@@ -143,6 +96,67 @@ pub fn assemble(images: &[DicomImage]) -> Result<Volume, Error> {
         warnings,
         sources: order,
     })
+}
+
+/// Voxel spacing (column, row, slice; mm) of the ordered `slices` of `images`: PixelSpacing
+/// of the first slice; the median step between slice positions (uneven steps, a gap, are
+/// reported), else SliceThickness, else 1 mm (reported). Two slices at one position, or a
+/// PixelSpacing that is not positive, are refused. Returns the spacing and what was assumed.
+pub fn spacing(images: &[&DicomImage], slices: &Slices) -> Result<([f64; 3], Vec<String>), Error> {
+    let mut warnings = Vec::new();
+    let order = &slices.order;
+    let first = *order
+        .first()
+        .ok_or_else(|| Error::Volume("no slices".into()))?;
+    let geom = |(i, f): (usize, u32), group, tag| series::frame_floats(images[i], f, group, tag);
+    let spacing_rc =
+        geom(first, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING).filter(|v| v.len() == 2);
+    let steps: Vec<f64> = slices
+        .along
+        .as_deref()
+        .unwrap_or_default()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    let slice_spacing = if !steps.is_empty() {
+        let mut s = steps.clone();
+        s.sort_by(f64::total_cmp);
+        let median = s[s.len() / 2];
+        if median <= 0.0 {
+            return Err(Error::Geometry("two slices share the same position".into()));
+        }
+        if steps
+            .iter()
+            .any(|d| (d - median).abs() > 0.01 * median.max(1e-3))
+        {
+            warnings.push(format!(
+                "uneven slice spacing (gap?): steps {steps:?} mm, median {median} mm used"
+            ));
+        }
+        median
+    } else {
+        geom(first, tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS)
+            .and_then(|v| v.first().copied())
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .unwrap_or_else(|| {
+                warnings.push("no usable slice spacing or SliceThickness: 1 mm assumed".into());
+                1.0
+            })
+    };
+    let [dr, dc] = match &spacing_rc {
+        Some(v) if v.iter().all(|s| s.is_finite() && *s > 0.0) => [v[0], v[1]],
+        Some(v) => {
+            return Err(Error::Geometry(format!(
+                "PixelSpacing {}\\{} is not a positive spacing: the volume would have no geometry",
+                v[0], v[1]
+            )));
+        }
+        None => {
+            warnings.push("no PixelSpacing: 1 mm assumed".into());
+            [1.0, 1.0]
+        }
+    };
+    Ok(([dc, dr, slice_spacing], warnings))
 }
 
 impl Volume {

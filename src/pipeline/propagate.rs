@@ -122,6 +122,188 @@ pub fn next_box(mask: &[u8], rows: usize, cols: usize, scale: f32) -> Option<[f3
     ])
 }
 
+/// The propagation loop as steps, for callers that encode and decode asynchronously (the
+/// browser): [`Propagator::next_slice`] says which slice to segment with which prompt,
+/// [`Propagator::feed`] takes its mask and applies the rules. [`propagate`] drives it
+/// synchronously.
+#[derive(Debug, Clone)]
+pub struct Propagator {
+    n: usize,
+    start: usize,
+    options: Options,
+    prompt: PixelPrompt,
+    /// The start box, for the extent rule's fallback: the user's, else the first mask's.
+    start_box: Option<[f32; 4]>,
+    /// Current direction: 0 towards higher indices, 1 lower; 2 when done.
+    direction: usize,
+    /// The previous kept mask in this direction and its model scale.
+    prev: Option<(SliceMask, f32)>,
+    /// Slices run in this direction.
+    ran: usize,
+    /// The slice `next` handed out, awaiting its mask.
+    pending: Option<usize>,
+    kept: Vec<SliceMask>,
+    stopped: [Stop; 2],
+    first: Option<(SliceMask, f32)>,
+}
+
+impl Propagator {
+    /// A propagation of `prompt` from slice `start` of a series of `n` slices; refuses a
+    /// start outside the series, `min_iou` outside 0..1 and multimask prompts.
+    pub fn new(
+        n: usize,
+        start: usize,
+        prompt: &PixelPrompt,
+        options: &Options,
+    ) -> Result<Self, Error> {
+        if start >= n {
+            return Err(Error::Prompt(format!(
+                "start slice {start} is outside the series (slices 0..{})",
+                n.saturating_sub(1)
+            )));
+        }
+        if !(0.0..=1.0).contains(&options.min_iou) {
+            return Err(Error::Prompt(format!(
+                "min-iou {} is outside 0..1",
+                options.min_iou
+            )));
+        }
+        if prompt.multimask {
+            return Err(Error::Prompt(
+                "propagation takes single-mask prompts (no multimask)".into(),
+            ));
+        }
+        Ok(Self {
+            n,
+            start,
+            options: *options,
+            prompt: prompt.clone(),
+            start_box: None,
+            direction: 0,
+            prev: None,
+            ran: 0,
+            pending: None,
+            kept: Vec::new(),
+            stopped: [Stop::SeriesEnd; 2],
+            first: None,
+        })
+    }
+
+    /// The next slice to segment and its prompt (the user's on the start slice, then the
+    /// widened box of the previous mask), or `None` when the propagation is over. Call
+    /// [`Propagator::feed`] with its mask before asking again.
+    pub fn next_slice(&mut self) -> Option<(usize, PixelPrompt)> {
+        if self.pending.is_some() || self.direction >= 2 {
+            return None;
+        }
+        if self.first.is_none() {
+            self.pending = Some(self.start);
+            return Some((self.start, self.prompt.clone()));
+        }
+        while self.direction < 2 {
+            let step = if self.direction == 0 { 1isize } else { -1 };
+            let i = self.start as isize + step * (self.ran as isize + 1);
+            if i < 0 || i >= self.n as isize {
+                self.end_direction(Stop::SeriesEnd);
+                continue;
+            }
+            if self.options.extent.is_some_and(|e| self.ran >= e) {
+                self.end_direction(Stop::Extent);
+                continue;
+            }
+            let (prev, scale) = self
+                .prev
+                .as_ref()
+                .or(self.first.as_ref())
+                .expect("the start slice was fed");
+            let bbox = match next_box(&prev.mask, prev.rows, prev.cols, *scale) {
+                Some(b) => b,
+                None => match (self.options.extent, self.start_box) {
+                    (Some(_), Some(b)) => b,
+                    _ => {
+                        self.end_direction(Stop::EmptyMask);
+                        continue;
+                    }
+                },
+            };
+            self.pending = Some(i as usize);
+            return Some((
+                i as usize,
+                PixelPrompt {
+                    bbox: Some(bbox),
+                    points: Vec::new(),
+                    multimask: false,
+                },
+            ));
+        }
+        None
+    }
+
+    fn end_direction(&mut self, why: Stop) {
+        self.stopped[self.direction] = why;
+        self.direction += 1;
+        self.prev = None;
+        self.ran = 0;
+    }
+
+    /// The mask of the slice [`Propagator::next_slice`] gave, with that slice's model scale
+    /// (`Preprocessed::scale`). Returns the mask when it is kept (the start slice's
+    /// always; without an extent, an empty or unconfident mask ends its direction and is
+    /// not kept), `None` otherwise.
+    pub fn feed(&mut self, mask: SliceMask, scale: f32) -> Result<Option<&SliceMask>, Error> {
+        let Some(expected) = self.pending.take() else {
+            return Err(Error::Prompt(
+                "propagation: a mask was given with no slice asked for".into(),
+            ));
+        };
+        if mask.slice != expected {
+            return Err(Error::Prompt(format!(
+                "propagation: slice {expected} was asked for, the mask is of slice {}",
+                mask.slice
+            )));
+        }
+        if self.first.is_none() {
+            self.start_box = self
+                .prompt
+                .bbox
+                .or_else(|| next_box(&mask.mask, mask.rows, mask.cols, scale));
+            self.first = Some((mask.clone(), scale));
+            self.kept.push(mask);
+            return Ok(self.kept.last());
+        }
+        self.ran += 1;
+        if self.options.extent.is_none() {
+            if mask.area == 0 {
+                self.end_direction(Stop::EmptyMask);
+                return Ok(None);
+            }
+            if mask.iou < self.options.min_iou || mask.iou.is_nan() {
+                self.end_direction(Stop::LowIou);
+                return Ok(None);
+            }
+        }
+        self.prev = Some((mask.clone(), scale));
+        self.kept.push(mask);
+        Ok(self.kept.last())
+    }
+
+    /// Stop here: both directions end as [`Stop::Cancelled`], the masks so far are kept.
+    pub fn cancel(&mut self) {
+        self.stopped = [Stop::Cancelled; 2];
+        self.direction = 2;
+        self.pending = None;
+    }
+
+    /// The masks kept, in series order, and why each direction ended.
+    pub fn finish(mut self) -> Propagation {
+        self.kept.sort_by_key(|m| m.slice);
+        Propagation {
+            slices: self.kept,
+            stopped: self.stopped,
+        }
+    }
+}
+
 /// Propagate `prompt` from slice `start` of a series of `n` slices (see the module docs).
 ///
 /// `slice(i)` gives slice `i` preprocessed (by the series recipe) and encoded: the caller
@@ -136,110 +318,31 @@ pub fn propagate(
     slice: &mut dyn FnMut(usize) -> Result<(Preprocessed, Embedding), Error>,
     on_slice: &mut dyn FnMut(&SliceMask) -> bool,
 ) -> Result<Propagation, Error> {
-    if start >= n {
-        return Err(Error::Prompt(format!(
-            "start slice {start} is outside the series (slices 0..{})",
-            n.saturating_sub(1)
-        )));
-    }
-    if !(0.0..=1.0).contains(&options.min_iou) {
-        return Err(Error::Prompt(format!(
-            "min-iou {} is outside 0..1",
-            options.min_iou
-        )));
-    }
-    if prompt.multimask {
-        return Err(Error::Prompt(
-            "propagation takes single-mask prompts (no multimask)".into(),
-        ));
-    }
-    let run = |i: usize,
-               p: &PixelPrompt,
-               slice: &mut dyn FnMut(usize) -> Result<(Preprocessed, Embedding), Error>|
-     -> Result<(SliceMask, f32), Error> {
+    let mut p = Propagator::new(n, start, prompt, options)?;
+    while let Some((i, prompt)) = p.next_slice() {
         let (pre, emb) = slice(i)?;
-        let s = segmenter.segment(&emb, &pre, p)?;
-        let iou = s.predicted_iou();
-        Ok((
-            SliceMask {
-                slice: i,
-                prompt_box: p.bbox,
-                area: s.area,
-                iou,
-                rows: s.rows,
-                cols: s.cols,
-                mask: s.mask,
-            },
-            pre.scale,
-        ))
-    };
-    let (first, scale) = run(start, prompt, slice)?;
-    let mut kept = vec![first.clone()];
-    let mut stopped = [Stop::SeriesEnd; 2];
-    if !on_slice(&first) {
-        return Ok(Propagation {
-            slices: kept,
-            stopped: [Stop::Cancelled; 2],
-        });
-    }
-    // The start box, for the extent rule's fallback: the user's, else the first mask's.
-    let start_box = prompt
-        .bbox
-        .or_else(|| next_box(&first.mask, first.rows, first.cols, scale));
-    'directions: for (d, step) in [1isize, -1].into_iter().enumerate() {
-        let mut prev = first.clone();
-        let mut prev_scale = scale;
-        let mut ran = 0usize;
-        loop {
-            let i = start as isize + step * (ran as isize + 1);
-            if i < 0 || i >= n as isize {
-                stopped[d] = Stop::SeriesEnd;
-                break;
-            }
-            if options.extent.is_some_and(|e| ran >= e) {
-                stopped[d] = Stop::Extent;
-                break;
-            }
-            let bbox = match next_box(&prev.mask, prev.rows, prev.cols, prev_scale) {
-                Some(b) => b,
-                None if options.extent.is_some() && start_box.is_some() => {
-                    start_box.expect("checked")
-                }
-                None => {
-                    stopped[d] = Stop::EmptyMask;
-                    break;
-                }
-            };
-            let p = PixelPrompt {
-                bbox: Some(bbox),
-                points: Vec::new(),
-                multimask: false,
-            };
-            let (m, s) = run(i as usize, &p, slice)?;
-            ran += 1;
-            if options.extent.is_none() {
-                if m.area == 0 {
-                    stopped[d] = Stop::EmptyMask;
-                    break;
-                }
-                if m.iou < options.min_iou || m.iou.is_nan() {
-                    stopped[d] = Stop::LowIou;
-                    break;
-                }
-            }
-            let go_on = on_slice(&m);
-            kept.push(m.clone());
-            if !go_on {
-                stopped = [Stop::Cancelled; 2];
-                break 'directions;
-            }
-            prev = m;
-            prev_scale = s;
+        let s = segmenter.segment(&emb, &pre, &prompt)?;
+        let mask = SliceMask::new(i, &prompt, s);
+        if let Some(kept) = p.feed(mask, pre.scale)?
+            && !on_slice(kept)
+        {
+            p.cancel();
         }
     }
-    kept.sort_by_key(|m| m.slice);
-    Ok(Propagation {
-        slices: kept,
-        stopped,
-    })
+    Ok(p.finish())
+}
+
+impl SliceMask {
+    /// The mask of slice `slice` from its segmentation with `prompt`.
+    pub fn new(slice: usize, prompt: &PixelPrompt, s: super::Segmentation) -> Self {
+        SliceMask {
+            slice,
+            prompt_box: prompt.bbox,
+            iou: s.predicted_iou(),
+            area: s.area,
+            rows: s.rows,
+            cols: s.cols,
+            mask: s.mask,
+        }
+    }
 }

@@ -14,6 +14,7 @@ use wasm_bindgen::prelude::*;
 
 mod libc_shim;
 mod spans;
+mod volume;
 use wasm_bindgen_futures::future_to_promise;
 use web_time::Instant;
 
@@ -175,6 +176,9 @@ struct State {
     /// entry `i`; cleared with the model (vectors depend on its weights).
     index: Index,
     keys: Vec<(u32, u32)>,
+    /// Slices encoded by a series recipe (propagation), and the propagation in progress.
+    series_cache: Option<EmbeddingCache<volume::SliceKey>>,
+    propagation: Option<volume::Run>,
 }
 
 impl State {
@@ -201,6 +205,11 @@ impl State {
     fn cache(&mut self) -> &mut EmbeddingCache<(u32, u32)> {
         self.cache
             .get_or_insert_with(|| EmbeddingCache::new(CACHE_FRAMES))
+    }
+
+    fn series_cache(&mut self) -> &mut EmbeddingCache<volume::SliceKey> {
+        self.series_cache
+            .get_or_insert_with(|| EmbeddingCache::new(volume::SERIES_FRAMES))
     }
 }
 
@@ -271,6 +280,8 @@ impl Engine {
             let sam = weights::load_bpk(weights_bytes, &device).map_err(err)?;
             let mut st = state.borrow_mut();
             st.cache().clear();
+            st.series_cache().clear();
+            st.propagation = None;
             st.clear_index();
             st.model = Some(Rc::new(Model {
                 segmenter: Segmenter::new(sam, device),
@@ -306,6 +317,7 @@ impl Engine {
             *slot = None;
         }
         st.cache().clear();
+        st.series_cache().clear();
         // Drop the image's vectors from the search index.
         let (index, keys) = (std::mem::take(&mut st.index), std::mem::take(&mut st.keys));
         for (i, key) in keys.into_iter().enumerate() {
@@ -649,23 +661,29 @@ async fn ensure_encoded(
         let emb = model.segmenter.embed(&pre).map_err(err)?;
         (pre, emb)
     };
-    // One scalar read back forces the encoder to finish on asynchronous devices.
-    emb.tensor
-        .clone()
-        .slice([0..1, 0..1, 0..1, 0..1])
-        .into_data_async()
-        .await
-        .map_err(|e| {
-            fail(
-                Some(ErrorKind::Device),
-                format!("the encoder failed on the device: {e:?}"),
-            )
-        })?;
+    encoded(&emb).await?;
     state
         .borrow_mut()
         .cache()
         .insert(key, pre.clone(), emb.clone());
     Ok((false, pre, emb))
+}
+
+/// Wait until the encoder has produced `emb`: one scalar read back forces it to finish on
+/// asynchronous devices (WebGPU), so timings are honest and device errors surface here.
+async fn encoded(emb: &Embedding) -> Result<(), JsValue> {
+    emb.tensor
+        .clone()
+        .slice([0..1, 0..1, 0..1, 0..1])
+        .into_data_async()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            fail(
+                Some(ErrorKind::Device),
+                format!("the encoder failed on the device: {e:?}"),
+            )
+        })
 }
 
 /// The frame's pooled embedding vector, from the search index or computed and added to it.

@@ -10,7 +10,9 @@
 // the area of `medfm segment` on the same box within 2 %; every viewer interaction
 // (wheel, Up/Down, Home/End, presets 1-5, i, Space, W/L drag, zoom, pan, points,
 // shift-click, undo/redo, segments, opacity, picker, drag-and-drop, bad file); JS API;
-// SEG/PNG/NIfTI export (SEG read back by highdicom); egress: every request goes to the
+// SEG/PNG/NIfTI export (SEG read back by highdicom); propagation through a series (the
+// CLI's slices and areas, decoder-only re-runs, cancel, a two-segment SEG, the p key);
+// egress: every request goes to the
 // app's origin and none after the initial load sends a body; second visit uses the
 // cached weights; no panic. WebGPU path (SwiftShader): backend is WebGPU, same box, same
 // area check, SEG export, no panic.
@@ -193,6 +195,96 @@ async function seriesOrderParity(page) {
   check(same && web.warnings.length === 0, 'the viewer orders a series as the CLI (slices along the normal, from the engine)', JSON.stringify({ frames: web.out.length, nz, warnings: web.warnings }));
 }
 
+// A box carried through a series (issue 21) on the brain MR of tests/data/series/brain11,
+// opened by displayParity: through the JS API the same slices and areas (within 2 %, as
+// for one slice) and volume as `medfm segment --propagate`; a changed box re-runs only the
+// decoder; a cancel stops within one slice; two segments exported in one SEG read back by
+// highdicom; in the viewer, the Propagate key fills the other slices and the segment list
+// shows the volume.
+async function propagationChecks(page) {
+  const precision = await page.evaluate(() => window.medfm.info.precision);
+  const start = path.join(ROOT, 'tests/data/series/brain11/brain_010.dcm');
+  const BRAIN = [45, 60, 215, 240];
+  const cli = JSON.parse(execFileSync(process.env.MEDFM_BIN, ['segment', start, '--box', BRAIN.join(','), '--propagate', '--extent', '2', '--cpu',
+    '--precision', precision, '--json', '--out', path.join(ARTIFACTS, 'propagated_cli.dcm')], { encoding: 'utf8' }));
+  const startUid = cli.slices.find((x) => x.index === cli.start).sop_instance_uid;
+  const web = await page.evaluate(async ({ uid, box }) => {
+    const m = window.medfm;
+    const s = m.series.findIndex((x) => x.refs.some((_, f) => m.meta({ series: x.index, frame: f }).sop_instance_uid === uid));
+    const frame = m.series[s].refs.findIndex((_, f) => m.meta({ series: s, frame: f }).sop_instance_uid === uid);
+    const seen = [];
+    const a = await m.propagate({ series: s, frame, box, extent: 2, onProgress: (p) => seen.push(p.frame) });
+    // A box 2 px larger: every slice is encoded already (decoder only).
+    const encodes = [];
+    const b = await m.propagate({ series: s, frame, box: [box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2], extent: 2, onProgress: (p) => encodes.push(p.encodeMs) });
+    // Cancel as the start slice's mask arrives: at most one slice more.
+    const ctl = new AbortController();
+    const c = await m.propagate({ series: s, frame, box, signal: ctl.signal, onProgress: () => ctl.abort() });
+    // A second segment (the right eye, from two slices down) and one SEG with both.
+    const eye = await m.propagate({ series: s, frame: frame - 2, box: [80, 25, 115, 55], minIou: 0.8 });
+    const seg = await m.exportSeg({ series: s, segments: [
+      { label: 'Brain', color: [230, 60, 60], masks: a.slices },
+      { label: 'Right eye', color: [240, 200, 40], masks: eye.slices },
+    ] });
+    const uids = m.series[s].refs.map((_, f) => m.meta({ series: s, frame: f }).sop_instance_uid);
+    const bad = await m.propagate({ series: s, frame, box: [45, 60, 300, 240] }).then(() => 'resolved', (e) => `${e.code}: ${e.message}`);
+    const list = (r) => r.slices.map((x) => ({ frame: x.frame, area: x.area, iou: x.iou }));
+    return {
+      s, frame, seen, a: { ...a, slices: list(a) }, encodes, b: list(b), c: { stopped: c.stopped, slices: list(c) }, eye: list(eye),
+      masks: [...a.slices, ...eye.slices].map((x) => Array.from(x.mask)), seg: Array.from(seg), uids, rows: m.series[s].rows, cols: m.series[s].cols, bad,
+    };
+  }, { uid: startUid, box: BRAIN });
+  const same = web.a.slices.length === cli.slices.length && web.a.slices.every((x, k) => x.frame === cli.slices[k].index && Math.abs(x.area - cli.slices[k].area) <= 0.02 * cli.slices[k].area);
+  console.log(`  propagate: ${web.a.slices.map((x) => `${x.frame}:${x.area}`).join(' ')} (medfm segment --propagate: ${cli.slices.map((x) => `${x.index}:${x.area}`).join(' ')}), ${web.a.volumeMl && web.a.volumeMl.toFixed(2)} mL, ${web.a.ms.toFixed(0)} ms`);
+  check(web.frame === cli.start && same, 'medfm.propagate(): the slices and areas (within 2 %) of medfm segment --propagate', JSON.stringify({ web: web.a.slices, cli: cli.slices }));
+  check(Math.abs(web.a.volumeMl - cli.volume_ml) <= 0.02 * cli.volume_ml && JSON.stringify(web.a.stopped) === '["extent","extent"]', 'propagate: volume in mL as the CLI, stopped by the extent', JSON.stringify([web.a.volumeMl, cli.volume_ml, web.a.stopped]));
+  check(web.seen.length === web.a.slices.length, 'propagate: onProgress sees every mask as it comes', JSON.stringify(web.seen));
+  check(web.encodes.length === web.b.length && web.encodes.every((ms) => ms === 0), 'propagate again with another box: the decoder only (every slice encoded once)', JSON.stringify(web.encodes));
+  check(JSON.stringify(web.c.stopped) === '["cancelled","cancelled"]' && web.c.slices.length <= 2, 'a cancel stops the propagation within one slice', JSON.stringify(web.c));
+  check(/^bad-input: .*outside/.test(web.bad), 'a box outside the start slice is refused (bad-input)', web.bad);
+  const segPath = path.join(ARTIFACTS, 'two_segments_seg.dcm');
+  fs.writeFileSync(segPath, Uint8Array.from(web.seg));
+  const maskPath = path.join(ARTIFACTS, 'two_segments.u8');
+  fs.writeFileSync(maskPath, Uint8Array.from(web.masks.flat()));
+  const sources = [...web.a.slices.map((x) => [web.uids[x.frame], null, 1]), ...web.eye.map((x) => [web.uids[x.frame], null, 2])];
+  const srcPath = path.join(ARTIFACTS, 'two_segments_sources.json');
+  fs.writeFileSync(srcPath, JSON.stringify(sources));
+  const segsPath = path.join(ARTIFACTS, 'two_segments_segments.json');
+  fs.writeFileSync(segsPath, JSON.stringify([{ label: 'Brain', color: [230, 60, 60] }, { label: 'Right eye', color: [240, 200, 40] }]));
+  try {
+    const out = execFileSync(process.env.CHECK_PYTHON || 'python3', [path.join(ROOT, 'scripts/check_seg.py'), segPath, maskPath, String(web.rows), String(web.cols), srcPath, segsPath], { encoding: 'utf8' });
+    check(true, `exportSeg with two propagated segments: highdicom reads every frame, label and colour: ${out.trim().split('\n').pop()}`);
+  } catch (e) {
+    check(false, 'exportSeg with two propagated segments is read back by highdicom', String(e.stdout || '') + String(e.stderr || e.message));
+  }
+
+  // The viewer: a box on the slice, p, the other slices get masks; the list shows mL.
+  await page.evaluate(async (s) => { await window.app.openItems([]); await window.app.showFrame(s, 0); }, web.s);
+  await page.evaluate((f) => window.app.showFrame(window.app.cur.series, f), web.frame);
+  await page.waitForFunction((f) => window.app.cur.frame === f && window.app.rendered && window.app.rendered.rows === 256, web.frame);
+  await page.fill('#segment-name', 'Brain');
+  await page.click('#add-segment');
+  await page.keyboard.press('s');
+  await drawBox(page, BRAIN);
+  await idle(page);
+  await page.keyboard.press('p');
+  await page.waitForFunction(() => window.app.lastPropagation && !window.app.propagating, null, { timeout: 600000, polling: 500 });
+  await idle(page);
+  const ui = await page.evaluate(() => {
+    const seg = window.app.segments[window.app.active];
+    const s = window.app.cur.series;
+    return {
+      frames: [...seg.results.keys()].filter((k) => Number(k.split(':')[0]) === s).length,
+      list: document.getElementById('segments').textContent,
+      prop: window.app.lastPropagation,
+    };
+  });
+  check(ui.frames === ui.prop.slices.length && ui.frames > 1 && /Brain · .* mL/.test(ui.list), 'Propagate (p) in the viewer: masks on the slices reached, the volume in the segment list', JSON.stringify({ frames: ui.frames, list: ui.list, stopped: ui.prop.stopped }));
+  await page.evaluate((f) => window.app.showFrame(window.app.cur.series, f), web.frame + 1);
+  await page.waitForFunction((f) => window.app.cur.frame === f, web.frame + 1);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'viewer_propagated.png') });
+}
+
 async function launch() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -296,16 +388,32 @@ async function exportSegAndCheck(page, label) {
   const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#export-seg')]);
   const segPath = path.join(ARTIFACTS, `${label}_seg.dcm`);
   await dl.saveAs(segPath);
-  const { mask, rows, cols } = await page.evaluate(() => {
-    const r = window.app.segments[window.app.active].results.get('0:0');
-    return { mask: Array.from(r.mask), rows: r.rows, cols: r.cols };
+  // The SEG holds every segment with a mask in the series, in order, each its frames.
+  const { masks, sources, segments, rows, cols } = await page.evaluate(() => {
+    const s = window.app.cur.series;
+    const out = { masks: [], sources: [], segments: [], rows: 0, cols: 0 };
+    for (const seg of window.app.segments) {
+      const mine = [...seg.results].filter(([k]) => Number(k.split(':')[0]) === s).sort((a, b) => Number(a[0].split(':')[1]) - Number(b[0].split(':')[1]));
+      if (!mine.length) continue;
+      out.segments.push({ label: seg.name, color: seg.color });
+      for (const [k, r] of mine) {
+        out.masks.push(Array.from(r.mask));
+        out.sources.push([window.medfm.meta({ series: s, frame: Number(k.split(':')[1]) }).sop_instance_uid, null, out.segments.length]);
+        [out.rows, out.cols] = [r.rows, r.cols];
+      }
+    }
+    return out;
   });
   const maskPath = path.join(ARTIFACTS, `${label}_mask.u8`);
-  fs.writeFileSync(maskPath, Uint8Array.from(mask));
+  fs.writeFileSync(maskPath, Uint8Array.from(masks.flat()));
+  const srcPath = path.join(ARTIFACTS, `${label}_sources.json`);
+  fs.writeFileSync(srcPath, JSON.stringify(sources));
+  const segsPath = path.join(ARTIFACTS, `${label}_segments.json`);
+  fs.writeFileSync(segsPath, JSON.stringify(segments));
   const py = process.env.CHECK_PYTHON || 'python3';
   try {
-    const out = execFileSync(py, [path.join(ROOT, 'scripts/check_seg.py'), segPath, maskPath, String(rows), String(cols)], { encoding: 'utf8' });
-    check(true, `${label}: exported SEG parses (highdicom) and holds the mask: ${out.trim().split('\n').pop()}`);
+    const out = execFileSync(py, [path.join(ROOT, 'scripts/check_seg.py'), segPath, maskPath, String(rows), String(cols), srcPath, segsPath], { encoding: 'utf8' });
+    check(true, `${label}: exported SEG parses (highdicom) and holds every segment's masks: ${out.trim().split('\n').pop()}`);
   } catch (e) {
     check(false, `${label}: exported SEG parses`, String(e.stdout || '') + String(e.stderr || e.message));
   }
@@ -568,6 +676,7 @@ async function cpuPath(browser, url, server, trap) {
 
   await seriesOrderParity(page);
   await displayParity(page);
+  await propagationChecks(page);
 
   // Hostile input in the viewer: a file claiming 2^28 frames (2 bytes of pixels) is refused
   // with the reason when read; the page stays responsive and keeps what was open.
