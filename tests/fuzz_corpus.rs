@@ -114,6 +114,43 @@ fn seg_write_corpus_replays_without_panic() {
     );
 }
 
+/// fuzz/fuzz_targets/dicomweb.rs over its corpus: the multipart parser fed in pieces of
+/// the input's first byte, and the DICOM JSON readers; seeds that must parse do.
+#[test]
+fn dicomweb_corpus_replays_without_panic() {
+    use medfm::dicomweb::{json, multipart::Parser};
+    let inputs = corpus("fuzz/corpus/dicomweb");
+    let (mut parts, mut finished) = (0, 0);
+    for bytes in &inputs {
+        let Some((&size, body)) = bytes.split_first() else {
+            continue;
+        };
+        let mut p = Parser::for_content_type("multipart/related; boundary=b").unwrap();
+        let mut ok = true;
+        for piece in body.chunks(usize::from(size).max(1)) {
+            match p.feed(piece) {
+                Ok(got) => parts += got.len(),
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok && p.finish().is_ok() {
+            finished += 1;
+        }
+        let _ = json::studies(body);
+        let _ = json::series(body);
+        let _ = json::instances(body);
+        let _ = json::stow_response(body);
+    }
+    assert!(
+        inputs.len() >= 6 && parts >= 2 && finished >= 2,
+        "{} inputs, {parts} parts, {finished} complete bodies",
+        inputs.len()
+    );
+}
+
 /// fuzz/fuzz_targets/volume_nifti.rs over its corpus.
 #[test]
 fn volume_nifti_corpus_replays_without_panic() {

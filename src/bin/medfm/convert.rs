@@ -13,7 +13,7 @@ use crate::output::{Outputs, nifti_bytes, write_atomic, write_png};
 pub(crate) struct ConvertArgs {
     /// DICOM files or folders (searched recursively); one series for NIfTI.
     #[arg(required = true)]
-    paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// Output: `.nii`, `.nii.gz` or `.png`.
     #[arg(long)]
     out: PathBuf,

@@ -45,7 +45,7 @@ impl Per {
 pub(crate) struct EmbedArgs {
     /// DICOM files or folders (searched recursively; non-DICOM files are skipped with a note).
     #[arg(required = true)]
-    paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// Output vectors (.npy, float32, shape (entries, D); D = 256 for litemedsam).
     #[arg(long)]
     out: PathBuf,

@@ -10,7 +10,7 @@ use crate::common::collect_files;
 pub(crate) struct InfoArgs {
     /// DICOM files or folders (searched recursively).
     #[arg(required = true)]
-    paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,

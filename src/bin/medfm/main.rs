@@ -7,6 +7,7 @@
 mod bench;
 mod common;
 mod convert;
+mod dicomweb;
 mod embed;
 mod fetch;
 mod info;
@@ -37,6 +38,8 @@ struct Cli {
     /// with their times on stderr; -vv for more. RUST_LOG (e.g. `medfm=debug`) overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    #[command(flatten)]
+    auth: dicomweb::AuthArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -85,6 +88,11 @@ enum Cmd {
     /// Time reading + decoding DICOM files (every frame, modality LUT applied): median
     /// and spread per file over N runs. `bench/decode.sh` runs pydicom side by side.
     BenchDecode(BenchDecodeArgs),
+    /// Search a DICOMweb server (QIDO-RS): studies at the service root, the series of a
+    /// study URL, the instances of a series URL.
+    Query(dicomweb::QueryArgs),
+    /// Send DICOM files to a DICOMweb server (STOW-RS) and print what it did with each.
+    Store(dicomweb::StoreArgs),
 }
 
 /// Keeps freed memory in the process heap instead of handing it back to the kernel.
@@ -120,6 +128,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<medfm::dicom::Error>() {
             return e.kind().exit_code();
         }
+        if let Some(e) = cause.downcast_ref::<medfm::dicomweb::Error>() {
+            return e.kind().exit_code();
+        }
         if let Some(e) = cause.downcast_ref::<common::Failure>() {
             return e.code();
         }
@@ -134,13 +145,23 @@ fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    let auth = cli.auth;
+    // DICOMweb URLs given as inputs are retrieved first; their folders live until the end.
     let result = match cli.command {
-        Cmd::Segment(args) => segment::cmd_segment(args),
+        Cmd::Segment(mut args) => dicomweb::fetch_image(&mut args.image, args.propagate, &auth)
+            .and_then(|_held| segment::cmd_segment(args)),
         Cmd::Bench(args) => bench::cmd_bench(args),
-        Cmd::Embed(args) => embed::cmd_embed(args),
+        Cmd::Embed(mut args) => {
+            dicomweb::fetch_urls(&mut args.paths, &auth).and_then(|_held| embed::cmd_embed(args))
+        }
         Cmd::Search(args) => embed::cmd_search(args),
-        Cmd::Info(args) => info::cmd_info(args),
-        Cmd::Convert(args) => convert::cmd_convert(args),
+        Cmd::Info(mut args) => {
+            dicomweb::fetch_urls(&mut args.paths, &auth).and_then(|_held| info::cmd_info(args))
+        }
+        Cmd::Convert(mut args) => dicomweb::fetch_urls(&mut args.paths, &auth)
+            .and_then(|_held| convert::cmd_convert(args)),
+        Cmd::Query(args) => dicomweb::cmd_query(args, &auth),
+        Cmd::Store(args) => dicomweb::cmd_store(args, &auth),
         Cmd::BenchDecode(args) => bench::cmd_bench_decode(args),
         Cmd::Weights(WeightsCmd::Fetch {
             pth,

@@ -1,0 +1,59 @@
+//! DICOMweb (PS3.18) without the transport: what a client says and understands, so the
+//! CLI (over HTTP natively), the coming edge node and the browser (over `fetch`) share one
+//! implementation. The shells only move bytes.
+//!
+//! - [`url`]: QIDO-RS search URLs (studies, series, instances of a study; PatientID,
+//!   PatientName with wildcards, StudyDate ranges, ModalitiesInStudy, AccessionNumber,
+//!   limit/offset) and WADO-RS / STOW-RS resource URLs, parsed from and built to text.
+//! - [`json`]: the DICOM JSON model of QIDO-RS answers and STOW-RS responses, into typed
+//!   results.
+//! - [`multipart`]: the streaming `multipart/related` parser of WADO-RS responses and the
+//!   writer of STOW-RS requests.
+
+pub mod json;
+pub mod multipart;
+pub mod url;
+
+/// What went wrong talking DICOMweb.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A multipart body that does not follow RFC 2046.
+    #[error("malformed multipart body: {0}")]
+    Multipart(String),
+    /// A multipart body that ended early (a dropped connection, a server that died).
+    #[error("truncated response: {0}")]
+    Truncated(String),
+    /// A JSON answer that is not the DICOM JSON model.
+    #[error("malformed DICOM JSON: {0}")]
+    Json(String),
+    /// A URL or query that is not a DICOMweb resource.
+    #[error("{0}")]
+    Url(String),
+    /// The server answered with an error status.
+    #[error("{method} {path}: HTTP {status}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Http {
+        /// GET, POST.
+        method: &'static str,
+        /// The URL path (no credentials, no query).
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// What the server said (its body, shortened).
+        message: String,
+    },
+    /// The server could not be reached or the connection failed.
+    #[error("{0}")]
+    Network(String),
+}
+
+impl Error {
+    /// The kind (CLI exit code, JS error code): a bad URL or a server refusing the request
+    /// is bad input; a malformed, truncated or failed transfer is I/O.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            Error::Url(_) => crate::ErrorKind::BadInput,
+            Error::Http { status, .. } if (400..500).contains(status) => crate::ErrorKind::BadInput,
+            _ => crate::ErrorKind::Io,
+        }
+    }
+}

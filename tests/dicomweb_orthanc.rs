@@ -1,0 +1,427 @@
+//! DICOMweb against a real server: Debian's Orthanc with its DICOMweb plugin, started
+//! here on 127.0.0.1 with a temporary configuration (its own storage, basic auth on) and
+//! loaded with fixture series through its REST API; stopped at the end. The `medfm`
+//! command queries it (QIDO-RS), segments and converts from its URLs (WADO-RS) with the
+//! results of the local files, stores a SEG (STOW-RS) that a search then finds and a
+//! retrieve returns byte for byte; wrong credentials, a missing study, a server that is
+//! down and a body cut short each give their own error.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use medfm::dicomweb::multipart;
+
+const USER: &str = "medfm";
+const PASSWORD: &str = "s3cret";
+const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn basic() -> String {
+    // "medfm:s3cret" in base64.
+    "Basic bWVkZm06czNjcmV0".into()
+}
+
+/// A running Orthanc, stopped and removed on drop.
+struct Orthanc {
+    child: Child,
+    dir: PathBuf,
+    http: u16,
+}
+
+impl Orthanc {
+    fn start() -> Orthanc {
+        assert!(
+            Path::new("/usr/sbin/Orthanc").exists() && Path::new(PLUGIN).exists(),
+            "Orthanc and its DICOMweb plugin are needed: apt-get install orthanc orthanc-dicomweb"
+        );
+        let dir = std::env::temp_dir().join(format!("medfm-orthanc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let http = free_port();
+        let config = serde_json::json!({
+            "Name": "medfm-test",
+            "StorageDirectory": dir.join("storage"),
+            "IndexDirectory": dir.join("index"),
+            "HttpPort": http,
+            "DicomPort": free_port(),
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": true,
+            "RegisteredUsers": { USER: PASSWORD },
+            "Plugins": [PLUGIN],
+            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
+            "StableAge": 1,
+        });
+        let cfg = dir.join("orthanc.json");
+        std::fs::write(&cfg, config.to_string()).unwrap();
+        let log = std::fs::File::create(dir.join("orthanc.log")).unwrap();
+        let child = Command::new("/usr/sbin/Orthanc")
+            .arg(&cfg)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start Orthanc");
+        let o = Orthanc { child, dir, http };
+        let t0 = Instant::now();
+        loop {
+            if let Ok(r) = o.get("/system")
+                && r.0 == 200
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "Orthanc did not answer within 60 s: {}",
+                std::fs::read_to_string(o.dir.join("orthanc.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        o
+    }
+
+    fn root(&self) -> String {
+        format!("http://127.0.0.1:{}/dicom-web", self.http)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    fn get(&self, path: &str) -> Result<(u16, Vec<u8>), ureq::Error> {
+        let r = Self::agent()
+            .get(format!("http://127.0.0.1:{}{path}", self.http))
+            .header("Authorization", basic())
+            .call()?;
+        let status = r.status().as_u16();
+        Ok((
+            status,
+            r.into_body()
+                .into_with_config()
+                .limit(1 << 30)
+                .read_to_vec()?,
+        ))
+    }
+
+    /// Upload a file through the REST API (POST /instances).
+    fn upload(&self, file: &Path) {
+        let r = Self::agent()
+            .post(format!("http://127.0.0.1:{}/instances", self.http))
+            .header("Authorization", basic())
+            .send(&std::fs::read(file).unwrap()[..])
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "upload {}", file.display());
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `medfm` with the test credentials.
+fn medfm_auth(args: &[&str]) -> (bool, String, String, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_medfm"))
+        .args(args)
+        .env("MEDFM_WEIGHTS_DIR", weights_dir())
+        .env("MEDFM_DICOMWEB_USER", format!("{USER}:{PASSWORD}"))
+        .output()
+        .expect("run medfm");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+fn meta(path: &Path) -> medfm::dicom::ImageMeta {
+    medfm::dicom::read(&std::fs::read(path).unwrap())
+        .unwrap()
+        .meta
+}
+
+fn patient_and_date(path: &Path) -> (String, String) {
+    let obj = dicom_object::open_file(path).unwrap();
+    let s = |name: &str| {
+        obj.element_by_name(name)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    (s("PatientID"), s("StudyDate"))
+}
+
+/// A proxy in front of `upstream` that passes the request on and then only the first
+/// `keep` bytes of the answer, then closes: a real response cut short.
+fn cutting_proxy(upstream: u16, keep: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = client.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            up.write_all(&req).unwrap();
+            let mut sent = 0;
+            while sent < keep {
+                let n = up.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                let n = n.min(keep - sent);
+                if client.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                sent += n;
+            }
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    port
+}
+
+#[test]
+fn medfm_against_orthanc() {
+    let orthanc = Orthanc::start();
+    let series_dir = data("series/brain11");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&series_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    files.sort();
+    for f in files.iter().chain([&data("CT_small.dcm")]) {
+        orthanc.upload(f);
+    }
+    let start = series_dir.join("brain_010.dcm");
+    let m = meta(&start);
+    let (patient, date) = patient_and_date(&start);
+    let root = orthanc.root();
+
+    // QIDO-RS: the study by PatientID and by a date range; none outside it.
+    let (ok, out, err, _) = medfm_auth(&["query", &root, "--patient", &patient, "--json"]);
+    assert!(ok, "{err}");
+    let studies: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let uids: Vec<&str> = studies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(uids, vec![m.study_instance_uid.as_str()], "{out}");
+    assert_eq!(studies[0]["series"], 1);
+    let (ok, out, err, _) = medfm_auth(&[
+        "query",
+        &root,
+        "--date",
+        &format!("{date}-{date}"),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&m.study_instance_uid), "{out}");
+    let (ok, out, err, _) = medfm_auth(&["query", &root, "--date", "19000101-19000102", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!([])
+    );
+    let study_url = format!("{root}/studies/{}", m.study_instance_uid);
+    let series_url = format!("{study_url}/series/{}", m.series_instance_uid);
+    let (ok, out, err, _) = medfm_auth(&["query", &series_url, "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        11
+    );
+
+    // WADO-RS: segment an instance URL as the local file; convert the series URL as the folder.
+    let instance_url = format!("{series_url}/instances/{}", m.sop_instance_uid);
+    let (a, b) = (tmp("wado-remote.png"), tmp("wado-local.png"));
+    let box_ = "45,60,215,240";
+    let (ok, remote, err, _) = medfm_auth(&[
+        "segment",
+        &instance_url,
+        "--box",
+        box_,
+        "--cpu",
+        "--out",
+        &a,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let local = start.display().to_string();
+    let (ok, here, err, _) = medfm_auth(&[
+        "segment", &local, "--box", box_, "--cpu", "--out", &b, "--json",
+    ]);
+    assert!(ok, "{err}");
+    let area = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["area"].clone();
+    assert_eq!(area(&remote), area(&here));
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "the same mask"
+    );
+    let (na, nb) = (tmp("wado-remote.nii"), tmp("wado-local.nii"));
+    let (ok, _, err, _) = medfm_auth(&["convert", &series_url, "--out", &na]);
+    assert!(ok, "{err}");
+    let (ok, _, err, _) = medfm_auth(&["convert", &series_dir.display().to_string(), "--out", &nb]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(&na).unwrap(),
+        std::fs::read(&nb).unwrap(),
+        "the same volume"
+    );
+    // --propagate from an instance URL runs over the server's series.
+    let pr = tmp("wado-propagated.dcm");
+    let (ok, out, err, _) = medfm_auth(&[
+        "segment",
+        &instance_url,
+        "--box",
+        box_,
+        "--propagate",
+        "--extent",
+        "1",
+        "--cpu",
+        "--out",
+        &pr,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            j["series_slices"].clone(),
+            j["slices"].as_array().unwrap().len()
+        ),
+        (serde_json::json!(11), 3)
+    );
+
+    // STOW-RS: a SEG is stored, found by a search for Modality SEG, retrieved byte for byte.
+    let seg = tmp("wado.dcm");
+    let (ok, _, err, _) = medfm_auth(&["segment", &local, "--box", box_, "--cpu", "--out", &seg]);
+    assert!(ok, "{err}");
+    let (ok, out, err, _) = medfm_auth(&["store", &seg, "--to", &root, "--json"]);
+    assert!(ok, "{err}");
+    let stored: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let seg_meta = meta(Path::new(&seg));
+    assert_eq!(
+        stored["instances"][0]["uid"],
+        seg_meta.sop_instance_uid.as_str(),
+        "{out}"
+    );
+    assert_eq!(stored["instances"][0]["status"], "success", "{out}");
+    let (ok, out, err, _) = medfm_auth(&["query", &study_url, "--modality", "SEG", "--json"]);
+    assert!(ok, "{err}");
+    let found: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(found[0]["uid"], seg_meta.series_instance_uid.as_str());
+    let wado = format!(
+        "/dicom-web/studies/{}/series/{}/instances/{}",
+        seg_meta.study_instance_uid, seg_meta.series_instance_uid, seg_meta.sop_instance_uid
+    );
+    let r = Orthanc::agent()
+        .get(format!("http://127.0.0.1:{}{wado}", orthanc.http))
+        .header("Authorization", basic())
+        .header(
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let ct = r
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = r
+        .into_body()
+        .into_with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    let mut parser = multipart::Parser::for_content_type(&ct).unwrap();
+    let parts = parser.feed(&body).unwrap();
+    parser.finish().unwrap();
+    assert_eq!(parts.len(), 1);
+    assert!(
+        parts[0].body == std::fs::read(&seg).unwrap(),
+        "the SEG comes back byte for byte"
+    );
+
+    // Errors: wrong credentials, a missing study, a server that is down, a body cut short.
+    let out = Command::new(env!("CARGO_BIN_EXE_medfm"))
+        .args(["query", &root, "--user", "medfm:wrong"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("HTTP 401") && err.contains("/dicom-web/studies"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong"),
+        "the password is never printed: {err}"
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let (ok, _, err, code) = medfm_auth(&[
+        "convert",
+        &format!("{root}/studies/1.2.3.4.5"),
+        "--out",
+        &tmp("never.nii"),
+    ]);
+    assert!(
+        !ok && err.contains("HTTP 404") && err.contains("/studies/1.2.3.4.5"),
+        "{err}"
+    );
+    assert_eq!(code, 2);
+    let down = format!("http://127.0.0.1:{}/dicom-web", free_port());
+    let (ok, _, err, code) = medfm_auth(&["query", &down]);
+    assert!(!ok && err.contains("is the server running"), "{err}");
+    assert_eq!(code, 5);
+    let proxy = cutting_proxy(orthanc.http, 20_000);
+    let cut = format!(
+        "http://127.0.0.1:{proxy}/dicom-web/studies/{}/series/{}",
+        m.study_instance_uid, m.series_instance_uid
+    );
+    let (ok, _, err, code) = medfm_auth(&["convert", &cut, "--out", &tmp("never2.nii")]);
+    assert!(!ok && err.contains("truncated"), "{err}");
+    assert_eq!(code, 5);
+    assert!(!err.contains("panicked"));
+    for p in [a, b, na, nb, pr, seg] {
+        std::fs::remove_file(p).ok();
+    }
+}
