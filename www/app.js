@@ -446,26 +446,26 @@ function seriesSegments(series) {
     .filter((x) => x.masks.length);
 }
 
-async function exportSeg() {
+// Every segment of the series in one file: a SEG, or a NIfTI label map (label = number).
+async function exportSegments(kind) {
   const segments = seriesSegments(app.cur.series);
   if (!segments.length) return status('Nothing to export: draw a box first', true);
   try {
-    const bytes = await app.medfm.exportSeg({ series: app.cur.series, segments });
-    download(bytes, 'medfm_seg.dcm', 'application/dicom');
-    status(`SEG written: ${segments.length} segment(s), ${segments.reduce((n, x) => n + x.masks.length, 0)} frame(s), ${bytes.length} bytes`);
+    const series = app.cur.series;
+    const bytes = kind === 'seg'
+      ? await app.medfm.exportSeg({ series, segments })
+      : await app.medfm.exportNifti({ series, segments });
+    const frames = segments.reduce((n, x) => n + x.masks.length, 0);
+    if (kind === 'seg') {
+      download(bytes, 'medfm_seg.dcm', 'application/dicom');
+      status(`SEG written: ${segments.length} segment(s), ${frames} frame(s), ${bytes.length} bytes`);
+    } else {
+      download(bytes, 'medfm_labels.nii', 'application/octet-stream');
+      status(`NIfTI label map written: ${segments.map((x, i) => `${i + 1} = ${x.label}`).join(', ')}`);
+    }
   } catch (e) {
-    status(`SEG export failed: ${e.message}`, true);
+    status(`${kind === 'seg' ? 'SEG' : 'NIfTI'} export failed: ${e.message}`, true);
   }
-}
-
-async function exportPng() {
-  const { rows, cols, rgba } = app.rendered;
-  const img = new ImageData(cols, rows);
-  composite(rgba, app.display.overlay, app.display.view.opacity, img.data);
-  const c = new OffscreenCanvas(cols, rows);
-  c.getContext('2d').putImageData(img, 0, 0);
-  const blob = await c.convertToBlob({ type: 'image/png' });
-  download(blob, 'medfm_frame.png', 'image/png');
 }
 
 async function exportNifti() {
@@ -678,11 +678,12 @@ function installControls() {
   $('opacity').addEventListener('input', (e) => { app.display.view.opacity = Number(e.target.value); app.display.render(); });
   $('undo').addEventListener('click', undo);
   $('redo').addEventListener('click', redo);
-  $('export-seg').addEventListener('click', exportSeg);
+  $('export-seg').addEventListener('click', () => exportSegments('seg'));
   $('propagate').addEventListener('click', propagate);
   $('propagate-cancel').addEventListener('click', cancelPropagation);
   $('export-png').addEventListener('click', exportPng);
   $('export-nifti').addEventListener('click', exportNifti);
+  $('export-nifti-labels').addEventListener('click', () => exportSegments('nifti'));
   $('embed-all').addEventListener('click', embedAll);
   $('embed-cancel').addEventListener('click', () => embedAbort && embedAbort.abort());
   $('similar-btn').addEventListener('click', showSimilar);

@@ -11,6 +11,7 @@
 //   const v = await medfm.propagate({ series: 0, frame: 5, box, onProgress, signal });
 //   // v = { slices: [{frame, mask, area, iou}], stopped, voxels, volumeMl, warnings, ms }
 //   const seg = await medfm.exportSeg({ series: 0, segments: [{ label, color, masks: v.slices }] });
+//   // exportNifti({ series: 0, segments }): the same segments as a NIfTI label map
 //
 // Errors are `Error`s with a `code`: 'bad-input' (not DICOM, undecodable, a bad prompt
 // or argument), 'weights' (missing, foreign or unreadable weights), 'device' (WebGPU
@@ -363,6 +364,13 @@ export class MedFM extends EventTarget {
    */
   async exportSeg({ series, frame = 0, mask, label = 'Segment 1', segments }) {
     if (!segments) return this._onFrame('seg', series, frame, { mask, label });
+    const { spec, masks } = this._segments(series, segments);
+    return this._call('segSegments', { segments: spec, masks }, [masks.buffer]);
+  }
+
+  // Segments as the engine takes them: [{label, color?, refs: [[id, frame]]}] and every
+  // mask back to back (each segment's in frame order).
+  _segments(series, segments) {
     const s = this.series[series];
     if (!s) throw coded(`no series ${series}`, 'bad-input');
     const spec = [];
@@ -383,14 +391,21 @@ export class MedFM extends EventTarget {
       all.set(m, at);
       at += m.length;
     }
-    return this._call('segSegments', { segments: spec, masks: all }, [all.buffer]);
+    return { spec, masks: all };
   }
 
-  /** NIfTI-1 (.nii bytes) of a series of single-frame images (modality values, DICOM geometry). */
-  async exportNifti({ series }) {
+  /**
+   * NIfTI-1 (.nii bytes) of a series (modality values, DICOM geometry); with `segments`
+   * (as exportSeg takes them) the label map instead: voxel = segment number (1, 2, ...),
+   * the later segment where two overlap, over the same grid and header.
+   */
+  async exportNifti({ series, segments }) {
     const s = this.series[series];
     if (!s) throw coded(`no series ${series}`, 'bad-input');
-    return this._call('nifti', { ids: [...new Set(s.refs.map(([id]) => id))] });
+    const ids = [...new Set(s.refs.map(([id]) => id))];
+    if (!segments) return this._call('nifti', { ids });
+    const { spec, masks } = this._segments(series, segments);
+    return this._call('niftiLabels', { ids, segments: spec, masks }, [masks.buffer]);
   }
 
   /** 256-d L2-normalised embedding of a frame (pooled LiteMedSAM encoder output; kept by the engine). */

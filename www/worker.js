@@ -190,6 +190,7 @@ const ops = {
     return true;
   },
   nifti: ({ ids }) => engine.nifti(Uint32Array.from(ids)),
+  niftiLabels: ({ ids, segments, masks }) => engine.niftiLabels(Uint32Array.from(ids), segments, masks),
   panicForTest: () => panicForTest(),
 };
 

@@ -197,6 +197,26 @@ impl State {
             .ok_or_else(|| bad("the model is not loaded yet (call loadModel first)"))
     }
 
+    /// The volume of the images `ids` (one series), by `dicom::volume::assemble`: the
+    /// images are moved out for it and put back.
+    fn assemble(&mut self, ids: &[u32]) -> Result<dicom::volume::Volume, JsValue> {
+        for (i, &id) in ids.iter().enumerate() {
+            self.image(id)?;
+            if ids[..i].contains(&id) {
+                return Err(bad(format!("image {id} is listed twice")));
+            }
+        }
+        let taken: Vec<DicomImage> = ids
+            .iter()
+            .filter_map(|&id| self.images[id as usize].take())
+            .collect();
+        let result = dicom::volume::assemble(&taken);
+        for (&id, image) in ids.iter().zip(taken) {
+            self.images[id as usize] = Some(image);
+        }
+        result.map_err(err)
+    }
+
     fn clear_index(&mut self) {
         self.index = Index::default();
         self.keys.clear();
@@ -621,23 +641,8 @@ impl Engine {
     /// NIfTI-1 (`.nii`) of the modality-LUT values of the images `ids` (one series:
     /// single-frame images in any order) with the DICOM geometry as the affine.
     pub fn nifti(&self, ids: Vec<u32>) -> Result<Vec<u8>, JsValue> {
-        let mut st = self.state.borrow_mut();
-        // `assemble` takes the images by slice; move them out and back.
-        for (i, &id) in ids.iter().enumerate() {
-            st.image(id)?;
-            if ids[..i].contains(&id) {
-                return Err(bad(format!("image {id} is listed twice")));
-            }
-        }
-        let taken: Vec<DicomImage> = ids
-            .iter()
-            .filter_map(|&id| st.images[id as usize].take())
-            .collect();
-        let result = dicom::volume::assemble(&taken).and_then(|v| v.to_nifti());
-        for (&id, image) in ids.iter().zip(taken) {
-            st.images[id as usize] = Some(image);
-        }
-        result.map_err(err)
+        let volume = self.state.borrow_mut().assemble(&ids)?;
+        volume.to_nifti().map_err(err)
     }
 }
 

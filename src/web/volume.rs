@@ -321,46 +321,111 @@ impl Engine {
     /// order; each segment's frames should be in series order.
     #[wasm_bindgen(js_name = segSegments)]
     pub fn seg_segments(&self, segments: JsValue, masks: &[u8]) -> Result<Vec<u8>, JsValue> {
-        let specs: Vec<SegmentSpec> = serde_wasm_bindgen::from_value(segments)
-            .map_err(|e| bad(format!("malformed segments: {e}")))?;
+        let specs = parse_segments(segments)?;
         let st = self.state.borrow();
-        let mut at = 0usize;
-        let mut built = Vec::with_capacity(specs.len());
-        for spec in &specs {
-            let mut frames = Vec::with_capacity(spec.refs.len());
-            for &(id, frame) in &spec.refs {
-                let image = st.image(id)?;
-                let n = image.meta.rows as usize * image.meta.cols as usize;
-                let mask = masks.get(at..at + n).ok_or_else(|| {
-                    bad(format!(
-                        "segment {:?}: the masks end before its frame [{id}, {frame}]",
-                        spec.label
-                    ))
-                })?;
-                at += n;
-                frames.push(SegFrame {
-                    source: image,
-                    frame,
-                    mask,
-                });
-            }
-            built.push(Segment {
-                info: SegmentInfo {
-                    label: spec.label.clone(),
-                    color: spec.color,
-                    ..SegmentInfo::default()
-                },
-                frames,
-            });
-        }
-        if at != masks.len() {
-            return Err(bad(format!(
-                "{} mask bytes given, the segments' frames take {at}",
-                masks.len()
-            )));
-        }
+        let split = split_masks(&st, &specs, masks)?;
+        let built: Vec<Segment> = specs
+            .iter()
+            .zip(split)
+            .map(|(spec, frames)| {
+                Ok(Segment {
+                    info: SegmentInfo {
+                        label: spec.label.clone(),
+                        color: spec.color,
+                        ..SegmentInfo::default()
+                    },
+                    frames: frames
+                        .into_iter()
+                        .map(|(id, frame, mask)| {
+                            Ok(SegFrame {
+                                source: st.image(id)?,
+                                frame,
+                                mask,
+                            })
+                        })
+                        .collect::<Result<_, JsValue>>()?,
+                })
+            })
+            .collect::<Result<_, JsValue>>()?;
         dicom::seg::write_seg_segments(&built).map_err(err)
     }
+
+    /// NIfTI-1 label map of segments over the series of the images `ids` (as
+    /// [`Engine::nifti`] writes the series, same header): voxel value = segment number
+    /// (1, 2, ... in the order of `segments`, as [`Engine::seg_segments`] takes them), the
+    /// later segment where two overlap, 0 elsewhere.
+    #[wasm_bindgen(js_name = niftiLabels)]
+    pub fn nifti_labels(
+        &self,
+        ids: Vec<u32>,
+        segments: JsValue,
+        masks: &[u8],
+    ) -> Result<Vec<u8>, JsValue> {
+        let specs = parse_segments(segments)?;
+        let mut st = self.state.borrow_mut();
+        let split = split_masks(&st, &specs, masks)?;
+        let v = st.assemble(&ids)?;
+        let plane = v.rows * v.cols;
+        let mut labels = vec![0.0f32; v.values.len()];
+        for (number, frames) in split.iter().enumerate() {
+            for (id, frame, mask) in frames {
+                let k = ids
+                    .iter()
+                    .position(|i| i == id)
+                    .and_then(|i| v.sources.iter().position(|&s| s == (i, *frame)))
+                    .ok_or_else(|| bad(format!("frame [{id}, {frame}] is not in the series")))?;
+                for (l, &b) in labels[k * plane..(k + 1) * plane].iter_mut().zip(*mask) {
+                    if b != 0 {
+                        *l = (number + 1) as f32;
+                    }
+                }
+            }
+        }
+        volume::Volume {
+            values: labels,
+            ..v
+        }
+        .to_nifti()
+        .map_err(err)
+    }
+}
+
+fn parse_segments(segments: JsValue) -> Result<Vec<SegmentSpec>, JsValue> {
+    serde_wasm_bindgen::from_value(segments).map_err(|e| bad(format!("malformed segments: {e}")))
+}
+
+/// The masks of every segment's frames: `masks` cut by each frame's image size, in order.
+#[allow(clippy::type_complexity)]
+fn split_masks<'a>(
+    st: &State,
+    specs: &[SegmentSpec],
+    masks: &'a [u8],
+) -> Result<Vec<Vec<(u32, u32, &'a [u8])>>, JsValue> {
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let mut frames = Vec::with_capacity(spec.refs.len());
+        for &(id, frame) in &spec.refs {
+            let image = st.image(id)?;
+            let n = image.meta.rows as usize * image.meta.cols as usize;
+            let mask = masks.get(at..at + n).ok_or_else(|| {
+                bad(format!(
+                    "segment {:?}: the masks end before its frame [{id}, {frame}]",
+                    spec.label
+                ))
+            })?;
+            at += n;
+            frames.push((id, frame, mask));
+        }
+        out.push(frames);
+    }
+    if at != masks.len() {
+        return Err(bad(format!(
+            "{} mask bytes given, the segments' frames take {at}",
+            masks.len()
+        )));
+    }
+    Ok(out)
 }
 
 /// Slice `key` preprocessed by the series recipe and encoded, from the series cache or

@@ -222,16 +222,27 @@ async function propagationChecks(page) {
     const c = await m.propagate({ series: s, frame, box, signal: ctl.signal, onProgress: () => ctl.abort() });
     // A second segment (the right eye, from two slices down) and one SEG with both.
     const eye = await m.propagate({ series: s, frame: frame - 2, box: [80, 25, 115, 55], minIou: 0.8 });
-    const seg = await m.exportSeg({ series: s, segments: [
+    const both = [
       { label: 'Brain', color: [230, 60, 60], masks: a.slices },
       { label: 'Right eye', color: [240, 200, 40], masks: eye.slices },
-    ] });
+    ];
+    const seg = await m.exportSeg({ series: s, segments: both });
+    // The same segments as a NIfTI label map: the image volume's header, label = number.
+    const labels = await m.exportNifti({ series: s, segments: both });
+    const image = await m.exportNifti({ series: s });
+    const plane = m.series[s].rows * m.series[s].cols;
+    const want = new Float32Array(plane * m.series[s].frames);
+    both.forEach((x, k) => x.masks.forEach((q) => q.mask.forEach((b, i) => { if (b) want[q.frame * plane + i] = k + 1; })));
+    const got = new DataView(labels.buffer, labels.byteOffset + 352);
+    let differ = labels.length === 352 + 4 * want.length ? 0 : -1;
+    for (let i = 0; differ >= 0 && i < want.length; i++) if (got.getFloat32(4 * i, true) !== want[i]) differ += 1;
+    const nifti = { sameHeader: labels.subarray(0, 348).every((b, i) => b === image[i]), differ, labelled: want.filter((v) => v).length };
     const uids = m.series[s].refs.map((_, f) => m.meta({ series: s, frame: f }).sop_instance_uid);
     const bad = await m.propagate({ series: s, frame, box: [45, 60, 300, 240] }).then(() => 'resolved', (e) => `${e.code}: ${e.message}`);
     const list = (r) => r.slices.map((x) => ({ frame: x.frame, area: x.area, iou: x.iou }));
     return {
       s, frame, seen, a: { ...a, slices: list(a) }, encodes, b: list(b), c: { stopped: c.stopped, slices: list(c) }, eye: list(eye),
-      masks: [...a.slices, ...eye.slices].map((x) => Array.from(x.mask)), seg: Array.from(seg), uids, rows: m.series[s].rows, cols: m.series[s].cols, bad,
+      masks: [...a.slices, ...eye.slices].map((x) => Array.from(x.mask)), seg: Array.from(seg), uids, rows: m.series[s].rows, cols: m.series[s].cols, bad, nifti,
     };
   }, { uid: startUid, box: BRAIN });
   const same = web.a.slices.length === cli.slices.length && web.a.slices.every((x, k) => x.frame === cli.slices[k].index && Math.abs(x.area - cli.slices[k].area) <= 0.02 * cli.slices[k].area);
@@ -242,6 +253,7 @@ async function propagationChecks(page) {
   check(web.encodes.length === web.b.length && web.encodes.every((ms) => ms === 0), 'propagate again with another box: the decoder only (every slice encoded once)', JSON.stringify(web.encodes));
   check(JSON.stringify(web.c.stopped) === '["cancelled","cancelled"]' && web.c.slices.length <= 2, 'a cancel stops the propagation within one slice', JSON.stringify(web.c));
   check(/^bad-input: .*outside/.test(web.bad), 'a box outside the start slice is refused (bad-input)', web.bad);
+  check(web.nifti.sameHeader && web.nifti.differ === 0 && web.nifti.labelled > 0, 'exportNifti with segments: a label map on the series\' grid (its header), label = segment number, the later one on overlap', JSON.stringify(web.nifti));
   const segPath = path.join(ARTIFACTS, 'two_segments_seg.dcm');
   fs.writeFileSync(segPath, Uint8Array.from(web.seg));
   const maskPath = path.join(ARTIFACTS, 'two_segments.u8');
