@@ -468,6 +468,16 @@ async function exportSegments(kind) {
   }
 }
 
+async function exportPng() {
+  const { rows, cols, rgba } = app.rendered;
+  const img = new ImageData(cols, rows);
+  composite(rgba, app.display.overlay, app.display.view.opacity, img.data);
+  const c = new OffscreenCanvas(cols, rows);
+  c.getContext('2d').putImageData(img, 0, 0);
+  const blob = await c.convertToBlob({ type: 'image/png' });
+  download(blob, 'medfm_frame.png', 'image/png');
+}
+
 async function exportNifti() {
   try {
     const bytes = await app.medfm.exportNifti({ series: app.cur.series });

@@ -555,6 +555,14 @@ async function cpuPath(browser, url, server, trap) {
 
   // Exports.
   await exportSegAndCheck(page, 'cpu');
+  const [labelsDl] = await Promise.all([page.waitForEvent('download'), page.click('#export-nifti-labels')]);
+  const labelsPath = path.join(ARTIFACTS, 'labels.nii');
+  await labelsDl.saveAs(labelsPath);
+  const lab = fs.readFileSync(labelsPath);
+  const labValues = new Set();
+  for (let i = 352; i + 4 <= lab.length; i += 4) labValues.add(lab.readFloatLE(i));
+  check(lab.readInt32LE(0) === 348 && lab.readInt16LE(42) === 484 && lab.readInt16LE(44) === 484 && [...labValues].sort().join(',') === '0,1,2',
+    "the 'NIfTI labels' button writes the series' label map (labels 1 and 2 for the two segments)", JSON.stringify([...labValues]));
   const [png] = await Promise.all([page.waitForEvent('download'), page.click('#export-png')]);
   const pngPath = path.join(ARTIFACTS, 'frame.png');
   await png.saveAs(pngPath);

@@ -54,18 +54,18 @@ fn base64(bytes: &[u8]) -> String {
 
 impl Client {
     pub(crate) fn new(auth: &AuthArgs) -> Result<Self> {
-        let token = auth
-            .token
-            .clone()
-            .or_else(|| std::env::var("MEDFM_DICOMWEB_TOKEN").ok())
-            .filter(|t| !t.is_empty());
-        let user = auth
-            .user
-            .clone()
-            .or_else(|| std::env::var("MEDFM_DICOMWEB_USER").ok())
-            .filter(|u| !u.is_empty());
+        // The command line's credentials win over the environment's.
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (token, user) = match (&auth.token, &auth.user) {
+            (None, None) => (env("MEDFM_DICOMWEB_TOKEN"), env("MEDFM_DICOMWEB_USER")),
+            (t, u) => (t.clone(), u.clone()),
+        };
         let authorization = match (token, user) {
-            (Some(_), Some(_)) => bail_input!("give a token or a user, not both"),
+            (Some(_), Some(_)) => {
+                bail_input!(
+                    "give a token or a user (--token / --user, or the environment), not both"
+                )
+            }
             (Some(t), None) => Some(format!("Bearer {t}")),
             (None, Some(u)) => {
                 if !u.contains(':') {
