@@ -244,6 +244,24 @@ struct Request {
     multimask: bool,
 }
 
+/// A prompt from the JS API's box and `[x, y, label]` points (label 1 or 0, checked).
+fn pixel_prompt(
+    bbox: Option<[f32; 4]>,
+    points: &[[f32; 3]],
+    multimask: bool,
+) -> Result<PixelPrompt, JsValue> {
+    let points = points
+        .iter()
+        .map(|p| Ok((p[0], p[1], pipeline::point_label(p[2])?)))
+        .collect::<Result<Vec<_>, pipeline::Error>>()
+        .map_err(err)?;
+    Ok(PixelPrompt {
+        bbox,
+        points,
+        multimask,
+    })
+}
+
 /// The worker-side engine: images, model, embedding cache.
 #[wasm_bindgen]
 pub struct Engine {
@@ -438,17 +456,7 @@ impl Engine {
             let t = Instant::now();
             let req: Request = serde_wasm_bindgen::from_value(request)
                 .map_err(|e| bad(format!("malformed segment request: {e}")))?;
-            let points = req
-                .points
-                .iter()
-                .map(|p| Ok((p[0], p[1], pipeline::point_label(p[2])?)))
-                .collect::<Result<Vec<_>, pipeline::Error>>()
-                .map_err(err)?;
-            let prompt = PixelPrompt {
-                bbox: req.bbox,
-                points,
-                multimask: req.multimask,
-            };
+            let prompt = pixel_prompt(req.bbox, &req.points, req.multimask)?;
             let (cached, pre, emb) = ensure_encoded(&state, id, frame).await?;
             let encode_ms = if cached {
                 0.0

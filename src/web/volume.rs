@@ -15,13 +15,13 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use web_time::Instant;
 
-use super::{Engine, State, bad, encoded, err, set, to_js};
+use super::{Engine, State, bad, encoded, err, pixel_prompt, set, to_js};
 use crate::dicom::seg::{SegFrame, Segment, SegmentInfo};
 use crate::dicom::{self, DicomImage, series, volume};
 use crate::model::Embedding;
+use crate::pipeline::Preprocessed;
 use crate::pipeline::preprocess::{self, Clip};
 use crate::pipeline::propagate::{Options, Propagator, SliceMask, volume_ml};
-use crate::pipeline::{self, PixelPrompt, Preprocessed};
 
 /// Series slices whose encoder outputs are kept (4 MiB each): a 64-slice series.
 pub(super) const SERIES_FRAMES: usize = 64;
@@ -75,6 +75,24 @@ fn pairs(flat: &[u32]) -> Result<Vec<(u32, u32)>, JsValue> {
     Ok(flat.chunks_exact(2).map(|p| (p[0], p[1])).collect())
 }
 
+/// The open images behind `refs`, each once in first-listed order, with their ids.
+fn series_images<'a>(
+    st: &'a State,
+    refs: &[(u32, u32)],
+) -> Result<(Vec<u32>, Vec<&'a DicomImage>), JsValue> {
+    let mut ids: Vec<u32> = Vec::new();
+    for &(id, _) in refs {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let images = ids
+        .iter()
+        .map(|&id| st.image(id))
+        .collect::<Result<_, _>>()?;
+    Ok((ids, images))
+}
+
 fn clip_key(clip: Option<Clip>) -> Option<(u32, u32)> {
     clip.map(|c| (c.lo.to_bits(), c.hi.to_bits()))
 }
@@ -98,17 +116,7 @@ impl Engine {
         let refs = pairs(&refs)?;
         let req: Request = serde_wasm_bindgen::from_value(request)
             .map_err(|e| bad(format!("malformed propagate request: {e}")))?;
-        let points = req
-            .points
-            .iter()
-            .map(|p| Ok((p[0], p[1], pipeline::point_label(p[2])?)))
-            .collect::<Result<Vec<_>, pipeline::Error>>()
-            .map_err(err)?;
-        let prompt = PixelPrompt {
-            bbox: req.bbox,
-            points,
-            multimask: false,
-        };
+        let prompt = pixel_prompt(req.bbox, &req.points, false)?;
         let options = Options {
             extent: req.extent,
             min_iou: req.min_iou.unwrap_or(Options::default().min_iou),
@@ -116,20 +124,12 @@ impl Engine {
         let mut st = self.state.borrow_mut();
         st.model()?;
         // The images of the series, once each, and the library's order of their slices.
-        let mut ids: Vec<u32> = Vec::new();
         for &(id, frame) in &refs {
-            let image = st.image(id)?;
-            if frame >= image.meta.frames {
+            if frame >= st.image(id)?.meta.frames {
                 return Err(bad(format!("image {id} has no frame {frame}")));
             }
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
         }
-        let images: Vec<&DicomImage> = ids
-            .iter()
-            .map(|&id| st.image(id))
-            .collect::<Result<_, _>>()?;
+        let (ids, images) = series_images(&st, &refs)?;
         let slices = series::order(&images).map_err(err)?;
         let ordered: Vec<(u32, u32)> = slices.order.iter().map(|&(i, f)| (ids[i], f)).collect();
         if ordered != refs {
@@ -298,16 +298,7 @@ impl Engine {
     pub fn volume_ml(&self, refs: Vec<u32>, voxels: u32) -> Result<JsValue, JsValue> {
         let refs = pairs(&refs)?;
         let st = self.state.borrow();
-        let mut ids: Vec<u32> = Vec::new();
-        for &(id, _) in &refs {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        let images: Vec<&DicomImage> = ids
-            .iter()
-            .map(|&id| st.image(id))
-            .collect::<Result<_, _>>()?;
+        let (_, images) = series_images(&st, &refs)?;
         let Ok(slices) = series::order(&images) else {
             return Ok(JsValue::NULL);
         };
