@@ -10,6 +10,7 @@
 pub mod convert;
 pub mod dicom;
 pub mod dicomweb;
+pub mod dimse;
 pub mod model;
 pub mod pipeline;
 

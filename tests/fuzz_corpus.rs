@@ -151,6 +151,46 @@ fn dicomweb_corpus_replays_without_panic() {
     );
 }
 
+/// fuzz/fuzz_targets/dimse.rs over its corpus: the command set reader and its accessors;
+/// the well-formed seeds read, the broken ones are refused.
+#[test]
+fn dimse_corpus_replays_without_panic() {
+    use medfm::dimse::Command;
+    let inputs = corpus("fuzz/corpus/dimse");
+    let mut read = 0;
+    for bytes in &inputs {
+        if let Ok(c) = Command::read(bytes) {
+            read += 1;
+            let _ = (
+                c.command_field(),
+                c.message_id(),
+                c.message_id_responded(),
+                c.status(),
+            );
+            let _ = (
+                c.has_data_set(),
+                c.affected_sop_class(),
+                c.affected_sop_instance(),
+            );
+            let _ = c.error_comment();
+        }
+    }
+    assert!(
+        inputs.len() >= 7 && read >= 3,
+        "{} inputs, {read} read",
+        inputs.len()
+    );
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/dimse/huge_length"))
+            .unwrap();
+    assert!(
+        Command::read(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than the set")
+    );
+}
+
 /// fuzz/fuzz_targets/volume_nifti.rs over its corpus.
 #[test]
 fn volume_nifti_corpus_replays_without_panic() {

@@ -17,6 +17,10 @@ pub enum ErrorKind {
 #[path = "../../src/dicomweb/mod.rs"]
 mod dicomweb;
 
+/// `crate::dicom::is_uid`, which the URL parser uses.
+#[path = "../../src/dicom/uid.rs"]
+mod dicom;
+
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

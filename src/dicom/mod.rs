@@ -14,7 +14,10 @@ pub mod lut;
 mod scan;
 pub mod seg;
 pub mod series;
+mod uid;
 pub mod volume;
+
+pub use uid::is_uid;
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
@@ -232,9 +235,8 @@ fn check_frames_fit(
     Ok(())
 }
 
-/// Parse a DICOM Part 10 file from bytes.
-pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
-    let _span = tracing::info_span!("read").entered();
+/// Parse a Part 10 file (with or without preamble) after the length pre-scan.
+fn parse(bytes: &[u8]) -> Result<DefaultDicomObject, Error> {
     let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         &bytes[128..]
     } else if bytes.len() >= 4 && &bytes[..4] == b"DICM" {
@@ -250,9 +252,74 @@ pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
         Some(end) => &body[..end],
         None => body,
     };
-    let obj = OpenFileOptions::new()
+    OpenFileOptions::new()
         .from_reader(body)
-        .map_err(|e| Error::Parse(e.to_string()))?;
+        .map_err(|e| Error::Parse(e.to_string()))
+}
+
+/// The identity of a stored instance of any SOP class (image or not), as a DICOM node
+/// files it: its UIDs, each checked with [`is_uid`], and what rules match on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InstanceIds {
+    /// SOPClassUID.
+    pub sop_class_uid: String,
+    /// SOPInstanceUID.
+    pub sop_instance_uid: String,
+    /// StudyInstanceUID.
+    pub study_instance_uid: String,
+    /// SeriesInstanceUID.
+    pub series_instance_uid: String,
+    /// Transfer syntax of the file meta.
+    pub transfer_syntax: String,
+    /// Modality ("" when absent).
+    pub modality: String,
+    /// BodyPartExamined ("" when absent).
+    pub body_part: String,
+    /// SeriesDescription ("" when absent).
+    pub series_description: String,
+}
+
+/// Parse a whole Part 10 file (every element, pixel data included, after the length
+/// pre-scan) and return its identity. Refused: anything that does not parse, and a
+/// missing or malformed SOP class, SOP instance, study or series UID.
+pub fn identify(bytes: &[u8]) -> Result<InstanceIds, Error> {
+    let obj = parse(bytes)?;
+    let uid = |tag, name: &'static str| {
+        let value = opt_str(&obj, tag);
+        if is_uid(&value) {
+            Ok(value)
+        } else {
+            Err(Error::Attribute {
+                tag: tag_name(tag),
+                name,
+                problem: if value.is_empty() {
+                    "missing".into()
+                } else {
+                    format!("{value:?} is not a valid UID (digits and dots, at most 64)")
+                },
+            })
+        }
+    };
+    Ok(InstanceIds {
+        sop_class_uid: uid(tags::SOP_CLASS_UID, "SOPClassUID")?,
+        sop_instance_uid: uid(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?,
+        study_instance_uid: uid(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?,
+        series_instance_uid: uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?,
+        transfer_syntax: obj
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string(),
+        modality: opt_str(&obj, tags::MODALITY),
+        body_part: opt_str(&obj, tags::BODY_PART_EXAMINED),
+        series_description: opt_str(&obj, tags::SERIES_DESCRIPTION),
+    })
+}
+
+/// Parse a DICOM Part 10 file from bytes.
+pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
+    let _span = tracing::info_span!("read").entered();
+    let obj = parse(bytes)?;
     let rows = req_int(&obj, tags::ROWS, "Rows")?;
     let cols = req_int(&obj, tags::COLUMNS, "Columns")?;
     let frames = obj

@@ -3,6 +3,7 @@
 //! caller); a URL with a user or password is refused so it cannot end up in a log.
 
 use super::Error;
+pub use crate::dicom::is_uid;
 
 /// A DICOMweb resource: the service root and the study, series and instance it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,16 +16,6 @@ pub struct Resource {
     pub series: Option<String>,
     /// SOPInstanceUID (with a series).
     pub instance: Option<String>,
-}
-
-/// A DICOM UID: 1 to 64 characters of digits and dots (PS3.5 9.1).
-pub fn is_uid(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && !s.starts_with('.')
-        && !s.ends_with('.')
-        && !s.contains("..")
 }
 
 impl Resource {

@@ -353,7 +353,7 @@ pub(crate) fn cmd_store(args: StoreArgs, auth: &AuthArgs) -> Result<()> {
 pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let mut b = [0u8; 8];
         getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         let name = format!(

@@ -11,6 +11,7 @@ mod dicomweb;
 mod embed;
 mod fetch;
 mod info;
+mod node;
 mod output;
 mod propagate;
 mod segment;
@@ -46,10 +47,12 @@ struct Cli {
 
 /// The `-v` / RUST_LOG subscriber: each closed span of the library on stderr with its
 /// time. Without either, nothing is installed (the output stays as it is).
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, service: bool) {
     use tracing_subscriber::{EnvFilter, fmt::format::FmtSpan};
     let filter = match (EnvFilter::try_from_default_env(), verbose) {
         (Ok(f), _) => f,
+        // A service logs what it does (docs/node.md) without being asked.
+        (Err(_), 0) if service => EnvFilter::new("medfm=info,warn"),
         (Err(_), 0) => return,
         (Err(_), 1) => EnvFilter::new("medfm=info,warn"),
         (Err(_), _) => EnvFilter::new("medfm=debug,info"),
@@ -93,6 +96,9 @@ enum Cmd {
     Query(dicomweb::QueryArgs),
     /// Send DICOM files to a DICOMweb server (STOW-RS) and print what it did with each.
     Store(dicomweb::StoreArgs),
+    /// Run the edge node: a DICOM listener (C-ECHO, C-STORE) that keeps every
+    /// acknowledged instance durably in its spool (docs/node.md).
+    Node(node::NodeArgs),
 }
 
 /// Keeps freed memory in the process heap instead of handing it back to the kernel.
@@ -144,7 +150,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, matches!(cli.command, Cmd::Node(_)));
     let auth = cli.auth;
     // DICOMweb URLs given as inputs are retrieved first; their folders live until the end.
     let result = match cli.command {
@@ -163,6 +169,7 @@ fn main() -> ExitCode {
         Cmd::Query(args) => dicomweb::cmd_query(args, &auth),
         Cmd::Store(args) => dicomweb::cmd_store(args, &auth),
         Cmd::BenchDecode(args) => bench::cmd_bench_decode(args),
+        Cmd::Node(args) => node::run(args),
         Cmd::Weights(WeightsCmd::Fetch {
             pth,
             dir,

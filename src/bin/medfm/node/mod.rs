@@ -1,0 +1,162 @@
+//! `medfm node`: a DICOM node on the edge box (docs/node.md).
+//!
+//! This build: the DICOM listener (C-ECHO, C-STORE of every storage SOP class, allowed
+//! calling AE titles, concurrent associations with a limit, timeouts) and the durable
+//! spool. One thread per association; SIGTERM/SIGINT stop accepting, let the open
+//! associations finish (at most `idle_timeout_seconds`), then exit.
+
+mod config;
+mod scp;
+mod spool;
+
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+pub use config::Config;
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// The node's configuration (TOML; every key in docs/node.md). Without it, the defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (the file's keys with the defaults filled in)
+    /// and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// What the node has done since it started (logged at exit; the HTTP status later).
+#[derive(Default)]
+pub struct Counters {
+    stored: AtomicU64,
+    bytes: AtomicU64,
+    duplicates: AtomicU64,
+    refused: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Counters {
+    fn stored(&self, bytes: u64) {
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+    fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+    fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+#[cfg(unix)]
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGTERM and SIGINT set [`STOP`] (an atomic store: async-signal-safe).
+fn install_signal_handlers() {
+    #[cfg(unix)]
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+}
+
+pub fn run(args: NodeArgs) -> Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let spool = spool::Spool::open(&config.spool, config.quota_bytes())?;
+    let listener = TcpListener::bind(config.dicom_addr())
+        .with_context(|| format!("cannot listen on {}", config.dicom_addr()))?;
+    listener.set_nonblocking(true)?;
+    install_signal_handlers();
+    tracing::info!(
+        ae_title = config.ae_title,
+        addr = %listener.local_addr()?,
+        spool = %config.spool.display(),
+        spool_bytes = spool.used(),
+        "medfm node listening"
+    );
+
+    let options = scp::options(&config);
+    let counters = Counters::default();
+    let active = AtomicUsize::new(0);
+    let open: Mutex<Vec<(u64, TcpStream)>> = Mutex::new(Vec::new());
+    let next_id = AtomicU64::new(0);
+    std::thread::scope(|scope| -> Result<()> {
+        while !STOP.load(Ordering::SeqCst) {
+            let (stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            stream.set_nonblocking(false)?;
+            let _ = stream.set_nodelay(true);
+            if active.load(Ordering::SeqCst) >= config.max_associations {
+                tracing::warn!(%peer, max = config.max_associations, "association rejected: max_associations reached");
+                counters.rejected();
+                let timeout = config.association_timeout();
+                scope.spawn(move || scp::reject_busy(stream, timeout));
+                continue;
+            }
+            active.fetch_add(1, Ordering::SeqCst);
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            if let Ok(clone) = stream.try_clone() {
+                open.lock().expect("lock").push((id, clone));
+            }
+            let (options, config, spool, counters, active, open) =
+                (&options, &config, &spool, &counters, &active, &open);
+            scope.spawn(move || {
+                if let Err(e) = scp::serve(stream, options, config, spool, counters) {
+                    tracing::info!("{e:#}");
+                }
+                open.lock().expect("lock").retain(|(i, _)| *i != id);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        // Drain: no new associations; the open ones finish, or are cut at the deadline
+        // (whatever they sent and was acknowledged is in the spool already).
+        let open_now = active.load(Ordering::SeqCst);
+        tracing::info!(open = open_now, "stopping: draining the open associations");
+        let deadline = Instant::now() + config.idle_timeout();
+        while active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (_, s) in open.lock().expect("lock").iter() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        Ok(())
+    })?;
+    tracing::info!(
+        stored = counters.stored.load(Ordering::Relaxed),
+        bytes = counters.bytes.load(Ordering::Relaxed),
+        duplicates = counters.duplicates.load(Ordering::Relaxed),
+        refused = counters.refused.load(Ordering::Relaxed),
+        rejected = counters.rejected.load(Ordering::Relaxed),
+        "medfm node stopped"
+    );
+    Ok(())
+}

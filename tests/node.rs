@@ -1,0 +1,765 @@
+//! `medfm node` against real DICOM peers: DCMTK's `echoscu` and `storescu` (Debian package
+//! dcmtk) as the modality, the node started here on 127.0.0.1 with its own spool. Echo;
+//! fixture instances of many transfer syntaxes and SOP classes over 4 concurrent
+//! associations, stored byte for byte; refusals (calling and called AE title, abstract
+//! syntax, corrupt data set, a UID that is a path, quota, association limit), each with its
+//! status and log line and nothing written; 20+ `kill -9` while storescu sends, after which
+//! every acknowledged instance is in the spool whole; SIGTERM drains and exits 0.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use dicom_ul::ClientAssociationOptions;
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use medfm::dicom::{InstanceIds, identify};
+use medfm::dimse;
+
+const CALLING: &str = "MODALITY";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn dcmtk(tool: &str) -> Command {
+    assert!(
+        Path::new(&format!("/usr/bin/{tool}")).exists(),
+        "DCMTK is needed: apt-get install dcmtk"
+    );
+    Command::new(tool)
+}
+
+/// A `medfm node` process on a folder of its own (configuration, spool, log), restartable.
+struct Node {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+    starts: usize,
+}
+
+impl Node {
+    /// Write the configuration (`extra` TOML lines added) and start the node.
+    fn start(name: &str, extra: &str) -> Node {
+        let dir = std::env::temp_dir().join(format!("medfm-node-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.join("node.toml"),
+            format!(
+                "ae_title = \"MEDFM\"\nbind = \"127.0.0.1\"\nport = {port}\nspool = \"{}\"\n\
+                 allowed_calling_aes = [\"{CALLING}\", \"OTHER_OK\"]\nidle_timeout_seconds = 10\n{extra}",
+                dir.join("spool").display()
+            ),
+        )
+        .unwrap();
+        let mut node = Node {
+            child: None,
+            dir,
+            port,
+            starts: 0,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spool(&self) -> PathBuf {
+        self.dir.join("spool")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// (Re)start the process and wait for its "listening" line.
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_medfm"))
+            .args(["node", "--config"])
+            .arg(self.dir.join("node.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start medfm node");
+        self.child = Some(child);
+        self.starts += 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().matches("medfm node listening").count() < self.starts {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("medfm node exited ({status}): {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "node did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// DCMTK's storescu sending `files` in one association, each in its own transfer
+    /// syntax (as a modality does): a storescu configuration proposes one presentation
+    /// context per SOP class and transfer syntax of the files.
+    fn storescu(&self, calling: &str, files: &[PathBuf]) -> std::process::Output {
+        self.storescu_cmd(calling, files).output().unwrap()
+    }
+
+    fn storescu_cmd(&self, calling: &str, files: &[PathBuf]) -> Command {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cfg = self.dir.join(format!("storescu-{n}.cfg"));
+        std::fs::write(&cfg, storescu_config(files)).unwrap();
+        let mut c = dcmtk("storescu");
+        c.args(["-v", "-xf"])
+            .arg(&cfg)
+            .args(["AsIs", "-aet", calling, "-aec", "MEDFM", "127.0.0.1"])
+            .arg(self.port.to_string())
+            .args(files);
+        c
+    }
+
+    fn echoscu(&self, calling: &str, called: &str) -> std::process::Output {
+        dcmtk("echoscu")
+            .args(["-aet", calling, "-aec", called, "127.0.0.1"])
+            .arg(self.port.to_string())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A storescu configuration file (profile `AsIs`): for each SOP class of `files`, one
+/// presentation context per transfer syntax of the files.
+fn storescu_config(files: &[PathBuf]) -> String {
+    let mut classes = Vec::new();
+    let mut syntaxes = Vec::new();
+    for f in files {
+        // From the file meta (the refusal tests' files have data sets medfm refuses).
+        let obj = dicom_object::open_file(f).unwrap();
+        let class = obj.meta().media_storage_sop_class_uid().to_string();
+        let ts = obj
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string();
+        if !classes.contains(&class) {
+            classes.push(class);
+        }
+        if !syntaxes.contains(&ts) {
+            syntaxes.push(ts);
+        }
+    }
+    let mut cfg = String::from("[[TransferSyntaxes]]\n");
+    for (i, ts) in syntaxes.iter().enumerate() {
+        cfg += &format!("[TS{i}]\nTransferSyntax1 = {ts}\n");
+    }
+    cfg += "[[PresentationContexts]]\n[Contexts]\n";
+    let mut n = 0;
+    for class in &classes {
+        for i in 0..syntaxes.len() {
+            n += 1;
+            cfg += &format!("PresentationContext{n} = {class}\\TS{i}\n");
+        }
+    }
+    assert!(n <= 128, "{n} presentation contexts");
+    cfg + "[[Profiles]]\n[AsIs]\nPresentationContexts = Contexts\n"
+}
+
+/// The data set of a Part 10 file: the bytes after its file meta group.
+fn data_set(file: &[u8]) -> &[u8] {
+    assert_eq!(&file[128..132], b"DICM");
+    assert_eq!(
+        &file[132..136],
+        &[2, 0, 0, 0],
+        "file meta starts with its group length"
+    );
+    let len = u32::from_le_bytes(file[140..144].try_into().unwrap()) as usize;
+    &file[144 + len..]
+}
+
+/// The data set's bytes, inflated when the transfer syntax is deflate (storescu deflates
+/// with its own settings, so only the inflated bytes are the same).
+fn content(file: &[u8]) -> Vec<u8> {
+    let ds = data_set(file);
+    if identify(file).unwrap().transfer_syntax == "1.2.840.10008.1.2.1.99" {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(ds), &mut out).unwrap();
+        out
+    } else {
+        ds.to_vec()
+    }
+}
+
+fn spooled(node: &Node, ids: &InstanceIds) -> PathBuf {
+    node.spool()
+        .join(&ids.study_instance_uid)
+        .join(&ids.series_instance_uid)
+        .join(format!("{}.dcm", ids.sop_instance_uid))
+}
+
+/// Every file in the spool (final names only) and whether `.tmp` is empty.
+fn spool_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if p.file_name().unwrap() != ".tmp" {
+                    stack.push(p);
+                }
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Fixtures with distinct SOP instances: several transfer syntaxes (explicit and implicit
+/// little endian, big endian, deflate, JPEG baseline/extended/lossless, JPEG 2000, RLE)
+/// and SOP classes (MR, CT, SC, US, Enhanced MR, SEG, RT Dose).
+fn fixtures() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = [
+        "CT_small.dcm",
+        "JPEG-LL.dcm",
+        "693_UNCR.dcm",
+        "examples_ybr_color.dcm",
+        "decode/693_J2KI.dcm",
+        "decode/JPEG2000.dcm",
+        "decode/JPGExtended.dcm",
+        "decode/MR_small_bigendian.dcm",
+        "decode/OBXXXX1A_rle.dcm",
+        "decode/SC_rgb_jpeg_dcmtk.dcm",
+        "decode/SC_rgb_rle.dcm",
+        "decode/emri_small_jpeg12.dcm",
+        "decode/image_dfl.dcm",
+        "decode/liver_1frame.dcm",
+        "decode/rtdose.dcm",
+    ]
+    .iter()
+    .map(|f| data(f))
+    .collect();
+    let mut brain: Vec<PathBuf> = std::fs::read_dir(data("series/brain11"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    brain.sort();
+    files.extend(brain);
+    files
+}
+
+/// Copies of `files` in `dir` as DCMTK writes them (`dcmconv`, same transfer syntax):
+/// storescu re-encodes what it sends from its in-memory object, so these are the bytes a
+/// DCMTK modality puts on the wire, which the spool must keep byte for byte.
+fn as_dcmtk_writes(files: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let out = dir.join(format!(
+                "{i:03}-{}",
+                f.file_name().unwrap().to_string_lossy()
+            ));
+            let st = dcmtk("dcmconv").arg(f).arg(&out).output().unwrap();
+            assert!(
+                st.status.success(),
+                "dcmconv {}: {}",
+                f.display(),
+                String::from_utf8_lossy(&st.stderr)
+            );
+            // storescu leaves DataSetTrailingPadding (FFFC,FFFC) out of what it sends.
+            let st = dcmtk("dcmodify")
+                .args(["-nb", "-imt", "-e", "(fffc,fffc)"])
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(
+                st.status.success(),
+                "dcmodify: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+            out
+        })
+        .collect()
+}
+
+/// A C-STORE from a minimal SCU written here (dicom-ul client): what DCMTK refuses to
+/// send, such as a data set cut short. The response's status and error comment.
+fn raw_store(port: u16, sop_class: &str, sop_instance: &str, data: &[u8]) -> (u16, String) {
+    let mut a = ClientAssociationOptions::new()
+        .calling_ae_title(CALLING)
+        .called_ae_title("MEDFM")
+        .with_presentation_context(sop_class, vec!["1.2.840.10008.1.2.1"])
+        .establish(format!("127.0.0.1:{port}"))
+        .unwrap();
+    let context = a.presentation_contexts()[0].id;
+    a.send(&Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: context,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: dimse::store_rq(1, sop_class, sop_instance),
+        }],
+    })
+    .unwrap();
+    let mut w = a.send_pdata(context);
+    std::io::Write::write_all(&mut w, data).unwrap();
+    w.finish().unwrap();
+    let reply = match a.receive().unwrap() {
+        Pdu::PData { data } => dimse::Command::read(&data[0].data).unwrap(),
+        other => panic!("unexpected {other:?}"),
+    };
+    let _ = a.release();
+    (
+        reply.status().unwrap(),
+        reply.error_comment().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn echo_store_over_four_associations_and_refusals() {
+    let node = Node::start("main", "");
+    // C-ECHO from an allowed AE; refusals of a calling and a called AE title.
+    let out = node.echoscu(CALLING, "MEDFM");
+    assert!(
+        out.status.success(),
+        "echoscu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = node.echoscu("INTRUDER", "MEDFM");
+    assert!(
+        !out.status.success(),
+        "an unknown calling AE must be rejected"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("Calling AE Title Not Recognized"), "{err}");
+    let out = node.echoscu(CALLING, "NOT_MEDFM");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Called AE Title Not Recognized"));
+    let log = node.log();
+    assert!(
+        log.contains("calling AE title not allowed") && log.contains("INTRUDER"),
+        "{log}"
+    );
+    assert!(log.contains("called AE title is not this node's"), "{log}");
+
+    // The fixtures over 4 concurrent associations.
+    let files = as_dcmtk_writes(&fixtures(), &node.dir.join("sent"));
+    let parts: Vec<Vec<PathBuf>> = (0..4)
+        .map(|i| files.iter().skip(i).step_by(4).cloned().collect())
+        .collect();
+    let outputs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|p| s.spawn(|| node.storescu(CALLING, p)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &outputs {
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "storescu: {text}");
+        assert!(
+            !text.contains("Store Response (Error") && !text.contains("Failed"),
+            "{text}"
+        );
+    }
+    let log = node.log();
+    assert!(log.matches("association accepted").count() >= 5, "{log}");
+    let mut same_syntax = 0;
+    for f in &files {
+        let original = std::fs::read(f).unwrap();
+        let ids = identify(&original).unwrap();
+        let path = spooled(&node, &ids);
+        let stored = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{} not in the spool ({e}): {log}", f.display()));
+        let back = identify(&stored).unwrap();
+        assert_eq!(
+            (
+                &back.sop_class_uid,
+                &back.study_instance_uid,
+                &back.series_instance_uid
+            ),
+            (
+                &ids.sop_class_uid,
+                &ids.study_instance_uid,
+                &ids.series_instance_uid
+            )
+        );
+        if back.transfer_syntax == ids.transfer_syntax {
+            // Sent in its own transfer syntax: the data set is kept byte for byte (the
+            // inflated bytes for deflate).
+            assert!(
+                content(&stored) == content(&original),
+                "{} changed",
+                f.display()
+            );
+            same_syntax += 1;
+        }
+        if let Ok(image) = medfm::dicom::read(&original)
+            && let Ok(a) = image.frame(0)
+        {
+            let b = medfm::dicom::read(&stored).unwrap().frame(0).unwrap();
+            assert_eq!(a.values, b.values, "{} decodes differently", f.display());
+        }
+    }
+    assert!(
+        same_syntax >= files.len() - 3,
+        "only {same_syntax} kept their transfer syntax"
+    );
+    let count = spool_files(&node.spool()).len();
+    assert_eq!(count, files.len());
+
+    // The same instances again: acknowledged, stored once.
+    let out = node.storescu(CALLING, &parts[0]);
+    assert!(out.status.success());
+    assert_eq!(spool_files(&node.spool()).len(), count);
+    assert!(node.log().contains("duplicate, already in the spool"));
+
+    // A data set whose StudyInstanceUID is a path: refused (C000), nothing written.
+    let dir = node.dir.join("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let brain = data("series/brain11/brain_005.dcm");
+    let evil = edited(&brain, |o| {
+        o.put_str(
+            dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+            dicom_core::VR::UI,
+            "../../../../escaped",
+        );
+        o.put_str(
+            dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+            dicom_core::VR::UI,
+            "1.2.826.0.1.3680043.9.7777.1",
+        );
+        o.meta_mut().media_storage_sop_instance_uid = "1.2.826.0.1.3680043.9.7777.1".into();
+    });
+    let no_series = edited(&brain, |o| {
+        o.remove_element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID);
+        o.put_str(
+            dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+            dicom_core::VR::UI,
+            "1.2.826.0.1.3680043.9.7777.2",
+        );
+        o.meta_mut().media_storage_sop_instance_uid = "1.2.826.0.1.3680043.9.7777.2".into();
+    });
+    for (name, bytes, needle) in [
+        ("evil.dcm", &evil, "StudyInstanceUID"),
+        ("noseries.dcm", &no_series, "SeriesInstanceUID"),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let out = node.storescu(CALLING, &[p]);
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            text.contains("Store Response (Error: CannotUnderstand)"),
+            "{name}: {text}"
+        );
+        let log = node.log();
+        assert!(
+            log.contains("C-STORE refused") && log.contains(needle),
+            "{log}"
+        );
+    }
+    assert_eq!(spool_files(&node.spool()).len(), count);
+    assert!(!node.dir.join("escaped").exists() && !Path::new("/escaped").exists());
+
+    // A data set cut short (DCMTK would not send it): C000 with the parser's reason.
+    let original = std::fs::read(&brain).unwrap();
+    let ids = identify(&original).unwrap();
+    let ds = data_set(&original);
+    let (code, comment) = raw_store(
+        node.port,
+        &ids.sop_class_uid,
+        "1.2.826.0.1.3680043.9.7777.3",
+        &ds[..ds.len() / 2],
+    );
+    assert_eq!(code, dimse::status::CANNOT_UNDERSTAND, "{comment}");
+    // A data set of another SOP instance than its command: A900.
+    let (code, comment) = raw_store(
+        node.port,
+        &ids.sop_class_uid,
+        "1.2.826.0.1.3680043.9.7777.4",
+        ds,
+    );
+    assert_eq!(code, dimse::status::DATA_SET_MISMATCH, "{comment}");
+    assert!(comment.contains("SOPInstanceUID"), "{comment}");
+    assert_eq!(spool_files(&node.spool()).len(), count);
+
+    // An abstract syntax that is not storage (Patient Root Q/R FIND): refused.
+    let refused = ClientAssociationOptions::new()
+        .calling_ae_title(CALLING)
+        .called_ae_title("MEDFM")
+        .with_presentation_context("1.2.840.10008.5.1.4.1.2.1.1", vec!["1.2.840.10008.1.2"])
+        .establish(format!("127.0.0.1:{}", node.port));
+    assert!(refused.is_err(), "a Q/R context must not be accepted");
+    assert!(node.log().contains("presentation context refused"));
+    assert!(
+        std::fs::read_dir(node.spool().join(".tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn quota_and_association_limit() {
+    // 1 MiB: the first brain slices (133 KB each) fit, the rest are refused with A700.
+    let node = Node::start("quota", "quota_mb = 1\nmax_associations = 1\n");
+    let files: Vec<PathBuf> = fixtures()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("brain"))
+        .collect();
+    let out = node.storescu(CALLING, &files);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        text.contains("Store Response (Refused: OutOfResources)"),
+        "{text}"
+    );
+    let stored = spool_files(&node.spool());
+    let bytes: u64 = stored
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        !stored.is_empty() && bytes <= 1 << 20,
+        "{} files, {bytes} bytes",
+        stored.len()
+    );
+    assert!(node.log().contains("quota"), "{}", node.log());
+    for p in &stored {
+        identify(&std::fs::read(p).unwrap()).unwrap();
+    }
+
+    // One association at a time: a second one is rejected (transient) while one is open.
+    let held = ClientAssociationOptions::new()
+        .calling_ae_title(CALLING)
+        .called_ae_title("MEDFM")
+        .with_presentation_context(dimse::VERIFICATION, vec!["1.2.840.10008.1.2"])
+        .establish(format!("127.0.0.1:{}", node.port))
+        .unwrap();
+    let out = node.echoscu(CALLING, "MEDFM");
+    assert!(
+        !out.status.success(),
+        "a second association must be rejected"
+    );
+    assert!(node.log().contains("max_associations reached"));
+    drop(held);
+}
+
+/// The files of one storescu run that it saw acknowledged with Success.
+fn acknowledged(out: &std::process::Output, files: &[PathBuf]) -> Vec<PathBuf> {
+    // storescu -v prints "Sending file: <path>" then, per C-STORE, "Received Store
+    // Response (Success)" (or an error); the responses follow the files in order.
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut current: Option<PathBuf> = None;
+    let mut acked = Vec::new();
+    for line in text.lines() {
+        if let Some(p) = line.split("Sending file: ").nth(1) {
+            current = files
+                .iter()
+                .find(|f| f.to_string_lossy() == p.trim())
+                .cloned();
+        } else if line.contains("Received Store Response (Success)") {
+            acked.extend(current.take());
+        }
+    }
+    acked
+}
+
+#[test]
+fn kill_dash_nine_loses_no_acknowledged_instance() {
+    let mut node = Node::start("crash", "");
+    // 126 distinct instances made from the brain slices (new SOP instance UIDs): 120 sent
+    // while the node is killed, 6 after.
+    let src_dir = node.dir.join("src");
+    std::fs::create_dir_all(&src_dir).unwrap();
+    let brain: Vec<PathBuf> = fixtures()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("brain"))
+        .collect();
+    let mut made = Vec::new();
+    for i in 0..126 {
+        let uid = format!("1.2.826.0.1.3680043.9.7778.{}", i + 1);
+        let bytes = edited(&brain[i % brain.len()], |o| {
+            o.put_str(
+                dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+                dicom_core::VR::UI,
+                uid.as_str(),
+            );
+            o.meta_mut().media_storage_sop_instance_uid = uid.clone();
+        });
+        let p = src_dir.join(format!("{i:03}.dcm"));
+        std::fs::write(&p, bytes).unwrap();
+        made.push(p);
+    }
+    let files = as_dcmtk_writes(&made, &node.dir.join("sent"));
+    let mut acked: Vec<PathBuf> = Vec::new();
+    let mut kills = 0;
+    let mut rng = 0x2545F491u32;
+    let mut next = |m: u32| {
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        rng % m
+    };
+    let mut round = 0;
+    while kills < 24 {
+        // storescu sends a batch of 6 in one association, in the background; the node is
+        // killed at a random moment 20-200 ms after storescu starts (before, during or after its association).
+        let batch: Vec<PathBuf> = (0..6)
+            .map(|k| files[(round * 6 + k) % 120].clone())
+            .collect();
+        round += 1;
+        let child = node
+            .storescu_cmd(CALLING, &batch)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + next(180) as u64));
+        node.kill9();
+        kills += 1;
+        let out = child.wait_with_output().unwrap();
+        acked.extend(acknowledged(&out, &batch));
+        node.spawn();
+    }
+    // A last batch without a kill: the node works after all the crashes.
+    let tail: Vec<PathBuf> = files[120..].to_vec();
+    let out = node.storescu(CALLING, &tail);
+    assert_eq!(
+        acknowledged(&out, &tail),
+        tail,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    acked.extend(tail);
+    acked.sort();
+    acked.dedup();
+    for f in &acked {
+        let original = std::fs::read(f).unwrap();
+        let ids = identify(&original).unwrap();
+        let stored = std::fs::read(spooled(&node, &ids))
+            .unwrap_or_else(|e| panic!("acknowledged {} lost ({e})", f.display()));
+        assert!(
+            data_set(&stored) == data_set(&original),
+            "{} differs",
+            f.display()
+        );
+    }
+    // Nothing in the spool is a partial file: every final name parses whole.
+    for p in spool_files(&node.spool()) {
+        identify(&std::fs::read(&p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+    assert_eq!(node.starts, kills + 1);
+    eprintln!(
+        "{kills} kills, {} acknowledged instances, {} in the spool",
+        acked.len(),
+        spool_files(&node.spool()).len()
+    );
+
+    // SIGTERM: drains and exits 0 with its counts.
+    let status = node.terminate();
+    assert!(status.success(), "{status}: {}", node.log());
+    assert!(node.log().contains("medfm node stopped"));
+}
+
+#[test]
+fn print_config_and_bad_configs() {
+    let (ok, out, err) = medfm(&["node", "--print-config"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("ae_title = \"MEDFM\"") && out.contains("port = 11112"),
+        "{out}"
+    );
+    let dir = std::env::temp_dir().join(format!("medfm-node-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "ae_title = \"MEDFM\"\n[[rule]]\nmodality = \"MR\"\njobs = [\"embed\"]\n",
+    )
+    .unwrap();
+    expect_error(
+        &["node", "--config", bad.to_str().unwrap()],
+        "not implemented in this build",
+    );
+    std::fs::write(&bad, "aetitle = \"X\"\n").unwrap();
+    expect_error(
+        &["node", "--config", bad.to_str().unwrap()],
+        "unknown field",
+    );
+    expect_error(
+        &[
+            "node",
+            "--config",
+            dir.join("missing.toml").to_str().unwrap(),
+        ],
+        "cannot read",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // A port in use: a clear error, no panic.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = std::env::temp_dir().join(format!("medfm-node-port-{}.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "bind = \"127.0.0.1\"\nport = {port}\nspool = \"{}\"\n",
+            std::env::temp_dir()
+                .join(format!("medfm-node-port-{}", std::process::id()))
+                .display()
+        ),
+    )
+    .unwrap();
+    expect_error(
+        &["node", "--config", cfg.to_str().unwrap()],
+        "cannot listen",
+    );
+    drop(taken);
+    let _ = std::fs::remove_file(&cfg);
+}
