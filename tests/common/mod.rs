@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: fixtures, weights, devices, metrics.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

@@ -12,14 +12,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// Keys of the node's contract (docs/node.md) that this build does not implement yet:
-/// refused by name, so that an operator never believes a rule or a destination is active.
-const NOT_YET: &[&str] = &[
-    "series_idle_seconds",
-    "http",
-    "destination",
-    "rule",
-    "inbox",
-];
+/// refused by name, so that an operator never believes they are active.
+const NOT_YET: &[&str] = &["http", "inbox"];
 
 /// The effective configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +42,101 @@ pub struct Config {
     /// Disk quota of the spool (MiB); 0: none. An instance that would exceed it is
     /// refused (A700) and nothing is written.
     pub quota_mb: u64,
+    /// A series is complete (its rules' jobs run) after this many seconds without a new
+    /// instance.
+    pub series_idle_seconds: u64,
+    /// Attempts of a job or a send before it is parked with its error.
+    pub max_attempts: u32,
+    /// Wait before the first retry (seconds); doubled at each retry, at most an hour.
+    pub retry_seconds: u64,
+    /// Where results and forwarded instances go (C-STORE).
+    #[serde(rename = "destination")]
+    pub destinations: Vec<Destination>,
+    /// What runs when a series is complete: the jobs of every rule that matches it.
+    #[serde(rename = "rule")]
+    pub rules: Vec<Rule>,
+}
+
+/// A DICOM peer the node sends to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// Name the rules use.
+    pub name: String,
+    /// Its AE title.
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// A job a rule runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Send the series' instances to the rule's destinations.
+    Forward,
+}
+
+/// Jobs for the series that match every condition given (absent: any). Matching is
+/// case-insensitive; `series_description` is a pattern with `*` and `?`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modality: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_part: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sop_class: Option<String>,
+    pub jobs: Vec<JobKind>,
+    /// Destinations (names) of `forward` and of results; empty: all destinations.
+    #[serde(default)]
+    pub send_to: Vec<String>,
+}
+
+impl Rule {
+    /// Whether the series of `ids` (one of its instances) matches.
+    pub fn matches(&self, ids: &medfm::dicom::InstanceIds) -> bool {
+        let eq = |want: &Option<String>, got: &str| {
+            want.as_ref()
+                .is_none_or(|w| w.eq_ignore_ascii_case(got.trim()))
+        };
+        eq(&self.modality, &ids.modality)
+            && eq(&self.body_part, &ids.body_part)
+            && eq(&self.sop_class, &ids.sop_class_uid)
+            && self.series_description.as_ref().is_none_or(|p| {
+                glob(
+                    &p.to_ascii_lowercase(),
+                    &ids.series_description.to_ascii_lowercase(),
+                )
+            })
+    }
+}
+
+/// `*` any run of characters, `?` one character.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Iterative matching with the last star's position (linear in practice).
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < t.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
 }
 
 impl Default for Config {
@@ -64,6 +153,11 @@ impl Default for Config {
             idle_timeout_seconds: 120,
             max_instance_mb: 1024,
             quota_mb: 0,
+            series_idle_seconds: 30,
+            max_attempts: 8,
+            retry_seconds: 5,
+            destinations: Vec::new(),
+            rules: Vec::new(),
         }
     }
 }
@@ -118,6 +212,31 @@ impl Config {
         if self.spool.as_os_str().is_empty() {
             bail!("spool: a folder is needed");
         }
+        if self.max_attempts == 0 || self.retry_seconds == 0 || self.series_idle_seconds == 0 {
+            bail!("max_attempts, retry_seconds and series_idle_seconds: at least 1");
+        }
+        for (i, d) in self.destinations.iter().enumerate() {
+            if d.name.is_empty() || self.destinations[..i].iter().any(|o| o.name == d.name) {
+                bail!("destination {:?}: a name, given once", d.name);
+            }
+            check_ae_title(&d.ae_title).with_context(|| format!("destination {:?}", d.name))?;
+            if d.host.is_empty() || d.port == 0 {
+                bail!("destination {:?}: host and port", d.name);
+            }
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.jobs.is_empty() {
+                bail!("rule {}: no jobs", i + 1);
+            }
+            for name in &r.send_to {
+                if !self.destinations.iter().any(|d| &d.name == name) {
+                    bail!("rule {}: send_to {name:?} is not a [[destination]]", i + 1);
+                }
+            }
+            if r.jobs.contains(&JobKind::Forward) && self.destinations.is_empty() {
+                bail!("rule {}: forward needs a [[destination]]", i + 1);
+            }
+        }
         Ok(())
     }
 
@@ -138,6 +257,19 @@ impl Config {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_seconds)
+    }
+
+    pub fn series_idle(&self) -> Duration {
+        Duration::from_secs(self.series_idle_seconds)
+    }
+
+    /// The destinations a rule sends to.
+    pub fn destinations_of(&self, rule: &Rule) -> Vec<Destination> {
+        self.destinations
+            .iter()
+            .filter(|d| rule.send_to.is_empty() || rule.send_to.contains(&d.name))
+            .cloned()
+            .collect()
     }
 
     pub fn association_timeout(&self) -> Duration {
@@ -171,6 +303,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rules_match_case_insensitively_with_patterns() {
+        let ids = medfm::dicom::InstanceIds {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
+            sop_instance_uid: "1.2".into(),
+            study_instance_uid: "1.3".into(),
+            series_instance_uid: "1.4".into(),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            modality: "MR".into(),
+            body_part: "HEAD".into(),
+            series_description: "FSE PD AXIAL OBL".into(),
+        };
+        let rule = |m: Option<&str>, d: Option<&str>| Rule {
+            modality: m.map(String::from),
+            series_description: d.map(String::from),
+            jobs: vec![JobKind::Forward],
+            ..Rule::default()
+        };
+        assert!(rule(None, None).matches(&ids));
+        assert!(rule(Some("mr"), Some("*pd*axial*")).matches(&ids));
+        assert!(rule(Some("MR"), Some("FSE ?? AXIAL OBL")).matches(&ids));
+        assert!(!rule(Some("CT"), None).matches(&ids));
+        assert!(!rule(None, Some("*T1*")).matches(&ids));
+        assert!(glob("a*b*c", "axxbyyc") && !glob("a*b*c", "axxbyy") && glob("*", ""));
+    }
+
+    #[test]
     fn contract_keys_parse_and_defaults_fill_the_rest() {
         let c = Config::parse(
             "ae_title = \"EDGE1\"\nport = 104\nspool = \"/tmp/s\"\nallowed_calling_aes = [\"MODALITY\"]\n",
@@ -195,7 +353,23 @@ mod tests {
         assert!(err("port = 0").contains("not a port"));
         assert!(err("port = 70000").contains("port"));
         assert!(err("max_pdu = 10").contains("max_pdu"));
-        assert!(err("[[rule]]\nmodality = \"MR\"").contains("not implemented"));
+        assert!(err("http = \"127.0.0.1:8181\"").contains("not implemented"));
+        assert!(
+            err("[[rule]]\nmodality = \"MR\"\njobs = [\"forward\"]")
+                .contains("needs a [[destination]]")
+        );
+        assert!(
+            err("[[rule]]\nmodality = \"MR\"\njobs = [\"teleport\"]").contains("unknown variant")
+        );
+        let dest =
+            "[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"h\"\nport = 104\n";
+        assert!(
+            err(&format!(
+                "{dest}[[rule]]\njobs = [\"forward\"]\nsend_to = [\"nas\"]"
+            ))
+            .contains("not a [[destination]]")
+        );
+        assert!(err(&format!("{dest}{dest}")).contains("given once"));
         assert!(err("bind = \"localhost\"").contains("bind"));
     }
 }

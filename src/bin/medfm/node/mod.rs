@@ -1,13 +1,18 @@
 //! `medfm node`: a DICOM node on the edge box (docs/node.md).
 //!
 //! This build: the DICOM listener (C-ECHO, C-STORE of every storage SOP class, allowed
-//! calling AE titles, concurrent associations with a limit, timeouts) and the durable
-//! spool. One thread per association; SIGTERM/SIGINT stop accepting, let the open
-//! associations finish (at most `idle_timeout_seconds`), then exit.
+//! calling AE titles, concurrent associations with a limit, timeouts), the durable spool,
+//! series completion, rules and their jobs (`forward`), the outbox (C-STORE SCU with
+//! retries). One thread per association and one work thread; SIGTERM/SIGINT stop
+//! accepting, let the open associations finish (at most `idle_timeout_seconds`) and the
+//! work thread its current step, then exit.
 
 mod config;
+mod records;
 mod scp;
+mod scu;
 mod spool;
+mod work;
 
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -82,6 +87,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
         return Ok(());
     }
     let spool = spool::Spool::open(&config.spool, config.quota_bytes())?;
+    let work = work::Work::open(&config.spool)?;
     let listener = TcpListener::bind(config.dicom_addr())
         .with_context(|| format!("cannot listen on {}", config.dicom_addr()))?;
     listener.set_nonblocking(true)?;
@@ -100,6 +106,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let open: Mutex<Vec<(u64, TcpStream)>> = Mutex::new(Vec::new());
     let next_id = AtomicU64::new(0);
     std::thread::scope(|scope| -> Result<()> {
+        let worker = scope.spawn(|| work.run(&config));
         while !STOP.load(Ordering::SeqCst) {
             let (stream, peer) = match listener.accept() {
                 Ok(s) => s,
@@ -127,10 +134,10 @@ pub fn run(args: NodeArgs) -> Result<()> {
             if let Ok(clone) = stream.try_clone() {
                 open.lock().expect("lock").push((id, clone));
             }
-            let (options, config, spool, counters, active, open) =
-                (&options, &config, &spool, &counters, &active, &open);
+            let (options, config, spool, work, counters, active, open) =
+                (&options, &config, &spool, &work, &counters, &active, &open);
             scope.spawn(move || {
-                if let Err(e) = scp::serve(stream, options, config, spool, counters) {
+                if let Err(e) = scp::serve(stream, options, config, spool, work, counters) {
                     tracing::info!("{e:#}");
                 }
                 open.lock().expect("lock").retain(|(i, _)| *i != id);
@@ -148,6 +155,8 @@ pub fn run(args: NodeArgs) -> Result<()> {
         for (_, s) in open.lock().expect("lock").iter() {
             let _ = s.shutdown(Shutdown::Both);
         }
+        // The work thread stops after its current job or send.
+        let _ = worker.join();
         Ok(())
     })?;
     tracing::info!(

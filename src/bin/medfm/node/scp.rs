@@ -21,6 +21,7 @@ use dicom_ul::pdu::{
 };
 
 use super::spool::{Part10, Spool, StoreError, Stored};
+use super::work::Work;
 use super::{Config, Counters};
 use medfm::dimse::{self, Command, STORAGE_SOP_CLASSES, status};
 
@@ -107,6 +108,7 @@ pub fn serve(
     options: &Options,
     config: &Config,
     spool: &Spool,
+    work: &Work,
     counters: &Counters,
 ) -> Result<()> {
     let peer = stream
@@ -267,7 +269,7 @@ pub fn serve(
                     }
                     if is_last {
                         let p = pending.take().expect("pending");
-                        let reply = finish(p, spool, &calling, counters);
+                        let reply = finish(p, spool, work, &calling, counters);
                         send_command(&mut association, context, reply)?;
                     }
                 }
@@ -360,10 +362,10 @@ fn start(
 }
 
 /// Check and store a complete instance; the response to send.
-fn finish(p: Pending, spool: &Spool, calling: &str, counters: &Counters) -> Vec<u8> {
+fn finish(p: Pending, spool: &Spool, work: &Work, calling: &str, counters: &Counters) -> Vec<u8> {
     let outcome = match p.refusal {
         Some(r) => Err(r),
-        None => check_and_store(&p, spool),
+        None => check_and_store(&p, spool, work),
     };
     let (code, comment) = match outcome {
         Ok(Stored::New) => {
@@ -407,7 +409,7 @@ fn finish(p: Pending, spool: &Spool, calling: &str, counters: &Counters) -> Vec<
     )
 }
 
-fn check_and_store(p: &Pending, spool: &Spool) -> Result<Stored, (u16, String)> {
+fn check_and_store(p: &Pending, spool: &Spool, work: &Work) -> Result<Stored, (u16, String)> {
     let ids =
         medfm::dicom::identify(&p.file).map_err(|e| (status::CANNOT_UNDERSTAND, e.to_string()))?;
     if ids.sop_instance_uid != p.sop_instance {
@@ -426,6 +428,17 @@ fn check_and_store(p: &Pending, spool: &Spool) -> Result<Stored, (u16, String)> 
                 "SOPClassUID {} differs from the command's {}",
                 ids.sop_class_uid, p.sop_class
             ),
+        ));
+    }
+    // The series is opened (durably) before the instance is stored: a crash in between
+    // leaves an open series without this instance, never an instance without its series.
+    if !spool.contains(&ids)
+        && let Err(e) = work.arrived(&ids)
+    {
+        tracing::error!("cannot record the series: {e:#}");
+        return Err((
+            status::OUT_OF_RESOURCES,
+            "the node cannot write its state".into(),
         ));
     }
     spool.store(&ids, &p.file).map_err(|e| match e {

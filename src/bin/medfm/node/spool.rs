@@ -103,6 +103,11 @@ impl Spool {
             .join(format!("{}.dcm", ids.sop_instance_uid)))
     }
 
+    /// Whether the SOP instance of `ids` is in the spool.
+    pub fn contains(&self, ids: &InstanceIds) -> bool {
+        self.path_of(ids).is_ok_and(|p| p.exists())
+    }
+
     /// Store a whole Part 10 file durably (see the module docs).
     pub fn store(&self, ids: &InstanceIds, file: &[u8]) -> Result<Stored, StoreError> {
         let path = self.path_of(ids)?;
@@ -173,12 +178,25 @@ pub fn instances(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for study in read_dirs(root)? {
         for series in read_dirs(&study)? {
-            for entry in fs::read_dir(&series)? {
-                let p = entry?.path();
-                if p.extension().is_some_and(|e| e == "dcm") {
-                    out.push(p);
-                }
-            }
+            out.extend(instances_of(&series)?);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The `.dcm` files of one series folder, sorted (none when it does not exist).
+pub fn instances_of(series: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(series) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", series.display())),
+    };
+    for entry in entries {
+        let p = entry?.path();
+        if p.extension().is_some_and(|e| e == "dcm") {
+            out.push(p);
         }
     }
     out.sort();
@@ -199,7 +217,7 @@ fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// A folder only its owner (the node's user) and group can read: the spool holds
 /// patient data.
-fn create_dir(dir: &Path) -> Result<()> {
+pub(super) fn create_dir(dir: &Path) -> Result<()> {
     let mut b = fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -212,7 +230,7 @@ fn create_dir(dir: &Path) -> Result<()> {
 }
 
 /// fsync a folder, so the entries created or renamed in it survive a crash.
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     File::open(dir)
         .and_then(|d| d.sync_all())

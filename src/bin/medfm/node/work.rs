@@ -1,0 +1,349 @@
+//! What happens after an instance is stored: series completion, jobs, the outbox.
+//!
+//! - An instance of a series with no open record opens one (`.node/series/`, written before
+//!   the instance is acknowledged). A series is complete after `series_idle_seconds`
+//!   without a new instance; then one job per rule job that matches it is written
+//!   (`.node/jobs/`) and the series record removed. After a restart the open series wait
+//!   their idle time again.
+//! - Jobs run one at a time: `forward` writes one outbox record per destination.
+//! - The outbox (`.node/outbox/`) sends its records' files by C-STORE; what the
+//!   destination stored leaves the record, the rest is retried after `retry_seconds`,
+//!   doubled each time (at most an hour); after `max_attempts` the record is parked
+//!   (`.node/parked/`) with its error. A crash repeats at most the send in flight
+//!   (delivery at least once; the destination keeps one copy per SOP instance).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use medfm::dicom::InstanceIds;
+use serde::{Deserialize, Serialize};
+
+use super::config::{Config, JobKind};
+use super::records::{Records, new_id, now_unix};
+use super::{STOP, scu};
+
+/// An open series (its record).
+#[derive(Serialize, Deserialize)]
+struct OpenSeries {
+    study: String,
+    series: String,
+}
+
+/// A job to run on a complete series.
+#[derive(Serialize, Deserialize)]
+pub struct Job {
+    kind: JobKind,
+    study: String,
+    series: String,
+    /// Index of the rule in the configuration when the series completed.
+    rule: usize,
+    attempts: u32,
+    not_before: u64,
+    #[serde(default)]
+    error: String,
+}
+
+/// Files to send to one destination.
+#[derive(Serialize, Deserialize)]
+pub struct Send {
+    destination: String,
+    /// Paths relative to the spool root.
+    files: Vec<PathBuf>,
+    attempts: u32,
+    not_before: u64,
+    #[serde(default)]
+    error: String,
+}
+
+pub struct Work {
+    root: PathBuf,
+    series: Records,
+    jobs: Records,
+    outbox: Records,
+    parked: Records,
+    /// Open series and when their last instance arrived.
+    open: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl Work {
+    pub fn open(root: &std::path::Path) -> Result<Work> {
+        let state = root.join(".node");
+        let work = Work {
+            root: root.to_path_buf(),
+            series: Records::open(&state.join("series"))?,
+            jobs: Records::open(&state.join("jobs"))?,
+            outbox: Records::open(&state.join("outbox"))?,
+            parked: Records::open(&state.join("parked"))?,
+            open: Mutex::new(HashMap::new()),
+        };
+        // Series open at the last stop wait their idle time again from now.
+        let mut open = work.open.lock().expect("lock");
+        for name in work.series.names()? {
+            let s: OpenSeries = work.series.get(&name)?;
+            open.insert((s.study, s.series), Instant::now());
+        }
+        drop(open);
+        tracing::info!(
+            open_series = work.series.len(),
+            jobs = work.jobs.len(),
+            outbox = work.outbox.len(),
+            parked = work.parked.len(),
+            "resuming"
+        );
+        Ok(work)
+    }
+
+    /// An instance was stored: its series is open (durably) and its clock restarts.
+    pub fn arrived(&self, ids: &InstanceIds) -> Result<()> {
+        let key = (
+            ids.study_instance_uid.clone(),
+            ids.series_instance_uid.clone(),
+        );
+        let mut open = self.open.lock().expect("lock");
+        if !open.contains_key(&key) {
+            self.series.put(
+                &series_name(&key.0, &key.1),
+                &OpenSeries {
+                    study: key.0.clone(),
+                    series: key.1.clone(),
+                },
+            )?;
+        }
+        open.insert(key, Instant::now());
+        Ok(())
+    }
+
+    /// Complete the series idle long enough: write their jobs, close their records.
+    fn complete_idle(&self, config: &Config) -> Result<()> {
+        let mut open = self.open.lock().expect("lock");
+        let idle: Vec<_> = open
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= config.series_idle())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (study, series) in idle {
+            let dir = self.root.join(&study).join(&series);
+            let first = super::spool::instances_of(&dir)?.into_iter().next();
+            let ids = match first.map(|p| {
+                std::fs::read(&p)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|b| Ok(medfm::dicom::identify(&b)?))
+            }) {
+                Some(Ok(ids)) => Some(ids),
+                Some(Err(e)) => {
+                    tracing::warn!(
+                        study,
+                        series,
+                        "series complete, but its first instance is unreadable: {e:#}"
+                    );
+                    None
+                }
+                None => None,
+            };
+            let mut jobs = 0;
+            if let Some(ids) = ids {
+                for (i, rule) in config.rules.iter().enumerate() {
+                    if !rule.matches(&ids) {
+                        continue;
+                    }
+                    for kind in &rule.jobs {
+                        self.jobs.put(
+                            &new_id(),
+                            &Job {
+                                kind: *kind,
+                                study: study.clone(),
+                                series: series.clone(),
+                                rule: i,
+                                attempts: 0,
+                                not_before: 0,
+                                error: String::new(),
+                            },
+                        )?;
+                        jobs += 1;
+                    }
+                }
+            }
+            tracing::info!(study, series, jobs, "series complete");
+            self.series.remove(&series_name(&study, &series))?;
+            open.remove(&(study, series));
+        }
+        Ok(())
+    }
+
+    /// Run the jobs that are due, oldest first.
+    fn run_jobs(&self, config: &Config) -> Result<()> {
+        for name in self.jobs.names()? {
+            if STOP.load(Ordering::SeqCst) {
+                break;
+            }
+            let mut job: Job = self.jobs.get(&name)?;
+            if job.not_before > now_unix() {
+                continue;
+            }
+            match self.run_job(config, &job) {
+                Ok(()) => self.jobs.remove(&name)?,
+                Err(e) => {
+                    job.attempts += 1;
+                    job.error = format!("{e:#}");
+                    if job.attempts >= config.max_attempts {
+                        tracing::error!(
+                            job = name,
+                            error = job.error,
+                            "job parked after {} attempts",
+                            job.attempts
+                        );
+                        self.jobs.move_to(&name, &self.parked, &job)?;
+                    } else {
+                        job.not_before = now_unix() + backoff(config, job.attempts);
+                        tracing::warn!(
+                            job = name,
+                            error = job.error,
+                            attempts = job.attempts,
+                            "job failed; will retry"
+                        );
+                        self.jobs.put(&name, &job)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_job(&self, config: &Config, job: &Job) -> Result<()> {
+        let rule = config
+            .rules
+            .get(job.rule)
+            .with_context(|| format!("rule {} is no longer in the configuration", job.rule + 1))?;
+        match job.kind {
+            JobKind::Forward => {
+                let dir = self.root.join(&job.study).join(&job.series);
+                let files: Vec<PathBuf> = super::spool::instances_of(&dir)?
+                    .into_iter()
+                    .filter_map(|p| p.strip_prefix(&self.root).ok().map(PathBuf::from))
+                    .collect();
+                for dest in config.destinations_of(rule) {
+                    self.outbox.put(
+                        &new_id(),
+                        &Send {
+                            destination: dest.name.clone(),
+                            files: files.clone(),
+                            attempts: 0,
+                            not_before: 0,
+                            error: String::new(),
+                        },
+                    )?;
+                    tracing::info!(
+                        series = job.series,
+                        destination = dest.name,
+                        files = files.len(),
+                        "forward queued"
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Send what is due in the outbox.
+    fn send_due(&self, config: &Config) -> Result<()> {
+        for name in self.outbox.names()? {
+            if STOP.load(Ordering::SeqCst) {
+                break;
+            }
+            let mut send: Send = self.outbox.get(&name)?;
+            if send.not_before > now_unix() {
+                continue;
+            }
+            let result = match config
+                .destinations
+                .iter()
+                .find(|d| d.name == send.destination)
+            {
+                None => Err(anyhow::anyhow!(
+                    "destination {:?} is no longer configured",
+                    send.destination
+                )),
+                Some(dest) => {
+                    let files: Vec<PathBuf> =
+                        send.files.iter().map(|f| self.root.join(f)).collect();
+                    scu::send(dest, &config.ae_title, &files, config.association_timeout())
+                }
+            };
+            let failed: Vec<(PathBuf, String)> = match result {
+                Ok(outcomes) => outcomes
+                    .into_iter()
+                    .filter_map(|o| o.result.err().map(|e| (o.file, e)))
+                    .collect(),
+                Err(e) => vec![(PathBuf::new(), format!("{e:#}"))],
+            };
+            if failed.is_empty() {
+                tracing::info!(
+                    destination = send.destination,
+                    files = send.files.len(),
+                    "sent"
+                );
+                self.outbox.remove(&name)?;
+                continue;
+            }
+            if !failed[0].0.as_os_str().is_empty() {
+                // Keep only the files that were not stored.
+                send.files
+                    .retain(|f| failed.iter().any(|(p, _)| p.ends_with(f)));
+            }
+            send.attempts += 1;
+            send.error = failed[0].1.clone();
+            if send.attempts >= config.max_attempts {
+                tracing::error!(
+                    destination = send.destination,
+                    error = send.error,
+                    files = send.files.len(),
+                    "send parked after {} attempts",
+                    send.attempts
+                );
+                self.outbox.move_to(&name, &self.parked, &send)?;
+            } else {
+                send.not_before = now_unix() + backoff(config, send.attempts);
+                tracing::warn!(
+                    destination = send.destination,
+                    error = send.error,
+                    attempts = send.attempts,
+                    "send failed; will retry"
+                );
+                self.outbox.put(&name, &send)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The loop of the work thread: series completion, jobs, outbox, until STOP.
+    pub fn run(&self, config: &Config) {
+        while !STOP.load(Ordering::SeqCst) {
+            for (what, r) in [
+                ("series completion", self.complete_idle(config)),
+                ("jobs", self.run_jobs(config)),
+                ("outbox", self.send_due(config)),
+            ] {
+                if let Err(e) = r {
+                    tracing::error!("{what}: {e:#}");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn series_name(study: &str, series: &str) -> String {
+    format!("{study}_{series}")
+}
+
+/// Seconds before retry `attempts` (1-based): retry_seconds doubled each time, at most an hour.
+fn backoff(config: &Config, attempts: u32) -> u64 {
+    config
+        .retry_seconds
+        .saturating_mul(1u64 << attempts.saturating_sub(1).min(20))
+        .min(3600)
+}
