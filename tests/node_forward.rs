@@ -3,7 +3,8 @@
 //! the PACS byte for byte and leaves a CT series that matches no rule alone; a PACS that
 //! is down gets the series once it is up (retries from the persistent outbox), through 8
 //! `kill -9` of the node in the middle of its sending (the PACS takes a second per
-//! instance, so every kill lands inside a send).
+//! instance, so every kill lands inside a send). A `segment` rule sends the PACS the SEG
+//! that `medfm segment` gives for the same prompt on the series' middle slice.
 
 mod common;
 
@@ -156,5 +157,105 @@ fn the_outbox_survives_a_pacs_that_is_down_and_kill_dash_nine() {
         "sends logged: {}, failures: {}",
         node.log().matches("INFO medfm::node::work: sent").count(),
         node.log().matches("send failed").count()
+    );
+}
+
+#[test]
+fn a_segment_rule_sends_the_seg_of_the_middle_slice() {
+    let pacs_port = free_port();
+    let node = Node::start(
+        "segment",
+        &format!(
+            "series_idle_seconds = 1\nretry_seconds = 1\n\
+             [[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
+             [[rule]]\nmodality = \"MR\"\njobs = [\"segment\"]\n\
+             [[rule.segment]]\nlabel = \"Brain\"\nbox = [0.18, 0.23, 0.84, 0.94]\npropagate = true\nextent = 1\n"
+        ),
+    );
+    let pacs = StoreScp::start(&node.dir.join("pacs"), pacs_port);
+    let brain: Vec<PathBuf> = fixtures()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("brain"))
+        .collect();
+    let out = node.storescu(CALLING, &brain);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(300, "the SEG at the PACS", || !pacs.received().is_empty());
+    let received = pacs.received();
+    assert_eq!(received.len(), 1, "only the SEG is sent (no forward rule)");
+    let seg = std::fs::read(received.values().next().unwrap()).unwrap();
+    let ids = identify(&seg).unwrap();
+    assert_eq!(ids.sop_class_uid, "1.2.840.10008.5.1.4.1.1.66.4");
+    assert_eq!(ids.modality, "SEG");
+    // The SEG is in the spool too, as a series of the study.
+    assert!(spooled(&node, &ids).exists());
+
+    // The same prompt given to `medfm segment` by hand: the same masks.
+    let images: Vec<_> = brain
+        .iter()
+        .map(|p| medfm::dicom::read(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    let refs: Vec<_> = images.iter().collect();
+    let order = medfm::dicom::series::order(&refs).unwrap().order;
+    let (i, frame) = order[order.len() / 2];
+    let (c, r) = (
+        images[i].meta.cols as f32 - 1.0,
+        images[i].meta.rows as f32 - 1.0,
+    );
+    let prompts = node.dir.join("prompts.json");
+    std::fs::write(
+        &prompts,
+        serde_json::json!({"segments": [{
+            "label": "Brain", "slice": brain[i], "frame": frame, "propagate": true, "extent": 1,
+            "box": [0.18 * c, 0.23 * r, 0.84 * c, 0.94 * r],
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let by_hand = node.dir.join("by_hand.dcm");
+    let (ok, _, err) = medfm(&[
+        "segment",
+        "--segments",
+        prompts.to_str().unwrap(),
+        "--out",
+        by_hand.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let a = medfm::dicom::read(&seg).unwrap();
+    let b = medfm::dicom::read(&std::fs::read(&by_hand).unwrap()).unwrap();
+    assert_eq!(a.meta.frames, b.meta.frames);
+    assert_eq!(a.meta.frames, 3, "the middle slice and one each way");
+    let mut masks = Vec::new();
+    for k in 0..a.meta.frames {
+        let (fa, fb) = (a.frame(k).unwrap(), b.frame(k).unwrap());
+        assert_eq!(fa.values, fb.values, "frame {k}");
+        masks.extend(fa.values.iter().map(|v| *v as u8));
+    }
+    assert!(
+        masks.iter().filter(|m| **m != 0).count() > 10_000,
+        "a brain-sized mask"
+    );
+    // highdicom reads it: frames in series order (the middle slice and its neighbours),
+    // label, the palette's first colour.
+    let mid = order.len() / 2;
+    let sources: Vec<_> = (mid - 1..=mid + 1)
+        .map(|k| serde_json::json!([images[order[k].0].meta.sop_instance_uid, null]))
+        .collect();
+    check_seg_segments(
+        "node-seg",
+        &seg,
+        &masks,
+        256,
+        256,
+        Some(serde_json::json!(sources)),
+        Some(serde_json::json!([{"label": "Brain", "color": medfm::dicom::seg::PALETTE[0]}])),
+    );
+    let log = node.log();
+    assert!(
+        log.contains("segmented") && log.contains("label=\"Brain\""),
+        "{log}"
     );
 }

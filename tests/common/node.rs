@@ -80,6 +80,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_medfm"))
             .args(["node", "--config"])
             .arg(self.dir.join("node.toml"))
+            .env("MEDFM_WEIGHTS_DIR", super::weights_dir())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -75,6 +75,32 @@ pub struct Destination {
 pub enum JobKind {
     /// Send the series' instances to the rule's destinations.
     Forward,
+    /// Segment the series with the rule's `[[rule.segment]]` prompts (`medfm segment
+    /// --segments`, in a child process); the SEG goes to the spool and the destinations.
+    Segment,
+}
+
+/// One segment of a `segment` job: a box relative to the series' middle slice.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentRule {
+    /// SegmentLabel.
+    pub label: String,
+    /// `[x0, y0, x1, y1]` as fractions (0..1) of the middle slice's columns and rows.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// Carry the mask through the series (the 3D recipe); else the middle slice only.
+    #[serde(default)]
+    pub propagate: bool,
+    /// Slices each way at most (with propagate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extent: Option<usize>,
+    /// Stop where the predicted IoU falls below this (with propagate; default 0.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_iou: Option<f32>,
+    /// sRGB display colour.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub color: Option<[u8; 3]>,
 }
 
 /// Jobs for the series that match every condition given (absent: any). Matching is
@@ -94,6 +120,9 @@ pub struct Rule {
     /// Destinations (names) of `forward` and of results; empty: all destinations.
     #[serde(default)]
     pub send_to: Vec<String>,
+    /// The segments of a `segment` job.
+    #[serde(default, rename = "segment", skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentRule>,
 }
 
 impl Rule {
@@ -236,6 +265,42 @@ impl Config {
             if r.jobs.contains(&JobKind::Forward) && self.destinations.is_empty() {
                 bail!("rule {}: forward needs a [[destination]]", i + 1);
             }
+            if r.jobs.contains(&JobKind::Segment) == r.segments.is_empty() {
+                bail!(
+                    "rule {}: a segment job and [[rule.segment]] entries go together",
+                    i + 1
+                );
+            }
+            for s in &r.segments {
+                let [x0, y0, x1, y1] = s.bbox;
+                if !(0.0..=1.0).contains(&x0)
+                    || !(0.0..=1.0).contains(&y1)
+                    || !(0.0..=1.0).contains(&y0)
+                    || !(0.0..=1.0).contains(&x1)
+                    || x0 >= x1
+                    || y0 >= y1
+                {
+                    bail!(
+                        "rule {}, segment {:?}: box fractions 0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1",
+                        i + 1,
+                        s.label
+                    );
+                }
+                if s.min_iou.is_some_and(|m| !(0.0..=1.0).contains(&m)) {
+                    bail!(
+                        "rule {}, segment {:?}: min_iou outside 0..1",
+                        i + 1,
+                        s.label
+                    );
+                }
+                if !s.propagate && (s.extent.is_some() || s.min_iou.is_some()) {
+                    bail!(
+                        "rule {}, segment {:?}: extent and min_iou need propagate = true",
+                        i + 1,
+                        s.label
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -370,6 +435,22 @@ mod tests {
             .contains("not a [[destination]]")
         );
         assert!(err(&format!("{dest}{dest}")).contains("given once"));
+        assert!(err("[[rule]]\njobs = [\"segment\"]").contains("go together"));
+        let seg = "[[rule]]\njobs = [\"segment\"]\n[[rule.segment]]\nlabel = \"x\"\n";
+        assert!(err(&format!("{seg}box = [0.5, 0.1, 0.4, 0.9]")).contains("box fractions"));
+        assert!(err(&format!("{seg}box = [0.1, 0.1, 0.4, 1.5]")).contains("box fractions"));
+        assert!(
+            err(&format!("{seg}box = [0.1, 0.1, 0.4, 0.9]\nextent = 2")).contains("need propagate")
+        );
+        let ok = Config::parse(&format!(
+            "{seg}box = [0.1, 0.1, 0.4, 0.9]\npropagate = true\nextent = 2"
+        ))
+        .unwrap();
+        assert_eq!(ok.rules[0].segments[0].extent, Some(2));
+        assert_eq!(
+            Config::parse(&ok.to_toml()).unwrap().to_toml(),
+            ok.to_toml()
+        );
         assert!(err("bind = \"localhost\"").contains("bind"));
     }
 }

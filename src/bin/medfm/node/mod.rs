@@ -106,7 +106,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let open: Mutex<Vec<(u64, TcpStream)>> = Mutex::new(Vec::new());
     let next_id = AtomicU64::new(0);
     std::thread::scope(|scope| -> Result<()> {
-        let worker = scope.spawn(|| work.run(&config));
+        let worker = scope.spawn(|| work.run(&config, &spool));
         while !STOP.load(Ordering::SeqCst) {
             let (stream, peer) = match listener.accept() {
                 Ok(s) => s,

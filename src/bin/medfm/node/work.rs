@@ -5,7 +5,11 @@
 //!   without a new instance; then one job per rule job that matches it is written
 //!   (`.node/jobs/`) and the series record removed. After a restart the open series wait
 //!   their idle time again.
-//! - Jobs run one at a time: `forward` writes one outbox record per destination.
+//! - Jobs run one at a time: `forward` writes one outbox record per destination;
+//!   `segment` runs `medfm segment --segments` in a child process (its memory is returned
+//!   when it ends, and a crash of the model cannot take the node down) on the series'
+//!   middle slice, stores the SEG in the spool (it opens no series: results run no rules)
+//!   and queues it for the rule's destinations.
 //! - The outbox (`.node/outbox/`) sends its records' files by C-STORE; what the
 //!   destination stored leaves the record, the rest is retried after `retry_seconds`,
 //!   doubled each time (at most an hour); after `max_attempts` the record is parked
@@ -22,8 +26,9 @@ use anyhow::{Context, Result};
 use medfm::dicom::InstanceIds;
 use serde::{Deserialize, Serialize};
 
-use super::config::{Config, JobKind};
+use super::config::{Config, JobKind, Rule};
 use super::records::{Records, new_id, now_unix};
+use super::spool::Spool;
 use super::{STOP, scu};
 
 /// An open series (its record).
@@ -80,6 +85,8 @@ impl Work {
             parked: Records::open(&state.join("parked"))?,
             open: Mutex::new(HashMap::new()),
         };
+        // Folders of segment jobs interrupted by the last stop (their jobs run again).
+        let _ = std::fs::remove_dir_all(state.join("run"));
         // Series open at the last stop wait their idle time again from now.
         let mut open = work.open.lock().expect("lock");
         for name in work.series.names()? {
@@ -175,7 +182,7 @@ impl Work {
     }
 
     /// Run the jobs that are due, oldest first.
-    fn run_jobs(&self, config: &Config) -> Result<()> {
+    fn run_jobs(&self, config: &Config, spool: &Spool) -> Result<()> {
         for name in self.jobs.names()? {
             if STOP.load(Ordering::SeqCst) {
                 break;
@@ -184,7 +191,7 @@ impl Work {
             if job.not_before > now_unix() {
                 continue;
             }
-            match self.run_job(config, &job) {
+            match self.run_job(config, spool, &name, &job) {
                 Ok(()) => self.jobs.remove(&name)?,
                 Err(e) => {
                     job.attempts += 1;
@@ -213,7 +220,7 @@ impl Work {
         Ok(())
     }
 
-    fn run_job(&self, config: &Config, job: &Job) -> Result<()> {
+    fn run_job(&self, config: &Config, spool: &Spool, name: &str, job: &Job) -> Result<()> {
         let rule = config
             .rules
             .get(job.rule)
@@ -245,7 +252,114 @@ impl Work {
                 }
                 Ok(())
             }
+            JobKind::Segment => {
+                let seg = self.segment(rule, name, job)?;
+                let bytes = std::fs::read(&seg)?;
+                let ids = medfm::dicom::identify(&bytes).context("the SEG medfm wrote")?;
+                spool
+                    .store(&ids, &bytes)
+                    .map_err(|e| anyhow::anyhow!("cannot store the SEG: {e}"))?;
+                let stored = spool.path_of(&ids).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let _ = std::fs::remove_dir_all(seg.parent().expect("the job's folder"));
+                tracing::info!(
+                    series = job.series,
+                    seg = ids.sop_instance_uid,
+                    seg_series = ids.series_instance_uid,
+                    "segmented"
+                );
+                let file = stored.strip_prefix(&self.root)?.to_path_buf();
+                for dest in config.destinations_of(rule) {
+                    self.outbox.put(
+                        &new_id(),
+                        &Send {
+                            destination: dest.name.clone(),
+                            files: vec![file.clone()],
+                            attempts: 0,
+                            not_before: 0,
+                            error: String::new(),
+                        },
+                    )?;
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Run `medfm segment --segments` on the series of `job` with the rule's boxes on its
+    /// middle slice; the SEG file it wrote.
+    fn segment(&self, rule: &Rule, name: &str, job: &Job) -> Result<PathBuf> {
+        let dir = self.root.join(&job.study).join(&job.series);
+        let files = super::spool::instances_of(&dir)?;
+        let mut images = Vec::with_capacity(files.len());
+        for f in &files {
+            let bytes = std::fs::read(f)?;
+            images.push(medfm::dicom::read(&bytes).with_context(|| f.display().to_string())?);
+        }
+        let refs: Vec<_> = images.iter().collect();
+        let order = medfm::dicom::series::order(&refs)?.order;
+        let (i, frame) = *order.get(order.len() / 2).context("an empty series")?;
+        let (cols, rows) = (images[i].meta.cols as f32, images[i].meta.rows as f32);
+        let segments: Vec<serde_json::Value> = rule
+            .segments
+            .iter()
+            .map(|s| {
+                let [x0, y0, x1, y1] = s.bbox;
+                let mut v = serde_json::json!({
+                    "label": s.label,
+                    "slice": files[i],
+                    "frame": frame,
+                    "box": [x0 * (cols - 1.0), y0 * (rows - 1.0), x1 * (cols - 1.0), y1 * (rows - 1.0)],
+                    "propagate": s.propagate,
+                });
+                for (key, value) in [
+                    ("extent", s.extent.map(serde_json::Value::from)),
+                    ("min_iou", s.min_iou.map(serde_json::Value::from)),
+                    ("color", s.color.map(|c| serde_json::json!(c))),
+                ] {
+                    if let Some(value) = value {
+                        v[key] = value;
+                    }
+                }
+                v
+            })
+            .collect();
+        let work = self.root.join(".node").join("run").join(name);
+        let _ = std::fs::remove_dir_all(&work);
+        super::spool::create_dir(&work)?;
+        let prompts = work.join("prompts.json");
+        std::fs::write(
+            &prompts,
+            serde_json::to_vec_pretty(&serde_json::json!({ "segments": segments }))?,
+        )?;
+        let out = work.join("seg.dcm");
+        let exe = std::env::current_exe().context("the medfm executable")?;
+        let run = std::process::Command::new(exe)
+            .args(["segment", "--json", "--segments"])
+            .arg(&prompts)
+            .arg("--out")
+            .arg(&out)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("cannot run medfm segment")?;
+        if !run.status.success() {
+            anyhow::bail!(
+                "medfm segment failed ({}): {}",
+                run.status,
+                String::from_utf8_lossy(&run.stderr).trim()
+            );
+        }
+        if let Ok(summary) = serde_json::from_slice::<serde_json::Value>(&run.stdout) {
+            for s in summary["segments"].as_array().into_iter().flatten() {
+                tracing::info!(
+                    series = job.series,
+                    label = s["label"].as_str().unwrap_or(""),
+                    voxels = s["voxels"].as_u64().unwrap_or(0),
+                    volume_ml = s["volume_ml"].as_f64().unwrap_or(f64::NAN),
+                    "segment"
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Send what is due in the outbox.
@@ -320,11 +434,11 @@ impl Work {
     }
 
     /// The loop of the work thread: series completion, jobs, outbox, until STOP.
-    pub fn run(&self, config: &Config) {
+    pub fn run(&self, config: &Config, spool: &Spool) {
         while !STOP.load(Ordering::SeqCst) {
             for (what, r) in [
                 ("series completion", self.complete_idle(config)),
-                ("jobs", self.run_jobs(config)),
+                ("jobs", self.run_jobs(config, spool)),
                 ("outbox", self.send_due(config)),
             ] {
                 if let Err(e) = r {
