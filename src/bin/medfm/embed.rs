@@ -10,7 +10,7 @@ use medfm::pipeline::embed::{self, Embedder};
 
 use crate::common::bail_input;
 use crate::common::{
-    DeviceArgs, collect_files, load_sam, relative_to, select_device, weights_path,
+    DeviceArgs, Failure, collect_files, load_sam, relative_to, select_device, weights_path,
 };
 use crate::output::{Outputs, write_atomic};
 
@@ -69,7 +69,8 @@ pub(crate) struct EmbedArgs {
 
 #[derive(clap::Args)]
 pub(crate) struct SearchArgs {
-    /// Index prefix: reads PREFIX.npy and PREFIX.jsonl.
+    /// Index prefix: reads PREFIX.npy and PREFIX.jsonl; or a folder: every NAME.npy there
+    /// with its NAME.jsonl, as one index (the edge node's `<spool>/.node/index`).
     index: PathBuf,
     /// The query DICOM file.
     query: PathBuf,
@@ -203,14 +204,59 @@ pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn cmd_search(args: SearchArgs) -> Result<()> {
-    let npy_path = args.index.with_extension("npy");
-    let jsonl_path = args.index.with_extension("jsonl");
-    let npy =
-        std::fs::read(&npy_path).with_context(|| format!("reading {}", npy_path.display()))?;
-    let jsonl = std::fs::read_to_string(&jsonl_path)
+/// An index from its vectors (.npy) and metadata (.jsonl).
+fn read_index(npy_path: &Path, jsonl_path: &Path) -> Result<embed::Index> {
+    let npy = std::fs::read(npy_path).with_context(|| format!("reading {}", npy_path.display()))?;
+    let jsonl = std::fs::read_to_string(jsonl_path)
         .with_context(|| format!("reading {}", jsonl_path.display()))?;
-    let index = embed::Index::from_parts(&npy, &jsonl)?;
+    Ok(embed::Index::from_parts(&npy, &jsonl)?)
+}
+
+pub(crate) fn cmd_search(args: SearchArgs) -> Result<()> {
+    let index = if args.index.is_dir() {
+        let mut parts: Vec<PathBuf> = std::fs::read_dir(&args.index)
+            .with_context(|| format!("reading {}", args.index.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+            .collect();
+        parts.sort();
+        let mut merged: Option<embed::Index> = None;
+        for npy in &parts {
+            // NAME.npy and NAME.jsonl, NAME as it is (UIDs have dots). A pair cut short
+            // (a job interrupted between its two files) is left out with a warning.
+            let jsonl = npy.with_extension("jsonl");
+            if !jsonl.exists() {
+                eprintln!(
+                    "warning: {} has no {}: left out",
+                    npy.display(),
+                    jsonl.display()
+                );
+                continue;
+            }
+            let part = read_index(npy, &jsonl)?;
+            let prefix = npy;
+            match merged.as_mut() {
+                None => merged = Some(part),
+                Some(m) => {
+                    for i in 0..part.len() {
+                        m.add(part.vector(i).to_vec(), part.meta[i].clone())
+                            .with_context(|| prefix.display().to_string())?;
+                    }
+                }
+            }
+        }
+        merged.ok_or_else(|| {
+            Failure::Input(format!(
+                "{} holds no index (NAME.npy + NAME.jsonl)",
+                args.index.display()
+            ))
+        })?
+    } else {
+        read_index(
+            &args.index.with_extension("npy"),
+            &args.index.with_extension("jsonl"),
+        )?
+    };
     let bytes =
         std::fs::read(&args.query).with_context(|| format!("reading {}", args.query.display()))?;
     let image = medfm::dicom::read(&bytes).with_context(|| args.query.display().to_string())?;

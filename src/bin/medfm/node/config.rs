@@ -75,6 +75,9 @@ pub struct Destination {
 pub enum JobKind {
     /// Send the series' instances to the rule's destinations.
     Forward,
+    /// Embed every frame of the series (`medfm embed`, in a child process) into the node's
+    /// index, `<spool>/.node/index/` (`medfm search` reads the folder).
+    Embed,
     /// Segment the series with the rule's `[[rule.segment]]` prompts (`medfm segment
     /// --segments`, in a child process); the SEG goes to the spool and the destinations.
     Segment,

@@ -252,6 +252,29 @@ impl Work {
                 }
                 Ok(())
             }
+            JobKind::Embed => {
+                let index = self.root.join(".node").join("index");
+                super::spool::create_dir(&index)?;
+                let name = series_name(&job.study, &job.series);
+                let (npy, jsonl) = (
+                    index.join(format!("{name}.npy")),
+                    index.join(format!("{name}.jsonl")),
+                );
+                let dir = self.root.join(&job.study).join(&job.series);
+                child(&[
+                    "embed".as_ref(),
+                    dir.as_os_str(),
+                    "--out".as_ref(),
+                    npy.as_os_str(),
+                    "--meta".as_ref(),
+                    jsonl.as_os_str(),
+                ])?;
+                let vectors = std::fs::read_to_string(&jsonl)
+                    .map(|t| t.lines().count())
+                    .unwrap_or(0);
+                tracing::info!(series = job.series, vectors, "embedded");
+                Ok(())
+            }
             JobKind::Segment => {
                 let seg = self.segment(rule, name, job)?;
                 let bytes = std::fs::read(&seg)?;
@@ -332,23 +355,15 @@ impl Work {
             serde_json::to_vec_pretty(&serde_json::json!({ "segments": segments }))?,
         )?;
         let out = work.join("seg.dcm");
-        let exe = std::env::current_exe().context("the medfm executable")?;
-        let run = std::process::Command::new(exe)
-            .args(["segment", "--json", "--segments"])
-            .arg(&prompts)
-            .arg("--out")
-            .arg(&out)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .context("cannot run medfm segment")?;
-        if !run.status.success() {
-            anyhow::bail!(
-                "medfm segment failed ({}): {}",
-                run.status,
-                String::from_utf8_lossy(&run.stderr).trim()
-            );
-        }
-        if let Ok(summary) = serde_json::from_slice::<serde_json::Value>(&run.stdout) {
+        let stdout = child(&[
+            "segment".as_ref(),
+            "--json".as_ref(),
+            "--segments".as_ref(),
+            prompts.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ])?;
+        if let Ok(summary) = serde_json::from_slice::<serde_json::Value>(&stdout) {
             for s in summary["segments"].as_array().into_iter().flatten() {
                 tracing::info!(
                     series = job.series,
@@ -448,6 +463,26 @@ impl Work {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Run this executable with `args` (a job's command) and return its standard output;
+/// a failure carries its standard error.
+fn child(args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> {
+    let exe = std::env::current_exe().context("the medfm executable")?;
+    let run = std::process::Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run medfm")?;
+    if !run.status.success() {
+        anyhow::bail!(
+            "medfm {} failed ({}): {}",
+            args[0].to_string_lossy(),
+            run.status,
+            String::from_utf8_lossy(&run.stderr).trim()
+        );
+    }
+    Ok(run.stdout)
 }
 
 fn series_name(study: &str, series: &str) -> String {

@@ -4,7 +4,8 @@
 //! is down gets the series once it is up (retries from the persistent outbox), through 8
 //! `kill -9` of the node in the middle of its sending (the PACS takes a second per
 //! instance, so every kill lands inside a send). A `segment` rule sends the PACS the SEG
-//! that `medfm segment` gives for the same prompt on the series' middle slice.
+//! that `medfm segment` gives for the same prompt on the series' middle slice. An `embed`
+//! rule fills the node's index, which `medfm search` finds each slice in.
 
 mod common;
 
@@ -257,5 +258,54 @@ fn a_segment_rule_sends_the_seg_of_the_middle_slice() {
     assert!(
         log.contains("segmented") && log.contains("label=\"Brain\""),
         "{log}"
+    );
+}
+
+#[test]
+fn an_embed_rule_fills_the_index_search_reads() {
+    let node = Node::start(
+        "embed",
+        "series_idle_seconds = 1\n[[rule]]\nmodality = \"MR\"\njobs = [\"embed\"]\n",
+    );
+    let brain: Vec<PathBuf> = fixtures()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("brain"))
+        .collect();
+    let out = node.storescu(CALLING, &brain);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index = node.spool().join(".node/index");
+    wait_for(300, "the series in the index", || {
+        node.log().contains("embedded") || node.log().contains("job failed")
+    });
+    assert!(node.log().contains("vectors=11"), "{}", node.log());
+    for query in [&brain[2], &brain[7]] {
+        let (ok, stdout, err) = medfm(&[
+            "search",
+            index.to_str().unwrap(),
+            query.to_str().unwrap(),
+            "-k",
+            "1",
+            "--json",
+        ]);
+        assert!(ok, "{err}");
+        let hits: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let want = identify(&std::fs::read(query).unwrap())
+            .unwrap()
+            .sop_instance_uid;
+        assert_eq!(hits[0]["entry"]["instance_uid"], want.as_str(), "{stdout}");
+        assert!(hits[0]["score"].as_f64().unwrap() > 0.999, "{stdout}");
+    }
+    // A folder without an index: a clear error.
+    expect_error(
+        &[
+            "search",
+            node.dir.to_str().unwrap(),
+            brain[0].to_str().unwrap(),
+        ],
+        "holds no index",
     );
 }
