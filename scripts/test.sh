@@ -13,11 +13,11 @@ if ! dpkg -s mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dico
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk >/dev/null
 fi
 
-step "python checker venv (highdicom reads our SEG files back)"
+step "python checker venv (highdicom reads our SEG files back; dicomweb-client reads the node's DICOMweb)"
 CHECK_VENV="$HOME/.cache/medfm/venv-check"
-if ! "$CHECK_VENV/bin/python" -c "import highdicom, nibabel" >/dev/null 2>&1; then
+if ! "$CHECK_VENV/bin/python" -c "import highdicom, nibabel, dicomweb_client" >/dev/null 2>&1; then
   python3 -m venv "$CHECK_VENV"
-  "$CHECK_VENV/bin/pip" install --quiet highdicom nibabel
+  "$CHECK_VENV/bin/pip" install --quiet highdicom nibabel dicomweb-client
 fi
 export MEDFM_CHECK_PY="$CHECK_VENV/bin/python"
 

@@ -228,7 +228,10 @@ fn echo_store_over_four_associations_and_refusals() {
         .with_presentation_context("1.2.840.10008.5.1.4.1.2.1.1", vec!["1.2.840.10008.1.2"])
         .establish(format!("127.0.0.1:{}", node.port));
     assert!(refused.is_err(), "a Q/R context must not be accepted");
-    assert!(node.log().contains("presentation context refused"));
+    // (The node logs it after its answer is on the wire.)
+    wait_for(10, "the refusal's log line", || {
+        node.log().contains("presentation context refused")
+    });
     assert!(
         std::fs::read_dir(node.spool().join(".tmp"))
             .unwrap()
@@ -369,14 +372,15 @@ fn print_config_and_bad_configs() {
     let dir = std::env::temp_dir().join(format!("medfm-node-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
-        "ae_title = \"MEDFM\"\n[[rule]]\nmodality = \"MR\"\njobs = [\"embed\"]\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "ae_title = \"MEDFM\"\ninbox = \"/mnt/usb\"\n").unwrap();
     expect_error(
         &["node", "--config", bad.to_str().unwrap()],
         "not implemented in this build",
+    );
+    std::fs::write(&bad, "[[rule]]\nmodality = \"MR\"\njobs = [\"forward\"]\n").unwrap();
+    expect_error(
+        &["node", "--config", bad.to_str().unwrap()],
+        "forward needs a [[destination]]",
     );
     std::fs::write(&bad, "aetitle = \"X\"\n").unwrap();
     expect_error(

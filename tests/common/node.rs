@@ -33,6 +33,8 @@ pub struct Node {
     child: Option<Child>,
     pub dir: PathBuf,
     pub port: u16,
+    /// Port of the HTTP API on 127.0.0.1.
+    pub http: u16,
     pub starts: usize,
 }
 
@@ -43,10 +45,11 @@ impl Node {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
+        let http = free_port();
         std::fs::write(
             dir.join("node.toml"),
             format!(
-                "ae_title = \"MEDFM\"\nbind = \"127.0.0.1\"\nport = {port}\nspool = \"{}\"\n\
+                "ae_title = \"MEDFM\"\nbind = \"127.0.0.1\"\nport = {port}\nhttp = \"127.0.0.1:{http}\"\nspool = \"{}\"\n\
                  allowed_calling_aes = [\"{CALLING}\", \"OTHER_OK\"]\nidle_timeout_seconds = 10\n{extra}",
                 dir.join("spool").display()
             ),
@@ -56,6 +59,7 @@ impl Node {
             child: None,
             dir,
             port,
+            http,
             starts: 0,
         };
         node.spawn();
@@ -231,7 +235,7 @@ pub fn spooled(node: &Node, ids: &InstanceIds) -> PathBuf {
         .join(format!("{}.dcm", ids.sop_instance_uid))
 }
 
-/// Every file in the spool (final names only) and whether `.tmp` is empty.
+/// Every file in the spool's study folders (not the node's `.tmp` and `.node`).
 pub fn spool_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -239,7 +243,7 @@ pub fn spool_files(root: &Path) -> Vec<PathBuf> {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
-                if p.file_name().unwrap() != ".tmp" {
+                if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
                     stack.push(p);
                 }
             } else {

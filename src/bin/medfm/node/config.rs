@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Keys of the node's contract (docs/node.md) that this build does not implement yet:
 /// refused by name, so that an operator never believes they are active.
-const NOT_YET: &[&str] = &["http", "inbox"];
+const NOT_YET: &[&str] = &["inbox"];
 
 /// The effective configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +42,11 @@ pub struct Config {
     /// Disk quota of the spool (MiB); 0: none. An instance that would exceed it is
     /// refused (A700) and nothing is written.
     pub quota_mb: u64,
+    /// Address of the HTTP API; "" turns it off.
+    pub http: String,
+    /// Bearer token the HTTP API requires on every request; needed when `http` is not a
+    /// loopback address.
+    pub http_token: String,
     /// A series is complete (its rules' jobs run) after this many seconds without a new
     /// instance.
     pub series_idle_seconds: u64,
@@ -185,6 +190,8 @@ impl Default for Config {
             idle_timeout_seconds: 120,
             max_instance_mb: 1024,
             quota_mb: 0,
+            http: "127.0.0.1:8181".into(),
+            http_token: String::new(),
             series_idle_seconds: 30,
             max_attempts: 8,
             retry_seconds: 5,
@@ -243,6 +250,12 @@ impl Config {
         }
         if self.spool.as_os_str().is_empty() {
             bail!("spool: a folder is needed");
+        }
+        if let Some(addr) = self.http_addr()?
+            && !addr.ip().is_loopback()
+            && self.http_token.is_empty()
+        {
+            bail!("http: {addr} is reachable from other machines: set http_token");
         }
         if self.max_attempts == 0 || self.retry_seconds == 0 || self.series_idle_seconds == 0 {
             bail!("max_attempts, retry_seconds and series_idle_seconds: at least 1");
@@ -308,6 +321,19 @@ impl Config {
         Ok(())
     }
 
+    /// The HTTP API's address (None: off).
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>> {
+        if self.http.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.http.parse().with_context(|| {
+            format!(
+                "http: {:?} is not an address like 127.0.0.1:8181",
+                self.http
+            )
+        })?))
+    }
+
     /// The DICOM listener's address.
     pub fn dicom_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.port)
@@ -344,9 +370,13 @@ impl Config {
         Duration::from_secs(self.association_timeout_seconds)
     }
 
-    /// The configuration as TOML (`--print-config`).
+    /// The configuration as TOML (`--print-config`; the token is not shown).
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("the configuration serialises")
+        let mut shown = self.clone();
+        if !shown.http_token.is_empty() {
+            shown.http_token = "(set)".into();
+        }
+        toml::to_string(&shown).expect("the configuration serialises")
     }
 }
 
@@ -421,7 +451,15 @@ mod tests {
         assert!(err("port = 0").contains("not a port"));
         assert!(err("port = 70000").contains("port"));
         assert!(err("max_pdu = 10").contains("max_pdu"));
-        assert!(err("http = \"127.0.0.1:8181\"").contains("not implemented"));
+        assert!(err("inbox = \"/mnt/usb\"").contains("not implemented"));
+        assert!(err("http = \"0.0.0.0:8181\"").contains("set http_token"));
+        assert!(err("http = \"localhost\"").contains("not an address"));
+        assert!(
+            Config::parse("http = \"0.0.0.0:8181\"\nhttp_token = \"s\"")
+                .unwrap()
+                .to_toml()
+                .contains("(set)")
+        );
         assert!(
             err("[[rule]]\nmodality = \"MR\"\njobs = [\"forward\"]")
                 .contains("needs a [[destination]]")

@@ -8,6 +8,7 @@
 //! work thread its current step, then exit.
 
 mod config;
+mod http;
 mod records;
 mod scp;
 mod scu;
@@ -47,6 +48,17 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// The counts, for the status.
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "stored": self.stored.load(Ordering::Relaxed),
+            "bytes": self.bytes.load(Ordering::Relaxed),
+            "duplicates": self.duplicates.load(Ordering::Relaxed),
+            "refused": self.refused.load(Ordering::Relaxed),
+            "rejected": self.rejected.load(Ordering::Relaxed),
+        })
+    }
+
     fn stored(&self, bytes: u64) {
         self.stored.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -91,6 +103,13 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let listener = TcpListener::bind(config.dicom_addr())
         .with_context(|| format!("cannot listen on {}", config.dicom_addr()))?;
     listener.set_nonblocking(true)?;
+    let http = match config.http_addr()? {
+        Some(addr) => Some(
+            tiny_http::Server::http(addr)
+                .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     install_signal_handlers();
     tracing::info!(
         ae_title = config.ae_title,
@@ -105,8 +124,20 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let active = AtomicUsize::new(0);
     let open: Mutex<Vec<(u64, TcpStream)>> = Mutex::new(Vec::new());
     let next_id = AtomicU64::new(0);
+    let api = http::Api {
+        config: &config,
+        spool: &spool,
+        work: &work,
+        counters: &counters,
+        started: Instant::now(),
+    };
     std::thread::scope(|scope| -> Result<()> {
         let worker = scope.spawn(|| work.run(&config, &spool));
+        if let Some(server) = &http {
+            tracing::info!(addr = %config.http, "HTTP API listening");
+            let api = &api;
+            scope.spawn(move || http::serve(server, api));
+        }
         while !STOP.load(Ordering::SeqCst) {
             let (stream, peer) = match listener.accept() {
                 Ok(s) => s,

@@ -72,6 +72,10 @@ pub struct Work {
     parked: Records,
     /// Open series and when their last instance arrived.
     open: Mutex<HashMap<(String, String), Instant>>,
+    /// Held while a model runs (a child process): one at a time.
+    model: Mutex<()>,
+    /// The last errors of jobs and sends (newest last), for the status.
+    pub errors: Mutex<std::collections::VecDeque<String>>,
 }
 
 impl Work {
@@ -84,6 +88,8 @@ impl Work {
             outbox: Records::open(&state.join("outbox"))?,
             parked: Records::open(&state.join("parked"))?,
             open: Mutex::new(HashMap::new()),
+            model: Mutex::new(()),
+            errors: Mutex::new(std::collections::VecDeque::new()),
         };
         // Folders of segment jobs interrupted by the last stop (their jobs run again).
         let _ = std::fs::remove_dir_all(state.join("run"));
@@ -102,6 +108,30 @@ impl Work {
             "resuming"
         );
         Ok(work)
+    }
+
+    /// Keep an error for the status (the last 20).
+    fn note_error(&self, e: String) {
+        let mut errors = self.errors.lock().expect("lock");
+        if errors.len() == 20 {
+            errors.pop_front();
+        }
+        errors.push_back(format!("{} {e}", now_unix()));
+    }
+
+    /// Counts of the queues: open series, jobs, outbox, parked.
+    pub fn queues(&self) -> serde_json::Value {
+        serde_json::json!({
+            "open_series": self.series.len(),
+            "jobs": self.jobs.len(),
+            "outbox": self.outbox.len(),
+            "parked": self.parked.len(),
+        })
+    }
+
+    /// The spool root.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
     }
 
     /// An instance was stored: its series is open (durably) and its clock restarts.
@@ -196,6 +226,10 @@ impl Work {
                 Err(e) => {
                     job.attempts += 1;
                     job.error = format!("{e:#}");
+                    self.note_error(format!(
+                        "job {:?} of series {}: {}",
+                        job.kind, job.series, job.error
+                    ));
                     if job.attempts >= config.max_attempts {
                         tracing::error!(
                             job = name,
@@ -276,41 +310,39 @@ impl Work {
                 Ok(())
             }
             JobKind::Segment => {
-                let seg = self.segment(rule, name, job)?;
-                let bytes = std::fs::read(&seg)?;
-                let ids = medfm::dicom::identify(&bytes).context("the SEG medfm wrote")?;
-                spool
-                    .store(&ids, &bytes)
-                    .map_err(|e| anyhow::anyhow!("cannot store the SEG: {e}"))?;
-                let stored = spool.path_of(&ids).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let _ = std::fs::remove_dir_all(seg.parent().expect("the job's folder"));
+                let segments = self.rule_prompts(rule, job)?;
+                let (ids, file, _) = self.segment(spool, name, &segments)?;
+                for dest in config.destinations_of(rule) {
+                    self.queue(&dest.name, vec![file.clone()])?;
+                }
                 tracing::info!(
                     series = job.series,
                     seg = ids.sop_instance_uid,
                     seg_series = ids.series_instance_uid,
                     "segmented"
                 );
-                let file = stored.strip_prefix(&self.root)?.to_path_buf();
-                for dest in config.destinations_of(rule) {
-                    self.outbox.put(
-                        &new_id(),
-                        &Send {
-                            destination: dest.name.clone(),
-                            files: vec![file.clone()],
-                            attempts: 0,
-                            not_before: 0,
-                            error: String::new(),
-                        },
-                    )?;
-                }
                 Ok(())
             }
         }
     }
 
-    /// Run `medfm segment --segments` on the series of `job` with the rule's boxes on its
-    /// middle slice; the SEG file it wrote.
-    fn segment(&self, rule: &Rule, name: &str, job: &Job) -> Result<PathBuf> {
+    /// Queue `files` (relative to the spool) for `destination`.
+    pub fn queue(&self, destination: &str, files: Vec<PathBuf>) -> Result<()> {
+        self.outbox.put(
+            &new_id(),
+            &Send {
+                destination: destination.to_string(),
+                files,
+                attempts: 0,
+                not_before: 0,
+                error: String::new(),
+            },
+        )
+    }
+
+    /// The prompts of a rule's `[[rule.segment]]`s on the series' middle slice (a
+    /// `medfm segment --segments` file's entries).
+    fn rule_prompts(&self, rule: &Rule, job: &Job) -> Result<Vec<serde_json::Value>> {
         let dir = self.root.join(&job.study).join(&job.series);
         let files = super::spool::instances_of(&dir)?;
         let mut images = Vec::with_capacity(files.len());
@@ -322,7 +354,7 @@ impl Work {
         let order = medfm::dicom::series::order(&refs)?.order;
         let (i, frame) = *order.get(order.len() / 2).context("an empty series")?;
         let (cols, rows) = (images[i].meta.cols as f32, images[i].meta.rows as f32);
-        let segments: Vec<serde_json::Value> = rule
+        Ok(rule
             .segments
             .iter()
             .map(|s| {
@@ -345,7 +377,20 @@ impl Work {
                 }
                 v
             })
-            .collect();
+            .collect())
+    }
+
+    /// Run `medfm segment --segments` with `segments` (one model at a time across the
+    /// node: jobs and HTTP requests wait their turn), store the SEG in the spool (it opens
+    /// no series) and return its identity, its path relative to the spool and the
+    /// command's JSON summary. `Err` of kind bad input: the command refused the prompts.
+    pub fn segment(
+        &self,
+        spool: &Spool,
+        name: &str,
+        segments: &[serde_json::Value],
+    ) -> Result<(InstanceIds, PathBuf, serde_json::Value)> {
+        let _model = self.model.lock().expect("lock");
         let work = self.root.join(".node").join("run").join(name);
         let _ = std::fs::remove_dir_all(&work);
         super::spool::create_dir(&work)?;
@@ -355,26 +400,35 @@ impl Work {
             serde_json::to_vec_pretty(&serde_json::json!({ "segments": segments }))?,
         )?;
         let out = work.join("seg.dcm");
-        let stdout = child(&[
+        let result = child(&[
             "segment".as_ref(),
             "--json".as_ref(),
             "--segments".as_ref(),
             prompts.as_os_str(),
             "--out".as_ref(),
             out.as_os_str(),
-        ])?;
-        if let Ok(summary) = serde_json::from_slice::<serde_json::Value>(&stdout) {
+        ])
+        .and_then(|stdout| {
+            let summary: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_default();
             for s in summary["segments"].as_array().into_iter().flatten() {
                 tracing::info!(
-                    series = job.series,
                     label = s["label"].as_str().unwrap_or(""),
                     voxels = s["voxels"].as_u64().unwrap_or(0),
                     volume_ml = s["volume_ml"].as_f64().unwrap_or(f64::NAN),
                     "segment"
                 );
             }
-        }
-        Ok(out)
+            let bytes = std::fs::read(&out)?;
+            let ids = medfm::dicom::identify(&bytes).context("the SEG medfm wrote")?;
+            spool
+                .store(&ids, &bytes)
+                .map_err(|e| anyhow::anyhow!("cannot store the SEG: {e}"))?;
+            let stored = spool.path_of(&ids).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let file = stored.strip_prefix(&self.root)?.to_path_buf();
+            Ok((ids, file, summary))
+        });
+        let _ = std::fs::remove_dir_all(&work);
+        result
     }
 
     /// Send what is due in the outbox.
@@ -425,6 +479,7 @@ impl Work {
             }
             send.attempts += 1;
             send.error = failed[0].1.clone();
+            self.note_error(format!("send to {}: {}", send.destination, send.error));
             if send.attempts >= config.max_attempts {
                 tracing::error!(
                     destination = send.destination,

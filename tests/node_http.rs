@@ -1,0 +1,282 @@
+//! The edge node's HTTP API with real clients: status and studies; `POST /api/segment` on a
+//! stored series returning a SEG that dciodvfy accepts and highdicom reads, sent to DCMTK's
+//! storescp; bad requests with their statuses; the spool as DICOMweb read by
+//! `dicomweb-client` (Python) and by `medfm query`/`medfm info`; the token when set.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+
+use common::node::*;
+use common::*;
+use medfm::dicom::identify;
+use serde_json::{Value, json};
+
+/// One HTTP/1.1 request (Connection: close): status and body.
+fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&out[..end]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = out[end..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..line]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[line + 2..line + 2 + size]);
+        b = &b[line + 2 + size + 2..];
+    }
+}
+
+fn get_json(port: u16, path: &str) -> Value {
+    let (status, body) = http(port, "GET", path, "", None);
+    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn status_studies_segment_and_dicomweb() {
+    let pacs_port = free_port();
+    let node = Node::start(
+        "http",
+        &format!(
+            "[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n"
+        ),
+    );
+    let pacs = StoreScp::start(&node.dir.join("pacs"), pacs_port);
+    let brain: Vec<PathBuf> = fixtures()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("brain"))
+        .collect();
+    let out = node.storescu(CALLING, &brain);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let health = get_json(node.http, "/api/health");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["received"]["stored"], 11, "{health}");
+    assert!(
+        health["disk"]["spool_bytes"].as_u64().unwrap() > 11 * 130_000,
+        "{health}"
+    );
+    assert!(
+        health["disk"]["free_bytes"].as_u64().unwrap() > 0,
+        "{health}"
+    );
+
+    let ids = identify(&std::fs::read(&brain[5]).unwrap()).unwrap();
+    let studies = get_json(node.http, "/api/studies");
+    assert_eq!(
+        studies[0]["study"],
+        ids.study_instance_uid.as_str(),
+        "{studies}"
+    );
+    assert_eq!(studies[0]["series"][0]["instances"], 11, "{studies}");
+
+    // Segment on request: the SEG comes back by UID, is in the spool and at the PACS.
+    let request = json!({
+        "series": ids.series_instance_uid, "instance": ids.sop_instance_uid, "frame": 0,
+        "box": [45, 60, 215, 240], "label": "Brain", "send_to": "pacs",
+    });
+    let (status, body) = http(
+        node.http,
+        "POST",
+        "/api/segment",
+        &request.to_string(),
+        None,
+    );
+    let reply: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["send"]["status"], "sent", "{reply}");
+    let seg_uid = reply["seg_sop_instance_uid"].as_str().unwrap().to_string();
+    let received = pacs.received();
+    let seg = std::fs::read(&received[&seg_uid]).unwrap();
+    // The same prompt through `medfm segment`: the same mask.
+    let by_hand = node.dir.join("by_hand.png");
+    let (ok, _, err) = medfm(&[
+        "segment",
+        brain[5].to_str().unwrap(),
+        "--box",
+        "45,60,215,240",
+        "--out",
+        by_hand.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let png = image_png(&by_hand);
+    let mask: Vec<u8> = png.iter().map(|v| u8::from(*v > 0)).collect();
+    check_seg_segments(
+        "node-http-seg",
+        &seg,
+        &mask,
+        256,
+        256,
+        Some(json!([[ids.sop_instance_uid, null]])),
+        Some(json!([{"label": "Brain", "color": medfm::dicom::seg::PALETTE[0]}])),
+    );
+
+    // Bad requests: their statuses, and the node goes on.
+    for (body, want, needle) in [
+        ("{", 400, "the request"),
+        (r#"{"series": "1.2", "instance": "1.3", "box": [1, 2, 3, 4]}"#, 404, "no instance"),
+        (r#"{"series": "../..", "instance": "1.3"}"#, 400, "must be UIDs"),
+        (
+            &json!({"series": ids.series_instance_uid, "instance": ids.sop_instance_uid, "box": [10, 10, 900, 900]}).to_string(),
+            400,
+            "box",
+        ),
+        (
+            &json!({"series": ids.series_instance_uid, "instance": ids.sop_instance_uid, "box": [1, 1, 9, 9], "send_to": "nas"}).to_string(),
+            400,
+            "not a [[destination]]",
+        ),
+    ] {
+        let (status, reply) = http(node.http, "POST", "/api/segment", body, None);
+        let text = String::from_utf8_lossy(&reply).to_string();
+        assert_eq!(status, want, "{body}: {text}");
+        assert!(text.contains(needle), "{body}: {text}");
+    }
+    assert_eq!(http(node.http, "GET", "/api/nothing", "", None).0, 404);
+    assert_eq!(http(node.http, "DELETE", "/api/health", "", None).0, 405);
+
+    // DICOMweb: dicomweb-client searches and retrieves; medfm's own client too.
+    let root = format!("http://127.0.0.1:{}/dicomweb", node.http);
+    let script = r#"
+import sys, json
+from dicomweb_client.api import DICOMwebClient
+c = DICOMwebClient(url=sys.argv[1])
+studies = c.search_for_studies()
+study = studies[0]['0020000D']['Value'][0]
+series = c.search_for_series(study_instance_uid=study)
+uids = sorted(s['0020000E']['Value'][0] for s in series)
+out = {'studies': len(studies), 'series': uids, 'instances': {}}
+for s in uids:
+    inst = c.search_for_instances(study_instance_uid=study, series_instance_uid=s)
+    out['instances'][s] = sorted(i['00080018']['Value'][0] for i in inst)
+sop = sys.argv[3]
+ds = c.retrieve_instance(study_instance_uid=study, series_instance_uid=sys.argv[2], sop_instance_uid=sop)
+out['retrieved'] = ds.SOPInstanceUID
+out['rows'] = int(ds.Rows)
+out['series_retrieved'] = len(c.retrieve_series(study_instance_uid=study, series_instance_uid=sys.argv[2]))
+print(json.dumps(out))
+"#;
+    let run = std::process::Command::new(check_python())
+        .args([
+            "-c",
+            script,
+            &root,
+            &ids.series_instance_uid,
+            &ids.sop_instance_uid,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "dicomweb-client: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let got: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(got["studies"], 1);
+    assert_eq!(
+        got["series"].as_array().unwrap().len(),
+        2,
+        "the MR series and the SEG: {got}"
+    );
+    assert_eq!(
+        got["instances"][&ids.series_instance_uid]
+            .as_array()
+            .unwrap()
+            .len(),
+        11
+    );
+    assert_eq!(got["retrieved"], ids.sop_instance_uid.as_str());
+    assert_eq!(got["rows"], 256);
+    assert_eq!(got["series_retrieved"], 11);
+
+    let (ok, stdout, err) = medfm(&["query", &root]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains(&ids.study_instance_uid), "{stdout}");
+    let series_url = format!(
+        "{root}/studies/{}/series/{}",
+        ids.study_instance_uid, ids.series_instance_uid
+    );
+    let (ok, stdout, err) = medfm(&["info", &series_url]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("MR") && stdout.contains("11"), "{stdout}");
+    // A UID that is a path: refused.
+    assert_eq!(
+        http(
+            node.http,
+            "GET",
+            "/dicomweb/studies/..%2F../series",
+            "",
+            None
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        http(node.http, "GET", "/dicomweb/studies/1.2.3.4.5", "", None).0,
+        404
+    );
+}
+
+/// The grey values of an 8-bit PNG.
+fn image_png(path: &std::path::Path) -> Vec<u8> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    buf
+}
+
+#[test]
+fn a_token_guards_the_api() {
+    let node = Node::start("token", "http_token = \"s3cret-t0ken\"\n");
+    assert_eq!(http(node.http, "GET", "/api/health", "", None).0, 401);
+    assert_eq!(
+        http(node.http, "GET", "/api/health", "", Some("wrong")).0,
+        401
+    );
+    assert_eq!(
+        http(node.http, "GET", "/api/health", "", Some("s3cret-t0ken")).0,
+        200
+    );
+    assert_eq!(http(node.http, "GET", "/dicomweb/studies", "", None).0, 401);
+    assert!(node.log().contains("no valid token"));
+}
