@@ -7,10 +7,10 @@ source scripts/env.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (Mesa lavapipe Vulkan for the wgpu tests, dicom3tools for dciodvfy, Chromium for the app, cmake for CharLS, Orthanc + its DICOMweb plugin for the DICOMweb tests, DCMTK as the edge node's peers)"
-if ! dpkg -s mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk >/dev/null 2>&1; then
+step "system packages (Mesa lavapipe Vulkan for the wgpu tests, dicom3tools for dciodvfy, Chromium for the app, cmake for CharLS, Orthanc + its DICOMweb plugin for the DICOMweb tests, DCMTK as the edge node's peers, the aarch64 cross compilers)"
+if ! dpkg -s mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk gcc-aarch64-linux-gnu g++-aarch64-linux-gnu >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk gcc-aarch64-linux-gnu g++-aarch64-linux-gnu >/dev/null
 fi
 
 step "python checker venv (highdicom reads our SEG files back; dicomweb-client reads the node's DICOMweb)"
@@ -22,7 +22,7 @@ fi
 export MEDFM_CHECK_PY="$CHECK_VENV/bin/python"
 
 step "rust targets, components and web tools (trunk, wasm-bindgen-cli as pinned in Cargo.lock)"
-rustup target add wasm32-unknown-unknown >/dev/null
+rustup target add wasm32-unknown-unknown aarch64-unknown-linux-gnu >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 bash scripts/web_tools.sh
 
@@ -43,6 +43,10 @@ cargo test -- --nocapture --test-threads=1
 
 step "clippy (wasm32: the browser shell)"
 cargo clippy --lib --target wasm32-unknown-unknown --no-default-features -- -D warnings
+
+step "check (aarch64 Linux: the edge node's other target; cross C/C++ compilers for ring and CharLS)"
+CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++ \
+  cargo check --target aarch64-unknown-linux-gnu --bin medfm
 
 step "web app (trunk build --release: the shipped wasm32 library (profile wasm-release, wasm-opt) + worker + viewer + weights + samples -> dist/)"
 trunk build --release

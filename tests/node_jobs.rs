@@ -5,7 +5,9 @@
 //! `kill -9` of the node in the middle of its sending (the PACS takes a second per
 //! instance, so every kill lands inside a send). A `segment` rule sends the PACS the SEG
 //! that `medfm segment` gives for the same prompt on the series' middle slice. An `embed`
-//! rule fills the node's index, which `medfm search` finds each slice in.
+//! rule fills the node's index, which `medfm search` finds each slice in. The watch folder
+//! imports complete files (not a file still being written) and rejects the rest with
+//! the reason. A full spool makes room by removing the oldest study that was sent.
 
 mod common;
 
@@ -308,4 +310,153 @@ fn an_embed_rule_fills_the_index_search_reads() {
         ],
         "holds no index",
     );
+}
+
+#[test]
+fn the_watch_folder_imports_complete_files_and_rejects_the_rest() {
+    let base = std::env::temp_dir().join(format!("medfm-inbox-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (inbox, rejected) = (base.join("inbox"), base.join("rejected"));
+    let node = Node::start("inbox", &format!("inbox = \"{}\"\n", inbox.display()));
+    let brain: Vec<PathBuf> = fixtures()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("brain"))
+        .collect();
+    // Ten slices copied in (one in a sub-folder), one written slowly in two halves.
+    std::fs::create_dir_all(inbox.join("sub")).unwrap();
+    for (i, f) in brain[..10].iter().enumerate() {
+        let to = if i == 0 {
+            inbox.join("sub/a.dcm")
+        } else {
+            inbox.join(format!("{i}.dcm"))
+        };
+        std::fs::copy(f, to).unwrap();
+    }
+    let slow = std::fs::read(&brain[10]).unwrap();
+    let slow_path = inbox.join("slow.dcm");
+    std::fs::write(&slow_path, &slow[..slow.len() / 2]).unwrap();
+    // Refused: not DICOM, cut short, a UID that is a path.
+    std::fs::write(inbox.join("notes.txt"), b"not an image").unwrap();
+    let whole = std::fs::read(&brain[0]).unwrap();
+    std::fs::write(inbox.join("cut.dcm"), &whole[..whole.len() - 5000]).unwrap();
+    let evil = edited(&brain[0], |o| {
+        o.put_str(
+            dicom_dictionary_std::tags::SERIES_INSTANCE_UID,
+            dicom_core::VR::UI,
+            "../../x",
+        );
+    });
+    std::fs::write(inbox.join("evil.dcm"), evil).unwrap();
+    // Partial upload names are left alone.
+    std::fs::write(inbox.join(".part.dcm"), &whole).unwrap();
+
+    std::thread::sleep(Duration::from_millis(1200));
+    // The slow file is not taken half written.
+    assert!(slow_path.exists(), "taken before it was complete");
+    std::fs::write(&slow_path, &slow).unwrap();
+    wait_for(30, "the 11 slices in the spool", || {
+        spool_files(&node.spool()).len() == 11
+    });
+    wait_for(30, "the 3 refusals", || {
+        std::fs::read_dir(&rejected).map(|d| d.count()).unwrap_or(0) == 6
+    });
+    for f in &brain {
+        let ids = identify(&std::fs::read(f).unwrap()).unwrap();
+        let stored = std::fs::read(spooled(&node, &ids)).unwrap();
+        assert!(
+            stored == std::fs::read(f).unwrap(),
+            "{} changed",
+            f.display()
+        );
+    }
+    for (name, needle) in [
+        ("notes.txt", "not a DICOM file"),
+        ("cut.dcm", ""),
+        ("evil.dcm", "SeriesInstanceUID"),
+    ] {
+        assert!(rejected.join(name).exists(), "{name} not rejected");
+        let reason = std::fs::read_to_string(rejected.join(format!("{name}.reason.txt"))).unwrap();
+        assert!(
+            reason.contains(needle) && !reason.trim().is_empty(),
+            "{name}: {reason}"
+        );
+    }
+    assert!(inbox.join(".part.dcm").exists());
+    let left: Vec<_> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}"); // sub/ (now empty) and .part.dcm
+    assert!(node.log().contains("inbox: imported") && node.log().contains("inbox: rejected"));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// The brain slices as a study of their own: new study, series and instance UIDs.
+fn brain_study(k: u32, dir: &std::path::Path) -> Vec<PathBuf> {
+    use dicom_core::VR;
+    use dicom_dictionary_std::tags;
+    let out = dir.join(format!("study{k}"));
+    std::fs::create_dir_all(&out).unwrap();
+    fixtures()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("brain"))
+        .enumerate()
+        .map(|(i, f)| {
+            let root = format!("1.2.826.0.1.3680043.9.7781.{k}");
+            let sop = format!("{root}.3.{}", i + 1);
+            let bytes = edited(&f, |o| {
+                o.put_str(
+                    tags::STUDY_INSTANCE_UID,
+                    VR::UI,
+                    format!("{root}.1").as_str(),
+                );
+                o.put_str(
+                    tags::SERIES_INSTANCE_UID,
+                    VR::UI,
+                    format!("{root}.2").as_str(),
+                );
+                o.put_str(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str());
+                o.meta_mut().media_storage_sop_instance_uid = sop.clone();
+            });
+            let p = out.join(format!("{i}.dcm"));
+            std::fs::write(&p, bytes).unwrap();
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_spool_evicts_the_oldest_sent_study_only() {
+    let pacs_port = free_port();
+    // 3 MiB: two studies of 1.4 MB fit, a third does not.
+    let node = Node::start(
+        "evict",
+        &format!("quota_mb = 3\n{}", forward_config(pacs_port)),
+    );
+    let pacs = StoreScp::start(&node.dir.join("pacs"), pacs_port);
+    let studies: Vec<Vec<PathBuf>> = (1..=3).map(|k| brain_study(k, &node.dir)).collect();
+    let study_dir = |k: u32| {
+        node.spool()
+            .join(format!("1.2.826.0.1.3680043.9.7781.{k}.1"))
+    };
+    for (k, files) in studies.iter().take(2).enumerate() {
+        let out = node.storescu(CALLING, files);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for(60, "the study at the PACS", || {
+            pacs.received().len() == 11 * (k + 1)
+        });
+        wait_for(30, "an empty outbox", || outbox_len(&node) == 0);
+        std::thread::sleep(Duration::from_millis(1100)); // distinct ages
+    }
+    let out = node.storescu(CALLING, &studies[2]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!text.contains("OutOfResources"), "{text}");
+    assert!(!study_dir(1).exists(), "the oldest sent study makes room");
+    assert!(study_dir(2).exists() && study_dir(3).exists());
+    assert_eq!(spool_files(&node.spool()).len(), 22);
+    assert!(node.log().contains("evicted"), "{}", node.log());
 }

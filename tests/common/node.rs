@@ -105,6 +105,21 @@ impl Node {
         }
     }
 
+    /// (VmHWM, VmRSS) of the node process in KiB: its peak and current resident memory.
+    pub fn memory_kb(&self) -> (u64, u64) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill(); // SIGKILL
@@ -348,6 +363,11 @@ pub fn acknowledged(out: &std::process::Output, files: &[PathBuf]) -> Vec<PathBu
 /// `n` distinct instances of one series made from the brain slices (SOP instance UIDs
 /// `<uid_root>.1..=n`), written as DCMTK writes them under `dir/sent`.
 pub fn brain_instances(n: usize, uid_root: &str, dir: &Path) -> Vec<PathBuf> {
+    as_dcmtk_writes(&brain_files(n, uid_root, dir), &dir.join("sent"))
+}
+
+/// The same, as dicom-rs writes them (under `dir/src`).
+pub fn brain_files(n: usize, uid_root: &str, dir: &Path) -> Vec<PathBuf> {
     let src_dir = dir.join("src");
     std::fs::create_dir_all(&src_dir).unwrap();
     let brain: Vec<PathBuf> = fixtures()
@@ -369,7 +389,7 @@ pub fn brain_instances(n: usize, uid_root: &str, dir: &Path) -> Vec<PathBuf> {
         std::fs::write(&p, bytes).unwrap();
         made.push(p);
     }
-    as_dcmtk_writes(&made, &dir.join("sent"))
+    made
 }
 
 /// DCMTK's `storescp` as the PACS (AE title PACS, every transfer syntax it knows),

@@ -1,8 +1,7 @@
 //! `node.toml`: the edge node's configuration (every key is documented in docs/node.md;
 //! `medfm node --print-config` prints the effective one).
 //!
-//! Unknown keys are refused (a typo must not silently fall back to a default), and so
-//! are the keys of the node's contract this build does not act on yet, by name.
+//! Unknown keys are refused: a typo must not silently fall back to a default.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -10,10 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-
-/// Keys of the node's contract (docs/node.md) that this build does not implement yet:
-/// refused by name, so that an operator never believes they are active.
-const NOT_YET: &[&str] = &["inbox"];
 
 /// The effective configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +37,11 @@ pub struct Config {
     /// Disk quota of the spool (MiB); 0: none. An instance that would exceed it is
     /// refused (A700) and nothing is written.
     pub quota_mb: u64,
+    /// Watch folder: DICOM files dropped here are imported into the spool; "" none.
+    pub inbox: String,
+    /// Where unreadable inbox files go, with `<name>.reason.txt`; "": `rejected` beside
+    /// the inbox.
+    pub rejected: String,
     /// Address of the HTTP API; "" turns it off.
     pub http: String,
     /// Bearer token the HTTP API requires on every request; needed when `http` is not a
@@ -190,6 +190,8 @@ impl Default for Config {
             idle_timeout_seconds: 120,
             max_instance_mb: 1024,
             quota_mb: 0,
+            inbox: String::new(),
+            rejected: String::new(),
             http: "127.0.0.1:8181".into(),
             http_token: String::new(),
             series_idle_seconds: 30,
@@ -215,14 +217,6 @@ impl Config {
     /// Parse and check a configuration's text.
     pub fn parse(text: &str) -> Result<Config> {
         let table: toml::Table = toml::from_str(text)?;
-        for key in NOT_YET {
-            if table.contains_key(*key) {
-                bail!(
-                    "`{key}` is part of the node's contract but not implemented in this build \
-                     (docs/node.md lists what is); remove it"
-                );
-            }
-        }
         let config: Config = table.try_into()?;
         config.check()?;
         Ok(config)
@@ -319,6 +313,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The watch folder and its rejected folder (None: no watch folder).
+    pub fn inbox_dirs(&self) -> Option<(PathBuf, PathBuf)> {
+        if self.inbox.is_empty() {
+            return None;
+        }
+        let inbox = PathBuf::from(&self.inbox);
+        let rejected = if self.rejected.is_empty() {
+            inbox
+                .parent()
+                .map_or_else(|| PathBuf::from("rejected"), |p| p.join("rejected"))
+        } else {
+            PathBuf::from(&self.rejected)
+        };
+        Some((inbox, rejected))
     }
 
     /// The HTTP API's address (None: off).
@@ -451,7 +461,6 @@ mod tests {
         assert!(err("port = 0").contains("not a port"));
         assert!(err("port = 70000").contains("port"));
         assert!(err("max_pdu = 10").contains("max_pdu"));
-        assert!(err("inbox = \"/mnt/usb\"").contains("not implemented"));
         assert!(err("http = \"0.0.0.0:8181\"").contains("set http_token"));
         assert!(err("http = \"localhost\"").contains("not an address"));
         assert!(

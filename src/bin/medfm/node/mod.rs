@@ -9,6 +9,7 @@
 
 mod config;
 mod http;
+mod inbox;
 mod records;
 mod scp;
 mod scu;
@@ -59,14 +60,14 @@ impl Counters {
         })
     }
 
-    fn stored(&self, bytes: u64) {
+    pub(crate) fn stored(&self, bytes: u64) {
         self.stored.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
-    fn duplicate(&self) {
+    pub(crate) fn duplicate(&self) {
         self.duplicates.fetch_add(1, Ordering::Relaxed);
     }
-    fn refused(&self) {
+    pub(crate) fn refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
     fn rejected(&self) {
@@ -100,6 +101,10 @@ pub fn run(args: NodeArgs) -> Result<()> {
     }
     let spool = spool::Spool::open(&config.spool, config.quota_bytes())?;
     let work = work::Work::open(&config.spool)?;
+    let inbox = match config.inbox_dirs() {
+        Some((dir, rejected)) => Some(inbox::Inbox::open(&dir, &rejected)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.dicom_addr())
         .with_context(|| format!("cannot listen on {}", config.dicom_addr()))?;
     listener.set_nonblocking(true)?;
@@ -132,7 +137,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
         started: Instant::now(),
     };
     std::thread::scope(|scope| -> Result<()> {
-        let worker = scope.spawn(|| work.run(&config, &spool));
+        let worker = scope.spawn(|| work.run(&config, &spool, inbox.as_ref(), &counters));
         if let Some(server) = &http {
             tracing::info!(addr = %config.http, "HTTP API listening");
             let api = &api;

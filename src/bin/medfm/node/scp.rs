@@ -441,7 +441,16 @@ fn check_and_store(p: &Pending, spool: &Spool, work: &Work) -> Result<Stored, (u
             "the node cannot write its state".into(),
         ));
     }
-    spool.store(&ids, &p.file).map_err(|e| match e {
+    let mut stored = spool.store(&ids, &p.file);
+    if matches!(stored, Err(StoreError::Quota { .. }))
+        && work.evict(spool, p.file.len() as u64).unwrap_or_else(|e| {
+            tracing::error!("eviction: {e:#}");
+            0
+        }) > 0
+    {
+        stored = spool.store(&ids, &p.file);
+    }
+    stored.map_err(|e| match e {
         StoreError::Invalid(m) => (status::CANNOT_UNDERSTAND, m),
         StoreError::Quota { .. } => (status::OUT_OF_RESOURCES, e.to_string()),
         StoreError::Io(_) => {

@@ -103,6 +103,46 @@ impl Spool {
             .join(format!("{}.dcm", ids.sop_instance_uid)))
     }
 
+    /// The spool's studies, oldest first (by the newest modification time of their
+    /// instances).
+    pub fn studies_by_age(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for study in read_dirs(&self.root)? {
+            let mut newest = std::time::SystemTime::UNIX_EPOCH;
+            for series in read_dirs(&study)? {
+                for f in instances_of(&series)? {
+                    if let Ok(t) = fs::metadata(&f).and_then(|m| m.modified()) {
+                        newest = newest.max(t);
+                    }
+                }
+            }
+            if let Some(name) = study.file_name().and_then(|n| n.to_str()) {
+                out.push((newest, name.to_string()));
+            }
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// Remove a study (every instance) and give its bytes back to the quota.
+    pub fn remove_study(&self, study: &str) -> Result<u64> {
+        if !is_uid(study) {
+            bail!("{study:?} is not a UID");
+        }
+        let dir = self.root.join(study);
+        let mut bytes = 0;
+        for series in read_dirs(&dir)? {
+            for f in instances_of(&series)? {
+                bytes += fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        sync_dir(&self.root)?;
+        let mut used = self.used.lock().expect("spool lock");
+        *used = used.saturating_sub(bytes);
+        Ok(bytes)
+    }
+
     /// Whether the SOP instance of `ids` is in the spool.
     pub fn contains(&self, ids: &InstanceIds) -> bool {
         self.path_of(ids).is_ok_and(|p| p.exists())

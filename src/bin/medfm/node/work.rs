@@ -70,6 +70,8 @@ pub struct Work {
     jobs: Records,
     outbox: Records,
     parked: Records,
+    /// Studies every send of which completed (eviction may remove them).
+    sent: Records,
     /// Open series and when their last instance arrived.
     open: Mutex<HashMap<(String, String), Instant>>,
     /// Held while a model runs (a child process): one at a time.
@@ -87,6 +89,7 @@ impl Work {
             jobs: Records::open(&state.join("jobs"))?,
             outbox: Records::open(&state.join("outbox"))?,
             parked: Records::open(&state.join("parked"))?,
+            sent: Records::open(&state.join("sent"))?,
             open: Mutex::new(HashMap::new()),
             model: Mutex::new(()),
             errors: Mutex::new(std::collections::VecDeque::new()),
@@ -108,6 +111,51 @@ impl Work {
             "resuming"
         );
         Ok(work)
+    }
+
+    /// Make room for `needed` bytes: remove the oldest studies that were sent and have
+    /// nothing pending (no open series, no job, no send waiting or parked), until enough
+    /// is free. Studies never sent are never removed. The bytes freed.
+    pub fn evict(&self, spool: &Spool, needed: u64) -> Result<u64> {
+        // Arrivals wait: a study receiving an instance has an open series, so it is kept.
+        let open = self.open.lock().expect("lock");
+        let mut pending: Vec<String> = open.keys().map(|(study, _)| study.clone()).collect();
+        for name in self.jobs.names()? {
+            if let Ok(job) = self.jobs.get::<Job>(&name) {
+                pending.push(job.study);
+            }
+        }
+        for records in [&self.outbox, &self.parked] {
+            for name in records.names()? {
+                if let Ok(v) = records.get::<serde_json::Value>(&name) {
+                    // A parked job names its study; a send, its files.
+                    if let Some(s) = v["study"].as_str() {
+                        pending.push(s.to_string());
+                    }
+                    for f in v["files"].as_array().into_iter().flatten() {
+                        if let Some(study) = f.as_str().and_then(|p| p.split('/').next()) {
+                            pending.push(study.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        let sent = self.sent.names()?;
+        let mut freed = 0;
+        for study in spool.studies_by_age()? {
+            if freed >= needed {
+                break;
+            }
+            if !sent.contains(&study) || pending.contains(&study) {
+                continue;
+            }
+            let bytes = spool.remove_study(&study)?;
+            self.sent.remove(&study)?;
+            freed += bytes;
+            tracing::info!(study, bytes, "evicted (sent, nothing pending) to make room");
+        }
+        drop(open);
+        Ok(freed)
     }
 
     /// Keep an error for the status (the last 20).
@@ -469,6 +517,15 @@ impl Work {
                     files = send.files.len(),
                     "sent"
                 );
+                let mut studies: Vec<&str> = send
+                    .files
+                    .iter()
+                    .filter_map(|f| f.iter().next().and_then(|c| c.to_str()))
+                    .collect();
+                studies.dedup();
+                for study in studies {
+                    self.sent.put(study, &now_unix())?;
+                }
                 self.outbox.remove(&name)?;
                 continue;
             }
@@ -503,9 +560,21 @@ impl Work {
         Ok(())
     }
 
-    /// The loop of the work thread: series completion, jobs, outbox, until STOP.
-    pub fn run(&self, config: &Config, spool: &Spool) {
+    /// The loop of the work thread: watch folder, series completion, jobs, outbox, until
+    /// STOP.
+    pub fn run(
+        &self,
+        config: &Config,
+        spool: &Spool,
+        inbox: Option<&super::inbox::Inbox>,
+        counters: &super::Counters,
+    ) {
         while !STOP.load(Ordering::SeqCst) {
+            if let Some(inbox) = inbox
+                && let Err(e) = inbox.scan(spool, self, counters)
+            {
+                tracing::error!("inbox: {e:#}");
+            }
             for (what, r) in [
                 ("series completion", self.complete_idle(config)),
                 ("jobs", self.run_jobs(config, spool)),

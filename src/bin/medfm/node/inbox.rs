@@ -1,0 +1,171 @@
+//! The watch folder: DICOM files dropped in `inbox` (an export share, a USB stick) are
+//! taken once complete, checked like a C-STORE and moved into the spool; what cannot be
+//! read goes to `rejected` with the reason beside it.
+//!
+//! Complete means: its size and modification time unchanged for [`SETTLE`] (a copy in
+//! progress keeps growing; a file moved in is complete at once and waits the same). Names
+//! starting with `.` are left alone (partial uploads by rsync and the like). The spool's
+//! copy is durable before the inbox file is removed, so a crash in between only imports it
+//! again (and a duplicate is stored once).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+
+use super::Counters;
+use super::spool::{Spool, StoreError, Stored};
+use super::work::Work;
+
+/// How long a file must stay unchanged before it is taken.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// A file's size and modification time.
+type FileState = (u64, SystemTime);
+
+pub struct Inbox {
+    dir: PathBuf,
+    rejected: PathBuf,
+    /// Files seen: their state and since when it is unchanged.
+    seen: Mutex<HashMap<PathBuf, (FileState, Instant)>>,
+}
+
+impl Inbox {
+    pub fn open(dir: &Path, rejected: &Path) -> Result<Inbox> {
+        super::spool::create_dir(dir).with_context(|| format!("inbox {}", dir.display()))?;
+        super::spool::create_dir(rejected)
+            .with_context(|| format!("rejected {}", rejected.display()))?;
+        Ok(Inbox {
+            dir: dir.to_path_buf(),
+            rejected: rejected.to_path_buf(),
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// One pass: take the files that have settled.
+    pub fn scan(&self, spool: &Spool, work: &Work, counters: &Counters) -> Result<()> {
+        let mut files = Vec::new();
+        walk(&self.dir, &mut files)?;
+        let mut seen = self.seen.lock().expect("lock");
+        seen.retain(|p, _| files.contains(p));
+        let mut ready = Vec::new();
+        for f in files {
+            let Ok(m) = std::fs::metadata(&f) else {
+                continue;
+            };
+            let state = (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+            match seen.get(&f) {
+                Some((s, since)) if *s == state => {
+                    if since.elapsed() >= SETTLE {
+                        ready.push(f);
+                    }
+                }
+                _ => {
+                    seen.insert(f, (state, Instant::now()));
+                }
+            }
+        }
+        for f in ready {
+            seen.remove(&f);
+            self.take(&f, spool, work, counters);
+        }
+        Ok(())
+    }
+
+    fn take(&self, path: &Path, spool: &Spool, work: &Work, counters: &Counters) {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "inbox: cannot read: {e}");
+                return;
+            }
+        };
+        let ids = match medfm::dicom::identify(&bytes) {
+            Ok(ids) => ids,
+            Err(e) => return self.reject(path, &e.to_string(), counters),
+        };
+        // The spool keeps Part 10 files with their preamble.
+        let file = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+            bytes
+        } else {
+            [vec![0u8; 128], bytes].concat()
+        };
+        if !spool.contains(&ids)
+            && let Err(e) = work.arrived(&ids)
+        {
+            tracing::error!("inbox: cannot record the series: {e:#}");
+            return;
+        }
+        let mut stored = spool.store(&ids, &file);
+        if matches!(stored, Err(StoreError::Quota { .. }))
+            && work.evict(spool, file.len() as u64).unwrap_or(0) > 0
+        {
+            stored = spool.store(&ids, &file);
+        }
+        match stored {
+            Ok(stored) => {
+                if stored == Stored::New {
+                    counters.stored(file.len() as u64);
+                } else {
+                    counters.duplicate();
+                }
+                tracing::info!(file = %path.display(), sop_instance = ids.sop_instance_uid, duplicate = stored == Stored::Duplicate, "inbox: imported");
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::warn!(file = %path.display(), "inbox: imported but cannot remove it: {e}");
+                }
+            }
+            Err(StoreError::Invalid(reason)) => self.reject(path, &reason, counters),
+            // Quota or disk: left in the inbox, tried again later.
+            Err(e) => tracing::warn!(file = %path.display(), "inbox: not imported now: {e}"),
+        }
+    }
+
+    /// Move `path` to the rejected folder with `<name>.reason.txt` beside it.
+    fn reject(&self, path: &Path, reason: &str, counters: &Counters) {
+        counters.refused();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let mut target = self.rejected.join(&name);
+        let mut k = 1;
+        while target.exists() {
+            target = self.rejected.join(format!("{name}.{k}"));
+            k += 1;
+        }
+        let reason_file = PathBuf::from(format!("{}.reason.txt", target.display()));
+        let moved = std::fs::write(&reason_file, format!("{reason}\n")).and_then(|_| {
+            std::fs::rename(path, &target).or_else(|_| {
+                std::fs::copy(path, &target)?;
+                std::fs::remove_file(path)
+            })
+        });
+        match moved {
+            Ok(()) => {
+                tracing::warn!(file = %path.display(), to = %target.display(), reason, "inbox: rejected")
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), reason, "inbox: rejected but cannot move it: {e}")
+            }
+        }
+    }
+}
+
+/// Every regular file under `dir` (names starting with `.` left out).
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let t = entry.file_type()?;
+        if t.is_dir() {
+            walk(&entry.path(), out)?;
+        } else if t.is_file() {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
+}
