@@ -289,7 +289,18 @@ fn quota_and_association_limit() {
 
 #[test]
 fn kill_dash_nine_loses_no_acknowledged_instance() {
-    let mut node = Node::start("crash", "");
+    // A forward rule to DCMTK's storescp: the series' jobs and sends pending at each kill
+    // must all complete after the last restart.
+    let pacs_port = free_port();
+    let mut node = Node::start(
+        "crash",
+        &format!(
+            "series_idle_seconds = 1\nretry_seconds = 1\nmax_attempts = 100\n\
+             [[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
+             [[rule]]\njobs = [\"forward\"]\n"
+        ),
+    );
+    let pacs = StoreScp::start(&node.dir.join("pacs"), pacs_port);
     // 126 distinct instances made from the brain slices (new SOP instance UIDs): 120 sent
     // while the node is killed, 6 after.
     let files = brain_instances(126, "1.2.826.0.1.3680043.9.7778", &node.dir);
@@ -356,6 +367,11 @@ fn kill_dash_nine_loses_no_acknowledged_instance() {
         acked.len(),
         spool_files(&node.spool()).len()
     );
+    // Every pending job and send completes: each instance of the spool reaches the PACS.
+    let in_spool = spool_files(&node.spool()).len();
+    wait_for(120, "every stored instance at the PACS", || {
+        pacs.received().len() == in_spool
+    });
 
     // SIGTERM: drains and exits 0 with its counts.
     let status = node.terminate();

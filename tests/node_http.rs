@@ -5,59 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 
 use common::node::*;
 use common::*;
 use medfm::dicom::identify;
 use serde_json::{Value, json};
-
-/// One HTTP/1.1 request (Connection: close): status and body.
-fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let end = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head")
-        + 4;
-    let head = String::from_utf8_lossy(&out[..end]).to_string();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut body = out[end..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    (status, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&b[..line]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[line + 2..line + 2 + size]);
-        b = &b[line + 2 + size + 2..];
-    }
-}
 
 fn get_json(port: u16, path: &str) -> Value {
     let (status, body) = http(port, "GET", path, "", None);
@@ -279,4 +232,41 @@ fn a_token_guards_the_api() {
     );
     assert_eq!(http(node.http, "GET", "/dicomweb/studies", "", None).0, 401);
     assert!(node.log().contains("no valid token"));
+}
+
+#[test]
+fn the_web_app_is_served_from_web_root() {
+    let web = std::env::temp_dir().join(format!("medfm-web-{}", std::process::id()));
+    std::fs::create_dir_all(web.join("www")).unwrap();
+    std::fs::write(
+        web.join("index.html"),
+        "<!doctype html><title>medfm</title>",
+    )
+    .unwrap();
+    std::fs::write(web.join("www/app.js"), "export const x = 1;").unwrap();
+    std::fs::write(web.join("medfm_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    std::fs::write(web.join(".secret"), "no").unwrap();
+    let node = Node::start("web", &format!("web_root = \"{}\"\n", web.display()));
+    let (status, body) = http(node.http, "GET", "/", "", None);
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"<!doctype html><title>medfm</title>"[..])
+    );
+    let (status, body) = http(node.http, "GET", "/www/app.js", "", None);
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"export const x = 1;"[..])
+    );
+    assert_eq!(http(node.http, "GET", "/medfm_bg.wasm", "", None).0, 200);
+    for bad in [
+        "/.secret",
+        "/../node.toml",
+        "/www/..%2F..%2Fnode.toml",
+        "/missing.js",
+    ] {
+        assert_eq!(http(node.http, "GET", bad, "", None).0, 404, "{bad}");
+    }
+    // The API is still the API.
+    assert_eq!(get_json(node.http, "/api/health")["status"], "ok");
+    let _ = std::fs::remove_dir_all(&web);
 }

@@ -301,6 +301,26 @@ fn an_embed_rule_fills_the_index_search_reads() {
         assert_eq!(hits[0]["entry"]["instance_uid"], want.as_str(), "{stdout}");
         assert!(hits[0]["score"].as_f64().unwrap() > 0.999, "{stdout}");
     }
+    // The same over HTTP.
+    let want = identify(&std::fs::read(&brain[4]).unwrap())
+        .unwrap()
+        .sop_instance_uid;
+    let (status, body) = http(
+        node.http,
+        "GET",
+        &format!("/api/search?instance={want}&k=2"),
+        "",
+        None,
+    );
+    let hits: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{hits}");
+    assert_eq!(hits[0]["entry"]["instance_uid"], want.as_str(), "{hits}");
+    assert_eq!(hits.as_array().unwrap().len(), 2);
+    assert_eq!(
+        http(node.http, "GET", "/api/search?instance=1.2.3", "", None).0,
+        404
+    );
+    assert_eq!(http(node.http, "GET", "/api/search", "", None).0, 400);
     // A folder without an index: a clear error.
     expect_error(
         &[

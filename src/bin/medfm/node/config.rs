@@ -47,6 +47,9 @@ pub struct Config {
     /// Bearer token the HTTP API requires on every request; needed when `http` is not a
     /// loopback address.
     pub http_token: String,
+    /// Folder of the built web app (`trunk build --release` -> dist/) served by the HTTP
+    /// API at `/`, so a kiosk browser on the cart opens it from the node; "" none.
+    pub web_root: String,
     /// A series is complete (its rules' jobs run) after this many seconds without a new
     /// instance.
     pub series_idle_seconds: u64,
@@ -194,6 +197,7 @@ impl Default for Config {
             rejected: String::new(),
             http: "127.0.0.1:8181".into(),
             http_token: String::new(),
+            web_root: String::new(),
             series_idle_seconds: 30,
             max_attempts: 8,
             retry_seconds: 5,

@@ -34,6 +34,44 @@ pub struct Api<'a> {
 /// A reply: status, content type, body.
 struct Reply(u16, String, Vec<u8>);
 
+/// The content type of a file of the web app, by its extension.
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript",
+        "css" => "text/css",
+        "wasm" => "application/wasm",
+        "json" | "webmanifest" => "application/json",
+        "png" => "image/png",
+        "svg" => "image/svg+xml",
+        "ico" => "image/x-icon",
+        "dcm" => "application/dicom",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A file of `web_root` (the built web app, `trunk build --release` -> dist/): `/` is
+/// index.html; only plain names (no `..`, no hidden files) are served.
+fn static_file(api: &Api, segments: &[&str]) -> Reply {
+    if segments
+        .iter()
+        .any(|s| s.starts_with('.') || s.contains('\\') || s.contains('%'))
+    {
+        return Reply::error(404, "no such file");
+    }
+    let mut path = PathBuf::from(&api.config.web_root);
+    for s in segments {
+        path.push(s);
+    }
+    if segments.is_empty() || path.is_dir() {
+        path.push("index.html");
+    }
+    match std::fs::read(&path) {
+        Ok(bytes) => Reply(200, content_type(&path).into(), bytes),
+        Err(_) => Reply::error(404, "no such file"),
+    }
+}
+
 impl Reply {
     fn json(status: u16, v: &Value) -> Reply {
         Reply(
@@ -152,6 +190,7 @@ fn route(
                 .context("reading the request")?;
             segment(api, &body)?
         }
+        (Method::Get, ["api", "search"]) => search(api, query)?,
         (Method::Get, ["dicomweb", "studies"]) => qido_studies(api, query)?,
         (Method::Get, ["dicomweb", "studies", study, "series"]) => qido_series(api, study)?,
         (Method::Get, ["dicomweb", "studies", study, "series", series, "instances"]) => {
@@ -161,6 +200,12 @@ fn route(
             if (1..=5).contains(&rest.len()) && rest.len() % 2 == 1 =>
         {
             wado(api, rest)?
+        }
+        (Method::Get, rest)
+            if !api.config.web_root.is_empty()
+                && !matches!(rest.first(), Some(&"api" | &"dicomweb")) =>
+        {
+            return Ok(static_file(api, rest));
         }
         (Method::Get, _) | (Method::Post, _) => Reply::error(404, "no such resource"),
         _ => Reply::error(405, "method not allowed"),
@@ -497,6 +542,71 @@ fn studies_summary(api: &Api) -> Result<Reply> {
         out.push(json!({ "study": study, "series": series }));
     }
     Ok(Reply::json(200, &Value::Array(out)))
+}
+
+/// The value of `key` in a query string (no percent-decoding: UIDs and numbers only).
+fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// The spool file of a SOP instance (any study, any series).
+fn find_instance(api: &Api, instance: &str) -> Option<PathBuf> {
+    if !is_uid(instance) {
+        return None;
+    }
+    uid_dirs(api.work.root())
+        .into_iter()
+        .flat_map(|(_, study)| uid_dirs(&study))
+        .map(|(_, series)| series.join(format!("{instance}.dcm")))
+        .find(|p| p.is_file())
+}
+
+/// `GET /api/search?instance=UID[&frame=N][&k=K]`: the index entries most similar to
+/// that frame (`medfm search` over the node's index).
+fn search(api: &Api, query: &str) -> Result<Reply> {
+    let Some(instance) = param(query, "instance") else {
+        return Ok(Reply::error(400, "instance=UID is needed"));
+    };
+    let (Ok(frame), Ok(k)) = (
+        param(query, "frame").unwrap_or("0").parse::<u32>(),
+        param(query, "k").unwrap_or("5").parse::<u32>(),
+    ) else {
+        return Ok(Reply::error(400, "frame and k are numbers"));
+    };
+    let Some(file) = find_instance(api, instance) else {
+        return Ok(Reply::error(
+            404,
+            format!("no instance {instance} in the spool"),
+        ));
+    };
+    let index = api.work.root().join(".node").join("index");
+    if !index.is_dir() {
+        return Ok(Reply::error(
+            404,
+            "the index is empty: no embed job has run",
+        ));
+    }
+    let args = [
+        "search".to_string(),
+        index.display().to_string(),
+        file.display().to_string(),
+        "--frame".into(),
+        frame.to_string(),
+        "-k".into(),
+        k.min(100).to_string(),
+        "--json".into(),
+    ];
+    match api.work.run_model(&args) {
+        Ok(stdout) => Ok(Reply(200, "application/json".into(), stdout)),
+        Err(e) if format!("{e:#}").contains("exit status: 2") => {
+            Ok(Reply::error(400, format!("{e:#}")))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `POST /api/segment`.

@@ -158,6 +158,14 @@ impl Work {
         Ok(freed)
     }
 
+    /// Run a model command of this executable (`medfm search ...`) in its turn (one model
+    /// at a time); its standard output.
+    pub fn run_model(&self, args: &[String]) -> Result<Vec<u8>> {
+        let _model = self.model.lock().expect("lock");
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        child(&args)
+    }
+
     /// Keep an error for the status (the last 20).
     fn note_error(&self, e: String) {
         let mut errors = self.errors.lock().expect("lock");
