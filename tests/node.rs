@@ -244,10 +244,7 @@ fn echo_store_over_four_associations_and_refusals() {
 fn quota_and_association_limit() {
     // 1 MiB: the first brain slices (133 KB each) fit, the rest are refused with A700.
     let node = Node::start("quota", "quota_mb = 1\nmax_associations = 1\n");
-    let files: Vec<PathBuf> = fixtures()
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("brain"))
-        .collect();
+    let files = brain();
     let out = node.storescu(CALLING, &files);
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::node::*;
 use common::*;
 use medfm::dicom::identify;
@@ -28,16 +26,8 @@ fn status_studies_segment_and_dicomweb() {
         ),
     );
     let pacs = StoreScp::start(&node.dir.join("pacs"), pacs_port);
-    let brain: Vec<PathBuf> = fixtures()
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("brain"))
-        .collect();
-    let out = node.storescu(CALLING, &brain);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let brain = brain();
+    node.send_ok(&brain);
 
     let health = get_json(node.http, "/api/health");
     assert_eq!(health["status"], "ok");

@@ -47,19 +47,11 @@ fn a_completed_series_is_forwarded_byte_for_byte() {
     let pacs_port = free_port();
     let node = Node::start("forward", &forward_config(pacs_port));
     let pacs = StoreScp::start(&node.dir.join("pacs"), pacs_port);
-    let brain: Vec<PathBuf> = fixtures()
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("brain"))
-        .collect();
+    let brain = brain();
     let mut files = as_dcmtk_writes(&brain, &node.dir.join("sent"));
     let ct = as_dcmtk_writes(&[data("CT_small.dcm")], &node.dir.join("sent-ct"));
     files.extend(ct.clone());
-    let out = node.storescu(CALLING, &files);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    node.send_ok(&files);
 
     wait_for(60, "the MR series at the PACS", || {
         pacs.received().len() >= brain.len()
@@ -71,16 +63,7 @@ fn a_completed_series_is_forwarded_byte_for_byte() {
         brain.len(),
         "only the MR series is forwarded"
     );
-    for f in &files[..brain.len()] {
-        let sent = std::fs::read(f).unwrap();
-        let uid = identify(&sent).unwrap().sop_instance_uid;
-        let at_pacs = std::fs::read(&received[&uid]).unwrap();
-        assert!(
-            content(&at_pacs) == content(&sent),
-            "{} changed on the way",
-            f.display()
-        );
-    }
+    pacs.assert_holds(&files[..brain.len()]);
     let ct_uid = identify(&std::fs::read(&ct[0]).unwrap())
         .unwrap()
         .sop_instance_uid;
@@ -101,12 +84,7 @@ fn the_outbox_survives_a_pacs_that_is_down_and_kill_dash_nine() {
     let pacs_port = free_port();
     let mut node = Node::start("outbox", &forward_config(pacs_port));
     let files = brain_instances(12, "1.2.826.0.1.3680043.9.7779", &node.dir);
-    let out = node.storescu(CALLING, &files);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    node.send_ok(&files);
     // The PACS is down: the send fails and waits for its retry.
     wait_for(30, "a failed send", || {
         node.log().contains("send failed; will retry")
@@ -144,17 +122,7 @@ fn the_outbox_survives_a_pacs_that_is_down_and_kill_dash_nine() {
         pacs.received().len() >= files.len()
     });
     wait_for(30, "an empty outbox", || outbox_len(&node) == 0);
-    let received = pacs.received();
-    for f in &files {
-        let sent = std::fs::read(f).unwrap();
-        let uid = identify(&sent).unwrap().sop_instance_uid;
-        let at_pacs = std::fs::read(&received[&uid]).unwrap();
-        assert!(
-            content(&at_pacs) == content(&sent),
-            "{} changed on the way",
-            f.display()
-        );
-    }
+    pacs.assert_holds(&files);
     assert_eq!(node.starts, 10);
     eprintln!(
         "sends logged: {}, failures: {}",
@@ -176,16 +144,8 @@ fn a_segment_rule_sends_the_seg_of_the_middle_slice() {
         ),
     );
     let pacs = StoreScp::start(&node.dir.join("pacs"), pacs_port);
-    let brain: Vec<PathBuf> = fixtures()
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("brain"))
-        .collect();
-    let out = node.storescu(CALLING, &brain);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let brain = brain();
+    node.send_ok(&brain);
     wait_for(300, "the SEG at the PACS", || !pacs.received().is_empty());
     let received = pacs.received();
     assert_eq!(received.len(), 1, "only the SEG is sent (no forward rule)");
@@ -269,16 +229,8 @@ fn an_embed_rule_fills_the_index_search_reads() {
         "embed",
         "series_idle_seconds = 1\n[[rule]]\nmodality = \"MR\"\njobs = [\"embed\"]\n",
     );
-    let brain: Vec<PathBuf> = fixtures()
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("brain"))
-        .collect();
-    let out = node.storescu(CALLING, &brain);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let brain = brain();
+    node.send_ok(&brain);
     let index = node.spool().join(".node/index");
     wait_for(300, "the series in the index", || {
         node.log().contains("embedded") || node.log().contains("job failed")
@@ -338,10 +290,7 @@ fn the_watch_folder_imports_complete_files_and_rejects_the_rest() {
     let _ = std::fs::remove_dir_all(&base);
     let (inbox, rejected) = (base.join("inbox"), base.join("rejected"));
     let node = Node::start("inbox", &format!("inbox = \"{}\"\n", inbox.display()));
-    let brain: Vec<PathBuf> = fixtures()
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("brain"))
-        .collect();
+    let brain = brain();
     // Ten slices copied in (one in a sub-folder), one written slowly in two halves.
     std::fs::create_dir_all(inbox.join("sub")).unwrap();
     for (i, f) in brain[..10].iter().enumerate() {
@@ -417,9 +366,8 @@ fn brain_study(k: u32, dir: &std::path::Path) -> Vec<PathBuf> {
     use dicom_dictionary_std::tags;
     let out = dir.join(format!("study{k}"));
     std::fs::create_dir_all(&out).unwrap();
-    fixtures()
+    brain()
         .into_iter()
-        .filter(|p| p.to_string_lossy().contains("brain"))
         .enumerate()
         .map(|(i, f)| {
             let root = format!("1.2.826.0.1.3680043.9.7781.{k}");
@@ -460,12 +408,7 @@ fn a_full_spool_evicts_the_oldest_sent_study_only() {
             .join(format!("1.2.826.0.1.3680043.9.7781.{k}.1"))
     };
     for (k, files) in studies.iter().take(2).enumerate() {
-        let out = node.storescu(CALLING, files);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        node.send_ok(files);
         wait_for(60, "the study at the PACS", || {
             pacs.received().len() == 11 * (k + 1)
         });

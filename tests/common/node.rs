@@ -163,6 +163,16 @@ impl Node {
         c
     }
 
+    /// storescu that must succeed (every instance acknowledged).
+    pub fn send_ok(&self, files: &[PathBuf]) {
+        let out = self.storescu(CALLING, files);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn echoscu(&self, calling: &str, called: &str) -> std::process::Output {
         dcmtk("echoscu")
             .args(["-aet", calling, "-aec", called, "127.0.0.1"])
@@ -270,6 +280,14 @@ pub fn spool_files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The 11 slices of the brain MR series (tests/data/series/brain11), in name order.
+pub fn brain() -> Vec<PathBuf> {
+    fixtures()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("brain"))
+        .collect()
+}
+
 /// Fixtures with distinct SOP instances: several transfer syntaxes (explicit and implicit
 /// little endian, big endian, deflate, JPEG baseline/extended/lossless, JPEG 2000, RLE)
 /// and SOP classes (MR, CT, SC, US, Enhanced MR, SEG, RT Dose).
@@ -370,10 +388,7 @@ pub fn brain_instances(n: usize, uid_root: &str, dir: &Path) -> Vec<PathBuf> {
 pub fn brain_files(n: usize, uid_root: &str, dir: &Path) -> Vec<PathBuf> {
     let src_dir = dir.join("src");
     std::fs::create_dir_all(&src_dir).unwrap();
-    let brain: Vec<PathBuf> = fixtures()
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("brain"))
-        .collect();
+    let brain = brain();
     let mut made = Vec::new();
     for i in 0..n {
         let uid = format!("{uid_root}.{}", i + 1);
@@ -441,6 +456,23 @@ impl StoreScp {
             }
         }
         out
+    }
+}
+
+impl StoreScp {
+    /// Each of `files` (as sent) was received with the same data set content.
+    pub fn assert_holds(&self, files: &[PathBuf]) {
+        let received = self.received();
+        for f in files {
+            let sent = std::fs::read(f).unwrap();
+            let uid = identify(&sent).unwrap().sop_instance_uid;
+            let at_pacs = std::fs::read(&received[&uid]).unwrap();
+            assert!(
+                content(&at_pacs) == content(&sent),
+                "{} changed on the way",
+                f.display()
+            );
+        }
     }
 }
 
