@@ -7,7 +7,8 @@ BENCHMARKS.md); needs dcmtk, orthanc and python with pydicom and numpy (the chec
     node.py [--instances N] [--runs R] [--medfm BIN] [--embed]
 
 medfm acknowledges an instance only after fsync of the file and its folder; storescp
-writes without fsync (it has no such option), Orthanc writes through its storage area
+writes without fsync (it has no such option; `--fork`, a process per association),
+Orthanc writes through its storage area
 and SQLite index (its own sync policy). `--embed` also times, for medfm, the last
 instance of a series to its vectors in the node's index (the series idle time, 1 s,
 included and reported).
@@ -96,15 +97,18 @@ def run_medfm(binary, files, embed):
         cfg += '[[rule]]\nmodality = "CT"\njobs = ["embed"]\n'
     (d / "node.toml").write_text(cfg)
     log = open(d / "log", "w")
-    p = subprocess.Popen([binary, "node", "--config", str(d / "node.toml")], stderr=log)
+    env = dict(os.environ)
+    env.setdefault("MEDFM_WEIGHTS_DIR", os.path.expanduser("~/.cache/medfm/weights"))
+    p = subprocess.Popen([binary, "node", "--config", str(d / "node.toml")], stderr=log, env=env)
     wait_port(port)
     secs = send(port, files)
     embed_s = None
     if embed:
         t = time.perf_counter()
-        while "embedded" not in (d / "log").read_text():
-            if time.perf_counter() - t > 600:
-                raise SystemExit("no embeddings after 10 minutes")
+        while "embedded" not in (text := (d / "log").read_text()):
+            if "job failed" in text or time.perf_counter() - t > 600:
+                p.terminate()
+                raise SystemExit("the embed job did not finish:\n" + text[-2000:])
             time.sleep(0.05)
         embed_s = time.perf_counter() - t
     p.terminate()
@@ -118,7 +122,8 @@ def run_medfm(binary, files, embed):
 def run_storescp(files):
     d = Path(tempfile.mkdtemp(prefix="bench-storescp-"))
     port = free_port()
-    p = subprocess.Popen(["storescp", "-aet", "MEDFM", "+xa", "-od", str(d), str(port)],
+    # --fork: a process per association (storescp serves one at a time otherwise).
+    p = subprocess.Popen(["storescp", "--fork", "-aet", "MEDFM", "+xa", "-od", str(d), str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     secs = send(port, files)
@@ -172,7 +177,7 @@ def main():
         m = statistics.median(xs)
         table[name] = {"s": m, "instances_per_s": a.instances / m, "mb_per_s": mb / m}
         print(f"  {name:<11} {m:6.2f} s  {a.instances / m:7.1f} inst/s  {mb / m:6.1f} MB/s  "
-              f"(medfm / this: {m / base:.2f}x)")
+              f"(its time / medfm's: {m / base:.2f}x)")
     if embeds:
         e = statistics.median(embeds)
         table["last instance to embeddings s"] = e
