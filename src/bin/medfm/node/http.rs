@@ -312,7 +312,7 @@ fn study_dir(api: &Api, study: &str) -> Option<PathBuf> {
         .filter(|d| d.is_dir())
 }
 
-fn study_json(api: &Api, study: &str, dir: &Path) -> Result<Option<Value>> {
+fn study_json(study: &str, dir: &Path) -> Result<Option<Value>> {
     let series = uid_dirs(dir);
     let mut first = None;
     let (mut modalities, mut instances) = (Vec::<String>::new(), 0);
@@ -368,22 +368,17 @@ fn study_json(api: &Api, study: &str, dir: &Path) -> Result<Option<Value>> {
     attr(&mut o, "0020000D", "UI", Some(study.into()));
     attr(&mut o, "00201206", "IS", Some(series.len().into()));
     attr(&mut o, "00201208", "IS", Some(instances.into()));
-    let _ = api;
     Ok(Some(Value::Object(o)))
 }
 
 fn qido_studies(api: &Api, query: &str) -> Result<Reply> {
-    let wanted: Option<String> = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "StudyInstanceUID" || *k == "0020000D")
-        .map(|(_, v)| v.to_string());
+    let wanted = param(query, "StudyInstanceUID").or_else(|| param(query, "0020000D"));
     let mut out = Vec::new();
     for (study, dir) in uid_dirs(api.work.root()) {
-        if wanted.as_ref().is_some_and(|w| *w != study) {
+        if wanted.is_some_and(|w| w != study) {
             continue;
         }
-        if let Some(j) = study_json(api, &study, &dir)? {
+        if let Some(j) = study_json(&study, &dir)? {
             out.push(j);
         }
     }
@@ -553,15 +548,16 @@ fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
         .map(|(_, v)| v)
 }
 
-/// The spool file of a SOP instance (any study, any series).
-fn find_instance(api: &Api, instance: &str) -> Option<PathBuf> {
-    if !is_uid(instance) {
+/// The spool file of a SOP instance: of the series given, else of any series (any study).
+fn find_instance(api: &Api, series: Option<&str>, instance: &str) -> Option<PathBuf> {
+    if !is_uid(instance) || series.is_some_and(|s| !is_uid(s)) {
         return None;
     }
     uid_dirs(api.work.root())
         .into_iter()
         .flat_map(|(_, study)| uid_dirs(&study))
-        .map(|(_, series)| series.join(format!("{instance}.dcm")))
+        .filter(|(uid, _)| series.is_none_or(|s| s == uid))
+        .map(|(_, dir)| dir.join(format!("{instance}.dcm")))
         .find(|p| p.is_file())
 }
 
@@ -577,7 +573,7 @@ fn search(api: &Api, query: &str) -> Result<Reply> {
     ) else {
         return Ok(Reply::error(400, "frame and k are numbers"));
     };
-    let Some(file) = find_instance(api, instance) else {
+    let Some(file) = find_instance(api, None, instance) else {
         return Ok(Reply::error(
             404,
             format!("no instance {instance} in the spool"),
@@ -649,11 +645,7 @@ fn segment(api: &Api, body: &[u8]) -> Result<Reply> {
         },
         None => None,
     };
-    let Some(file) = uid_dirs(api.work.root())
-        .into_iter()
-        .map(|(_, d)| d.join(&req.series).join(format!("{}.dcm", req.instance)))
-        .find(|p| p.is_file())
-    else {
+    let Some(file) = find_instance(api, Some(&req.series), &req.instance) else {
         return Ok(Reply::error(
             404,
             format!(

@@ -92,19 +92,7 @@ impl Inbox {
         } else {
             [vec![0u8; 128], bytes].concat()
         };
-        if !spool.contains(&ids)
-            && let Err(e) = work.arrived(&ids)
-        {
-            tracing::error!("inbox: cannot record the series: {e:#}");
-            return;
-        }
-        let mut stored = spool.store(&ids, &file);
-        if matches!(stored, Err(StoreError::Quota { .. }))
-            && work.evict(spool, file.len() as u64).unwrap_or(0) > 0
-        {
-            stored = spool.store(&ids, &file);
-        }
-        match stored {
+        match work.admit(spool, &ids, &file) {
             Ok(stored) => {
                 if stored == Stored::New {
                     counters.stored(file.len() as u64);

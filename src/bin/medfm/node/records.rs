@@ -89,12 +89,7 @@ impl Records {
     }
 
     /// Move a record to another folder (durably: written there, then removed here).
-    pub fn move_to<T: Serialize + DeserializeOwned>(
-        &self,
-        name: &str,
-        other: &Records,
-        value: &T,
-    ) -> Result<()> {
+    pub fn move_to<T: Serialize>(&self, name: &str, other: &Records, value: &T) -> Result<()> {
         other.put(name, value)?;
         self.remove(name)
     }

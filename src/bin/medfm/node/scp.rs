@@ -430,27 +430,7 @@ fn check_and_store(p: &Pending, spool: &Spool, work: &Work) -> Result<Stored, (u
             ),
         ));
     }
-    // The series is opened (durably) before the instance is stored: a crash in between
-    // leaves an open series without this instance, never an instance without its series.
-    if !spool.contains(&ids)
-        && let Err(e) = work.arrived(&ids)
-    {
-        tracing::error!("cannot record the series: {e:#}");
-        return Err((
-            status::OUT_OF_RESOURCES,
-            "the node cannot write its state".into(),
-        ));
-    }
-    let mut stored = spool.store(&ids, &p.file);
-    if matches!(stored, Err(StoreError::Quota { .. }))
-        && work.evict(spool, p.file.len() as u64).unwrap_or_else(|e| {
-            tracing::error!("eviction: {e:#}");
-            0
-        }) > 0
-    {
-        stored = spool.store(&ids, &p.file);
-    }
-    stored.map_err(|e| match e {
+    work.admit(spool, &ids, &p.file).map_err(|e| match e {
         StoreError::Invalid(m) => (status::CANNOT_UNDERSTAND, m),
         StoreError::Quota { .. } => (status::OUT_OF_RESOURCES, e.to_string()),
         StoreError::Io(_) => {

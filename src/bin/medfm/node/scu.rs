@@ -124,9 +124,20 @@ pub fn send(
     Ok(outcomes)
 }
 
+/// The file meta of a file, reading only its first bytes (preamble, `DICM`, the group):
+/// the whole file is read once, when it is sent.
 fn read_meta(file: &Path) -> Result<Part10File> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    Ok(meta(&bytes).with_context(|| file.display().to_string())?.0)
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut head = vec![0u8; 144];
+    f.read_exact(&mut head)
+        .with_context(|| format!("{}: not a Part 10 file (too short)", file.display()))?;
+    let group = u32::from_le_bytes(head[140..144].try_into().expect("4 bytes")).min(1 << 20);
+    f.take(group as u64)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(meta(&head).with_context(|| file.display().to_string())?.0)
 }
 
 fn send_batch(

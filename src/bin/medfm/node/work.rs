@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Config, JobKind, Rule};
 use super::records::{Records, new_id, now_unix};
-use super::spool::Spool;
+use super::spool::{Spool, StoreError, Stored};
 use super::{STOP, scu};
 
 /// An open series (its record).
@@ -36,6 +36,16 @@ use super::{STOP, scu};
 struct OpenSeries {
     study: String,
     series: String,
+}
+
+/// How a job or a send has fared: failed attempts, when the next may run (Unix
+/// seconds), the last error.
+#[derive(Default, Serialize, Deserialize)]
+struct Attempts {
+    attempts: u32,
+    not_before: u64,
+    #[serde(default)]
+    error: String,
 }
 
 /// A job to run on a complete series.
@@ -46,10 +56,8 @@ pub struct Job {
     series: String,
     /// Index of the rule in the configuration when the series completed.
     rule: usize,
-    attempts: u32,
-    not_before: u64,
-    #[serde(default)]
-    error: String,
+    #[serde(flatten)]
+    tries: Attempts,
 }
 
 /// Files to send to one destination.
@@ -58,10 +66,37 @@ pub struct Send {
     destination: String,
     /// Paths relative to the spool root.
     files: Vec<PathBuf>,
-    attempts: u32,
-    not_before: u64,
-    #[serde(default)]
-    error: String,
+    #[serde(flatten)]
+    tries: Attempts,
+}
+
+/// A record that is retried: a job or a send.
+trait Retried: Serialize {
+    /// "job" or "send", for the log.
+    const KIND: &'static str;
+    fn tries(&mut self) -> &mut Attempts;
+    /// What it is about, for the status's last errors.
+    fn about(&self) -> String;
+}
+
+impl Retried for Job {
+    const KIND: &'static str = "job";
+    fn tries(&mut self) -> &mut Attempts {
+        &mut self.tries
+    }
+    fn about(&self) -> String {
+        format!("job {:?} of series {}", self.kind, self.series)
+    }
+}
+
+impl Retried for Send {
+    const KIND: &'static str = "send";
+    fn tries(&mut self) -> &mut Attempts {
+        &mut self.tries
+    }
+    fn about(&self) -> String {
+        format!("send to {}", self.destination)
+    }
 }
 
 pub struct Work {
@@ -158,6 +193,71 @@ impl Work {
         Ok(freed)
     }
 
+    /// Put a checked instance into the spool, as C-STORE and the watch folder both do:
+    /// its series is opened (durably) before the instance is stored, so a crash in between
+    /// leaves an open series without this instance, never an instance without its series;
+    /// an instance over the quota first makes room ([`Work::evict`]) and is tried once more.
+    pub fn admit(
+        &self,
+        spool: &Spool,
+        ids: &InstanceIds,
+        file: &[u8],
+    ) -> Result<Stored, StoreError> {
+        if !spool.contains(ids)
+            && let Err(e) = self.arrived(ids)
+        {
+            return Err(StoreError::Io(e.context("cannot record the series")));
+        }
+        let stored = spool.store(ids, file);
+        if !matches!(stored, Err(StoreError::Quota { .. })) {
+            return stored;
+        }
+        match self.evict(spool, file.len() as u64) {
+            Ok(freed) if freed > 0 => spool.store(ids, file),
+            Ok(_) => stored,
+            Err(e) => {
+                tracing::error!("eviction: {e:#}");
+                stored
+            }
+        }
+    }
+
+    /// A failed attempt of record `name` of `records`: retried after its backoff, or
+    /// parked after `max_attempts` with its error; logged and kept for the status.
+    fn failed<T: Retried>(
+        &self,
+        config: &Config,
+        records: &Records,
+        name: &str,
+        mut record: T,
+        error: String,
+    ) -> Result<()> {
+        self.note_error(format!("{}: {error}", record.about()));
+        let tries = record.tries();
+        tries.attempts += 1;
+        tries.error = error;
+        let attempts = tries.attempts;
+        if attempts >= config.max_attempts {
+            tracing::error!(
+                record = name,
+                error = tries.error,
+                "{} parked after {attempts} attempts",
+                T::KIND
+            );
+            records.move_to(name, &self.parked, &record)
+        } else {
+            tries.not_before = now_unix() + backoff(config, attempts);
+            tracing::warn!(
+                record = name,
+                error = tries.error,
+                attempts,
+                "{} failed; will retry",
+                T::KIND
+            );
+            records.put(name, &record)
+        }
+    }
+
     /// Run a model command of this executable (`medfm search ...`) in its turn (one model
     /// at a time); its standard output.
     pub fn run_model(&self, args: &[String]) -> Result<Vec<u8>> {
@@ -251,9 +351,7 @@ impl Work {
                                 study: study.clone(),
                                 series: series.clone(),
                                 rule: i,
-                                attempts: 0,
-                                not_before: 0,
-                                error: String::new(),
+                                tries: Attempts::default(),
                             },
                         )?;
                         jobs += 1;
@@ -273,38 +371,13 @@ impl Work {
             if STOP.load(Ordering::SeqCst) {
                 break;
             }
-            let mut job: Job = self.jobs.get(&name)?;
-            if job.not_before > now_unix() {
+            let job: Job = self.jobs.get(&name)?;
+            if job.tries.not_before > now_unix() {
                 continue;
             }
             match self.run_job(config, spool, &name, &job) {
                 Ok(()) => self.jobs.remove(&name)?,
-                Err(e) => {
-                    job.attempts += 1;
-                    job.error = format!("{e:#}");
-                    self.note_error(format!(
-                        "job {:?} of series {}: {}",
-                        job.kind, job.series, job.error
-                    ));
-                    if job.attempts >= config.max_attempts {
-                        tracing::error!(
-                            job = name,
-                            error = job.error,
-                            "job parked after {} attempts",
-                            job.attempts
-                        );
-                        self.jobs.move_to(&name, &self.parked, &job)?;
-                    } else {
-                        job.not_before = now_unix() + backoff(config, job.attempts);
-                        tracing::warn!(
-                            job = name,
-                            error = job.error,
-                            attempts = job.attempts,
-                            "job failed; will retry"
-                        );
-                        self.jobs.put(&name, &job)?;
-                    }
-                }
+                Err(e) => self.failed(config, &self.jobs, &name, job, format!("{e:#}"))?,
             }
         }
         Ok(())
@@ -323,16 +396,7 @@ impl Work {
                     .filter_map(|p| p.strip_prefix(&self.root).ok().map(PathBuf::from))
                     .collect();
                 for dest in config.destinations_of(rule) {
-                    self.outbox.put(
-                        &new_id(),
-                        &Send {
-                            destination: dest.name.clone(),
-                            files: files.clone(),
-                            attempts: 0,
-                            not_before: 0,
-                            error: String::new(),
-                        },
-                    )?;
+                    self.queue(&dest.name, files.clone())?;
                     tracing::info!(
                         series = job.series,
                         destination = dest.name,
@@ -389,9 +453,7 @@ impl Work {
             &Send {
                 destination: destination.to_string(),
                 files,
-                attempts: 0,
-                not_before: 0,
-                error: String::new(),
+                tries: Attempts::default(),
             },
         )
     }
@@ -494,7 +556,7 @@ impl Work {
                 break;
             }
             let mut send: Send = self.outbox.get(&name)?;
-            if send.not_before > now_unix() {
+            if send.tries.not_before > now_unix() {
                 continue;
             }
             let result = match config
@@ -542,28 +604,8 @@ impl Work {
                 send.files
                     .retain(|f| failed.iter().any(|(p, _)| p.ends_with(f)));
             }
-            send.attempts += 1;
-            send.error = failed[0].1.clone();
-            self.note_error(format!("send to {}: {}", send.destination, send.error));
-            if send.attempts >= config.max_attempts {
-                tracing::error!(
-                    destination = send.destination,
-                    error = send.error,
-                    files = send.files.len(),
-                    "send parked after {} attempts",
-                    send.attempts
-                );
-                self.outbox.move_to(&name, &self.parked, &send)?;
-            } else {
-                send.not_before = now_unix() + backoff(config, send.attempts);
-                tracing::warn!(
-                    destination = send.destination,
-                    error = send.error,
-                    attempts = send.attempts,
-                    "send failed; will retry"
-                );
-                self.outbox.put(&name, &send)?;
-            }
+            let error = failed[0].1.clone();
+            self.failed(config, &self.outbox, &name, send, error)?;
         }
         Ok(())
     }
