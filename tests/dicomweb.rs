@@ -193,6 +193,28 @@ fn resources_and_queries() {
         ("https://pacs.example/dicom-web", None)
     );
     assert_eq!(root.stow_url(), "https://pacs.example/dicom-web/studies");
+    assert_eq!(
+        r.frames_url(&[1, 3]).unwrap(),
+        "http://127.0.0.1:8042/dicom-web/studies/1.2.3/series/4.5/instances/6.7/frames/1,3"
+    );
+    assert_eq!(
+        r.metadata_url().unwrap(),
+        "http://127.0.0.1:8042/dicom-web/studies/1.2.3/series/4.5/instances/6.7/metadata"
+    );
+    assert!(
+        r.frames_url(&[0])
+            .unwrap_err()
+            .to_string()
+            .contains("numbered from 1")
+    );
+    assert!(r.frames_url(&[]).is_err());
+    assert!(
+        root.frames_url(&[1])
+            .unwrap_err()
+            .to_string()
+            .contains("belong to an instance")
+    );
+    assert!(root.metadata_url().is_err());
     for (bad, needle) in [
         ("ftp://x/studies/1", "not ftp"),
         ("http://user:pw@x/dicom-web", "credentials"),

@@ -425,3 +425,149 @@ fn medfm_against_orthanc() {
         std::fs::remove_file(p).ok();
     }
 }
+
+/// A proxy in front of `upstream` that forwards each request whole (one per connection,
+/// `Connection: close`) and records its request line.
+fn recording_proxy(upstream: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = client.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            let head = String::from_utf8_lossy(&req).into_owned();
+            let mut lines: Vec<&str> = head
+                .split("\r\n")
+                .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                .collect();
+            log.lock().unwrap().push(lines[0].to_string());
+            lines.retain(|l| !l.is_empty());
+            let head = format!("{}\r\nConnection: close\r\n\r\n", lines.join("\r\n"));
+            let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            up.write_all(head.as_bytes()).unwrap();
+            // Orthanc keeps the connection alive whatever the request says: the answer's
+            // head says close instead, and its Content-Length bytes are passed on.
+            let mut resp = Vec::new();
+            while !resp.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = up.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                resp.extend_from_slice(&buf[..n]);
+            }
+            let end = resp
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(resp.len(), |i| i + 4);
+            let head = String::from_utf8_lossy(&resp[..end]).into_owned();
+            let mut length = None;
+            let mut out = String::new();
+            for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with("connection:") || lower.starts_with("keep-alive:") {
+                    continue;
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse::<u64>().ok();
+                }
+                out += line;
+                out += "\r\n";
+            }
+            out += "Connection: close\r\n\r\n";
+            let _ = client.write_all(out.as_bytes());
+            let _ = client.write_all(&resp[end..]);
+            let already = (resp.len() - end) as u64;
+            match length {
+                Some(n) => {
+                    let _ =
+                        std::io::copy(&mut (&mut up).take(n.saturating_sub(already)), &mut client);
+                }
+                None => {
+                    let _ = std::io::copy(&mut up, &mut client);
+                }
+            }
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    (port, seen)
+}
+
+/// `convert INSTANCE_URL --frame N --out x.png` retrieves that frame only (WADO-RS
+/// metadata + frames) and draws the PNG of the local file's frame N: native, JPEG 12-bit
+/// (the frame in its stored compression), an enhanced MR (the frame's functional group:
+/// its own window), an RT dose (its GridFrameOffsetVector entry), colour JPEG ultrasound.
+#[test]
+fn frames_of_an_instance_alone() {
+    let orthanc = Orthanc::start();
+    let cases = [
+        ("emri_small.dcm", 7u32),
+        ("decode/emri_small_jpeg12.dcm", 3),
+        ("lut/emri_enhanced.dcm", 4),
+        ("decode/rtdose.dcm", 9),
+        ("examples_ybr_color.dcm", 17),
+    ];
+    let (proxy, seen) = recording_proxy(orthanc.http);
+    for (name, frame) in cases {
+        let file = data(name);
+        orthanc.upload(&file);
+        let m = meta(&file);
+        let instance = format!(
+            "http://127.0.0.1:{proxy}/dicom-web/studies/{}/series/{}/instances/{}",
+            m.study_instance_uid, m.series_instance_uid, m.sop_instance_uid
+        );
+        let (a, b) = (tmp("frame-remote.png"), tmp("frame-local.png"));
+        seen.lock().unwrap().clear();
+        let f = frame.to_string();
+        let (ok, _, err, _) = medfm_auth(&["convert", &instance, "--frame", &f, "--out", &a]);
+        assert!(ok, "{name}: {err}");
+        let asked = seen.lock().unwrap().clone();
+        let paths: Vec<&str> = asked
+            .iter()
+            .map(|l| l.split(' ').nth(1).unwrap_or(""))
+            .collect();
+        let prefix = format!(
+            "/dicom-web/studies/{}/series/{}/instances/{}",
+            m.study_instance_uid, m.series_instance_uid, m.sop_instance_uid
+        );
+        assert_eq!(
+            paths,
+            vec![
+                format!("{prefix}/metadata"),
+                format!("{prefix}/frames/{}", frame + 1)
+            ],
+            "{name}: the metadata and the one frame, nothing else"
+        );
+        let (ok, _, err, _) = medfm_auth(&[
+            "convert",
+            &file.display().to_string(),
+            "--frame",
+            &f,
+            "--out",
+            &b,
+        ]);
+        assert!(ok, "{name}: {err}");
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{name}: frame {frame} from the server draws as the local file's"
+        );
+        // A frame the instance does not have: the range, in --frame's terms.
+        let (ok, _, err, code) = medfm_auth(&["convert", &instance, "--frame", "999", "--out", &a]);
+        assert!(
+            !ok && err.contains("--frame 999") && err.contains("has frames 0.."),
+            "{name}: {err}"
+        );
+        assert_eq!(code, 2);
+        std::fs::remove_file(&a).ok();
+        std::fs::remove_file(&b).ok();
+    }
+}

@@ -11,6 +11,11 @@ use super::Error;
 pub struct Attributes(serde_json::Map<String, Value>);
 
 impl Attributes {
+    /// The object itself, tag keys to `{vr, Value | InlineBinary | BulkDataURI}`.
+    pub fn as_map(&self) -> &serde_json::Map<String, Value> {
+        &self.0
+    }
+
     fn values(&self, tag: &str) -> &[Value] {
         self.0
             .get(tag)
@@ -95,6 +100,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<Attributes>, Error> {
 
 /// A study found by QIDO-RS.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Study {
     /// StudyInstanceUID.
     pub uid: String,
@@ -118,6 +124,7 @@ pub struct Study {
 
 /// A series found by QIDO-RS.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Series {
     /// SeriesInstanceUID.
     pub uid: String,
@@ -133,6 +140,7 @@ pub struct Series {
 
 /// An instance found by QIDO-RS.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Instance {
     /// SOPInstanceUID.
     pub uid: String,
@@ -203,6 +211,7 @@ pub fn instances(body: &[u8]) -> Result<Vec<Instance>, Error> {
 
 /// What a STOW-RS server did with one instance.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Stored {
     /// SOPInstanceUID.
     pub uid: String,

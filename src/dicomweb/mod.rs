@@ -7,9 +7,12 @@
 //!   limit/offset) and WADO-RS / STOW-RS resource URLs, parsed from and built to text.
 //! - [`json`]: the DICOM JSON model of QIDO-RS answers and STOW-RS responses, into typed
 //!   results.
+//! - [`frames`]: WADO-RS frames and metadata: one frame of a multi-frame instance as a
+//!   single-frame DICOM file, without retrieving the rest.
 //! - [`multipart`]: the streaming `multipart/related` parser of WADO-RS responses and the
 //!   writer of STOW-RS requests.
 
+pub mod frames;
 pub mod json;
 pub mod multipart;
 pub mod url;
@@ -47,6 +50,28 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error of a request the server refused: `status` with the start of its `body`
+    /// (whitespace folded, at most 300 characters), and for 401 / 403 a hint to check the
+    /// credentials. `url` is reduced to its path ([`url::Resource::path_of`]), so neither a
+    /// query nor a host's credentials reach a message.
+    pub fn http(method: &'static str, url: &str, status: u16, body: &[u8]) -> Error {
+        let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+        let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let message = if status == 401 || status == 403 {
+            format!("{folded} (check the credentials: a token or a user and password)")
+                .trim()
+                .to_string()
+        } else {
+            folded.chars().take(300).collect()
+        };
+        Error::Http {
+            method,
+            path: url::Resource::path_of(url),
+            status,
+            message,
+        }
+    }
+
     /// The kind (CLI exit code, JS error code): a bad URL or a server refusing the request
     /// is bad input; a malformed, truncated or failed transfer is I/O.
     pub fn kind(&self) -> crate::ErrorKind {

@@ -114,6 +114,35 @@ impl Resource {
         u
     }
 
+    /// `…/instances/UID/frames/1,2,…` of an instance: WADO-RS of those frames (numbered
+    /// from 1, as DICOMweb counts).
+    pub fn frames_url(&self, frames: &[u32]) -> Result<String, Error> {
+        if self.instance.is_none() {
+            return Err(Error::Url(format!(
+                "{}: frames belong to an instance (…/instances/UID)",
+                Resource::path_of(&self.url())
+            )));
+        }
+        if frames.is_empty() || frames.contains(&0) {
+            return Err(Error::Url(format!(
+                "frames {frames:?}: give one or more, numbered from 1"
+            )));
+        }
+        let list: Vec<String> = frames.iter().map(u32::to_string).collect();
+        Ok(format!("{}/frames/{}", self.url(), list.join(",")))
+    }
+
+    /// `…/metadata` of the study, series or instance: its attributes as DICOM JSON.
+    pub fn metadata_url(&self) -> Result<String, Error> {
+        if self.study.is_none() {
+            return Err(Error::Url(format!(
+                "{}: metadata belongs to a study, series or instance",
+                self.base
+            )));
+        }
+        Ok(format!("{}/metadata", self.url()))
+    }
+
     /// The STOW-RS endpoint of the service (`BASE/studies`).
     pub fn stow_url(&self) -> String {
         format!("{}/studies", self.base)
@@ -129,8 +158,11 @@ impl Resource {
     }
 }
 
-/// A QIDO-RS search.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A QIDO-RS search. As JSON (the browser's `query`), its fields are camelCase
+/// (`patientId`, `patientName`, `date`, `modality`, `accession`, `limit`, `offset`) and
+/// an unknown one is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Query {
     /// PatientID (exact, or with `*` / `?` wildcards).
     pub patient_id: Option<String>,

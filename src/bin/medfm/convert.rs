@@ -7,6 +7,7 @@ use medfm::dicom::lut::{Voi, Window};
 
 use crate::common::bail_input;
 use crate::common::{collect_files, parse_floats};
+use crate::dicomweb::{self, AuthArgs, TempDir};
 use crate::output::{Outputs, nifti_bytes, write_atomic, write_png};
 
 #[derive(clap::Args)]
@@ -16,10 +17,10 @@ pub(crate) struct ConvertArgs {
     pub(crate) paths: Vec<PathBuf>,
     /// Output: `.nii`, `.nii.gz` or `.png`.
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Frame for PNG output (0-based).
     #[arg(long, default_value_t = 0)]
-    frame: u32,
+    pub(crate) frame: u32,
     /// Window for PNG output: CENTER,WIDTH (LINEAR); overrides the file's VOI.
     #[arg(long, value_name = "C,W", conflicts_with = "voi")]
     window: Option<String>,
@@ -28,6 +29,23 @@ pub(crate) struct ConvertArgs {
     /// first, else the frame's min..max.
     #[arg(long, value_name = "N")]
     voi: Option<usize>,
+}
+
+/// The DICOMweb URLs among the inputs, retrieved (the folders live as long as they are
+/// used): for a PNG of one instance URL only its frame `--frame` (WADO-RS metadata and
+/// frames; a large multi-frame instance is not downloaded whole), else everything.
+pub(crate) fn fetch(args: &mut ConvertArgs, auth: &AuthArgs) -> Result<Vec<TempDir>> {
+    let png = args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if png
+        && let [path] = args.paths.as_mut_slice()
+        && let Some(held) = dicomweb::fetch_frame(path, &mut args.frame, auth)?
+    {
+        return Ok(vec![held]);
+    }
+    dicomweb::fetch_urls(&mut args.paths, auth)
 }
 
 pub(crate) fn cmd_convert(args: ConvertArgs) -> Result<()> {

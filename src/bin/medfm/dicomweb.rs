@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use medfm::dicomweb::url::{Level, Query, Resource, is_uid};
-use medfm::dicomweb::{Error, json, multipart};
+use medfm::dicomweb::{Error, frames, json, multipart};
 
 use crate::common::bail_input;
 
@@ -103,28 +103,15 @@ impl Client {
         if status < 400 {
             return Ok(resp);
         }
-        let mut text = String::new();
+        let mut body = Vec::new();
         let _ = resp
             .into_body()
             .into_with_config()
             .limit(4096)
             .reader()
             .take(4096)
-            .read_to_string(&mut text);
-        let message: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let message = if status == 401 || status == 403 {
-            format!("{message} (check --token / --user)")
-                .trim()
-                .to_string()
-        } else {
-            message.chars().take(300).collect()
-        };
-        Err(Error::Http {
-            method,
-            path: Resource::path_of(url),
-            status,
-            message,
-        })
+            .read_to_end(&mut body);
+        Err(Error::http(method, url, status, &body))
     }
 
     fn get(&self, url: &str, accept: &str) -> Result<ureq::http::Response<ureq::Body>, Error> {
@@ -397,6 +384,145 @@ pub(crate) fn fetch_urls(paths: &mut [PathBuf], auth: &AuthArgs) -> Result<Vec<T
     Ok(held)
 }
 
+/// One frame of an instance URL (`frame`, 0-based as `--frame`), alone: its metadata
+/// and that frame by WADO-RS (`…/metadata`, `…/frames/N`), joined into a single-frame
+/// file in a private folder; `path` becomes that file and `frame` 0. `None` (nothing
+/// done) when `path` is not an instance URL, or when the server does not offer frames
+/// or metadata (then the caller retrieves the whole instance, as it said on stderr).
+pub(crate) fn fetch_frame(
+    path: &mut PathBuf,
+    frame: &mut u32,
+    auth: &AuthArgs,
+) -> Result<Option<TempDir>> {
+    if !is_url(path) {
+        return Ok(None);
+    }
+    let url = path.to_string_lossy().into_owned();
+    let resource = Resource::parse(&url)?;
+    if resource.instance.is_none() {
+        return Ok(None);
+    }
+    let client = Client::new(auth)?;
+    // A server without the frames service answers 4xx / 5xx there; the credentials'
+    // refusals (401, 403) are errors as anywhere.
+    let unsupported =
+        |e: &Error| matches!(e, Error::Http { status, .. } if ![401, 403, 404].contains(status));
+    let meta_url = resource.metadata_url()?;
+    let metadata = match client.get_json(&meta_url) {
+        Ok(body) => json::parse(&body)?.into_iter().next().ok_or_else(|| {
+            Error::Json(format!(
+                "GET {}: no attributes in the answer",
+                Resource::path_of(&meta_url)
+            ))
+        })?,
+        Err(e) if unsupported(&e) => {
+            eprintln!("medfm: {e}: no metadata service, retrieving the whole instance");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let frames = metadata.number("00280008").unwrap_or(1).max(1);
+    if u64::from(*frame) >= frames {
+        bail_input!(
+            "--frame {frame}: {} has frames 0..{} ({frames})",
+            Resource::path_of(&url),
+            frames - 1
+        );
+    }
+    let number = *frame + 1;
+    let frames_url = resource.frames_url(&[number])?;
+    let resp = match client.get(&frames_url, frames::ACCEPT) {
+        Ok(r) => r,
+        Err(e) if unsupported(&e) => {
+            eprintln!("medfm: {e}: no frames service, retrieving the whole instance");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let ct = content_type(&resp);
+    let body = resp
+        .into_body()
+        .into_with_config()
+        .limit(1 << 31)
+        .read_to_vec()
+        .map_err(|e| Client::network("GET", &frames_url, e))?;
+    let mut parser = multipart::Parser::for_content_type(&ct)?;
+    let mut parts = parser.feed(&body)?;
+    parser.finish()?;
+    let got = frames::frames(&[number], &ct, std::mem::take(&mut parts))?;
+    // Bulk data (a LUT, an overlay) comes from the same server only: the credentials go
+    // nowhere else.
+    let origin = origin_of(&resource.base);
+    let mut bulk = |uri: &str| -> Result<Vec<u8>, Error> {
+        let absolute = if uri.starts_with('/') {
+            format!("{origin}{uri}")
+        } else {
+            uri.to_string()
+        };
+        if origin_of(&absolute) != origin {
+            return Err(Error::Url(format!(
+                "the metadata points to bulk data on another server ({}): refused",
+                Resource::path_of(&absolute)
+            )));
+        }
+        let resp = client.get(
+            &absolute,
+            "multipart/related; type=\"application/octet-stream\"",
+        )?;
+        let ct = content_type(&resp);
+        let body = resp
+            .into_body()
+            .into_with_config()
+            .limit(1 << 31)
+            .read_to_vec()
+            .map_err(|e| Client::network("GET", &absolute, e))?;
+        let mut p = multipart::Parser::for_content_type(&ct)?;
+        let mut parts = p.feed(&body)?;
+        p.finish()?;
+        if parts.len() != 1 {
+            return Err(Error::Multipart(format!(
+                "GET {}: {} parts for one bulk data value",
+                Resource::path_of(&absolute),
+                parts.len()
+            )));
+        }
+        Ok(parts.remove(0).body)
+    };
+    let bytes = frames::single_frame(&metadata, &got[0], &mut bulk)
+        .with_context(|| format!("frame {} of {}", *frame, Resource::path_of(&url)))?;
+    let dir = TempDir::new()?;
+    let file = dir.path().join(format!(
+        "{}-frame{number}.dcm",
+        resource.instance.as_deref().unwrap_or("instance")
+    ));
+    std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+    tracing::info!(
+        frame = *frame,
+        bytes = got[0].bytes.len(),
+        transfer_syntax = got[0].transfer_syntax.as_str(),
+        "retrieved one frame of {}",
+        Resource::path_of(&url)
+    );
+    *path = file;
+    *frame = 0;
+    Ok(Some(dir))
+}
+
+/// `scheme://authority` of a URL, lower-cased.
+fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    format!("{}://{}", scheme, authority).to_ascii_lowercase()
+}
+
+fn content_type(resp: &ureq::http::Response<ureq::Body>) -> String {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// For `medfm segment URL`: an instance URL is retrieved (with `--propagate`, its whole
 /// series, the instance among it) and `image` becomes its file.
 pub(crate) fn fetch_image(
@@ -457,9 +583,10 @@ pub(crate) fn retrieve(url: &str, auth: &AuthArgs) -> Result<(TempDir, Vec<PathB
     let mut reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
     let pb = ProgressBar::new_spinner();
     pb.set_style(ProgressStyle::with_template(
-        "{spinner} retrieving {msg} {bytes} {elapsed}",
+        "{spinner} retrieving {prefix}: {msg} instance(s), {bytes} {elapsed}",
     )?);
-    pb.set_message(Resource::path_of(&target));
+    pb.set_prefix(Resource::path_of(&target));
+    pb.set_message("0");
     let mut buf = vec![0u8; 1 << 16];
     let mut files = Vec::new();
     loop {
@@ -496,6 +623,7 @@ pub(crate) fn retrieve(url: &str, auth: &AuthArgs) -> Result<(TempDir, Vec<PathB
             std::fs::write(&path, &part.body)
                 .with_context(|| format!("writing {}", path.display()))?;
             files.push(path);
+            pb.set_message(files.len().to_string());
         }
     }
     parser.finish().map_err(|e| match e {

@@ -164,8 +164,9 @@ fn main() -> ExitCode {
         Cmd::Info(mut args) => {
             dicomweb::fetch_urls(&mut args.paths, &auth).and_then(|_held| info::cmd_info(args))
         }
-        Cmd::Convert(mut args) => dicomweb::fetch_urls(&mut args.paths, &auth)
-            .and_then(|_held| convert::cmd_convert(args)),
+        Cmd::Convert(mut args) => {
+            convert::fetch(&mut args, &auth).and_then(|_held| convert::cmd_convert(args))
+        }
         Cmd::Query(args) => dicomweb::cmd_query(args, &auth),
         Cmd::Store(args) => dicomweb::cmd_store(args, &auth),
         Cmd::BenchDecode(args) => bench::cmd_bench_decode(args),
