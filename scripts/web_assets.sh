@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # trunk post-build hook (also usable by hand: web_assets.sh DIST): put the LiteMedSAM
 # weights (.bpk, made by scripts/weights.sh) and the bundled samples into the app, with a
-# manifest of sizes and sha256 the worker checks downloads against; in release builds
+# manifest of sizes and sha256 the worker checks downloads against; with MEDFM_PACS_URL
+# set, the PACS of the "Open from PACS" panel (scripts/configure_pacs.sh); in release builds
 # (`trunk build --release`: profile wasm-release) size-optimise the engine's wasm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,10 @@ cat > "$dest/samples/index.json" <<'JSON'
 JSON
 if [ "${TRUNK_PROFILE:-}" = release ]; then
   bash scripts/wasm_opt.sh "$dest/medfm_bg.wasm"
+fi
+# A PACS configured at build time (docs/browser.md, "PACS"): config.json and the policy.
+if [ -n "${MEDFM_PACS_URL:-}" ]; then
+  bash scripts/configure_pacs.sh "$dest" "$MEDFM_PACS_URL"
 fi
 # The service worker's cache is named after this build (www/sw.js), so a new build
 # replaces the cached shell and the old cache is deleted.

@@ -13,6 +13,14 @@
 //   const seg = await medfm.exportSeg({ series: 0, segments: [{ label, color, masks: v.slices }] });
 //   // exportNifti({ series: 0, segments }): the same segments as a NIfTI label map
 //
+// DICOMweb (a PACS; `dicomweb: {url, headers}`: the service root, e.g. '/dicom-web' behind
+// the app's reverse proxy, and the request headers such as Authorization, sent and never
+// kept):
+//   const studies = await medfm.searchStudies({ dicomweb, query: { patientId, date } });
+//   const series = await medfm.searchSeries({ dicomweb, study: studies[0].uid });
+//   await medfm.open({ dicomweb: { ...dicomweb, study, series }, onProgress, signal });
+//   await medfm.store({ dicomweb, bytes: seg });  // STOW-RS: {status, instances}
+//
 // Errors are `Error`s with a `code`: 'bad-input' (not DICOM, undecodable, a bad prompt
 // or argument), 'weights' (missing, foreign or unreadable weights), 'device' (WebGPU
 // failed), 'io' (a file or URL could not be read), 'internal' (anything else).
@@ -97,7 +105,7 @@ export class MedFM extends EventTarget {
         this.dispatchEvent(new CustomEvent('progress', { detail: msg }));
         return;
       }
-      if (msg.event === 'slice') {
+      if (msg.event === 'slice' || msg.event === 'instance') {
         const p = this.pending.get(msg.call);
         if (p && p.onEvent) p.onEvent(msg);
         return;
@@ -213,6 +221,7 @@ export class MedFM extends EventTarget {
    * the reason in `warnings`), as the CLI orders a series.
    */
   async open(filesOrUrls) {
+    if (filesOrUrls && filesOrUrls.dicomweb) return this._openDicomweb(filesOrUrls);
     const list = Array.isArray(filesOrUrls) || filesOrUrls instanceof FileList ? Array.from(filesOrUrls) : [filesOrUrls];
     const errors = [];
     for (const item of list) {
@@ -224,11 +233,105 @@ export class MedFM extends EventTarget {
       }
     }
     await this._listSeries();
-    const out = this.series.map(({ index, uid, study, modality, description, rows, cols, frames, warnings }) => ({
-      index, uid, study, modality, description, rows, cols, frames, warnings,
-    }));
+    const out = this._seriesList();
     out.errors = errors;
     return out;
+  }
+
+  _seriesList() {
+    return this.series.map(({ index, uid, study, modality, description, rows, cols, frames, warnings }) => ({
+      index, uid, study, modality, description, rows, cols, frames, warnings,
+    }));
+  }
+
+  // The server and headers of a `dicomweb` option: the URL resolved against the page
+  // (a same-origin '/dicom-web' works), headers as strings.
+  _server(d) {
+    if (!d || !d.url) throw coded('dicomweb needs {url}: the service root, e.g. /dicom-web', 'bad-input');
+    let server;
+    try {
+      server = new URL(String(d.url), location.href).href.replace(/\/+$/, '');
+    } catch {
+      throw coded(`dicomweb url ${d.url} is not a URL`, 'bad-input');
+    }
+    const headers = {};
+    for (const [k, v] of Object.entries(d.headers || {})) headers[k] = String(v);
+    return { server, headers };
+  }
+
+  /**
+   * QIDO-RS search of studies on a DICOMweb server: {dicomweb: {url, headers}, query:
+   * {patientId, patientName (wildcards * ?), date ('YYYYMMDD' or a range
+   * 'YYYYMMDD-YYYYMMDD'), modality, accession, limit, offset}}. Resolves to [{uid,
+   * patientId, patientName, date, accession, description, modalities, series, instances}].
+   */
+  async searchStudies({ dicomweb, query } = {}) {
+    return this._call('dicomwebSearch', { ...this._server(dicomweb), what: 'studies', query });
+  }
+
+  /** The series of a study: {dicomweb, study, query} -> [{uid, modality, number, description, instances}]. */
+  async searchSeries({ dicomweb, study, query } = {}) {
+    return this._call('dicomwebSearch', { ...this._server(dicomweb), what: 'series', study, query });
+  }
+
+  // open({dicomweb: {url, headers, study, series?}, onProgress, signal}): WADO-RS,
+  // instances opened as they arrive. onProgress({instances, bytes, series?}): `series` (the
+  // series list so far) on the first instance and then at most once a second, so a viewer
+  // shows the first slice before the rest has arrived. signal.abort() stops the transfer
+  // (what arrived stays open; `retrieved.stopped` is 'cancelled'). Nothing is cached.
+  async _openDicomweb({ dicomweb, onProgress, signal }) {
+    const { server, headers } = this._server(dicomweb);
+    const errors = [];
+    let instances = 0;
+    let listed = 0;
+    let listing = Promise.resolve();
+    const hooks = {
+      onEvent: (m) => {
+        if (m.error) {
+          errors.push({ name: `instance ${m.n}`, error: m.error, code: m.code });
+          return;
+        }
+        this.files.push(m.bytes);
+        this.metas.set(m.id, m.meta);
+        instances += 1;
+        const progress = { instances, bytes: m.received };
+        if (instances === 1 || performance.now() - listed > 1000) {
+          listed = performance.now();
+          listing = listing.then(() => this._listSeries()).then(() => {
+            if (onProgress) onProgress({ ...progress, series: this._seriesList() });
+          });
+        } else if (onProgress) {
+          onProgress(progress);
+        }
+      },
+    };
+    const cancel = () => { if (hooks.id) this._post('cancelRetrieve', { call: hooks.id }); };
+    if (signal) signal.addEventListener('abort', cancel, { once: true });
+    try {
+      const pending = this._call('dicomwebRetrieve', { server, headers, study: dicomweb.study, series: dicomweb.series }, [], hooks);
+      if (signal && signal.aborted) cancel();
+      const retrieved = await pending;
+      await listing;
+      await this._listSeries();
+      const out = this._seriesList();
+      out.errors = errors;
+      out.retrieved = retrieved;
+      return out;
+    } finally {
+      if (signal) signal.removeEventListener('abort', cancel);
+    }
+  }
+
+  /**
+   * STOW-RS of a DICOM file (e.g. exportSeg's bytes) to {dicomweb: {url, headers}}.
+   * Resolves to {status, instances: [{uid, status: 'success' | 'warning', reason}]};
+   * rejects (code 'io', or 'bad-input' for a refused request) when the server refused or
+   * failed an instance, with the server's reason.
+   */
+  async store({ dicomweb, bytes } = {}) {
+    if (!bytes || !(bytes.byteLength > 0)) throw coded('store needs the bytes of a DICOM file', 'bad-input');
+    const copy = ArrayBuffer.isView(bytes) ? bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) : bytes.slice(0);
+    return this._call('dicomwebStore', { ...this._server(dicomweb), bytes: copy }, [copy]);
   }
 
   _ref(series, frame) {

@@ -7,13 +7,24 @@
 // would fail, so the page starts a fresh worker). A propagation posts {event: 'slice',
 // call, ...} for each mask as it is computed; {op: 'cancelPropagate', args: {call}} (not queued
 // behind model calls) stops it after the slice in progress.
-import init, { Engine, panicForTest, pinnedSha256, setSpanListener, sha256Hex, softwareAdapter } from '../medfm.js';
+//
+// DICOMweb (the PACS panel, medfm.open({dicomweb})): the worker itself fetches, so a
+// retrieved instance goes from the network into the engine without a detour; a retrieve
+// posts {event: 'instance', call, id, meta, bytes, received} per instance (or {event:
+// 'instance', call, error} for a part that is not DICOM) and {op: 'cancelRetrieve', args:
+// {call}} aborts it. Requests are `no-store` (nothing in the HTTP cache) and refuse
+// redirects; the caller's headers (credentials) are sent and never kept.
+import init, {
+  Engine, MultipartParser, dicomwebHttpError, dicomwebParse, dicomwebUrl, panicForTest, pinnedSha256,
+  setSpanListener, sha256Hex, softwareAdapter, stowBody,
+} from '../medfm.js';
 
 const WEIGHTS_CACHE = 'medfm-weights-v1';
 let engine = null;
 let crashed = null;
 let queue = Promise.resolve();
 const cancelled = new Set(); // ids of propagate calls to stop
+const retrieving = new Map(); // id of a DICOMweb retrieve -> its AbortController
 const ready = init().then(() => {
   engine = new Engine();
   // The library's spans (read, decode, preprocess, encode, decode_mask, write), timed.
@@ -118,6 +129,44 @@ async function probeWebGpu() {
   }
 }
 
+function coded(message, code) {
+  const e = new Error(message);
+  e.code = code;
+  return e;
+}
+
+const pathOf = (url) => new URL(url).pathname;
+
+// One DICOMweb request: the response, or the library's error for a refused one (the
+// server's status and message, as the CLI says it). `ok` lists extra statuses that carry
+// an answer (a STOW-RS 409 has the per-instance results).
+async function dicomwebFetch(method, url, headers, accept, { body, signal, ok = [] } = {}) {
+  let r;
+  try {
+    r = await fetch(url, {
+      method,
+      headers: { ...headers, Accept: accept },
+      body,
+      signal,
+      cache: 'no-store',
+      // Credentials given by the caller replace the browser's own: no cookies, and no
+      // browser login dialog on a 401 (the panel shows the error instead). Without them a
+      // same-origin proxy's session cookie still goes along.
+      credentials: Object.keys(headers || {}).some((k) => k.toLowerCase() === 'authorization') ? 'omit' : 'same-origin',
+      redirect: 'error',
+      referrerPolicy: 'no-referrer',
+    });
+  } catch (e) {
+    if (signal && signal.aborted) throw coded(`${method} ${pathOf(url)}: cancelled`, 'io');
+    throw coded(`${method} ${pathOf(url)}: the server could not be reached (${e.message}): is it running and the URL right? A server of another origin must allow this app (CORS) and be in this app's Content-Security-Policy (connect-src)`, 'io');
+  }
+  if (!r.ok && !ok.includes(r.status)) {
+    const text = new Uint8Array(await r.arrayBuffer().catch(() => new ArrayBuffer(0)));
+    throw dicomwebHttpError(method, url, r.status, text);
+  }
+  return r;
+}
+
 const ops = {
   async loadModel({ backend, precision, base }) {
     const bytes = await weightsBytes(base, precision).catch((e) => {
@@ -189,6 +238,81 @@ const ops = {
     cancelled.add(call);
     return true;
   },
+  // QIDO-RS: {server, headers, what: 'studies' | 'series' | 'instances', study, series, query}.
+  async dicomwebSearch({ server, headers, what, study, series, query }) {
+    const url = dicomwebUrl(server, what, study, series, query);
+    const r = await dicomwebFetch('GET', url, headers, 'application/dicom+json');
+    if (r.status === 204) return [];
+    return dicomwebParse(what, new Uint8Array(await r.arrayBuffer()));
+  },
+  // WADO-RS of a study or series, streamed: each instance is opened as its part completes.
+  async dicomwebRetrieve({ server, headers, study, series }, call) {
+    const url = dicomwebUrl(server, 'retrieve', study, series);
+    const abort = new AbortController();
+    retrieving.set(call, abort);
+    let parser = null;
+    try {
+      const r = await dicomwebFetch('GET', url, headers, 'multipart/related; type="application/dicom"; transfer-syntax=*', { signal: abort.signal });
+      parser = new MultipartParser(r.headers.get('content-type') || '');
+      const reader = r.body.getReader();
+      let n = 0;
+      let received = 0;
+      let stopped = null;
+      const t0 = performance.now();
+      for (;;) {
+        let chunk;
+        try {
+          chunk = await reader.read();
+        } catch (e) {
+          if (abort.signal.aborted) {
+            stopped = 'cancelled';
+            break;
+          }
+          throw coded(`GET ${pathOf(url)}: truncated response: the connection failed after ${n} instance(s): ${e.message}`, 'io');
+        }
+        if (chunk.done) break;
+        received += chunk.value.length;
+        for (const part of parser.feed(chunk.value)) {
+          n += 1;
+          try {
+            const { id, meta } = engine.open(part);
+            self.postMessage({ event: 'instance', call, id, meta, bytes: part.buffer, received }, [part.buffer]);
+          } catch (e) {
+            self.postMessage({ event: 'instance', call, n, error: String(e.message || e), code: e.code || 'bad-input' });
+          }
+        }
+      }
+      if (!stopped) {
+        try {
+          parser.finish();
+        } catch (e) {
+          throw coded(`GET ${pathOf(url)}: ${e.message} (${n} instance(s) received)`, 'io');
+        }
+      }
+      return { instances: n, bytes: received, stopped, ms: performance.now() - t0 };
+    } finally {
+      retrieving.delete(call);
+      if (parser) parser.free();
+    }
+  },
+  cancelRetrieve({ call }) {
+    const a = retrieving.get(call);
+    if (a) a.abort();
+    return !!a;
+  },
+  // STOW-RS of one DICOM file: {status, instances: [{uid, status, reason}]}.
+  async dicomwebStore({ server, headers, bytes }) {
+    const url = dicomwebUrl(server, 'stow');
+    const { contentType, body } = stowBody([new Uint8Array(bytes)]);
+    const r = await dicomwebFetch('POST', url, { ...headers, 'Content-Type': contentType }, 'application/dicom+json', { body, ok: [409] });
+    const instances = dicomwebParse('stow', new Uint8Array(await r.arrayBuffer()));
+    const failed = instances.filter((i) => i.status === 'failure');
+    if (failed.length || !instances.length) {
+      const e = coded(`POST ${pathOf(url)}: HTTP ${r.status}: ${failed.length ? failed.map((i) => `${i.uid} failed (reason ${i.reason || 'not given'})`).join('; ') : 'the server reported no stored instance'}`, 'io');
+      throw e;
+    }
+    return { status: r.status, instances };
+  },
   nifti: ({ ids }) => engine.nifti(Uint32Array.from(ids)),
   niftiLabels: ({ ids, segments, masks }) => engine.niftiLabels(Uint32Array.from(ids), segments, masks),
   panicForTest: () => panicForTest(),
@@ -205,7 +329,8 @@ async function handle(op, args, id) {
 
 // Model calls run one after another; reading files and frames does not wait for them
 // (the engine holds no borrow across an await, so they may interleave safely).
-const UNQUEUED = new Set(['open', 'frame', 'close', 'render', 'series', 'cancelPropagate', 'volumeMl']);
+const UNQUEUED = new Set(['open', 'frame', 'close', 'render', 'series', 'cancelPropagate', 'volumeMl',
+  'dicomwebSearch', 'dicomwebRetrieve', 'cancelRetrieve', 'dicomwebStore']);
 
 self.onmessage = (ev) => {
   const { id, op, args } = ev.data;

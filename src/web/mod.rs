@@ -12,6 +12,7 @@ use std::rc::Rc;
 use js_sys::{Float32Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
+mod dicomweb;
 mod libc_shim;
 mod spans;
 mod volume;

@@ -1,6 +1,6 @@
 // End-to-end tests of the web app (dist/, built by trunk) in headless Debian Chromium.
 //
-//   node tests/browser/e2e.mjs [--path cpu|webgpu|all] [--dist DIST] [--artifacts DIR]
+//   node tests/browser/e2e.mjs [--path cpu|pacs|webgpu|all] [--dist DIST] [--artifacts DIR]
 //
 // Env: MEDFM_BIN (the native `medfm` binary, for the reference mask area), CHECK_PYTHON
 // (a Python with highdicom, for reading the exported SEG back), CHROMIUM (default
@@ -17,6 +17,14 @@
 // cached weights; no panic. WebGPU path (SwiftShader): backend is WebGPU, same box, same
 // area check, SEG export, no panic.
 //
+// PACS path (issue 22): a real Orthanc with its DICOMweb plugin (basic auth), behind the
+// app's server as a same-origin proxy and then as a CORS-enabled PACS on another origin
+// (the app configured by scripts/configure_pacs.sh): the "Open from PACS" panel searches,
+// lists the series, opens it (first slice before the last arrives), a box gives the CLI's
+// mask, Save to PACS stores the SEG after a confirmation (the only request with a body);
+// nothing cached, no credentials remembered; cancel, 401, 404, a disallowed origin and a
+// PACS that is down give their errors.
+//
 // Privacy (issue 19): the CPU path runs with no Content-Security-Policy at all (header and
 // meta tag removed by serve.mjs), so any foreign request the code made would go out and
 // be recorded; the WebGPU path runs with the policy and fails on any violation. Requests
@@ -28,13 +36,14 @@
 // with another one.
 process.env.PW_EXPERIMENTAL_SERVICE_WORKER_NETWORK_EVENTS ??= '1';
 import { chromium } from 'playwright-core';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { resolvePath, serve } from './serve.mjs';
+import { forward, resolvePath, serve } from './serve.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -316,7 +325,7 @@ function recordRequests(page, log) {
     } catch {
       sw = false;
     }
-    log.push({ url: r.url(), method: r.method(), body: r.postDataBuffer(), t: Date.now(), sw });
+    log.push({ url: r.url(), method: r.method(), body: r.postDataBuffer(), t: Date.now(), sw, request: r });
   };
   page.on('request', rec); // the page and its dedicated worker
   page.context().on('request', rec); // also the service worker's own fetches (some twice: harmless)
@@ -346,6 +355,8 @@ const ALLOWED = new Set([
   '/weights/manifest.json', '/weights/lite_medsam_int8.bpk', '/weights/lite_medsam_fp32.bpk',
   // Served by the test as a same-origin DICOM URL (a WADO proxy) and a redirect away.
   '/x.dcm', '/away.dcm',
+  // The deployment's settings (absent here: a 404).
+  '/config.json',
 ]);
 
 async function waitReady(page, timeout) {
@@ -865,6 +876,271 @@ async function webgpuPath(browser, url) {
   await context.close();
 }
 
+// ---------- PACS (issue 22): a real Orthanc with its DICOMweb plugin ----------
+const ORTHANC = '/usr/sbin/Orthanc';
+const DICOMWEB_PLUGIN = '/usr/share/orthanc/plugins/libOrthancDicomWeb.so';
+const PACS_USER = 'medfm';
+const PACS_PASSWORD = 's3cret';
+const PACS_AUTH = `Basic ${Buffer.from(`${PACS_USER}:${PACS_PASSWORD}`).toString('base64')}`;
+const BRAIN_DIR = path.join(ROOT, 'tests/data/series/brain11');
+const BRAIN_BOX = [45, 60, 215, 240];
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+// One request to Orthanc (basic auth): {status, body}.
+function orthancRequest(base, method, p, body) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(p, base);
+    const req = http.request({ host: u.hostname, port: u.port, method, path: u.pathname + u.search, headers: { authorization: PACS_AUTH } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+// Orthanc on 127.0.0.1 with a temporary configuration (its own storage, DICOMweb on, basic
+// auth), loaded with the brain series through its REST API.
+async function startOrthanc() {
+  if (!fs.existsSync(ORTHANC) || !fs.existsSync(DICOMWEB_PLUGIN)) throw new Error('Orthanc and its DICOMweb plugin are needed: apt-get install orthanc orthanc-dicomweb');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-orthanc-'));
+  const port = await freePort();
+  const config = {
+    Name: 'medfm-browser-test', StorageDirectory: path.join(dir, 'storage'), IndexDirectory: path.join(dir, 'index'),
+    HttpPort: port, DicomPort: await freePort(), RemoteAccessAllowed: false, AuthenticationEnabled: true,
+    RegisteredUsers: { [PACS_USER]: PACS_PASSWORD }, Plugins: [DICOMWEB_PLUGIN], DicomWeb: { Enable: true, Root: '/dicom-web/' },
+  };
+  fs.writeFileSync(path.join(dir, 'orthanc.json'), JSON.stringify(config));
+  const log = fs.openSync(path.join(dir, 'orthanc.log'), 'w');
+  const child = spawn(ORTHANC, [path.join(dir, 'orthanc.json')], { stdio: ['ignore', log, log] });
+  const base = `http://127.0.0.1:${port}`;
+  const stop = () => {
+    child.kill();
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  const t0 = Date.now();
+  for (;;) {
+    const r = await orthancRequest(base, 'GET', '/system').catch(() => null);
+    if (r && r.status === 200) break;
+    if (Date.now() - t0 > 60000) {
+      const text = fs.readFileSync(path.join(dir, 'orthanc.log'), 'utf8');
+      stop();
+      throw new Error(`Orthanc did not answer within 60 s: ${text.slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  for (const f of fs.readdirSync(BRAIN_DIR).filter((x) => x.endsWith('.dcm')).sort()) {
+    const r = await orthancRequest(base, 'POST', '/instances', fs.readFileSync(path.join(BRAIN_DIR, f)));
+    if (r.status !== 200) throw new Error(`uploading ${f} to Orthanc: HTTP ${r.status}`);
+  }
+  return { base, stop };
+}
+
+// A CORS-enabled front of the PACS on another origin (as nginx adds CORS in front of
+// Orthanc, which has none): preflights answered, `allowOrigin` allowed.
+function corsFront(target, allowOrigin) {
+  const cors = {
+    'access-control-allow-origin': allowOrigin,
+    'access-control-allow-headers': 'authorization, content-type, accept',
+    'access-control-allow-methods': 'GET, POST',
+    vary: 'origin',
+  };
+  const srv = http.createServer((req, res) => {
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, { ...cors, 'access-control-max-age': '60' }).end();
+      return;
+    }
+    forward(req, res, target, cors, 120); // a slow link, as for the proxy
+  });
+  return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve({
+    url: `http://127.0.0.1:${srv.address().port}`, close: () => { srv.close(); srv.closeAllConnections(); },
+  })));
+}
+
+// A DICOM attribute of a file, by dcmdump (dcmtk).
+function dicomValue(file, tag) {
+  const out = execFileSync('dcmdump', ['+P', tag, file], { encoding: 'utf8' });
+  const m = out.match(/\[([^\]]*)\]/);
+  if (!m) throw new Error(`${file} has no ${tag}`);
+  return m[1];
+}
+
+// The panel's whole workflow against `pacsUrl` (the DICOMweb root as the user types it):
+// search by PatientID, the study's series, open (first slice on screen before the last
+// arrives), a box on a retrieved slice (the mask of `medfm segment` on the local file),
+// Save to PACS after the confirmation naming the server; Orthanc then holds the SEG.
+async function pacsWorkflow(page, label, pacsUrl, orthanc, log) {
+  const start = path.join(BRAIN_DIR, 'brain_010.dcm');
+  const study = dicomValue(start, '0020,000d');
+  const seriesUid = dicomValue(start, '0020,000e');
+  const startUid = dicomValue(start, '0008,0018');
+  const dialogs = [];
+  page.on('dialog', async (d) => {
+    dialogs.push({ t: Date.now(), message: d.message() });
+    await d.accept();
+  });
+  await page.click('#pacs-panel summary');
+  await page.fill('#pacs-url', pacsUrl);
+  await page.fill('#pacs-user', PACS_USER);
+  await page.fill('#pacs-secret', PACS_PASSWORD);
+  await page.fill('#pacs-patient-id', dicomValue(start, '0010,0020'));
+  await page.click('#pacs-search');
+  await page.waitForSelector('#pacs-studies li', { timeout: 60000 });
+  const studies = await page.$$eval('#pacs-studies li', (l) => l.map((x) => x.dataset.uid));
+  check(studies.length === 1 && studies[0] === study, `${label}: the panel finds the study by PatientID`, JSON.stringify(studies));
+  await page.click('#pacs-studies li');
+  await page.waitForSelector('#pacs-series li', { timeout: 60000 });
+  const listed = await page.$$eval('#pacs-series li', (l) => l.map((x) => [x.dataset.uid, x.textContent]));
+  // (The MR series; a SEG saved by an earlier pass is listed too.)
+  const mr = listed.filter((x) => x[0] === seriesUid);
+  const others = listed.filter((x) => x[0] !== seriesUid);
+  check(mr.length === 1 && /11 images/.test(mr[0][1]) && others.every((x) => /SEG/.test(x[1])), `${label}: the study's series listed with its image count`, JSON.stringify(listed));
+  await page.click(`#pacs-series li[data-uid="${seriesUid}"]`);
+  await page.waitForFunction(() => window.app.lastRetrieve, null, { timeout: 120000, polling: 200 });
+  await idle(page);
+  const got = await page.evaluate((uid) => {
+    const s = window.app.series.find((x) => x.uid === uid);
+    return { r: window.app.lastRetrieve, frames: s && s.frames, index: s && s.index, status: document.getElementById('status').textContent };
+  }, seriesUid);
+  console.log(`  ${label}: ${got.r.instances} images, ${(got.r.bytes / 1e6).toFixed(2)} MB in ${got.r.ms.toFixed(0)} ms, first slice on screen at ${got.r.firstSliceMs && got.r.firstSliceMs.toFixed(0)} ms`);
+  check(got.r.instances === 11 && got.frames === 11 && !got.r.stopped, `${label}: the series retrieved and opened (11 slices)`, JSON.stringify(got));
+  check(got.r.firstSliceMs > 0 && got.r.firstSliceMs < got.r.ms, `${label}: the first slice was on screen before the last one arrived`, JSON.stringify(got.r));
+  // A box on the retrieved brain_010: the mask of `medfm segment` on the local file.
+  const frame = await page.evaluate(([s, uid]) => window.app.series[s] && window.medfm.series[s].refs.findIndex((_, f) => window.medfm.meta({ series: s, frame: f }).sop_instance_uid === uid), [got.index, startUid]);
+  await page.evaluate(([s, f]) => window.app.showFrame(s, f), [got.index, frame]);
+  await page.evaluate(() => { window.app.lastResult = null; });
+  await page.keyboard.press('s');
+  await drawBox(page, BRAIN_BOX);
+  await page.waitForFunction(() => window.app.lastResult !== null, null, { timeout: 600000, polling: 500 });
+  await idle(page);
+  const res = await page.evaluate((key) => ({ ...window.app.lastResult, box: window.app.segments[window.app.active].prompts.get(key).box }), `${got.index}:${frame}`);
+  const precision = await page.evaluate(() => window.medfm.info.precision);
+  const cli = JSON.parse(execFileSync(process.env.MEDFM_BIN, ['segment', start, '--box', res.box.join(','), '--cpu', '--precision', precision, '--json', '--out', path.join(ARTIFACTS, 'pacs_ref.png')], { encoding: 'utf8' }));
+  check(res.area === cli.area, `${label}: a box on the retrieved slice gives the mask of medfm segment on the local file`, `${res.area} vs ${cli.area}`);
+  // Save to PACS: a confirmation naming the server first, then one STOW-RS request.
+  const tSave = Date.now();
+  await page.evaluate(() => { window.app.lastStore = null; });
+  await page.click('#save-pacs');
+  await page.waitForFunction(() => window.app.lastStore || /Save to PACS failed/.test(document.getElementById('status').textContent), null, { timeout: 120000, polling: 200 });
+  const stored = await page.evaluate(() => [window.app.lastStore, document.getElementById('status').textContent]);
+  check(dialogs.length === 1 && dialogs[0].message.includes(new URL(pacsUrl, page.url()).href.replace(/\/$/, '')), `${label}: Save to PACS asks first, naming the server`, JSON.stringify(dialogs));
+  check(stored[0] && stored[0].instances.length === 1 && stored[0].instances[0].status === 'success', `${label}: the SEG was stored`, JSON.stringify(stored));
+  if (stored[0]) {
+    const uid = stored[0].instances[0].uid;
+    const found = await orthancRequest(orthanc.base, 'GET', `/dicom-web/studies/${study}/series?Modality=SEG`);
+    const lookup = await orthancRequest(orthanc.base, 'POST', '/tools/lookup', uid);
+    check(found.status === 200 && JSON.parse(found.body).length >= 1 && JSON.parse(lookup.body).some((x) => x.Type === 'Instance'),
+      `${label}: Orthanc holds the SEG (QIDO Modality=SEG finds it; its SOPInstanceUID is there)`, `${found.status} ${lookup.body}`);
+  }
+  // The panel lists the study's series again, the new SEG among them.
+  const segListed = await page.$$eval('#pacs-series li', (l) => l.map((x) => x.textContent)).then((l) => l.filter((x) => /^SEG/.test(x)));
+  check(segListed.length >= 1, `${label}: after saving, the panel lists the SEG in the study`, JSON.stringify(segListed));
+  await page.screenshot({ path: path.join(ARTIFACTS, `pacs_${label.replace(/\W+/g, '_')}.png`) });
+  // The only request with a body: the STOW-RS POST, after the confirmation.
+  const stowUrl = `${new URL(pacsUrl, page.url()).href.replace(/\/$/, '')}/studies`;
+  // (The page and the context both report a worker's request: one Request object.)
+  const bodies = [...new Map(log.filter((r) => r.t >= tSave - 1 && (r.method !== 'GET' || (r.body && r.body.length))).map((r) => [r.request, r])).values()];
+  check(bodies.length === 1 && bodies[0].url === stowUrl && bodies[0].method === 'POST' && dialogs.length === 1 && bodies[0].t >= dialogs[0].t,
+    `${label}: the only request with a body is the STOW-RS POST to the PACS, after the confirmation`, JSON.stringify(bodies.map((r) => `${r.method} ${r.url}`)));
+  const before = log.filter((r) => r.t < tSave - 1 && (r.method !== 'GET' || (r.body && r.body.length)) && !r.url.endsWith('.bpk'));
+  check(before.length === 0, `${label}: nothing with a body before Save to PACS`, JSON.stringify(before.map((r) => `${r.method} ${r.url}`)));
+  const cached = Object.values(await cachedUrls(page)).flat().filter((u) => /dicom-web|studies/.test(u));
+  check(cached.length === 0, `${label}: no cache holds a retrieved image or answer`, JSON.stringify(cached));
+  const kept = await page.evaluate(() => localStorage.getItem('medfm-pacs'));
+  check(kept && !kept.includes(PACS_PASSWORD) && !/user|secret/.test(kept), `${label}: the browser remembers the server only (no credentials unless asked)`, kept);
+  check(!log.csp, `${label}: no Content-Security-Policy violation`, JSON.stringify(log.csp));
+  check(!log.panics && !log.pageErrors, `${label}: no panic or page error`, JSON.stringify([log.panics, log.pageErrors]));
+  return { study, seriesUid };
+}
+
+async function pacsPath(browser) {
+  console.log('PACS path (Orthanc + DICOMweb: same-origin proxy, then CORS)');
+  const orthanc = await startOrthanc();
+  const servers = [];
+  try {
+    // 1. Behind the app's own server as a same-origin reverse proxy (the CSP as shipped:
+    // connect-src 'self'); the answers come slowly (a throttled link) so the first slice
+    // is shown before the series has arrived.
+    const proxied = await serve(DIST, { proxy: { '/dicom-web': { target: orthanc.base, throttleMs: 120 } } });
+    servers.push(proxied);
+    let context = await browser.newContext({ viewport: { width: 1400, height: 820 } });
+    let page = await context.newPage();
+    let log = [];
+    recordRequests(page, log);
+    await page.goto(`${proxied.url}?backend=cpu`);
+    await waitReady(page, 600000);
+    const { study, seriesUid } = await pacsWorkflow(page, 'same-origin proxy', '/dicom-web', orthanc, log);
+    const foreign = log.filter((r) => !r.url.startsWith(proxied.url) && !/^(blob|data):/.test(r.url));
+    check(foreign.length === 0, 'same-origin proxy: every request goes to the app\'s origin', JSON.stringify(foreign.map((r) => r.url)));
+    // Errors the panel shows: wrong credentials, a PACS the policy does not allow.
+    const panelError = async (fill) => {
+      await page.evaluate(() => { document.getElementById('status').textContent = ''; });
+      for (const [sel, v] of fill) await page.fill(sel, v);
+      await page.click('#pacs-search');
+      await page.waitForFunction(() => document.getElementById('status').classList.contains('error') && /failed/.test(document.getElementById('status').textContent), null, { timeout: 60000 })
+        .catch(() => {});
+      return page.textContent('#status');
+    };
+    const e401 = await panelError([['#pacs-secret', 'wrong']]);
+    check(/HTTP 401/.test(e401) && /\/dicom-web\/studies/.test(e401) && !e401.includes('wrong'), 'wrong credentials: the status and path, not the password', e401);
+    const eCsp = await panelError([['#pacs-secret', PACS_PASSWORD], ['#pacs-url', 'http://127.0.0.1:9/dicom-web']]);
+    check(/Content-Security-Policy/.test(eCsp) && /configured/.test(eCsp), 'a PACS of an origin the policy does not allow: refused with what to do', eCsp);
+    // JS API: cancel a retrieve after its first image (what arrived stays open).
+    const cancelled = await page.evaluate(async ([auth, st, se]) => {
+      const ctl = new AbortController();
+      const seen = [];
+      const r = await window.medfm.open({ dicomweb: { url: '/dicom-web', headers: { Authorization: auth }, study: st, series: se }, signal: ctl.signal, onProgress: (p) => { seen.push(p.instances); ctl.abort(); } });
+      return { retrieved: r.retrieved, seen };
+    }, [PACS_AUTH, study, seriesUid]);
+    check(cancelled.retrieved.stopped === 'cancelled' && cancelled.retrieved.instances < 11, 'open({dicomweb}) with signal.abort(): the transfer stops', JSON.stringify(cancelled));
+    // A study that is not there: the server's 404 with the path.
+    const missing = await page.evaluate(async (auth) => window.medfm.open({ dicomweb: { url: '/dicom-web', headers: { Authorization: auth }, study: '1.2.3.4' } }).then(() => 'opened', (e) => `${e.code}: ${e.message}`), PACS_AUTH);
+    check(/^bad-input: GET \/dicom-web\/studies\/1\.2\.3\.4: HTTP 404/.test(missing), 'a missing study: HTTP 404 with the path', missing);
+    await context.close();
+
+    // 2. A CORS-enabled PACS on another origin, the app configured for it by
+    // scripts/configure_pacs.sh (config.json, connect-src 'self' + that origin).
+    const dist2 = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-dist-pacs-'));
+    fs.cpSync(DIST, dist2, { recursive: true });
+    const port = await freePort();
+    const front = await corsFront(orthanc.base, `http://127.0.0.1:${port}`);
+    servers.push(front);
+    execFileSync('bash', [path.join(ROOT, 'scripts/configure_pacs.sh'), dist2, `${front.url}/dicom-web`], { encoding: 'utf8' });
+    const app3 = await serve(dist2, { port });
+    servers.push(app3);
+    context = await browser.newContext({ viewport: { width: 1400, height: 820 } });
+    page = await context.newPage();
+    log = [];
+    recordRequests(page, log);
+    await page.goto(`${app3.url}?backend=cpu`);
+    await waitReady(page, 600000);
+    const prefilled = await page.inputValue('#pacs-url');
+    check(prefilled === `${front.url}/dicom-web`, 'CORS: the panel starts with the configured PACS (config.json)', prefilled);
+    await pacsWorkflow(page, 'CORS', `${front.url}/dicom-web`, orthanc, log);
+    const elsewhere = log.filter((r) => !r.url.startsWith(app3.url) && !r.url.startsWith(`${front.url}/dicom-web/`) && !/^(blob|data):/.test(r.url));
+    check(elsewhere.length === 0, 'CORS: requests go to the app and the configured PACS only', JSON.stringify(elsewhere.map((r) => r.url)));
+    // The PACS down: a clear error.
+    front.close();
+    const down = await page.evaluate(async (url) => window.medfm.searchStudies({ dicomweb: { url } }).then(() => 'found', (e) => `${e.code}: ${e.message}`), `${front.url}/dicom-web`);
+    check(/^io: GET \/dicom-web\/studies: the server could not be reached/.test(down), 'a PACS that is down: a clear error', down);
+    await context.close();
+    fs.rmSync(dist2, { recursive: true, force: true });
+  } finally {
+    for (const s of servers) s.close();
+    orthanc.stop();
+  }
+}
+
 // A server on another port (another origin) that records what reaches it.
 function trapServer() {
   const hits = [];
@@ -906,6 +1182,9 @@ try {
       trap.close();
     }
     await foreignManifestPath(browser);
+  }
+  if (WHICH === 'pacs' || WHICH === 'all') {
+    await pacsPath(browser);
   }
   if (WHICH === 'webgpu' || WHICH === 'all') {
     const server = await serve(DIST);

@@ -9,7 +9,10 @@
 // - gzip: send .bpk files gzip-encoded (Content-Length is then the compressed size);
 // - files: extra paths (any query string) answered with given bytes, e.g. a DICOM opened
 //   by URL as from a same-origin WADO proxy;
-// - redirects: paths answered with a 302 to a given URL.
+// - redirects: paths answered with a 302 to a given URL;
+// - proxy: {'/dicom-web': 'http://127.0.0.1:8042'} (or {target, throttleMs}): requests
+//   under a path prefix passed on to another server (same path, method, headers and
+//   body), as a deployment serves the app behind the same reverse proxy as its PACS.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -54,8 +57,35 @@ export function resolvePath(root, pathname) {
   return p;
 }
 
+// Pass `req` on to the server at `target` (an origin) and its answer back, streamed;
+// with `throttleMs`, each chunk of the answer is followed by that pause (a slow link).
+export function forward(req, res, target, extraHeaders = {}, throttleMs = 0) {
+  const t = new URL(target);
+  const headers = { ...req.headers, host: t.host };
+  delete headers.origin;
+  delete headers.referer;
+  const out = http.request({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers }, (back) => {
+    res.writeHead(back.statusCode, { ...back.headers, ...extraHeaders });
+    if (!throttleMs) {
+      back.pipe(res);
+      return;
+    }
+    back.on('data', (chunk) => {
+      back.pause();
+      res.write(chunk);
+      setTimeout(() => back.resume(), throttleMs);
+    });
+    back.on('end', () => res.end());
+  });
+  out.on('error', (e) => {
+    if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
+    res.end(`proxy: ${e.message}`);
+  });
+  req.pipe(out);
+}
+
 export function serve(root, options = {}) {
-  const { port = 0, csp: withCsp = true, gzip = false, files = {}, redirects = {} } =
+  const { port = 0, csp: withCsp = true, gzip = false, files = {}, redirects = {}, proxy = {} } =
     typeof options === 'number' ? { port: options } : options;
   root = path.resolve(root);
   const policy = csp(root);
@@ -64,6 +94,12 @@ export function serve(root, options = {}) {
     const u = new URL(req.url, 'http://localhost');
     const headers = { 'cache-control': 'no-cache' };
     if (withCsp) headers['content-security-policy'] = policy;
+    const prefix = Object.keys(proxy).find((p) => u.pathname === p || u.pathname.startsWith(`${p}/`));
+    if (prefix) {
+      const p = typeof proxy[prefix] === 'string' ? { target: proxy[prefix] } : proxy[prefix];
+      forward(req, res, p.target, {}, p.throttleMs);
+      return;
+    }
     if (redirects[u.pathname]) {
       res.writeHead(302, { ...headers, location: redirects[u.pathname] }).end();
       return;
