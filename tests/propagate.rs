@@ -638,3 +638,86 @@ fn the_cli_writes_several_segments_as_one_seg_and_nifti() {
         std::fs::remove_file(p).ok();
     }
 }
+
+/// Ultrasound cine (2D+t, no patient geometry): the slices are the instance's frames in
+/// order; a box propagates along them as through a series, and `medfm segment --frame N
+/// --propagate --out x.dcm` writes one SEG whose frames reference the cine's frames
+/// (dciodvfy clean, highdicom reads each back exactly), with the library's masks.
+#[test]
+fn the_cli_propagates_along_an_ultrasound_cine() {
+    let path = data("examples_ybr_color.dcm");
+    let image = dicom::read(&std::fs::read(&path).unwrap()).unwrap();
+    let order = series::order(&[&image]).unwrap().order;
+    assert_eq!(order, (0..30).map(|f| (0, f)).collect::<Vec<_>>());
+    let frames: Vec<Frame> = order
+        .iter()
+        .map(|&(_, f)| image.frame(f).unwrap())
+        .collect();
+    let (clip, _) = preprocess::series_clip(&frames, &image.meta);
+    let s = Series {
+        images: vec![image],
+        order,
+        frames,
+        clip,
+    };
+    let seg = segmenter();
+    let mut enc = Encoder {
+        series: &s,
+        segmenter: &seg,
+        cache: HashMap::new(),
+        encodes: 0,
+    };
+    let cine_box = [90.0, 50.0, 230.0, 190.0];
+    let options = Options {
+        extent: Some(2),
+        min_iou: 0.5,
+    };
+    let want = run(&mut enc, 12, &boxed(cine_box), &options, usize::MAX).unwrap();
+    assert_eq!(
+        want.slices.iter().map(|m| m.slice).collect::<Vec<_>>(),
+        vec![10, 11, 12, 13, 14]
+    );
+    let out = tmp("cine.dcm");
+    let (ok, stdout, stderr) = medfm(&[
+        "segment",
+        &path.display().to_string(),
+        "--frame",
+        "12",
+        "--box",
+        "90,50,230,190",
+        "--propagate",
+        "--extent",
+        "2",
+        "--cpu",
+        "--out",
+        &out,
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let slices = j["slices"].as_array().unwrap();
+    assert_eq!(slices.len(), want.slices.len());
+    for (got, m) in slices.iter().zip(&want.slices) {
+        assert_eq!(
+            (got["frame"].clone(), got["area"].clone()),
+            (m.slice.into(), m.area.into())
+        );
+    }
+    let (rows, cols) = (want.slices[0].rows, want.slices[0].cols);
+    let masks: Vec<u8> = want.slices.iter().flat_map(|m| m.mask.clone()).collect();
+    let uid = &s.images[0].meta.sop_instance_uid;
+    let sources: Vec<serde_json::Value> = want
+        .slices
+        .iter()
+        .map(|m| serde_json::json!([uid, m.slice + 1]))
+        .collect();
+    check_seg(
+        "cine",
+        &std::fs::read(&out).unwrap(),
+        &masks,
+        rows,
+        cols,
+        Some(sources.into()),
+    );
+    std::fs::remove_file(&out).ok();
+}

@@ -258,7 +258,8 @@ fn volume_seg_refuses_mixed_series_and_missing_geometry() {
         err.contains("another study or series") || err.contains("source is"),
         "{err}"
     );
-    // emri_small has no per-frame geometry: one frame is fine, a volume is refused.
+    // emri_small (in a frame of reference) has no per-frame geometry: one frame is fine, a
+    // volume is refused.
     let emri = dicom::read(&std::fs::read(data("emri_small.dcm")).unwrap()).unwrap();
     let err = seg::write_seg_frames(
         &[
@@ -277,7 +278,7 @@ fn volume_seg_refuses_mixed_series_and_missing_geometry() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("multi-frame SEG needs"), "{err}");
+    assert!(err.contains("needs the position"), "{err}");
     assert!(seg::write_seg_frames(&[], &info).is_err());
     // Radial slices (different orientations) are no volume.
     let radial: Vec<_> = std::fs::read_dir(data("series/mr700"))
@@ -321,6 +322,26 @@ fn wrong_mask_size_and_frame_are_refused() {
     let info = seg::SegmentInfo::default();
     assert!(seg::write_seg(&image, 0, &[0u8; 10], &info).is_err());
     assert!(seg::write_seg(&image, 5, &vec![0u8; 64 * 64], &info).is_err());
+}
+
+/// Frames of an ultrasound cine (no frame of reference, no positions): one SEG over them,
+/// each frame referencing its cine frame; dciodvfy clean, highdicom reads each back exactly.
+#[test]
+fn ultrasound_cine_seg_is_valid_and_exact() {
+    let cine = dicom::read(&std::fs::read(data("examples_ybr_color.dcm")).unwrap()).unwrap();
+    let (rows, cols) = (cine.meta.rows as usize, cine.meta.cols as usize);
+    let masks: Vec<Vec<u8>> = (0..5).map(|k| slice_disc(rows, cols, 4 * k)).collect();
+    let frames: Vec<seg::SegFrame> = (0..5)
+        .map(|k| seg::SegFrame {
+            source: &cine,
+            frame: 10 + k as u32,
+            mask: &masks[k],
+        })
+        .collect();
+    let sources = (0..5)
+        .map(|k| serde_json::json!([cine.meta.sop_instance_uid, 11 + k]))
+        .collect();
+    check_volume("cine", &frames, sources);
 }
 
 #[test]

@@ -464,10 +464,14 @@ pub fn write_seg_segments(segments: &[Segment]) -> Result<Vec<u8>, Error> {
                     .all(|(a, b)| (a - b).abs() < 1e-4)
                 && floats(spacing(f)) == floats(spacing(first))
         });
-    if frames.len() > 1 && !geometric {
+    // Frames without a patient frame of reference (ultrasound cine, 2D+t, captures) are
+    // indexed by segment only, each referencing its source frame, as highdicom writes
+    // them; frames in a frame of reference must place themselves in it.
+    if frames.len() > 1 && !geometric && for_uid.is_some() {
         return Err(Error::Seg(
-            "a multi-frame SEG needs the frame of reference, position, orientation and pixel \
-             spacing of every source frame (orientation and spacing shared)"
+            "a multi-frame SEG of images in a frame of reference needs the position, \
+             orientation and pixel spacing of every source frame (orientation and spacing \
+             shared)"
                 .into(),
         ));
     }
