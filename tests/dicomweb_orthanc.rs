@@ -505,7 +505,8 @@ fn recording_proxy(upstream: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<S
 /// `convert INSTANCE_URL --frame N --out x.png` retrieves that frame only (WADO-RS
 /// metadata + frames) and draws the PNG of the local file's frame N: native, JPEG 12-bit
 /// (the frame in its stored compression), an enhanced MR (the frame's functional group:
-/// its own window), an RT dose (its GridFrameOffsetVector entry), colour JPEG ultrasound.
+/// its own window), an RT dose (its GridFrameOffsetVector entry), colour JPEG ultrasound,
+/// and single frames whose modality LUT and palette come as bulk data by reference.
 #[test]
 fn frames_of_an_instance_alone() {
     let orthanc = Orthanc::start();
@@ -515,6 +516,10 @@ fn frames_of_an_instance_alone() {
         ("lut/emri_enhanced.dcm", 4),
         ("decode/rtdose.dcm", 9),
         ("examples_ybr_color.dcm", 17),
+        // Single frames whose LUTs Orthanc gives by BulkDataURI (read from it).
+        ("lut/ct_modality_lut.dcm", 0),
+        ("lut/palette_segmented.dcm", 0),
+        ("lut/mr_voi_lut.dcm", 0),
     ];
     let (proxy, seen) = recording_proxy(orthanc.http);
     for (name, frame) in cases {
@@ -540,13 +545,25 @@ fn frames_of_an_instance_alone() {
             m.study_instance_uid, m.series_instance_uid, m.sop_instance_uid
         );
         assert_eq!(
-            paths,
-            vec![
+            paths[..2],
+            [
                 format!("{prefix}/metadata"),
                 format!("{prefix}/frames/{}", frame + 1)
             ],
-            "{name}: the metadata and the one frame, nothing else"
+            "{name}: the metadata and the one frame"
         );
+        assert!(
+            paths[2..]
+                .iter()
+                .all(|p| p.starts_with(&format!("{prefix}/bulk/"))),
+            "{name}: then only bulk data of that instance: {paths:?}"
+        );
+        if name.contains("lut/ct") || name.contains("palette") {
+            assert!(
+                paths.len() > 2,
+                "{name}: its LUT data by reference: {paths:?}"
+            );
+        }
         let (ok, _, err, _) = medfm_auth(&[
             "convert",
             &file.display().to_string(),
