@@ -144,7 +144,8 @@ fn json_error(tag: &str, what: impl std::fmt::Display) -> Error {
 
 fn parse_tag(key: &str) -> Result<Tag, Error> {
     let bad = || json_error(key, "is not 8 hex digits");
-    if key.len() != 8 {
+    // (ASCII first: slicing a multi-byte key at byte 4 would panic.)
+    if key.len() != 8 || !key.is_ascii() {
         return Err(bad());
     }
     let g = u16::from_str_radix(&key[..4], 16).map_err(|_| bad())?;
@@ -569,6 +570,11 @@ mod tests {
         );
         // A bulk read that fails fails the whole.
         assert!(dataset(&map, &mut |_| Err(Error::Network("down".into()))).is_err());
+        for key in ["aaa€bb", "0028001G"] {
+            let bad: Map<String, Value> =
+                serde_json::from_str(&format!(r#"{{"{key}": {{"vr": "US"}}}}"#)).unwrap();
+            assert!(dataset(&bad, &mut |_| Ok(vec![])).is_err(), "{key}");
+        }
         let bad: Map<String, Value> = serde_json::from_str(r#"{"0028001": {"vr": "US"}}"#).unwrap();
         assert!(
             dataset(&bad, &mut |_| Ok(vec![]))
