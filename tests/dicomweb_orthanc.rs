@@ -170,6 +170,21 @@ fn patient_and_date(path: &Path) -> (String, String) {
     (s("PatientID"), s("StudyDate"))
 }
 
+/// What `stream` sends up to the end of its HTTP head (and whatever followed in the same
+/// reads), or until it closes.
+fn read_head(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    head
+}
+
 /// A proxy in front of `upstream` that passes the request on and then only the first
 /// `keep` bytes of the answer, then closes: a real response cut short.
 fn cutting_proxy(upstream: u16, keep: usize) -> u16 {
@@ -179,15 +194,8 @@ fn cutting_proxy(upstream: u16, keep: usize) -> u16 {
         for client in listener.incoming() {
             let Ok(mut client) = client else { break };
             let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
-            let mut req = Vec::new();
             let mut buf = [0u8; 4096];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = client.read(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
+            let req = read_head(&mut client);
             up.write_all(&req).unwrap();
             let mut sent = 0;
             while sent < keep {
@@ -436,15 +444,7 @@ fn recording_proxy(upstream: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<S
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(mut client) = client else { break };
-            let mut req = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = client.read(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
+            let req = read_head(&mut client);
             let head = String::from_utf8_lossy(&req).into_owned();
             let mut lines: Vec<&str> = head
                 .split("\r\n")
@@ -457,14 +457,7 @@ fn recording_proxy(upstream: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<S
             up.write_all(head.as_bytes()).unwrap();
             // Orthanc keeps the connection alive whatever the request says: the answer's
             // head says close instead, and its Content-Length bytes are passed on.
-            let mut resp = Vec::new();
-            while !resp.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = up.read(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                resp.extend_from_slice(&buf[..n]);
-            }
+            let resp = read_head(&mut up);
             let end = resp
                 .windows(4)
                 .position(|w| w == b"\r\n\r\n")

@@ -646,18 +646,31 @@ pub fn write_seg_segments(segments: &[Segment]) -> Result<Vec<u8>, Error> {
         PrimitiveValue::from(pack_bits(&all)),
     ));
 
+    part10(obj, SEG_SOP_CLASS, &sop_uid, EXPLICIT_VR_LE, "the SEG").map_err(Error::Seg)
+}
+
+/// `obj` as a Part 10 file written by medfm (preamble, file meta with medfm's
+/// implementation UID and version, data set in `transfer_syntax`); `what` names it in an
+/// error.
+pub(crate) fn part10(
+    obj: InMemDicomObject,
+    sop_class: &str,
+    sop_instance: &str,
+    transfer_syntax: &str,
+    what: &str,
+) -> Result<Vec<u8>, String> {
     let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(SEG_SOP_CLASS)
-        .media_storage_sop_instance_uid(sop_uid.as_str())
-        .transfer_syntax(EXPLICIT_VR_LE)
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop_instance)
+        .transfer_syntax(transfer_syntax)
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name("MEDFM_0_1")
         .build()
-        .map_err(|e| Error::Seg(format!("cannot build the file meta group: {e}")))?;
+        .map_err(|e| format!("cannot build the file meta group: {e}"))?;
     let mut out = Vec::new();
     obj.with_exact_meta(meta)
         .write_all(&mut out)
-        .map_err(|e| Error::Seg(format!("cannot encode the SEG: {e}")))?;
+        .map_err(|e| format!("cannot encode {what}: {e}"))?;
     Ok(out)
 }
 

@@ -11,7 +11,6 @@ use dicom_core::value::{DataSetSequence, PixelFragmentSequence};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use dicom_object::meta::FileMetaTableBuilder;
 use serde_json::{Map, Value};
 
 use super::Error;
@@ -344,19 +343,14 @@ pub fn single_frame(
             "frame {n} came in transfer syntax {ts:?}: ask for little endian or a compressed one"
         )));
     };
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(sop_class)
-        .media_storage_sop_instance_uid(sop_instance)
-        .transfer_syntax(file_ts)
-        .implementation_class_uid(crate::dicom::seg::IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name("MEDFM_0_1")
-        .build()
-        .map_err(|e| Error::Json(format!("cannot build the file meta group: {e}")))?;
-    let mut out = Vec::new();
-    obj.with_exact_meta(meta)
-        .write_all(&mut out)
-        .map_err(|e| Error::Json(format!("cannot encode frame {n} as DICOM: {e}")))?;
-    Ok(out)
+    crate::dicom::seg::part10(
+        obj,
+        &sop_class,
+        &sop_instance,
+        file_ts,
+        &format!("frame {n} as DICOM"),
+    )
+    .map_err(Error::Json)
 }
 
 #[cfg(test)]

@@ -123,6 +123,23 @@ impl Client {
         Self::check("GET", url, resp)
     }
 
+    /// A GET of a multipart answer, whole (at most 2 GiB: one frame or bulk value, not a
+    /// series): its Content-Type and parts.
+    fn get_parts(&self, url: &str, accept: &str) -> Result<(String, Vec<multipart::Part>), Error> {
+        let resp = self.get(url, accept)?;
+        let ct = content_type(&resp);
+        let body = resp
+            .into_body()
+            .into_with_config()
+            .limit(1 << 31)
+            .read_to_vec()
+            .map_err(|e| Self::network("GET", url, e))?;
+        let mut parser = multipart::Parser::for_content_type(&ct)?;
+        let parts = parser.feed(&body)?;
+        parser.finish()?;
+        Ok((ct, parts))
+    }
+
     /// A GET of a JSON answer, whole (at most 64 MiB).
     fn get_json(&self, url: &str) -> Result<Vec<u8>, Error> {
         let resp = self.get(url, "application/dicom+json")?;
@@ -430,8 +447,7 @@ pub(crate) fn fetch_frame(
         );
     }
     let number = *frame + 1;
-    let frames_url = resource.frames_url(&[number])?;
-    let resp = match client.get(&frames_url, frames::ACCEPT) {
+    let (ct, parts) = match client.get_parts(&resource.frames_url(&[number])?, frames::ACCEPT) {
         Ok(r) => r,
         Err(e) if unsupported(&e) => {
             eprintln!("medfm: {e}: no frames service, retrieving the whole instance");
@@ -439,17 +455,7 @@ pub(crate) fn fetch_frame(
         }
         Err(e) => return Err(e.into()),
     };
-    let ct = content_type(&resp);
-    let body = resp
-        .into_body()
-        .into_with_config()
-        .limit(1 << 31)
-        .read_to_vec()
-        .map_err(|e| Client::network("GET", &frames_url, e))?;
-    let mut parser = multipart::Parser::for_content_type(&ct)?;
-    let mut parts = parser.feed(&body)?;
-    parser.finish()?;
-    let got = frames::frames(&[number], &ct, std::mem::take(&mut parts))?;
+    let got = frames::frames(&[number], &ct, parts)?;
     // Bulk data (a LUT, an overlay) comes from the same server only: the credentials go
     // nowhere else.
     let origin = origin_of(&resource.base);
@@ -465,20 +471,10 @@ pub(crate) fn fetch_frame(
                 Resource::path_of(&absolute)
             )));
         }
-        let resp = client.get(
+        let (_, mut parts) = client.get_parts(
             &absolute,
             "multipart/related; type=\"application/octet-stream\"",
         )?;
-        let ct = content_type(&resp);
-        let body = resp
-            .into_body()
-            .into_with_config()
-            .limit(1 << 31)
-            .read_to_vec()
-            .map_err(|e| Client::network("GET", &absolute, e))?;
-        let mut p = multipart::Parser::for_content_type(&ct)?;
-        let mut parts = p.feed(&body)?;
-        p.finish()?;
         if parts.len() != 1 {
             return Err(Error::Multipart(format!(
                 "GET {}: {} parts for one bulk data value",
@@ -573,12 +569,7 @@ pub(crate) fn retrieve(url: &str, auth: &AuthArgs) -> Result<(TempDir, Vec<PathB
         &target,
         "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
     )?;
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ct = content_type(&resp);
     let mut parser = multipart::Parser::for_content_type(&ct)?;
     let mut reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
     let pb = ProgressBar::new_spinner();
