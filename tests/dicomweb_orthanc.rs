@@ -47,10 +47,12 @@ impl Orthanc {
             Path::new("/usr/sbin/Orthanc").exists() && Path::new(PLUGIN).exists(),
             "Orthanc and its DICOMweb plugin are needed: apt-get install orthanc orthanc-dicomweb"
         );
-        let dir = std::env::temp_dir().join(format!("medfm-orthanc-{}", std::process::id()));
+        // One folder per server: the tests of this file run in parallel, each with its own
+        // Orthanc (a shared index would be locked by the first).
+        let http = free_port();
+        let dir = std::env::temp_dir().join(format!("medfm-orthanc-{}-{http}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let http = free_port();
         let config = serde_json::json!({
             "Name": "medfm-test",
             "StorageDirectory": dir.join("storage"),
@@ -300,15 +302,67 @@ fn medfm_against_orthanc() {
         std::fs::read(&b).unwrap(),
         "the same mask"
     );
+    // convert and info take the retrieved instances in memory: a private TMPDIR stays empty.
+    let scratch = PathBuf::from(tmp("wado-scratch"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let in_memory = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_medfm"))
+            .args(args)
+            .env("MEDFM_DICOMWEB_USER", format!("{USER}:{PASSWORD}"))
+            .env("TMPDIR", &scratch)
+            .output()
+            .expect("run medfm");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert_eq!(
+            std::fs::read_dir(&scratch).unwrap().count(),
+            0,
+            "{args:?} wrote temporary files"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     let (na, nb) = (tmp("wado-remote.nii"), tmp("wado-local.nii"));
-    let (ok, _, err, _) = medfm_auth(&["convert", &series_url, "--out", &na]);
-    assert!(ok, "{err}");
+    in_memory(&["convert", &series_url, "--out", &na]);
     let (ok, _, err, _) = medfm_auth(&["convert", &series_dir.display().to_string(), "--out", &nb]);
     assert!(ok, "{err}");
     assert_eq!(
         std::fs::read(&na).unwrap(),
         std::fs::read(&nb).unwrap(),
         "the same volume"
+    );
+    // info of the series URL: the folder's entry, each instance named by its URL path.
+    let remote: serde_json::Value =
+        serde_json::from_str(&in_memory(&["info", &series_url, "--json"])).unwrap();
+    let (ok, here, err, _) = medfm_auth(&["info", &series_dir.display().to_string(), "--json"]);
+    assert!(ok, "{err}");
+    let here: serde_json::Value = serde_json::from_str(&here).unwrap();
+    let (r, h) = (&remote["series"][0], &here["series"][0]);
+    assert_eq!(remote["series"].as_array().unwrap().len(), 1, "{remote}");
+    for key in [
+        "modality",
+        "size",
+        "instances",
+        "frames",
+        "series_uid",
+        "study_uid",
+    ] {
+        assert_eq!(r[key], h[key], "{key}: {remote} vs {here}");
+    }
+    let files = r["files"].as_array().unwrap();
+    assert_eq!(files.len(), 11);
+    let path = format!(
+        "/dicom-web/studies/{}/series/{}/instances/",
+        m.study_instance_uid, m.series_instance_uid
+    );
+    assert!(
+        files.iter().all(|f| f.as_str().unwrap().starts_with(&path)),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.as_str().unwrap().ends_with(&m.sop_instance_uid))
     );
     // --propagate from an instance URL runs over the server's series.
     let pr = tmp("wado-propagated.dcm");

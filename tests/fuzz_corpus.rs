@@ -115,12 +115,13 @@ fn seg_write_corpus_replays_without_panic() {
 }
 
 /// fuzz/fuzz_targets/dicomweb.rs over its corpus: the multipart parser fed in pieces of
-/// the input's first byte, and the DICOM JSON readers; seeds that must parse do.
+/// the input's first byte, the DICOM JSON readers and the single-frame builder over the
+/// input as WADO-RS metadata; seeds that must parse, build and decode do.
 #[test]
 fn dicomweb_corpus_replays_without_panic() {
     use medfm::dicomweb::{json, multipart::Parser};
     let inputs = corpus("fuzz/corpus/dicomweb");
-    let (mut parts, mut finished) = (0, 0);
+    let (mut parts, mut finished, mut built, mut decoded) = (0, 0, 0, 0);
     for bytes in &inputs {
         let Some((&size, body)) = bytes.split_first() else {
             continue;
@@ -143,12 +144,52 @@ fn dicomweb_corpus_replays_without_panic() {
         let _ = json::series(body);
         let _ = json::instances(body);
         let _ = json::stow_response(body);
+        let (b, d) = single_frame(size, body);
+        (built, decoded) = (built + usize::from(b), decoded + usize::from(d));
     }
     assert!(
-        inputs.len() >= 6 && parts >= 2 && finished >= 2,
-        "{} inputs, {parts} parts, {finished} complete bodies",
+        inputs.len() >= 9 && parts >= 2 && finished >= 2 && built >= 3 && decoded >= 1,
+        "{} inputs, {parts} parts, {finished} complete bodies, {built} frame files built, \
+         {decoded} decoded",
         inputs.len()
     );
+}
+
+/// The dicomweb target's single-frame step: `body` as WADO-RS metadata, one frame (number
+/// and transfer syntax picked by `size`, the body's last 64 bytes as pixels), bulk data
+/// answered for URIs of even length. Returns (a file was built, its frame decoded).
+fn single_frame(size: u8, body: &[u8]) -> (bool, bool) {
+    use medfm::dicomweb::{Error, frames};
+    const SYNTAXES: [&str; 4] = [
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.2",
+        "x",
+    ];
+    let Ok(objects) = medfm::dicomweb::json::parse(body) else {
+        return (false, false);
+    };
+    let Some(metadata) = objects.first() else {
+        return (false, false);
+    };
+    let frame = frames::Frame {
+        number: u32::from(size % 3) + 1,
+        transfer_syntax: SYNTAXES[usize::from(size / 3) % SYNTAXES.len()].to_string(),
+        bytes: body[body.len().saturating_sub(64)..].to_vec(),
+    };
+    let mut bulk = |uri: &str| -> Result<Vec<u8>, Error> {
+        if uri.len().is_multiple_of(2) {
+            Ok(body[..body.len().min(uri.len() * 4)].to_vec())
+        } else {
+            Err(Error::Url(format!("no bulk data at {uri}")))
+        }
+    };
+    let Ok(file) = frames::single_frame(metadata, &frame, &mut bulk) else {
+        return (false, false);
+    };
+    let _ = dicom::identify(&file);
+    let decoded = dicom::read(&file).is_ok_and(|image| image.frame(0).is_ok());
+    (true, decoded)
 }
 
 /// fuzz/fuzz_targets/dimse.rs over its corpus: the command set reader and its accessors;

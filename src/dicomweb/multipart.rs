@@ -21,6 +21,9 @@ use super::Error;
 const MAX_BOUNDARY: usize = 256;
 /// Largest header block of one part.
 const MAX_HEADERS: usize = 64 * 1024;
+/// Most bytes reserved for a part's body on its Content-Length alone (the rest as it
+/// arrives): the fuzzer sent 999999999999 and the reservation aborted the process.
+const RESERVE_AT_MOST: usize = 16 << 20;
 
 /// One part: its headers (names lower-cased, in order) and its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,7 +307,9 @@ impl Parser {
                 self.state = match length {
                     Some(n) => {
                         self.check_size(n)?;
-                        self.body.reserve(n);
+                        // The header is the server's word, not memory to take up front:
+                        // a lying length grows the body only as bytes arrive.
+                        self.body.reserve(n.min(RESERVE_AT_MOST));
                         State::Sized(n)
                     }
                     None => State::Scanning,

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use medfm::dicom::DicomImage;
 use medfm::dicom::lut::{Voi, Window};
 
 use crate::common::bail_input;
 use crate::common::{collect_files, parse_floats};
-use crate::dicomweb::{self, AuthArgs, TempDir};
+use crate::dicomweb::{self, AuthArgs};
 use crate::output::{Outputs, nifti_bytes, write_atomic, write_png};
 
 #[derive(clap::Args)]
@@ -31,39 +32,74 @@ pub(crate) struct ConvertArgs {
     voi: Option<usize>,
 }
 
-/// The DICOMweb URLs among the inputs, retrieved (the folders live as long as they are
-/// used): for a PNG of one instance URL only its frame `--frame` (WADO-RS metadata and
-/// frames; a large multi-frame instance is not downloaded whole), else everything.
-pub(crate) fn fetch(args: &mut ConvertArgs, auth: &AuthArgs) -> Result<Vec<TempDir>> {
-    let png = args
-        .out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    if png
-        && let [path] = args.paths.as_mut_slice()
-        && let Some(held) = dicomweb::fetch_frame(path, &mut args.frame, auth)?
-    {
-        return Ok(vec![held]);
-    }
-    dicomweb::fetch_urls(&mut args.paths, auth)
-}
-
-pub(crate) fn cmd_convert(args: ConvertArgs) -> Result<()> {
-    let name = args.out.to_string_lossy().to_lowercase();
-    let files = collect_files(&args.paths)?;
-    Outputs::new(&files).claim(&args.out, "--out")?;
+/// The inputs' images, each parsed once. `urls` (DICOMweb) are retrieved by WADO-RS and
+/// parsed in memory as each instance arrives (no temporary file); for a PNG of one
+/// instance URL only its frame `--frame` is fetched (WADO-RS metadata and frames: a large
+/// multi-frame instance is not downloaded whole), and `frame` becomes 0. `files` are read.
+/// An instance or file that is not readable DICOM is skipped, as stderr says.
+fn load(
+    urls: &[String],
+    files: &[PathBuf],
+    frame: &mut u32,
+    png: bool,
+    auth: &AuthArgs,
+) -> Result<Vec<DicomImage>> {
     let mut images = Vec::new();
-    for file in &files {
+    if png
+        && files.is_empty()
+        && let [url] = urls
+        && let Some(bytes) = dicomweb::fetch_frame(url, *frame, auth)?
+    {
+        images.push(medfm::dicom::read(&bytes)?);
+        *frame = 0;
+        return Ok(images);
+    }
+    for url in urls {
+        dicomweb::retrieve_each(url, auth, |n, body| {
+            match medfm::dicom::read(&body) {
+                Ok(i) => images.push(i),
+                Err(e) => eprintln!("skipping instance {n} of {url}: {e}"),
+            }
+            Ok(())
+        })?;
+    }
+    for file in files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         match medfm::dicom::read(&bytes) {
             Ok(i) => images.push(i),
             Err(e) => eprintln!("skipping {}: {e}", file.display()),
         }
     }
+    Ok(images)
+}
+
+pub(crate) fn cmd_convert(mut args: ConvertArgs, auth: &AuthArgs) -> Result<()> {
+    let name = args.out.to_string_lossy().to_lowercase();
+    let png = name.ends_with(".png");
+    let (urls, local): (Vec<PathBuf>, Vec<PathBuf>) = args
+        .paths
+        .iter()
+        .cloned()
+        .partition(|p| dicomweb::is_url(p));
+    let urls: Vec<String> = urls
+        .iter()
+        .map(|u| u.to_string_lossy().into_owned())
+        .collect();
+    let files = if local.is_empty() {
+        Vec::new()
+    } else {
+        collect_files(&local)?
+    };
+    // Checked before anything is read or retrieved: a bad --out costs no transfer.
+    Outputs::new(&files).claim(&args.out, "--out")?;
+    if !(png || name.ends_with(".nii") || name.ends_with(".nii.gz")) {
+        bail_input!("--out must end in .nii, .nii.gz or .png");
+    }
+    let images = load(&urls, &files, &mut args.frame, png, auth)?;
     if images.is_empty() {
         bail_input!("no readable DICOM file under the given paths");
     }
-    if name.ends_with(".png") {
+    if png {
         if images.len() != 1 {
             bail_input!("PNG output takes one DICOM file, got {}", images.len());
         }
@@ -123,9 +159,6 @@ pub(crate) fn cmd_convert(args: ConvertArgs) -> Result<()> {
             if invert { ", MONOCHROME1 inverted" } else { "" }
         );
         return Ok(());
-    }
-    if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
-        bail_input!("--out must end in .nii, .nii.gz or .png");
     }
     let volume = medfm::dicom::volume::assemble(&images)?;
     for w in &volume.warnings {

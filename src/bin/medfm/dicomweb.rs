@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use medfm::dicomweb::url::{Level, Query, Resource, is_uid};
+use medfm::dicomweb::url::{Level, Query, Resource};
 use medfm::dicomweb::{Error, frames, json, multipart};
 
 use crate::common::bail_input;
@@ -402,20 +402,12 @@ pub(crate) fn fetch_urls(paths: &mut [PathBuf], auth: &AuthArgs) -> Result<Vec<T
 }
 
 /// One frame of an instance URL (`frame`, 0-based as `--frame`), alone: its metadata
-/// and that frame by WADO-RS (`…/metadata`, `…/frames/N`), joined into a single-frame
-/// file in a private folder; `path` becomes that file and `frame` 0. `None` (nothing
-/// done) when `path` is not an instance URL, or when the server does not offer frames
-/// or metadata (then the caller retrieves the whole instance, as it said on stderr).
-pub(crate) fn fetch_frame(
-    path: &mut PathBuf,
-    frame: &mut u32,
-    auth: &AuthArgs,
-) -> Result<Option<TempDir>> {
-    if !is_url(path) {
-        return Ok(None);
-    }
-    let url = path.to_string_lossy().into_owned();
-    let resource = Resource::parse(&url)?;
+/// and that frame by WADO-RS (`…/metadata`, `…/frames/N`), joined in memory into a
+/// single-frame Part 10 file (its frame 0). `None` when `url` is not an instance URL, or
+/// when the server does not offer frames or metadata (then the caller retrieves the whole
+/// instance, as this said on stderr).
+pub(crate) fn fetch_frame(url: &str, frame: u32, auth: &AuthArgs) -> Result<Option<Vec<u8>>> {
+    let resource = Resource::parse(url)?;
     if resource.instance.is_none() {
         return Ok(None);
     }
@@ -439,14 +431,14 @@ pub(crate) fn fetch_frame(
         Err(e) => return Err(e.into()),
     };
     let frames = metadata.number("00280008").unwrap_or(1).max(1);
-    if u64::from(*frame) >= frames {
+    if u64::from(frame) >= frames {
         bail_input!(
             "--frame {frame}: {} has frames 0..{} ({frames})",
-            Resource::path_of(&url),
+            Resource::path_of(url),
             frames - 1
         );
     }
-    let number = *frame + 1;
+    let number = frame + 1;
     let (ct, parts) = match client.get_parts(&resource.frames_url(&[number])?, frames::ACCEPT) {
         Ok(r) => r,
         Err(e) if unsupported(&e) => {
@@ -485,23 +477,15 @@ pub(crate) fn fetch_frame(
         Ok(parts.remove(0).body)
     };
     let bytes = frames::single_frame(&metadata, &got[0], &mut bulk)
-        .with_context(|| format!("frame {} of {}", *frame, Resource::path_of(&url)))?;
-    let dir = TempDir::new()?;
-    let file = dir.path().join(format!(
-        "{}-frame{number}.dcm",
-        resource.instance.as_deref().unwrap_or("instance")
-    ));
-    std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+        .with_context(|| format!("frame {frame} of {}", Resource::path_of(url)))?;
     tracing::info!(
-        frame = *frame,
+        frame,
         bytes = got[0].bytes.len(),
         transfer_syntax = got[0].transfer_syntax.as_str(),
         "retrieved one frame of {}",
-        Resource::path_of(&url)
+        Resource::path_of(url)
     );
-    *path = file;
-    *frame = 0;
-    Ok(Some(dir))
+    Ok(Some(bytes))
 }
 
 /// `scheme://authority` of a URL, lower-cased.
@@ -558,12 +542,33 @@ pub(crate) fn is_url(s: &Path) -> bool {
 /// one `SOPInstanceUID.dcm` per instance, streamed part by part. Returns the folder and
 /// the files in the order received.
 pub(crate) fn retrieve(url: &str, auth: &AuthArgs) -> Result<(TempDir, Vec<PathBuf>)> {
+    let dir = TempDir::new()?;
+    let mut files = Vec::new();
+    let target = Resource::parse(url)?.url();
+    retrieve_each(url, auth, |n, body| {
+        let ids = medfm::dicom::identify(&body)
+            .with_context(|| format!("instance {n} of {}", Resource::path_of(&target)))?;
+        let path = dir.path().join(format!("{}.dcm", ids.sop_instance_uid));
+        std::fs::write(&path, &body).with_context(|| format!("writing {}", path.display()))?;
+        files.push(path);
+        Ok(())
+    })?;
+    Ok((dir, files))
+}
+
+/// WADO-RS retrieve of `url` (a study, series or instance), streamed: `each` gets every
+/// instance's bytes as soon as its part has arrived, with its 1-based number in the
+/// answer, and nothing else is kept. Returns the number of instances; none is an error.
+pub(crate) fn retrieve_each(
+    url: &str,
+    auth: &AuthArgs,
+    mut each: impl FnMut(usize, Vec<u8>) -> Result<()>,
+) -> Result<usize> {
     let resource = Resource::parse(url)?;
     if resource.study.is_none() {
         bail_input!("{url}: name a study, series or instance to retrieve (…/studies/UID[…])");
     }
     let client = Client::new(auth)?;
-    let dir = TempDir::new()?;
     let target = resource.url();
     let resp = client.get(
         &target,
@@ -579,58 +584,39 @@ pub(crate) fn retrieve(url: &str, auth: &AuthArgs) -> Result<(TempDir, Vec<PathB
     pb.set_prefix(Resource::path_of(&target));
     pb.set_message("0");
     let mut buf = vec![0u8; 1 << 16];
-    let mut files = Vec::new();
+    let mut count = 0usize;
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
                 return Err(Error::Truncated(format!(
-                    "GET {}: the connection failed after {} instance(s): {e}",
+                    "GET {}: the connection failed after {count} instance(s): {e}",
                     Resource::path_of(&target),
-                    files.len()
                 ))
                 .into());
             }
         };
         pb.inc(n as u64);
         for part in parser.feed(&buf[..n])? {
-            let image = medfm::dicom::read(&part.body).with_context(|| {
-                format!(
-                    "instance {} of {}",
-                    files.len() + 1,
-                    Resource::path_of(&target)
-                )
-            })?;
-            let uid = image.meta.sop_instance_uid;
-            if !is_uid(&uid) {
-                bail_input!(
-                    "instance {} of {} has SOPInstanceUID {uid:?}, not a UID",
-                    files.len() + 1,
-                    Resource::path_of(&target)
-                );
-            }
-            let path = dir.path().join(format!("{uid}.dcm"));
-            std::fs::write(&path, &part.body)
-                .with_context(|| format!("writing {}", path.display()))?;
-            files.push(path);
-            pb.set_message(files.len().to_string());
+            count += 1;
+            each(count, part.body)?;
+            pb.set_message(count.to_string());
         }
     }
     parser.finish().map_err(|e| match e {
         Error::Truncated(m) => Error::Truncated(format!(
-            "GET {}: {m} ({} instance(s) received)",
+            "GET {}: {m} ({count} instance(s) received)",
             Resource::path_of(&target),
-            files.len()
         )),
         e => e,
     })?;
     pb.finish_and_clear();
-    if files.is_empty() {
+    if count == 0 {
         bail_input!(
             "{}: the server sent no instance",
             Resource::path_of(&target)
         );
     }
-    Ok((dir, files))
+    Ok(count)
 }

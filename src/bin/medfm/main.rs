@@ -152,7 +152,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, matches!(cli.command, Cmd::Node(_)));
     let auth = cli.auth;
-    // DICOMweb URLs given as inputs are retrieved first; their folders live until the end.
+    // DICOMweb URLs given to segment and embed are retrieved into private temporary folders
+    // first, which live until the end; info and convert take them in memory as they arrive.
     let result = match cli.command {
         Cmd::Segment(mut args) => dicomweb::fetch_image(&mut args.image, args.propagate, &auth)
             .and_then(|_held| segment::cmd_segment(args)),
@@ -161,12 +162,8 @@ fn main() -> ExitCode {
             dicomweb::fetch_urls(&mut args.paths, &auth).and_then(|_held| embed::cmd_embed(args))
         }
         Cmd::Search(args) => embed::cmd_search(args),
-        Cmd::Info(mut args) => {
-            dicomweb::fetch_urls(&mut args.paths, &auth).and_then(|_held| info::cmd_info(args))
-        }
-        Cmd::Convert(mut args) => {
-            convert::fetch(&mut args, &auth).and_then(|_held| convert::cmd_convert(args))
-        }
+        Cmd::Info(args) => info::cmd_info(args, &auth),
+        Cmd::Convert(args) => convert::cmd_convert(args, &auth),
         Cmd::Query(args) => dicomweb::cmd_query(args, &auth),
         Cmd::Store(args) => dicomweb::cmd_store(args, &auth),
         Cmd::BenchDecode(args) => bench::cmd_bench_decode(args),
