@@ -355,6 +355,39 @@ print(*np.percentile(v[v > v.min()], [0.5, 99.5]))
     assert!(differ > 0, "every slice's own clip is the series clip");
 }
 
+/// The CLI's `--json` slices against the library's propagation: the same slices in
+/// series order, the same areas, each naming its source (index in the series,
+/// SOPInstanceUID, frame).
+fn check_cli_slices(j: &serde_json::Value, s: &Series, want: &propagate::Propagation) {
+    let slices = j["slices"].as_array().unwrap();
+    assert_eq!(slices.len(), want.slices.len());
+    for (got, m) in slices.iter().zip(&want.slices) {
+        let (i, f) = s.order[m.slice];
+        assert_eq!(got["index"], m.slice);
+        assert_eq!(got["area"], m.area);
+        assert_eq!(got["sop_instance_uid"], s.images[i].meta.sop_instance_uid);
+        assert_eq!(got["frame"], f);
+    }
+}
+
+/// The CLI's SEG of a propagation: one frame per kept slice in series order, each
+/// referencing its source instance (and, in a multi-frame one, its frame number).
+fn check_propagated_seg(name: &str, seg: &[u8], s: &Series, want: &propagate::Propagation) {
+    let (rows, cols) = (want.slices[0].rows, want.slices[0].cols);
+    let masks: Vec<u8> = want.slices.iter().flat_map(|m| m.mask.clone()).collect();
+    let sources: Vec<serde_json::Value> = want
+        .slices
+        .iter()
+        .map(|m| {
+            let (i, f) = s.order[m.slice];
+            let meta = &s.images[i].meta;
+            let frame = (meta.frames > 1).then_some(f + 1);
+            serde_json::json!([meta.sop_instance_uid, frame])
+        })
+        .collect();
+    check_seg(name, seg, &masks, rows, cols, Some(sources.into()));
+}
+
 /// `medfm segment --propagate`: the library's masks, as one SEG over the series (dciodvfy
 /// clean, read back by highdicom slice by slice with the right source instances) and as a
 /// NIfTI label volume aligned voxel for voxel with `medfm convert` of the series; the
@@ -391,36 +424,11 @@ fn the_cli_writes_the_propagation_as_seg_and_nifti() {
     ]);
     assert!(ok, "{stderr}");
     let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let slices = j["slices"].as_array().unwrap();
-    assert_eq!(slices.len(), want.slices.len());
-    for (got, m) in slices.iter().zip(&want.slices) {
-        assert_eq!(got["index"], m.slice);
-        assert_eq!(got["area"], m.area);
-        let (i, f) = s.order[m.slice];
-        assert_eq!(got["sop_instance_uid"], s.images[i].meta.sop_instance_uid);
-        assert_eq!(got["frame"], f);
-    }
+    check_cli_slices(&j, &s, &want);
     assert_eq!(j["stopped"], serde_json::json!(["extent", "extent"]));
     assert_eq!(j["voxels"], want.voxels());
-    // The SEG: one frame per kept slice, in series order, each referencing its source.
+    check_propagated_seg("propagated", &std::fs::read(&out).unwrap(), &s, &want);
     let (rows, cols) = (want.slices[0].rows, want.slices[0].cols);
-    let masks: Vec<u8> = want.slices.iter().flat_map(|m| m.mask.clone()).collect();
-    let sources: Vec<serde_json::Value> = want
-        .slices
-        .iter()
-        .map(|m| {
-            let (i, _) = s.order[m.slice];
-            serde_json::json!([s.images[i].meta.sop_instance_uid, null])
-        })
-        .collect();
-    check_seg(
-        "propagated",
-        &std::fs::read(&out).unwrap(),
-        &masks,
-        rows,
-        cols,
-        Some(sources.into()),
-    );
     // The NIfTI label volume: voxel for voxel over `medfm convert`'s volume of the series.
     let nii = tmp("propagated.nii");
     let (ok, _, stderr) = medfm(&[
@@ -695,29 +703,7 @@ fn the_cli_propagates_along_an_ultrasound_cine() {
     ]);
     assert!(ok, "{stderr}");
     let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let slices = j["slices"].as_array().unwrap();
-    assert_eq!(slices.len(), want.slices.len());
-    for (got, m) in slices.iter().zip(&want.slices) {
-        assert_eq!(
-            (got["frame"].clone(), got["area"].clone()),
-            (m.slice.into(), m.area.into())
-        );
-    }
-    let (rows, cols) = (want.slices[0].rows, want.slices[0].cols);
-    let masks: Vec<u8> = want.slices.iter().flat_map(|m| m.mask.clone()).collect();
-    let uid = &s.images[0].meta.sop_instance_uid;
-    let sources: Vec<serde_json::Value> = want
-        .slices
-        .iter()
-        .map(|m| serde_json::json!([uid, m.slice + 1]))
-        .collect();
-    check_seg(
-        "cine",
-        &std::fs::read(&out).unwrap(),
-        &masks,
-        rows,
-        cols,
-        Some(sources.into()),
-    );
+    check_cli_slices(&j, &s, &want);
+    check_propagated_seg("cine", &std::fs::read(&out).unwrap(), &s, &want);
     std::fs::remove_file(&out).ok();
 }

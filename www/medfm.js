@@ -201,7 +201,12 @@ export class MedFM extends EventTarget {
   async _openOne(bytes, recovering = false) {
     const copy = bytes.slice(0);
     const { id, meta } = await (recovering ? this._post : this._call).call(this, 'open', { bytes }, [bytes]);
-    this.files.push(copy);
+    this._keep(copy, id, meta);
+  }
+
+  /** An opened file's bytes (reopened after a worker restart) and its metadata. */
+  _keep(bytes, id, meta) {
+    this.files.push(bytes);
     this.metas.set(id, meta);
   }
 
@@ -291,8 +296,7 @@ export class MedFM extends EventTarget {
           errors.push({ name: `instance ${m.n}`, error: m.error, code: m.code });
           return;
         }
-        this.files.push(m.bytes);
-        this.metas.set(m.id, m.meta);
+        this._keep(m.bytes, m.id, m.meta);
         instances += 1;
         const progress = { instances, bytes: m.received };
         if (instances === 1 || performance.now() - listed > 1000) {
@@ -390,6 +394,17 @@ export class MedFM extends EventTarget {
   /** The model input of a frame: {pixels: Float32Array [3, 256, 256], scale, rows, cols}. */
   async modelInput({ series, frame }) {
     return this._onFrame('modelInput', series, frame);
+  }
+
+  /**
+   * The model inputs of a series' slices by the series recipe (what `propagate` encodes),
+   * in series order: [{pixels: Float32Array [3, 256, 256], scale, rows, cols, newRows,
+   * newCols}] (the browser benchmark runs another engine on exactly these).
+   */
+  async seriesModelInputs({ series }) {
+    const s = this.series[series];
+    if (!s) throw coded(`no series ${series} (have ${this.series.length})`, 'bad-input');
+    return this._call('seriesModelInputs', { refs: s.refs.flat() });
   }
 
   /**

@@ -220,6 +220,10 @@ const ops = {
   seg: ({ id, frame, mask, label }) => engine.seg(id, frame, mask, label),
   segSegments: ({ segments, masks }) => engine.segSegments(segments, masks),
   volumeMl: ({ refs, voxels }) => engine.volumeMl(Uint32Array.from(refs), voxels),
+  seriesModelInputs({ refs }) {
+    const r = engine.seriesModelInputs(Uint32Array.from(refs));
+    return { result: r, transfer: r.map((x) => x.pixels.buffer) };
+  },
   // One slice per engine call; the event loop turns between slices so that a cancel
   // message is seen within one slice.
   async propagate({ refs, start, request }, call) {
@@ -308,8 +312,10 @@ const ops = {
     const instances = dicomwebParse('stow', new Uint8Array(await r.arrayBuffer()));
     const failed = instances.filter((i) => i.status === 'failure');
     if (failed.length || !instances.length) {
-      const e = coded(`POST ${pathOf(url)}: HTTP ${r.status}: ${failed.length ? failed.map((i) => `${i.uid} failed (reason ${i.reason || 'not given'})`).join('; ') : 'the server reported no stored instance'}`, 'io');
-      throw e;
+      const why = failed.length
+        ? failed.map((i) => `${i.uid} failed (reason ${i.reason || 'not given'})`).join('; ')
+        : 'the server reported no stored instance';
+      throw coded(`POST ${pathOf(url)}: HTTP ${r.status}: ${why}`, 'io');
     }
     return { status: r.status, instances };
   },

@@ -22,8 +22,11 @@ use super::{DicomImage, Error};
 /// SOP Class UID of Segmentation Storage.
 pub const SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-/// Implementation Class UID of medfm (UUID-derived, `2.25.` root).
+/// Implementation Class UID of medfm (UUID-derived, `2.25.` root), in the file meta of
+/// every Part 10 file medfm writes (SEGs, retrieved frames, the node's spool).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.270138620468451637006410264637185546813";
+/// ImplementationVersionName beside it.
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("MEDFM_", env!("CARGO_PKG_VERSION"));
 
 /// Describes one segment.
 #[derive(Debug, Clone)]
@@ -664,7 +667,7 @@ pub(crate) fn part10(
         .media_storage_sop_instance_uid(sop_instance)
         .transfer_syntax(transfer_syntax)
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name("MEDFM_0_1")
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
         .build()
         .map_err(|e| format!("cannot build the file meta group: {e}"))?;
     let mut out = Vec::new();

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Object, Promise, Uint8Array};
+use js_sys::{Array, Float32Array, Object, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use web_time::Instant;
@@ -176,6 +176,37 @@ impl Engine {
         let out = Object::new();
         set(&out, "slices", ordered.len() as u32);
         set(&out, "warnings", to_js(&warnings)?);
+        Ok(out.into())
+    }
+
+    /// The model inputs of a series' slices by the series recipe (one intensity clip for
+    /// the series, as [`Engine::propagate_begin`] preprocesses them), in the order of
+    /// `refs` (flat `[id, frame, ...]` pairs as [`Engine::series`] lists them): for running
+    /// another engine on exactly the same inputs (the browser propagation benchmark).
+    /// `[{pixels: Float32Array [3, 256, 256], scale, rows, cols, newRows, newCols}]`, the
+    /// image resized to `newRows x newCols` at the top left of the 256 grid.
+    #[wasm_bindgen(js_name = seriesModelInputs)]
+    pub fn series_model_inputs(&self, refs: Vec<u32>) -> Result<JsValue, JsValue> {
+        let refs = pairs(&refs)?;
+        let st = self.state.borrow();
+        let frames: Vec<dicom::Frame> = refs
+            .iter()
+            .map(|&(id, f)| st.image(id).and_then(|img| img.frame(f).map_err(err)))
+            .collect::<Result<_, _>>()?;
+        let (clip, _) = preprocess::series_clip(&frames, &st.image(refs[0].0)?.meta);
+        let out = Array::new();
+        for (&(id, _), frame) in refs.iter().zip(&frames) {
+            let pre =
+                preprocess::preprocess_clipped(frame, &st.image(id)?.meta, clip).map_err(err)?;
+            let o = Object::new();
+            set(&o, "pixels", Float32Array::from(&pre.pixels[..]));
+            set(&o, "scale", pre.scale);
+            set(&o, "rows", pre.rows as u32);
+            set(&o, "cols", pre.cols as u32);
+            set(&o, "newRows", pre.new_rows as u32);
+            set(&o, "newCols", pre.new_cols as u32);
+            out.push(&o);
+        }
         Ok(out.into())
     }
 

@@ -248,15 +248,33 @@ async function propagationChecks(page) {
     const nifti = { sameHeader: labels.subarray(0, 348).every((b, i) => b === image[i]), differ, labelled: want.filter((v) => v).length };
     const uids = m.series[s].refs.map((_, f) => m.meta({ series: s, frame: f }).sop_instance_uid);
     const bad = await m.propagate({ series: s, frame, box: [45, 60, 300, 240] }).then(() => 'resolved', (e) => `${e.code}: ${e.message}`);
+    // The series-recipe model inputs (the propagation benchmark's peer runs on them): one
+    // per slice, 0..1 with a maximum of 1 inside the resized image, zero padding outside.
+    const inputs = await m.seriesModelInputs({ series: s });
+    const inputsOk = inputs.length === m.series[s].frames && inputs.every((x) => {
+      if (x.pixels.length !== 3 * 256 * 256 || Math.abs(x.scale * Math.max(x.rows, x.cols) - 256) > 1e-3) return false;
+      let max = 0;
+      for (let c = 0; c < 3; c++) {
+        for (let y = 0; y < 256; y++) {
+          for (let xx = 0; xx < 256; xx++) {
+            const v = x.pixels[c * 65536 + y * 256 + xx];
+            if (v < 0 || v > 1 || ((y >= x.newRows || xx >= x.newCols) && v !== 0)) return false;
+            max = Math.max(max, v);
+          }
+        }
+      }
+      return Math.abs(max - 1) < 1e-6;
+    });
     const list = (r) => r.slices.map((x) => ({ frame: x.frame, area: x.area, iou: x.iou }));
     return {
       s, frame, seen, a: { ...a, slices: list(a) }, encodes, b: list(b), c: { stopped: c.stopped, slices: list(c) }, eye: list(eye),
-      masks: [...a.slices, ...eye.slices].map((x) => Array.from(x.mask)), seg: Array.from(seg), uids, rows: m.series[s].rows, cols: m.series[s].cols, bad, nifti,
+      masks: [...a.slices, ...eye.slices].map((x) => Array.from(x.mask)), seg: Array.from(seg), uids, rows: m.series[s].rows, cols: m.series[s].cols, bad, nifti, inputsOk,
     };
   }, { uid: startUid, box: BRAIN });
   const same = web.a.slices.length === cli.slices.length && web.a.slices.every((x, k) => x.frame === cli.slices[k].index && Math.abs(x.area - cli.slices[k].area) <= 0.02 * cli.slices[k].area);
   console.log(`  propagate: ${web.a.slices.map((x) => `${x.frame}:${x.area}`).join(' ')} (medfm segment --propagate: ${cli.slices.map((x) => `${x.index}:${x.area}`).join(' ')}), ${web.a.volumeMl && web.a.volumeMl.toFixed(2)} mL, ${web.a.ms.toFixed(0)} ms`);
   check(web.frame === cli.start && same, 'medfm.propagate(): the slices and areas (within 2 %) of medfm segment --propagate', JSON.stringify({ web: web.a.slices, cli: cli.slices }));
+  check(web.inputsOk, 'seriesModelInputs(): one model input per slice, 0..1 inside the resized image, zero padding');
   check(Math.abs(web.a.volumeMl - cli.volume_ml) <= 0.02 * cli.volume_ml && JSON.stringify(web.a.stopped) === '["extent","extent"]', 'propagate: volume in mL as the CLI, stopped by the extent', JSON.stringify([web.a.volumeMl, cli.volume_ml, web.a.stopped]));
   check(web.seen.length === web.a.slices.length, 'propagate: onProgress sees every mask as it comes', JSON.stringify(web.seen));
   check(web.encodes.length === web.b.length && web.encodes.every((ms) => ms === 0), 'propagate again with another box: the decoder only (every slice encoded once)', JSON.stringify(web.encodes));

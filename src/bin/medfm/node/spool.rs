@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
+use medfm::dicom::seg::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use medfm::dicom::{InstanceIds, is_uid};
 
 /// Folder of temporary files, inside the root (same file system, so a rename is atomic).
@@ -324,7 +325,7 @@ impl Part10 {
         el(0x0003, b"UI", sop_instance.as_bytes(), 0);
         el(0x0010, b"UI", transfer_syntax.as_bytes(), 0);
         el(0x0012, b"UI", IMPLEMENTATION_CLASS_UID.as_bytes(), 0);
-        el(0x0013, b"SH", IMPLEMENTATION_VERSION.as_bytes(), b' ');
+        el(0x0013, b"SH", IMPLEMENTATION_VERSION_NAME.as_bytes(), b' ');
         if !source_ae.is_empty() {
             el(0x0016, b"AE", source_ae.as_bytes(), b' ');
         }
@@ -336,11 +337,6 @@ impl Part10 {
         Ok(out)
     }
 }
-
-/// medfm's implementation class UID (a UUID-derived 2.25 UID, fixed).
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.168981517368470245468958102617541302209";
-/// ImplementationVersionName of the files the node writes.
-pub const IMPLEMENTATION_VERSION: &str = concat!("MEDFM_", env!("CARGO_PKG_VERSION"));
 
 #[cfg(test)]
 mod tests {
