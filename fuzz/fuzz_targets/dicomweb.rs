@@ -8,13 +8,10 @@
 //! decoded. Errors are expected; any panic is a bug.
 #![no_main]
 
-/// The kinds `dicomweb::Error::kind` names (the main crate's `ErrorKind`).
-#[allow(dead_code)]
-#[derive(Debug)]
-pub enum ErrorKind {
-    BadInput,
-    Io,
-}
+/// `crate::ErrorKind`, which the compiled-in modules name.
+#[path = "../shared/error_kind.rs"]
+mod error_kind;
+pub use error_kind::ErrorKind;
 
 #[allow(dead_code)]
 #[path = "../../src/dicomweb/mod.rs"]

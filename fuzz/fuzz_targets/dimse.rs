@@ -3,12 +3,10 @@
 //! is a bug.
 #![no_main]
 
-/// The kinds `dimse::Error::kind` names (the main crate's `ErrorKind`).
-#[allow(dead_code)]
-#[derive(Debug)]
-pub enum ErrorKind {
-    BadInput,
-}
+/// `crate::ErrorKind`, which the compiled-in modules name.
+#[path = "../shared/error_kind.rs"]
+mod error_kind;
+pub use error_kind::ErrorKind;
 
 #[allow(dead_code)]
 #[path = "../../src/dimse/mod.rs"]

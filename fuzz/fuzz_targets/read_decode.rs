@@ -5,6 +5,11 @@
 //! part of medfm), so an instrumented build does not rebuild Burn.
 #![no_main]
 
+/// `crate::ErrorKind`, which the compiled-in modules name.
+#[path = "../shared/error_kind.rs"]
+mod error_kind;
+pub use error_kind::ErrorKind;
+
 #[allow(dead_code)]
 #[path = "../../src/dicom/mod.rs"]
 mod dicom;

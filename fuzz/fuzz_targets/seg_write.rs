@@ -4,6 +4,11 @@
 //! size. Any panic is a bug.
 #![no_main]
 
+/// `crate::ErrorKind`, which the compiled-in modules name.
+#[path = "../shared/error_kind.rs"]
+mod error_kind;
+pub use error_kind::ErrorKind;
+
 #[allow(dead_code)]
 #[path = "../../src/dicom/mod.rs"]
 mod dicom;
