@@ -549,6 +549,42 @@ fn recording_proxy(upstream: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<S
     (port, seen)
 }
 
+/// `--transfer-syntax UID` asks WADO-RS for the instances in that syntax (Orthanc
+/// transcodes the colour JPEG cine to explicit VR little endian) where by default they come
+/// as stored; a syntax that is not a UID is refused before any request.
+#[test]
+fn retrieve_in_a_chosen_transfer_syntax() {
+    let orthanc = Orthanc::start();
+    let file = data("examples_ybr_color.dcm");
+    orthanc.upload(&file);
+    let m = meta(&file);
+    let url = format!(
+        "{}/studies/{}/series/{}",
+        orthanc.root(),
+        m.study_instance_uid,
+        m.series_instance_uid
+    );
+    let syntaxes = |extra: &[&str]| {
+        let mut args = vec!["info", url.as_str(), "--json"];
+        args.extend_from_slice(extra);
+        let (ok, out, err, _) = medfm_auth(&args);
+        assert!(ok, "{args:?}: {err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        j["series"][0]["transfer_syntaxes"].clone()
+    };
+    assert_ne!(m.transfer_syntax, "1.2.840.10008.1.2.1");
+    assert_eq!(syntaxes(&[]), serde_json::json!([m.transfer_syntax]));
+    assert_eq!(
+        syntaxes(&["--transfer-syntax", "1.2.840.10008.1.2.1"]),
+        serde_json::json!(["1.2.840.10008.1.2.1"])
+    );
+    let (ok, _, err, code) = medfm_auth(&["info", &url, "--transfer-syntax", "jpeg"]);
+    assert!(
+        !ok && code == 2 && err.contains("not a UID"),
+        "{code}: {err}"
+    );
+}
+
 /// `convert INSTANCE_URL --frame N --out x.png` retrieves that frame only (WADO-RS
 /// metadata + frames) and draws the PNG of the local file's frame N: native, JPEG 12-bit
 /// (the frame in its stored compression), an enhanced MR (the frame's functional group:

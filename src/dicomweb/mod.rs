@@ -11,6 +11,8 @@
 //!   single-frame DICOM file, without retrieving the rest.
 //! - [`multipart`]: the streaming `multipart/related` parser of WADO-RS responses and the
 //!   writer of STOW-RS requests.
+//! - [`accept_instances`]: the `Accept` header of a WADO-RS retrieve (as stored, or in a
+//!   transfer syntax the server transcodes to).
 
 pub mod frames;
 pub mod json;
@@ -79,6 +81,45 @@ impl Error {
             Error::Url(_) => crate::ErrorKind::BadInput,
             Error::Http { status, .. } if (400..500).contains(status) => crate::ErrorKind::BadInput,
             _ => crate::ErrorKind::Io,
+        }
+    }
+}
+
+/// The `Accept` header of a WADO-RS retrieve of instances (PS3.18 8.7.3.5.2): Part 10 files
+/// as stored (`None` or `*`), or in `transfer_syntax`, a UID (the server transcodes, or
+/// refuses with 406 Not Acceptable).
+pub fn accept_instances(transfer_syntax: Option<&str>) -> Result<String, Error> {
+    const MEDIA: &str = "multipart/related; type=\"application/dicom\"";
+    match transfer_syntax.map(str::trim) {
+        None | Some("*") => Ok(format!("{MEDIA}; transfer-syntax=*")),
+        Some(ts) if crate::dicom::is_uid(ts) => Ok(format!("{MEDIA}; transfer-syntax={ts}")),
+        Some(ts) => Err(Error::Url(format!(
+            "transfer syntax {ts:?} is not a UID (nor `*`, as stored)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_header_names_the_transfer_syntax() {
+        assert_eq!(
+            accept_instances(None).unwrap(),
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*"
+        );
+        assert_eq!(
+            accept_instances(Some("*")).unwrap(),
+            accept_instances(None).unwrap()
+        );
+        assert_eq!(
+            accept_instances(Some("1.2.840.10008.1.2.1")).unwrap(),
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1"
+        );
+        for bad in ["jpeg", "1.2..3", "1.2.3; q=1", ""] {
+            let e = accept_instances(Some(bad)).unwrap_err();
+            assert!(e.to_string().contains("not a UID"), "{bad}: {e}");
         }
     }
 }

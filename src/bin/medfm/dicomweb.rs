@@ -26,6 +26,10 @@ pub(crate) struct AuthArgs {
     /// Basic credentials USER:PASSWORD for DICOMweb URLs (default: $MEDFM_DICOMWEB_USER).
     #[arg(long, global = true, value_name = "USER:PASSWORD")]
     user: Option<String>,
+    /// Transfer syntax UID to retrieve DICOMweb instances in (the server transcodes, or
+    /// refuses with 406). Default: as stored.
+    #[arg(long, global = true, value_name = "UID")]
+    transfer_syntax: Option<String>,
 }
 
 /// An HTTP client with the caller's credentials.
@@ -568,12 +572,10 @@ pub(crate) fn retrieve_each(
     if resource.study.is_none() {
         bail_input!("{url}: name a study, series or instance to retrieve (…/studies/UID[…])");
     }
+    let accept = medfm::dicomweb::accept_instances(auth.transfer_syntax.as_deref())?;
     let client = Client::new(auth)?;
     let target = resource.url();
-    let resp = client.get(
-        &target,
-        "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
-    )?;
+    let resp = client.get(&target, &accept)?;
     let ct = content_type(&resp);
     let mut parser = multipart::Parser::for_content_type(&ct)?;
     let mut reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
