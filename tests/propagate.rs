@@ -355,6 +355,13 @@ print(*np.percentile(v[v > v.min()], [0.5, 99.5]))
     assert!(differ > 0, "every slice's own clip is the series clip");
 }
 
+/// `medfm ARGS` of a `--json` run, its answer parsed; the test fails when the run does.
+fn cli_json(args: &[&str]) -> serde_json::Value {
+    let (ok, stdout, stderr) = medfm(args);
+    assert!(ok, "{args:?}: {stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
 /// The CLI's `--json` slices against the library's propagation: the same slices in
 /// series order, the same areas, each naming its source (index in the series,
 /// SOPInstanceUID, frame).
@@ -409,7 +416,7 @@ fn the_cli_writes_the_propagation_as_seg_and_nifti() {
     let want = run(&mut enc, 5, &boxed(BRAIN), &options, usize::MAX).unwrap();
     let start = data("series/brain11/brain_010.dcm").display().to_string();
     let out = tmp("propagated.dcm");
-    let (ok, stdout, stderr) = medfm(&[
+    let j = cli_json(&[
         "segment",
         &start,
         "--box",
@@ -422,8 +429,6 @@ fn the_cli_writes_the_propagation_as_seg_and_nifti() {
         &out,
         "--json",
     ]);
-    assert!(ok, "{stderr}");
-    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     check_cli_slices(&j, &s, &want);
     assert_eq!(j["stopped"], serde_json::json!(["extent", "extent"]));
     assert_eq!(j["voxels"], want.voxels());
@@ -540,7 +545,7 @@ fn the_cli_writes_several_segments_as_one_seg_and_nifti() {
 
     let prompts = data("series/brain11_segments.json").display().to_string();
     let out = tmp("segments.dcm");
-    let (ok, stdout, stderr) = medfm(&[
+    let j = cli_json(&[
         "segment",
         "--segments",
         &prompts,
@@ -549,8 +554,6 @@ fn the_cli_writes_several_segments_as_one_seg_and_nifti() {
         &out,
         "--json",
     ]);
-    assert!(ok, "{stderr}");
-    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let segments = j["segments"].as_array().unwrap();
     assert_eq!(segments.len(), 3);
     for (k, (got, masks)) in segments.iter().zip(&want).enumerate() {
@@ -686,7 +689,7 @@ fn the_cli_propagates_along_an_ultrasound_cine() {
         vec![10, 11, 12, 13, 14]
     );
     let out = tmp("cine.dcm");
-    let (ok, stdout, stderr) = medfm(&[
+    let j = cli_json(&[
         "segment",
         &path.display().to_string(),
         "--frame",
@@ -701,8 +704,6 @@ fn the_cli_propagates_along_an_ultrasound_cine() {
         &out,
         "--json",
     ]);
-    assert!(ok, "{stderr}");
-    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     check_cli_slices(&j, &s, &want);
     check_propagated_seg("cine", &std::fs::read(&out).unwrap(), &s, &want);
     std::fs::remove_file(&out).ok();

@@ -391,7 +391,7 @@ export class MedFM extends EventTarget {
     return this._onFrame('forget', series, frame);
   }
 
-  /** The model input of a frame: {pixels: Float32Array [3, 256, 256], scale, rows, cols}. */
+  /** The model input of a frame: {pixels: Float32Array [3, 256, 256], scale, rows, cols, newRows, newCols}. */
   async modelInput({ series, frame }) {
     return this._onFrame('modelInput', series, frame);
   }

@@ -162,6 +162,19 @@ fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
     let _ = Reflect::set(obj, &key.into(), &value.into());
 }
 
+/// A model input for JS: `{pixels: Float32Array [3, 256, 256], scale, rows, cols, newRows,
+/// newCols}`, the image resized to `newRows x newCols` at the top left of the 256 grid.
+fn model_input_object(pre: &pipeline::Preprocessed) -> Object {
+    let out = Object::new();
+    set(&out, "pixels", Float32Array::from(&pre.pixels[..]));
+    set(&out, "scale", pre.scale);
+    set(&out, "rows", pre.rows as u32);
+    set(&out, "cols", pre.cols as u32);
+    set(&out, "newRows", pre.new_rows as u32);
+    set(&out, "newCols", pre.new_cols as u32);
+    out
+}
+
 struct Model {
     segmenter: Segmenter,
     backend: &'static str,
@@ -414,20 +427,15 @@ impl Engine {
     }
 
     /// The model input of a frame, for running another engine on exactly the same input
-    /// (the browser benchmark): `{pixels: Float32Array [3, 256, 256], scale, rows, cols}`;
-    /// multiply pixel coordinates by `scale` for model coordinates.
+    /// (the browser benchmark): see [`model_input_object`]; multiply pixel coordinates by
+    /// `scale` for model coordinates.
     #[wasm_bindgen(js_name = modelInput)]
     pub fn model_input(&self, id: u32, frame: u32) -> Result<JsValue, JsValue> {
         let st = self.state.borrow();
         let image = st.image(id)?;
         let pre =
             pipeline::preprocess(&image.frame(frame).map_err(err)?, &image.meta).map_err(err)?;
-        let out = Object::new();
-        set(&out, "pixels", Float32Array::from(&pre.pixels[..]));
-        set(&out, "scale", pre.scale);
-        set(&out, "rows", pre.rows as u32);
-        set(&out, "cols", pre.cols as u32);
-        Ok(out.into())
+        Ok(model_input_object(&pre).into())
     }
 
     /// Encode a frame unless its embedding is cached. Resolves to `{ms, cached}`,

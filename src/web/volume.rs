@@ -10,12 +10,12 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Array, Float32Array, Object, Promise, Uint8Array};
+use js_sys::{Array, Object, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use web_time::Instant;
 
-use super::{Engine, State, bad, encoded, err, pixel_prompt, set, to_js};
+use super::{Engine, State, bad, encoded, err, model_input_object, pixel_prompt, set, to_js};
 use crate::dicom::seg::{SegFrame, Segment, SegmentInfo};
 use crate::dicom::{self, DicomImage, series, volume};
 use crate::model::Embedding;
@@ -93,6 +93,13 @@ fn series_images<'a>(
     Ok((ids, images))
 }
 
+/// The decoded frames behind `refs`, in order.
+fn series_frames(st: &State, refs: &[(u32, u32)]) -> Result<Vec<dicom::Frame>, JsValue> {
+    refs.iter()
+        .map(|&(id, f)| st.image(id).and_then(|img| img.frame(f).map_err(err)))
+        .collect()
+}
+
 fn clip_key(clip: Option<Clip>) -> Option<(u32, u32)> {
     clip.map(|c| (c.lo.to_bits(), c.hi.to_bits()))
 }
@@ -140,10 +147,7 @@ impl Engine {
         }
         let propagator =
             Propagator::new(refs.len(), start as usize, &prompt, &options).map_err(err)?;
-        let frames: Vec<dicom::Frame> = refs
-            .iter()
-            .map(|&(id, f)| st.image(id).and_then(|img| img.frame(f).map_err(err)))
-            .collect::<Result<_, _>>()?;
+        let frames = series_frames(&st, &refs)?;
         let first_meta = &st.image(refs[0].0)?.meta;
         let (clip, mut warnings) = preprocess::series_clip(&frames, first_meta);
         // The prompt is checked on the start slice before anything is encoded.
@@ -182,30 +186,19 @@ impl Engine {
     /// The model inputs of a series' slices by the series recipe (one intensity clip for
     /// the series, as [`Engine::propagate_begin`] preprocesses them), in the order of
     /// `refs` (flat `[id, frame, ...]` pairs as [`Engine::series`] lists them): for running
-    /// another engine on exactly the same inputs (the browser propagation benchmark).
-    /// `[{pixels: Float32Array [3, 256, 256], scale, rows, cols, newRows, newCols}]`, the
-    /// image resized to `newRows x newCols` at the top left of the 256 grid.
+    /// another engine on exactly the same inputs (the browser propagation benchmark): an
+    /// array of [`super::model_input_object`]s.
     #[wasm_bindgen(js_name = seriesModelInputs)]
     pub fn series_model_inputs(&self, refs: Vec<u32>) -> Result<JsValue, JsValue> {
         let refs = pairs(&refs)?;
         let st = self.state.borrow();
-        let frames: Vec<dicom::Frame> = refs
-            .iter()
-            .map(|&(id, f)| st.image(id).and_then(|img| img.frame(f).map_err(err)))
-            .collect::<Result<_, _>>()?;
+        let frames = series_frames(&st, &refs)?;
         let (clip, _) = preprocess::series_clip(&frames, &st.image(refs[0].0)?.meta);
         let out = Array::new();
         for (&(id, _), frame) in refs.iter().zip(&frames) {
             let pre =
                 preprocess::preprocess_clipped(frame, &st.image(id)?.meta, clip).map_err(err)?;
-            let o = Object::new();
-            set(&o, "pixels", Float32Array::from(&pre.pixels[..]));
-            set(&o, "scale", pre.scale);
-            set(&o, "rows", pre.rows as u32);
-            set(&o, "cols", pre.cols as u32);
-            set(&o, "newRows", pre.new_rows as u32);
-            set(&o, "newCols", pre.new_cols as u32);
-            out.push(&o);
+            out.push(&model_input_object(&pre));
         }
         Ok(out.into())
     }

@@ -7,7 +7,7 @@ use medfm::dicom::DicomImage;
 use medfm::dicom::lut::{Voi, Window};
 
 use crate::common::bail_input;
-use crate::common::{collect_files, parse_floats};
+use crate::common::parse_floats;
 use crate::dicomweb::{self, AuthArgs};
 use crate::output::{Outputs, nifti_bytes, write_atomic, write_png};
 
@@ -76,20 +76,7 @@ fn load(
 pub(crate) fn cmd_convert(mut args: ConvertArgs, auth: &AuthArgs) -> Result<()> {
     let name = args.out.to_string_lossy().to_lowercase();
     let png = name.ends_with(".png");
-    let (urls, local): (Vec<PathBuf>, Vec<PathBuf>) = args
-        .paths
-        .iter()
-        .cloned()
-        .partition(|p| dicomweb::is_url(p));
-    let urls: Vec<String> = urls
-        .iter()
-        .map(|u| u.to_string_lossy().into_owned())
-        .collect();
-    let files = if local.is_empty() {
-        Vec::new()
-    } else {
-        collect_files(&local)?
-    };
+    let (urls, files) = dicomweb::split_inputs(&args.paths)?;
     // Checked before anything is read or retrieved: a bad --out costs no transfer.
     Outputs::new(&files).claim(&args.out, "--out")?;
     if !(png || name.ends_with(".nii") || name.ends_with(".nii.gz")) {

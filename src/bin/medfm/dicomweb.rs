@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use medfm::dicomweb::url::{Level, Query, Resource};
 use medfm::dicomweb::{Error, frames, json, multipart};
 
-use crate::common::bail_input;
+use crate::common::{bail_input, collect_files};
 
 /// Credentials for the server.
 #[derive(clap::Args, Clone, Default)]
@@ -534,6 +534,24 @@ pub(crate) fn fetch_image(
     }
     *p = file;
     Ok(Some(dir))
+}
+
+/// The inputs of a command that takes DICOMweb URLs beside files and folders: the URLs as
+/// given, and the files below the other paths ([`collect_files`]).
+pub(crate) fn split_inputs(paths: &[PathBuf]) -> Result<(Vec<String>, Vec<PathBuf>)> {
+    let (urls, local): (Vec<&PathBuf>, Vec<&PathBuf>) = paths.iter().partition(|p| is_url(p));
+    let local: Vec<PathBuf> = local.into_iter().cloned().collect();
+    let files = if local.is_empty() {
+        Vec::new()
+    } else {
+        collect_files(&local)?
+    };
+    Ok((
+        urls.iter()
+            .map(|u| u.to_string_lossy().into_owned())
+            .collect(),
+        files,
+    ))
 }
 
 /// Is `s` a DICOMweb URL (rather than a path)?

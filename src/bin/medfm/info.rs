@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use medfm::dicom::{DicomImage, is_uid};
 use medfm::dicomweb::url::Resource;
 
-use crate::common::collect_files;
 use crate::dicomweb::{self, AuthArgs};
 
 #[derive(clap::Args)]
@@ -23,20 +23,11 @@ pub(crate) struct InfoArgs {
 }
 
 pub(crate) fn cmd_info(args: InfoArgs, auth: &AuthArgs) -> Result<()> {
-    let (urls, local): (Vec<PathBuf>, Vec<PathBuf>) = args
-        .paths
-        .iter()
-        .cloned()
-        .partition(|p| dicomweb::is_url(p));
-    let files = if local.is_empty() {
-        Vec::new()
-    } else {
-        collect_files(&local)?
-    };
+    let (urls, files) = dicomweb::split_inputs(&args.paths)?;
     let mut catalog = medfm::dicom::catalog::Catalog::new(args.show_patient_ids);
     let mut not_dicom = Vec::new();
     let mut not_part10 = 0usize;
-    let mut add = |name: String, bytes: &[u8]| match medfm::dicom::read(bytes) {
+    let mut add = |name: String, read: Result<DicomImage, medfm::dicom::Error>| match read {
         Ok(image) => {
             let decode = image.frame(0).map(|_| ()).map_err(|e| e.to_string());
             catalog.add(&name, &image, decode);
@@ -47,28 +38,45 @@ pub(crate) fn cmd_info(args: InfoArgs, auth: &AuthArgs) -> Result<()> {
     // DICOMweb: each instance is looked at as it arrives and not kept; it is named by its
     // own URL (without the server), else by its number in the answer.
     for url in &urls {
-        let url = url.to_string_lossy();
-        let resource = Resource::parse(&url)?;
-        dicomweb::retrieve_each(&url, auth, |n, body| {
-            let name = match medfm::dicom::identify(&body) {
-                Ok(ids) => Resource::path_of(
+        let resource = Resource::parse(url)?;
+        dicomweb::retrieve_each(url, auth, |n, body| {
+            // Parsed once; only what is not a readable image is parsed again for its UIDs.
+            let read = medfm::dicom::read(&body);
+            let uids = match &read {
+                Ok(image) => {
+                    let m = &image.meta;
+                    [
+                        &m.study_instance_uid,
+                        &m.series_instance_uid,
+                        &m.sop_instance_uid,
+                    ]
+                    .iter()
+                    .all(|u| is_uid(u))
+                    .then(|| (m.series_instance_uid.clone(), m.sop_instance_uid.clone()))
+                }
+                Err(_) => medfm::dicom::identify(&body)
+                    .ok()
+                    .map(|ids| (ids.series_instance_uid, ids.sop_instance_uid)),
+            };
+            let name = match uids {
+                Some((series, instance)) => Resource::path_of(
                     &Resource {
-                        series: Some(ids.series_instance_uid),
-                        instance: Some(ids.sop_instance_uid),
+                        series: Some(series),
+                        instance: Some(instance),
                         ..resource.clone()
                     }
                     .url(),
                 ),
-                Err(_) => format!("{} (instance {n})", Resource::path_of(&url)),
+                None => format!("{} (instance {n})", Resource::path_of(url)),
             };
-            add(name, &body);
+            add(name, read);
             Ok(())
         })?;
     }
     for file in &files {
         let name = file.display().to_string();
         let bytes = std::fs::read(file).with_context(|| format!("reading {name}"))?;
-        add(name, &bytes);
+        add(name, medfm::dicom::read(&bytes));
     }
     let entries = catalog.entries();
     if args.json {
