@@ -12,10 +12,10 @@ bash scripts/web_tools.sh >/dev/null
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 for profile in ${PROFILES:-dev wasm-release}; do
-  cargo build --quiet --lib --target wasm32-unknown-unknown --no-default-features --profile "$profile"
+  cargo build --quiet -p medfm-wasm --target wasm32-unknown-unknown --profile "$profile"
   dir=$profile; [ "$profile" = dev ] && dir=debug
-  wasm-bindgen --target web --out-dir "$OUT/$profile" \
-    "$CARGO_TARGET_DIR/wasm32-unknown-unknown/$dir/medfm.wasm"
+  wasm-bindgen --target web --out-name medfm-wasm --out-dir "$OUT/$profile" \
+    "$CARGO_TARGET_DIR/wasm32-unknown-unknown/$dir/medfm_wasm.wasm"
   printf '%s: ' "$profile"
-  bash scripts/wasm_opt.sh "$OUT/$profile/medfm_bg.wasm"
+  bash scripts/wasm_opt.sh "$OUT/$profile/medfm-wasm_bg.wasm"
 done

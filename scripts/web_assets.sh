@@ -30,7 +30,7 @@ cat > "$dest/samples/index.json" <<'JSON'
 ]
 JSON
 if [ "${TRUNK_PROFILE:-}" = release ]; then
-  bash scripts/wasm_opt.sh "$dest/medfm_bg.wasm"
+  bash scripts/wasm_opt.sh "$dest/medfm-wasm_bg.wasm"
 fi
 # A PACS configured at build time (docs/browser.md, "PACS"): config.json and the policy.
 if [ -n "${MEDFM_PACS_URL:-}" ]; then
@@ -38,6 +38,6 @@ if [ -n "${MEDFM_PACS_URL:-}" ]; then
 fi
 # The service worker's cache is named after this build (www/sw.js), so a new build
 # replaces the cached shell and the old cache is deleted.
-build=$(cat "$dest/medfm_bg.wasm" "$dest/medfm.js" "$dest"/www/*.js "$dest/index.html" | sha256sum | cut -c1-16)
+build=$(cat "$dest/medfm-wasm_bg.wasm" "$dest/medfm-wasm.js" "$dest"/www/*.js "$dest/index.html" | sha256sum | cut -c1-16)
 sed -i "s/^const VERSION = 'dev';/const VERSION = '$build';/" "$dest/sw.js"
 grep -q "^const VERSION = '$build';" "$dest/sw.js" || { echo "web_assets.sh: cannot version $dest/sw.js" >&2; exit 1; }

@@ -547,7 +547,7 @@ fn weights_are_found_from_any_folder() {
     .unwrap();
     let mr = data("MR_small.dcm").display().to_string();
     let out = tmp("xdg.png");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_medfm"))
+    let run = std::process::Command::new(common::medfm_exe())
         .args([
             "segment",
             &mr,

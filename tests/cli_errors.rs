@@ -162,7 +162,7 @@ fn exit_codes_say_what_kind_of_error() {
     let mr = data("MR_small.dcm").display().to_string();
     let out = tmp("codes.png");
     let code = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_medfm"))
+        Command::new(common::medfm_exe())
             .args(args)
             .env("MEDFM_WEIGHTS_DIR", weights_dir())
             .output()

@@ -140,7 +140,7 @@ impl Drop for Orthanc {
 
 /// `medfm` with the test credentials.
 fn medfm_auth(args: &[&str]) -> (bool, String, String, i32) {
-    let out = Command::new(env!("CARGO_BIN_EXE_medfm"))
+    let out = Command::new(common::medfm_exe())
         .args(args)
         .env("MEDFM_WEIGHTS_DIR", weights_dir())
         .env("MEDFM_DICOMWEB_USER", format!("{USER}:{PASSWORD}"))
@@ -307,7 +307,7 @@ fn medfm_against_orthanc() {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
     let in_memory = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_medfm"))
+        let out = Command::new(common::medfm_exe())
             .args(args)
             .env("MEDFM_DICOMWEB_USER", format!("{USER}:{PASSWORD}"))
             .env("TMPDIR", &scratch)
@@ -445,7 +445,7 @@ fn medfm_against_orthanc() {
     );
 
     // Errors: wrong credentials, a missing study, a server that is down, a body cut short.
-    let out = Command::new(env!("CARGO_BIN_EXE_medfm"))
+    let out = Command::new(common::medfm_exe())
         .args(["query", &root, "--user", "medfm:wrong"])
         .output()
         .unwrap();

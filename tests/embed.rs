@@ -16,6 +16,8 @@ fn vector(seg: &Segmenter, image: &dicom::DicomImage, frame: u32) -> Vec<f32> {
     embed::pooled_vector(&emb, &pre).unwrap()
 }
 
+/// With the GPU backend (the `wgpu` feature, on by default).
+#[cfg(feature = "wgpu")]
 #[test]
 fn cpu_and_wgpu_vectors_agree() {
     let bytes = std::fs::read(data("MR_small.dcm")).unwrap();

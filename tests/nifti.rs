@@ -9,7 +9,7 @@ use std::process::Command;
 use common::*;
 
 fn convert(inputs: &[PathBuf], out: &str) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_medfm"))
+    let o = Command::new(common::medfm_exe())
         .arg("convert")
         .args(inputs)
         .args(["--out", out])

@@ -150,6 +150,8 @@ fn propagation_matches_pytorch_on_the_cpu() {
     check(Device::flex(), "cpu");
 }
 
+/// With the GPU backend (the `wgpu` feature, on by default).
+#[cfg(feature = "wgpu")]
 #[test]
 fn propagation_matches_pytorch_on_wgpu() {
     check(wgpu_device(), "wgpu");

@@ -10,7 +10,7 @@ use common::*;
 use medfm::dicom;
 
 fn shader_source() -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders/display.wgsl");
+    let path = root().join("shaders/display.wgsl");
     std::fs::read_to_string(&path).unwrap()
 }
 

@@ -5,10 +5,18 @@ mod common;
 
 use common::*;
 use medfm::Device;
-use medfm::convert::{self, calibration, pytorch, quantize};
 use medfm::dicom;
 use medfm::model::weights::{self, Precision};
-use medfm::pipeline::{Segmentation, Segmenter, preprocess};
+use medfm::pipeline::{Segmentation, Segmenter, preprocess, tensor_to_vec};
+use medfm_convert::{self as convert, calibration, pytorch, quantize};
+
+/// The calibration of the quantized files, recorded on `model` (the bundled calibration
+/// frames, as `medfm weights fetch` does).
+fn calibration(model: &medfm::model::Sam) -> calibration::Calibration {
+    let params = medfm_convert::exact::Params::of(model).expect("parameters");
+    let images = medfm_convert::calibration_images().expect("calibration images");
+    calibration::Calibration::record(&params, &images).expect("calibration pass")
+}
 
 /// Fp32 predicted IoU from which a prompt counts as confident. On low-confidence masks
 /// (predicted IoU 0.7–0.85 here) most logits sit near 0, so mask IoU between precisions is
@@ -416,8 +424,8 @@ fn quantized_weights_run_alike_on_cpu_and_wgpu() {
 /// low-res logits and IoU predictions of their box and box+points prompts.
 #[test]
 fn exact_pass_matches_the_pytorch_reference() {
-    use medfm::convert::exact::decoder::{self, Prompt, Until};
-    use medfm::convert::exact::{NoObserver, Params, encoder};
+    use medfm_convert::exact::decoder::{self, Prompt, Until};
+    use medfm_convert::exact::{NoObserver, Params, encoder};
     let params = Params::of(&load_model(Precision::Fp32, &Device::flex())).unwrap();
     let image_pe = decoder::image_pe(&params).unwrap();
     for case in manifest()["cases"].as_array().unwrap() {
@@ -489,7 +497,7 @@ fn exact_pass_matches_the_pytorch_reference() {
 /// bit for bit. (Thread count cannot matter either: threads take whole rows.)
 #[test]
 fn calibration_is_the_same_on_every_vector_width() {
-    use medfm::convert::exact::{Params, ops};
+    use medfm_convert::exact::{Params, ops};
     let params = Params::of(&load_model(Precision::Fp32, &Device::flex())).unwrap();
     let images = vec![convert::calibration_images().unwrap().remove(0)];
     let record = |scalar: bool| {
@@ -534,5 +542,26 @@ fn calibration_is_the_same_on_every_vector_width() {
     println!(
         "{layers} targets and Gram matrices, {} biases: identical",
         wide_biases.len()
+    );
+}
+
+/// The `.pth` import and the fp32 `.bpk` hold the same weights: same embedding, bit for bit.
+#[test]
+fn pytorch_import_equals_fp32_bpk() {
+    let device = Device::flex();
+    let imported =
+        medfm_convert::pytorch::import_pytorch(&weights_dir().join("lite_medsam.pth"), &device)
+            .expect("import");
+    let loaded = load_model(Precision::Fp32, &device);
+    let bytes = std::fs::read(data("MR_small.dcm")).unwrap();
+    let image = dicom::read(&bytes).unwrap();
+    let pre = preprocess(&image.frame(0).unwrap(), &image.meta).unwrap();
+    let a = Segmenter::new(imported, device.clone())
+        .embed(&pre)
+        .unwrap();
+    let b = Segmenter::new(loaded, device).embed(&pre).unwrap();
+    assert_eq!(
+        tensor_to_vec(a.tensor).unwrap(),
+        tensor_to_vec(b.tensor).unwrap()
     );
 }

@@ -13,7 +13,7 @@ const CACHE = `medfm-app-${VERSION}`;
 // Kept by the worker (www/worker.js), not by this service worker: left alone on activate.
 const WEIGHTS_CACHE = 'medfm-weights-v1';
 const SHELL = [
-  './', 'index.html', 'medfm.js', 'medfm_bg.wasm',
+  './', 'index.html', 'medfm-wasm.js', 'medfm-wasm_bg.wasm',
   'www/app.js', 'www/medfm.js', 'www/worker.js', 'www/display.js', 'www/app.css',
   'shaders/display.wgsl',
   'samples/index.json', 'samples/abdomen_mr.dcm', 'samples/head_ct.dcm',

@@ -17,7 +17,7 @@
 import init, {
   Engine, MultipartParser, dicomwebHttpError, dicomwebParse, dicomwebUrl, panicForTest, pinnedSha256,
   setSpanListener, sha256Hex, softwareAdapter, stowBody,
-} from '../medfm.js';
+} from '../medfm-wasm.js';
 
 const WEIGHTS_CACHE = 'medfm-weights-v1';
 let engine = null;

@@ -33,7 +33,7 @@ const wantsOrt = engines.split(',').some((e) => e.startsWith('ort-'));
 for (const f of wantsOrt ? ['lite_medsam_encoder.onnx', 'lite_medsam_decoder.onnx'] : []) {
   if (!fs.existsSync(path.join(ONNX, f))) throw new Error(`${path.join(ONNX, f)} missing: run bench/run.sh (exports the ONNX peers) first`);
 }
-if (!fs.existsSync(path.join(DIST, 'medfm_bg.wasm'))) throw new Error('dist/ missing: run `trunk build` first');
+if (!fs.existsSync(path.join(DIST, 'medfm-wasm_bg.wasm'))) throw new Error('dist/ missing: run `trunk build` first');
 fs.rmSync(path.join(DIST, 'bench'), { recursive: true, force: true });
 fs.cpSync(path.join(HERE, 'node_modules/onnxruntime-web/dist'), path.join(DIST, 'bench/ort'), { recursive: true });
 if (wantsOrt) fs.cpSync(ONNX, path.join(DIST, 'bench/onnx'), { recursive: true });

@@ -26,7 +26,7 @@ const study = opt('study');
 const series = opt('series');
 const runs = Number(opt('runs', '5'));
 if (!pacs || !study || !series) throw new Error('usage: pacs.mjs --pacs URL --study UID --series UID [--runs N]');
-if (!fs.existsSync(path.join(DIST, 'medfm_bg.wasm'))) throw new Error('dist/ missing: run `trunk build --release` first');
+if (!fs.existsSync(path.join(DIST, 'medfm-wasm_bg.wasm'))) throw new Error('dist/ missing: run `trunk build --release` first');
 
 const server = await serve(DIST, { proxy: { '/dicom-web': pacs } });
 const browser = await chromium.launch({

@@ -8,21 +8,9 @@
 //! decoded. Errors are expected; any panic is a bug.
 #![no_main]
 
-/// `crate::ErrorKind`, which the compiled-in modules name.
-#[path = "../shared/error_kind.rs"]
-mod error_kind;
-pub use error_kind::ErrorKind;
-
-#[allow(dead_code)]
-#[path = "../../src/dicomweb/mod.rs"]
-mod dicomweb;
-
-/// `crate::dicom`: `is_uid` (the URL parser), `seg::part10` (the single-frame builder).
-#[allow(dead_code)]
-#[path = "../../src/dicom/mod.rs"]
-mod dicom;
-
 use libfuzzer_sys::fuzz_target;
+use medfm_dicom::dicomweb;
+use medfm_dicom as dicom;
 
 fuzz_target!(|bytes: &[u8]| {
     let Some((&size, body)) = bytes.split_first() else {

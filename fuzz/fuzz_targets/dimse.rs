@@ -3,21 +3,8 @@
 //! is a bug.
 #![no_main]
 
-/// `crate::ErrorKind`, which the compiled-in modules name.
-#[path = "../shared/error_kind.rs"]
-mod error_kind;
-pub use error_kind::ErrorKind;
-
-#[allow(dead_code)]
-#[path = "../../src/dimse/mod.rs"]
-mod dimse;
-
-/// `crate::dicom::is_uid` (the module's tests use it).
-#[allow(dead_code)]
-#[path = "../../src/dicom/uid.rs"]
-mod dicom;
-
 use libfuzzer_sys::fuzz_target;
+use medfm_dicom::dimse;
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(c) = dimse::Command::read(bytes) {

@@ -1,20 +1,12 @@
 //! Fuzz target: arbitrary bytes through `dicom::read`, every frame's decode, the VOIs and
 //! the modality LUT. Any panic is a bug (bad input must give an error).
 //!
-//! The target-agnostic `dicom` module is compiled in on its own (it depends on no other
-//! part of medfm), so an instrumented build does not rebuild Burn.
+//! The DICOM crate (`medfm-dicom`) has no model, so an instrumented build does not build
+//! Burn.
 #![no_main]
 
-/// `crate::ErrorKind`, which the compiled-in modules name.
-#[path = "../shared/error_kind.rs"]
-mod error_kind;
-pub use error_kind::ErrorKind;
-
-#[allow(dead_code)]
-#[path = "../../src/dicom/mod.rs"]
-mod dicom;
-
 use libfuzzer_sys::fuzz_target;
+use medfm_dicom as dicom;
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(image) = dicom::read(bytes) {

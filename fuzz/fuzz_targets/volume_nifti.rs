@@ -4,16 +4,8 @@
 //! NIfTI-1 (or refused). Any panic is a bug.
 #![no_main]
 
-/// `crate::ErrorKind`, which the compiled-in modules name.
-#[path = "../shared/error_kind.rs"]
-mod error_kind;
-pub use error_kind::ErrorKind;
-
-#[allow(dead_code)]
-#[path = "../../src/dicom/mod.rs"]
-mod dicom;
-
 use libfuzzer_sys::fuzz_target;
+use medfm_dicom as dicom;
 
 fuzz_target!(|bytes: &[u8]| {
     let mut images = Vec::new();

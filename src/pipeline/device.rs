@@ -6,6 +6,14 @@
 //! interface on the CPU: LiteMedSAM took 45.9 s to embed and 8.0 s to decode on lavapipe
 //! where the CPU backend takes 0.9 s and 0.04 s on the same 2 cores. On such an adapter the
 //! CPU backend runs unless the user forces the GPU.
+//!
+//! [`select`] applies the rule with wgpu's adapter (the native fronts); the browser engine
+//! asks WebGPU for its adapter's facts and applies [`use_gpu`] itself. The GPU runtime is
+//! started once per process and kept: every later selection gets the same device.
+
+use burn::tensor::Device;
+
+use super::Error;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -93,6 +101,92 @@ pub fn use_gpu(
             None => Ok((true, None)),
         },
     }
+}
+
+/// The device a selection gave.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// The Burn device.
+    pub device: Device,
+    /// True for the GPU (wgpu), false for the CPU backend.
+    pub gpu: bool,
+    /// How to name it to the user: `cpu (flex)` or `gpu (wgpu: ADAPTER)`.
+    pub name: String,
+    /// Why an adapter was passed over for the CPU backend, to tell the user.
+    pub note: Option<String>,
+}
+
+impl Selected {
+    fn cpu(note: Option<String>) -> Self {
+        Selected {
+            device: Device::flex(),
+            gpu: false,
+            name: "cpu (flex)".into(),
+            note,
+        }
+    }
+}
+
+/// The process's GPU runtime, started on the first selection that needs it: its device and
+/// adapter, or why there is none. wgpu's runtime cannot be started twice, so it is kept.
+#[cfg(feature = "wgpu")]
+static GPU: std::sync::Mutex<Option<Result<(Device, AdapterFacts), String>>> =
+    std::sync::Mutex::new(None);
+
+/// The GPU runtime's device and adapter, started once (see [`GPU`]).
+#[cfg(feature = "wgpu")]
+async fn gpu() -> Result<(Device, AdapterFacts), String> {
+    if let Some(known) = GPU.lock().expect("lock").clone() {
+        return known;
+    }
+    let started = Device::wgpu_options()
+        .init_with_setup_async()
+        .await
+        .map(|(device, setup)| {
+            let info = setup.adapter.get_info();
+            let facts = AdapterFacts {
+                cpu_device_type: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
+                is_fallback_adapter: false,
+                name: info.name.clone(),
+                driver: format!("{} {}", info.driver, info.driver_info),
+            };
+            (device, facts)
+        })
+        .map_err(|e| e.to_string());
+    GPU.lock().expect("lock").get_or_insert(started).clone()
+}
+
+/// Without the `wgpu` feature there is no GPU backend.
+#[cfg(not(feature = "wgpu"))]
+async fn gpu() -> Result<(Device, AdapterFacts), String> {
+    Err("this build has no GPU backend (built without the `wgpu` feature)".into())
+}
+
+/// The device for `choice` by the rule of this module: the CPU backend, or the GPU
+/// adapter (started once per process). An error when the GPU was asked for and there is
+/// none.
+pub async fn select_async(choice: DeviceChoice) -> Result<Selected, Error> {
+    if choice == DeviceChoice::Cpu {
+        return Ok(Selected::cpu(None));
+    }
+    let probe = gpu().await;
+    let facts = probe.as_ref().map(|(_, f)| f).map_err(String::as_str);
+    let (use_it, note) = use_gpu(choice, facts).map_err(Error::Device)?;
+    match probe {
+        Ok((device, facts)) if use_it => Ok(Selected {
+            device,
+            gpu: true,
+            name: format!("gpu (wgpu: {})", facts.name),
+            note: None,
+        }),
+        _ => Ok(Selected::cpu(note)),
+    }
+}
+
+/// [`select_async`], waited for (native fronts: wgpu's native adapter request completes
+/// without an event loop).
+pub fn select(choice: DeviceChoice) -> Result<Selected, Error> {
+    futures_lite::future::block_on(select_async(choice))
 }
 
 #[cfg(test)]

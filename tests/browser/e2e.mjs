@@ -367,7 +367,7 @@ function recordRequests(page, log) {
 
 // The app's own paths: what any request may ask for (query strings aside).
 const ALLOWED = new Set([
-  '/', '/index.html', '/medfm.js', '/medfm_bg.wasm', '/sw.js', '/favicon.ico',
+  '/', '/index.html', '/medfm-wasm.js', '/medfm-wasm_bg.wasm', '/sw.js', '/favicon.ico',
   '/www/app.js', '/www/medfm.js', '/www/worker.js', '/www/display.js', '/www/app.css',
   '/shaders/display.wgsl', '/samples/index.json', '/samples/abdomen_mr.dcm', '/samples/head_ct.dcm',
   '/weights/manifest.json', '/weights/lite_medsam_int8.bpk', '/weights/lite_medsam_fp32.bpk',

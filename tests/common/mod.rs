@@ -11,9 +11,24 @@ use medfm::model::Sam;
 use medfm::model::weights;
 use medfm::pipeline::PixelPrompt;
 
-/// Repository root.
+/// Repository root: the workspace's (these helpers are compiled into the tests of the
+/// root crate and of crates under crates/, see each Cargo.toml's `[[test]]`s).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(crate_dir)
+        .to_path_buf()
+}
+
+/// The `medfm` binary, for the tests that run it: they are tests of crates/cli, whose
+/// binary cargo builds for them and names in `CARGO_BIN_EXE_medfm`.
+pub fn medfm_exe() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_medfm") {
+        Some(exe) => exe,
+        None => panic!("this test runs the medfm binary: list it among crates/cli's [[test]]s"),
+    }
 }
 
 /// `tests/data/<rel>`.
@@ -43,14 +58,6 @@ pub fn weights_file(name: &str) -> Vec<u8> {
 /// Load the fp32 model from the `.bpk` file.
 pub fn load_model(precision: weights::Precision, device: &Device) -> Sam {
     weights::load_bpk(weights_file(&precision.file_name()), device).expect("the .bpk loads")
-}
-
-/// The calibration of the quantized files, recorded on `model` (the bundled calibration
-/// frames, as `medfm weights fetch` does).
-pub fn calibration(model: &Sam) -> medfm::convert::calibration::Calibration {
-    let params = medfm::convert::exact::Params::of(model).expect("parameters");
-    let images = medfm::convert::calibration_images().expect("calibration images");
-    medfm::convert::calibration::Calibration::record(&params, &images).expect("calibration pass")
 }
 
 /// Read a gzip-compressed little-endian f32 fixture.
@@ -108,9 +115,11 @@ pub fn iou(a: &[u8], b: &[u8]) -> f64 {
 
 /// The wgpu device (Vulkan natively: Mesa lavapipe on CI), or a panic saying how to get one.
 pub fn wgpu_device() -> Device {
-    Device::wgpu_options().init().unwrap_or_else(|e| {
-        panic!("no wgpu adapter ({e}); install a Vulkan driver (CI: apt-get install mesa-vulkan-drivers)")
-    })
+    medfm::pipeline::device::select(medfm::pipeline::device::DeviceChoice::Gpu)
+        .unwrap_or_else(|e| {
+            panic!("{e}; install a Vulkan driver (CI: apt-get install mesa-vulkan-drivers)")
+        })
+        .device
 }
 
 /// A prompt of the parity manifest (`box`, `points` as `[x, y, label]`, `multimask`).
@@ -152,7 +161,7 @@ pub fn check_python() -> PathBuf {
 
 /// Run the `medfm` binary with the test weights: (success, stdout, stderr).
 pub fn medfm(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medfm"))
+    let out = std::process::Command::new(medfm_exe())
         .args(args)
         .env("MEDFM_WEIGHTS_DIR", weights_dir())
         .output()

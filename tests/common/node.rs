@@ -81,7 +81,7 @@ impl Node {
             .append(true)
             .open(self.dir.join("node.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_medfm"))
+        let child = Command::new(super::medfm_exe())
             .args(["node", "--config"])
             .arg(self.dir.join("node.toml"))
             .env("MEDFM_WEIGHTS_DIR", super::weights_dir())

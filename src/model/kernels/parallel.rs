@@ -102,7 +102,7 @@ pub(super) fn par_tasks_with<S>(
 /// CPU threads for these kernels: `RAYON_NUM_THREADS` when set (the same count the flex
 /// backend's rayon pool uses), else the platform's parallelism; 1 where threads cannot be
 /// spawned (wasm32 without threads reports no parallelism).
-pub(crate) fn threads() -> usize {
+pub fn threads() -> usize {
     static THREADS: OnceLock<usize> = OnceLock::new();
     *THREADS.get_or_init(|| {
         std::env::var("RAYON_NUM_THREADS")

@@ -1,0 +1,172 @@
+//! What every command shares: the device rule, the weights' location and check, file
+//! lists, number parsing, spinners.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use indicatif::ProgressStyle;
+use medfm::Device;
+use medfm::model::weights::{self, Precision};
+
+/// Where the model runs (the same rule for every command: `medfm::pipeline::device`).
+#[derive(clap::Args, Clone, Copy)]
+pub(crate) struct DeviceArgs {
+    /// Run on the CPU backend.
+    #[arg(long, conflicts_with = "gpu")]
+    cpu: bool,
+    /// Run on the GPU adapter (wgpu) even when it is a software one (lavapipe,
+    /// SwiftShader, WARP); an error without an adapter. Default: a real GPU when there
+    /// is one, else the CPU backend.
+    #[arg(long)]
+    gpu: bool,
+}
+
+pub(crate) fn weights_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    explicit
+        .or_else(weights::default_dir)
+        .context("no weights folder: set MEDFM_WEIGHTS_DIR (HOME and XDG_DATA_HOME are unset)")
+}
+
+/// Where the weights of `precision` are, unless a file is given.
+pub(crate) fn weights_path(explicit: Option<PathBuf>, precision: Precision) -> Result<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p),
+        None => Ok(weights_dir(None)?.join(precision.file_name())),
+    }
+}
+
+/// Read a `.bpk`, check it against the pinned files (of `expected` when known) unless
+/// `allow_unpinned`, and decode it on `device`, with a spinner.
+pub(crate) fn load_sam(
+    wpath: &Path,
+    device: &Device,
+    expected: Option<Precision>,
+    allow_unpinned: bool,
+) -> Result<medfm::model::Sam> {
+    let wbytes = std::fs::read(wpath).map_err(|e| {
+        Failure::Weights(format!(
+            "reading weights {}: {e}; run `medfm weights fetch` first (or pass --weights to `segment`)",
+            wpath.display()
+        ))
+    })?;
+    if !allow_unpinned {
+        weights::check_pinned(&wbytes, expected, &wpath.display().to_string())?;
+    }
+    let pb = spinner("loading weights");
+    let sam = weights::load_bpk(wbytes, device).with_context(|| wpath.display().to_string())?;
+    pb.finish_and_clear();
+    Ok(sam)
+}
+
+/// The device of a command: `--cpu`, `--gpu`, or (neither) a real GPU adapter when there
+/// is one, else the CPU backend, by the library's rule (`pipeline::device`). Returns the
+/// device and its description; a passed-over adapter is noted on stderr.
+pub(crate) fn select_device(args: DeviceArgs) -> Result<(Device, String)> {
+    use medfm::pipeline::device::{DeviceChoice, select};
+    let choice = match (args.cpu, args.gpu) {
+        (true, _) => DeviceChoice::Cpu,
+        (_, true) => DeviceChoice::Gpu,
+        _ => DeviceChoice::Auto,
+    };
+    let selected = select(choice).map_err(|e| Failure::Device(format!("{e}; use --cpu")))?;
+    if let Some(note) = &selected.note {
+        eprintln!("note: {note}; using the CPU backend");
+    }
+    Ok((selected.device, selected.name))
+}
+
+/// `--precision`'s values: the library's list ([`Precision::ALL`]).
+pub(crate) fn precision_parser() -> impl clap::builder::TypedValueParser<Value = Precision> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Precision::ALL.map(Precision::name))
+        .try_map(|s| s.parse::<Precision>())
+}
+
+pub(crate) fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
+/// `file`'s path relative to the input path it was found under (a folder given to the
+/// command, or the file itself: its name), so that an index names files without where
+/// the folder was on this machine.
+pub(crate) fn relative_to(file: &Path, inputs: &[PathBuf]) -> String {
+    for root in inputs {
+        if file == root {
+            return root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        if let Ok(rest) = file.strip_prefix(root) {
+            return rest.display().to_string();
+        }
+    }
+    file.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub(crate) fn parse_floats(s: &str, what: &str) -> Result<Vec<f32>> {
+    s.split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<f32>()
+                .with_context(|| format!("{what} `{s}`: `{t}` is not a number"))
+        })
+        .collect()
+}
+
+pub(crate) fn parse_box(s: &str) -> Result<[f32; 4]> {
+    let v = parse_floats(s, "--box")?;
+    if v.len() != 4 {
+        bail_input!("--box takes four numbers X0,Y0,X1,Y1, got `{s}`");
+    }
+    Ok([v[0], v[1], v[2], v[3]])
+}
+
+/// Return early with a [`Failure::Input`] (exit code 2).
+macro_rules! bail_input {
+    ($($t:tt)*) => {
+        return Err(anyhow::Error::from($crate::common::Failure::Input(format!($($t)*))))
+    };
+}
+pub(crate) use bail_input;
+
+/// Return early with a [`Failure::Weights`] (exit code 3).
+macro_rules! bail_weights {
+    ($($t:tt)*) => {
+        return Err(anyhow::Error::from($crate::common::Failure::Weights(format!($($t)*))))
+    };
+}
+pub(crate) use bail_weights;
+
+/// An error of the command line itself whose kind sets the exit code (see main.rs).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// Arguments or input the command cannot use.
+    #[error("{0}")]
+    Input(String),
+    /// Weights missing, unpinned or unreadable.
+    #[error("{0}")]
+    Weights(String),
+    /// No usable device.
+    #[error("{0}")]
+    Device(String),
+}
+
+impl Failure {
+    /// The documented exit code.
+    pub(crate) fn code(&self) -> u8 {
+        match self {
+            Failure::Input(_) => medfm::ErrorKind::BadInput,
+            Failure::Weights(_) => medfm::ErrorKind::Weights,
+            Failure::Device(_) => medfm::ErrorKind::Device,
+        }
+        .exit_code()
+    }
+}

@@ -1,0 +1,291 @@
+//! `medfm embed` and `medfm search`: vectors of frames or series, and the nearest ones.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use medfm::model::weights::Precision;
+use medfm::pipeline::Segmenter;
+use medfm::pipeline::embed::{self, Embedder};
+
+use crate::common::bail_input;
+use crate::common::{DeviceArgs, Failure, load_sam, relative_to, select_device, weights_path};
+use crate::output::{Outputs, write_atomic};
+
+/// `--pool`: which output of a DINOv2 model becomes the vector.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PoolArg {
+    /// The CLS token after the final LayerNorm.
+    Cls,
+    /// The mean of the patch tokens.
+    Mean,
+}
+
+/// `--per`: one vector per frame or per series.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Per {
+    /// Every frame.
+    Frame,
+    /// The normalised mean of a series' frames.
+    Series,
+}
+
+impl Per {
+    fn name(self) -> &'static str {
+        match self {
+            Per::Frame => "frame",
+            Per::Series => "series",
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct EmbedArgs {
+    /// DICOM files or folders (searched recursively; non-DICOM files are skipped with a note).
+    #[arg(required = true)]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Output vectors (.npy, float32, shape (entries, D); D = 256 for litemedsam).
+    #[arg(long)]
+    out: PathBuf,
+    /// Output metadata (.jsonl, one line per vector).
+    #[arg(long)]
+    meta: PathBuf,
+    /// Embedding model: `litemedsam` (default: pooled encoder output, 256-d) or
+    /// `dinov2:DIR` (a Hugging Face DINOv2 directory: config.json, model.safetensors,
+    /// optional preprocessor_config.json; e.g. RAD-DINO).
+    #[arg(long, default_value = "litemedsam")]
+    model: String,
+    /// Vector of a DINOv2 model: the CLS token or the mean of the patch tokens.
+    #[arg(long, value_enum, default_value_t = PoolArg::Cls)]
+    pool: PoolArg,
+    /// One vector per frame, or one per series (normalised mean of its frames).
+    #[arg(long, value_enum, default_value_t = Per::Frame)]
+    per: Per,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct SearchArgs {
+    /// Index prefix: reads PREFIX.npy and PREFIX.jsonl; or a folder: every NAME.npy there
+    /// with its NAME.jsonl, as one index (the edge node's `<spool>/.node/index`).
+    index: PathBuf,
+    /// The query DICOM file.
+    query: PathBuf,
+    /// Frame of the query (0-based).
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    /// Number of results.
+    #[arg(short, default_value_t = 5)]
+    k: usize,
+    /// The model the index was made with (as `medfm embed --model`).
+    #[arg(long, default_value = "litemedsam")]
+    model: String,
+    /// As `medfm embed --pool`.
+    #[arg(long, value_enum, default_value_t = PoolArg::Cls)]
+    pool: PoolArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// Load the fp32 model on the chosen device, with a spinner.
+pub(crate) fn load_segmenter(device: DeviceArgs) -> Result<(Segmenter, String)> {
+    let (device, name) = select_device(device)?;
+    let sam = load_sam(
+        &weights_path(None, Precision::Fp32)?,
+        &device,
+        Some(Precision::Fp32),
+        false,
+    )?;
+    Ok((Segmenter::new(sam, device), name))
+}
+
+/// The embedding model of `embed` / `search`: `litemedsam` or `dinov2:DIR`, loaded on the
+/// chosen device.
+fn load_embedder(model: &str, pool: PoolArg, device: DeviceArgs) -> Result<(Embedder, String)> {
+    if model == "litemedsam" {
+        let (seg, name) = load_segmenter(device)?;
+        return Ok((Embedder::LiteMedSam(Box::new(seg)), name));
+    }
+    let Some(dir) = model.strip_prefix("dinov2:") else {
+        bail_input!("--model `{model}`: use `litemedsam` or `dinov2:DIR`");
+    };
+    let dir = Path::new(dir);
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .with_context(|| format!("reading {} (a Hugging Face DINOv2 directory has config.json and model.safetensors)", dir.join(name).display()))
+    };
+    let config = String::from_utf8(read("config.json")?).context("config.json is not UTF-8")?;
+    let weights = read("model.safetensors")?;
+    let pre = std::fs::read_to_string(dir.join("preprocessor_config.json")).ok();
+    let pool = match pool {
+        PoolArg::Mean => embed::Pool::PatchMean,
+        PoolArg::Cls => embed::Pool::Cls,
+    };
+    let (device, name) = select_device(device)?;
+    let e = embed::VitEmbedder::from_files(&config, weights, pre.as_deref(), pool, &device)
+        .with_context(|| format!("loading {}", dir.display()))?;
+    Ok((Embedder::Vit(Box::new(e)), name))
+}
+
+pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<()> {
+    let files = medfm::fs::walk(&args.paths)?;
+    if files.is_empty() {
+        bail_input!("no files under the given paths");
+    }
+    let mut outputs = Outputs::new(&files);
+    outputs.claim(&args.out, "--out")?;
+    outputs.claim(&args.meta, "--meta")?;
+    let (embedder, device_name) = load_embedder(&args.model, args.pool, args.device)?;
+    let pb = ProgressBar::new(files.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} files {elapsed} {msg}").unwrap(),
+    );
+    let mut frames: Vec<(Vec<f32>, embed::EntryMeta)> = Vec::new();
+    let mut skipped = 0usize;
+    for file in &files {
+        pb.set_message(
+            file.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let image = match medfm::dicom::read(&bytes) {
+            Ok(i) => i,
+            Err(e) => {
+                pb.suspend(|| eprintln!("skipping {}: {e}", file.display()));
+                skipped += 1;
+                pb.inc(1);
+                continue;
+            }
+        };
+        for f in 0..image.meta.frames {
+            match embedder.frame_vector(&image, f) {
+                Ok(v) => frames.push((
+                    v,
+                    embed::EntryMeta::for_frame(&image.meta, f, &relative_to(file, &args.paths)),
+                )),
+                Err(e) => {
+                    pb.suspend(|| eprintln!("skipping {} frame {f}: {e:#}", file.display()));
+                    skipped += 1;
+                }
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let frames = match args.per {
+        Per::Series => embed::per_series(frames),
+        Per::Frame => frames,
+    };
+    let mut index = embed::Index::default();
+    for (v, m) in frames {
+        index.add(v, m)?;
+    }
+    if index.is_empty() {
+        bail_input!("nothing could be embedded ({skipped} files or frames skipped)");
+    }
+    write_atomic(&args.out, &index.to_npy())?;
+    write_atomic(&args.meta, index.to_jsonl().as_bytes())?;
+    println!(
+        "{} vectors ({}-d, {}, per {}) -> {} + {} on {device_name}; {skipped} skipped",
+        index.len(),
+        index.dim,
+        args.model,
+        args.per.name(),
+        args.out.display(),
+        args.meta.display()
+    );
+    Ok(())
+}
+
+/// An index from its vectors (.npy) and metadata (.jsonl).
+fn read_index(npy_path: &Path, jsonl_path: &Path) -> Result<embed::Index> {
+    let npy = std::fs::read(npy_path).with_context(|| format!("reading {}", npy_path.display()))?;
+    let jsonl = std::fs::read_to_string(jsonl_path)
+        .with_context(|| format!("reading {}", jsonl_path.display()))?;
+    Ok(embed::Index::from_parts(&npy, &jsonl)?)
+}
+
+pub(crate) fn cmd_search(args: SearchArgs) -> Result<()> {
+    let index = if args.index.is_dir() {
+        let mut parts: Vec<PathBuf> = std::fs::read_dir(&args.index)
+            .with_context(|| format!("reading {}", args.index.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+            .collect();
+        parts.sort();
+        let mut merged: Option<embed::Index> = None;
+        for npy in &parts {
+            // NAME.npy and NAME.jsonl, NAME as it is (UIDs have dots). A pair cut short
+            // (a job interrupted between its two files) is left out with a warning.
+            let jsonl = npy.with_extension("jsonl");
+            if !jsonl.exists() {
+                eprintln!(
+                    "warning: {} has no {}: left out",
+                    npy.display(),
+                    jsonl.display()
+                );
+                continue;
+            }
+            let part = read_index(npy, &jsonl)?;
+            let prefix = npy;
+            match merged.as_mut() {
+                None => merged = Some(part),
+                Some(m) => {
+                    for i in 0..part.len() {
+                        m.add(part.vector(i).to_vec(), part.meta[i].clone())
+                            .with_context(|| prefix.display().to_string())?;
+                    }
+                }
+            }
+        }
+        merged.ok_or_else(|| {
+            Failure::Input(format!(
+                "{} holds no index (NAME.npy + NAME.jsonl)",
+                args.index.display()
+            ))
+        })?
+    } else {
+        read_index(
+            &args.index.with_extension("npy"),
+            &args.index.with_extension("jsonl"),
+        )?
+    };
+    let bytes =
+        std::fs::read(&args.query).with_context(|| format!("reading {}", args.query.display()))?;
+    let image = medfm::dicom::read(&bytes).with_context(|| args.query.display().to_string())?;
+    let (embedder, _) = load_embedder(&args.model, args.pool, args.device)?;
+    let q = embedder.frame_vector(&image, args.frame)?;
+    if q.len() != index.dim {
+        bail_input!(
+            "the index holds {}-d vectors, the query is {}-d: search with the --model (and --pool) the index was made with",
+            index.dim,
+            q.len()
+        );
+    }
+    let hits = index.search(&q, args.k);
+    if args.json {
+        let list: Vec<_> = hits
+            .iter()
+            .map(|&(i, s)| serde_json::json!({ "score": s, "entry": index.meta[i] }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        for (rank, &(i, s)) in hits.iter().enumerate() {
+            let m = &index.meta[i];
+            let frame = m.frame.map(|f| f.to_string()).unwrap_or_else(|| "-".into());
+            println!(
+                "{:>2}  {s:.4}  {:<4} series {}  frame {frame}  {}",
+                rank + 1,
+                m.modality,
+                m.series_uid,
+                m.file
+            );
+        }
+    }
+    Ok(())
+}
