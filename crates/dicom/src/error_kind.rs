@@ -14,6 +14,9 @@ pub enum ErrorKind {
     Device,
     /// Reading or writing files failed (exit 5, code `io`).
     Io,
+    /// A fault of medfm itself, such as a panic caught at a front's boundary (exit 1, code
+    /// `internal`).
+    Internal,
 }
 
 impl ErrorKind {
@@ -24,6 +27,7 @@ impl ErrorKind {
             ErrorKind::Weights => 3,
             ErrorKind::Device => 4,
             ErrorKind::Io => 5,
+            ErrorKind::Internal => 1,
         }
     }
 
@@ -34,6 +38,7 @@ impl ErrorKind {
             ErrorKind::Weights => "weights",
             ErrorKind::Device => "device",
             ErrorKind::Io => "io",
+            ErrorKind::Internal => "internal",
         }
     }
 }

@@ -110,11 +110,86 @@ pub fn cielab(rgb: [u8; 3]) -> [u16; 3] {
     ]
 }
 
-/// A new UID under the `2.25.` (UUID) root from 128 random bits.
-pub fn new_uid() -> Result<String, Error> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| Error::Seg(format!("no randomness for a new UID: {e}")))?;
-    Ok(format!("2.25.{}", u128::from_be_bytes(b)))
+/// The UIDs of a SEG, derived from what it holds: the same segments over the same source
+/// frames give the same SOP Instance, Series and dimension UIDs on every run and machine,
+/// so a rerun (a batch resumed, a node job repeated after a crash) writes the same
+/// instance, which a PACS recognises, and different content always gets another UID.
+///
+/// Each is `2.25.` (UUID root) followed by a UUIDv8 (RFC 9562, custom: the first 128 bits
+/// of SHA-256 over the content digest and the UID's purpose, version and variant bits
+/// set) as a decimal integer.
+struct DerivedUids {
+    digest: [u8; 32],
+}
+
+impl DerivedUids {
+    /// The digest of `numbered` frames (segment number, frame) of `segments`: each
+    /// segment's label, algorithm, version and colour, each frame's source SOP Instance
+    /// UID, frame number and mask. Strings and masks are length-prefixed, so no two
+    /// contents share an encoding.
+    fn of(segments: &[Segment]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field(b"medfm SEG content v1");
+        for s in segments {
+            field(s.info.label.as_bytes());
+            field(s.info.algorithm.as_bytes());
+            field(s.info.version.as_bytes());
+            field(&s.info.color.map_or_else(Vec::new, |c| c.to_vec()));
+            for f in &s.frames {
+                field(f.source.meta.sop_instance_uid.as_bytes());
+                field(&f.frame.to_le_bytes());
+                field(&pack_bits(f.mask));
+                field(&(f.mask.len() as u64).to_le_bytes());
+            }
+        }
+        DerivedUids {
+            digest: h.finalize().into(),
+        }
+    }
+
+    /// The UID for `purpose` (`sop`, `series`, `dimension`).
+    fn uid(&self, purpose: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::new()
+            .chain_update(self.digest)
+            .chain_update(purpose.as_bytes())
+            .finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&h[..16]);
+        b[6] = (b[6] & 0x0f) | 0x80; // version 8
+        b[8] = (b[8] & 0x3f) | 0x80; // variant 10
+        format!("2.25.{}", u128::from_be_bytes(b))
+    }
+}
+
+/// The content date and time of a SEG over `source` (both Type 1): the source's own
+/// (ContentDate and ContentTime), else its acquisition's, series', study's or instance
+/// creation's, the first with a date (a missing time: `000000`); a source with no date at
+/// all (anonymised ones often have none) gives 1970-01-01 00:00:00, the Unix epoch, as an
+/// explicit "unknown". Never the clock: rerunning a job gives the same file.
+fn content_date_time(source: &DicomImage) -> (String, String) {
+    [
+        (tags::CONTENT_DATE, tags::CONTENT_TIME),
+        (tags::ACQUISITION_DATE, tags::ACQUISITION_TIME),
+        (tags::SERIES_DATE, tags::SERIES_TIME),
+        (tags::STUDY_DATE, tags::STUDY_TIME),
+        (tags::INSTANCE_CREATION_DATE, tags::INSTANCE_CREATION_TIME),
+    ]
+    .into_iter()
+    .find_map(|(d, t)| {
+        let date = source.text(d).map(|v| v.trim().to_string())?;
+        let time = source.text(t).map(|v| v.trim().to_string());
+        (!date.is_empty()).then(|| {
+            let time = time.filter(|t| !t.is_empty());
+            (date, time.unwrap_or_else(|| "000000".into()))
+        })
+    })
+    .unwrap_or_else(|| ("19700101".into(), "000000".into()))
 }
 
 fn el(tag: Tag, vr: VR, v: impl Into<PrimitiveValue>) -> DataElement<InMemDicomObject> {
@@ -330,14 +405,10 @@ pub fn write_seg_segments(segments: &[Segment]) -> Result<Vec<u8>, Error> {
             )));
         }
     }
-    let sop_uid = new_uid()?;
-    let series_uid = new_uid()?;
-    let dim_uid = new_uid()?;
-    let now = web_time::SystemTime::now()
-        .duration_since(web_time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (date, time) = civil_date_time(now);
+    let uids = DerivedUids::of(segments);
+    let (sop_uid, series_uid, dim_uid) =
+        (uids.uid("sop"), uids.uid("series"), uids.uid("dimension"));
+    let (date, time) = content_date_time(source);
 
     let mut obj = InMemDicomObject::new_empty();
     // SOP Common.
@@ -719,25 +790,6 @@ fn segment_item(number: u16, info: &SegmentInfo) -> InMemDicomObject {
     item
 }
 
-/// UTC `YYYYMMDD` and `HHMMSS` from Unix seconds (civil-from-days, H. Hinnant).
-fn civil_date_time(secs: u64) -> (String, String) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        format!("{y:04}{m:02}{d:02}"),
-        format!("{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -766,12 +818,40 @@ mod tests {
         assert_eq!(pack_bits(&[0, 1, 1]), vec![0b110, 0]);
     }
 
+    /// The same SEG twice is the same bytes (UIDs and dates from the content, never the
+    /// clock or randomness); another mask, label or source frame gives other UIDs.
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_date_time(0), ("19700101".into(), "000000".into()));
-        assert_eq!(
-            civil_date_time(1_795_824_000 + 3661),
-            ("20261128".into(), "010101".into())
-        );
+    fn the_same_content_gives_the_same_file_and_other_content_other_uids() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/data/MR_small.dcm"
+        ))
+        .unwrap();
+        let image = crate::read(&bytes).unwrap();
+        let n = image.meta.rows as usize * image.meta.cols as usize;
+        let mut mask = vec![0u8; n];
+        mask[n / 2..n / 2 + 40].fill(1);
+        let info = SegmentInfo::default();
+        let a = write_seg(&image, 0, &mask, &info).unwrap();
+        assert_eq!(a, write_seg(&image, 0, &mask, &info).unwrap());
+        let uid = |file: &[u8]| {
+            let seg = crate::read(file).unwrap();
+            (seg.meta.sop_instance_uid, seg.meta.series_instance_uid)
+        };
+        let (sop, series) = uid(&a);
+        assert!(crate::is_uid(&sop) && sop.starts_with("2.25."), "{sop}");
+        assert_ne!(sop, series);
+        mask[0] = 1;
+        let other_mask = uid(&write_seg(&image, 0, &mask, &info).unwrap());
+        let relabelled = SegmentInfo {
+            label: "Other".into(),
+            ..info
+        };
+        let other_label = uid(&write_seg(&image, 0, &mask, &relabelled).unwrap());
+        for other in [&other_mask, &other_label] {
+            assert_ne!(other.0, sop);
+            assert_ne!(other.1, series);
+        }
+        assert_ne!(other_mask.0, other_label.0);
     }
 }

@@ -159,7 +159,62 @@ pub fn spacing(images: &[&DicomImage], slices: &Slices) -> Result<([f64; 3], Vec
     Ok(([dc, dr, slice_spacing], warnings))
 }
 
+/// The masks of one segment: each with the slice it covers, `(image, frame)` as in
+/// [`Volume::sources`], and its 0/1 values (`rows * cols`).
+pub type SegmentMasks<'a> = [((usize, u32), &'a [u8])];
+
 impl Volume {
+    /// A label map on this volume's grid and geometry: voxel = segment number (1, 2, ... in
+    /// the order of `segments`) where its mask is set, 0 elsewhere; where segments overlap
+    /// the later one (a SEG keeps every segment whole, a label map cannot). The one
+    /// rasteriser of every front
+    /// (`medfm segment --segments --out *.nii.gz`, the browser's label export).
+    pub fn label_map(&self, segments: &[&SegmentMasks]) -> Result<Volume, Error> {
+        let plane = self.rows * self.cols;
+        let mut labels = vec![0.0f32; self.values.len()];
+        for (number, masks) in segments.iter().enumerate() {
+            let label = (number + 1) as f32;
+            for &(source, mask) in masks.iter() {
+                let k = self
+                    .sources
+                    .iter()
+                    .position(|&s| s == source)
+                    .ok_or_else(|| {
+                        Error::Volume(format!(
+                            "segment {}: frame {} of image {} is not a slice of the volume",
+                            number + 1,
+                            source.1,
+                            source.0
+                        ))
+                    })?;
+                if mask.len() != plane {
+                    return Err(Error::Volume(format!(
+                        "segment {}: a mask of {} values over {}x{} slices",
+                        number + 1,
+                        mask.len(),
+                        self.cols,
+                        self.rows
+                    )));
+                }
+                for (l, &b) in labels[k * plane..(k + 1) * plane].iter_mut().zip(mask) {
+                    if b != 0 {
+                        *l = label;
+                    }
+                }
+            }
+        }
+        Ok(Volume {
+            cols: self.cols,
+            rows: self.rows,
+            slices: self.slices,
+            values: labels,
+            spacing: self.spacing,
+            affine_lps: self.affine_lps,
+            warnings: self.warnings.clone(),
+            sources: self.sources.clone(),
+        })
+    }
+
     /// The voxel → RAS affine NIfTI expects (LPS with x and y negated).
     pub fn affine_ras(&self) -> [[f64; 4]; 4] {
         let mut a = self.affine_lps;

@@ -380,28 +380,21 @@ impl Engine {
         let mut st = self.state.borrow_mut();
         let split = split_masks(&st, &specs, masks)?;
         let v = st.assemble(&ids)?;
-        let plane = v.rows * v.cols;
-        let mut labels = vec![0.0f32; v.values.len()];
-        for (number, frames) in split.iter().enumerate() {
-            for (id, frame, mask) in frames {
-                let k = ids
+        // Each frame as the volume names its source: (index in `ids`, frame).
+        let mut masks = Vec::with_capacity(split.len());
+        for frames in &split {
+            let mut placed = Vec::with_capacity(frames.len());
+            for &(id, frame, mask) in frames {
+                let i = ids
                     .iter()
-                    .position(|i| i == id)
-                    .and_then(|i| v.sources.iter().position(|&s| s == (i, *frame)))
+                    .position(|&i| i == id)
                     .ok_or_else(|| bad(format!("frame [{id}, {frame}] is not in the series")))?;
-                for (l, &b) in labels[k * plane..(k + 1) * plane].iter_mut().zip(*mask) {
-                    if b != 0 {
-                        *l = (number + 1) as f32;
-                    }
-                }
+                placed.push(((i, frame), mask));
             }
+            masks.push(placed);
         }
-        volume::Volume {
-            values: labels,
-            ..v
-        }
-        .to_nifti()
-        .map_err(err)
+        let refs: Vec<&volume::SegmentMasks> = masks.iter().map(Vec::as_slice).collect();
+        v.label_map(&refs).map_err(err)?.to_nifti().map_err(err)
     }
 }
 
