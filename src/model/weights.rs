@@ -218,6 +218,31 @@ pub fn load_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
     Ok(dequantize(model).to_device(device))
 }
 
+/// Load LiteMedSAM from a `.bpk` file onto `device` ([`load_bpk`]), after checking it is one
+/// of the pinned files ([`check_pinned`]; of `expected` when known) unless
+/// `allow_unpinned` (a conversion of a fine-tuned checkpoint). How every native front
+/// loads its weights.
+pub fn load_file(
+    path: &std::path::Path,
+    expected: Option<Precision>,
+    allow_unpinned: bool,
+    device: &Device,
+) -> Result<Sam, Error> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::Weights(format!(
+            "reading weights {}: {e}; run `medfm weights fetch` first (or give another weights file)",
+            path.display()
+        ))
+    })?;
+    if !allow_unpinned {
+        check_pinned(&bytes, expected, &path.display().to_string())?;
+    }
+    load_bpk(bytes, device).map_err(|e| match e {
+        Error::Weights(m) => Error::Weights(format!("{}: {m}", path.display())),
+        e => e,
+    })
+}
+
 /// Decode a `.bpk` into the architecture on `device`, quantized parameters left quantized.
 fn read_bpk(bytes: Vec<u8>, device: &Device) -> Result<Sam, Error> {
     // Partial: missing or extra tensors are reported by `check_applied`, concisely.

@@ -178,6 +178,63 @@ impl Index {
             .collect()
     }
 
+    /// Read an index from its vectors (`.npy`) and metadata (`.jsonl`) files.
+    pub fn read(npy: &std::path::Path, jsonl: &std::path::Path) -> Result<Self, crate::Error> {
+        let vectors = std::fs::read(npy)
+            .map_err(|e| crate::Error::from(e).context(format!("reading {}", npy.display())))?;
+        let meta = std::fs::read_to_string(jsonl)
+            .map_err(|e| crate::Error::from(e).context(format!("reading {}", jsonl.display())))?;
+        Ok(Index::from_parts(&vectors, &meta)?)
+    }
+
+    /// Every index of a folder (each `NAME.npy` with its `NAME.jsonl`, NAME as it is: UIDs
+    /// have dots) as one, in name order: the edge node's `<spool>/.node/index`. A pair cut
+    /// short (a job interrupted between its two files) is left out, with a warning.
+    ///
+    /// # Returns
+    /// The index and the warnings; an error when the folder holds no index.
+    pub fn read_folder(dir: &std::path::Path) -> Result<(Self, Vec<String>), crate::Error> {
+        let listing = std::fs::read_dir(dir)
+            .map_err(|e| crate::Error::from(e).context(format!("reading {}", dir.display())))?;
+        let mut parts: Vec<std::path::PathBuf> = listing
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+            .collect();
+        parts.sort();
+        let mut merged: Option<Index> = None;
+        let mut warnings = Vec::new();
+        for npy in &parts {
+            let jsonl = npy.with_extension("jsonl");
+            if !jsonl.exists() {
+                warnings.push(format!(
+                    "{} has no {}: left out",
+                    npy.display(),
+                    jsonl.display()
+                ));
+                continue;
+            }
+            let part = Index::read(npy, &jsonl)?;
+            match merged.as_mut() {
+                None => merged = Some(part),
+                Some(m) => {
+                    for i in 0..part.len() {
+                        m.add(part.vector(i).to_vec(), part.meta[i].clone())
+                            .map_err(|e| {
+                                crate::Error::from(e).context(npy.display().to_string())
+                            })?;
+                    }
+                }
+            }
+        }
+        let index = merged.ok_or_else(|| {
+            crate::Error::bad_input(format!(
+                "{} holds no index (NAME.npy + NAME.jsonl)",
+                dir.display()
+            ))
+        })?;
+        Ok((index, warnings))
+    }
+
     /// Read an index written by [`Index::to_npy`] and [`Index::to_jsonl`].
     pub fn from_parts(npy: &[u8], jsonl: &str) -> Result<Self, Error> {
         let bad = |why: &str| Error::Index(format!("not an index .npy file: {why}"));

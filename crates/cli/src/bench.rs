@@ -63,7 +63,7 @@ pub(crate) fn cmd_bench(args: BenchArgs) -> Result<()> {
     let (device, device_name) = select_device(args.device)?;
     let sync = |d: &Device| {
         d.sync()
-            .map_err(|e| crate::common::Failure::Device(format!("device sync failed: {e:?}")))
+            .map_err(|e| crate::common::device_error(format!("device sync failed: {e:?}")))
     };
 
     // Cold start: weights file -> model -> first embed -> first mask.

@@ -20,6 +20,10 @@ pub(crate) struct DeviceArgs {
     /// is one, else the CPU backend.
     #[arg(long)]
     gpu: bool,
+    /// CPU threads of the CPU backend and kernels. Default: `RAYON_NUM_THREADS` when set,
+    /// else all the machine's.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 pub(crate) fn weights_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
@@ -36,40 +40,50 @@ pub(crate) fn weights_path(explicit: Option<PathBuf>, precision: Precision) -> R
     }
 }
 
-/// Read a `.bpk`, check it against the pinned files (of `expected` when known) unless
-/// `allow_unpinned`, and decode it on `device`, with a spinner.
+/// Load the weights at `wpath` on `device` by the library's rule
+/// ([`weights::load_file`]), with a spinner.
 pub(crate) fn load_sam(
     wpath: &Path,
     device: &Device,
     expected: Option<Precision>,
     allow_unpinned: bool,
 ) -> Result<medfm::model::Sam> {
-    let wbytes = std::fs::read(wpath).map_err(|e| {
-        Failure::Weights(format!(
-            "reading weights {}: {e}; run `medfm weights fetch` first (or pass --weights to `segment`)",
-            wpath.display()
-        ))
-    })?;
-    if !allow_unpinned {
-        weights::check_pinned(&wbytes, expected, &wpath.display().to_string())?;
-    }
     let pb = spinner("loading weights");
-    let sam = weights::load_bpk(wbytes, device).with_context(|| wpath.display().to_string())?;
+    let sam = weights::load_file(wpath, expected, allow_unpinned, device);
     pb.finish_and_clear();
-    Ok(sam)
+    Ok(sam?)
 }
 
-/// The device of a command: `--cpu`, `--gpu`, or (neither) a real GPU adapter when there
-/// is one, else the CPU backend, by the library's rule (`pipeline::device`). Returns the
-/// device and its description; a passed-over adapter is noted on stderr.
+/// The run configuration of a command (`--cpu`, `--gpu`, `--threads`; the environment
+/// only as `--threads`' default), applied by the library ([`medfm::RunConfig`]): a real GPU
+/// adapter when there is one, else the CPU backend. Returns the device and its
+/// description; a passed-over adapter is noted on stderr.
 pub(crate) fn select_device(args: DeviceArgs) -> Result<(Device, String)> {
-    use medfm::pipeline::device::{DeviceChoice, select};
-    let choice = match (args.cpu, args.gpu) {
+    use medfm::pipeline::device::DeviceChoice;
+    let device = match (args.cpu, args.gpu) {
         (true, _) => DeviceChoice::Cpu,
         (_, true) => DeviceChoice::Gpu,
         _ => DeviceChoice::Auto,
     };
-    let selected = select(choice).map_err(|e| Failure::Device(format!("{e}; use --cpu")))?;
+    let threads = match args.threads {
+        Some(n) => Some(n),
+        None => match std::env::var("RAYON_NUM_THREADS") {
+            Ok(v) if !v.trim().is_empty() => Some(v.trim().parse::<usize>().map_err(|_| {
+                medfm::Error::new(
+                    medfm::ErrorKind::BadInput,
+                    format!("RAYON_NUM_THREADS={v:?} is not a thread count"),
+                )
+            })?),
+            _ => None,
+        },
+    };
+    let selected = medfm::RunConfig { threads, device }.apply().map_err(|e| {
+        if e.kind() == medfm::ErrorKind::Device {
+            crate::common::device_error(format!("{e}; use --cpu"))
+        } else {
+            e
+        }
+    })?;
     if let Some(note) = &selected.note {
         eprintln!("note: {note}; using the CPU backend");
     }
@@ -129,44 +143,28 @@ pub(crate) fn parse_box(s: &str) -> Result<[f32; 4]> {
     Ok([v[0], v[1], v[2], v[3]])
 }
 
-/// Return early with a [`Failure::Input`] (exit code 2).
+/// Return early with a bad-input [`medfm::Error`] (exit code 2).
 macro_rules! bail_input {
     ($($t:tt)*) => {
-        return Err(anyhow::Error::from($crate::common::Failure::Input(format!($($t)*))))
+        return Err(anyhow::Error::from(medfm::Error::bad_input(format!($($t)*))))
     };
 }
 pub(crate) use bail_input;
 
-/// Return early with a [`Failure::Weights`] (exit code 3).
+/// Return early with a weights [`medfm::Error`] (exit code 3).
 macro_rules! bail_weights {
     ($($t:tt)*) => {
-        return Err(anyhow::Error::from($crate::common::Failure::Weights(format!($($t)*))))
+        return Err(anyhow::Error::from($crate::common::weights_error(format!($($t)*))))
     };
 }
 pub(crate) use bail_weights;
 
-/// An error of the command line itself whose kind sets the exit code (see main.rs).
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Failure {
-    /// Arguments or input the command cannot use.
-    #[error("{0}")]
-    Input(String),
-    /// Weights missing, unpinned or unreadable.
-    #[error("{0}")]
-    Weights(String),
-    /// No usable device.
-    #[error("{0}")]
-    Device(String),
+/// The weights are missing, unpinned or unreadable (exit code 3).
+pub(crate) fn weights_error(message: String) -> medfm::Error {
+    medfm::Error::new(medfm::ErrorKind::Weights, message)
 }
 
-impl Failure {
-    /// The documented exit code.
-    pub(crate) fn code(&self) -> u8 {
-        match self {
-            Failure::Input(_) => medfm::ErrorKind::BadInput,
-            Failure::Weights(_) => medfm::ErrorKind::Weights,
-            Failure::Device(_) => medfm::ErrorKind::Device,
-        }
-        .exit_code()
-    }
+/// No usable device (exit code 4).
+pub(crate) fn device_error(message: String) -> medfm::Error {
+    medfm::Error::new(medfm::ErrorKind::Device, message)
 }

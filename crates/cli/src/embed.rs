@@ -9,7 +9,7 @@ use medfm::pipeline::Segmenter;
 use medfm::pipeline::embed::{self, Embedder};
 
 use crate::common::bail_input;
-use crate::common::{DeviceArgs, Failure, load_sam, relative_to, select_device, weights_path};
+use crate::common::{DeviceArgs, load_sam, relative_to, select_device, weights_path};
 use crate::output::{Outputs, write_atomic};
 
 /// `--pool`: which output of a DINOv2 model becomes the vector.
@@ -202,55 +202,15 @@ pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-/// An index from its vectors (.npy) and metadata (.jsonl).
-fn read_index(npy_path: &Path, jsonl_path: &Path) -> Result<embed::Index> {
-    let npy = std::fs::read(npy_path).with_context(|| format!("reading {}", npy_path.display()))?;
-    let jsonl = std::fs::read_to_string(jsonl_path)
-        .with_context(|| format!("reading {}", jsonl_path.display()))?;
-    Ok(embed::Index::from_parts(&npy, &jsonl)?)
-}
-
 pub(crate) fn cmd_search(args: SearchArgs) -> Result<()> {
     let index = if args.index.is_dir() {
-        let mut parts: Vec<PathBuf> = std::fs::read_dir(&args.index)
-            .with_context(|| format!("reading {}", args.index.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "npy"))
-            .collect();
-        parts.sort();
-        let mut merged: Option<embed::Index> = None;
-        for npy in &parts {
-            // NAME.npy and NAME.jsonl, NAME as it is (UIDs have dots). A pair cut short
-            // (a job interrupted between its two files) is left out with a warning.
-            let jsonl = npy.with_extension("jsonl");
-            if !jsonl.exists() {
-                eprintln!(
-                    "warning: {} has no {}: left out",
-                    npy.display(),
-                    jsonl.display()
-                );
-                continue;
-            }
-            let part = read_index(npy, &jsonl)?;
-            let prefix = npy;
-            match merged.as_mut() {
-                None => merged = Some(part),
-                Some(m) => {
-                    for i in 0..part.len() {
-                        m.add(part.vector(i).to_vec(), part.meta[i].clone())
-                            .with_context(|| prefix.display().to_string())?;
-                    }
-                }
-            }
+        let (index, warnings) = embed::Index::read_folder(&args.index)?;
+        for w in warnings {
+            eprintln!("warning: {w}");
         }
-        merged.ok_or_else(|| {
-            Failure::Input(format!(
-                "{} holds no index (NAME.npy + NAME.jsonl)",
-                args.index.display()
-            ))
-        })?
+        index
     } else {
-        read_index(
+        embed::Index::read(
             &args.index.with_extension("npy"),
             &args.index.with_extension("jsonl"),
         )?

@@ -122,29 +122,11 @@ fn keep_freed_memory() {
 }
 
 /// The documented exit code of an error (see the module docs): the kind of the first
-/// error of its chain whose kind is known.
+/// error of its chain whose kind is known ([`medfm::Error::kind_of`]), else 1.
 fn exit_code(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if let Some(e) = cause.downcast_ref::<medfm::pipeline::Error>() {
-            return e.kind().exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<medfm::model::Error>() {
-            return e.kind().exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<medfm::dicom::Error>() {
-            return e.kind().exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<medfm::dicomweb::Error>() {
-            return e.kind().exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<common::Failure>() {
-            return e.code();
-        }
-        if cause.is::<std::io::Error>() {
-            return medfm::ErrorKind::Io.exit_code();
-        }
-    }
-    1
+    e.chain()
+        .find_map(medfm::Error::kind_of)
+        .map_or(1, medfm::ErrorKind::exit_code)
 }
 
 fn main() -> ExitCode {

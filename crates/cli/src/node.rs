@@ -1,9 +1,10 @@
 //! `medfm node`: the edge node of the `medfm-node` crate (docs/node.md).
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::Result;
-use medfm_node::Config;
+use medfm_node::{Config, Stop};
 
 #[derive(clap::Args)]
 pub(crate) struct NodeArgs {
@@ -22,5 +23,29 @@ pub(crate) fn cmd_node(args: NodeArgs) -> Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    medfm_node::run(config)
+    let stop = STOP.get_or_init(Stop::new).clone();
+    install_signal_handlers();
+    medfm_node::run(config, stop)
+}
+
+/// The node's stop, for the signal handler (the one place a process-wide value is needed).
+static STOP: OnceLock<Stop> = OnceLock::new();
+
+#[cfg(unix)]
+extern "C" fn on_signal(_: libc::c_int) {
+    // A lock-free read and one atomic store: async-signal-safe.
+    if let Some(stop) = STOP.get() {
+        stop.stop();
+    }
+}
+
+/// SIGTERM and SIGINT stop the node (it drains, then `medfm node` exits 0).
+fn install_signal_handlers() {
+    #[cfg(unix)]
+    // SAFETY: the handler only reads an initialised OnceLock and stores to an atomic.
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
 }

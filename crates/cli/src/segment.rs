@@ -85,7 +85,7 @@ pub(crate) fn parse_prompt(args: &SegmentArgs) -> Result<PixelPrompt> {
         let positive = match v.len() {
             2 => true,
             3 => medfm::pipeline::point_label(v[2])
-                .map_err(|e| crate::common::Failure::Input(format!("--point `{s}`: {e}")))?,
+                .map_err(|e| medfm::Error::bad_input(format!("--point `{s}`: {e}")))?,
             _ => bail_input!("--point takes X,Y or X,Y,LABEL with LABEL 0 or 1, got `{s}`"),
         };
         points.push((v[0], v[1], positive));
@@ -145,7 +145,7 @@ pub(crate) fn cmd_segment(args: SegmentArgs) -> Result<()> {
     let emb = seg.embed(&pre)?;
     seg.device
         .sync()
-        .map_err(|e| crate::common::Failure::Device(format!("device sync failed: {e:?}")))?;
+        .map_err(|e| crate::common::device_error(format!("device sync failed: {e:?}")))?;
     let embed_ms = t1.elapsed().as_secs_f64() * 1e3;
     let t2 = Instant::now();
     let out = seg.segment(&emb, &pre, &prompt)?;

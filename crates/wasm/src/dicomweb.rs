@@ -5,16 +5,9 @@
 use js_sys::{Array, Object, Uint8Array};
 use wasm_bindgen::prelude::*;
 
-use super::{Kinded, bad, err, set, to_js};
-use medfm::ErrorKind;
+use super::{bad, err, set, to_js};
 use medfm::dicomweb::url::{Level, Query, Resource};
 use medfm::dicomweb::{Error, json, multipart};
-
-impl Kinded for Error {
-    fn kind(&self) -> ErrorKind {
-        Error::kind(self)
-    }
-}
 
 /// The largest part a retrieve accepts (one instance): a whole-slide or long cine
 /// instance beyond this would not fit the wasm heap anyway.

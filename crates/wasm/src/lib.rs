@@ -123,30 +123,10 @@ fn fail(kind: Option<ErrorKind>, msg: impl std::fmt::Display) -> JsValue {
     e.into()
 }
 
-/// Errors of the library's layers, which know their kind.
-trait Kinded: std::fmt::Display {
-    fn kind(&self) -> ErrorKind;
-}
-
-impl Kinded for dicom::Error {
-    fn kind(&self) -> ErrorKind {
-        dicom::Error::kind(self)
-    }
-}
-
-impl Kinded for pipeline::Error {
-    fn kind(&self) -> ErrorKind {
-        pipeline::Error::kind(self)
-    }
-}
-
-impl Kinded for medfm::model::Error {
-    fn kind(&self) -> ErrorKind {
-        medfm::model::Error::kind(self)
-    }
-}
-
-fn err(e: impl Kinded) -> JsValue {
+/// An error of the library (any layer's: [`medfm::Error`] says its kind) as a JS `Error`
+/// with its `code`.
+fn err(e: impl Into<medfm::Error>) -> JsValue {
+    let e = e.into();
     fail(Some(e.kind()), e)
 }
 

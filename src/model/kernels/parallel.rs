@@ -1,6 +1,7 @@
 //! Splitting work over the CPU threads, and outputs written by several tasks.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Elements below which splitting over threads costs more than it saves.
 pub(super) const MIN_PER_THREAD: usize = 1 << 16;
@@ -99,19 +100,27 @@ pub(super) fn par_tasks_with<S>(
     });
 }
 
-/// CPU threads for these kernels: `RAYON_NUM_THREADS` when set (the same count the flex
-/// backend's rayon pool uses), else the platform's parallelism; 1 where threads cannot be
-/// spawned (wasm32 without threads reports no parallelism).
+/// The thread count a [`RunConfig`](crate::RunConfig) set; 0: none was set.
+static CONFIGURED: AtomicUsize = AtomicUsize::new(0);
+
+/// CPU threads for these kernels: what the process's [`RunConfig`](crate::RunConfig) set,
+/// else the platform's parallelism; 1 where threads cannot be spawned (wasm32 without
+/// threads reports no parallelism).
 pub fn threads() -> usize {
-    static THREADS: OnceLock<usize> = OnceLock::new();
-    *THREADS.get_or_init(|| {
-        std::env::var("RAYON_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-            .unwrap_or(1)
-    })
+    static PLATFORM: OnceLock<usize> = OnceLock::new();
+    match CONFIGURED.load(Ordering::Relaxed) {
+        0 => *PLATFORM.get_or_init(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        n => n,
+    }
+}
+
+/// Sets [`threads`] (by [`RunConfig::apply`](crate::RunConfig::apply) only).
+pub(crate) fn set_threads(n: usize) {
+    CONFIGURED.store(n, Ordering::Relaxed);
 }
 
 /// Runs `f` over `data` split into one contiguous part per thread, each a whole number of

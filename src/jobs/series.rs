@@ -1,0 +1,143 @@
+//! A series as the jobs take it: its instances (each once) and its slices in the series
+//! order of [`crate::dicom::series::order`].
+
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+use crate::dicom::volume::{self, Volume};
+use crate::dicom::{self, DicomImage, Frame, ImageMeta, series};
+
+/// The instances of one series and its slices in order.
+pub struct Series {
+    /// Every instance once (by SOPInstanceUID).
+    pub images: Vec<DicomImage>,
+    /// Where each image was read from (`None`: given in memory).
+    pub paths: Vec<Option<PathBuf>>,
+    /// The slices in series order: `(index into images, frame)`.
+    pub order: Vec<(usize, u32)>,
+    /// What the ordering assumed (no geometry: InstanceNumber order).
+    pub warnings: Vec<String>,
+}
+
+impl Series {
+    /// `images` of one series, each instance once, ordered by the series rule. An error
+    /// when they are none, of several series, or not one volume in space (mixed sizes or
+    /// orientations).
+    pub fn new(images: Vec<(DicomImage, Option<PathBuf>)>) -> Result<Series, Error> {
+        let Some((first, _)) = images.first() else {
+            return Err(Error::bad_input("no DICOM images: no series"));
+        };
+        let uid = first.meta.series_instance_uid.clone();
+        let mut kept: Vec<(DicomImage, Option<PathBuf>)> = Vec::with_capacity(images.len());
+        for (image, path) in images {
+            if image.meta.series_instance_uid != uid {
+                return Err(Error::bad_input(format!(
+                    "{} is in series {}, not in series {uid}: one job covers one series",
+                    path.as_ref().map_or_else(
+                        || image.meta.sop_instance_uid.clone(),
+                        |p| p.display().to_string()
+                    ),
+                    image.meta.series_instance_uid
+                )));
+            }
+            if !kept
+                .iter()
+                .any(|(i, _)| i.meta.sop_instance_uid == image.meta.sop_instance_uid)
+            {
+                kept.push((image, path));
+            }
+        }
+        let (images, paths): (Vec<DicomImage>, Vec<Option<PathBuf>>) = kept.into_iter().unzip();
+        let refs: Vec<&DicomImage> = images.iter().collect();
+        let slices = series::order(&refs)?;
+        Ok(Series {
+            order: slices.order,
+            warnings: slices.warnings,
+            images,
+            paths,
+        })
+    }
+
+    /// The series `uid` from the DICOM files below `paths` (folders walked recursively;
+    /// files that are not DICOM or of other series passed over). Files named first come
+    /// first among equal instances.
+    pub fn read(paths: &[PathBuf], uid: &str) -> Result<Series, Error> {
+        let _span = tracing::info_span!("read_series").entered();
+        let files = crate::fs::walk(paths)?;
+        let mut images = Vec::new();
+        for file in files {
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            let Ok(image) = dicom::read(&bytes) else {
+                continue;
+            };
+            if image.meta.series_instance_uid == uid {
+                images.push((image, Some(file)));
+            }
+        }
+        if images.is_empty() {
+            return Err(Error::bad_input(format!(
+                "no DICOM file of series {uid} under the given paths"
+            )));
+        }
+        Series::new(images)
+    }
+
+    /// Read one DICOM file; errors name it.
+    pub fn read_file(path: &Path) -> Result<DicomImage, Error> {
+        let name = || path.display().to_string();
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::from(e).context(format!("reading {}", name())))?;
+        dicom::read(&bytes).map_err(|e| Error::from(e).context(name()))
+    }
+
+    /// The series' SeriesInstanceUID.
+    pub fn uid(&self) -> &str {
+        &self.images[0].meta.series_instance_uid
+    }
+
+    /// Slices in the series.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether it has no slice (never, for a series made by [`Series::new`]).
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The slice of `frame` of the instance `sop_instance_uid`, if in the series.
+    pub fn slice_of(&self, sop_instance_uid: &str, frame: u32) -> Option<usize> {
+        self.order.iter().position(|&(i, f)| {
+            f == frame && self.images[i].meta.sop_instance_uid == sop_instance_uid
+        })
+    }
+
+    /// The metadata of slice `slice`'s instance.
+    pub fn meta(&self, slice: usize) -> &ImageMeta {
+        &self.images[self.order[slice].0].meta
+    }
+
+    /// Every slice decoded (modality LUT applied), in order.
+    pub fn frames(&self) -> Result<Vec<Frame>, Error> {
+        let _span = tracing::info_span!("decode", slices = self.len()).entered();
+        self.order
+            .iter()
+            .map(|&(i, f)| Ok(self.images[i].frame(f)?))
+            .collect()
+    }
+
+    /// The voxel spacing (column, row, slice; mm) by the volume rule, when the slices have
+    /// one (not a cine or an unplaced series). Reads metadata only.
+    pub fn spacing(&self) -> Option<[f64; 3]> {
+        let refs: Vec<&DicomImage> = self.images.iter().collect();
+        let slices = series::order(&refs).ok()?;
+        volume::spacing(&refs, &slices).ok().map(|(s, _)| s)
+    }
+
+    /// The series as a volume (the geometry and slice order of `medfm convert`).
+    pub fn volume(&self) -> Result<Volume, Error> {
+        Ok(volume::assemble(&self.images)?)
+    }
+}
