@@ -94,6 +94,16 @@ fn status_studies_segment_and_dicomweb() {
     // Bad requests: their statuses, and the node goes on.
     for (body, want, needle) in [
         ("{", 400, "the request"),
+        (
+            &json!({"series": ids.series_instance_uid, "instance": ids.sop_instance_uid, "box": [1, 1, 9, 9], "colour": [1, 2, 3]}).to_string(),
+            400,
+            "unknown field `colour`",
+        ),
+        (
+            &json!({"series": ids.series_instance_uid, "instance": ids.sop_instance_uid}).to_string(),
+            400,
+            "and/or",
+        ),
         (r#"{"series": "1.2", "instance": "1.3", "box": [1, 2, 3, 4]}"#, 404, "no instance"),
         (r#"{"series": "../..", "instance": "1.3"}"#, 400, "must be UIDs"),
         (
@@ -256,6 +266,43 @@ fn the_web_app_is_served_from_web_root() {
     ] {
         assert_eq!(http(node.http, "GET", bad, "", None).0, 404, "{bad}");
     }
+    // Streamed with byte ranges (a browser resuming the 11 MB weights, a media element).
+    let ranged = |range: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", node.http)).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET /medfm_bg.wasm HTTP/1.1\r\nHost: x\r\nConnection: close\r\nRange: {range}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut out).unwrap();
+        let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        (
+            String::from_utf8_lossy(&out[..end]).to_ascii_lowercase(),
+            out[end..].to_vec(),
+        )
+    };
+    let (head, body) = ranged("bytes=2-5");
+    assert!(head.starts_with("http/1.1 206"), "{head}");
+    assert!(head.contains("content-range: bytes 2-5/8"), "{head}");
+    assert_eq!(body, b"sm\x01\0");
+    let (head, body) = ranged("bytes=-3");
+    assert!(
+        head.starts_with("http/1.1 206") && body == b"\0\0\0",
+        "{head}"
+    );
+    let (head, body) = ranged("bytes=8-");
+    assert!(head.starts_with("http/1.1 416"), "{head}");
+    assert!(
+        head.contains("content-range: bytes */8") && body.is_empty(),
+        "{head}"
+    );
+    let (head, body) = ranged("bytes=0-1,4-5");
+    assert!(
+        head.starts_with("http/1.1 200") && body == b"\0asm\x01\0\0\0",
+        "{head}"
+    );
     // The API is still the API.
     assert_eq!(get_json(node.http, "/api/health")["status"], "ok");
     let _ = std::fs::remove_dir_all(&web);

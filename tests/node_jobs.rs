@@ -5,7 +5,8 @@
 //! `kill -9` of the node in the middle of its sending (the PACS takes a second per
 //! instance, so every kill lands inside a send). A `segment` rule sends the PACS the SEG
 //! that `medfm segment` gives for the same prompt on the series' middle slice. An `embed`
-//! rule fills the node's index, which `medfm search` finds each slice in. The watch folder
+//! rule fills the node's index, which `medfm search` finds each slice in. A job waiting
+//! for its retry runs its own rule after the rules were reordered. The watch folder
 //! imports complete files (not a file still being written) and rejects the rest with
 //! the reason. A full spool makes room by removing the oldest study that was sent.
 
@@ -168,11 +169,17 @@ fn a_segment_rule_sends_the_seg_of_the_middle_slice() {
         images[i].meta.cols as f32 - 1.0,
         images[i].meta.rows as f32 - 1.0,
     );
+    // The node's input: the instances as they arrived in its spool (storescu re-encodes
+    // what it sends: padding of empty values can differ from the files it read).
+    let input = spooled(
+        &node,
+        &identify(&std::fs::read(&brain[i]).unwrap()).unwrap(),
+    );
     let prompts = node.dir.join("prompts.json");
     std::fs::write(
         &prompts,
         serde_json::json!({"segments": [{
-            "label": "Brain", "slice": brain[i], "frame": frame, "propagate": true, "extent": 1,
+            "label": "Brain", "slice": input, "frame": frame, "propagate": true, "extent": 1,
             "box": [0.18 * c, 0.23 * r, 0.84 * c, 0.94 * r],
         }]})
         .to_string(),
@@ -187,8 +194,31 @@ fn a_segment_rule_sends_the_seg_of_the_middle_slice() {
         by_hand.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
+    // The same job in the node (in process) and by hand: the same file, byte for byte (its
+    // UIDs and dates come from its content, never the clock), so a rerun is recognised.
+    // The node's own file is the one in its spool; the PACS's copy is the same instance
+    // (DCMTK re-encodes what it receives, so not the same bytes).
+    let by_hand_bytes = std::fs::read(&by_hand).unwrap();
+    let node_bytes = std::fs::read(spooled(&node, &ids)).unwrap();
+    if node_bytes != by_hand_bytes {
+        let kept = std::env::temp_dir().join("medfm-node-seg-differs.dcm");
+        std::fs::write(&kept, &node_bytes).unwrap();
+        panic!(
+            "the node's SEG ({}) differs from medfm segment's ({})",
+            kept.display(),
+            by_hand.display()
+        );
+    }
+    let by_hand_ids = identify(&by_hand_bytes).unwrap();
+    assert_eq!(
+        (&ids.sop_instance_uid, &ids.series_instance_uid),
+        (
+            &by_hand_ids.sop_instance_uid,
+            &by_hand_ids.series_instance_uid
+        )
+    );
     let a = medfm::dicom::read(&seg).unwrap();
-    let b = medfm::dicom::read(&std::fs::read(&by_hand).unwrap()).unwrap();
+    let b = medfm::dicom::read(&by_hand_bytes).unwrap();
     assert_eq!(a.meta.frames, b.meta.frames);
     assert_eq!(a.meta.frames, 3, "the middle slice and one each way");
     let mut masks = Vec::new();
@@ -220,6 +250,136 @@ fn a_segment_rule_sends_the_seg_of_the_middle_slice() {
     assert!(
         log.contains("segmented") && log.contains("label=\"Brain\""),
         "{log}"
+    );
+}
+
+/// A model that panics on one series (the configuration's test hook): that job fails with
+/// the panic recorded (retried, then parked), and the node goes on: `/api/health` answers
+/// with the error, instances are still stored, and the model runs again on another
+/// series (reloaded after the panic).
+#[test]
+fn a_panicking_model_fails_its_job_and_the_node_goes_on() {
+    let brain = brain();
+    let series = identify(&std::fs::read(&brain[0]).unwrap())
+        .unwrap()
+        .series_instance_uid;
+    let node = Node::start(
+        "panic",
+        &format!(
+            "series_idle_seconds = 1\nretry_seconds = 1\nmax_attempts = 2\n\
+             test_panic_series = [\"{series}\"]\n\
+             [[rule]]\nmodality = \"MR\"\njobs = [\"segment\"]\n\
+             [[rule.segment]]\nlabel = \"Brain\"\nbox = [0.18, 0.23, 0.84, 0.94]\n"
+        ),
+    );
+    node.send_ok(&brain);
+    wait_for(120, "the job parked", || {
+        std::fs::read_dir(node.spool().join(".node/parked")).is_ok_and(|mut d| d.next().is_some())
+    });
+    let log = node.log();
+    assert!(log.contains("the model panicked"), "{log}");
+    let parked = std::fs::read_dir(node.spool().join(".node/parked"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&parked).unwrap()).unwrap();
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .contains("the model panicked"),
+        "{record}"
+    );
+    assert_eq!(record["attempts"], 2, "{record}");
+    // Still serving: health, a C-STORE, and the model on another series.
+    let (status, body) = http(node.http, "GET", "/api/health", "", None);
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{health}");
+    assert!(
+        health.to_string().contains("the model panicked"),
+        "{health}"
+    );
+    let ct = data("CT_small.dcm");
+    node.send_ok(std::slice::from_ref(&ct));
+    let ids = identify(&std::fs::read(&ct).unwrap()).unwrap();
+    let request = serde_json::json!({
+        "series": ids.series_instance_uid, "instance": ids.sop_instance_uid,
+        "box": [30, 30, 100, 100],
+    });
+    let (status, body) = http(
+        node.http,
+        "POST",
+        "/api/segment",
+        &request.to_string(),
+        None,
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("seg_sop_instance_uid"), "{text}");
+}
+
+/// Rules reordered (and one added in front) while a job waits for its retry: the job
+/// records its rule's name, not its place, so after the restart it runs its own rule (the
+/// SEG reaches the PACS), and the forward job that had completed does not run again.
+#[test]
+fn a_waiting_job_runs_its_rule_after_the_rules_are_reordered() {
+    let brain = brain();
+    let series = identify(&std::fs::read(&brain[0]).unwrap())
+        .unwrap()
+        .series_instance_uid;
+    let pacs_port = free_port();
+    let destination = format!(
+        "[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n"
+    );
+    let segment = "[[rule]]\nname = \"brain\"\nmodality = \"MR\"\njobs = [\"segment\"]\n\
+                   [[rule.segment]]\nlabel = \"Brain\"\nbox = [0.18, 0.23, 0.84, 0.94]\n";
+    let forward = "[[rule]]\nname = \"archive\"\nmodality = \"MR\"\njobs = [\"forward\"]\n";
+    let settings = "series_idle_seconds = 1\nretry_seconds = 4\nmax_attempts = 100\n";
+    let mut node = Node::start(
+        "reorder",
+        &format!("{settings}test_panic_series = [\"{series}\"]\n{destination}{segment}{forward}"),
+    );
+    let pacs = StoreScp::start(&node.dir.join("pacs"), pacs_port);
+    node.send_ok(&brain);
+    wait_for(120, "the segment job failed once", || {
+        node.log().contains("the model panicked")
+    });
+    wait_for(60, "the forwarded series at the PACS", || {
+        pacs.received().len() >= brain.len()
+    });
+    node.kill9();
+    let before = node.log();
+    assert_eq!(before.matches("forward queued").count(), 1, "{before}");
+
+    // The new configuration: another rule first, the two swapped, no panic hook.
+    let config = std::fs::read_to_string(node.dir.join("node.toml")).unwrap();
+    let head = &config[..config.find("series_idle_seconds").unwrap()];
+    let other = "[[rule]]\nname = \"ct\"\nmodality = \"CT\"\njobs = [\"forward\"]\n";
+    std::fs::write(
+        node.dir.join("node.toml"),
+        format!("{head}{settings}{destination}{other}{forward}{segment}"),
+    )
+    .unwrap();
+    node.spawn();
+    wait_for(300, "the SEG at the PACS", || {
+        pacs.received().len() > brain.len()
+    });
+    wait_for(30, "an empty outbox", || outbox_len(&node) == 0);
+    let received = pacs.received();
+    assert_eq!(received.len(), brain.len() + 1, "the series and one SEG");
+    let segs = received
+        .values()
+        .filter(|p| identify(&std::fs::read(p).unwrap()).unwrap().modality == "SEG")
+        .count();
+    assert_eq!(segs, 1);
+    let after = &node.log()[before.len()..];
+    assert!(after.contains("segmented"), "{after}");
+    assert!(
+        !after.contains("forward queued") && !after.contains("no longer in the configuration"),
+        "{after}"
     );
 }
 

@@ -57,6 +57,16 @@ pub struct Config {
     pub max_attempts: u32,
     /// Wait before the first retry (seconds); doubled at each retry, at most an hour.
     pub retry_seconds: u64,
+    /// Where the model runs: `auto` (a real GPU when there is one, else the CPU), `cpu`
+    /// or `gpu`.
+    pub device: medfm::pipeline::device::DeviceChoice,
+    /// CPU threads of the model (CPU backend and kernels); absent: all the machine's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Series (UIDs) whose model runs panic on purpose: a test hook, to show a panicking
+    /// model leaves the node serving. Leave empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub test_panic_series: Vec<String>,
     /// Where results and forwarded instances go (C-STORE).
     #[serde(rename = "destination")]
     pub destinations: Vec<Destination>,
@@ -83,11 +93,11 @@ pub struct Destination {
 pub enum JobKind {
     /// Send the series' instances to the rule's destinations.
     Forward,
-    /// Embed every frame of the series (`medfm embed`, in a child process) into the node's
-    /// index, `<spool>/.node/index/` (`medfm search` reads the folder).
+    /// Embed every frame of the series (as `medfm embed`, on the node's model) into the
+    /// node's index, `<spool>/.node/index/` (`medfm search` reads the folder).
     Embed,
-    /// Segment the series with the rule's `[[rule.segment]]` prompts (`medfm segment
-    /// --segments`, in a child process); the SEG goes to the spool and the destinations.
+    /// Segment the series with the rule's `[[rule.segment]]` prompts (as `medfm segment
+    /// --segments`, on the node's model); the SEG goes to the spool and the destinations.
     Segment,
 }
 
@@ -119,6 +129,10 @@ pub struct SegmentRule {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
+    /// What the node's jobs record of the rule (see [`Rule::key`]); unique. Absent: the
+    /// rule's content names it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modality: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,6 +151,22 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The rule as the node's job records name it: its `name`, or, without one,
+    /// `rule-` and a digest of its content. Either way not its position: rules can be
+    /// reordered, added and removed while jobs wait, and each job still runs the rule it
+    /// was made for (an edited unnamed rule is another rule; its waiting jobs fail with
+    /// "no longer in the configuration").
+    pub fn key(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        use sha2::Digest;
+        let content = toml::to_string(self).unwrap_or_default();
+        let digest = sha2::Sha256::digest(content.as_bytes());
+        let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        format!("rule-{hex}")
+    }
+
     /// Whether the series of `ids` (one of its instances) matches.
     pub fn matches(&self, ids: &medfm::dicom::InstanceIds) -> bool {
         let eq = |want: &Option<String>, got: &str| {
@@ -201,6 +231,9 @@ impl Default for Config {
             series_idle_seconds: 30,
             max_attempts: 8,
             retry_seconds: 5,
+            device: Default::default(),
+            threads: None,
+            test_panic_series: Vec::new(),
             destinations: Vec::new(),
             rules: Vec::new(),
         }
@@ -255,6 +288,9 @@ impl Config {
         {
             bail!("http: {addr} is reachable from other machines: set http_token");
         }
+        if self.threads == Some(0) {
+            bail!("threads: at least 1 (absent: all the machine's)");
+        }
         if self.max_attempts == 0 || self.retry_seconds == 0 || self.series_idle_seconds == 0 {
             bail!("max_attempts, retry_seconds and series_idle_seconds: at least 1");
         }
@@ -268,6 +304,14 @@ impl Config {
             }
         }
         for (i, r) in self.rules.iter().enumerate() {
+            if let Some(j) = self.rules[..i].iter().position(|o| o.key() == r.key()) {
+                bail!(
+                    "rule {}: the same name as rule {} ({:?}); give each rule its own name",
+                    i + 1,
+                    j + 1,
+                    r.key()
+                );
+            }
             if r.jobs.is_empty() {
                 bail!("rule {}: no jobs", i + 1);
             }
@@ -369,6 +413,11 @@ impl Config {
 
     pub fn series_idle(&self) -> Duration {
         Duration::from_secs(self.series_idle_seconds)
+    }
+
+    /// The rule whose [`Rule::key`] is `key`.
+    pub fn rule(&self, key: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.key() == key)
     }
 
     /// The destinations a rule sends to.
@@ -506,5 +555,37 @@ mod tests {
             ok.to_toml()
         );
         assert!(err("bind = \"localhost\"").contains("bind"));
+    }
+
+    #[test]
+    fn rules_are_known_by_name_or_content_never_by_place() {
+        let dest =
+            "[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"h\"\nport = 104\n";
+        let (a, b) = (
+            "[[rule]]\nname = \"a\"\nmodality = \"MR\"\njobs = [\"forward\"]\n",
+            "[[rule]]\nmodality = \"CT\"\njobs = [\"forward\"]\n",
+        );
+        let one = Config::parse(&format!("{dest}{a}{b}")).unwrap();
+        let two = Config::parse(&format!("{dest}{b}{a}")).unwrap();
+        let keys = |c: &Config| c.rules.iter().map(Rule::key).collect::<Vec<_>>();
+        let (k1, k2) = (keys(&one), keys(&two));
+        assert_eq!(k1[0], "a");
+        assert!(k1[1].starts_with("rule-") && k1[1].len() == 17, "{}", k1[1]);
+        assert_eq!(
+            (&k1[0], &k1[1]),
+            (&k2[1], &k2[0]),
+            "the same keys, reordered"
+        );
+        assert_eq!(two.rule("a").unwrap().modality.as_deref(), Some("MR"));
+        // An edited unnamed rule is another rule.
+        let edited = Config::parse(&format!(
+            "{dest}[[rule]]\nmodality = \"CT\"\njobs = [\"forward\", \"embed\"]\n"
+        ))
+        .unwrap();
+        assert!(edited.rule(&k1[1]).is_none());
+        // Two rules with one name, or the same content and no name, are refused.
+        let err = |t: &str| format!("{:#}", Config::parse(t).unwrap_err());
+        assert!(err(&format!("{dest}{a}{a}")).contains("the same name as rule 1"));
+        assert!(err(&format!("{dest}{b}{b}")).contains("the same name as rule 1"));
     }
 }

@@ -1,8 +1,9 @@
 //! The node's HTTP API (docs/node.md, "HTTP API"): status, the spool's studies, segment
-//! on request, and the spool as a DICOMweb subset (QIDO-RS, WADO-RS) for viewers. On
+//! on request, and the spool as a DICOMweb subset (QIDO-RS, WADO-RS, in `dicomweb.rs`)
+//! for viewers. On
 //! 127.0.0.1 by default; bound elsewhere it needs `http_token` (Bearer) on every request.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,9 +14,12 @@ use medfm::dicom::is_uid;
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use super::dicomweb::{header, qido_instances, qido_series, qido_studies, text, uid_dirs, wado};
+use super::runner::RunError;
 use super::spool::{Spool, instances_of};
 use super::work::Work;
-use super::{Config, Counters, STOP, scu};
+use super::{Config, Counters, Stop, scu};
+use medfm::jobs::{PromptSpec, SegmentJob};
 
 /// Requests served at once; more get 503.
 const MAX_REQUESTS: usize = 8;
@@ -29,10 +33,11 @@ pub struct Api<'a> {
     pub work: &'a Work,
     pub counters: &'a Counters,
     pub started: Instant,
+    pub stop: &'a Stop,
 }
 
 /// A reply: status, content type, body.
-struct Reply(u16, String, Vec<u8>);
+pub(crate) struct Reply(pub u16, pub String, pub Vec<u8>);
 
 /// The content type of a file of the web app, by its extension.
 fn content_type(path: &Path) -> &'static str {
@@ -50,14 +55,16 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// A file of `web_root` (the built web app, `trunk build --release` -> dist/): `/` is
-/// index.html; only plain names (no `..`, no hidden files) are served.
-fn static_file(api: &Api, segments: &[&str]) -> Reply {
+/// A file of `web_root` (the built web app, `trunk build --release` -> dist/), streamed
+/// from the disk (never read whole), with single byte ranges (`Range: bytes=a-b`, `a-`,
+/// `-n`: 206; unsatisfiable: 416; several ranges: the whole file). `/` is index.html; only
+/// plain names (no `..`, no hidden files) are served.
+fn static_file(api: &Api, segments: &[&str], request: &Request) -> Result<FileResponse, Reply> {
     if segments
         .iter()
         .any(|s| s.starts_with('.') || s.contains('\\') || s.contains('%'))
     {
-        return Reply::error(404, "no such file");
+        return Err(Reply::error(404, "no such file"));
     }
     let mut path = PathBuf::from(&api.config.web_root);
     for s in segments {
@@ -66,37 +73,103 @@ fn static_file(api: &Api, segments: &[&str]) -> Reply {
     if segments.is_empty() || path.is_dir() {
         path.push("index.html");
     }
-    match std::fs::read(&path) {
-        Ok(bytes) => Reply(200, content_type(&path).into(), bytes),
-        Err(_) => Reply::error(404, "no such file"),
+    let not_found = |_| Reply::error(404, "no such file");
+    let mut file = std::fs::File::open(&path).map_err(not_found)?;
+    let total = file.metadata().map_err(not_found)?.len();
+    let range = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Range"))
+        .map(|h| byte_range(h.value.as_str(), total));
+    let header = |k: &str, v: &str| Header::from_bytes(k, v.as_bytes()).expect("a header");
+    let mut headers = vec![
+        header("Content-Type", content_type(&path)),
+        header("Accept-Ranges", "bytes"),
+    ];
+    let (status, start, len) = match range {
+        None | Some(Ok(None)) => (200, 0, total),
+        Some(Ok(Some((start, end)))) => {
+            headers.push(header(
+                "Content-Range",
+                &format!("bytes {start}-{end}/{total}"),
+            ));
+            (206, start, end - start + 1)
+        }
+        Some(Err(())) => {
+            headers.push(header("Content-Range", &format!("bytes */{total}")));
+            (416, 0, 0)
+        }
+    };
+    file.seek(std::io::SeekFrom::Start(start))
+        .map_err(|e| Reply::error(500, e))?;
+    let len = usize::try_from(len).map_err(|e| Reply::error(500, e))?;
+    Ok(Response::new(
+        tiny_http::StatusCode(status),
+        headers,
+        file.take(len as u64),
+        Some(len),
+        None,
+    ))
+}
+
+/// A file of `web_root`, streamed (see [`static_file`]).
+type FileResponse = Response<std::io::Take<std::fs::File>>;
+
+/// The one byte range of a `Range` header over `total` bytes, inclusive: `Ok(None)` to
+/// serve the whole file (not a single `bytes` range), `Err` when unsatisfiable.
+fn byte_range(value: &str, total: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
     }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| ());
+    let (start, end) = match (a.trim().is_empty(), b.trim().is_empty()) {
+        // The last n bytes.
+        (true, false) => {
+            let n = num(b)?;
+            if n == 0 || total == 0 {
+                return Err(());
+            }
+            (total.saturating_sub(n), total - 1)
+        }
+        (false, true) => (num(a)?, total.saturating_sub(1)),
+        (false, false) => (num(a)?, num(b)?.min(total.saturating_sub(1))),
+        (true, true) => return Err(()),
+    };
+    if start >= total || start > end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
 }
 
 impl Reply {
-    fn json(status: u16, v: &Value) -> Reply {
+    pub(crate) fn json(status: u16, v: &Value) -> Reply {
         Reply(
             status,
             "application/json".into(),
             v.to_string().into_bytes(),
         )
     }
-    fn dicom_json(v: &Value) -> Reply {
+    pub(crate) fn dicom_json(v: &Value) -> Reply {
         Reply(
             200,
             "application/dicom+json".into(),
             v.to_string().into_bytes(),
         )
     }
-    fn error(status: u16, message: impl std::fmt::Display) -> Reply {
+    pub(crate) fn error(status: u16, message: impl std::fmt::Display) -> Reply {
         Reply::json(status, &json!({ "error": message.to_string() }))
     }
 }
 
-/// Serve until STOP, one thread per request (at most MAX_REQUESTS).
+/// Serve until the node is stopped, one thread per request (at most MAX_REQUESTS).
 pub fn serve(server: &Server, api: &Api) {
     let active = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        while !STOP.load(Ordering::SeqCst) {
+        while !api.stop.is_stopped() {
             let request = match server.recv_timeout(Duration::from_millis(200)) {
                 Ok(Some(r)) => r,
                 Ok(None) => continue,
@@ -138,6 +211,22 @@ fn handle(mut request: Request, api: &Api) {
     } else {
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let web = method == Method::Get
+            && !api.config.web_root.is_empty()
+            && !matches!(segments.first(), Some(&"api" | &"dicomweb"));
+        if web {
+            match static_file(api, &segments, &request) {
+                Ok(response) => {
+                    let _ = request.respond(response);
+                    return;
+                }
+                Err(reply) => {
+                    tracing::info!(%method, url, status = reply.0, "http");
+                    let _ = respond(request, reply);
+                    return;
+                }
+            }
+        }
         match route(&method, &segments, query, &mut request, api) {
             Ok(r) => r,
             Err(e) => {
@@ -201,12 +290,6 @@ fn route(
         {
             wado(api, rest)?
         }
-        (Method::Get, rest)
-            if !api.config.web_root.is_empty()
-                && !matches!(rest.first(), Some(&"api" | &"dicomweb")) =>
-        {
-            return Ok(static_file(api, rest));
-        }
         (Method::Get, _) | (Method::Post, _) => Reply::error(404, "no such resource"),
         _ => Reply::error(405, "method not allowed"),
     })
@@ -253,272 +336,6 @@ fn free_bytes(path: &Path) -> Option<u64> {
     }
 }
 
-/// Folders of `dir` whose names are UIDs.
-fn uid_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .filter(|n| is_uid(n))
-                .map(|n| (n.to_string(), e.path()))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// The header of a file (up to its pixel data).
-fn header(path: &Path) -> Result<dicom_object::DefaultDicomObject> {
-    dicom_object::OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .with_context(|| format!("cannot read {}", path.display()))
-}
-
-fn text(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-        .filter(|s| !s.is_empty())
-}
-
-/// One DICOM JSON attribute (PS3.18 F.2), or nothing when absent.
-fn attr(out: &mut serde_json::Map<String, Value>, tag: &str, vr: &str, value: Option<Value>) {
-    match value {
-        Some(v) if vr == "PN" => {
-            out.insert(
-                tag.into(),
-                json!({ "vr": vr, "Value": [{ "Alphabetic": v }] }),
-            );
-        }
-        Some(v) => {
-            out.insert(tag.into(), json!({ "vr": vr, "Value": [v] }));
-        }
-        None => {
-            out.insert(tag.into(), json!({ "vr": vr }));
-        }
-    }
-}
-
-fn study_dir(api: &Api, study: &str) -> Option<PathBuf> {
-    is_uid(study)
-        .then(|| api.work.root().join(study))
-        .filter(|d| d.is_dir())
-}
-
-fn study_json(study: &str, dir: &Path) -> Result<Option<Value>> {
-    let series = uid_dirs(dir);
-    let mut first = None;
-    let (mut modalities, mut instances) = (Vec::<String>::new(), 0);
-    for (_, sdir) in &series {
-        let files = instances_of(sdir)?;
-        instances += files.len();
-        if let Some(f) = files.first() {
-            let h = header(f)?;
-            if let Some(m) = text(&h, tags::MODALITY)
-                && !modalities.contains(&m)
-            {
-                modalities.push(m);
-            }
-            first.get_or_insert(h);
-        }
-    }
-    let Some(h) = first else { return Ok(None) };
-    let mut o = serde_json::Map::new();
-    attr(
-        &mut o,
-        "00080020",
-        "DA",
-        text(&h, tags::STUDY_DATE).map(Value::from),
-    );
-    attr(
-        &mut o,
-        "00080050",
-        "SH",
-        text(&h, tags::ACCESSION_NUMBER).map(Value::from),
-    );
-    o.insert(
-        "00080061".into(),
-        json!({ "vr": "CS", "Value": modalities }),
-    );
-    attr(
-        &mut o,
-        "00081030",
-        "LO",
-        text(&h, tags::STUDY_DESCRIPTION).map(Value::from),
-    );
-    attr(
-        &mut o,
-        "00100010",
-        "PN",
-        text(&h, tags::PATIENT_NAME).map(Value::from),
-    );
-    attr(
-        &mut o,
-        "00100020",
-        "LO",
-        text(&h, tags::PATIENT_ID).map(Value::from),
-    );
-    attr(&mut o, "0020000D", "UI", Some(study.into()));
-    attr(&mut o, "00201206", "IS", Some(series.len().into()));
-    attr(&mut o, "00201208", "IS", Some(instances.into()));
-    Ok(Some(Value::Object(o)))
-}
-
-fn qido_studies(api: &Api, query: &str) -> Result<Reply> {
-    let wanted = param(query, "StudyInstanceUID").or_else(|| param(query, "0020000D"));
-    let mut out = Vec::new();
-    for (study, dir) in uid_dirs(api.work.root()) {
-        if wanted.is_some_and(|w| w != study) {
-            continue;
-        }
-        if let Some(j) = study_json(&study, &dir)? {
-            out.push(j);
-        }
-    }
-    Ok(Reply::dicom_json(&Value::Array(out)))
-}
-
-fn qido_series(api: &Api, study: &str) -> Result<Reply> {
-    let Some(dir) = study_dir(api, study) else {
-        return Ok(Reply::error(404, format!("no study {study} in the spool")));
-    };
-    let mut out = Vec::new();
-    for (series, sdir) in uid_dirs(&dir) {
-        let files = instances_of(&sdir)?;
-        let Some(f) = files.first() else { continue };
-        let h = header(f)?;
-        let mut o = serde_json::Map::new();
-        attr(
-            &mut o,
-            "00080060",
-            "CS",
-            text(&h, tags::MODALITY).map(Value::from),
-        );
-        attr(
-            &mut o,
-            "0008103E",
-            "LO",
-            text(&h, tags::SERIES_DESCRIPTION).map(Value::from),
-        );
-        attr(&mut o, "0020000D", "UI", Some(study.into()));
-        attr(&mut o, "0020000E", "UI", Some(series.into()));
-        attr(
-            &mut o,
-            "00200011",
-            "IS",
-            text(&h, tags::SERIES_NUMBER).map(Value::from),
-        );
-        attr(&mut o, "00201209", "IS", Some(files.len().into()));
-        out.push(Value::Object(o));
-    }
-    Ok(Reply::dicom_json(&Value::Array(out)))
-}
-
-fn qido_instances(api: &Api, study: &str, series: &str) -> Result<Reply> {
-    let Some(dir) = study_dir(api, study)
-        .filter(|_| is_uid(series))
-        .map(|d| d.join(series))
-        .filter(|d| d.is_dir())
-    else {
-        return Ok(Reply::error(
-            404,
-            format!("no series {series} of study {study} in the spool"),
-        ));
-    };
-    let mut out = Vec::new();
-    for f in instances_of(&dir)? {
-        let h = header(&f)?;
-        let mut o = serde_json::Map::new();
-        attr(
-            &mut o,
-            "00080016",
-            "UI",
-            text(&h, tags::SOP_CLASS_UID).map(Value::from),
-        );
-        attr(
-            &mut o,
-            "00080018",
-            "UI",
-            text(&h, tags::SOP_INSTANCE_UID).map(Value::from),
-        );
-        attr(&mut o, "0020000D", "UI", Some(study.into()));
-        attr(&mut o, "0020000E", "UI", Some(series.into()));
-        attr(
-            &mut o,
-            "00200013",
-            "IS",
-            text(&h, tags::INSTANCE_NUMBER).map(Value::from),
-        );
-        attr(
-            &mut o,
-            "00280008",
-            "IS",
-            text(&h, tags::NUMBER_OF_FRAMES).map(Value::from),
-        );
-        out.push(Value::Object(o));
-    }
-    Ok(Reply::dicom_json(&Value::Array(out)))
-}
-
-/// WADO-RS: a study, a series or an instance as multipart/related application/dicom
-/// (the Part 10 files as stored).
-fn wado(api: &Api, rest: &[&str]) -> Result<Reply> {
-    // rest: [study] | [study, "series", series] | [study, "series", series, "instances", sop]
-    let names = ["", "series", "", "instances", ""];
-    let mut path = api.work.root().to_path_buf();
-    for (i, part) in rest.iter().enumerate() {
-        if i % 2 == 1 {
-            if *part != names[i] {
-                return Ok(Reply::error(404, "no such resource"));
-            }
-            continue;
-        }
-        if !is_uid(part) {
-            return Ok(Reply::error(400, format!("{part:?} is not a UID")));
-        }
-        path = if i == 4 {
-            path.join(format!("{part}.dcm"))
-        } else {
-            path.join(part)
-        };
-    }
-    let files: Vec<PathBuf> = if rest.len() == 5 {
-        vec![path].into_iter().filter(|p| p.is_file()).collect()
-    } else if rest.len() == 3 {
-        instances_of(&path)?
-    } else {
-        uid_dirs(&path)
-            .into_iter()
-            .map(|(_, d)| instances_of(&d))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect()
-    };
-    if files.is_empty() {
-        return Ok(Reply::error(404, "nothing of that in the spool"));
-    }
-    let bodies: Vec<Vec<u8>> = files
-        .iter()
-        .map(std::fs::read)
-        .collect::<std::io::Result<_>>()?;
-    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
-    let boundary = medfm::dicomweb::multipart::boundary_for(&refs)?;
-    let parts: Vec<(&str, &[u8])> = refs.iter().map(|b| ("application/dicom", *b)).collect();
-    Ok(Reply(
-        200,
-        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
-        medfm::dicomweb::multipart::write(&boundary, &parts),
-    ))
-}
-
 fn studies_summary(api: &Api) -> Result<Reply> {
     let mut out = Vec::new();
     for (study, dir) in uid_dirs(api.work.root()) {
@@ -540,7 +357,7 @@ fn studies_summary(api: &Api) -> Result<Reply> {
 }
 
 /// The value of `key` in a query string (no percent-decoding: UIDs and numbers only).
-fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+pub(crate) fn param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -586,26 +403,48 @@ fn search(api: &Api, query: &str) -> Result<Reply> {
             "the index is empty: no embed job has run",
         ));
     }
-    let args = [
-        "search".to_string(),
-        index.display().to_string(),
-        file.display().to_string(),
-        "--frame".into(),
-        frame.to_string(),
-        "-k".into(),
-        k.min(100).to_string(),
-        "--json".into(),
-    ];
-    match api.work.run_model(&args) {
-        Ok(stdout) => Ok(Reply(200, "application/json".into(), stdout)),
-        Err(e) if format!("{e:#}").contains("exit status: 2") => {
-            Ok(Reply::error(400, format!("{e:#}")))
+    let found = (|| -> Result<Vec<Value>> {
+        let (index, _) = medfm::pipeline::embed::Index::read_folder(&index)?;
+        let image = medfm::jobs::Series::read_file(&file)?;
+        let q = api.work.runner.vector(&image, frame)?;
+        if q.len() != index.dim {
+            return Err(medfm::Error::bad_input(format!(
+                "the index holds {}-d vectors, the query is {}-d",
+                index.dim,
+                q.len()
+            ))
+            .into());
         }
-        Err(e) => Err(e),
+        Ok(index
+            .search(&q, k.min(100) as usize)
+            .into_iter()
+            .map(|(i, score)| json!({ "score": score, "entry": index.meta[i] }))
+            .collect())
+    })();
+    match found {
+        Ok(hits) => Ok(Reply::json(200, &json!(hits))),
+        Err(e) => model_error(e),
     }
 }
 
-/// `POST /api/segment`.
+/// A model run's error as the answer: busy 503, the request's fault (bad input: a frame
+/// that does not exist, a box outside the image) 400, anything else the caller's 500. By
+/// the error's kind, never its text.
+fn model_error(e: anyhow::Error) -> Result<Reply> {
+    let kind = match e.downcast_ref::<RunError>() {
+        Some(RunError::Busy) => return Ok(Reply::error(503, format!("{e:#}"))),
+        // Transparent: the chain below it starts under the medfm::Error.
+        Some(RunError::Failed(inner)) => Some(inner.kind()),
+        None => e.chain().find_map(medfm::Error::kind_of),
+    };
+    match kind {
+        Some(medfm::ErrorKind::BadInput) => Ok(Reply::error(400, format!("{e:#}"))),
+        _ => Err(e),
+    }
+}
+
+/// `POST /api/segment`: a prompt ([`PromptSpec`]: label, color, box, points, propagate,
+/// extent, min_iou) and these keys.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SegmentRequest {
@@ -613,20 +452,19 @@ struct SegmentRequest {
     instance: String,
     #[serde(default)]
     frame: u32,
-    #[serde(rename = "box")]
-    bbox: Option<[f32; 4]>,
-    #[serde(default)]
-    points: Vec<Vec<f32>>,
-    #[serde(default)]
-    propagate: bool,
-    extent: Option<usize>,
-    min_iou: Option<f32>,
-    label: Option<String>,
     send_to: Option<String>,
 }
 
 fn segment(api: &Api, body: &[u8]) -> Result<Reply> {
-    let req: SegmentRequest = match serde_json::from_slice(body) {
+    let read = serde_json::from_slice(body)
+        .map_err(|e| medfm::Error::bad_input(e.to_string()))
+        .and_then(|v| PromptSpec::split(v, &["series", "instance", "frame", "send_to"]))
+        .and_then(|(prompt, own)| {
+            let req: SegmentRequest =
+                serde_json::from_value(own).map_err(|e| medfm::Error::bad_input(e.to_string()))?;
+            Ok((req, prompt))
+        });
+    let (req, prompt) = match read {
         Ok(r) => r,
         Err(e) => return Ok(Reply::error(400, format!("the request: {e}"))),
     };
@@ -654,33 +492,23 @@ fn segment(api: &Api, body: &[u8]) -> Result<Reply> {
             ),
         ));
     };
-    let mut prompt = json!({
-        "label": req.label.clone().unwrap_or_else(|| "Segment 1".into()),
-        "slice": file,
-        "frame": req.frame,
-        "propagate": req.propagate,
-    });
-    if let Some(b) = req.bbox {
-        prompt["box"] = json!(b);
-    }
-    if !req.points.is_empty() {
-        prompt["points"] = json!(req.points);
-    }
-    if let Some(e) = req.extent {
-        prompt["extent"] = json!(e);
-    }
-    if let Some(m) = req.min_iou {
-        prompt["min_iou"] = json!(m);
-    }
-    let name = format!("http-{}", super::records::new_id());
-    let (ids, rel, summary) = match api.work.segment(api.spool, &name, &[prompt]) {
+    let made = (|| -> Result<_> {
+        let job = prompt.job(1)?;
+        let dir = file.parent().context("an instance file in the spool")?;
+        let series = medfm::jobs::Series::read(&[dir.to_path_buf()], &req.series)?;
+        let Some(start) = series.slice_of(&req.instance, req.frame) else {
+            return Err(medfm::Error::bad_input(format!(
+                "frame {}: instance {} has no such frame",
+                req.frame, req.instance
+            ))
+            .into());
+        };
+        let jobs = [SegmentJob { start, ..job }];
+        api.work.segment(api.spool, &series, &jobs)
+    })();
+    let (ids, rel, summary) = match made {
         Ok(r) => r,
-        // The command's refusals (a box outside the image, a frame that does not exist)
-        // are the request's fault.
-        Err(e) if format!("{e:#}").contains("exit status: 2") => {
-            return Ok(Reply::error(400, format!("{e:#}")));
-        }
-        Err(e) => return Err(e),
+        Err(e) => return model_error(e),
     };
     tracing::info!(
         series = req.series,
@@ -714,8 +542,37 @@ fn segment(api: &Api, body: &[u8]) -> Result<Reply> {
             "seg_sop_instance_uid": ids.sop_instance_uid,
             "seg_series_instance_uid": ids.series_instance_uid,
             "study_instance_uid": ids.study_instance_uid,
-            "segments": summary["segments"],
+            "segments": summary,
             "send": send,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn byte_ranges_are_read_as_rfc_9110_says() {
+        let r = |v: &str| byte_range(v, 8);
+        assert_eq!(r("bytes=2-5"), Ok(Some((2, 5))));
+        assert_eq!(r("bytes=4-"), Ok(Some((4, 7))));
+        assert_eq!(r("bytes=-3"), Ok(Some((5, 7))));
+        assert_eq!(r("bytes=-20"), Ok(Some((0, 7))));
+        assert_eq!(r("bytes=0-100"), Ok(Some((0, 7))));
+        // Several ranges, or another unit: the whole file.
+        assert_eq!(r("bytes=0-1,4-5"), Ok(None));
+        assert_eq!(r("items=0-1"), Ok(None));
+        for bad in [
+            "bytes=8-",
+            "bytes=5-2",
+            "bytes=abc",
+            "bytes=-0",
+            "bytes=-",
+            "bytes=1",
+        ] {
+            assert_eq!(r(bad), Err(()), "{bad}");
+        }
+        assert_eq!(byte_range("bytes=0-", 0), Err(()));
+    }
 }

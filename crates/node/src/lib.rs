@@ -4,22 +4,24 @@
 //! What it does: the DICOM listener (C-ECHO, C-STORE of every storage SOP class, allowed
 //! calling AE titles, concurrent associations with a limit, timeouts), the durable spool,
 //! series completion, rules and their jobs (`forward`), the outbox (C-STORE SCU with
-//! retries). One thread per association and one work thread; SIGTERM/SIGINT stop
-//! accepting, let the open associations finish (at most `idle_timeout_seconds`) and the
-//! work thread its current step, then exit.
+//! retries). One thread per association and one work thread; a [`Stop`] (the CLI fires
+//! it on SIGTERM/SIGINT) stops accepting, lets the open associations finish (at most
+//! `idle_timeout_seconds`) and the work thread its current step, then [`run`] returns.
 
 mod config;
+mod dicomweb;
 mod http;
 mod inbox;
 mod records;
+mod runner;
 mod scp;
 mod scu;
 mod spool;
 mod work;
 
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -63,28 +65,37 @@ impl Counters {
     }
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Asks a running node to stop. Clone it, give one to [`run`], call [`Stop::stop`] from
+/// anywhere: another thread, or a signal handler (it is one atomic store).
+#[derive(Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
 
-#[cfg(unix)]
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
+impl Stop {
+    pub fn new() -> Stop {
+        Stop::default()
+    }
 
-/// SIGTERM and SIGINT set [`STOP`] (an atomic store: async-signal-safe).
-fn install_signal_handlers() {
-    #[cfg(unix)]
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGINT, handler);
+    /// Stop accepting, drain, and make [`run`] return.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
     }
 }
 
-/// Run the node with `config` until SIGTERM or SIGINT, then drain and return.
-pub fn run(config: Config) -> Result<()> {
+/// Run the node with `config` until `stop` fires, then drain and return.
+pub fn run(config: Config, stop: Stop) -> Result<()> {
     let spool = spool::Spool::open(&config.spool, config.quota_bytes())?;
-    let work = work::Work::open(&config.spool)?;
+    let runner = runner::ModelRunner::new(
+        medfm::RunConfig {
+            threads: config.threads,
+            device: config.device,
+        },
+        config.test_panic_series.clone(),
+    );
+    let work = work::Work::open(&config.spool, runner, stop.clone())?;
     let inbox = match config.inbox_dirs() {
         Some((dir, rejected)) => Some(inbox::Inbox::open(&dir, &rejected)?),
         None => None,
@@ -99,7 +110,6 @@ pub fn run(config: Config) -> Result<()> {
         ),
         None => None,
     };
-    install_signal_handlers();
     tracing::info!(
         ae_title = config.ae_title,
         addr = %listener.local_addr()?,
@@ -119,6 +129,7 @@ pub fn run(config: Config) -> Result<()> {
         work: &work,
         counters: &counters,
         started: Instant::now(),
+        stop: &stop,
     };
     std::thread::scope(|scope| -> Result<()> {
         let worker = scope.spawn(|| work.run(&config, &spool, inbox.as_ref(), &counters));
@@ -127,7 +138,7 @@ pub fn run(config: Config) -> Result<()> {
             let api = &api;
             scope.spawn(move || http::serve(server, api));
         }
-        while !STOP.load(Ordering::SeqCst) {
+        while !stop.is_stopped() {
             let (stream, peer) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

@@ -6,10 +6,11 @@
 //!   (`.node/jobs/`) and the series record removed. After a restart the open series wait
 //!   their idle time again.
 //! - Jobs run one at a time: `forward` writes one outbox record per destination;
-//!   `segment` runs `medfm segment --segments` in a child process (its memory is returned
-//!   when it ends, and a crash of the model cannot take the node down) on the series'
-//!   middle slice, stores the SEG in the spool (it opens no series: results run no rules)
-//!   and queues it for the rule's destinations.
+//!   `segment` runs the core's segment jobs in process ([`ModelRunner`]: one loaded model,
+//!   a panic caught as that job's failure) from the rule's boxes on the series' middle
+//!   slice, stores the SEG in the spool (it opens no series: results run no rules) and
+//!   queues it for the rule's destinations; `embed` writes the series' vectors to the
+//!   node's index.
 //! - The outbox (`.node/outbox/`) sends its records' files by C-STORE; what the
 //!   destination stored leaves the record, the rest is retried after `retry_seconds`,
 //!   doubled each time (at most an hour); after `max_attempts` the record is parked
@@ -19,17 +20,18 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use medfm::dicom::InstanceIds;
+use medfm::jobs::{PromptSpec, SegmentJob, Series};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Config, JobKind, Rule};
 use super::records::{Records, new_id, now_unix};
+use super::runner::ModelRunner;
 use super::spool::{Spool, StoreError, Stored};
-use super::{STOP, scu};
+use super::{Stop, scu};
 
 /// An open series (its record).
 #[derive(Serialize, Deserialize)]
@@ -54,10 +56,19 @@ pub struct Job {
     kind: JobKind,
     study: String,
     series: String,
-    /// Index of the rule in the configuration when the series completed.
-    rule: usize,
+    /// The rule's [`Rule::key`](super::config::Rule::key).
+    rule: RuleRef,
     #[serde(flatten)]
     tries: Attempts,
+}
+
+/// The rule of a job: its key; records written before rules had keys hold the rule's
+/// position (read as it was, for the jobs waiting across the upgrade).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum RuleRef {
+    Key(String),
+    Index(usize),
 }
 
 /// Files to send to one destination.
@@ -109,14 +120,15 @@ pub struct Work {
     sent: Records,
     /// Open series and when their last instance arrived.
     open: Mutex<HashMap<(String, String), Instant>>,
-    /// Held while a model runs (a child process): one at a time.
-    model: Mutex<()>,
+    /// The model, one run at a time across jobs and HTTP requests.
+    pub runner: ModelRunner,
     /// The last errors of jobs and sends (newest last), for the status.
     pub errors: Mutex<std::collections::VecDeque<String>>,
+    stop: Stop,
 }
 
 impl Work {
-    pub fn open(root: &std::path::Path) -> Result<Work> {
+    pub fn open(root: &std::path::Path, runner: ModelRunner, stop: Stop) -> Result<Work> {
         let state = root.join(".node");
         let work = Work {
             root: root.to_path_buf(),
@@ -126,10 +138,11 @@ impl Work {
             parked: Records::open(&state.join("parked"))?,
             sent: Records::open(&state.join("sent"))?,
             open: Mutex::new(HashMap::new()),
-            model: Mutex::new(()),
+            runner,
             errors: Mutex::new(std::collections::VecDeque::new()),
+            stop,
         };
-        // Folders of segment jobs interrupted by the last stop (their jobs run again).
+        // Work folders of the versions that ran models in child processes.
         let _ = std::fs::remove_dir_all(state.join("run"));
         // Series open at the last stop wait their idle time again from now.
         let mut open = work.open.lock().expect("lock");
@@ -258,14 +271,6 @@ impl Work {
         }
     }
 
-    /// Run a model command of this executable (`medfm search ...`) in its turn (one model
-    /// at a time); its standard output.
-    pub fn run_model(&self, args: &[String]) -> Result<Vec<u8>> {
-        let _model = self.model.lock().expect("lock");
-        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-        child(&args)
-    }
-
     /// Keep an error for the status (the last 20).
     fn note_error(&self, e: String) {
         let mut errors = self.errors.lock().expect("lock");
@@ -339,7 +344,7 @@ impl Work {
             };
             let mut jobs = 0;
             if let Some(ids) = ids {
-                for (i, rule) in config.rules.iter().enumerate() {
+                for rule in &config.rules {
                     if !rule.matches(&ids) {
                         continue;
                     }
@@ -350,7 +355,7 @@ impl Work {
                                 kind: *kind,
                                 study: study.clone(),
                                 series: series.clone(),
-                                rule: i,
+                                rule: RuleRef::Key(rule.key()),
                                 tries: Attempts::default(),
                             },
                         )?;
@@ -368,14 +373,14 @@ impl Work {
     /// Run the jobs that are due, oldest first.
     fn run_jobs(&self, config: &Config, spool: &Spool) -> Result<()> {
         for name in self.jobs.names()? {
-            if STOP.load(Ordering::SeqCst) {
+            if self.stop.is_stopped() {
                 break;
             }
             let job: Job = self.jobs.get(&name)?;
             if job.tries.not_before > now_unix() {
                 continue;
             }
-            match self.run_job(config, spool, &name, &job) {
+            match self.run_job(config, spool, &job) {
                 Ok(()) => self.jobs.remove(&name)?,
                 Err(e) => self.failed(config, &self.jobs, &name, job, format!("{e:#}"))?,
             }
@@ -383,11 +388,15 @@ impl Work {
         Ok(())
     }
 
-    fn run_job(&self, config: &Config, spool: &Spool, name: &str, job: &Job) -> Result<()> {
-        let rule = config
-            .rules
-            .get(job.rule)
-            .with_context(|| format!("rule {} is no longer in the configuration", job.rule + 1))?;
+    fn run_job(&self, config: &Config, spool: &Spool, job: &Job) -> Result<()> {
+        let rule = match &job.rule {
+            RuleRef::Key(key) => config.rule(key),
+            RuleRef::Index(i) => config.rules.get(*i),
+        };
+        let rule = rule.with_context(|| match &job.rule {
+            RuleRef::Key(key) => format!("rule {key:?} is no longer in the configuration"),
+            RuleRef::Index(i) => format!("rule {} is no longer in the configuration", i + 1),
+        })?;
         match job.kind {
             JobKind::Forward => {
                 let dir = self.root.join(&job.study).join(&job.series);
@@ -415,23 +424,18 @@ impl Work {
                     index.join(format!("{name}.jsonl")),
                 );
                 let dir = self.root.join(&job.study).join(&job.series);
-                child(&[
-                    "embed".as_ref(),
-                    dir.as_os_str(),
-                    "--out".as_ref(),
-                    npy.as_os_str(),
-                    "--meta".as_ref(),
-                    jsonl.as_os_str(),
-                ])?;
-                let vectors = std::fs::read_to_string(&jsonl)
-                    .map(|t| t.lines().count())
-                    .unwrap_or(0);
+                let series = Series::read(&[dir], &job.series)?;
+                let index = self.runner.embed(&series)?;
+                // The vectors first: a .npy without its .jsonl is left out by readers.
+                medfm::fs::write_atomic(&npy, &index.to_npy())?;
+                medfm::fs::write_atomic(&jsonl, index.to_jsonl().as_bytes())?;
+                let vectors = index.len();
                 tracing::info!(series = job.series, vectors, "embedded");
                 Ok(())
             }
             JobKind::Segment => {
-                let segments = self.rule_prompts(rule, job)?;
-                let (ids, file, _) = self.segment(spool, name, &segments)?;
+                let (series, segments) = self.rule_jobs(rule, job)?;
+                let (ids, file, _) = self.segment(spool, &series, &segments)?;
                 for dest in config.destinations_of(rule) {
                     self.queue(&dest.name, vec![file.clone()])?;
                 }
@@ -458,101 +462,78 @@ impl Work {
         )
     }
 
-    /// The prompts of a rule's `[[rule.segment]]`s on the series' middle slice (a
-    /// `medfm segment --segments` file's entries).
-    fn rule_prompts(&self, rule: &Rule, job: &Job) -> Result<Vec<serde_json::Value>> {
+    /// The series of a job and the segment jobs of its rule's `[[rule.segment]]`s: boxes
+    /// given as fractions of the series' middle slice.
+    fn rule_jobs(&self, rule: &Rule, job: &Job) -> Result<(Series, Vec<SegmentJob>)> {
         let dir = self.root.join(&job.study).join(&job.series);
-        let files = super::spool::instances_of(&dir)?;
-        let mut images = Vec::with_capacity(files.len());
-        for f in &files {
-            let bytes = std::fs::read(f)?;
-            images.push(medfm::dicom::read(&bytes).with_context(|| f.display().to_string())?);
-        }
-        let refs: Vec<_> = images.iter().collect();
-        let order = medfm::dicom::series::order(&refs)?.order;
-        let (i, frame) = *order.get(order.len() / 2).context("an empty series")?;
-        let (cols, rows) = (images[i].meta.cols as f32, images[i].meta.rows as f32);
-        Ok(rule
+        let series = Series::read(&[dir], &job.series)?;
+        let mid = series.len() / 2;
+        let meta = series.meta(mid);
+        let (cols, rows) = (meta.cols as f32, meta.rows as f32);
+        // The rule's fractions as pixels of the middle slice, then the prompt rule every
+        // front uses (default label and colour by the segment's number).
+        let jobs = rule
             .segments
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(k, s)| {
                 let [x0, y0, x1, y1] = s.bbox;
-                let mut v = serde_json::json!({
-                    "label": s.label,
-                    "slice": files[i],
-                    "frame": frame,
-                    "box": [x0 * (cols - 1.0), y0 * (rows - 1.0), x1 * (cols - 1.0), y1 * (rows - 1.0)],
-                    "propagate": s.propagate,
-                });
-                for (key, value) in [
-                    ("extent", s.extent.map(serde_json::Value::from)),
-                    ("min_iou", s.min_iou.map(serde_json::Value::from)),
-                    ("color", s.color.map(|c| serde_json::json!(c))),
-                ] {
-                    if let Some(value) = value {
-                        v[key] = value;
-                    }
-                }
-                v
+                let prompt = PromptSpec {
+                    label: Some(s.label.clone()),
+                    color: s.color,
+                    bbox: Some([
+                        x0 * (cols - 1.0),
+                        y0 * (rows - 1.0),
+                        x1 * (cols - 1.0),
+                        y1 * (rows - 1.0),
+                    ]),
+                    points: Vec::new(),
+                    propagate: s.propagate,
+                    extent: s.extent,
+                    min_iou: s.min_iou,
+                };
+                Ok(SegmentJob {
+                    start: mid,
+                    ..prompt.job(k + 1)?
+                })
             })
-            .collect())
+            .collect::<Result<Vec<_>, medfm::Error>>()?;
+        Ok((series, jobs))
     }
 
-    /// Run `medfm segment --segments` with `segments` (one model at a time across the
-    /// node: jobs and HTTP requests wait their turn), store the SEG in the spool (it opens
-    /// no series) and return its identity, its path relative to the spool and the
-    /// command's JSON summary. `Err` of kind bad input: the command refused the prompts.
+    /// Run `jobs` on `series` with the node's model, store the SEG in the spool (it opens
+    /// no series) and return its identity, its path relative to the spool and the jobs'
+    /// summary ([`medfm::jobs::describe`]).
     pub fn segment(
         &self,
         spool: &Spool,
-        name: &str,
-        segments: &[serde_json::Value],
-    ) -> Result<(InstanceIds, PathBuf, serde_json::Value)> {
-        let _model = self.model.lock().expect("lock");
-        let work = self.root.join(".node").join("run").join(name);
-        let _ = std::fs::remove_dir_all(&work);
-        super::spool::create_dir(&work)?;
-        let prompts = work.join("prompts.json");
-        std::fs::write(
-            &prompts,
-            serde_json::to_vec_pretty(&serde_json::json!({ "segments": segments }))?,
-        )?;
-        let out = work.join("seg.dcm");
-        let result = child(&[
-            "segment".as_ref(),
-            "--json".as_ref(),
-            "--segments".as_ref(),
-            prompts.as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ])
-        .and_then(|stdout| {
-            let summary: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_default();
-            for s in summary["segments"].as_array().into_iter().flatten() {
-                tracing::info!(
-                    label = s["label"].as_str().unwrap_or(""),
-                    voxels = s["voxels"].as_u64().unwrap_or(0),
-                    volume_ml = s["volume_ml"].as_f64().unwrap_or(f64::NAN),
-                    "segment"
-                );
-            }
-            let bytes = std::fs::read(&out)?;
-            let ids = medfm::dicom::identify(&bytes).context("the SEG medfm wrote")?;
-            spool
-                .store(&ids, &bytes)
-                .map_err(|e| anyhow::anyhow!("cannot store the SEG: {e}"))?;
-            let stored = spool.path_of(&ids).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let file = stored.strip_prefix(&self.root)?.to_path_buf();
-            Ok((ids, file, summary))
-        });
-        let _ = std::fs::remove_dir_all(&work);
-        result
+        series: &Series,
+        jobs: &[SegmentJob],
+    ) -> Result<(InstanceIds, PathBuf, Vec<serde_json::Value>)> {
+        let (outcomes, _) = self.runner.segment(series, jobs)?;
+        let summary = medfm::jobs::describe(series, jobs, &outcomes);
+        for s in &summary {
+            tracing::info!(
+                label = s["label"].as_str().unwrap_or(""),
+                voxels = s["voxels"].as_u64().unwrap_or(0),
+                volume_ml = s["volume_ml"].as_f64().unwrap_or(f64::NAN),
+                "segment"
+            );
+        }
+        let bytes = medfm::jobs::write_seg(series, jobs, &outcomes)?;
+        let ids = medfm::dicom::identify(&bytes).context("the SEG medfm wrote")?;
+        spool
+            .store(&ids, &bytes)
+            .map_err(|e| anyhow::anyhow!("cannot store the SEG: {e}"))?;
+        let stored = spool.path_of(&ids).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let file = stored.strip_prefix(&self.root)?.to_path_buf();
+        Ok((ids, file, summary))
     }
 
     /// Send what is due in the outbox.
     fn send_due(&self, config: &Config) -> Result<()> {
         for name in self.outbox.names()? {
-            if STOP.load(Ordering::SeqCst) {
+            if self.stop.is_stopped() {
                 break;
             }
             let mut send: Send = self.outbox.get(&name)?;
@@ -611,7 +592,7 @@ impl Work {
     }
 
     /// The loop of the work thread: watch folder, series completion, jobs, outbox, until
-    /// STOP.
+    /// the node is stopped.
     pub fn run(
         &self,
         config: &Config,
@@ -619,7 +600,7 @@ impl Work {
         inbox: Option<&super::inbox::Inbox>,
         counters: &super::Counters,
     ) {
-        while !STOP.load(Ordering::SeqCst) {
+        while !self.stop.is_stopped() {
             if let Some(inbox) = inbox
                 && let Err(e) = inbox.scan(spool, self, counters)
             {
@@ -637,26 +618,6 @@ impl Work {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-}
-
-/// Run this executable with `args` (a job's command) and return its standard output;
-/// a failure carries its standard error.
-fn child(args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> {
-    let exe = std::env::current_exe().context("the medfm executable")?;
-    let run = std::process::Command::new(exe)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("cannot run medfm")?;
-    if !run.status.success() {
-        anyhow::bail!(
-            "medfm {} failed ({}): {}",
-            args[0].to_string_lossy(),
-            run.status,
-            String::from_utf8_lossy(&run.stderr).trim()
-        );
-    }
-    Ok(run.stdout)
 }
 
 fn series_name(study: &str, series: &str) -> String {
