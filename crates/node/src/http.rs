@@ -102,12 +102,12 @@ fn static_file(api: &Api, segments: &[&str], request: &Request) -> Result<FileRe
     };
     file.seek(std::io::SeekFrom::Start(start))
         .map_err(|e| Reply::error(500, e))?;
-    let len = usize::try_from(len).map_err(|e| Reply::error(500, e))?;
+    let length = usize::try_from(len).map_err(|e| Reply::error(500, e))?;
     Ok(Response::new(
         tiny_http::StatusCode(status),
         headers,
-        file.take(len as u64),
-        Some(len),
+        file.take(len),
+        Some(length),
         None,
     ))
 }
@@ -214,26 +214,21 @@ fn handle(mut request: Request, api: &Api) {
         let web = method == Method::Get
             && !api.config.web_root.is_empty()
             && !matches!(segments.first(), Some(&"api" | &"dicomweb"));
-        if web {
+        let routed = if web {
             match static_file(api, &segments, &request) {
-                Ok(response) => {
-                    let _ = request.respond(response);
+                Ok(file) => {
+                    let _ = request.respond(file);
                     return;
                 }
-                Err(reply) => {
-                    tracing::info!(%method, url, status = reply.0, "http");
-                    let _ = respond(request, reply);
-                    return;
-                }
+                Err(reply) => Ok(reply),
             }
-        }
-        match route(&method, &segments, query, &mut request, api) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(%method, url, "http: {e:#}");
-                Reply::error(500, format!("{e:#}"))
-            }
-        }
+        } else {
+            route(&method, &segments, query, &mut request, api)
+        };
+        routed.unwrap_or_else(|e| {
+            tracing::error!(%method, url, "http: {e:#}");
+            Reply::error(500, format!("{e:#}"))
+        })
     };
     if reply.0 >= 400 {
         tracing::info!(%method, url, status = reply.0, "http");
