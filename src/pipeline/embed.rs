@@ -29,6 +29,18 @@ pub fn pooled_vector(emb: &Embedding, pre: &Preprocessed) -> Result<Vec<f32>, Er
     Ok(l2_normalize(tensor_to_vec(pooled(emb, pre))?))
 }
 
+/// The default vector of frame `frame` of `image`: LiteMedSAM's encoder output on the
+/// frame, pooled ([`pooled_vector`]).
+pub fn frame_vector(
+    segmenter: &super::Segmenter,
+    image: &crate::dicom::DicomImage,
+    frame: u32,
+) -> Result<Vec<f32>, Error> {
+    let pre = segmenter.prepare(image, frame)?;
+    let emb = segmenter.embed(&pre)?;
+    pooled_vector(&emb, &pre)
+}
+
 /// [`pooled_vector`] with asynchronous readback (WebGPU in a browser).
 pub async fn pooled_vector_async(emb: &Embedding, pre: &Preprocessed) -> Result<Vec<f32>, Error> {
     Ok(l2_normalize(tensor_to_vec_async(pooled(emb, pre)).await?))
@@ -419,11 +431,7 @@ impl Embedder {
         frame: u32,
     ) -> Result<Vec<f32>, Error> {
         match self {
-            Embedder::LiteMedSam(seg) => {
-                let pre = seg.prepare(image, frame)?;
-                let emb = seg.embed(&pre)?;
-                pooled_vector(&emb, &pre)
-            }
+            Embedder::LiteMedSam(seg) => frame_vector(seg, image, frame),
             Embedder::Vit(e) => e.vector(&image.frame(frame)?, &image.meta),
         }
     }

@@ -17,7 +17,7 @@ use medfm::RunConfig;
 use medfm::jobs::{Outcome, SegmentJob, Series};
 use medfm::model::weights::{self, Precision};
 use medfm::pipeline::Segmenter;
-use medfm::pipeline::embed::{EntryMeta, Index, pooled_vector};
+use medfm::pipeline::embed::{EntryMeta, Index, frame_vector};
 
 /// Callers that may wait for the model while it runs.
 pub const MAX_WAITING: usize = 4;
@@ -105,9 +105,7 @@ impl ModelRunner {
         frame: u32,
     ) -> Result<Vec<f32>, RunError> {
         self.run(&image.meta.series_instance_uid, |segmenter| {
-            let pre = segmenter.prepare(image, frame)?;
-            let emb = segmenter.embed(&pre)?;
-            Ok(pooled_vector(&emb, &pre)?)
+            Ok(frame_vector(segmenter, image, frame)?)
         })
     }
 
@@ -131,8 +129,6 @@ impl ModelRunner {
             let mut index = Index::default();
             for &(i, f) in &series.order {
                 let image = &series.images[i];
-                let pre = segmenter.prepare(image, f)?;
-                let emb = segmenter.embed(&pre)?;
                 let file = series.paths[i]
                     .as_ref()
                     .and_then(|p| p.file_name())
@@ -141,7 +137,7 @@ impl ModelRunner {
                         |n| n.to_string_lossy().into_owned(),
                     );
                 index.add(
-                    pooled_vector(&emb, &pre)?,
+                    frame_vector(segmenter, image, f)?,
                     EntryMeta::for_frame(&image.meta, f, &file),
                 )?;
             }
