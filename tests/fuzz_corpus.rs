@@ -1,9 +1,10 @@
 //! The fuzz targets' corpora replayed as an ordinary test (no fuzzer, no nightly), each
 //! input through what its target does (fuzz/fuzz_targets, fuzz/model/fuzz_targets):
 //! read + decode + VOIs + modality LUT, a SEG written over the image, volume assembly +
-//! NIfTI, `.bpk` loading, a DINOv2 config + safetensors. Nothing may panic; each
-//! regression input (what the fuzzer or a review found) must be refused for the reason it
-//! is named after, in bounded memory (this test binary counts its allocations).
+//! NIfTI, the node's file meta reader, `.bpk` loading, a DINOv2 config + safetensors.
+//! Nothing may panic; each regression input (what the fuzzer or a review found) must be
+//! refused for the reason it is named after, in bounded memory (this test binary counts
+//! its allocations).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
@@ -230,6 +231,50 @@ fn dimse_corpus_replays_without_panic() {
             .to_string()
             .contains("longer than the set")
     );
+}
+
+/// fuzz/fuzz_targets/file_meta.rs over its corpus, and each seed mutated (fixed-seed
+/// byte changes and cuts): the real groups read with their UIDs, the two broken ones are
+/// refused for their reason, nothing panics or gives an offset past its input.
+#[test]
+fn file_meta_corpus_and_mutations_never_panic() {
+    use medfm::dimse::file_meta;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/file_meta");
+    let inputs = corpus("fuzz/corpus/file_meta");
+    let read = inputs.iter().filter(|b| file_meta(b).is_ok()).count();
+    assert!(
+        inputs.len() >= 7 && read >= 5,
+        "{} inputs, {read} read",
+        inputs.len()
+    );
+    // Cut inside its last element: refused. A group length past the file: advisory, the
+    // data set starts where group 0002 ends (16 bytes before the end of that seed).
+    let e = file_meta(&std::fs::read(dir.join("group_ends_inside_element")).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("runs past the end"), "{e}");
+    let past = std::fs::read(dir.join("group_length_past_the_file")).unwrap();
+    assert_eq!(file_meta(&past).unwrap().data_set_offset, past.len() - 16);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for seed in &inputs {
+        for _ in 0..20_000 {
+            let mut b = seed.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % b.len();
+                b[at] = next() as u8;
+            }
+            let n = (next() as usize) % (b.len() + 1);
+            for slice in [&b[..], &b[..n]] {
+                if let Ok(m) = file_meta(slice) {
+                    assert!(m.data_set_offset <= slice.len());
+                }
+            }
+        }
+    }
 }
 
 /// fuzz/fuzz_targets/volume_nifti.rs over its corpus.

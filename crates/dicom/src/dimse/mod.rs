@@ -7,8 +7,10 @@
 //! tag (group, element: u16 LE), length (u32 LE), value; a set starts with
 //! CommandGroupLength (0000,0000).
 
+mod file_meta;
 mod storage_classes;
 
+pub use file_meta::{FILE_META_HEAD, FileMeta, FileMetaError, MAX_FILE_META, file_meta};
 pub use storage_classes::STORAGE_SOP_CLASSES;
 
 /// A command set that cannot be read, or lacks what its command needs.
