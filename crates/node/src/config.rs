@@ -32,8 +32,15 @@ pub struct Config {
     pub association_timeout_seconds: u64,
     /// Seconds without a PDU after which an association is aborted.
     pub idle_timeout_seconds: u64,
+    /// Seconds a DIMSE message (a command and its data set) may take from its first
+    /// fragment to its last; a peer past it is cut, however it trickles its bytes.
+    pub message_timeout_seconds: u64,
     /// Largest instance accepted (MiB); larger ones are refused (A700, out of resources).
     pub max_instance_mb: u64,
+    /// Memory (MiB) the node may hold for instances being received and checked, across
+    /// all associations and the watch folder; an instance that would pass it is refused
+    /// (A700, out of resources: the peer retries later).
+    pub memory_budget_mb: u64,
     /// Disk quota of the spool (MiB); 0: none. An instance that would exceed it is
     /// refused (A700) and nothing is written.
     pub quota_mb: u64,
@@ -44,6 +51,10 @@ pub struct Config {
     pub rejected: String,
     /// Address of the HTTP API; "" turns it off.
     pub http: String,
+    /// Host names the HTTP API answers to besides its address (and `localhost` on
+    /// loopback), as a browser sends them in `Host`: the cart's DNS name, say. A request
+    /// naming any other host is refused (DNS rebinding).
+    pub http_hosts: Vec<String>,
     /// Bearer token the HTTP API requires on every request; needed when `http` is not a
     /// loopback address.
     pub http_token: String,
@@ -53,6 +64,9 @@ pub struct Config {
     /// A series is complete (its rules' jobs run) after this many seconds without a new
     /// instance.
     pub series_idle_seconds: u64,
+    /// `/api/health` answers 503 when one step of the work thread (a file, a series, a
+    /// job, a send) has run this long: the thread is stuck.
+    pub work_stuck_seconds: u64,
     /// Attempts of a job or a send before it is parked with its error.
     pub max_attempts: u32,
     /// Wait before the first retry (seconds); doubled at each retry, at most an hour.
@@ -221,14 +235,18 @@ impl Default for Config {
             max_associations: 8,
             association_timeout_seconds: 30,
             idle_timeout_seconds: 120,
-            max_instance_mb: 1024,
+            message_timeout_seconds: 600,
+            max_instance_mb: 512,
+            memory_budget_mb: 1024,
             quota_mb: 0,
             inbox: String::new(),
             rejected: String::new(),
             http: "127.0.0.1:8181".into(),
+            http_hosts: Vec::new(),
             http_token: String::new(),
             web_root: String::new(),
             series_idle_seconds: 30,
+            work_stuck_seconds: 1800,
             max_attempts: 8,
             retry_seconds: 5,
             device: Default::default(),
@@ -273,11 +291,23 @@ impl Config {
         if self.max_associations == 0 {
             bail!("max_associations: at least 1");
         }
-        if self.association_timeout_seconds == 0 || self.idle_timeout_seconds == 0 {
-            bail!("association_timeout_seconds and idle_timeout_seconds: at least 1");
+        if self.association_timeout_seconds == 0
+            || self.idle_timeout_seconds == 0
+            || self.message_timeout_seconds == 0
+        {
+            bail!(
+                "association_timeout_seconds, idle_timeout_seconds and message_timeout_seconds: at least 1"
+            );
         }
-        if self.max_instance_mb == 0 {
-            bail!("max_instance_mb: at least 1");
+        if self.max_instance_mb == 0 || self.max_instance_mb > 1 << 20 {
+            bail!("max_instance_mb: 1..=1048576");
+        }
+        if self.memory_budget_mb < self.max_instance_mb {
+            bail!(
+                "memory_budget_mb ({}) must hold one instance of max_instance_mb ({})",
+                self.memory_budget_mb,
+                self.max_instance_mb
+            );
         }
         if self.spool.as_os_str().is_empty() {
             bail!("spool: a folder is needed");
@@ -291,8 +321,14 @@ impl Config {
         if self.threads == Some(0) {
             bail!("threads: at least 1 (absent: all the machine's)");
         }
-        if self.max_attempts == 0 || self.retry_seconds == 0 || self.series_idle_seconds == 0 {
-            bail!("max_attempts, retry_seconds and series_idle_seconds: at least 1");
+        if self.max_attempts == 0
+            || self.retry_seconds == 0
+            || self.series_idle_seconds == 0
+            || self.work_stuck_seconds == 0
+        {
+            bail!(
+                "max_attempts, retry_seconds, series_idle_seconds and work_stuck_seconds: at least 1"
+            );
         }
         for (i, d) in self.destinations.iter().enumerate() {
             if d.name.is_empty() || self.destinations[..i].iter().any(|o| o.name == d.name) {
@@ -403,6 +439,10 @@ impl Config {
     }
 
     /// Spool quota in bytes (None: no quota).
+    pub fn memory_budget_bytes(&self) -> u64 {
+        self.memory_budget_mb.saturating_mul(1 << 20)
+    }
+
     pub fn quota_bytes(&self) -> Option<u64> {
         (self.quota_mb > 0).then_some(self.quota_mb << 20)
     }
@@ -427,6 +467,10 @@ impl Config {
             .filter(|d| rule.send_to.is_empty() || rule.send_to.contains(&d.name))
             .cloned()
             .collect()
+    }
+
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_secs(self.message_timeout_seconds)
     }
 
     pub fn association_timeout(&self) -> Duration {

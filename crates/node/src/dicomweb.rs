@@ -10,7 +10,9 @@ use medfm::dicom::is_uid;
 use serde_json::{Value, json};
 
 use super::http::{Api, Reply, param};
+use super::server::{Answer, CHUNK};
 use super::spool::instances_of;
+use medfm::dicomweb::multipart;
 
 /// Folders of `dir` whose names are UIDs.
 pub(crate) fn uid_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
@@ -227,20 +229,26 @@ pub(crate) fn qido_instances(api: &Api, study: &str, series: &str) -> Result<Rep
 }
 
 /// WADO-RS: a study, a series or an instance as multipart/related application/dicom
-/// (the Part 10 files as stored).
-pub(crate) fn wado(api: &Api, rest: &[&str]) -> Result<Reply> {
+/// (the Part 10 files as stored), streamed: one instance in memory at a time, whatever
+/// the study's size. The boundary is random (128 bits); each file is checked not to hold
+/// it before it goes out, and one that does ends the reply without its close delimiter
+/// (a client sees a truncated body, never a wrong part).
+pub(crate) fn wado(api: &Api, rest: &[&str]) -> Result<Answer> {
     // rest: [study] | [study, "series", series] | [study, "series", series, "instances", sop]
     let names = ["", "series", "", "instances", ""];
     let mut path = api.work.root().to_path_buf();
     for (i, part) in rest.iter().enumerate() {
         if i % 2 == 1 {
             if *part != names[i] {
-                return Ok(Reply::error(404, "no such resource"));
+                return Ok(Answer::Whole(Reply::error(404, "no such resource")));
             }
             continue;
         }
         if !is_uid(part) {
-            return Ok(Reply::error(400, format!("{part:?} is not a UID")));
+            return Ok(Answer::Whole(Reply::error(
+                400,
+                format!("{part:?} is not a UID"),
+            )));
         }
         path = if i == 4 {
             path.join(format!("{part}.dcm"))
@@ -262,18 +270,47 @@ pub(crate) fn wado(api: &Api, rest: &[&str]) -> Result<Reply> {
             .collect()
     };
     if files.is_empty() {
-        return Ok(Reply::error(404, "nothing of that in the spool"));
+        return Ok(Answer::Whole(Reply::error(
+            404,
+            "nothing of that in the spool",
+        )));
     }
-    let bodies: Vec<Vec<u8>> = files
-        .iter()
-        .map(std::fs::read)
-        .collect::<std::io::Result<_>>()?;
-    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
-    let boundary = medfm::dicomweb::multipart::boundary_for(&refs)?;
-    let parts: Vec<(&str, &[u8])> = refs.iter().map(|b| ("application/dicom", *b)).collect();
-    Ok(Reply(
-        200,
-        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
-        medfm::dicomweb::multipart::write(&boundary, &parts),
+    let boundary = multipart::boundary_for(&[])?;
+    let head = hyper::Response::builder()
+        .status(200)
+        .header(
+            "Content-Type",
+            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        )
+        .body(())?;
+    Ok(Answer::Stream(
+        head,
+        Box::new(move |out| {
+            for file in &files {
+                let body = match std::fs::read(file) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(file = %file.display(), "WADO-RS: {e}; reply cut");
+                        return;
+                    }
+                };
+                if !multipart::fits(&boundary, &body) {
+                    tracing::error!(file = %file.display(), "WADO-RS: the file holds the boundary; reply cut");
+                    return;
+                }
+                if !out.send(multipart::part_head(&boundary, "application/dicom")) {
+                    return;
+                }
+                for chunk in body.chunks(CHUNK) {
+                    if !out.send(chunk.to_vec()) {
+                        return;
+                    }
+                }
+                if !out.send(b"\r\n".to_vec()) {
+                    return;
+                }
+            }
+            out.send(multipart::close(&boundary));
+        }),
     ))
 }

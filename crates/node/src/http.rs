@@ -1,30 +1,26 @@
 //! The node's HTTP API (docs/node.md, "HTTP API"): status, the spool's studies, segment
 //! on request, and the spool as a DICOMweb subset (QIDO-RS, WADO-RS, in `dicomweb.rs`)
-//! for viewers. On
-//! 127.0.0.1 by default; bound elsewhere it needs `http_token` (Bearer) on every request.
+//! for viewers. The transport, its limits and its checks (Host, Origin, token) are
+//! `server.rs`; here each request becomes an answer. An error answer has a kind and a
+//! message and never names a file: a 500 says only that the log has the details.
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use dicom_dictionary_std::tags;
+use hyper::{Method, Response};
 use medfm::dicom::is_uid;
 use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::dicomweb::{header, qido_instances, qido_series, qido_studies, text, uid_dirs, wado};
 use super::runner::RunError;
+use super::server::{Answer, CHUNK, Req};
 use super::spool::{Spool, instances_of};
 use super::work::Work;
 use super::{Config, Counters, Stop, scu};
 use medfm::jobs::{PromptSpec, SegmentJob};
-
-/// Requests served at once; more get 503.
-const MAX_REQUESTS: usize = 8;
-/// Largest request body (a segment request is a few hundred bytes).
-const MAX_BODY: u64 = 1 << 20;
 
 /// What the handlers share.
 pub struct Api<'a> {
@@ -59,7 +55,7 @@ fn content_type(path: &Path) -> &'static str {
 /// from the disk (never read whole), with single byte ranges (`Range: bytes=a-b`, `a-`,
 /// `-n`: 206; unsatisfiable: 416; several ranges: the whole file). `/` is index.html; only
 /// plain names (no `..`, no hidden files) are served.
-fn static_file(api: &Api, segments: &[&str], request: &Request) -> Result<FileResponse, Reply> {
+fn static_file(api: &Api, segments: &[&str], req: &Req) -> Result<Answer, Reply> {
     if segments
         .iter()
         .any(|s| s.starts_with('.') || s.contains('\\') || s.contains('%'))
@@ -76,44 +72,50 @@ fn static_file(api: &Api, segments: &[&str], request: &Request) -> Result<FileRe
     let not_found = |_| Reply::error(404, "no such file");
     let mut file = std::fs::File::open(&path).map_err(not_found)?;
     let total = file.metadata().map_err(not_found)?.len();
-    let range = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Range"))
-        .map(|h| byte_range(h.value.as_str(), total));
-    let header = |k: &str, v: &str| Header::from_bytes(k, v.as_bytes()).expect("a header");
-    let mut headers = vec![
-        header("Content-Type", content_type(&path)),
-        header("Accept-Ranges", "bytes"),
-    ];
+    let range = req
+        .headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| byte_range(v, total));
+    let mut head = Response::builder()
+        .header("Content-Type", content_type(&path))
+        .header("Accept-Ranges", "bytes");
     let (status, start, len) = match range {
         None | Some(Ok(None)) => (200, 0, total),
         Some(Ok(Some((start, end)))) => {
-            headers.push(header(
-                "Content-Range",
-                &format!("bytes {start}-{end}/{total}"),
-            ));
+            head = head.header("Content-Range", format!("bytes {start}-{end}/{total}"));
             (206, start, end - start + 1)
         }
         Some(Err(())) => {
-            headers.push(header("Content-Range", &format!("bytes */{total}")));
+            head = head.header("Content-Range", format!("bytes */{total}"));
             (416, 0, 0)
         }
     };
     file.seek(std::io::SeekFrom::Start(start))
         .map_err(|e| Reply::error(500, e))?;
-    let length = usize::try_from(len).map_err(|e| Reply::error(500, e))?;
-    Ok(Response::new(
-        tiny_http::StatusCode(status),
-        headers,
-        file.take(len),
-        Some(length),
-        None,
+    let head = head
+        .status(status)
+        .header("Content-Length", len)
+        .body(())
+        .map_err(|e| Reply::error(500, e))?;
+    let mut file = file.take(len);
+    Ok(Answer::Stream(
+        head,
+        Box::new(move |out| {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if !out.send(buf[..n].to_vec()) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }),
     ))
 }
-
-/// A file of `web_root`, streamed (see [`static_file`]).
-type FileResponse = Response<std::io::Take<std::fs::File>>;
 
 /// The one byte range of a `Range` header over `total` bytes, inclusive: `Ok(None)` to
 /// serve the whole file (not a single `bytes` range), `Err` when unsatisfiable.
@@ -160,142 +162,109 @@ impl Reply {
             v.to_string().into_bytes(),
         )
     }
+    /// An error answer: `{"error": message, "kind": ...}`, the kind by the status.
     pub(crate) fn error(status: u16, message: impl std::fmt::Display) -> Reply {
-        Reply::json(status, &json!({ "error": message.to_string() }))
+        let kind = match status {
+            400 | 408 | 413 | 415 | 416 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            503 => "busy",
+            _ => "internal",
+        };
+        Reply::refusal(status, kind, &message.to_string())
+    }
+
+    pub(crate) fn refusal(status: u16, kind: &str, message: &str) -> Reply {
+        Reply::json(status, &json!({ "error": message, "kind": kind }))
     }
 }
 
-/// Serve until the node is stopped, one thread per request (at most MAX_REQUESTS).
-pub fn serve(server: &Server, api: &Api) {
-    let active = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        while !api.stop.is_stopped() {
-            let request = match server.recv_timeout(Duration::from_millis(200)) {
-                Ok(Some(r)) => r,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!("http: {e}");
-                    continue;
-                }
-            };
-            if active.load(Ordering::SeqCst) >= MAX_REQUESTS {
-                let _ = respond(request, Reply::error(503, "busy: try again"));
-                continue;
-            }
-            active.fetch_add(1, Ordering::SeqCst);
-            let active = &active;
-            scope.spawn(move || {
-                handle(request, api);
-                active.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-}
-
-fn respond(request: Request, reply: Reply) -> std::io::Result<()> {
-    let Reply(status, content_type, body) = reply;
-    let header = Header::from_bytes("Content-Type", content_type.as_bytes()).expect("a header");
-    request.respond(
-        Response::from_data(body)
-            .with_status_code(status)
-            .with_header(header),
-    )
-}
-
-fn handle(mut request: Request, api: &Api) {
-    let method = request.method().clone();
-    let url = request.url().to_string();
-    let reply = if !authorised(&request, api.config) {
-        tracing::warn!(%method, url, "http: refused, no valid token");
-        Reply::error(401, "a valid token is needed (Authorization: Bearer ...)")
+/// Answer one request (on a pool thread of `server.rs`, after its checks).
+pub(crate) fn handle(req: &Req, api: &Api) -> Answer {
+    let (method, url) = (&req.method, &req.path);
+    let segments: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    let web = *method == Method::GET
+        && !api.config.web_root.is_empty()
+        && !matches!(segments.first(), Some(&"api" | &"dicomweb"));
+    let routed = if web {
+        static_file(api, &segments, req).or_else(|reply| Ok(Answer::Whole(reply)))
     } else {
-        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let web = method == Method::Get
-            && !api.config.web_root.is_empty()
-            && !matches!(segments.first(), Some(&"api" | &"dicomweb"));
-        let routed = if web {
-            match static_file(api, &segments, &request) {
-                Ok(file) => {
-                    let _ = request.respond(file);
-                    return;
-                }
-                Err(reply) => Ok(reply),
-            }
-        } else {
-            route(&method, &segments, query, &mut request, api)
-        };
-        routed.unwrap_or_else(|e| {
+        route(method, &segments, &req.query, &req.body, api)
+    };
+    let reply = match routed {
+        Ok(Answer::Whole(reply)) => reply,
+        Ok(stream) => return stream,
+        Err(e) => {
             tracing::error!(%method, url, "http: {e:#}");
-            Reply::error(500, format!("{e:#}"))
-        })
+            Reply::error(500, "internal error: the node's log has the details")
+        }
     };
     if reply.0 >= 400 {
         tracing::info!(%method, url, status = reply.0, "http");
     }
-    let _ = respond(request, reply);
+    Answer::Whole(scrub(reply, api.work.root()))
 }
 
-fn authorised(request: &Request, config: &Config) -> bool {
-    if config.http_token.is_empty() {
-        return true;
+/// An error answer never names the spool's folder (its messages may quote a file of it).
+fn scrub(reply: Reply, root: &Path) -> Reply {
+    let root = root.display().to_string();
+    if reply.0 < 400 || root.is_empty() {
+        return reply;
     }
-    let want = format!("Bearer {}", config.http_token);
-    request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Authorization") && constant_time_eq(h.value.as_str(), &want))
+    let text = String::from_utf8_lossy(&reply.2);
+    if !text.contains(&root) {
+        return reply;
+    }
+    Reply(
+        reply.0,
+        reply.1,
+        text.replace(&root, "<spool>").into_bytes(),
+    )
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-fn route(
-    method: &Method,
-    seg: &[&str],
-    query: &str,
-    request: &mut Request,
-    api: &Api,
-) -> Result<Reply> {
-    Ok(match (method, seg) {
-        (Method::Get, ["api", "health"]) => health(api),
-        (Method::Get, ["api", "studies"]) => studies_summary(api)?,
-        (Method::Post, ["api", "segment"]) => {
-            let mut body = Vec::new();
-            request
-                .as_reader()
-                .take(MAX_BODY)
-                .read_to_end(&mut body)
-                .context("reading the request")?;
-            segment(api, &body)?
-        }
-        (Method::Get, ["api", "search"]) => search(api, query)?,
-        (Method::Get, ["dicomweb", "studies"]) => qido_studies(api, query)?,
-        (Method::Get, ["dicomweb", "studies", study, "series"]) => qido_series(api, study)?,
-        (Method::Get, ["dicomweb", "studies", study, "series", series, "instances"]) => {
+fn route(method: &Method, seg: &[&str], query: &str, body: &[u8], api: &Api) -> Result<Answer> {
+    let (get, post) = (*method == Method::GET, *method == Method::POST);
+    let reply = match seg {
+        ["api", "health"] if get => health(api),
+        ["api", "studies"] if get => studies_summary(api)?,
+        ["api", "segment"] if post => segment(api, body)?,
+        ["api", "search"] if get => search(api, query)?,
+        ["dicomweb", "studies"] if get => qido_studies(api, query)?,
+        ["dicomweb", "studies", study, "series"] if get => qido_series(api, study)?,
+        ["dicomweb", "studies", study, "series", series, "instances"] if get => {
             qido_instances(api, study, series)?
         }
-        (Method::Get, ["dicomweb", "studies", rest @ ..])
-            if (1..=5).contains(&rest.len()) && rest.len() % 2 == 1 =>
+        ["dicomweb", "studies", rest @ ..]
+            if get && (1..=5).contains(&rest.len()) && rest.len() % 2 == 1 =>
         {
-            wado(api, rest)?
+            return wado(api, rest);
         }
-        (Method::Get, _) | (Method::Post, _) => Reply::error(404, "no such resource"),
+        _ if get || post => Reply::error(404, "no such resource"),
         _ => Reply::error(405, "method not allowed"),
-    })
+    };
+    Ok(Answer::Whole(reply))
 }
 
 fn health(api: &Api) -> Reply {
     let c = api.counters.snapshot();
+    let (step, step_s, ended) = api.work.liveness.now();
+    let stuck = step != "idle" && step_s >= api.config.work_stuck_seconds;
+    let (code, status) = match (ended && !api.stop.is_stopped(), stuck) {
+        (true, _) => (503, "work thread ended"),
+        (_, true) => (503, "work thread stuck"),
+        _ => (200, "ok"),
+    };
     Reply::json(
-        200,
+        code,
         &json!({
-            "status": "ok",
+            "status": status,
+            "work": { "step": step, "step_s": step_s, "ended": ended },
+            "memory_budget": {
+                "used_bytes": api.work.budget.used(),
+                "limit_bytes": api.config.memory_budget_bytes(),
+            },
             "version": env!("CARGO_PKG_VERSION"),
             "ae_title": api.config.ae_title,
             "uptime_s": api.started.elapsed().as_secs(),

@@ -28,18 +28,21 @@ type FileState = (u64, SystemTime);
 pub struct Inbox {
     dir: PathBuf,
     rejected: PathBuf,
+    /// Largest file taken (`max_instance_mb`); larger ones are rejected unread.
+    max_bytes: u64,
     /// Files seen: their state and since when it is unchanged.
     seen: Mutex<HashMap<PathBuf, (FileState, Instant)>>,
 }
 
 impl Inbox {
-    pub fn open(dir: &Path, rejected: &Path) -> Result<Inbox> {
+    pub fn open(dir: &Path, rejected: &Path, max_bytes: u64) -> Result<Inbox> {
         super::spool::create_dir(dir).with_context(|| format!("inbox {}", dir.display()))?;
         super::spool::create_dir(rejected)
             .with_context(|| format!("rejected {}", rejected.display()))?;
         Ok(Inbox {
             dir: dir.to_path_buf(),
             rejected: rejected.to_path_buf(),
+            max_bytes,
             seen: Mutex::new(HashMap::new()),
         })
     }
@@ -69,12 +72,37 @@ impl Inbox {
         }
         for f in ready {
             seen.remove(&f);
-            self.take(&f, spool, work, counters);
+            work.liveness_begin(format!("inbox file {}", f.display()));
+            // A panic while importing a file rejects that file, with the panic's message.
+            let taken = super::work::supervised(|| {
+                self.take(&f, spool, work, counters);
+                Ok(())
+            });
+            if let Err(e) = taken
+                && f.exists()
+            {
+                self.reject(&f, &format!("{e:#}"), counters);
+            }
         }
         Ok(())
     }
 
     fn take(&self, path: &Path, spool: &Spool, work: &Work, counters: &Counters) {
+        // No file larger than an instance the node accepts is read into memory.
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > self.max_bytes => {
+                return self.reject(
+                    path,
+                    &format!(
+                        "{} bytes: larger than max_instance_mb ({} bytes)",
+                        m.len(),
+                        self.max_bytes
+                    ),
+                    counters,
+                );
+            }
+            _ => {}
+        }
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
@@ -82,15 +110,20 @@ impl Inbox {
                 return;
             }
         };
-        let ids = match medfm::dicom::identify(&bytes) {
-            Ok(ids) => ids,
-            Err(e) => return self.reject(path, &e.to_string(), counters),
-        };
         // The spool keeps Part 10 files with their preamble.
         let file = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
             bytes
         } else {
             [vec![0u8; 128], bytes].concat()
+        };
+        let ids = match work.check(&file, self.max_bytes) {
+            Ok(ids) => ids,
+            Err(StoreError::Invalid(reason) | StoreError::Mismatch(reason)) => {
+                return self.reject(path, &reason, counters);
+            }
+            Err(e) => {
+                return tracing::warn!(file = %path.display(), "inbox: not imported now: {e}");
+            }
         };
         match work.admit(spool, &ids, &file) {
             Ok(stored) => {
@@ -141,16 +174,19 @@ impl Inbox {
     }
 }
 
-/// Every regular file under `dir` (names starting with `.` left out).
+/// Every regular file under `dir` (names starting with `.` left out). A folder below
+/// `dir` that cannot be listed is logged and skipped: it stops no other file.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let entry = entry?;
+        let Ok(entry) = entry else { continue };
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        let t = entry.file_type()?;
+        let Ok(t) = entry.file_type() else { continue };
         if t.is_dir() {
-            walk(&entry.path(), out)?;
+            if let Err(e) = walk(&entry.path(), out) {
+                tracing::warn!("inbox: {e:#}; its files wait");
+            }
         } else if t.is_file() {
             out.push(entry.path());
         }

@@ -16,6 +16,7 @@ mod records;
 mod runner;
 mod scp;
 mod scu;
+mod server;
 mod spool;
 mod work;
 
@@ -85,6 +86,59 @@ impl Stop {
     }
 }
 
+/// When a connection must have done its current step (Unix ms; 0: no deadline). The
+/// association's thread moves it (negotiation, each message, idle between messages); the
+/// accept loop shuts down the socket of any connection past it, however its peer trickles
+/// bytes (a read timeout alone restarts with every byte).
+#[derive(Default)]
+pub(crate) struct Deadline(AtomicU64);
+
+impl Deadline {
+    /// The step now under way must end within `d`.
+    pub(crate) fn set_in(&self, d: Duration) {
+        self.0.store(
+            now_ms().saturating_add(d.as_millis() as u64),
+            Ordering::SeqCst,
+        );
+    }
+
+    fn passed(&self) -> bool {
+        let d = self.0.load(Ordering::SeqCst);
+        d != 0 && now_ms() > d
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Connections refused as busy and not yet closed (each is answered A-ASSOCIATE-RJ by the
+/// accept loop itself, no thread); more are closed at once.
+const MAX_BUSY: usize = 64;
+
+/// How long a busy connection is kept to read its request after the rejection.
+const BUSY_LINGER: Duration = Duration::from_secs(2);
+
+/// Shut down the sockets of the connections past their deadline (their threads then end
+/// on the next read).
+fn cut_past_deadline(open: &Mutex<Vec<(u64, TcpStream, Arc<Deadline>)>>) {
+    for (_, stream, deadline) in open.lock().expect("lock").iter() {
+        if deadline.passed() {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::warn!(peer, "association past its deadline: closed");
+            // Once: the thread removes it from the list when it ends.
+            deadline.0.store(0, Ordering::SeqCst);
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
 /// Run the node with `config` until `stop` fires, then drain and return.
 pub fn run(config: Config, stop: Stop) -> Result<()> {
     let spool = spool::Spool::open(&config.spool, config.quota_bytes())?;
@@ -95,19 +149,28 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
         },
         config.test_panic_series.clone(),
     );
-    let work = work::Work::open(&config.spool, runner, stop.clone())?;
+    let work = work::Work::open(
+        &config.spool,
+        runner,
+        config.memory_budget_bytes(),
+        stop.clone(),
+    )?;
     let inbox = match config.inbox_dirs() {
-        Some((dir, rejected)) => Some(inbox::Inbox::open(&dir, &rejected)?),
+        Some((dir, rejected)) => Some(inbox::Inbox::open(
+            &dir,
+            &rejected,
+            config.max_instance_bytes(),
+        )?),
         None => None,
     };
     let listener = TcpListener::bind(config.dicom_addr())
         .with_context(|| format!("cannot listen on {}", config.dicom_addr()))?;
     listener.set_nonblocking(true)?;
     let http = match config.http_addr()? {
-        Some(addr) => Some(
-            tiny_http::Server::http(addr)
-                .map_err(|e| anyhow::anyhow!("cannot serve HTTP on {addr}: {e}"))?,
-        ),
+        Some(addr) => Some((
+            TcpListener::bind(addr).with_context(|| format!("cannot serve HTTP on {addr}"))?,
+            server::Hosts::new(addr, &config.http_hosts),
+        )),
         None => None,
     };
     tracing::info!(
@@ -121,7 +184,8 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
     let options = scp::options(&config);
     let counters = Counters::default();
     let active = AtomicUsize::new(0);
-    let open: Mutex<Vec<(u64, TcpStream)>> = Mutex::new(Vec::new());
+    let open: Mutex<Vec<(u64, TcpStream, Arc<Deadline>)>> = Mutex::new(Vec::new());
+    let mut busy: Vec<(TcpStream, Instant)> = Vec::new();
     let next_id = AtomicU64::new(0);
     let api = http::Api {
         config: &config,
@@ -133,12 +197,14 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
     };
     std::thread::scope(|scope| -> Result<()> {
         let worker = scope.spawn(|| work.run(&config, &spool, inbox.as_ref(), &counters));
-        if let Some(server) = &http {
+        if let Some((listener, hosts)) = http {
             tracing::info!(addr = %config.http, "HTTP API listening");
             let api = &api;
-            scope.spawn(move || http::serve(server, api));
+            scope.spawn(move || server::serve(listener, api, hosts));
         }
         while !stop.is_stopped() {
+            cut_past_deadline(&open);
+            scp::linger_busy(&mut busy, BUSY_LINGER);
             let (stream, peer) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -151,27 +217,37 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
                     continue;
                 }
             };
-            stream.set_nonblocking(false)?;
             let _ = stream.set_nodelay(true);
             if active.load(Ordering::SeqCst) >= config.max_associations {
                 tracing::warn!(%peer, max = config.max_associations, "association rejected: max_associations reached");
                 counters.rejected();
-                let timeout = config.association_timeout();
-                scope.spawn(move || scp::reject_busy(stream, timeout));
+                if busy.len() < MAX_BUSY && scp::reject_busy(&stream) {
+                    busy.push((stream, Instant::now()));
+                }
                 continue;
             }
+            stream.set_nonblocking(false)?;
+            // The whole negotiation must end within association_timeout_seconds.
+            let deadline = Arc::new(Deadline::default());
+            deadline.set_in(config.association_timeout());
+            let Ok(clone) = stream.try_clone() else {
+                tracing::warn!(%peer, "cannot watch the connection; closed");
+                continue;
+            };
             active.fetch_add(1, Ordering::SeqCst);
             let id = next_id.fetch_add(1, Ordering::Relaxed);
-            if let Ok(clone) = stream.try_clone() {
-                open.lock().expect("lock").push((id, clone));
-            }
+            open.lock()
+                .expect("lock")
+                .push((id, clone, deadline.clone()));
             let (options, config, spool, work, counters, active, open) =
                 (&options, &config, &spool, &work, &counters, &active, &open);
             scope.spawn(move || {
-                if let Err(e) = scp::serve(stream, options, config, spool, work, counters) {
+                if let Err(e) =
+                    scp::serve(stream, &deadline, options, config, spool, work, counters)
+                {
                     tracing::info!("{e:#}");
                 }
-                open.lock().expect("lock").retain(|(i, _)| *i != id);
+                open.lock().expect("lock").retain(|(i, _, _)| *i != id);
                 active.fetch_sub(1, Ordering::SeqCst);
             });
         }
@@ -183,7 +259,7 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
         while active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        for (_, s) in open.lock().expect("lock").iter() {
+        for (_, s, _) in open.lock().expect("lock").iter() {
             let _ = s.shutdown(Shutdown::Both);
         }
         // The work thread stops after its current job or send.

@@ -21,8 +21,8 @@ use dicom_ul::pdu::{
 };
 
 use super::spool::{Part10, Spool, StoreError, Stored};
-use super::work::Work;
-use super::{Config, Counters};
+use super::work::{Taken, Work};
+use super::{Config, Counters, Deadline};
 use medfm::dimse::{self, Command, STORAGE_SOP_CLASSES, status};
 
 /// The node's association options.
@@ -89,7 +89,7 @@ pub fn options(config: &Config) -> Options {
 
 /// A message being received: its command and the data set so far (behind the Part 10
 /// header of the file it will become).
-struct Pending {
+struct Pending<'b> {
     context: u8,
     command: u16,
     message_id: u16,
@@ -100,11 +100,18 @@ struct Pending {
     received: u64,
     /// Why the instance will be refused, once known before its end (size, header).
     refusal: Option<(u16, String)>,
+    /// Its bytes in the node's memory budget (None once refused).
+    taken: Option<Taken<'b>>,
 }
+
+/// Largest command set accepted (its fragments together): real ones are a few hundred
+/// bytes; a peer sending more is aborted.
+pub const MAX_COMMAND_BYTES: usize = 64 << 10;
 
 /// Serve one connection to its end. Errors are the connection's (logged by the caller).
 pub fn serve(
     stream: TcpStream,
+    deadline: &Deadline,
     options: &Options,
     config: &Config,
     spool: &Spool,
@@ -158,6 +165,8 @@ pub fn serve(
 
     let mut command_bytes = Vec::new();
     let mut pending: Option<Pending> = None;
+    // Between messages: idle_timeout_seconds for the next one to start.
+    deadline.set_in(config.idle_timeout());
     loop {
         let pdu = match association.receive() {
             Ok(pdu) => pdu,
@@ -209,11 +218,22 @@ pub fn serve(
                 let _ = association.abort();
                 bail!("{calling} used presentation context {context}, which was not accepted");
             };
+            // A message (command and data set) must end within message_timeout_seconds
+            // of its first fragment.
+            if command_bytes.is_empty() && pending.is_none() {
+                deadline.set_in(config.message_timeout());
+            }
             match value_type {
                 PDataValueType::Command => {
                     if pending.is_some() {
                         let _ = association.abort();
                         bail!("{calling} sent a command before the previous data set ended");
+                    }
+                    if command_bytes.len() + data.len() > MAX_COMMAND_BYTES {
+                        let _ = association.abort();
+                        bail!(
+                            "{calling} sent a command set over {MAX_COMMAND_BYTES} bytes: aborted"
+                        );
                     }
                     command_bytes.extend_from_slice(&data);
                     if !is_last {
@@ -234,8 +254,12 @@ pub fn serve(
                         abstract_syntax,
                         transfer_syntax,
                         &calling,
+                        work,
                     ) {
-                        Start::Reply(bytes) => send_command(&mut association, context, bytes)?,
+                        Start::Reply(bytes) => {
+                            send_command(&mut association, context, bytes)?;
+                            deadline.set_in(config.idle_timeout());
+                        }
                         Start::Data(p) => pending = Some(*p),
                         Start::Abort(why) => {
                             let _ = association.abort();
@@ -254,23 +278,31 @@ pub fn serve(
                     }
                     p.received += data.len() as u64;
                     if p.refusal.is_none() {
-                        if p.received > config.max_instance_bytes() {
-                            p.file = Vec::new();
-                            p.refusal = Some((
-                                status::OUT_OF_RESOURCES,
-                                format!(
-                                    "instance larger than max_instance_mb ({} MiB)",
-                                    config.max_instance_mb
-                                ),
-                            ));
+                        let refusal = if p.received > config.max_instance_bytes() {
+                            Some(format!(
+                                "instance larger than max_instance_mb ({} MiB)",
+                                config.max_instance_mb
+                            ))
+                        } else if !p.taken.as_mut().is_some_and(|t| t.grow(data.len() as u64)) {
+                            Some("the node's memory budget is in use: try again later".into())
                         } else {
-                            p.file.extend_from_slice(&data);
+                            None
+                        };
+                        match refusal {
+                            // The rest of the data set is read and dropped.
+                            Some(why) => {
+                                p.file = Vec::new();
+                                p.taken = None;
+                                p.refusal = Some((status::OUT_OF_RESOURCES, why));
+                            }
+                            None => p.file.extend_from_slice(&data),
                         }
                     }
                     if is_last {
                         let p = pending.take().expect("pending");
-                        let reply = finish(p, spool, work, &calling, counters);
+                        let reply = finish(p, config, spool, work, &calling, counters);
                         send_command(&mut association, context, reply)?;
+                        deadline.set_in(config.idle_timeout());
                     }
                 }
             }
@@ -278,20 +310,21 @@ pub fn serve(
     }
 }
 
-enum Start {
+enum Start<'b> {
     Reply(Vec<u8>),
-    Data(Box<Pending>),
+    Data(Box<Pending<'b>>),
     Abort(String),
 }
 
 /// What a complete command asks.
-fn start(
+fn start<'b>(
     command: &Command,
     context: u8,
     abstract_syntax: &str,
     transfer_syntax: &str,
     calling: &str,
-) -> Start {
+    work: &'b Work,
+) -> Start<'b> {
     let (Ok(field), Ok(message_id), Ok(has_data)) = (
         command.command_field(),
         command.message_id(),
@@ -318,6 +351,7 @@ fn start(
                 file: Vec::new(),
                 received: 0,
                 refusal: None,
+                taken: work.budget.take(0),
             };
             if sop_class != abstract_syntax {
                 p.refusal = Some((
@@ -346,6 +380,7 @@ fn start(
                 status::UNRECOGNIZED_OPERATION,
                 format!("command 0x{field:04X} is not served by this node"),
             )),
+            taken: None,
         })),
         _ => {
             tracing::warn!(calling, field, "unrecognized command refused");
@@ -362,10 +397,17 @@ fn start(
 }
 
 /// Check and store a complete instance; the response to send.
-fn finish(p: Pending, spool: &Spool, work: &Work, calling: &str, counters: &Counters) -> Vec<u8> {
-    let outcome = match p.refusal {
-        Some(r) => Err(r),
-        None => check_and_store(&p, spool, work),
+fn finish(
+    p: Pending,
+    config: &Config,
+    spool: &Spool,
+    work: &Work,
+    calling: &str,
+    counters: &Counters,
+) -> Vec<u8> {
+    let outcome = match &p.refusal {
+        Some(r) => Err(r.clone()),
+        None => check_and_store(&p, config, spool, work),
     };
     let (code, comment) = match outcome {
         Ok(Stored::New) => {
@@ -409,29 +451,24 @@ fn finish(p: Pending, spool: &Spool, work: &Work, calling: &str, counters: &Coun
     )
 }
 
-fn check_and_store(p: &Pending, spool: &Spool, work: &Work) -> Result<Stored, (u16, String)> {
-    let ids =
-        medfm::dicom::identify(&p.file).map_err(|e| (status::CANNOT_UNDERSTAND, e.to_string()))?;
-    if ids.sop_instance_uid != p.sop_instance {
-        return Err((
-            status::DATA_SET_MISMATCH,
-            format!(
-                "SOPInstanceUID {} differs from the command's {}",
-                ids.sop_instance_uid, p.sop_instance
-            ),
-        ));
-    }
-    if ids.sop_class_uid != p.sop_class {
-        return Err((
-            status::DATA_SET_MISMATCH,
-            format!(
-                "SOPClassUID {} differs from the command's {}",
-                ids.sop_class_uid, p.sop_class
-            ),
-        ));
-    }
-    work.admit(spool, &ids, &p.file).map_err(|e| match e {
+fn check_and_store(
+    p: &Pending,
+    config: &Config,
+    spool: &Spool,
+    work: &Work,
+) -> Result<Stored, (u16, String)> {
+    let ids = work
+        .check(&p.file, config.max_instance_bytes())
+        .map_err(store_status)?;
+    work.admit(spool, &ids, &p.file).map_err(store_status)
+}
+
+/// The DIMSE status and comment of a refusal.
+fn store_status(e: StoreError) -> (u16, String) {
+    match e {
         StoreError::Invalid(m) => (status::CANNOT_UNDERSTAND, m),
+        StoreError::Mismatch(m) => (status::DATA_SET_MISMATCH, m),
+        StoreError::Resources(m) => (status::OUT_OF_RESOURCES, m),
         StoreError::Quota { .. } => (status::OUT_OF_RESOURCES, e.to_string()),
         StoreError::Io(_) => {
             tracing::error!("{e}");
@@ -440,7 +477,7 @@ fn check_and_store(p: &Pending, spool: &Spool, work: &Work) -> Result<Stored, (u
                 "the node cannot write its spool".into(),
             )
         }
-    })
+    }
 }
 
 fn send_command(
@@ -460,15 +497,12 @@ fn send_command(
         .context("cannot send the response")
 }
 
-/// Refuse a connection while the node serves `max_associations` already: read its
-/// association request, answer A-ASSOCIATE-RJ (transient, local limit exceeded).
-pub fn reject_busy(mut stream: TcpStream, timeout: Duration) {
-    let _ = stream.set_read_timeout(Some(timeout));
-    let mut head = [0u8; 6];
-    if stream.read_exact(&mut head).is_ok() {
-        let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]).min(1 << 20);
-        let _ = std::io::copy(&mut (&mut stream).take(len as u64), &mut std::io::sink());
-    }
+/// Refuse a connection while the node serves `max_associations` already, without a
+/// thread: answer A-ASSOCIATE-RJ (transient, local limit exceeded) on the non-blocking
+/// socket and close our side for writing; the accept loop keeps it a moment
+/// ([`linger_busy`]) to read the request, so the peer gets the rejection rather than a
+/// reset. False: the answer could not be written (the connection is dropped).
+pub fn reject_busy(stream: &TcpStream) -> bool {
     let mut out = Vec::new();
     let pdu = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
@@ -476,7 +510,28 @@ pub fn reject_busy(mut stream: TcpStream, timeout: Duration) {
             AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
         ),
     });
-    if dicom_ul::write_pdu(&mut out, &pdu).is_ok() {
-        let _ = stream.write_all(&out);
-    }
+    stream.set_nonblocking(true).is_ok()
+        && dicom_ul::write_pdu(&mut out, &pdu).is_ok()
+        // 10 bytes into a new socket's empty send buffer.
+        && (&*stream).write_all(&out).is_ok()
+        && stream.shutdown(std::net::Shutdown::Write).is_ok()
+}
+
+/// Read and drop what the rejected connections sent; close those done or older than
+/// `linger`.
+pub fn linger_busy(busy: &mut Vec<(TcpStream, std::time::Instant)>, linger: Duration) {
+    let mut buf = [0u8; 4096];
+    busy.retain(|(stream, since)| {
+        if since.elapsed() > linger {
+            return false;
+        }
+        loop {
+            match (&*stream).read(&mut buf) {
+                Ok(0) => return false,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    });
 }

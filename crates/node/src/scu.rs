@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use dicom_ul::ClientAssociationOptions;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
-use medfm::dimse::{self, Command};
+use medfm::dimse::{self, Command, FILE_META_HEAD, FileMeta, MAX_FILE_META, file_meta};
 
 use super::config::Destination;
 
@@ -20,68 +20,6 @@ pub struct Outcome {
     pub file: PathBuf,
     /// Ok, or why the destination did not store it.
     pub result: Result<(), String>,
-}
-
-/// What the file meta says, and where the data set starts.
-struct Part10File {
-    sop_class: String,
-    sop_instance: String,
-    transfer_syntax: String,
-}
-
-/// Read the file meta group of a Part 10 file as the node writes it (preamble, `DICM`,
-/// (0002,0000) first) and return it with the data set's offset.
-fn meta(bytes: &[u8]) -> Result<(Part10File, usize)> {
-    if bytes.len() < 144
-        || &bytes[128..132] != b"DICM"
-        || bytes[132..140] != [2, 0, 0, 0, b'U', b'L', 4, 0]
-    {
-        bail!("not a Part 10 file with a file meta group length");
-    }
-    let len = u32::from_le_bytes(bytes[140..144].try_into().expect("4 bytes")) as usize;
-    let end = 144usize
-        .checked_add(len)
-        .filter(|e| *e <= bytes.len())
-        .context("file meta longer than the file")?;
-    let (mut class, mut instance, mut ts) = (None, None, None);
-    let mut pos = 144;
-    while pos + 8 <= end {
-        let element = u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]);
-        let vr = &bytes[pos + 4..pos + 6];
-        let (value_at, value_len) = if matches!(vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT") {
-            let l =
-                u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().expect("4 bytes")) as usize;
-            (pos + 12, l)
-        } else {
-            (
-                pos + 8,
-                u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as usize,
-            )
-        };
-        let value = bytes
-            .get(value_at..value_at + value_len)
-            .context("file meta element past its group")?;
-        let text = || {
-            String::from_utf8_lossy(value)
-                .trim_end_matches(['\0', ' '])
-                .to_string()
-        };
-        match element {
-            0x0002 => class = Some(text()),
-            0x0003 => instance = Some(text()),
-            0x0010 => ts = Some(text()),
-            _ => {}
-        }
-        pos = value_at + value_len;
-    }
-    Ok((
-        Part10File {
-            sop_class: class.context("no MediaStorageSOPClassUID")?,
-            sop_instance: instance.context("no MediaStorageSOPInstanceUID")?,
-            transfer_syntax: ts.context("no TransferSyntaxUID")?,
-        },
-        end,
-    ))
 }
 
 /// Send `files` to `dest`, in as many associations as their (SOP class, transfer syntax)
@@ -126,18 +64,16 @@ pub fn send(
 
 /// The file meta of a file, reading only its first bytes (preamble, `DICM`, the group):
 /// the whole file is read once, when it is sent.
-fn read_meta(file: &Path) -> Result<Part10File> {
+fn read_meta(file: &Path) -> Result<FileMeta> {
     use std::io::Read;
-    let mut f =
-        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut head = vec![0u8; 144];
-    f.read_exact(&mut head)
-        .with_context(|| format!("{}: not a Part 10 file (too short)", file.display()))?;
-    let group = u32::from_le_bytes(head[140..144].try_into().expect("4 bytes")).min(1 << 20);
-    f.take(group as u64)
+    let f = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut head = Vec::new();
+    // Whatever the group length says: the group is read up to its first element of
+    // another group, within MAX_FILE_META bytes (and a few of the data set).
+    f.take((FILE_META_HEAD + MAX_FILE_META + 16) as u64)
         .read_to_end(&mut head)
         .with_context(|| format!("cannot read {}", file.display()))?;
-    Ok(meta(&head).with_context(|| file.display().to_string())?.0)
+    file_meta(&head).with_context(|| file.display().to_string())
 }
 
 fn send_batch(
@@ -186,9 +122,24 @@ fn send_batch(
             });
             continue;
         };
-        let bytes =
-            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let (head, offset) = meta(&bytes)?;
+        // A file that cannot be read is that file's failure, not the association's.
+        let read = std::fs::read(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))
+            .and_then(|b| match file_meta(&b) {
+                Ok(m) => Ok((b, m)),
+                Err(e) => Err(format!("{}: {e}", file.display())),
+            });
+        let (bytes, head) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                outcomes.push(Outcome {
+                    file: file.clone(),
+                    result: Err(e),
+                });
+                continue;
+            }
+        };
+        let offset = head.data_set_offset;
         let message_id = (i % 0xFFFF) as u16 + 1;
         a.send(&Pdu::PData {
             data: vec![PDataValue {

@@ -38,6 +38,12 @@ pub enum StoreError {
     Quota { quota: u64, used: u64, len: u64 },
     #[error("{0}")]
     Invalid(String),
+    /// The data set names another instance than its command or file meta (A900).
+    #[error("{0}")]
+    Mismatch(String),
+    /// The node's memory budget or size limits (status A700; the peer may retry).
+    #[error("{0}")]
+    Resources(String),
     #[error("cannot write the spool: {0:#}")]
     Io(anyhow::Error),
 }

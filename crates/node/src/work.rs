@@ -124,11 +124,134 @@ pub struct Work {
     pub runner: ModelRunner,
     /// The last errors of jobs and sends (newest last), for the status.
     pub errors: Mutex<std::collections::VecDeque<String>>,
+    /// The work thread's liveness, for `/api/health`.
+    pub liveness: Liveness,
+    /// The node's memory budget (`memory_budget_mb`).
+    pub budget: Budget,
     stop: Stop,
 }
 
+/// Deflated Explicit VR Little Endian.
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+/// The node-wide memory budget: bytes of instances being received and of deflated data
+/// sets being checked, across all associations and the watch folder.
+pub struct Budget {
+    used: std::sync::atomic::AtomicU64,
+    limit: u64,
+}
+
+/// Bytes taken from the [`Budget`]; given back when dropped.
+pub struct Taken<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Budget {
+        Budget {
+            used: Default::default(),
+            limit,
+        }
+    }
+
+    /// Take `bytes`, or None when that would pass the limit.
+    pub fn take(&self, bytes: u64) -> Option<Taken<'_>> {
+        let mut t = Taken {
+            budget: self,
+            bytes: 0,
+        };
+        t.grow(bytes).then_some(t)
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Taken<'_> {
+    /// Take `more` bytes too; false (and nothing taken) when that would pass the limit.
+    pub fn grow(&mut self, more: u64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let ok = self
+            .budget
+            .used
+            .fetch_update(SeqCst, SeqCst, |u| {
+                u.checked_add(more).filter(|n| *n <= self.budget.limit)
+            })
+            .is_ok();
+        if ok {
+            self.bytes += more;
+        }
+        ok
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.budget
+            .used
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// What the work thread is doing and since when: `/api/health` reports it and turns 503
+/// when the thread has ended or one step has run past its bound.
+#[derive(Default)]
+pub struct Liveness {
+    /// The step under way ("idle" between passes) and when it began (Unix ms).
+    step: Mutex<(String, u64)>,
+    /// The thread has left its loop (only at stop; a panic inside is caught per item).
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl Liveness {
+    fn begin(&self, step: impl Into<String>) {
+        *self.step.lock().unwrap_or_else(|p| p.into_inner()) = (step.into(), now_ms());
+    }
+
+    /// `(step, seconds in it, ended)`.
+    pub fn now(&self) -> (String, u64, bool) {
+        let (step, since) = self.step.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (
+            step,
+            now_ms().saturating_sub(since) / 1000,
+            self.ended.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Run `f`; a panic inside becomes an error with its message, so one item's bug is that
+/// item's recorded failure and the loop goes on.
+pub fn supervised<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            Err(anyhow::anyhow!("internal error (a panic): {message}"))
+        }
+    }
+}
+
 impl Work {
-    pub fn open(root: &std::path::Path, runner: ModelRunner, stop: Stop) -> Result<Work> {
+    pub fn open(
+        root: &std::path::Path,
+        runner: ModelRunner,
+        budget: u64,
+        stop: Stop,
+    ) -> Result<Work> {
         let state = root.join(".node");
         let work = Work {
             root: root.to_path_buf(),
@@ -140,6 +263,8 @@ impl Work {
             open: Mutex::new(HashMap::new()),
             runner,
             errors: Mutex::new(std::collections::VecDeque::new()),
+            liveness: Liveness::default(),
+            budget: Budget::new(budget),
             stop,
         };
         // Work folders of the versions that ran models in child processes.
@@ -206,7 +331,47 @@ impl Work {
         Ok(freed)
     }
 
-    /// Put a checked instance into the spool, as C-STORE and the watch folder both do:
+    /// Check a Part 10 file before it is admitted, as C-STORE and the watch folder both
+    /// do: its file meta group is one the outbox can read (a file it cannot send is
+    /// refused now, with the reason, rather than failing every send later); a deflated
+    /// data set inflates to at most `max_bytes` (counted without keeping it), and the two
+    /// inflated copies the check makes are taken from the node's memory budget while it
+    /// runs; the whole data set parses and its UIDs match the file meta.
+    pub fn check(&self, file: &[u8], max_bytes: u64) -> Result<InstanceIds, StoreError> {
+        let meta = medfm::dimse::file_meta(file).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let _inflated = if meta.transfer_syntax == DEFLATED {
+            use std::io::Read;
+            let stream = flate2::read::DeflateDecoder::new(&file[meta.data_set_offset..]);
+            let n = std::io::copy(&mut stream.take(max_bytes + 1), &mut std::io::sink())
+                .map_err(|e| StoreError::Invalid(format!("the deflated data set: {e}")))?;
+            if n > max_bytes {
+                // Never fits: refused for good (the watch folder rejects the file).
+                return Err(StoreError::Invalid(format!(
+                    "the deflated data set inflates past max_instance_mb ({max_bytes} bytes)"
+                )));
+            }
+            Some(self.budget.take(2 * n).ok_or_else(|| {
+                StoreError::Resources("the node's memory budget is in use: try again later".into())
+            })?)
+        } else {
+            None
+        };
+        let ids = medfm::dicom::identify(file).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        // For a C-STORE the file meta is the command's.
+        for (name, data_set, meta) in [
+            ("SOPInstanceUID", &ids.sop_instance_uid, &meta.sop_instance),
+            ("SOPClassUID", &ids.sop_class_uid, &meta.sop_class),
+        ] {
+            if data_set != meta {
+                return Err(StoreError::Mismatch(format!(
+                    "{name} {data_set} differs from the command's (file meta's) {meta}"
+                )));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Put a checked instance ([`Work::check`]) into the spool, as C-STORE and the watch folder both do:
     /// its series is opened (durably) before the instance is stored, so a crash in between
     /// leaves an open series without this instance, never an instance without its series;
     /// an instance over the quota first makes room ([`Work::evict`]) and is tried once more.
@@ -290,6 +455,11 @@ impl Work {
         })
     }
 
+    /// Mark the step the work thread begins (for `/api/health`).
+    pub fn liveness_begin(&self, step: String) {
+        self.liveness.begin(step);
+    }
+
     /// The spool root.
     pub fn root(&self) -> &std::path::Path {
         &self.root
@@ -315,7 +485,9 @@ impl Work {
         Ok(())
     }
 
-    /// Complete the series idle long enough: write their jobs, close their records.
+    /// Complete the series idle long enough: write their jobs, close their records. A
+    /// series that fails (its first instance unreadable is not a failure: it gets no jobs)
+    /// is logged, kept in the status' errors and tried again after its idle time.
     fn complete_idle(&self, config: &Config) -> Result<()> {
         let mut open = self.open.lock().expect("lock");
         let idle: Vec<_> = open
@@ -324,50 +496,88 @@ impl Work {
             .map(|(k, _)| k.clone())
             .collect();
         for (study, series) in idle {
-            let dir = self.root.join(&study).join(&series);
-            let first = super::spool::instances_of(&dir)?.into_iter().next();
-            let ids = match first.map(|p| {
-                std::fs::read(&p)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|b| Ok(medfm::dicom::identify(&b)?))
-            }) {
-                Some(Ok(ids)) => Some(ids),
-                Some(Err(e)) => {
-                    tracing::warn!(
-                        study,
-                        series,
-                        "series complete, but its first instance is unreadable: {e:#}"
-                    );
-                    None
+            self.liveness.begin(format!("completing series {series}"));
+            match supervised(|| self.complete(config, &study, &series)) {
+                Ok(jobs) => {
+                    tracing::info!(study, series, jobs, "series complete");
+                    open.remove(&(study, series));
                 }
-                None => None,
-            };
-            let mut jobs = 0;
-            if let Some(ids) = ids {
-                for rule in &config.rules {
-                    if !rule.matches(&ids) {
-                        continue;
-                    }
-                    for kind in &rule.jobs {
-                        self.jobs.put(
-                            &new_id(),
-                            &Job {
-                                kind: *kind,
-                                study: study.clone(),
-                                series: series.clone(),
-                                rule: RuleRef::Key(rule.key()),
-                                tries: Attempts::default(),
-                            },
-                        )?;
-                        jobs += 1;
-                    }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    tracing::error!(study, series, "series completion failed: {e}");
+                    self.note_error(format!("completion of series {series}: {e}"));
+                    open.insert((study, series), Instant::now());
                 }
             }
-            tracing::info!(study, series, jobs, "series complete");
-            self.series.remove(&series_name(&study, &series))?;
-            open.remove(&(study, series));
         }
         Ok(())
+    }
+
+    /// Write the jobs of a complete series, close its record; how many jobs.
+    fn complete(&self, config: &Config, study: &str, series: &str) -> Result<usize> {
+        let dir = self.root.join(study).join(series);
+        let first = super::spool::instances_of(&dir)?.into_iter().next();
+        let ids = match first.map(|p| {
+            std::fs::read(&p)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(medfm::dicom::identify(&b)?))
+        }) {
+            Some(Ok(ids)) => Some(ids),
+            Some(Err(e)) => {
+                tracing::warn!(
+                    study,
+                    series,
+                    "series complete, but its first instance is unreadable: {e:#}"
+                );
+                None
+            }
+            None => None,
+        };
+        let mut jobs = 0;
+        if let Some(ids) = ids {
+            for rule in &config.rules {
+                if !rule.matches(&ids) {
+                    continue;
+                }
+                for kind in &rule.jobs {
+                    self.jobs.put(
+                        &new_id(),
+                        &Job {
+                            kind: *kind,
+                            study: study.to_string(),
+                            series: series.to_string(),
+                            rule: RuleRef::Key(rule.key()),
+                            tries: Attempts::default(),
+                        },
+                    )?;
+                    jobs += 1;
+                }
+            }
+        }
+        self.series.remove(&series_name(study, series))?;
+        Ok(jobs)
+    }
+
+    /// Read record `name` of `records`; one that cannot be read is parked as it is (its
+    /// text and why), so it stops no other record. None then.
+    fn read_record<T: serde::de::DeserializeOwned>(
+        &self,
+        records: &Records,
+        name: &str,
+    ) -> Option<T> {
+        match records.get::<T>(name) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let e = format!("{e:#}");
+                tracing::error!(record = name, "unreadable record parked: {e}");
+                self.note_error(format!("record {name}: {e}"));
+                let parked = serde_json::json!({ "unreadable": true, "error": e });
+                if let Err(e) = records.move_to(name, &self.parked, &parked) {
+                    tracing::error!(record = name, "cannot park it: {e:#}");
+                }
+                None
+            }
+        }
     }
 
     /// Run the jobs that are due, oldest first.
@@ -376,11 +586,14 @@ impl Work {
             if self.stop.is_stopped() {
                 break;
             }
-            let job: Job = self.jobs.get(&name)?;
+            let Some(job) = self.read_record::<Job>(&self.jobs, &name) else {
+                continue;
+            };
             if job.tries.not_before > now_unix() {
                 continue;
             }
-            match self.run_job(config, spool, &job) {
+            self.liveness.begin(job.about());
+            match supervised(|| self.run_job(config, spool, &job)) {
                 Ok(()) => self.jobs.remove(&name)?,
                 Err(e) => self.failed(config, &self.jobs, &name, job, format!("{e:#}"))?,
             }
@@ -536,10 +749,13 @@ impl Work {
             if self.stop.is_stopped() {
                 break;
             }
-            let mut send: Send = self.outbox.get(&name)?;
+            let Some(mut send) = self.read_record::<Send>(&self.outbox, &name) else {
+                continue;
+            };
             if send.tries.not_before > now_unix() {
                 continue;
             }
+            self.liveness.begin(send.about());
             let result = match config
                 .destinations
                 .iter()
@@ -552,7 +768,9 @@ impl Work {
                 Some(dest) => {
                     let files: Vec<PathBuf> =
                         send.files.iter().map(|f| self.root.join(f)).collect();
-                    scu::send(dest, &config.ae_title, &files, config.association_timeout())
+                    supervised(|| {
+                        scu::send(dest, &config.ae_title, &files, config.association_timeout())
+                    })
                 }
             };
             let failed: Vec<(PathBuf, String)> = match result {
@@ -592,7 +810,9 @@ impl Work {
     }
 
     /// The loop of the work thread: watch folder, series completion, jobs, outbox, until
-    /// the node is stopped.
+    /// the node is stopped. Each file, series, job and send runs inside [`supervised`]: a
+    /// panic or an error is that item's recorded failure; the pass itself is supervised
+    /// too, so nothing ends the loop but the stop.
     pub fn run(
         &self,
         config: &Config,
@@ -601,22 +821,40 @@ impl Work {
         counters: &super::Counters,
     ) {
         while !self.stop.is_stopped() {
-            if let Some(inbox) = inbox
-                && let Err(e) = inbox.scan(spool, self, counters)
-            {
-                tracing::error!("inbox: {e:#}");
-            }
-            for (what, r) in [
-                ("series completion", self.complete_idle(config)),
-                ("jobs", self.run_jobs(config, spool)),
-                ("outbox", self.send_due(config)),
-            ] {
-                if let Err(e) = r {
-                    tracing::error!("{what}: {e:#}");
+            let pass = supervised(|| {
+                if let Some(inbox) = inbox {
+                    self.liveness.begin("inbox scan");
+                    if let Err(e) = inbox.scan(spool, self, counters) {
+                        tracing::error!("inbox: {e:#}");
+                        self.note_error(format!("inbox: {e:#}"));
+                    }
                 }
+                for (what, step) in [
+                    (
+                        "series completion",
+                        &(|| self.complete_idle(config)) as &dyn Fn() -> Result<()>,
+                    ),
+                    ("jobs", &|| self.run_jobs(config, spool)),
+                    ("outbox", &|| self.send_due(config)),
+                ] {
+                    self.liveness.begin(what);
+                    if let Err(e) = step() {
+                        tracing::error!("{what}: {e:#}");
+                        self.note_error(format!("{what}: {e:#}"));
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = pass {
+                tracing::error!("work pass: {e:#}");
+                self.note_error(format!("work pass: {e:#}"));
             }
+            self.liveness.begin("idle");
             std::thread::sleep(Duration::from_millis(200));
         }
+        self.liveness
+            .ended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

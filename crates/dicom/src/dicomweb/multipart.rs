@@ -394,12 +394,27 @@ impl Parser {
 pub fn write(boundary: &str, parts: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|(_, b)| b.len() + 128).sum());
     for (ct, body) in parts {
-        out.extend_from_slice(format!("--{boundary}\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
+        out.extend_from_slice(&part_head(boundary, ct));
         out.extend_from_slice(body);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out.extend_from_slice(&close(boundary));
     out
+}
+
+/// What goes before a part's body (a streaming writer sends it, the body, then `\r\n`).
+pub fn part_head(boundary: &str, content_type: &str) -> Vec<u8> {
+    format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n").into_bytes()
+}
+
+/// The close delimiter, after the last part.
+pub fn close(boundary: &str) -> Vec<u8> {
+    format!("--{boundary}--\r\n").into_bytes()
+}
+
+/// Whether `body` may be a part under `boundary` (the boundary does not occur in it).
+pub fn fits(boundary: &str, body: &[u8]) -> bool {
+    memmem::find(body, boundary.as_bytes()).is_none()
 }
 
 /// A boundary that occurs in none of `bodies`: `medfm-` and random hex.
@@ -409,10 +424,7 @@ pub fn boundary_for(bodies: &[&[u8]]) -> Result<String, Error> {
         getrandom::fill(&mut b)
             .map_err(|e| Error::Multipart(format!("no randomness for a boundary: {e}")))?;
         let boundary = format!("medfm-{}", hex(&b));
-        if bodies
-            .iter()
-            .all(|body| memmem::find(body, boundary.as_bytes()).is_none())
-        {
+        if bodies.iter().all(|body| fits(&boundary, body)) {
             return Ok(boundary);
         }
     }
