@@ -583,3 +583,63 @@ fn a_full_spool_evicts_the_oldest_sent_study_only() {
     assert_eq!(spool_files(&node.spool()).len(), 22);
     assert!(node.log().contains("evicted"), "{}", node.log());
 }
+
+/// A study whose MR series the rules forward and whose OT series no rule sends (issue 34,
+/// item 5: "sent" was per study, so the OT series went with it): under the quota the
+/// delivered series makes room and the other is kept whole.
+#[test]
+fn eviction_keeps_every_series_never_delivered() {
+    use dicom_core::VR;
+    use dicom_dictionary_std::tags;
+    let pacs_port = free_port();
+    let node = Node::start(
+        "evict-series",
+        &format!("quota_mb = 3\n{}", forward_config(pacs_port)),
+    );
+    let pacs = StoreScp::start(&node.dir.join("pacs"), pacs_port);
+    let mixed = brain_study(4, &node.dir);
+    let root = "1.2.826.0.1.3680043.9.7781.4";
+    let other: Vec<PathBuf> = mixed
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let bytes = edited(f, |o| {
+                o.put_str(
+                    tags::SERIES_INSTANCE_UID,
+                    VR::UI,
+                    format!("{root}.5").as_str(),
+                );
+                o.put_str(tags::MODALITY, VR::CS, "OT");
+                let sop = format!("{root}.6.{}", i + 1);
+                o.put_str(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str());
+                o.meta_mut().media_storage_sop_instance_uid = sop;
+            });
+            let p = node.dir.join(format!("ot-{i}.dcm"));
+            std::fs::write(&p, bytes).unwrap();
+            p
+        })
+        .collect();
+    node.send_ok(&mixed);
+    node.send_ok(&other);
+    wait_for(60, "the MR series at the PACS", || {
+        pacs.received().len() == 11
+    });
+    wait_for(30, "an empty outbox", || outbox_len(&node) == 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (mr, ot) = (
+        node.spool().join(format!("{root}.1/{root}.2")),
+        node.spool().join(format!("{root}.1/{root}.5")),
+    );
+    assert!(mr.exists() && ot.exists());
+    // 1.4 MB more does not fit in 3 MiB beside 2.8 MB: the delivered series makes room.
+    let out = node.storescu(CALLING, &brain_study(5, &node.dir));
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!text.contains("OutOfResources"), "{text}");
+    assert!(!mr.exists(), "the delivered series makes room");
+    assert_eq!(
+        spool_files(&ot).len(),
+        11,
+        "the series never sent is kept whole"
+    );
+    assert!(node.log().contains("evicted"), "{}", node.log());
+}

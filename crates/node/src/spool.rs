@@ -110,41 +110,47 @@ impl Spool {
             .join(format!("{}.dcm", ids.sop_instance_uid)))
     }
 
-    /// The spool's studies, oldest first (by the newest modification time of their
-    /// instances).
-    pub fn studies_by_age(&self) -> Result<Vec<String>> {
+    /// The spool's series as (study, series), oldest first (by the newest modification
+    /// time of their instances).
+    pub fn series_by_age(&self) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         for study in read_dirs(&self.root)? {
-            let mut newest = std::time::SystemTime::UNIX_EPOCH;
+            let Some(study_uid) = study.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
             for series in read_dirs(&study)? {
+                let mut newest = std::time::SystemTime::UNIX_EPOCH;
                 for f in instances_of(&series)? {
                     if let Ok(t) = fs::metadata(&f).and_then(|m| m.modified()) {
                         newest = newest.max(t);
                     }
                 }
-            }
-            if let Some(name) = study.file_name().and_then(|n| n.to_str()) {
-                out.push((newest, name.to_string()));
+                if let Some(name) = series.file_name().and_then(|n| n.to_str()) {
+                    out.push((newest, study_uid.to_string(), name.to_string()));
+                }
             }
         }
         out.sort();
-        Ok(out.into_iter().map(|(_, s)| s).collect())
+        Ok(out.into_iter().map(|(_, st, se)| (st, se)).collect())
     }
 
-    /// Remove a study (every instance) and give its bytes back to the quota.
-    pub fn remove_study(&self, study: &str) -> Result<u64> {
-        if !is_uid(study) {
-            bail!("{study:?} is not a UID");
+    /// Remove a series (every instance; its study's folder too when that is left empty)
+    /// and give its bytes back to the quota.
+    pub fn remove_series(&self, study: &str, series: &str) -> Result<u64> {
+        if !is_uid(study) || !is_uid(series) {
+            bail!("{study:?}/{series:?}: not UIDs");
         }
-        let dir = self.root.join(study);
-        let mut bytes = 0;
-        for series in read_dirs(&dir)? {
-            for f in instances_of(&series)? {
-                bytes += fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-            }
-        }
+        let study_dir = self.root.join(study);
+        let dir = study_dir.join(series);
+        let bytes: u64 = instances_of(&dir)?
+            .iter()
+            .map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            .sum();
         fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-        sync_dir(&self.root)?;
+        sync_dir(&study_dir)?;
+        if read_dirs(&study_dir)?.is_empty() && fs::remove_dir(&study_dir).is_ok() {
+            sync_dir(&self.root)?;
+        }
         let mut used = self.used.lock().expect("spool lock");
         *used = used.saturating_sub(bytes);
         Ok(bytes)

@@ -116,7 +116,9 @@ pub struct Work {
     jobs: Records,
     outbox: Records,
     parked: Records,
-    /// Studies every send of which completed (eviction may remove them).
+    /// Series (`<study>_<series>`) a send of which completed: eviction may remove them
+    /// when nothing of theirs is pending. (Records of whole studies, from before, name
+    /// no series and are ignored: those studies are kept.)
     sent: Records,
     /// Open series and when their last instance arrived.
     open: Mutex<HashMap<(String, String), Instant>>,
@@ -286,28 +288,31 @@ impl Work {
         Ok(work)
     }
 
-    /// Make room for `needed` bytes: remove the oldest studies that were sent and have
+    /// Make room for `needed` bytes: remove the oldest series that were delivered (every
+    /// send of their instances, or of the SEG that is the series, completed) and have
     /// nothing pending (no open series, no job, no send waiting or parked), until enough
-    /// is free. Studies never sent are never removed. The bytes freed.
+    /// is free. A series never delivered (no rule forwards it, a SEG without a
+    /// destination, a send still failing) is never removed. The bytes freed.
     pub fn evict(&self, spool: &Spool, needed: u64) -> Result<u64> {
-        // Arrivals wait: a study receiving an instance has an open series, so it is kept.
+        // Arrivals wait: a series receiving an instance is open, so it is kept.
         let open = self.open.lock().expect("lock");
-        let mut pending: Vec<String> = open.keys().map(|(study, _)| study.clone()).collect();
+        let mut pending: Vec<String> = open.keys().map(|(st, se)| series_name(st, se)).collect();
         for name in self.jobs.names()? {
             if let Ok(job) = self.jobs.get::<Job>(&name) {
-                pending.push(job.study);
+                pending.push(series_name(&job.study, &job.series));
             }
         }
         for records in [&self.outbox, &self.parked] {
             for name in records.names()? {
                 if let Ok(v) = records.get::<serde_json::Value>(&name) {
-                    // A parked job names its study; a send, its files.
-                    if let Some(s) = v["study"].as_str() {
-                        pending.push(s.to_string());
+                    // A parked job names its series; a send, its files.
+                    if let (Some(st), Some(se)) = (v["study"].as_str(), v["series"].as_str()) {
+                        pending.push(series_name(st, se));
                     }
                     for f in v["files"].as_array().into_iter().flatten() {
-                        if let Some(study) = f.as_str().and_then(|p| p.split('/').next()) {
-                            pending.push(study.to_string());
+                        let mut parts = f.as_str().unwrap_or("").split('/');
+                        if let (Some(st), Some(se)) = (parts.next(), parts.next()) {
+                            pending.push(series_name(st, se));
                         }
                     }
                 }
@@ -315,17 +320,23 @@ impl Work {
         }
         let sent = self.sent.names()?;
         let mut freed = 0;
-        for study in spool.studies_by_age()? {
+        for (study, series) in spool.series_by_age()? {
             if freed >= needed {
                 break;
             }
-            if !sent.contains(&study) || pending.contains(&study) {
+            let name = series_name(&study, &series);
+            if !sent.contains(&name) || pending.contains(&name) {
                 continue;
             }
-            let bytes = spool.remove_study(&study)?;
-            self.sent.remove(&study)?;
+            let bytes = spool.remove_series(&study, &series)?;
+            self.sent.remove(&name)?;
             freed += bytes;
-            tracing::info!(study, bytes, "evicted (sent, nothing pending) to make room");
+            tracing::info!(
+                study,
+                series,
+                bytes,
+                "evicted (delivered, nothing pending) to make room"
+            );
         }
         drop(open);
         Ok(freed)
@@ -786,14 +797,18 @@ impl Work {
                     files = send.files.len(),
                     "sent"
                 );
-                let mut studies: Vec<&str> = send
+                // Delivered: each series of the files (forwarded instances, or a SEG).
+                let mut series: Vec<String> = send
                     .files
                     .iter()
-                    .filter_map(|f| f.iter().next().and_then(|c| c.to_str()))
+                    .filter_map(|f| {
+                        let mut c = f.iter().filter_map(|c| c.to_str());
+                        Some(series_name(c.next()?, c.next()?))
+                    })
                     .collect();
-                studies.dedup();
-                for study in studies {
-                    self.sent.put(study, &now_unix())?;
+                series.dedup();
+                for name in series {
+                    self.sent.put(&name, &now_unix())?;
                 }
                 self.outbox.remove(&name)?;
                 continue;
