@@ -174,11 +174,12 @@ impl Spool {
         let len = file.len() as u64;
         self.reserve(len)?;
         let result = self.write(&path, file);
-        if result.is_err() {
+        if !matches!(result, Ok(Stored::New)) {
+            // Not stored (an error), or stored by a concurrent copy first: its bytes
+            // are not this one's.
             *self.used.lock().expect("spool lock") -= len;
         }
-        result.map_err(StoreError::Io)?;
-        Ok(Stored::New)
+        result.map_err(StoreError::Io)
     }
 
     fn reserve(&self, len: u64) -> Result<(), StoreError> {
@@ -196,7 +197,9 @@ impl Spool {
         Ok(())
     }
 
-    fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+    /// Write `bytes` durably to a new file at `path`: New; Duplicate when a concurrent
+    /// store of the same instance put it there first (linked, never replaced).
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<Stored> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.root.join(TMP).join(format!(
             "{}.{}.{n}.part",
@@ -220,9 +223,24 @@ impl Spool {
                 sync_dir(parent)?;
             }
         }
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
-        sync_dir(series_dir)
+        // A hard link never replaces: of two stores of one instance at once, one links and
+        // the other finds it there (and counts nothing against the quota).
+        // (A file system without hard links, FAT say, gets the rename, and the race.)
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => {
+                let _ = fs::remove_file(&tmp);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(&tmp);
+                sync_dir(series_dir)?;
+                return Ok(Stored::Duplicate);
+            }
+            Err(_) => fs::rename(&tmp, path).with_context(|| {
+                format!("cannot move {} to {}", tmp.display(), path.display())
+            })?,
+        }
+        sync_dir(series_dir)?;
+        Ok(Stored::New)
     }
 }
 
@@ -392,6 +410,34 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path().join(TMP)).unwrap().count(), 0);
         assert_eq!(again.used(), 6);
         assert_eq!(instances(dir.path()).unwrap(), vec![path]);
+    }
+
+    /// Eight stores of one instance at once, for 40 instances: each stored once, the
+    /// quota counting its bytes once (two copies used to race between the existence
+    /// check and the rename, and both counted).
+    #[test]
+    fn concurrent_stores_of_one_instance_count_once() {
+        let root = std::env::temp_dir().join(format!("medfm-spool-race-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let spool = Spool::open(&root, None).unwrap();
+        let file = vec![7u8; 4096];
+        for k in 0..40 {
+            let ids = ids("1.2.3", &format!("1.2.3.{k}"));
+            let new = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| spool.store(&ids, &file).unwrap()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .filter(|r| *r == Stored::New)
+                    .count()
+            });
+            assert_eq!(new, 1, "instance {k} stored {new} times");
+            assert_eq!(spool.used(), (k + 1) * 4096, "after instance {k}");
+        }
+        assert_eq!(instances(&root).unwrap().len(), 40);
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]
