@@ -473,3 +473,35 @@ fn propagation_edges_extent_zero_and_one_slice() {
     );
     std::fs::remove_file(&out).ok();
 }
+
+/// A DICOMweb server that answers a response head and then stalls (issue 34: the client
+/// had only a connect timeout, so `medfm query` waited forever): the command fails with
+/// a network error once one read has waited 30 s, and says so.
+#[test]
+fn a_stalled_dicomweb_server_times_out() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nContent-Length: 100\r\n\r\n[",
+            );
+            std::thread::sleep(std::time::Duration::from_secs(120));
+        }
+    });
+    let t = std::time::Instant::now();
+    let (ok, _, stderr) = medfm(&["query", &format!("http://127.0.0.1:{port}/dicom-web")]);
+    let waited = t.elapsed();
+    assert!(!ok, "a stalled server cannot answer: {stderr}");
+    assert!(
+        waited < std::time::Duration::from_secs(60),
+        "waited {waited:?}: {stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains("timeout") || stderr.to_lowercase().contains("timed out"),
+        "{stderr}"
+    );
+}

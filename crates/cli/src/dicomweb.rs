@@ -36,8 +36,31 @@ pub(crate) struct AuthArgs {
 
 /// An HTTP client with the caller's credentials.
 pub(crate) struct Client {
+    /// For http URLs.
     agent: ureq::Agent,
+    /// For https URLs: https only, redirects included (an https server cannot send the
+    /// credentials or the images on in clear text).
+    agent_https: ureq::Agent,
     authorization: Option<String>,
+}
+
+/// The longest wait for one read or write on the connection, and for a response's head.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Largest part (instance) of a retrieved multipart answer: one is held whole.
+const MAX_PART: usize = 1 << 31;
+
+/// The HTTP agent: connect, response and per-read/per-write timeouts; https only when
+/// `https_only`.
+fn agent(https_only: bool) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .https_only(https_only)
+        .timeout_connect(Some(std::time::Duration::from_secs(10)))
+        .timeout_recv_response(Some(READ_TIMEOUT))
+        .timeout_per_read(Some(READ_TIMEOUT))
+        .timeout_per_write(Some(READ_TIMEOUT))
+        .build()
+        .into()
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -81,15 +104,23 @@ impl Client {
             }
             (None, None) => None,
         };
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .into();
         Ok(Client {
-            agent,
+            agent: agent(false),
+            agent_https: agent(true),
             authorization,
         })
+    }
+
+    /// The agent for `url`: https URLs never leave https.
+    fn agent_for(&self, url: &str) -> &ureq::Agent {
+        if url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            &self.agent_https
+        } else {
+            &self.agent
+        }
     }
 
     fn network(method: &'static str, url: &str, e: ureq::Error) -> Error {
@@ -121,7 +152,7 @@ impl Client {
     }
 
     fn get(&self, url: &str, accept: &str) -> Result<ureq::http::Response<ureq::Body>, Error> {
-        let mut req = self.agent.get(url).header("Accept", accept);
+        let mut req = self.agent_for(url).get(url).header("Accept", accept);
         if let Some(a) = &self.authorization {
             req = req.header("Authorization", a);
         }
@@ -140,7 +171,7 @@ impl Client {
             .limit(1 << 31)
             .read_to_vec()
             .map_err(|e| Self::network("GET", url, e))?;
-        let mut parser = multipart::Parser::for_content_type(&ct)?;
+        let mut parser = multipart::Parser::for_content_type(&ct)?.with_max_part(MAX_PART);
         let parts = parser.feed(&body)?;
         parser.finish()?;
         Ok((ct, parts))
@@ -297,7 +328,7 @@ pub(crate) fn cmd_store(args: StoreArgs, auth: &AuthArgs) -> Result<()> {
     let body = multipart::write(&boundary, &parts);
     let url = resource.stow_url();
     let mut req = client
-        .agent
+        .agent_for(&url)
         .post(&url)
         .header("Accept", "application/dicom+json")
         .header(
@@ -564,7 +595,7 @@ pub(crate) fn retrieve_each(
     let target = resource.url();
     let resp = client.get(&target, &accept)?;
     let ct = content_type(&resp);
-    let mut parser = multipart::Parser::for_content_type(&ct)?;
+    let mut parser = multipart::Parser::for_content_type(&ct)?.with_max_part(MAX_PART);
     let mut reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
     let pb = ProgressBar::new_spinner();
     pb.set_style(ProgressStyle::with_template(
@@ -608,4 +639,31 @@ pub(crate) fn retrieve_each(
         );
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_urls_never_leave_https() {
+        let c = Client::new(&AuthArgs::default()).unwrap();
+        assert!(
+            c.agent_for("https://pacs.example/dicomweb")
+                .config()
+                .https_only()
+        );
+        assert!(
+            c.agent_for("HTTPS://pacs.example/dicomweb")
+                .config()
+                .https_only()
+        );
+        assert!(
+            !c.agent_for("http://127.0.0.1:8042/dicom-web")
+                .config()
+                .https_only()
+        );
+        let a = c.agent_for("https://x");
+        assert_eq!(a.config().timeout_per_read(), Some(READ_TIMEOUT));
+    }
 }
