@@ -30,7 +30,7 @@ fn inbox_of(name: &str) -> std::path::PathBuf {
 }
 
 fn health(node: &Node) -> (u16, serde_json::Value) {
-    let (status, body) = http(node.http, "GET", "/api/health", "", None);
+    let (status, body) = node.api("GET", "/api/health", "");
     (status, serde_json::from_slice(&body).unwrap())
 }
 
@@ -492,7 +492,10 @@ fn http_holds_idle_connections_huge_heads_and_other_sites() {
     // instance in the spool), and its error names no file.
     let own = request(
         &format!("localhost:{port}"),
-        &format!("Origin: http://localhost:{port}\r\nContent-Type: application/json\r\n"),
+        &format!(
+            "Origin: http://localhost:{port}\r\nContent-Type: application/json\r\nAuthorization: Bearer {}\r\n",
+            node.token()
+        ),
         "POST",
         body,
     );

@@ -10,8 +10,8 @@ use common::*;
 use medfm::dicom::identify;
 use serde_json::{Value, json};
 
-fn get_json(port: u16, path: &str) -> Value {
-    let (status, body) = http(port, "GET", path, "", None);
+fn get_json(node: &Node, path: &str) -> Value {
+    let (status, body) = node.api("GET", path, "");
     assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).unwrap()
 }
@@ -29,7 +29,7 @@ fn status_studies_segment_and_dicomweb() {
     let brain = brain();
     node.send_ok(&brain);
 
-    let health = get_json(node.http, "/api/health");
+    let health = get_json(&node, "/api/health");
     assert_eq!(health["status"], "ok");
     assert_eq!(health["received"]["stored"], 11, "{health}");
     assert!(
@@ -42,7 +42,7 @@ fn status_studies_segment_and_dicomweb() {
     );
 
     let ids = identify(&std::fs::read(&brain[5]).unwrap()).unwrap();
-    let studies = get_json(node.http, "/api/studies");
+    let studies = get_json(&node, "/api/studies");
     assert_eq!(
         studies[0]["study"],
         ids.study_instance_uid.as_str(),
@@ -55,13 +55,7 @@ fn status_studies_segment_and_dicomweb() {
         "series": ids.series_instance_uid, "instance": ids.sop_instance_uid, "frame": 0,
         "box": [45, 60, 215, 240], "label": "Brain", "send_to": "pacs",
     });
-    let (status, body) = http(
-        node.http,
-        "POST",
-        "/api/segment",
-        &request.to_string(),
-        None,
-    );
+    let (status, body) = node.api("POST", "/api/segment", &request.to_string());
     let reply: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["send"]["status"], "sent", "{reply}");
@@ -117,20 +111,20 @@ fn status_studies_segment_and_dicomweb() {
             "not a [[destination]]",
         ),
     ] {
-        let (status, reply) = http(node.http, "POST", "/api/segment", body, None);
+        let (status, reply) = node.api("POST", "/api/segment", body);
         let text = String::from_utf8_lossy(&reply).to_string();
         assert_eq!(status, want, "{body}: {text}");
         assert!(text.contains(needle), "{body}: {text}");
     }
-    assert_eq!(http(node.http, "GET", "/api/nothing", "", None).0, 404);
-    assert_eq!(http(node.http, "DELETE", "/api/health", "", None).0, 405);
+    assert_eq!(node.api("GET", "/api/nothing", "").0, 404);
+    assert_eq!(node.api("DELETE", "/api/health", "").0, 405);
 
     // DICOMweb: dicomweb-client searches and retrieves; medfm's own client too.
     let root = format!("http://127.0.0.1:{}/dicomweb", node.http);
     let script = r#"
 import sys, json
 from dicomweb_client.api import DICOMwebClient
-c = DICOMwebClient(url=sys.argv[1])
+c = DICOMwebClient(url=sys.argv[1], headers={'Authorization': 'Bearer ' + sys.argv[4]})
 studies = c.search_for_studies()
 study = studies[0]['0020000D']['Value'][0]
 series = c.search_for_series(study_instance_uid=study)
@@ -153,6 +147,7 @@ print(json.dumps(out))
             &root,
             &ids.series_instance_uid,
             &ids.sop_instance_uid,
+            &node.token(),
         ])
         .output()
         .unwrap();
@@ -180,32 +175,23 @@ print(json.dumps(out))
     assert_eq!(got["rows"], 256);
     assert_eq!(got["series_retrieved"], 11);
 
-    let (ok, stdout, err) = medfm(&["query", &root]);
+    let token = node.token();
+    let (ok, stdout, err) = medfm(&["query", &root, "--token", &token]);
     assert!(ok, "{err}");
     assert!(stdout.contains(&ids.study_instance_uid), "{stdout}");
     let series_url = format!(
         "{root}/studies/{}/series/{}",
         ids.study_instance_uid, ids.series_instance_uid
     );
-    let (ok, stdout, err) = medfm(&["info", &series_url]);
+    let (ok, stdout, err) = medfm(&["info", &series_url, "--token", &token]);
     assert!(ok, "{err}");
     assert!(stdout.contains("MR") && stdout.contains("11"), "{stdout}");
     // A UID that is a path: refused.
     assert_eq!(
-        http(
-            node.http,
-            "GET",
-            "/dicomweb/studies/..%2F../series",
-            "",
-            None
-        )
-        .0,
+        node.api("GET", "/dicomweb/studies/..%2F../series", "").0,
         404
     );
-    assert_eq!(
-        http(node.http, "GET", "/dicomweb/studies/1.2.3.4.5", "", None).0,
-        404
-    );
+    assert_eq!(node.api("GET", "/dicomweb/studies/1.2.3.4.5", "").0, 404);
 }
 
 /// The grey values of an 8-bit PNG.
@@ -218,20 +204,47 @@ fn image_png(path: &std::path::Path) -> Vec<u8> {
     buf
 }
 
+/// Every request but the health needs the token: the configured one, or, without one
+/// (the default), the node's own, generated at its first start into a 0600 file, kept
+/// across restarts and shown by `medfm node --print-token` (issue 34: no token on
+/// loopback let any local process, or page, use the API).
 #[test]
 fn a_token_guards_the_api() {
     let node = Node::start("token", "http_token = \"s3cret-t0ken\"\n");
-    assert_eq!(http(node.http, "GET", "/api/health", "", None).0, 401);
+    assert_eq!(http(node.http, "GET", "/api/health", "", None).0, 200);
+    for token in [None, Some("wrong")] {
+        assert_eq!(http(node.http, "GET", "/api/studies", "", token).0, 401);
+    }
     assert_eq!(
-        http(node.http, "GET", "/api/health", "", Some("wrong")).0,
-        401
-    );
-    assert_eq!(
-        http(node.http, "GET", "/api/health", "", Some("s3cret-t0ken")).0,
+        http(node.http, "GET", "/api/studies", "", Some("s3cret-t0ken")).0,
         200
     );
+    assert_eq!(node.token(), "s3cret-t0ken");
     assert_eq!(http(node.http, "GET", "/dicomweb/studies", "", None).0, 401);
     assert!(node.log().contains("a valid token is needed"));
+
+    let mut own = Node::start("own-token", "");
+    let token = own.token();
+    assert_eq!(token.len(), 64, "{token}");
+    assert_eq!(http(own.http, "GET", "/api/studies", "", None).0, 401);
+    assert_eq!(
+        http(own.http, "GET", "/api/studies", "", Some(&token)).0,
+        200
+    );
+    let file = own.spool().join(".node/http_token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    own.kill9();
+    own.spawn();
+    assert_eq!(own.token(), token, "the token survives a restart");
+    assert_eq!(
+        http(own.http, "GET", "/api/studies", "", Some(&token)).0,
+        200
+    );
 }
 
 #[test]
@@ -304,6 +317,6 @@ fn the_web_app_is_served_from_web_root() {
         "{head}"
     );
     // The API is still the API.
-    assert_eq!(get_json(node.http, "/api/health")["status"], "ok");
+    assert_eq!(get_json(&node, "/api/health")["status"], "ok");
     let _ = std::fs::remove_dir_all(&web);
 }

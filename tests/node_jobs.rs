@@ -295,7 +295,7 @@ fn a_panicking_model_fails_its_job_and_the_node_goes_on() {
     );
     assert_eq!(record["attempts"], 2, "{record}");
     // Still serving: health, a C-STORE, and the model on another series.
-    let (status, body) = http(node.http, "GET", "/api/health", "", None);
+    let (status, body) = node.api("GET", "/api/health", "");
     let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 200, "{health}");
     assert!(
@@ -309,13 +309,7 @@ fn a_panicking_model_fails_its_job_and_the_node_goes_on() {
         "series": ids.series_instance_uid, "instance": ids.sop_instance_uid,
         "box": [30, 30, 100, 100],
     });
-    let (status, body) = http(
-        node.http,
-        "POST",
-        "/api/segment",
-        &request.to_string(),
-        None,
-    );
+    let (status, body) = node.api("POST", "/api/segment", &request.to_string());
     let text = String::from_utf8_lossy(&body);
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("seg_sop_instance_uid"), "{text}");
@@ -417,22 +411,13 @@ fn an_embed_rule_fills_the_index_search_reads() {
     let want = identify(&std::fs::read(&brain[4]).unwrap())
         .unwrap()
         .sop_instance_uid;
-    let (status, body) = http(
-        node.http,
-        "GET",
-        &format!("/api/search?instance={want}&k=2"),
-        "",
-        None,
-    );
+    let (status, body) = node.api("GET", &format!("/api/search?instance={want}&k=2"), "");
     let hits: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 200, "{hits}");
     assert_eq!(hits[0]["entry"]["instance_uid"], want.as_str(), "{hits}");
     assert_eq!(hits.as_array().unwrap().len(), 2);
-    assert_eq!(
-        http(node.http, "GET", "/api/search?instance=1.2.3", "", None).0,
-        404
-    );
-    assert_eq!(http(node.http, "GET", "/api/search", "", None).0, 400);
+    assert_eq!(node.api("GET", "/api/search?instance=1.2.3", "").0, 404);
+    assert_eq!(node.api("GET", "/api/search", "").0, 400);
     // A folder without an index: a clear error.
     expect_error(
         &[

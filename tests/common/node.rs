@@ -120,6 +120,26 @@ impl Node {
         (field("VmHWM:"), field("VmRSS:"))
     }
 
+    /// The token of the node's HTTP API, as `medfm node --print-token` shows it.
+    pub fn token(&self) -> String {
+        let out = Command::new(super::medfm_exe())
+            .args(["node", "--print-token", "--config"])
+            .arg(self.dir.join("node.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// One request to the node's HTTP API with its token: status and body.
+    pub fn api(&self, method: &str, path: &str, body: &str) -> (u16, Vec<u8>) {
+        http(self.http, method, path, body, Some(&self.token()))
+    }
+
     /// Threads of the node process now.
     pub fn threads(&self) -> u64 {
         let pid = self.child.as_ref().expect("running").id();

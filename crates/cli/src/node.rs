@@ -15,12 +15,20 @@ pub(crate) struct NodeArgs {
     /// and exit.
     #[arg(long)]
     print_config: bool,
+    /// Print the token the HTTP API requires (`http_token`, or the one the node generated
+    /// at its first start; generated now if there is none yet) and exit.
+    #[arg(long)]
+    print_token: bool,
 }
 
 pub(crate) fn cmd_node(args: NodeArgs) -> Result<()> {
     let config = Config::load(args.config.as_deref())?;
     if args.print_config {
         print!("{}", config.to_toml());
+        return Ok(());
+    }
+    if args.print_token {
+        println!("{}", medfm_node::http_token(&config)?);
         return Ok(());
     }
     let stop = STOP.get_or_init(Stop::new).clone();

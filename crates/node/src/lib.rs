@@ -139,6 +139,42 @@ fn cut_past_deadline(open: &Mutex<Vec<(u64, TcpStream, Arc<Deadline>)>>) {
     }
 }
 
+/// The token the HTTP API requires: `http_token`, or, without one, the node's own:
+/// generated at its first start (32 random bytes, hex) into `<spool>/.node/http_token`
+/// (mode 0600) and read from there after. `medfm node --print-token` shows it.
+pub fn http_token(config: &Config) -> Result<String> {
+    if !config.http_token.is_empty() {
+        return Ok(config.http_token.clone());
+    }
+    let path = config.spool.join(".node").join("http_token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    spool::create_dir(path.parent().context("the state folder")?)?;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(token.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(file = %path.display(), "HTTP token generated (medfm node --print-token shows it)");
+    Ok(token)
+}
+
 /// Run the node with `config` until `stop` fires, then drain and return.
 pub fn run(config: Config, stop: Stop) -> Result<()> {
     let spool = spool::Spool::open(&config.spool, config.quota_bytes())?;
@@ -170,6 +206,7 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
         Some(addr) => Some((
             TcpListener::bind(addr).with_context(|| format!("cannot serve HTTP on {addr}"))?,
             server::Hosts::new(addr, &config.http_hosts),
+            http_token(&config)?,
         )),
         None => None,
     };
@@ -197,10 +234,10 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
     };
     std::thread::scope(|scope| -> Result<()> {
         let worker = scope.spawn(|| work.run(&config, &spool, inbox.as_ref(), &counters));
-        if let Some((listener, hosts)) = http {
+        if let Some((listener, hosts, token)) = http {
             tracing::info!(addr = %config.http, "HTTP API listening");
             let api = &api;
-            scope.spawn(move || server::serve(listener, api, hosts));
+            scope.spawn(move || server::serve(listener, api, hosts, token));
         }
         while !stop.is_stopped() {
             cut_past_deadline(&open);

@@ -13,7 +13,8 @@
 //!
 //! Before a handler runs: the `Host` must name the node ([`Hosts`]: DNS rebinding), a
 //! request that changes state (not GET or HEAD) must come from no other origin (`Origin`
-//! absent or the node's own) and carry JSON, and the token must match when one is set.
+//! absent or the node's own) and carry JSON, and every request but the health and the web
+//! app's files must carry the token (`http_token`, or the node's own: [`super::http_token`]).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -142,7 +143,7 @@ struct Job {
 
 /// Serve `listener` until the node stops. The handlers run on this thread's pool and may
 /// borrow `api`.
-pub fn serve(listener: std::net::TcpListener, api: &Api, hosts: Hosts) {
+pub fn serve(listener: std::net::TcpListener, api: &Api, hosts: Hosts, token: String) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -173,7 +174,8 @@ pub fn serve(listener: std::net::TcpListener, api: &Api, hosts: Hosts) {
             waiting: Waiting::default(),
             busy: AtomicUsize::new(0),
             hosts,
-            token: api.config.http_token.clone(),
+            token,
+            web_root: !api.config.web_root.is_empty(),
         });
         rt.block_on(accept(listener, api.stop.clone(), shared));
         // The runtime's tasks and the last sender go with it: the pool ends.
@@ -189,7 +191,10 @@ struct Shared {
     /// Requests in the pool now.
     busy: AtomicUsize,
     hosts: Hosts,
+    /// Required on every request but the health and the web app's files.
     token: String,
+    /// Whether the web app is served (its files need no token).
+    web_root: bool,
 }
 
 /// The connections that have not sent a whole request head, oldest first: the ones
@@ -356,7 +361,12 @@ async fn respond(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
             return refuse(415, "bad_request", "the body must be application/json");
         }
     }
-    if !shared.token.is_empty() {
+    // The health (for monitors) and the web app's files (public code, no patient data;
+    // a browser cannot add a header to a page it opens) need no token.
+    let open = method == Method::GET
+        && (path == "/api/health"
+            || (shared.web_root && !path.starts_with("/api/") && !path.starts_with("/dicomweb")));
+    if !open {
         let want = format!("Bearer {}", shared.token);
         if !header("authorization").is_some_and(|h| constant_time_eq(&h, &want)) {
             return refuse(

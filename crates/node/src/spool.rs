@@ -235,9 +235,8 @@ impl Spool {
                 sync_dir(series_dir)?;
                 return Ok(Stored::Duplicate);
             }
-            Err(_) => fs::rename(&tmp, path).with_context(|| {
-                format!("cannot move {} to {}", tmp.display(), path.display())
-            })?,
+            Err(_) => fs::rename(&tmp, path)
+                .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?,
         }
         sync_dir(series_dir)?;
         Ok(Stored::New)

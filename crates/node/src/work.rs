@@ -349,7 +349,17 @@ impl Work {
     /// inflated copies the check makes are taken from the node's memory budget while it
     /// runs; the whole data set parses and its UIDs match the file meta.
     pub fn check(&self, file: &[u8], max_bytes: u64) -> Result<InstanceIds, StoreError> {
-        let meta = medfm::dimse::file_meta(file).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let meta = medfm::dimse::file_meta(file).map_err(|e| {
+            // Not DICOM at all: the reader's own words for it.
+            match file.get(128..132) {
+                Some(b"DICM") => StoreError::Invalid(e.to_string()),
+                _ => StoreError::Invalid(
+                    medfm::dicom::identify(file)
+                        .err()
+                        .map_or_else(|| e.to_string(), |e| e.to_string()),
+                ),
+            }
+        })?;
         let _inflated = if meta.transfer_syntax == DEFLATED {
             use std::io::Read;
             let stream = flate2::read::DeflateDecoder::new(&file[meta.data_set_offset..]);
