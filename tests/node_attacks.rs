@@ -508,3 +508,39 @@ fn http_holds_idle_connections_huge_heads_and_other_sites() {
     assert!(!log.contains("segmented"), "{log}");
     assert_eq!(health(&node).0, 200);
 }
+
+/// A step of the work thread that hangs (a send to a destination that accepts the
+/// connection and never answers) turns `/api/health` to 503 "work thread stuck" past
+/// `work_stuck_seconds`, naming the step; once the send gives up (its timeout) the health
+/// is 200 again and the send is recorded as failed.
+#[test]
+fn health_says_when_the_work_thread_is_stuck() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let node = Node::start(
+        "stuck",
+        &format!(
+            "work_stuck_seconds = 1\nassociation_timeout_seconds = 6\nseries_idle_seconds = 1\n\
+             retry_seconds = 600\n[[destination]]\nname = \"mute\"\nae_title = \"MUTE\"\n\
+             host = \"127.0.0.1\"\nport = {port}\n[[rule]]\njobs = [\"forward\"]\n"
+        ),
+    );
+    node.send_ok(&brain_files(1, "1.2.826.0.1.3680043.9.7785", &node.dir));
+    let mut stuck = None;
+    wait_for(20, "a 503 while the send hangs", || {
+        let (status, h) = health(&node);
+        if status == 503 {
+            stuck = Some(h);
+        }
+        status == 503
+    });
+    let h = stuck.unwrap();
+    assert_eq!(h["status"], "work thread stuck", "{h}");
+    assert!(h["work"]["step"].as_str().unwrap().contains("mute"), "{h}");
+    wait_for(20, "the health back to 200", || health(&node).0 == 200);
+    assert!(
+        health(&node).1["last_errors"].to_string().contains("mute"),
+        "the failed send is recorded"
+    );
+    drop(silent);
+}
