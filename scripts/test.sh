@@ -7,10 +7,10 @@ source scripts/env.sh
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages (Mesa lavapipe Vulkan for the wgpu tests, dicom3tools for dciodvfy, Chromium for the app, cmake for CharLS, Orthanc + its DICOMweb plugin for the DICOMweb tests, DCMTK as the edge node's peers, the aarch64 cross compilers)"
-if ! dpkg -s mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk gcc-aarch64-linux-gnu g++-aarch64-linux-gnu >/dev/null 2>&1; then
+step "system packages (Mesa lavapipe Vulkan for the wgpu tests, dicom3tools for dciodvfy, Chromium for the app, cmake for CharLS, Orthanc + its DICOMweb plugin for the DICOMweb tests, DCMTK as the edge node's peers, openssl and curl for its HTTPS test, the aarch64 cross compilers)"
+if ! dpkg -s mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk openssl curl gcc-aarch64-linux-gnu g++-aarch64-linux-gnu >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk gcc-aarch64-linux-gnu g++-aarch64-linux-gnu >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk openssl curl gcc-aarch64-linux-gnu g++-aarch64-linux-gnu >/dev/null
 fi
 
 step "python checker venv (highdicom reads our SEG files back; dicomweb-client reads the node's DICOMweb)"

@@ -320,3 +320,108 @@ fn the_web_app_is_served_from_web_root() {
     assert_eq!(get_json(&node, "/api/health")["status"], "ok");
     let _ = std::fs::remove_dir_all(&web);
 }
+
+/// A self-signed certificate for localhost and 127.0.0.1 (the openssl command), as
+/// `name.crt` and `name.key` in `dir`.
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (crt, key)
+}
+
+/// `curl` over HTTPS trusting `ca`: the status, or None when the TLS connection failed.
+fn curl(port: u16, ca: &std::path::Path, token: &str) -> Option<u16> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("https://127.0.0.1:{port}/api/studies"))
+        .output()
+        .expect("curl");
+    let code = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+    code.filter(|c| *c != 0)
+}
+
+/// HTTPS from PEM files (http_tls_cert, http_tls_key): served only over TLS, the new
+/// certificate after SIGHUP (issue 34, item 4).
+#[test]
+fn https_from_pem_files_reloaded_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("medfm-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, first_key) = self_signed(&dir, "first");
+    let (live, live_key) = (dir.join("live.crt"), dir.join("live.key"));
+    std::fs::copy(&first, &live).unwrap();
+    std::fs::copy(&first_key, &live_key).unwrap();
+    let node = Node::start(
+        "https",
+        &format!(
+            "http_tls_cert = \"{}\"\nhttp_tls_key = \"{}\"\n",
+            live.display(),
+            live_key.display()
+        ),
+    );
+    let token = node.token();
+    assert_eq!(curl(node.http, &first, &token), Some(200));
+    // Plain HTTP to the TLS port gets no answer.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.http)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut got);
+    assert!(!got.starts_with(b"HTTP/1.1 200"), "plain HTTP answered");
+
+    // A new certificate in place, SIGHUP: the next handshake uses it.
+    let (second, second_key) = self_signed(&dir, "second");
+    std::fs::copy(&second, &live).unwrap();
+    std::fs::copy(&second_key, &live_key).unwrap();
+    assert_eq!(
+        curl(node.http, &first, &token),
+        Some(200),
+        "before SIGHUP: the first"
+    );
+    node.signal(libc::SIGHUP);
+    wait_for(10, "the reload", || {
+        node.log().contains("HTTPS certificate reloaded")
+    });
+    assert_eq!(curl(node.http, &second, &token), Some(200));
+    assert_eq!(
+        curl(node.http, &first, &token),
+        None,
+        "the old certificate is gone"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -158,6 +158,13 @@ impl Node {
         }
     }
 
+    /// Send `signal` to the node.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().expect("running").id();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid as libc::pid_t, signal) };
+    }
+
     /// SIGTERM; the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");

@@ -47,7 +47,8 @@ extern "C" fn on_signal(_: libc::c_int) {
     }
 }
 
-/// SIGTERM and SIGINT stop the node (it drains, then `medfm node` exits 0).
+/// SIGTERM and SIGINT stop the node (it drains, then `medfm node` exits 0); SIGHUP
+/// reloads the HTTPS certificate.
 fn install_signal_handlers() {
     #[cfg(unix)]
     // SAFETY: the handler only reads an initialised OnceLock and stores to an atomic.
@@ -55,5 +56,15 @@ fn install_signal_handlers() {
         let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         libc::signal(libc::SIGTERM, handler);
         libc::signal(libc::SIGINT, handler);
+        let reload = on_reload as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGHUP, reload);
+    }
+}
+
+#[cfg(unix)]
+extern "C" fn on_reload(_: libc::c_int) {
+    // As on_signal: a lock-free read and one atomic store.
+    if let Some(stop) = STOP.get() {
+        stop.reload();
     }
 }

@@ -55,6 +55,11 @@ pub struct Config {
     /// loopback), as a browser sends them in `Host`: the cart's DNS name, say. A request
     /// naming any other host is refused (DNS rebinding).
     pub http_hosts: Vec<String>,
+    /// HTTPS: the certificate chain (PEM) of the HTTP API; with `http_tls_key`, the API
+    /// speaks only TLS. Read at start and again on SIGHUP. "" none.
+    pub http_tls_cert: String,
+    /// HTTPS: the private key (PEM) of `http_tls_cert`.
+    pub http_tls_key: String,
     /// Bearer token the HTTP API requires on every request; needed when `http` is not a
     /// loopback address.
     pub http_token: String,
@@ -243,6 +248,8 @@ impl Default for Config {
             rejected: String::new(),
             http: "127.0.0.1:8181".into(),
             http_hosts: Vec::new(),
+            http_tls_cert: String::new(),
+            http_tls_key: String::new(),
             http_token: String::new(),
             web_root: String::new(),
             series_idle_seconds: 30,
@@ -317,6 +324,9 @@ impl Config {
             && self.http_token.is_empty()
         {
             bail!("http: {addr} is reachable from other machines: set http_token");
+        }
+        if self.http_tls_cert.is_empty() != self.http_tls_key.is_empty() {
+            bail!("http_tls_cert and http_tls_key: both, or neither");
         }
         if self.threads == Some(0) {
             bail!("threads: at least 1 (absent: all the machine's)");
@@ -439,6 +449,18 @@ impl Config {
     }
 
     /// Spool quota in bytes (None: no quota).
+    /// The HTTPS certificate and key files, when set (both checked readable at start).
+    pub fn http_tls(&self) -> Result<Option<super::server::Tls>> {
+        if self.http_tls_cert.is_empty() {
+            return Ok(None);
+        }
+        super::server::Tls::new(
+            PathBuf::from(&self.http_tls_cert),
+            PathBuf::from(&self.http_tls_key),
+        )
+        .map(Some)
+    }
+
     pub fn memory_budget_bytes(&self) -> u64 {
         self.memory_budget_mb.saturating_mul(1 << 20)
     }

@@ -66,10 +66,11 @@ impl Counters {
     }
 }
 
-/// Asks a running node to stop. Clone it, give one to [`run`], call [`Stop::stop`] from
-/// anywhere: another thread, or a signal handler (it is one atomic store).
+/// Asks a running node to stop, or to reload its TLS certificates. Clone it, give one to
+/// [`run`], call [`Stop::stop`] or [`Stop::reload`] from anywhere: another thread, or a
+/// signal handler (each is one atomic store).
 #[derive(Clone, Default)]
-pub struct Stop(Arc<AtomicBool>);
+pub struct Stop(Arc<AtomicBool>, Arc<AtomicBool>);
 
 impl Stop {
     pub fn new() -> Stop {
@@ -83,6 +84,16 @@ impl Stop {
 
     pub fn is_stopped(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// Read the HTTPS certificate and key files again (the CLI's SIGHUP).
+    pub fn reload(&self) {
+        self.1.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a reload was asked since the last call.
+    pub(crate) fn take_reload(&self) -> bool {
+        self.1.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -207,6 +218,7 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
             TcpListener::bind(addr).with_context(|| format!("cannot serve HTTP on {addr}"))?,
             server::Hosts::new(addr, &config.http_hosts),
             http_token(&config)?,
+            config.http_tls()?,
         )),
         None => None,
     };
@@ -234,10 +246,10 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
     };
     std::thread::scope(|scope| -> Result<()> {
         let worker = scope.spawn(|| work.run(&config, &spool, inbox.as_ref(), &counters));
-        if let Some((listener, hosts, token)) = http {
-            tracing::info!(addr = %config.http, "HTTP API listening");
+        if let Some((listener, hosts, token, tls)) = http {
+            tracing::info!(addr = %config.http, https = tls.is_some(), "HTTP API listening");
             let api = &api;
-            scope.spawn(move || server::serve(listener, api, hosts, token));
+            scope.spawn(move || server::serve(listener, api, hosts, token, tls));
         }
         while !stop.is_stopped() {
             cut_past_deadline(&open);

@@ -135,6 +135,90 @@ impl Hosts {
     }
 }
 
+/// HTTPS: the certificate and key files, and what was last read from them. A reload
+/// that fails (a half-written file) keeps the one in use and says why in the log.
+pub struct Tls {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("cert", &self.cert).finish()
+    }
+}
+
+impl Tls {
+    pub fn new(cert: std::path::PathBuf, key: std::path::PathBuf) -> anyhow::Result<Tls> {
+        let current = std::sync::RwLock::new(Arc::new(Self::read(&cert, &key)?));
+        Ok(Tls { cert, key, current })
+    }
+
+    fn read(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> anyhow::Result<rustls::sign::CertifiedKey> {
+        use anyhow::Context;
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| {
+                format!("http_tls_cert {}: no PEM certificate chain", cert.display())
+            })?;
+        if chain.is_empty() {
+            anyhow::bail!("http_tls_cert {}: no certificate", cert.display());
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("http_tls_key {}: no PEM private key", key.display()))?;
+        let signer = rustls::crypto::ring::sign::any_supported_type(&key_der)
+            .map_err(|e| anyhow::anyhow!("http_tls_key {}: {e}", key.display()))?;
+        Ok(rustls::sign::CertifiedKey::new(chain, signer))
+    }
+
+    /// Read the files again.
+    fn reload(&self) {
+        match Self::read(&self.cert, &self.key) {
+            Ok(k) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(k);
+                tracing::info!(cert = %self.cert.display(), "HTTPS certificate reloaded");
+            }
+            Err(e) => tracing::error!("HTTPS certificate not reloaded (the old one stays): {e:#}"),
+        }
+    }
+
+    fn acceptor(self: &Arc<Self>) -> tokio_rustls::TlsAcceptor {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// The certificate in use, for every handshake.
+#[derive(Debug)]
+struct Resolver(Arc<Tls>);
+
+impl rustls::server::ResolvesServerCert for Resolver {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.0
+                .current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
 /// One request for the pool: what the handler needs and where its answer goes.
 struct Job {
     req: Req,
@@ -143,7 +227,13 @@ struct Job {
 
 /// Serve `listener` until the node stops. The handlers run on this thread's pool and may
 /// borrow `api`.
-pub fn serve(listener: std::net::TcpListener, api: &Api, hosts: Hosts, token: String) {
+pub fn serve(
+    listener: std::net::TcpListener,
+    api: &Api,
+    hosts: Hosts,
+    token: String,
+    tls: Option<Tls>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -177,7 +267,12 @@ pub fn serve(listener: std::net::TcpListener, api: &Api, hosts: Hosts, token: St
             token,
             web_root: !api.config.web_root.is_empty(),
         });
-        rt.block_on(accept(listener, api.stop.clone(), shared));
+        rt.block_on(accept(
+            listener,
+            api.stop.clone(),
+            shared,
+            tls.map(Arc::new),
+        ));
         // The runtime's tasks and the last sender go with it: the pool ends.
         drop(rt);
     });
@@ -233,7 +328,12 @@ impl Waiting {
     }
 }
 
-async fn accept(listener: std::net::TcpListener, stop: super::Stop, shared: Arc<Shared>) {
+async fn accept(
+    listener: std::net::TcpListener,
+    stop: super::Stop,
+    shared: Arc<Shared>,
+    tls: Option<Arc<Tls>>,
+) {
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|_| tokio::net::TcpListener::from_std(listener))
@@ -245,9 +345,15 @@ async fn accept(listener: std::net::TcpListener, stop: super::Stop, shared: Arc<
         }
     };
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let acceptor = tls.as_ref().map(|t| t.acceptor());
     loop {
         if stop.is_stopped() {
             return;
+        }
+        if stop.take_reload()
+            && let Some(t) = &tls
+        {
+            t.reload();
         }
         let (stream, _) =
             match tokio::time::timeout(Duration::from_millis(200), listener.accept()).await {
@@ -288,6 +394,7 @@ async fn accept(listener: std::net::TcpListener, stop: super::Stop, shared: Arc<
             }
         };
         let shared = shared.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let (id, evicted) = shared.waiting.add();
@@ -298,22 +405,14 @@ async fn accept(listener: std::net::TcpListener, stop: super::Stop, shared: Arc<
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return,
                 }
-                let service = hyper::service::service_fn(|req| {
-                    let shared = shared.clone();
-                    async move {
-                        // A complete head: no longer a candidate for eviction.
-                        shared.waiting.remove(id);
-                        Ok::<_, Infallible>(respond(req, &shared).await)
-                    }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEAD_TIMEOUT)
-                    .max_buf_size(MAX_HEAD)
-                    .keep_alive(false)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    tracing::debug!("http connection: {e}");
+                match acceptor {
+                    None => serve_connection(stream, &shared, id).await,
+                    // The handshake within the head's time too.
+                    Some(a) => match tokio::time::timeout(HEAD_TIMEOUT, a.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, &shared, id).await,
+                        Ok(Err(e)) => tracing::debug!("https handshake: {e}"),
+                        Err(_) => tracing::debug!("https handshake: timed out"),
+                    },
                 }
             };
             tokio::select! {
@@ -322,6 +421,30 @@ async fn accept(listener: std::net::TcpListener, stop: super::Stop, shared: Arc<
             }
             shared.waiting.remove(id);
         });
+    }
+}
+
+/// Serve one request on `io` (plain or TLS) with hyper's limits.
+async fn serve_connection<I>(io: I, shared: &Arc<Shared>, id: u64)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(|req| {
+        let shared = shared.clone();
+        async move {
+            // A complete head: no longer a candidate for eviction.
+            shared.waiting.remove(id);
+            Ok::<_, Infallible>(respond(req, &shared).await)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = conn.await {
+        tracing::debug!("http connection: {e}");
     }
 }
 
