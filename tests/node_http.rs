@@ -348,6 +348,86 @@ fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::p
     (crt, key)
 }
 
+/// A certificate authority (`<ca>.crt`, `<ca>.key`) made once, and a leaf for localhost
+/// and 127.0.0.1 it signs (`<name>.crt`, `<name>.key`): webpki (the node as a TLS
+/// client) takes no self-signed CA certificate as a server's.
+fn ca_signed(
+    dir: &std::path::Path,
+    ca: &str,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
+    if !dir.join(&ca_crt).exists() {
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca_crt,
+        ]);
+    }
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
+    let (crt, key, csr) = (
+        format!("{name}.crt"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+    );
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        &format!("/CN={name}"),
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_crt,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        &crt,
+    ]);
+    (dir.join(ca_crt), dir.join(crt), dir.join(key))
+}
+
 /// `curl` over HTTPS trusting `ca`: the status, or None when the TLS connection failed.
 fn curl(port: u16, ca: &std::path::Path, token: &str) -> Option<u16> {
     let out = std::process::Command::new("curl")
@@ -415,13 +495,161 @@ fn https_from_pem_files_reloaded_on_sighup() {
     );
     node.signal(libc::SIGHUP);
     wait_for(10, "the reload", || {
-        node.log().contains("HTTPS certificate reloaded")
+        node.log().contains("TLS certificate reloaded")
     });
     assert_eq!(curl(node.http, &second, &token), Some(200));
     assert_eq!(
         curl(node.http, &first, &token),
         None,
         "the old certificate is gone"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// DCMTK's `echoscu`/`storescu` with `+tls`, trusting `ca` (their own key and certificate
+/// are `ca`'s pair: the node asks for none).
+fn dcmtk_tls(
+    node: &Node,
+    tool: &str,
+    pair: (&std::path::Path, &std::path::Path),
+    ca: &std::path::Path,
+    files: &[std::path::PathBuf],
+) -> std::process::Output {
+    dcmtk(tool)
+        .arg("+tls")
+        .arg(pair.1)
+        .arg(pair.0)
+        .arg("+cf")
+        .arg(ca)
+        .args(["-aet", CALLING, "-aec", "MEDFM", "127.0.0.1"])
+        .arg(node.port.to_string())
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+/// DICOM over TLS (dicom_tls_cert, dicom_tls_key): DCMTK echoes and stores over TLS, a
+/// plain association is refused, and after SIGHUP the new certificate is the one served
+/// (issue 34, item 4, the listener's half).
+#[test]
+fn dicom_tls_with_dcmtk_reloaded_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("medfm-dicom-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, first_key) = self_signed(&dir, "first");
+    let (live, live_key) = (dir.join("live.crt"), dir.join("live.key"));
+    std::fs::copy(&first, &live).unwrap();
+    std::fs::copy(&first_key, &live_key).unwrap();
+    let node = Node::start(
+        "dicom-tls",
+        &format!(
+            "dicom_tls_cert = \"{}\"\ndicom_tls_key = \"{}\"\n",
+            live.display(),
+            live_key.display()
+        ),
+    );
+    let pair = (first.as_path(), first_key.as_path());
+    let out = dcmtk_tls(&node, "echoscu", pair, &first, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !node.echoscu(CALLING, "MEDFM").status.success(),
+        "plain DICOM answered"
+    );
+    let files = brain_files(2, "1.2.826.0.1.3680043.9.7786", &node.dir);
+    let out = dcmtk_tls(&node, "storescu", pair, &first, &files);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(spool_files(&node.spool()).len(), 2);
+
+    let (second, second_key) = self_signed(&dir, "second");
+    std::fs::copy(&second, &live).unwrap();
+    std::fs::copy(&second_key, &live_key).unwrap();
+    node.signal(libc::SIGHUP);
+    wait_for(10, "the reload", || {
+        node.log().contains("TLS certificate reloaded")
+    });
+    let out = dcmtk_tls(&node, "echoscu", pair, &second, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = dcmtk_tls(&node, "echoscu", pair, &first, &[]);
+    assert!(!out.status.success(), "the old certificate is still served");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The node's outbox over DICOM TLS: a forward rule to DCMTK's storescp with `+tls`
+/// (which asks for the node's certificate); the instances arrive; a destination whose
+/// certificate the node does not trust gets nothing (issue 34, item 4, the sender's half).
+#[test]
+fn the_outbox_sends_over_dicom_tls_to_dcmtk() {
+    let dir = std::env::temp_dir().join(format!("medfm-scu-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, pacs_crt, pacs_key) = ca_signed(&dir, "hospital-ca", "pacs");
+    let (node_crt, node_key) = self_signed(&dir, "node");
+    let (other_ca, _, _) = ca_signed(&dir, "other-ca", "other");
+    let (port, wrong_port) = (free_port(), free_port());
+    let tls = |ca: &std::path::Path| {
+        format!(
+            "tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            ca.display(),
+            node_crt.display(),
+            node_key.display()
+        )
+    };
+    let node = Node::start(
+        "scu-tls",
+        &format!(
+            "series_idle_seconds = 1\nretry_seconds = 1\nmax_attempts = 2\n\
+             [[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = {port}\n{}\
+             [[destination]]\nname = \"untrusted\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = {wrong_port}\n{}\
+             [[rule]]\njobs = [\"forward\"]\n",
+            tls(&ca),
+            tls(&other_ca)
+        ),
+    );
+    let scp_options = |k: &std::path::Path, c: &std::path::Path| {
+        vec![
+            "+tls".to_string(),
+            k.display().to_string(),
+            c.display().to_string(),
+            "+cf".to_string(),
+            node_crt.display().to_string(),
+        ]
+    };
+    let opts = scp_options(&pacs_key, &pacs_crt);
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let pacs = StoreScp::start_with(&dir.join("pacs-in"), port, &opts);
+    // The second PACS presents the same certificate, which the node was told not to trust.
+    let untrusted = StoreScp::start_with(&dir.join("untrusted-in"), wrong_port, &opts);
+    let files = brain_files(3, "1.2.826.0.1.3680043.9.7787", &node.dir);
+    node.send_ok(&files);
+    wait_for(60, "the series at the TLS PACS", || {
+        pacs.received().len() == 3
+    });
+    wait_for(30, "the untrusted send parked", || {
+        node.spool()
+            .join(".node/parked")
+            .read_dir()
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 1
+    });
+    assert!(untrusted.received().is_empty());
+    let log = node.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("untrusted") && l.contains("certificate")),
+        "{log}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -60,6 +60,12 @@ pub struct Config {
     pub http_tls_cert: String,
     /// HTTPS: the private key (PEM) of `http_tls_cert`.
     pub http_tls_key: String,
+    /// DICOM TLS: the certificate chain (PEM) of the DICOM listener; with
+    /// `dicom_tls_key`, associations are accepted only over TLS. Read at start and again
+    /// on SIGHUP. "" none.
+    pub dicom_tls_cert: String,
+    /// DICOM TLS: the private key (PEM) of `dicom_tls_cert`.
+    pub dicom_tls_key: String,
     /// Bearer token the HTTP API requires on every request; needed when `http` is not a
     /// loopback address.
     pub http_token: String,
@@ -104,6 +110,51 @@ pub struct Destination {
     pub ae_title: String,
     pub host: String,
     pub port: u16,
+    /// DICOM TLS: the certificates (PEM) the destination's must chain to; set, the node
+    /// associates only over TLS, checking the certificate names `host`. Absent: plain.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tls_ca: String,
+    /// DICOM TLS: the node's own certificate chain and key (PEM) for a destination that
+    /// asks for one (DCMTK's storescp does by default).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tls_cert: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tls_key: String,
+}
+
+impl Destination {
+    /// The rustls client configuration for this destination; None: plain TCP.
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        if self.tls_ca.is_empty() {
+            return Ok(None);
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.tls_ca)
+            .with_context(|| format!("tls_ca {}", self.tls_ca))?
+        {
+            roots
+                .add(cert.with_context(|| format!("tls_ca {}", self.tls_ca))?)
+                .with_context(|| format!("tls_ca {}", self.tls_ca))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+        let config = if self.tls_cert.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            let chain = CertificateDer::pem_file_iter(&self.tls_cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("tls_cert {}", self.tls_cert))?;
+            let key = PrivateKeyDer::from_pem_file(&self.tls_key)
+                .with_context(|| format!("tls_key {}", self.tls_key))?;
+            builder.with_client_auth_cert(chain, key)?
+        };
+        Ok(Some(std::sync::Arc::new(config)))
+    }
 }
 
 /// A job a rule runs.
@@ -250,6 +301,8 @@ impl Default for Config {
             http_hosts: Vec::new(),
             http_tls_cert: String::new(),
             http_tls_key: String::new(),
+            dicom_tls_cert: String::new(),
+            dicom_tls_key: String::new(),
             http_token: String::new(),
             web_root: String::new(),
             series_idle_seconds: 30,
@@ -328,6 +381,9 @@ impl Config {
         if self.http_tls_cert.is_empty() != self.http_tls_key.is_empty() {
             bail!("http_tls_cert and http_tls_key: both, or neither");
         }
+        if self.dicom_tls_cert.is_empty() != self.dicom_tls_key.is_empty() {
+            bail!("dicom_tls_cert and dicom_tls_key: both, or neither");
+        }
         if self.threads == Some(0) {
             bail!("threads: at least 1 (absent: all the machine's)");
         }
@@ -348,6 +404,16 @@ impl Config {
             if d.host.is_empty() || d.port == 0 {
                 bail!("destination {:?}: host and port", d.name);
             }
+            if d.tls_cert.is_empty() != d.tls_key.is_empty()
+                || (!d.tls_cert.is_empty() && d.tls_ca.is_empty())
+            {
+                bail!(
+                    "destination {:?}: tls_cert and tls_key go together, and with tls_ca",
+                    d.name
+                );
+            }
+            d.tls()
+                .with_context(|| format!("destination {:?}", d.name))?;
         }
         for (i, r) in self.rules.iter().enumerate() {
             if let Some(j) = self.rules[..i].iter().position(|o| o.key() == r.key()) {
@@ -457,6 +523,18 @@ impl Config {
         super::server::Tls::new(
             PathBuf::from(&self.http_tls_cert),
             PathBuf::from(&self.http_tls_key),
+        )
+        .map(Some)
+    }
+
+    /// The DICOM listener's certificate and key files, when set.
+    pub fn dicom_tls(&self) -> Result<Option<super::server::Tls>> {
+        if self.dicom_tls_cert.is_empty() {
+            return Ok(None);
+        }
+        super::server::Tls::new(
+            PathBuf::from(&self.dicom_tls_cert),
+            PathBuf::from(&self.dicom_tls_key),
         )
         .map(Some)
     }

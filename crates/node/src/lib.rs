@@ -70,7 +70,7 @@ impl Counters {
 /// [`run`], call [`Stop::stop`] or [`Stop::reload`] from anywhere: another thread, or a
 /// signal handler (each is one atomic store).
 #[derive(Clone, Default)]
-pub struct Stop(Arc<AtomicBool>, Arc<AtomicBool>);
+pub struct Stop(Arc<AtomicBool>, Arc<AtomicU64>);
 
 impl Stop {
     pub fn new() -> Stop {
@@ -86,14 +86,14 @@ impl Stop {
         self.0.load(Ordering::SeqCst)
     }
 
-    /// Read the HTTPS certificate and key files again (the CLI's SIGHUP).
+    /// Read the TLS certificate and key files (HTTPS, DICOM) again (the CLI's SIGHUP).
     pub fn reload(&self) {
-        self.1.store(true, Ordering::SeqCst);
+        self.1.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Whether a reload was asked since the last call.
-    pub(crate) fn take_reload(&self) -> bool {
-        self.1.swap(false, Ordering::SeqCst)
+    /// Reloads asked so far: each listener compares it with the count it last acted on.
+    pub(crate) fn reloads(&self) -> u64 {
+        self.1.load(Ordering::SeqCst)
     }
 }
 
@@ -210,6 +210,7 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
         )?),
         None => None,
     };
+    let dicom_tls = config.dicom_tls()?.map(Arc::new);
     let listener = TcpListener::bind(config.dicom_addr())
         .with_context(|| format!("cannot listen on {}", config.dicom_addr()))?;
     listener.set_nonblocking(true)?;
@@ -227,10 +228,12 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
         addr = %listener.local_addr()?,
         spool = %config.spool.display(),
         spool_bytes = spool.used(),
+        tls = dicom_tls.is_some(),
         "medfm node listening"
     );
 
-    let options = scp::options(&config);
+    let listener_options = scp::listener(&config, dicom_tls.as_ref().map(|t| t.server_config()));
+    let mut reloads = stop.reloads();
     let counters = Counters::default();
     let active = AtomicUsize::new(0);
     let open: Mutex<Vec<(u64, TcpStream, Arc<Deadline>)>> = Mutex::new(Vec::new());
@@ -252,6 +255,12 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
             scope.spawn(move || server::serve(listener, api, hosts, token, tls));
         }
         while !stop.is_stopped() {
+            if stop.reloads() != reloads {
+                reloads = stop.reloads();
+                if let Some(t) = &dicom_tls {
+                    t.reload();
+                }
+            }
             cut_past_deadline(&open);
             scp::linger_busy(&mut busy, BUSY_LINGER);
             let (stream, peer) = match listener.accept() {
@@ -288,8 +297,15 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
             open.lock()
                 .expect("lock")
                 .push((id, clone, deadline.clone()));
-            let (options, config, spool, work, counters, active, open) =
-                (&options, &config, &spool, &work, &counters, &active, &open);
+            let (options, config, spool, work, counters, active, open) = (
+                &listener_options,
+                &config,
+                &spool,
+                &work,
+                &counters,
+                &active,
+                &open,
+            );
             scope.spawn(move || {
                 if let Err(e) =
                     scp::serve(stream, &deadline, options, config, spool, work, counters)

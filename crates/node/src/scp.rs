@@ -63,8 +63,21 @@ impl AccessControl for Access {
     }
 }
 
-/// The association options of the node.
-pub fn options(config: &Config) -> Options {
+/// How the node accepts associations: its options, and whether only over TLS.
+pub struct Listener {
+    options: Options,
+    tls: bool,
+}
+
+/// The node's [`Listener`]; with `tls`, associations are accepted only over TLS.
+pub fn listener(config: &Config, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Listener {
+    Listener {
+        tls: tls.is_some(),
+        options: options(config, tls),
+    }
+}
+
+fn options(config: &Config, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Options {
     let mut o = ServerAssociationOptions::new()
         .ae_access_control(Access {
             allowed: config.allowed_calling_aes.clone(),
@@ -76,6 +89,9 @@ pub fn options(config: &Config) -> Options {
         .with_abstract_syntax(dimse::VERIFICATION);
     for (uid, _) in STORAGE_SOP_CLASSES {
         o = o.with_abstract_syntax(*uid);
+    }
+    if let Some(tls) = tls {
+        o = o.tls_config(tls);
     }
     // Every transfer syntax whose data set can be parsed: the ones medfm decodes, and
     // the others stored as received.
@@ -112,7 +128,7 @@ pub const MAX_COMMAND_BYTES: usize = 64 << 10;
 pub fn serve(
     stream: TcpStream,
     deadline: &Deadline,
-    options: &Options,
+    listener: &Listener,
     config: &Config,
     spool: &Spool,
     work: &Work,
@@ -122,13 +138,53 @@ pub fn serve(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let mut association = match options.establish(stream) {
-        Ok(a) => a,
+    let options = &listener.options;
+    let established = if listener.tls {
+        options
+            .establish_tls(stream)
+            .map(|a| session(a, &peer, deadline, config, spool, work, counters))
+    } else {
+        options
+            .establish(stream)
+            .map(|a| session(a, &peer, deadline, config, spool, work, counters))
+    };
+    match established {
+        Ok(served) => served,
         Err(e) => {
             counters.rejected();
             bail!("association from {peer} not established: {e}");
         }
-    };
+    }
+}
+
+/// The socket under an association, plain or TLS (for its read timeout).
+pub trait Socket: Read + Write + dicom_ul::association::CloseSocket {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for dicom_ul::association::server::TlsStream {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// An established association to its end: C-ECHO and C-STORE until release, abort or a
+/// deadline.
+fn session<S: Socket>(
+    mut association: dicom_ul::ServerAssociation<S>,
+    peer: &str,
+    deadline: &Deadline,
+    config: &Config,
+    spool: &Spool,
+    work: &Work,
+    counters: &Counters,
+) -> Result<()> {
     let calling = association.peer_ae_title().trim().to_string();
     let accepted: Vec<_> = association
         .presentation_contexts()
@@ -160,6 +216,7 @@ pub fn serve(
     );
     association
         .inner_stream()
+        .tcp()
         .set_read_timeout(Some(config.idle_timeout()))
         .context("socket")?;
 
@@ -480,8 +537,8 @@ fn store_status(e: StoreError) -> (u16, String) {
     }
 }
 
-fn send_command(
-    association: &mut dicom_ul::ServerAssociation<TcpStream>,
+fn send_command<S: Socket>(
+    association: &mut dicom_ul::ServerAssociation<S>,
     context: u8,
     bytes: Vec<u8>,
 ) -> Result<()> {

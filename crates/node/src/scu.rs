@@ -93,12 +93,37 @@ fn send_batch(
         options = options.with_presentation_context(class.as_str(), vec![ts.as_str()]);
     }
     let address = format!("{}:{}", dest.host, dest.port);
-    let mut a = options.establish(address.as_str()).with_context(|| {
+    let context = || {
         format!(
             "cannot associate with {} ({} at {address})",
             dest.name, dest.ae_title
         )
-    })?;
+    };
+    match dest.tls()? {
+        None => {
+            let a = options.establish(address.as_str()).with_context(context)?;
+            send_on(a, dest, batch)
+        }
+        Some(tls) => {
+            let a = options
+                .tls_config(tls)
+                .server_name(dest.host.as_str())
+                .establish_tls(address.as_str())
+                .with_context(context)?;
+            send_on(a, dest, batch)
+        }
+    }
+}
+
+/// The files of `batch` over an established association (plain or TLS).
+fn send_on<S>(
+    mut a: dicom_ul::ClientAssociation<S>,
+    dest: &Destination,
+    batch: &[(PathBuf, (String, String))],
+) -> Result<Vec<Outcome>>
+where
+    S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
+{
     let contexts: Vec<_> = a
         .presentation_contexts()
         .iter()
@@ -180,7 +205,10 @@ fn send_batch(
 }
 
 /// The next complete command set from the peer.
-fn receive_command(a: &mut dicom_ul::ClientAssociation<std::net::TcpStream>) -> Result<Command> {
+fn receive_command<S>(a: &mut dicom_ul::ClientAssociation<S>) -> Result<Command>
+where
+    S: std::io::Read + std::io::Write + dicom_ul::association::CloseSocket,
+{
     let mut bytes = Vec::new();
     loop {
         match a.receive().context("no response")? {

@@ -135,7 +135,7 @@ impl Hosts {
     }
 }
 
-/// HTTPS: the certificate and key files, and what was last read from them. A reload
+/// TLS (HTTPS, DICOM): the certificate and key files, and what was last read from them. A reload
 /// that fails (a half-written file) keeps the one in use and says why in the log.
 pub struct Tls {
     cert: std::path::PathBuf,
@@ -178,25 +178,32 @@ impl Tls {
     }
 
     /// Read the files again.
-    fn reload(&self) {
+    pub fn reload(&self) {
         match Self::read(&self.cert, &self.key) {
             Ok(k) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(k);
-                tracing::info!(cert = %self.cert.display(), "HTTPS certificate reloaded");
+                tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
             }
-            Err(e) => tracing::error!("HTTPS certificate not reloaded (the old one stays): {e:#}"),
+            Err(e) => tracing::error!("TLS certificate not reloaded (the old one stays): {e:#}"),
         }
     }
 
+    /// A rustls server configuration that serves the certificate in use (a reload
+    /// changes it for the next handshake).
+    pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Resolver(self.clone()))),
+        )
+    }
+
     fn acceptor(self: &Arc<Self>) -> tokio_rustls::TlsAcceptor {
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Resolver(self.clone())));
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        tokio_rustls::TlsAcceptor::from(self.server_config())
     }
 }
 
@@ -346,14 +353,16 @@ async fn accept(
     };
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let acceptor = tls.as_ref().map(|t| t.acceptor());
+    let mut reloads = stop.reloads();
     loop {
         if stop.is_stopped() {
             return;
         }
-        if stop.take_reload()
-            && let Some(t) = &tls
-        {
-            t.reload();
+        if stop.reloads() != reloads {
+            reloads = stop.reloads();
+            if let Some(t) = &tls {
+                t.reload();
+            }
         }
         let (stream, _) =
             match tokio::time::timeout(Duration::from_millis(200), listener.accept()).await {
