@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use config::Config;
+use records::now_ms;
 
 /// What the node has done since it started (logged at exit; the HTTP status later).
 #[derive(Default)]
@@ -117,13 +118,6 @@ impl Deadline {
         let d = self.0.load(Ordering::SeqCst);
         d != 0 && now_ms() > d
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Connections refused as busy and not yet closed (each is answered A-ASSOCIATE-RJ by the

@@ -33,9 +33,14 @@ pub fn new_id() -> String {
 
 /// Seconds since the Unix epoch (records keep wall-clock times: they outlive the process).
 pub fn now_unix() -> u64 {
+    now_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch (deadlines and the work thread's step clock).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 

@@ -28,7 +28,7 @@ use medfm::jobs::{PromptSpec, SegmentJob, Series};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Config, JobKind, Rule};
-use super::records::{Records, new_id, now_unix};
+use super::records::{Records, new_id, now_ms, now_unix};
 use super::runner::ModelRunner;
 use super::spool::{Spool, StoreError, Stored};
 use super::{Stop, scu};
@@ -222,13 +222,6 @@ impl Liveness {
             self.ended.load(std::sync::atomic::Ordering::SeqCst),
         )
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Run `f`; a panic inside becomes an error with its message, so one item's bug is that
