@@ -7,6 +7,8 @@
 //! every acknowledged instance is in the spool whole; SIGTERM drains and exits 0.
 
 mod common;
+#[path = "common/scu.rs"]
+mod scu;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,40 +18,18 @@ use std::time::Duration;
 use common::node::*;
 use common::*;
 use dicom_ul::ClientAssociationOptions;
-use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 use medfm::dicom::identify;
 use medfm::dimse;
 
-/// A C-STORE from a minimal SCU written here (dicom-ul client): what DCMTK refuses to
-/// send, such as a data set cut short. The response's status and error comment.
+/// A C-STORE in explicit VR little endian from the minimal SCU of tests/common/scu.rs.
 fn raw_store(port: u16, sop_class: &str, sop_instance: &str, data: &[u8]) -> (u16, String) {
-    let mut a = ClientAssociationOptions::new()
-        .calling_ae_title(CALLING)
-        .called_ae_title("MEDFM")
-        .with_presentation_context(sop_class, vec!["1.2.840.10008.1.2.1"])
-        .establish(format!("127.0.0.1:{port}"))
-        .unwrap();
-    let context = a.presentation_contexts()[0].id;
-    a.send(&Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: context,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data: dimse::store_rq(1, sop_class, sop_instance),
-        }],
-    })
-    .unwrap();
-    let mut w = a.send_pdata(context);
-    std::io::Write::write_all(&mut w, data).unwrap();
-    w.finish().unwrap();
-    let reply = match a.receive().unwrap() {
-        Pdu::PData { data } => dimse::Command::read(&data[0].data).unwrap(),
-        other => panic!("unexpected {other:?}"),
-    };
-    let _ = a.release();
-    (
-        reply.status().unwrap(),
-        reply.error_comment().unwrap_or_default(),
+    scu::raw_store(
+        port,
+        CALLING,
+        sop_class,
+        sop_instance,
+        "1.2.840.10008.1.2.1",
+        data,
     )
 }
 

@@ -8,6 +8,8 @@
 //! Every attack is bounded in count and time.
 
 mod common;
+#[path = "common/scu.rs"]
+mod scu;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -215,38 +217,6 @@ fn deflate_bomb(inflated: u64, uid: &str) -> Vec<u8> {
 const SC: &str = "1.2.840.10008.5.1.4.1.1.7";
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
-/// One C-STORE of `data` (a data set in `ts`): the response's status and comment.
-fn store(port: u16, ts: &str, uid: &str, data: &[u8]) -> (u16, String) {
-    let mut a = ClientAssociationOptions::new()
-        .calling_ae_title(CALLING)
-        .called_ae_title("MEDFM")
-        .with_presentation_context(SC, vec![ts])
-        .establish(format!("127.0.0.1:{port}"))
-        .unwrap();
-    let context = a.presentation_contexts()[0].id;
-    a.send(&Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: context,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data: dimse::store_rq(1, SC, uid),
-        }],
-    })
-    .unwrap();
-    let mut w = a.send_pdata(context);
-    w.write_all(data).unwrap();
-    w.finish().unwrap();
-    let reply = match a.receive().unwrap() {
-        Pdu::PData { data } => dimse::Command::read(&data[0].data).unwrap(),
-        other => panic!("unexpected {other:?}"),
-    };
-    let _ = a.release();
-    (
-        reply.status().unwrap(),
-        reply.error_comment().unwrap_or_default(),
-    )
-}
-
 #[test]
 fn deflate_bombs_are_refused_in_bounded_memory() {
     let node = Node::start(
@@ -269,7 +239,9 @@ fn deflate_bombs_are_refused_in_bounded_memory() {
     let replies: Vec<(u16, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = bombs
             .iter()
-            .map(|(uid, data)| s.spawn(|| store(node.port, DEFLATED, uid, data)))
+            .map(|(uid, data)| {
+                s.spawn(|| scu::raw_store(node.port, CALLING, SC, uid, DEFLATED, data))
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });

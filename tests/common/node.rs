@@ -105,19 +105,21 @@ impl Node {
         }
     }
 
-    /// (VmHWM, VmRSS) of the node process in KiB: its peak and current resident memory.
-    pub fn memory_kb(&self) -> (u64, u64) {
+    /// A numeric field of the node process's `/proc/PID/status` (`VmHWM:`, `Threads:`).
+    fn status(&self, name: &str) -> u64 {
         let pid = self.child.as_ref().expect("running").id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmHWM:"), field("VmRSS:"))
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the node's /proc status"))
+    }
+
+    /// (VmHWM, VmRSS) of the node process in KiB: its peak and current resident memory.
+    pub fn memory_kb(&self) -> (u64, u64) {
+        (self.status("VmHWM:"), self.status("VmRSS:"))
     }
 
     /// The token of the node's HTTP API, as `medfm node --print-token` shows it.
@@ -142,13 +144,7 @@ impl Node {
 
     /// Threads of the node process now.
     pub fn threads(&self) -> u64 {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap()
+        self.status("Threads:")
     }
 
     pub fn kill9(&mut self) {
