@@ -514,35 +514,21 @@ impl Config {
         self.max_instance_mb << 20
     }
 
-    /// Spool quota in bytes (None: no quota).
     /// The HTTPS certificate and key files, when set (both checked readable at start).
     pub fn http_tls(&self) -> Result<Option<super::server::Tls>> {
-        if self.http_tls_cert.is_empty() {
-            return Ok(None);
-        }
-        super::server::Tls::new(
-            PathBuf::from(&self.http_tls_cert),
-            PathBuf::from(&self.http_tls_key),
-        )
-        .map(Some)
+        super::server::Tls::configured(&self.http_tls_cert, &self.http_tls_key)
     }
 
     /// The DICOM listener's certificate and key files, when set.
     pub fn dicom_tls(&self) -> Result<Option<super::server::Tls>> {
-        if self.dicom_tls_cert.is_empty() {
-            return Ok(None);
-        }
-        super::server::Tls::new(
-            PathBuf::from(&self.dicom_tls_cert),
-            PathBuf::from(&self.dicom_tls_key),
-        )
-        .map(Some)
+        super::server::Tls::configured(&self.dicom_tls_cert, &self.dicom_tls_key)
     }
 
     pub fn memory_budget_bytes(&self) -> u64 {
         self.memory_budget_mb.saturating_mul(1 << 20)
     }
 
+    /// Spool quota in bytes (None: no quota).
     pub fn quota_bytes(&self) -> Option<u64> {
         (self.quota_mb > 0).then_some(self.quota_mb << 20)
     }

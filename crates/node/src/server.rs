@@ -150,6 +150,15 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
+    /// The files of a configuration's `*_tls_cert` and `*_tls_key` keys (checked to go
+    /// together); None when unset.
+    pub fn configured(cert: &str, key: &str) -> anyhow::Result<Option<Tls>> {
+        if cert.is_empty() {
+            return Ok(None);
+        }
+        Tls::new(cert.into(), key.into()).map(Some)
+    }
+
     pub fn new(cert: std::path::PathBuf, key: std::path::PathBuf) -> anyhow::Result<Tls> {
         let current = std::sync::RwLock::new(Arc::new(Self::read(&cert, &key)?));
         Ok(Tls { cert, key, current })
