@@ -77,6 +77,85 @@ fn ct_series_volume_seg_is_valid_and_exact() {
     check_volume("ct5n", &frames, sources);
 }
 
+/// A CT series given as pixels with its instances' UIDs (what a viewer holds: the JS API's
+/// openPixels): the SEG over the made instances references the original instances, in
+/// their study and frame of reference, and is valid.
+#[test]
+fn seg_over_pixels_references_the_source_instances() {
+    use dicom::pixels::{PixelSpec, Uids, Values};
+    let files = read_folder("series/ct5n");
+    let refs: Vec<&dicom::DicomImage> = files.iter().map(|(_, i)| i).collect();
+    let slices = dicom::series::order(&refs).unwrap();
+    let (spacing, _) = dicom::volume::spacing(&refs, &slices).unwrap();
+    let ordered: Vec<&dicom::DicomImage> = slices.order.iter().map(|&(i, _)| refs[i]).collect();
+    let m = &ordered[0].meta;
+    let values: Vec<i16> = ordered
+        .iter()
+        .flat_map(|i| i.frame(0).unwrap().values.into_iter().map(|v| v as i16))
+        .collect();
+    let attr = |obj: &dicom_object::DefaultDicomObject, name: &str| {
+        let v = obj.element_by_name(name).unwrap().to_str().unwrap();
+        v.trim_end_matches(['\0', ' ']).to_string()
+    };
+    let raw = dicom_object::open_file(&files[0].0).unwrap();
+    let (r, c, n) = (slices.row_dir, slices.col_dir, slices.normal);
+    let spec = PixelSpec {
+        width: m.cols,
+        height: m.rows,
+        frames: ordered.len() as u32,
+        spacing: Some(spacing),
+        origin: slices.origin,
+        direction: Some([r[0], r[1], r[2], c[0], c[1], c[2], n[0], n[1], n[2]]),
+        modality: Some("CT".into()),
+        window: None,
+        photometric: None,
+        description: None,
+        uids: Some(Uids {
+            study: Some(m.study_instance_uid.clone()),
+            series: Some(m.series_instance_uid.clone()),
+            sop_class: Some(attr(&raw, "SOPClassUID")),
+            instances: Some(
+                ordered
+                    .iter()
+                    .map(|i| i.meta.sop_instance_uid.clone())
+                    .collect(),
+            ),
+            frame_of_reference: Some(attr(&raw, "FrameOfReferenceUID")),
+        }),
+    };
+    let made: Vec<dicom::DicomImage> = dicom::pixels::instances(&spec, Values::I16(&values))
+        .unwrap()
+        .iter()
+        .map(|b| dicom::read(b).unwrap())
+        .collect();
+    let (rows, cols) = (m.rows as usize, m.cols as usize);
+    let masks: Vec<Vec<u8>> = (0..made.len()).map(|k| slice_disc(rows, cols, k)).collect();
+    let frames: Vec<seg::SegFrame> = made
+        .iter()
+        .zip(&masks)
+        .map(|(source, mask)| seg::SegFrame {
+            source,
+            frame: 0,
+            mask,
+        })
+        .collect();
+    let sources = ordered
+        .iter()
+        .map(|i| serde_json::json!([i.meta.sop_instance_uid, null]))
+        .collect();
+    check_volume("ct5n_pixels", &frames, sources);
+    let out = seg::write_seg_frames(&frames, &seg::SegmentInfo::default()).unwrap();
+    let path = std::env::temp_dir().join(format!("medfm-pixels-seg-{}.dcm", std::process::id()));
+    std::fs::write(&path, &out).unwrap();
+    let back = dicom_object::open_file(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        attr(&back, "FrameOfReferenceUID"),
+        attr(&raw, "FrameOfReferenceUID")
+    );
+    assert_eq!(attr(&back, "StudyInstanceUID"), m.study_instance_uid);
+}
+
 /// Two segments over one series, overlapping on two slices, with labels and colours: one
 /// SEG (dciodvfy clean); highdicom reads every frame of every segment back exactly, with
 /// its source instance, label and colour.

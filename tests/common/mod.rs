@@ -36,6 +36,22 @@ pub fn data(rel: &str) -> PathBuf {
     root().join("tests").join("data").join(rel)
 }
 
+/// The files of the folder `tests/data/<rel>`, sorted by name, each read by the library.
+pub fn read_folder(rel: &str) -> Vec<(PathBuf, medfm::dicom::DicomImage)> {
+    let mut paths: Vec<_> = std::fs::read_dir(data(rel))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let image = medfm::dicom::read(&std::fs::read(&p).unwrap()).unwrap();
+            (p, image)
+        })
+        .collect()
+}
+
 /// Directory holding `lite_medsam.pth` and the `.bpk` files: `$MEDFM_WEIGHTS_DIR` or `weights/`.
 pub fn weights_dir() -> PathBuf {
     std::env::var_os("MEDFM_WEIGHTS_DIR")

@@ -21,6 +21,8 @@ pub mod dimse;
 mod error_kind;
 mod jpeg12;
 pub mod lut;
+pub mod part10;
+pub mod pixels;
 mod scan;
 pub mod seg;
 pub mod series;
@@ -91,6 +93,10 @@ pub enum Error {
     /// A segmentation that cannot be written as a DICOM SEG.
     #[error("DICOM SEG: {0}")]
     Seg(String),
+    /// Pixels given to be made into DICOM instances that cannot be (a wrong length, a
+    /// NaN window, a bad geometry or UID).
+    #[error("pixels: {0}")]
+    Pixels(String),
     /// A frame index out of range.
     #[error("frame {frame} does not exist: the image has {frames} frame(s)")]
     Frame {

@@ -14,19 +14,13 @@ use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR, dicom_value};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use dicom_object::meta::FileMetaTableBuilder;
 
+use super::part10::{EXPLICIT_VR_LE, derived_uid, part10};
 use super::series::{cross, dot};
 use super::{DicomImage, Error};
 
 /// SOP Class UID of Segmentation Storage.
 pub const SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-/// Implementation Class UID of medfm (UUID-derived, `2.25.` root), in the file meta of
-/// every Part 10 file medfm writes (SEGs, retrieved frames, the node's spool).
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.270138620468451637006410264637185546813";
-/// ImplementationVersionName beside it.
-pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("MEDFM_", env!("CARGO_PKG_VERSION"));
 
 /// Describes one segment.
 #[derive(Debug, Clone)]
@@ -154,16 +148,7 @@ impl DerivedUids {
 
     /// The UID for `purpose` (`sop`, `series`, `dimension`).
     fn uid(&self, purpose: &str) -> String {
-        use sha2::{Digest, Sha256};
-        let h = Sha256::new()
-            .chain_update(self.digest)
-            .chain_update(purpose.as_bytes())
-            .finalize();
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&h[..16]);
-        b[6] = (b[6] & 0x0f) | 0x80; // version 8
-        b[8] = (b[8] & 0x3f) | 0x80; // variant 10
-        format!("2.25.{}", u128::from_be_bytes(b))
+        derived_uid(&[&self.digest, purpose.as_bytes()])
     }
 }
 
@@ -721,31 +706,6 @@ pub fn write_seg_segments(segments: &[Segment]) -> Result<Vec<u8>, Error> {
     ));
 
     part10(obj, SEG_SOP_CLASS, &sop_uid, EXPLICIT_VR_LE, "the SEG").map_err(Error::Seg)
-}
-
-/// `obj` as a Part 10 file written by medfm (preamble, file meta with medfm's
-/// implementation UID and version, data set in `transfer_syntax`); `what` names it in an
-/// error.
-pub(crate) fn part10(
-    obj: InMemDicomObject,
-    sop_class: &str,
-    sop_instance: &str,
-    transfer_syntax: &str,
-    what: &str,
-) -> Result<Vec<u8>, String> {
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(sop_class)
-        .media_storage_sop_instance_uid(sop_instance)
-        .transfer_syntax(transfer_syntax)
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-        .build()
-        .map_err(|e| format!("cannot build the file meta group: {e}"))?;
-    let mut out = Vec::new();
-    obj.with_exact_meta(meta)
-        .write_all(&mut out)
-        .map_err(|e| format!("cannot encode {what}: {e}"))?;
-    Ok(out)
 }
 
 /// One item of the Segment Sequence: number, label, colour, algorithm, properties.

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
-use medfm::dicom::seg::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+use medfm::dicom::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use medfm::dicom::{InstanceIds, is_uid};
 
 /// Folder of temporary files, inside the root (same file system, so a rename is atomic).

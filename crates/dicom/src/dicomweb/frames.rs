@@ -21,7 +21,7 @@ use super::multipart::{Part, parameter};
 /// ones in their own media type), so nothing is transcoded on the way.
 pub const ACCEPT: &str = "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*";
 
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+use crate::part10::EXPLICIT_VR_LE;
 /// Transfer syntaxes whose frames are plain little-endian pixels.
 const NATIVE: [&str; 3] = [
     "1.2.840.10008.1.2",
@@ -343,7 +343,7 @@ pub fn single_frame(
             "frame {n} came in transfer syntax {ts:?}: ask for little endian or a compressed one"
         )));
     };
-    crate::seg::part10(
+    crate::part10::part10(
         obj,
         &sop_class,
         &sop_instance,
