@@ -58,3 +58,7 @@ step "browser end-to-end (headless Chromium: forced CPU, then WebGPU on SwiftSha
 npm ci --prefix tests/browser --no-audit --no-fund --silent
 MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" CHECK_PYTHON="$MEDFM_CHECK_PY" \
   node tests/browser/e2e.mjs --path all --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"
+
+step "npm package (scripts/npm_pack.sh from that web build; installed into a fresh Vite 8 project, tsc, vite build, Chromium: CPU and WebGPU on SwiftShader)"
+MEDFM_WEB_DIST=dist MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" \
+  node tests/browser/package.mjs --webgpu --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # trunk post-build hook (also usable by hand: web_assets.sh DIST): put the LiteMedSAM
-# weights (.bpk, made by scripts/weights.sh) and the bundled samples into the app, with a
-# manifest of sizes and sha256 the worker checks downloads against; with MEDFM_PACS_URL
+# weights (.bpk, made by scripts/weights.sh; the worker checks them against the sha256
+# compiled into the engine) and the bundled samples into the app; with MEDFM_PACS_URL
 # set, the PACS of the "Open from PACS" panel (scripts/configure_pacs.sh); in release builds
 # (`trunk build --release`: profile wasm-release) size-optimise the engine's wasm.
 set -euo pipefail
@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 dest="${1:-${TRUNK_STAGING_DIR:?run by trunk, or give the dist directory}}"
 mkdir -p "$dest/weights" "$dest/samples"
-entries=()
+# int8 is where www/medfm.js looks beside itself (as in the npm package); www/app.js
+# names the fp32 file.
 for p in int8 fp32; do
   f="$MEDFM_WEIGHTS_DIR/lite_medsam_$p.bpk"
   if [ ! -f "$f" ]; then
@@ -17,9 +18,7 @@ for p in int8 fp32; do
     exit 1
   fi
   cp "$f" "$dest/weights/"
-  entries+=("\"$p\": {\"file\": \"lite_medsam_$p.bpk\", \"bytes\": $(stat -c %s "$f"), \"sha256\": \"$(sha256sum "$f" | cut -d' ' -f1)\"}")
 done
-(IFS=,; echo "{${entries[*]}}") > "$dest/weights/manifest.json"
 # Samples (provenance: tests/data/PROVENANCE.md).
 cp tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm "$dest/samples/abdomen_mr.dcm"
 cp tests/data/CT_small.dcm "$dest/samples/head_ct.dcm"

@@ -124,14 +124,14 @@ function renderSeriesList() {
 async function openItems(items) {
   status('Reading files…');
   const list = await app.medfm.open(items);
-  app.series = list;
+  app.series = app.medfm.list();
   renderSeriesList();
   if (list.errors.length) {
     status(`Skipped ${list.errors.length} file(s): ${list.errors.map((e) => `${e.name}: ${e.error}`).join('; ')}`, true);
   } else {
     status(`${list.length} series open`);
   }
-  if (app.cur.series < 0 && list.length) await showFrame(0, 0);
+  if (app.cur.series < 0 && list.length) await showFrame(list[0].index, 0);
 }
 
 async function showFrame(series, frame, { keepView = false } = {}) {
@@ -613,7 +613,7 @@ async function pacsOpen(study, series) {
         $('pacs-progress').value = p.instances;
         status(`Retrieving: ${p.instances}${series.instances ? ` / ${series.instances}` : ''} images, ${(p.bytes / 1e6).toFixed(1)} MB`);
         if (p.series) {
-          app.series = p.series;
+          app.series = app.medfm.list();
           renderSeriesList();
           const s = p.series.find((x) => x.uid === series.uid);
           // The first slice on screen as soon as it has arrived.
@@ -625,7 +625,7 @@ async function pacsOpen(study, series) {
         }
       },
     });
-    app.series = list;
+    app.series = app.medfm.list();
     renderSeriesList();
     const s = list.find((x) => x.uid === series.uid);
     if (s) await showFrame(s.index, app.cur.series === s.index ? app.cur.frame : 0);
@@ -911,7 +911,8 @@ async function main() {
   setTool('segment');
   app.config = await loadConfig();
   pacsLoad();
-  app.medfm = new MedFM({});
+  // int8 ships beside the API module; this app also serves the fp32 weights.
+  app.medfm = new MedFM({ weights: { fp32: new URL('../weights/lite_medsam_fp32.bpk', import.meta.url) } });
   window.medfm = app.medfm;
   app.medfm.addEventListener('progress', onProgress);
   app.medfm.addEventListener('crashed', (e) => status(`The engine stopped: ${e.detail.error}; restarting on the CPU`, true));

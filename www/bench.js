@@ -105,7 +105,7 @@ async function propagateMedfm(backend) {
   let spec = null;
   for (let i = 0; i < RUNS; i++) {
     // A fresh engine per run (no slice cached), the model loaded before the clock starts.
-    const medfm = new MedFM({});
+    const medfm = new MedFM({ weights: { fp32: new URL('../weights/lite_medsam_fp32.bpk', import.meta.url) } });
     const info = await medfm.setBackend(backend, PRECISION);
     if (info.backend !== backend) throw new Error(`asked for ${backend}, got ${info.backend} (${info.fallback})`);
     spec = await openSeries(medfm);

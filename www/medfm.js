@@ -1,10 +1,16 @@
 // medfm JS API: LiteMedSAM segmentation and embeddings of DICOM images, computed in a
-// Web Worker on WebGPU or the CPU (wasm). Nothing leaves the page: weights and samples
-// come from the app's own origin; images come from the user's files.
+// Web Worker on WebGPU or the CPU (wasm). Nothing leaves the page: the weights come from
+// beside this module (or the caller's `weights`), images from the caller.
 //
-//   const medfm = await MedFM.create({ backend: 'auto' | 'webgpu' | 'cpu' });
+// This file is the `medfm` npm package's entry (scripts/npm_pack.sh) and the web app's
+// API (www/app.js imports it): one source for both. The worker, the engine's wasm and the
+// int8 weights are located with literal `new URL(..., import.meta.url)`, so bundlers
+// (Vite, webpack 5) emit them with no configuration.
+//
+//   const medfm = await MedFM.create({ backend: 'auto' | 'webgpu' | 'cpu', precision: 'int8', weights });
 //   const series = await medfm.open(filesOrUrls);      // File, Blob, ArrayBuffer or URL
-//   const r = await medfm.segment({ series: 0, frame: 0, box: [x0, y0, x1, y1],
+//   // `series` below is a series' index or its SeriesInstanceUID
+//   const r = await medfm.segment({ series: series[0].uid, frame: 0, box: [x0, y0, x1, y1],
 //                                   points: [[x, y, 1]] });
 //   // r = { mask: Uint8Array(rows*cols), rows, cols, area, iou, lowConfidence, warnings, backend, ms }
 //   await medfm.setBackend('cpu');
@@ -25,7 +31,11 @@
 // or argument), 'weights' (missing, foreign or unreadable weights), 'device' (WebGPU
 // failed), 'io' (a file or URL could not be read), 'internal' (anything else).
 
-const BASE = new URL('..', import.meta.url).href; // the app root (www/ is one level down)
+// The weights shipped beside this module (the app's dist/ and the npm package both put
+// them at ../weights/): int8 only; other precisions come from the `weights` option.
+const BUNDLED_WEIGHTS = {
+  int8: new URL('../weights/lite_medsam_int8.bpk', import.meta.url),
+};
 
 function coded(message, code) {
   const e = new Error(message);
@@ -69,7 +79,12 @@ export class MedFM extends EventTarget {
    * Start the worker and load the model. Options: backend ('auto' default: WebGPU when
    * the adapter is a real GPU, else CPU: a software adapter such as SwiftShader is passed
    * over, with the reason in `info.fallback`; 'webgpu' forces the adapter), precision
-   * ('int8' default, 'fp32').
+   * ('int8' default, 'fp32'), weights: where the weights come from, pinned by sha256
+   * (this build runs only the LiteMedSAM weights whose hashes it was built with): a URL
+   * (string or URL) or the bytes (ArrayBuffer or typed array) of the `precision` chosen
+   * here, or an object of them by precision ({int8, fp32}); by default the int8 weights
+   * shipped beside this module (a URL weights file is kept in the Cache API and checked
+   * again on each load).
    * Emits 'progress' events ({detail: {stage, loaded, total, ms, backend}}): stage
    * 'download' and 'init' while loading, 'span' ({name, ms}) as each step of the
    * library's pipeline ends (read, decode, preprocess, encode, decode_mask, write: the
@@ -85,6 +100,8 @@ export class MedFM extends EventTarget {
     super();
     this.requested = options.backend || 'auto';
     this.precision = options.precision || 'int8';
+    this.weights = options.weights;
+    this.weightsPrecision = this.precision; // the precision a single `weights` is for
     this.info = null; // {backend, precision, fallback}
     // From the engine (the library's series rule): [{index, uid, study, modality,
     // description, rows, cols, frames, refs: [[imageId, frame]], warnings}].
@@ -141,7 +158,7 @@ export class MedFM extends EventTarget {
     this.crashed = null;
     this.worker.terminate();
     this._startWorker();
-    this.info = await this._post('loadModel', { backend: 'cpu', precision: this.precision, base: BASE });
+    this.info = await this._loadModel('cpu', this.precision);
     this.info.fallback = `the ${this.requested} engine stopped (${reason}); restarted on the CPU`;
     await this._reopen();
     this.dispatchEvent(new CustomEvent('recovered', { detail: this.info }));
@@ -177,7 +194,7 @@ export class MedFM extends EventTarget {
     this.precision = precision;
     if (this.crashed) await this._recover();
     try {
-      this.info = await this._post('loadModel', { backend: name, precision, base: BASE });
+      this.info = await this._loadModel(name, precision);
     } catch (e) {
       // Refused (e.g. a precision the app does not serve): the model loaded before stays.
       if (!this.crashed) [this.requested, this.precision] = before;
@@ -186,6 +203,33 @@ export class MedFM extends EventTarget {
       await this._recover();
     }
     return this.info;
+  }
+
+  _loadModel(backend, precision) {
+    const weights = this._weightsFor(precision);
+    return this._post('loadModel', { backend, precision, weights }, weights.bytes ? [weights.bytes] : []);
+  }
+
+  // The worker's weights source for a precision: {url} or {bytes} (a fresh copy: it is
+  // transferred), from the `weights` option or shipped beside this module.
+  _weightsFor(precision) {
+    const w = this.weights;
+    const single = typeof w === 'string' || w instanceof URL || w instanceof ArrayBuffer || ArrayBuffer.isView(w);
+    const given = w === undefined || w === null ? undefined : single ? (precision === this.weightsPrecision ? w : undefined) : w[precision];
+    if (given === undefined || given === null) {
+      if (BUNDLED_WEIGHTS[precision]) return { url: BUNDLED_WEIGHTS[precision].href };
+      throw coded(`no ${precision} weights: only int8 weights ship with medfm; pass weights: { ${precision}: url or bytes }`, 'bad-input');
+    }
+    if (given instanceof ArrayBuffer) return { bytes: given.slice(0) };
+    if (ArrayBuffer.isView(given)) return { bytes: given.buffer.slice(given.byteOffset, given.byteOffset + given.byteLength) };
+    if (typeof given === 'string' || given instanceof URL) {
+      try {
+        return { url: new URL(String(given), globalThis.location && location.href).href };
+      } catch {
+        throw coded(`weights ${given} is not a URL`, 'bad-input');
+      }
+    }
+    throw coded('weights: give a URL, an ArrayBuffer or a typed array (or an object of them by precision)', 'bad-input');
   }
 
   async _reopen() {
@@ -202,6 +246,7 @@ export class MedFM extends EventTarget {
     const copy = bytes.slice(0);
     const { id, meta } = await (recovering ? this._post : this._call).call(this, 'open', { bytes }, [bytes]);
     this._keep(copy, id, meta);
+    return id;
   }
 
   /** An opened file's bytes (reopened after a worker restart) and its metadata. */
@@ -220,8 +265,9 @@ export class MedFM extends EventTarget {
   /**
    * Open DICOM files (File/Blob/ArrayBuffer/typed array/same-origin URL). Files that are
    * not DICOM are reported in `errors` ({name, error, code}) and skipped. Resolves to the
-   * series list [{index, uid, study, modality, description, rows, cols, frames, warnings}]
-   * plus `errors`: series by SeriesInstanceUID in the order first opened, frames in space
+   * series of these files [{index, uid, study, modality, description, rows, cols, frames,
+   * warnings}] (a series already open that a file joins included; `list()` gives every
+   * open series) plus `errors`: series by SeriesInstanceUID in the order first opened, frames in space
    * (along the slice normal; by InstanceNumber when the geometry does not allow it, with
    * the reason in `warnings`), as the CLI orders a series.
    */
@@ -229,24 +275,71 @@ export class MedFM extends EventTarget {
     if (filesOrUrls && filesOrUrls.dicomweb) return this._openDicomweb(filesOrUrls);
     const list = Array.isArray(filesOrUrls) || filesOrUrls instanceof FileList ? Array.from(filesOrUrls) : [filesOrUrls];
     const errors = [];
+    const ids = new Set();
     for (const item of list) {
       const name = item.name || String(item);
       try {
-        await this._openOne(await toBytes(item));
+        ids.add(await this._openOne(await toBytes(item)));
       } catch (e) {
         errors.push({ name, error: e.message, code: e.code || 'internal' });
       }
     }
     await this._listSeries();
-    const out = this._seriesList();
+    const out = this._seriesList(ids);
     out.errors = errors;
     return out;
   }
 
-  _seriesList() {
-    return this.series.map(({ index, uid, study, modality, description, rows, cols, frames, warnings }) => ({
-      index, uid, study, modality, description, rows, cols, frames, warnings,
-    }));
+  /**
+   * Open pixels a viewer has already decoded: {data, width, height, frames = 1, spacing,
+   * origin, direction, modality, window: {center, width}, photometric, description,
+   * uids}. `data`: Int16Array, Uint16Array, Float32Array or Uint8Array of modality values
+   * (the modality LUT applied, as Cornerstone3D's scalar data is), frames back to back,
+   * row-major (RGB interleaved, Uint8Array only). `spacing` [x, y, slice] mm, `origin` the
+   * patient position of frame 0's first pixel, `direction` the row, column and slice
+   * directions (9 numbers): Cornerstone3D's volume fields. `window` is the image's own
+   * (the CT recipe uses it as a file's first window). `uids` {study, series, sopClass,
+   * instances: [one per frame], frameOfReference}: the source instances, so that
+   * exportSeg references them.
+   * The engine makes them DICOM instances (one per frame) and opens those as files: the
+   * same pixels give the same model input as the file they came from. Resolves like
+   * `open()` to the series ([{index, uid, rows, cols, frames, ...}], `errors` empty);
+   * bad input rejects with code 'bad-input' saying what is wrong.
+   */
+  async openPixels({ data, ...spec } = {}) {
+    if (!ArrayBuffer.isView(data) || data instanceof DataView) {
+      throw coded('openPixels needs data: an Int16Array, Uint16Array, Float32Array or Uint8Array', 'bad-input');
+    }
+    // Plain arrays for the engine (Cornerstone3D gives Float32Array/vec3 geometry).
+    for (const k of ['spacing', 'origin', 'direction']) {
+      if (spec[k] !== undefined && spec[k] !== null) spec[k] = Array.from(spec[k], Number);
+    }
+    const files = await this._call('pixelsToDicom', { spec, data });
+    const ids = new Set();
+    for (const bytes of files) ids.add(await this._openOne(bytes.buffer));
+    await this._listSeries();
+    const out = this._seriesList(ids);
+    out.errors = [];
+    return out;
+  }
+
+  /**
+   * Every open series, as `open()` describes them (whoever opened them: the app's
+   * samples, earlier calls, a DICOMweb retrieve), in the engine's order.
+   */
+  list() {
+    return this._seriesList();
+  }
+
+  // The series list, or with `ids` (opened files) only the series holding one of them;
+  // in the engine's order (series in the order first opened), so a call's result does
+  // not depend on other calls running meanwhile.
+  _seriesList(ids = null) {
+    return this.series
+      .filter((s) => !ids || s.refs.some(([id]) => ids.has(id)))
+      .map(({ index, uid, study, modality, description, rows, cols, frames, warnings }) => ({
+        index, uid, study, modality, description, rows, cols, frames, warnings,
+      }));
   }
 
   // The server and headers of a `dicomweb` option: the URL resolved against the page
@@ -281,12 +374,13 @@ export class MedFM extends EventTarget {
 
   // open({dicomweb: {url, headers, study, series?}, onProgress, signal}): WADO-RS,
   // instances opened as they arrive. onProgress({instances, bytes, series?}): `series` (the
-  // series list so far) on the first instance and then at most once a second, so a viewer
+  // retrieved series so far) on the first instance and then at most once a second, so a viewer
   // shows the first slice before the rest has arrived. signal.abort() stops the transfer
   // (what arrived stays open; `retrieved.stopped` is 'cancelled'). Nothing is cached.
   async _openDicomweb({ dicomweb, onProgress, signal }) {
     const { server, headers } = this._server(dicomweb);
     const errors = [];
+    const ids = new Set();
     let instances = 0;
     let listed = 0;
     let listing = Promise.resolve();
@@ -297,12 +391,13 @@ export class MedFM extends EventTarget {
           return;
         }
         this._keep(m.bytes, m.id, m.meta);
+        ids.add(m.id);
         instances += 1;
         const progress = { instances, bytes: m.received };
         if (instances === 1 || performance.now() - listed > 1000) {
           listed = performance.now();
           listing = listing.then(() => this._listSeries()).then(() => {
-            if (onProgress) onProgress({ ...progress, series: this._seriesList() });
+            if (onProgress) onProgress({ ...progress, series: this._seriesList(ids) });
           });
         } else if (onProgress) {
           onProgress(progress);
@@ -317,7 +412,7 @@ export class MedFM extends EventTarget {
       const retrieved = await pending;
       await listing;
       await this._listSeries();
-      const out = this._seriesList();
+      const out = this._seriesList(ids);
       out.errors = errors;
       out.retrieved = retrieved;
       return out;
@@ -338,9 +433,17 @@ export class MedFM extends EventTarget {
     return this._call('dicomwebStore', { ...this._server(dicomweb), bytes: copy }, [copy]);
   }
 
+  // A series by its index or its SeriesInstanceUID (every `series` argument).
+  _series(series) {
+    const s = typeof series === 'string' ? this.series.find((x) => x.uid === series) : Number.isInteger(series) ? this.series[series] : undefined;
+    if (!s) {
+      throw coded(`no series ${JSON.stringify(series)}: give an index 0..${this.series.length - 1} or a SeriesInstanceUID of an open series`, 'bad-input');
+    }
+    return s;
+  }
+
   _ref(series, frame) {
-    const s = this.series[series];
-    if (!s) throw coded(`no series ${series} (have ${this.series.length})`, 'bad-input');
+    const s = this._series(series);
     const ref = s.refs[frame];
     if (!ref) throw coded(`series ${series} has frames 0..${s.frames - 1}, not ${frame}`, 'bad-input');
     return { s, id: ref[0], frame: ref[1] };
@@ -402,8 +505,7 @@ export class MedFM extends EventTarget {
    * newCols}] (the browser benchmark runs another engine on exactly these).
    */
   async seriesModelInputs({ series }) {
-    const s = this.series[series];
-    if (!s) throw coded(`no series ${series} (have ${this.series.length})`, 'bad-input');
+    const s = this._series(series);
     return this._call('seriesModelInputs', { refs: s.refs.flat() });
   }
 
@@ -469,8 +571,7 @@ export class MedFM extends EventTarget {
 
   /** Volume in mL of `voxels` voxels of a series (its spacing by the library's rule; null when it has none). */
   async volumeMl({ series, voxels }) {
-    const s = this.series[series];
-    if (!s) throw coded(`no series ${series}`, 'bad-input');
+    const s = this._series(series);
     return this._call('volumeMl', { refs: s.refs.flat(), voxels });
   }
 
@@ -489,8 +590,7 @@ export class MedFM extends EventTarget {
   // Segments as the engine takes them: [{label, color?, refs: [[id, frame]]}] and every
   // mask back to back (each segment's in frame order).
   _segments(series, segments) {
-    const s = this.series[series];
-    if (!s) throw coded(`no series ${series}`, 'bad-input');
+    const s = this._series(series);
     const spec = [];
     const parts = [];
     for (const seg of segments) {
@@ -518,8 +618,7 @@ export class MedFM extends EventTarget {
    * the later segment where two overlap, over the same grid and header.
    */
   async exportNifti({ series, segments }) {
-    const s = this.series[series];
-    if (!s) throw coded(`no series ${series}`, 'bad-input');
+    const s = this._series(series);
     const ids = [...new Set(s.refs.map(([id]) => id))];
     if (!segments) return this._call('nifti', { ids });
     const { spec, masks } = this._segments(series, segments);

@@ -16,7 +16,7 @@
 // redirects; the caller's headers (credentials) are sent and never kept.
 import init, {
   Engine, MultipartParser, dicomwebHttpError, dicomwebParse, dicomwebUrl, panicForTest, pinnedSha256,
-  setSpanListener, sha256Hex, softwareAdapter, stowBody,
+  pixelsToDicom, setSpanListener, sha256Hex, softwareAdapter, stowBody,
 } from '../medfm-wasm.js';
 
 const WEIGHTS_CACHE = 'medfm-weights-v1';
@@ -35,78 +35,69 @@ function progress(stage, extra) {
   self.postMessage({ event: 'progress', stage, ...extra });
 }
 
-// Network first for the manifest (so a new build is noticed), the cache when offline.
-async function manifest(base) {
-  const url = new URL('weights/manifest.json', base).href;
-  const cache = await caches.open(WEIGHTS_CACHE);
-  try {
-    const resp = await fetch(url, { cache: 'no-cache' });
-    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-    await cache.put(url, resp.clone());
-    return resp.json();
-  } catch (e) {
-    const hit = await cache.match(url);
-    if (hit) return hit.json();
-    throw new Error(`cannot get the weights manifest ${url}: ${e.message}`);
-  }
-}
-
-// Weights bytes from the Cache API when present and intact, else downloaded (with
-// progress), sha256-checked against the manifest, then cached for the next visit. The
-// manifest itself must name the weights this build pins (compiled into the engine), so a
-// server cannot hand it other weights with a matching manifest.
-async function weightsBytes(base, precision) {
+// The weights' bytes, checked against the sha256 pinned in this build (compiled into the
+// engine): `source` is {bytes} (the caller's) or {url}. A URL's file comes from the Cache
+// API when present and intact, else it is downloaded (with progress) and cached for the
+// next visit. Any other file (stale, foreign, truncated) is refused with both hashes.
+const MAX_WEIGHTS = 1 << 30;
+async function weightsBytes(source, precision) {
   const t0 = performance.now();
   const pinned = pinnedSha256(precision); // refuses a name that is not a precision
-  const served = await manifest(base);
-  const entry = served[precision];
-  if (!entry) {
-    const e = new Error(`this app serves no ${precision} weights (it serves: ${Object.keys(served).join(', ')})`);
-    e.code = 'bad-input';
-    throw e;
+  const refuse = (sha, what) => coded(`${what}: sha256 ${sha} is not the ${precision} weights this build of medfm runs (${pinned}): a truncated download, or stale or foreign weights`, 'weights');
+  if (source.bytes) {
+    const bytes = new Uint8Array(source.bytes);
+    const sha = sha256Hex(bytes);
+    if (sha !== pinned) throw refuse(sha, 'the weights given');
+    progress('download', { loaded: bytes.length, total: bytes.length, cached: true, ms: performance.now() - t0 });
+    return bytes;
   }
-  if (entry.sha256 !== pinned) {
-    throw new Error(`the server's weights manifest names ${precision} weights with sha256 ${entry.sha256}, but this build of medfm runs only ${pinned} (a stale or foreign weights folder on the server)`);
-  }
-  if (!(Number.isSafeInteger(entry.bytes) && entry.bytes > 0 && entry.bytes < 1 << 30)) {
-    throw new Error(`the weights manifest gives ${entry.bytes} bytes for ${entry.file}`);
-  }
-  const url = new URL(`weights/${entry.file}`, base).href;
-  const cache = await caches.open(WEIGHTS_CACHE);
-  const hit = await cache.match(url);
+  const url = source.url;
+  // No Cache API outside secure contexts (plain http on another host than localhost).
+  const cache = typeof caches === 'undefined' ? null : await caches.open(WEIGHTS_CACHE);
+  const hit = cache && (await cache.match(url));
   if (hit) {
     const bytes = new Uint8Array(await hit.arrayBuffer());
-    if (sha256Hex(bytes) === entry.sha256) {
+    if (sha256Hex(bytes) === pinned) {
       progress('download', { loaded: bytes.length, total: bytes.length, cached: true, ms: performance.now() - t0 });
       return bytes;
     }
     await cache.delete(url); // stale or corrupted: fetch again
   }
-  const resp = await fetch(url);
-  if (!resp.ok) throw new Error(`cannot download ${url}: HTTP ${resp.status}`);
-  // Sized from the (pinned) manifest: Content-Length is the compressed size when the
-  // server sends the file gzip- or brotli-encoded.
-  const total = entry.bytes;
-  const bytes = new Uint8Array(total);
+  let resp;
+  try {
+    resp = await fetch(url);
+  } catch (e) {
+    throw coded(`cannot download the weights ${url}: ${e.message} (offline?)`, 'io');
+  }
+  if (!resp.ok) throw coded(`cannot download the weights ${url}: HTTP ${resp.status}`, 'weights');
+  // Content-Length is the compressed size when the server sends the file gzip- or
+  // brotli-encoded: it sizes the progress only, never the buffer.
+  const declared = resp.headers.get('content-encoding') ? 0 : Number(resp.headers.get('content-length')) || 0;
+  const chunks = [];
   let loaded = 0;
   const reader = resp.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    if (loaded + value.length > bytes.length) throw new Error(`${url} is larger than the manifest says (${entry.bytes} bytes)`);
-    bytes.set(value, loaded);
     loaded += value.length;
-    progress('download', { loaded, total, cached: false });
+    if (loaded > MAX_WEIGHTS) {
+      await reader.cancel();
+      throw coded(`${url} is over ${MAX_WEIGHTS} bytes: not LiteMedSAM weights`, 'weights');
+    }
+    chunks.push(value);
+    progress('download', { loaded, total: Math.max(declared, loaded), cached: false });
   }
-  if (loaded !== total) throw new Error(`${url}: ${loaded} bytes received, the manifest says ${total} (truncated download)`);
-  const got = bytes;
-  const sha = sha256Hex(got);
-  if (sha !== entry.sha256) {
-    throw new Error(`${entry.file}: sha256 ${sha} does not match the manifest's ${entry.sha256} (truncated or replaced download)`);
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
   }
-  await cache.put(url, new Response(got));
-  progress('download', { loaded, total, cached: false, ms: performance.now() - t0 });
-  return got;
+  const sha = sha256Hex(bytes);
+  if (sha !== pinned) throw refuse(sha, url);
+  if (cache) await cache.put(url, new Response(bytes));
+  progress('download', { loaded, total: loaded, cached: false, ms: performance.now() - t0 });
+  return bytes;
 }
 
 // The WebGPU adapter: {ok, software?: reason, name}. A software adapter (SwiftShader,
@@ -168,8 +159,8 @@ async function dicomwebFetch(method, url, headers, accept, { body, signal, ok = 
 }
 
 const ops = {
-  async loadModel({ backend, precision, base }) {
-    const bytes = await weightsBytes(base, precision).catch((e) => {
+  async loadModel({ backend, precision, weights }) {
+    const bytes = await weightsBytes(weights, precision).catch((e) => {
       e.code = e.code || 'weights';
       throw e;
     });
@@ -195,6 +186,11 @@ const ops = {
     return { backend: name, precision, fallback, software: !!(adapter && adapter.software) };
   },
   open: ({ bytes }) => engine.open(new Uint8Array(bytes)),
+  // A viewer's decoded pixels as DICOM instances (one per frame), opened by the page.
+  pixelsToDicom({ spec, data }) {
+    const files = pixelsToDicom(spec, data);
+    return { result: files, transfer: files.map((f) => f.buffer) };
+  },
   close: ({ id }) => engine.close(id),
   frame({ id, frame }) {
     const f = engine.frame(id, frame);
@@ -335,7 +331,7 @@ async function handle(op, args, id) {
 
 // Model calls run one after another; reading files and frames does not wait for them
 // (the engine holds no borrow across an await, so they may interleave safely).
-const UNQUEUED = new Set(['open', 'frame', 'close', 'render', 'series', 'cancelPropagate', 'volumeMl',
+const UNQUEUED = new Set(['open', 'pixelsToDicom', 'frame', 'close', 'render', 'series', 'cancelPropagate', 'volumeMl',
   'dicomwebSearch', 'dicomwebRetrieve', 'cancelRetrieve', 'dicomwebStore']);
 
 self.onmessage = (ev) => {

@@ -35,14 +35,13 @@
 // DICOM opened by URL is never cached, and offline it fails instead of being answered
 // with another one.
 process.env.PW_EXPERIMENTAL_SERVICE_WORKER_NETWORK_EVENTS ??= '1';
-import { chromium } from 'playwright-core';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import zlib from 'node:zlib';
+import { check, failed, launch, readPng } from './harness.mjs';
 import { forward, resolvePath, serve } from './serve.mjs';
 
 const args = process.argv.slice(2);
@@ -58,59 +57,12 @@ const MR = path.join(ROOT, 'tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm');
 const KIDNEY = [110, 280, 190, 355];
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
-let failures = 0;
-function check(cond, what, detail = '') {
-  if (cond) {
-    console.log(`  ok   ${what}`);
-  } else {
-    failures += 1;
-    console.log(`  FAIL ${what} ${detail}`);
-  }
-}
 
 function referenceArea(box, precision) {
   const bin = process.env.MEDFM_BIN;
   if (!bin) throw new Error('MEDFM_BIN is not set (path of the native medfm binary)');
   const out = execFileSync(bin, ['segment', MR, '--box', box.join(','), '--cpu', '--precision', precision, '--json', '--out', path.join(ARTIFACTS, 'ref_mask.png')], { encoding: 'utf8' });
   return JSON.parse(out).area;
-}
-
-// A PNG as `medfm convert` writes it (8-bit grey or RGB, not interlaced): {width, height,
-// channels, data}.
-function readPng(buf) {
-  let at = 8;
-  let width = 0, height = 0, channels = 0;
-  const idat = [];
-  while (at < buf.length) {
-    const len = buf.readUInt32BE(at);
-    const type = buf.toString('latin1', at + 4, at + 8);
-    const body = buf.subarray(at + 8, at + 8 + len);
-    if (type === 'IHDR') {
-      width = body.readUInt32BE(0);
-      height = body.readUInt32BE(4);
-      if (body[8] !== 8 || body[12] !== 0) throw new Error('readPng: only 8-bit, non-interlaced');
-      channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[body[9]];
-    } else if (type === 'IDAT') {
-      idat.push(body);
-    }
-    at += 12 + len;
-  }
-  const raw = zlib.inflateSync(Buffer.concat(idat));
-  const stride = width * channels;
-  const data = new Uint8Array(height * stride);
-  for (let y = 0; y < height; y++) {
-    const f = raw[y * (stride + 1)];
-    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
-    for (let x = 0; x < stride; x++) {
-      const a = x >= channels ? data[y * stride + x - channels] : 0;
-      const b = y > 0 ? data[(y - 1) * stride + x] : 0;
-      const c = x >= channels && y > 0 ? data[(y - 1) * stride + x - channels] : 0;
-      const p = a + b - c;
-      const pred = [0, a, b, Math.floor((a + b) / 2), Math.abs(p - a) <= Math.abs(p - b) && Math.abs(p - a) <= Math.abs(p - c) ? a : Math.abs(p - b) <= Math.abs(p - c) ? b : c][f];
-      data[y * stride + x] = (line[x] + pred) & 255;
-    }
-  }
-  return { width, height, channels, data };
 }
 
 // Every DICOM file of tests/data (`.dcm`, and the extensionless slices of series/).
@@ -324,14 +276,6 @@ async function propagationChecks(page) {
   await page.screenshot({ path: path.join(ARTIFACTS, 'viewer_propagated.png') });
 }
 
-async function launch() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
-  });
-}
-
 // Record every request of the page, its worker and the service worker, and every
 // Content-Security-Policy violation (the page's event, and the "Refused to ..." console
 // message Chromium prints in the page and in workers).
@@ -370,7 +314,7 @@ const ALLOWED = new Set([
   '/', '/index.html', '/medfm-wasm.js', '/medfm-wasm_bg.wasm', '/sw.js', '/favicon.ico',
   '/www/app.js', '/www/medfm.js', '/www/worker.js', '/www/display.js', '/www/app.css',
   '/shaders/display.wgsl', '/samples/index.json', '/samples/abdomen_mr.dcm', '/samples/head_ct.dcm',
-  '/weights/manifest.json', '/weights/lite_medsam_int8.bpk', '/weights/lite_medsam_fp32.bpk',
+  '/weights/lite_medsam_int8.bpk', '/weights/lite_medsam_fp32.bpk',
   // Served by the test as a same-origin DICOM URL (a WADO proxy) and a redirect away.
   '/x.dcm', '/away.dcm',
   // The deployment's settings (absent here: a 404).
@@ -825,17 +769,15 @@ async function cpuPath(browser, url, server, trap) {
   await context.close();
 }
 
-// A server whose weights manifest names other weights than this build pins: refused with
-// the reason before anything is downloaded.
-async function foreignManifestPath(browser) {
-  console.log('Weights manifest not matching the pinned hashes');
-  const manifest = JSON.parse(fs.readFileSync(path.join(DIST, 'weights/manifest.json'), 'utf8'));
-  manifest.int8.sha256 = '0'.repeat(64);
-  const server = await serve(DIST, { files: { '/weights/manifest.json': Buffer.from(JSON.stringify(manifest)) } });
+// A server whose weights file is not the one this build pins (here the fp32 file where
+// the int8 one belongs: stale or swapped weights): refused with both hashes, nothing
+// cached, and the app says so.
+async function foreignWeightsPath(browser) {
+  console.log('Weights file not matching the pinned hash');
+  const fp32 = fs.readFileSync(path.join(DIST, 'weights/lite_medsam_fp32.bpk'));
+  const server = await serve(DIST, { files: { '/weights/lite_medsam_int8.bpk': fp32 } });
   const context = await browser.newContext();
   const page = await context.newPage();
-  const log = [];
-  recordRequests(page, log);
   try {
     await page.goto(`${server.url}?backend=cpu`);
     let error = '';
@@ -844,8 +786,9 @@ async function foreignManifestPath(browser) {
     } catch (e) {
       error = e.message;
     }
-    check(/this build of medfm runs only/.test(error), 'a manifest naming unpinned weights is refused with the reason', error);
-    check(!log.some((r) => r.url.endsWith('.bpk')), 'no weights downloaded for it');
+    check(/sha256 [0-9a-f]{64} is not the int8 weights this build of medfm runs/.test(error), 'a weights file other than the pinned one is refused with the reason', error);
+    const cached = await cachedUrls(page);
+    check(!Object.values(cached).flat().some((u) => u.endsWith('.bpk')), 'the refused weights are not cached', JSON.stringify(cached));
   } finally {
     await context.close();
     server.close();
@@ -1185,7 +1128,7 @@ try {
   // One server per path: the CPU path ends by stopping its server (offline check).
   if (WHICH === 'cpu' || WHICH === 'all') {
     // No CSP at all (the code itself must make no foreign request), gzip-encoded weights
-    // (the download is sized from the manifest), a DICOM URL and a redirect away.
+    // (Content-Length is then the compressed size), a DICOM URL and a redirect away.
     const trap = await trapServer();
     const server = await serve(DIST, {
       csp: false,
@@ -1199,7 +1142,7 @@ try {
       server.close();
       trap.close();
     }
-    await foreignManifestPath(browser);
+    await foreignWeightsPath(browser);
   }
   if (WHICH === 'pacs' || WHICH === 'all') {
     await pacsPath(browser);
@@ -1213,10 +1156,9 @@ try {
     }
   }
 } catch (e) {
-  failures += 1;
-  console.log(`  FAIL ${e.stack || e}`);
+  check(false, 'the browser test ran to its end', e.stack || String(e));
 } finally {
   await browser.close();
 }
-console.log(failures ? `${failures} browser check(s) failed` : 'all browser checks passed');
-process.exit(failures ? 1 : 0);
+console.log(failed() ? `${failed()} browser check(s) failed` : 'all browser checks passed');
+process.exit(failed() ? 1 : 0);

@@ -16,6 +16,7 @@ use wasm_bindgen::prelude::*;
 
 mod dicomweb;
 mod libc_shim;
+mod pixels;
 mod spans;
 mod volume;
 use wasm_bindgen_futures::future_to_promise;
@@ -88,8 +89,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The pinned sha256 of the LiteMedSAM weights of `precision` (`fp32`, `int8`, `int4`),
-/// compiled into this build: the worker checks the server's weights manifest against it,
-/// so a swapped manifest and file cannot load other weights.
+/// compiled into this build: the worker checks every weights download and cached copy
+/// against it, so a server or cache cannot hand it other weights.
 #[wasm_bindgen(js_name = pinnedSha256)]
 pub fn pinned_sha256(precision: &str) -> Result<String, JsValue> {
     let p: weights::Precision = precision.parse().map_err(err)?;

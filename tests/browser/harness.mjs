@@ -1,0 +1,68 @@
+// What the browser tests share: checks that count their failures, the Chromium launch,
+// and a PNG reader for the CLI's reference masks.
+import { chromium } from 'playwright-core';
+import zlib from 'node:zlib';
+
+let failures = 0;
+
+/** Log a check as ok or FAIL (with `detail`); failures are counted for the exit code. */
+export function check(cond, what, detail = '') {
+  if (cond) {
+    console.log(`  ok   ${what}`);
+  } else {
+    failures += 1;
+    console.log(`  FAIL ${what} ${detail}`);
+  }
+}
+
+/** The number of failed checks so far. */
+export function failed() {
+  return failures;
+}
+
+/** Headless Debian Chromium (no browser download), WebGPU allowed (SwiftShader here). */
+export async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
+  });
+}
+
+// A PNG as `medfm convert` and `medfm segment --out` write it (8-bit grey or RGB, not
+// interlaced), decoded with no dependency: {width, height, channels, data}.
+export function readPng(buf) {
+  let at = 8;
+  let width = 0, height = 0, channels = 0;
+  const idat = [];
+  while (at < buf.length) {
+    const len = buf.readUInt32BE(at);
+    const type = buf.toString('latin1', at + 4, at + 8);
+    const body = buf.subarray(at + 8, at + 8 + len);
+    if (type === 'IHDR') {
+      width = body.readUInt32BE(0);
+      height = body.readUInt32BE(4);
+      if (body[8] !== 8 || body[12] !== 0) throw new Error('readPng: only 8-bit, non-interlaced');
+      channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[body[9]];
+    } else if (type === 'IDAT') {
+      idat.push(body);
+    }
+    at += 12 + len;
+  }
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const stride = width * channels;
+  const data = new Uint8Array(height * stride);
+  for (let y = 0; y < height; y++) {
+    const f = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    for (let x = 0; x < stride; x++) {
+      const a = x >= channels ? data[y * stride + x - channels] : 0;
+      const b = y > 0 ? data[(y - 1) * stride + x] : 0;
+      const c = x >= channels && y > 0 ? data[(y - 1) * stride + x - channels] : 0;
+      const p = a + b - c;
+      const pred = [0, a, b, Math.floor((a + b) / 2), Math.abs(p - a) <= Math.abs(p - b) && Math.abs(p - a) <= Math.abs(p - c) ? a : Math.abs(p - b) <= Math.abs(p - c) ? b : c][f];
+      data[y * stride + x] = (line[x] + pred) & 255;
+    }
+  }
+  return { width, height, channels, data };
+}
