@@ -16,12 +16,13 @@
 // - bad input (a box outside the image, an unknown series, a point label that is not 0/1,
 //   pixels of the wrong length or type, a NaN window, foreign weights) is a rejected promise with its code and a clear message, and the
 //   worker still answers afterwards;
-// - weights given as bytes load; every request goes to the page's own origin.
+// - weights given as bytes load; every request goes to the page's own origin;
+// - webpack 5 bundles it too, with no configuration but an entry: the same mask.
 //
 // Without --tgz the package is packed here (scripts/npm_pack.sh; MEDFM_WEB_DIST names
 // the web build to reuse). Env: MEDFM_BIN (the native binary, for the reference mask),
-// CHROMIUM, MEDFM_VITE (default 8.4.1) and MEDFM_TYPESCRIPT (default 5.9.3): the
-// versions installed into the test project.
+// CHROMIUM, MEDFM_VITE (default 8.4.1), MEDFM_TYPESCRIPT (default 5.9.3) and
+// MEDFM_WEBPACK (default 5.113.0): the versions installed into the test projects.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -41,6 +42,7 @@ const CT = path.join(ROOT, 'tests/data/CT_small.dcm');
 const KIDNEY = [110, 280, 190, 355];
 const VITE = process.env.MEDFM_VITE || '8.4.1';
 const TYPESCRIPT = process.env.MEDFM_TYPESCRIPT || '5.9.3';
+const WEBPACK = process.env.MEDFM_WEBPACK || '5.113.0';
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 
@@ -242,6 +244,48 @@ async function weightsPath(browser, url, ref) {
   }
 }
 
+// The same tarball bundled by webpack 5 (production mode, an entry and an output path,
+// nothing for medfm): the worker, wasm and weights emitted, and the mask of `medfm
+// segment` in Chromium under the app's Content-Security-Policy.
+async function webpackPath(browser, dir, tgz, ref) {
+  console.log(`Package in a webpack ${WEBPACK} build`);
+  fs.mkdirSync(path.join(dir, 'src'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'medfm-webpack-consumer', private: true, type: 'module' }));
+  fs.writeFileSync(path.join(dir, 'src/index.js'), "import { MedFM } from 'medfm';\nwindow.MedFM = MedFM;\ndocument.body.dataset.ready = '1';\n");
+  fs.writeFileSync(path.join(dir, 'webpack.config.js'), "export default { mode: 'production', entry: './src/index.js', output: { path: new URL('./dist', import.meta.url).pathname, publicPath: 'auto' } };\n");
+  run('npm', ['install', '--no-audit', '--no-fund', '--silent', '--save-exact', tgz, `webpack@${WEBPACK}`, 'webpack-cli@6'], dir);
+  run(path.join(dir, 'node_modules/.bin/webpack'), ['--no-stats'], dir);
+  const out = path.join(dir, 'dist');
+  const built = fs.readdirSync(out);
+  check(built.some((f) => f.endsWith('.wasm')) && built.some((f) => f.endsWith('.bpk')) && built.filter((f) => f.endsWith('.js')).length >= 2,
+    'webpack emitted the worker, the wasm and the weights with no medfm configuration', built.join(' '));
+  fs.writeFileSync(path.join(out, 'index.html'), `<!doctype html><html><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${appCsp()}"><script defer src="main.js"></script></head><body></body></html>\n`);
+  const server = await serve(out, { files: { '/mr.dcm': fs.readFileSync(MR) } });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const problems = [];
+  page.on('console', (m) => { if (/Refused to|panick|RuntimeError|unreachable/i.test(m.text())) problems.push(m.text()); });
+  page.on('pageerror', (e) => problems.push(String(e)));
+  try {
+    await page.goto(server.url);
+    await page.waitForFunction(() => document.body.dataset.ready === '1', null, { timeout: 30000 });
+    const r = await page.evaluate(async (box) => {
+      const fm = await window.MedFM.create({ backend: 'cpu' });
+      const [s] = await fm.open([await (await fetch('/mr.dcm')).arrayBuffer()]);
+      const seg = await fm.segment({ series: s.uid, frame: 0, box });
+      fm.terminate();
+      return { mask: Array.from(seg.mask), area: seg.area };
+    }, KIDNEY);
+    const score = iou(Uint8Array.from(r.mask), ref.mask);
+    check(score >= 0.999, 'webpack build: the mask of medfm segment (IoU >= 0.999)', `IoU ${score}, area ${r.area} vs ${ref.area}`);
+    check(problems.length === 0, 'webpack build: no CSP violation, panic or page error', problems.join(' | '));
+  } finally {
+    await context.close();
+    server.close();
+  }
+}
+
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-package-'));
 let tgz = opt('tgz');
 if (!tgz) {
@@ -257,6 +301,7 @@ const browser = await launch();
 try {
   await consumerPath(browser, server.url, 'cpu', ref, true);
   await weightsPath(browser, server.url, ref);
+  await webpackPath(browser, path.join(work, 'webpack'), path.resolve(tgz), ref);
   if (args.includes('--webgpu')) await consumerPath(browser, server.url, 'webgpu', ref, false);
 } finally {
   await browser.close();
