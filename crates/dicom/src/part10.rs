@@ -3,6 +3,7 @@
 //! implementation UID and version in the file meta, and the UIDs medfm derives from
 //! content.
 
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
 use dicom_object::meta::FileMetaTableBuilder;
 
@@ -13,6 +14,11 @@ pub(crate) const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.270138620468451637006410264637185546813";
 /// ImplementationVersionName beside it.
 pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("MEDFM_", env!("CARGO_PKG_VERSION"));
+
+/// A data element of an object medfm writes.
+pub(crate) fn el(tag: Tag, vr: VR, v: impl Into<PrimitiveValue>) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, vr, v.into())
+}
 
 /// `obj` as a Part 10 file written by medfm (preamble, file meta with medfm's
 /// implementation UID and version, data set in `transfer_syntax`); `what` names it in an

@@ -8,12 +8,13 @@
 //! negative); other float values are stored as 32-bit integers with a Rescale Slope and
 //! Intercept (stored 0..2^24-1), which gives them back within (max - min) / 2^25.
 
-use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_core::{PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::Error;
-use super::part10::{EXPLICIT_VR_LE, derived_uid, part10};
+use super::part10::{EXPLICIT_VR_LE, derived_uid, el, part10};
+use super::series::{cross, dot};
 
 /// Secondary Capture Image Storage: the SOP class of a made instance unless `uids` names
 /// the source's.
@@ -125,20 +126,23 @@ pub(crate) fn ds(v: f64) -> String {
         .unwrap_or_else(|| "0".into())
 }
 
-fn vec3(v: &[f64]) -> [f64; 3] {
-    [v[0], v[1], v[2]]
+/// A multi-valued decimal string.
+fn ds_all(values: &[f64]) -> PrimitiveValue {
+    PrimitiveValue::Strs(values.iter().map(|&v| ds(v)).collect())
 }
 
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+/// A decimal string as written and the number a reader parses from it.
+struct Decimal {
+    text: String,
+    value: f64,
 }
 
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
+impl Decimal {
+    fn of(v: f64) -> Decimal {
+        let text = ds(v);
+        let value = text.parse().unwrap_or(v);
+        Decimal { text, value }
+    }
 }
 
 /// How the values are stored: bits allocated, signed, and the rescale (slope, intercept)
@@ -146,7 +150,7 @@ fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
 struct Storage {
     bits: u16,
     signed: bool,
-    rescale: Option<(String, String)>,
+    rescale: Option<(Decimal, Decimal)>,
 }
 
 fn storage(values: &Values) -> Result<Storage, Error> {
@@ -178,10 +182,9 @@ fn storage(values: &Values) -> Result<Storage, Error> {
     }
     // 0..=2^24-1 stored (exact as the reader's float32), value = stored * slope +
     // intercept as the reader parses them: within (max - min) / 2^25 of the given value.
-    let intercept = ds(lo);
-    let b: f64 = intercept.parse().unwrap_or(lo);
-    let span = (hi - b).max(0.0);
-    let slope = ds(if span > 0.0 { span / LEVELS } else { 1.0 });
+    let intercept = Decimal::of(lo);
+    let span = (hi - intercept.value).max(0.0);
+    let slope = Decimal::of(if span > 0.0 { span / LEVELS } else { 1.0 });
     Ok(Storage {
         bits: 32,
         signed: true,
@@ -241,7 +244,7 @@ pub fn instances(spec: &PixelSpec, values: Values) -> Result<Vec<Vec<u8>>, Error
     let direction = match spec.direction {
         None => None,
         Some(d) => {
-            let (r, c, n) = (vec3(&d[0..3]), vec3(&d[3..6]), vec3(&d[6..9]));
+            let (r, c, n) = ([d[0], d[1], d[2]], [d[3], d[4], d[5]], [d[6], d[7], d[8]]);
             let unit = |v: [f64; 3]| (dot(v, v).sqrt() - 1.0).abs() < 1e-3;
             let rc = cross(r, c);
             if !d.iter().all(|x| x.is_finite())
@@ -316,31 +319,18 @@ pub fn instances(spec: &PixelSpec, values: Values) -> Result<Vec<Vec<u8>>, Error
             Some(list) => list[k].clone(),
             None => made("instance", k as u64),
         };
-        let el = |tag, vr, v: PrimitiveValue| DataElement::new(tag, vr, v);
         let mut obj = InMemDicomObject::new_empty();
-        obj.put(el(tags::SOP_CLASS_UID, VR::UI, sop_class.into()));
-        obj.put(el(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str().into()));
-        obj.put(el(tags::STUDY_INSTANCE_UID, VR::UI, study.as_str().into()));
-        obj.put(el(
-            tags::SERIES_INSTANCE_UID,
-            VR::UI,
-            series.as_str().into(),
-        ));
-        obj.put(el(tags::MODALITY, VR::CS, modality.into()));
-        obj.put(el(tags::SERIES_DESCRIPTION, VR::LO, description.into()));
-        obj.put(el(
-            tags::INSTANCE_NUMBER,
-            VR::IS,
-            format!("{}", k + 1).into(),
-        ));
+        obj.put(el(tags::SOP_CLASS_UID, VR::UI, sop_class));
+        obj.put(el(tags::SOP_INSTANCE_UID, VR::UI, sop.as_str()));
+        obj.put(el(tags::STUDY_INSTANCE_UID, VR::UI, study.as_str()));
+        obj.put(el(tags::SERIES_INSTANCE_UID, VR::UI, series.as_str()));
+        obj.put(el(tags::MODALITY, VR::CS, modality));
+        obj.put(el(tags::SERIES_DESCRIPTION, VR::LO, description));
+        obj.put(el(tags::INSTANCE_NUMBER, VR::IS, format!("{}", k + 1)));
         if let Some(s) = spec.spacing {
             // PixelSpacing is row spacing (y) \ column spacing (x).
-            obj.put(el(
-                tags::PIXEL_SPACING,
-                VR::DS,
-                PrimitiveValue::Strs([s[1], s[0]].iter().map(|x| ds(*x)).collect()),
-            ));
-            obj.put(el(tags::SLICE_THICKNESS, VR::DS, ds(s[2]).into()));
+            obj.put(el(tags::PIXEL_SPACING, VR::DS, ds_all(&[s[1], s[0]])));
+            obj.put(el(tags::SLICE_THICKNESS, VR::DS, ds(s[2])));
         }
         if spec.origin.is_some() || direction.is_some() {
             let (r, c, n) =
@@ -348,81 +338,38 @@ pub fn instances(spec: &PixelSpec, values: Values) -> Result<Vec<Vec<u8>>, Error
             let o = spec.origin.unwrap_or([0.0; 3]);
             let step = spec.spacing.map_or(1.0, |s| s[2]) * k as f64;
             let p = [o[0] + step * n[0], o[1] + step * n[1], o[2] + step * n[2]];
-            obj.put(el(
-                tags::IMAGE_POSITION_PATIENT,
-                VR::DS,
-                PrimitiveValue::Strs(p.iter().map(|x| ds(*x)).collect()),
-            ));
-            let iop = [r[0], r[1], r[2], c[0], c[1], c[2]]
-                .iter()
-                .map(|x| ds(*x))
-                .collect();
-            obj.put(el(
-                tags::IMAGE_ORIENTATION_PATIENT,
-                VR::DS,
-                PrimitiveValue::Strs(iop),
-            ));
+            obj.put(el(tags::IMAGE_POSITION_PATIENT, VR::DS, ds_all(&p)));
+            let iop = ds_all(&[r[0], r[1], r[2], c[0], c[1], c[2]]);
+            obj.put(el(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, iop));
             obj.put(el(
                 tags::FRAME_OF_REFERENCE_UID,
                 VR::UI,
-                frame_of_reference.as_str().into(),
+                frame_of_reference.as_str(),
             ));
         }
-        obj.put(el(
-            tags::SAMPLES_PER_PIXEL,
-            VR::US,
-            PrimitiveValue::from(samples),
-        ));
-        obj.put(el(
-            tags::PHOTOMETRIC_INTERPRETATION,
-            VR::CS,
-            photometric.into(),
-        ));
+        obj.put(el(tags::SAMPLES_PER_PIXEL, VR::US, samples));
+        obj.put(el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, photometric));
         if samples == 3 {
-            obj.put(el(
-                tags::PLANAR_CONFIGURATION,
-                VR::US,
-                PrimitiveValue::from(0u16),
-            ));
+            obj.put(el(tags::PLANAR_CONFIGURATION, VR::US, 0u16));
         }
-        obj.put(el(tags::ROWS, VR::US, PrimitiveValue::from(h as u16)));
-        obj.put(el(tags::COLUMNS, VR::US, PrimitiveValue::from(w as u16)));
-        obj.put(el(
-            tags::BITS_ALLOCATED,
-            VR::US,
-            PrimitiveValue::from(store.bits),
-        ));
-        obj.put(el(
-            tags::BITS_STORED,
-            VR::US,
-            PrimitiveValue::from(store.bits),
-        ));
-        obj.put(el(
-            tags::HIGH_BIT,
-            VR::US,
-            PrimitiveValue::from(store.bits - 1),
-        ));
-        obj.put(el(
-            tags::PIXEL_REPRESENTATION,
-            VR::US,
-            PrimitiveValue::from(store.signed as u16),
-        ));
+        obj.put(el(tags::ROWS, VR::US, h as u16));
+        obj.put(el(tags::COLUMNS, VR::US, w as u16));
+        obj.put(el(tags::BITS_ALLOCATED, VR::US, store.bits));
+        obj.put(el(tags::BITS_STORED, VR::US, store.bits));
+        obj.put(el(tags::HIGH_BIT, VR::US, store.bits - 1));
+        obj.put(el(tags::PIXEL_REPRESENTATION, VR::US, store.signed as u16));
         if let Some((slope, intercept)) = &store.rescale {
-            obj.put(el(
-                tags::RESCALE_INTERCEPT,
-                VR::DS,
-                intercept.as_str().into(),
-            ));
-            obj.put(el(tags::RESCALE_SLOPE, VR::DS, slope.as_str().into()));
-            obj.put(el(tags::RESCALE_TYPE, VR::LO, "US".into()));
+            obj.put(el(tags::RESCALE_INTERCEPT, VR::DS, intercept.text.as_str()));
+            obj.put(el(tags::RESCALE_SLOPE, VR::DS, slope.text.as_str()));
+            obj.put(el(tags::RESCALE_TYPE, VR::LO, "US"));
         }
         if let Some(win) = spec.window {
-            obj.put(el(tags::WINDOW_CENTER, VR::DS, ds(win.center).into()));
-            obj.put(el(tags::WINDOW_WIDTH, VR::DS, ds(win.width).into()));
+            obj.put(el(tags::WINDOW_CENTER, VR::DS, ds(win.center)));
+            obj.put(el(tags::WINDOW_WIDTH, VR::DS, ds(win.width)));
         }
         let range = k * plane..(k + 1) * plane;
         let (vr, bytes) = frame_bytes(&values, range, &store);
-        obj.put(el(tags::PIXEL_DATA, vr, PrimitiveValue::from(bytes)));
+        obj.put(el(tags::PIXEL_DATA, vr, bytes));
         let file =
             part10(obj, sop_class, &sop, EXPLICIT_VR_LE, "the pixels' instance").map_err(bad)?;
         out.push(file);
@@ -457,8 +404,7 @@ fn frame_bytes(values: &Values, range: std::ops::Range<usize>, store: &Storage) 
                 .collect(),
         ),
         (Values::F32(v), Some((slope, intercept))) => {
-            let m: f64 = slope.parse().unwrap_or(1.0);
-            let b: f64 = intercept.parse().unwrap_or(0.0);
+            let (m, b) = (slope.value, intercept.value);
             let stored = |x: f32| ((x as f64 - b) / m).round().clamp(0.0, LEVELS) as i32;
             (
                 VR::OW,

@@ -15,7 +15,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR, dicom_value};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::part10::{EXPLICIT_VR_LE, derived_uid, part10};
+use super::part10::{EXPLICIT_VR_LE, derived_uid, el, part10};
 use super::series::{cross, dot};
 use super::{DicomImage, Error};
 
@@ -175,10 +175,6 @@ fn content_date_time(source: &DicomImage) -> (String, String) {
         })
     })
     .unwrap_or_else(|| ("19700101".into(), "000000".into()))
-}
-
-fn el(tag: Tag, vr: VR, v: impl Into<PrimitiveValue>) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, vr, v.into())
 }
 
 fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
