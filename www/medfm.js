@@ -43,11 +43,19 @@ function coded(message, code) {
   return e;
 }
 
-// The bytes of an open() item, always a fresh ArrayBuffer of ours: it is transferred to
-// the worker, and the caller's buffer must stay usable (a transfer would detach it).
-async function toBytes(x) {
+// A fresh ArrayBuffer of ours holding the bytes of an ArrayBuffer or typed array (null
+// for anything else): what is transferred to the worker, so that the caller's buffer
+// stays usable (a transfer would detach it).
+function copyOf(x) {
   if (x instanceof ArrayBuffer) return x.slice(0);
   if (ArrayBuffer.isView(x)) return x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength);
+  return null;
+}
+
+// The bytes of an open() item, always a fresh ArrayBuffer of ours (copyOf).
+async function toBytes(x) {
+  const copy = copyOf(x);
+  if (copy) return copy;
   if (typeof Blob !== 'undefined' && x instanceof Blob) return x.arrayBuffer();
   if (typeof x === 'string' || x instanceof URL) {
     const url = new URL(x, location.href);
@@ -220,8 +228,8 @@ export class MedFM extends EventTarget {
       if (BUNDLED_WEIGHTS[precision]) return { url: BUNDLED_WEIGHTS[precision].href };
       throw coded(`no ${precision} weights: only int8 weights ship with medfm; pass weights: { ${precision}: url or bytes }`, 'bad-input');
     }
-    if (given instanceof ArrayBuffer) return { bytes: given.slice(0) };
-    if (ArrayBuffer.isView(given)) return { bytes: given.buffer.slice(given.byteOffset, given.byteOffset + given.byteLength) };
+    const bytes = copyOf(given);
+    if (bytes) return { bytes };
     if (typeof given === 'string' || given instanceof URL) {
       try {
         return { url: new URL(String(given), globalThis.location && location.href).href };
@@ -428,8 +436,8 @@ export class MedFM extends EventTarget {
    * failed an instance, with the server's reason.
    */
   async store({ dicomweb, bytes } = {}) {
-    if (!bytes || !(bytes.byteLength > 0)) throw coded('store needs the bytes of a DICOM file', 'bad-input');
-    const copy = ArrayBuffer.isView(bytes) ? bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) : bytes.slice(0);
+    const copy = copyOf(bytes);
+    if (!copy || !copy.byteLength) throw coded('store needs the bytes of a DICOM file', 'bad-input');
     return this._call('dicomwebStore', { ...this._server(dicomweb), bytes: copy }, [copy]);
   }
 

@@ -28,7 +28,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { check, failed, launch, readPng } from './harness.mjs';
-import { serve } from './serve.mjs';
+import { csp, serve } from './serve.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -51,10 +51,7 @@ function run(cmd, argv, cwd, env = {}) {
 }
 
 // The page's policy: the app's own (index.html), so the package is held to what the app is.
-function appCsp() {
-  const html = fs.readFileSync(path.join(ROOT, 'index.html'), 'utf8');
-  return html.match(/<meta http-equiv="Content-Security-Policy" content="([^"]+)">/)[1];
-}
+const appCsp = () => csp(ROOT);
 
 // The consumer: what an integrator writes, in TypeScript, against the package's types.
 function makeProject(dir, tgz) {

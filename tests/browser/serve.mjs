@@ -35,7 +35,7 @@ const META_CSP = /<meta http-equiv="Content-Security-Policy" content="([^"]+)">/
 
 // The app's Content-Security-Policy (from its index.html meta tag), sent as a header on
 // every response so that it also governs the worker, as a deployment should.
-function csp(root) {
+export function csp(root) {
   const html = fs.readFileSync(path.join(root, 'index.html'), 'utf8');
   const m = html.match(META_CSP);
   if (!m) throw new Error('index.html has no Content-Security-Policy meta tag');
