@@ -7,6 +7,9 @@ use crate::Error;
 use crate::dicom::volume::{self, Volume};
 use crate::dicom::{self, DicomImage, Frame, ImageMeta, series};
 
+/// An image and the file it was read from.
+type Located = (DicomImage, Option<PathBuf>);
+
 /// The instances of one series and its slices in order.
 pub struct Series {
     /// Every instance once (by SOPInstanceUID).
@@ -82,6 +85,78 @@ impl Series {
             )));
         }
         Series::new(images)
+    }
+
+    /// The one series at `path`: a DICOM file (its series: that file), or a folder walked
+    /// recursively, whose DICOM files must be of one series unless `uid` picks one. Files
+    /// that are not readable DICOM are passed over, each noted in `warnings`; a file given
+    /// by name must be readable. How a library user (Python) opens a series.
+    pub fn read_path(path: &Path, uid: Option<&str>) -> Result<Series, Error> {
+        let _span = tracing::info_span!("read_series").entered();
+        if path.is_file() {
+            let image = Series::read_file(path)?;
+            if let Some(uid) = uid
+                && image.meta.series_instance_uid != uid
+            {
+                return Err(Error::bad_input(format!(
+                    "{} is in series {}, not {uid}",
+                    path.display(),
+                    image.meta.series_instance_uid
+                )));
+            }
+            return Series::new(vec![(image, Some(path.to_path_buf()))]);
+        }
+        let files = crate::fs::walk(&[path.to_path_buf()])?;
+        let mut by_series: Vec<(String, Vec<Located>)> = Vec::new();
+        let mut skipped = Vec::new();
+        for file in files {
+            let image = match Series::read_file(&file) {
+                Ok(image) => image,
+                Err(e) => {
+                    skipped.push(format!("skipped {e}"));
+                    continue;
+                }
+            };
+            let series = &image.meta.series_instance_uid;
+            if uid.is_some_and(|u| u != series) {
+                continue;
+            }
+            match by_series.iter_mut().find(|(s, _)| s == series) {
+                Some((_, images)) => images.push((image, Some(file))),
+                None => by_series.push((series.clone(), vec![(image, Some(file))])),
+            }
+        }
+        let mut series = match by_series.len() {
+            0 => {
+                let what = uid.map_or_else(
+                    || "no DICOM image".into(),
+                    |u| format!("no image of series {u}"),
+                );
+                let why = skipped.first().map_or_else(String::new, |s| {
+                    format!(" ({} files {s}...)", skipped.len())
+                });
+                return Err(Error::bad_input(format!(
+                    "{what} under {}{why}",
+                    path.display()
+                )));
+            }
+            1 => Series::new(
+                by_series
+                    .pop()
+                    .map(|(_, images)| images)
+                    .unwrap_or_default(),
+            )?,
+            n => {
+                let uids: Vec<&str> = by_series.iter().map(|(s, _)| s.as_str()).collect();
+                return Err(Error::bad_input(format!(
+                    "{} holds {n} series ({}): name the one to read",
+                    path.display(),
+                    uids.join(", ")
+                )));
+            }
+        };
+        series.warnings.extend(skipped);
+        Ok(series)
     }
 
     /// Read one DICOM file; errors name it.

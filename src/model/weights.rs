@@ -102,7 +102,15 @@ pub fn check_pinned(
     expected: Option<Precision>,
     what: &str,
 ) -> Result<Precision, Error> {
-    let sha = sha256_hex(bytes);
+    check_pinned_sha(&sha256_hex(bytes), expected, what)
+}
+
+/// [`check_pinned`] of a file whose sha256 (hex) is `sha`.
+fn check_pinned_sha(
+    sha: &str,
+    expected: Option<Precision>,
+    what: &str,
+) -> Result<Precision, Error> {
     if let Some(&(p, _)) = PINNED
         .iter()
         .find(|(p, h)| *h == sha && expected.is_none_or(|e| e == *p))
@@ -228,19 +236,32 @@ pub fn load_file(
     allow_unpinned: bool,
     device: &Device,
 ) -> Result<Sam, Error> {
+    load_file_hashed(path, expected, allow_unpinned, device).map(|(sam, _)| sam)
+}
+
+/// [`load_file`], and the file's sha256 (hex): what identifies the model of an output
+/// (the Python package's `Model.weights_sha256`), custom files included.
+pub fn load_file_hashed(
+    path: &std::path::Path,
+    expected: Option<Precision>,
+    allow_unpinned: bool,
+    device: &Device,
+) -> Result<(Sam, String), Error> {
     let bytes = std::fs::read(path).map_err(|e| {
         Error::Weights(format!(
             "reading weights {}: {e}; run `medfm weights fetch` first (or give another weights file)",
             path.display()
         ))
     })?;
+    let sha = sha256_hex(&bytes);
     if !allow_unpinned {
-        check_pinned(&bytes, expected, &path.display().to_string())?;
+        check_pinned_sha(&sha, expected, &path.display().to_string())?;
     }
-    load_bpk(bytes, device).map_err(|e| match e {
+    let sam = load_bpk(bytes, device).map_err(|e| match e {
         Error::Weights(m) => Error::Weights(format!("{}: {m}", path.display())),
         e => e,
-    })
+    })?;
+    Ok((sam, sha))
 }
 
 /// Decode a `.bpk` into the architecture on `device`, quantized parameters left quantized.
