@@ -41,6 +41,21 @@ cargo clippy --all-targets -- -D warnings
 step "tests (CPU backend and wgpu on the Vulkan adapter)"
 cargo test -- --nocapture --test-threads=1
 
+step "Python package (scripts/python_wheel.sh: maturin, this build's target folder and profile; the wheel into a fresh venv; tests/python against the CLI of this build)"
+wheels="$(mktemp -d)"
+bash scripts/python_wheel.sh "$wheels" 2>&1 | tee "$wheels/build.log"
+if grep -q "Compiling burn" "$wheels/build.log"; then
+  echo "the wheel's build compiled Burn again: its features differ from the test build's;" \
+    "align crates/python/Cargo.toml's feature list (compare \`cargo tree -p medfm-python -e normal,build -f '{p} [{f}]'\`" \
+    "with \`cargo tree --workspace -e normal,build,dev ...\` over medfm's dependencies)" >&2
+  exit 1
+fi
+python3 -m venv "$wheels/venv"
+"$wheels/venv/bin/pip" install --quiet "$wheels"/medfm-*.whl pytest highdicom pillow
+(cd "$wheels" && venv/bin/python -c "import medfm; print('import medfm', medfm.__version__)")
+MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" "$wheels/venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
+rm -rf "$wheels"
+
 step "CPU-only core (no wgpu in the build): its build, and the parity tests on it"
 cargo test -p medfm --no-default-features --test parity --test propagate_parity -- --test-threads=1
 
