@@ -327,7 +327,8 @@ def test_bad_arrays_and_prompts_are_bad_input(model, data):
     assert model.segment(series, box=box).sum() > 0
 
 
-def test_paths_weights_and_devices_raise_their_kind(data, tmp_path):
+def test_paths_weights_and_devices_raise_their_kind(model, data, tmp_path):
+    """(`model` first: the process's run configuration is the CPU's, whatever the order.)"""
     with pytest.raises(medfm.IoError) as e:
         medfm.read_series(tmp_path / "missing")
     assert isinstance(e.value, OSError) and e.value.kind == "io"
