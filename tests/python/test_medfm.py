@@ -305,6 +305,7 @@ def test_bad_arrays_and_prompts_are_bad_input(model, data):
         (dict(points=5), "points must be a sequence"),
         (dict(points=[(1, 2, 7)]), "label"),
         (dict(box=box, frame=1), "frame 1 is outside"),
+        (dict(box=box, frame=-1), "frame -1 is negative"),
         (dict(box=box, window=(40, 400)), "numpy images"),
     ]:
         with pytest.raises(medfm.BadInput, match=says):
@@ -316,6 +317,8 @@ def test_bad_arrays_and_prompts_are_bad_input(model, data):
         model.propagate(series, frame=0, box=box, min_iou=2.0)
     with pytest.raises(medfm.BadInput, match="outside the series"):
         model.propagate(series, frame=5, box=box)
+    with pytest.raises(medfm.BadInput, match="extent -2 is negative"):
+        model.propagate(series, frame=0, box=box, extent=-2)
     # Masks that do not fit, or are not 0/1.
     with pytest.raises(medfm.BadInput, match="do not fit"):
         medfm.write_seg(series, np.ones((1, 8, 8), np.uint8), "/tmp/never.dcm")

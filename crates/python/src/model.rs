@@ -90,9 +90,15 @@ fn prompt(
     })
 }
 
+/// A count or index from Python (`what` names it), which must not be negative.
+fn natural(value: i64, what: &str) -> Result<usize, Error> {
+    usize::try_from(value).map_err(|_| bad(format!("{what} {value} is negative")))
+}
+
 /// The slice `frame` of `series`, or an error naming the range.
-fn slice(series: &jobs::Series, frame: usize) -> Result<(usize, u32), Error> {
-    series.order.get(frame).copied().ok_or_else(|| {
+fn slice(series: &jobs::Series, frame: i64) -> Result<(usize, u32), Error> {
+    let at = natural(frame, "frame")?;
+    series.order.get(at).copied().ok_or_else(|| {
         bad(format!(
             "frame {frame} is outside the series (frames 0..{})",
             series.len().saturating_sub(1)
@@ -212,7 +218,7 @@ impl Model {
         &self,
         py: Python<'py>,
         image: &Bound<'py, PyAny>,
-        frame: usize,
+        frame: i64,
         r#box: Option<&Bound<'py, PyAny>>,
         points: Option<&Bound<'py, PyAny>>,
         window: Option<&Bound<'py, PyAny>>,
@@ -268,18 +274,25 @@ impl Model {
         &self,
         py: Python<'py>,
         series: &Series,
-        frame: usize,
+        frame: i64,
         r#box: Option<&Bound<'py, PyAny>>,
         points: Option<&Bound<'py, PyAny>>,
-        extent: Option<usize>,
+        extent: Option<i64>,
         min_iou: f32,
     ) -> PyResult<Propagation> {
-        let prompt = run_held(py, || prompt(r#box, points, false))?;
+        let (prompt, start, extent) = run_held(py, || {
+            let extent = extent.map(|e| natural(e, "extent")).transpose()?;
+            Ok((
+                prompt(r#box, points, false)?,
+                natural(frame, "frame")?,
+                extent,
+            ))
+        })?;
         let s = Arc::clone(&series.inner);
         let job = SegmentJob {
             label: "Segment 1".into(),
             color: None,
-            start: frame,
+            start,
             prompt,
             propagate: Some(Options { extent, min_iou }),
         };
