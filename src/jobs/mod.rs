@@ -7,7 +7,7 @@
 mod prompt;
 mod series;
 
-pub use prompt::PromptSpec;
+pub use prompt::{PromptSpec, points as prompt_points};
 pub use series::Series;
 
 use std::collections::HashMap;

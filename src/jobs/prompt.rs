@@ -34,6 +34,28 @@ pub struct PromptSpec {
     pub min_iou: Option<f32>,
 }
 
+/// Points as users give them: `[x, y]` (foreground) or `[x, y, label]`, label 1 or 0
+/// ([`point_label`]); the rule of a prompts file, the node's requests and Python's calls.
+pub fn points(given: &[Vec<f32>]) -> Result<Vec<(f32, f32, bool)>, Error> {
+    given
+        .iter()
+        .map(|p| {
+            let positive = match p[..] {
+                [_, _] => true,
+                [_, _, l] => {
+                    point_label(l).map_err(|e| Error::bad_input(format!("point {p:?}: {e}")))?
+                }
+                _ => {
+                    return Err(Error::bad_input(format!(
+                        "a point is [x, y] or [x, y, 0|1], got {p:?}"
+                    )));
+                }
+            };
+            Ok((p[0], p[1], positive))
+        })
+        .collect()
+}
+
 impl PromptSpec {
     /// Reads a JSON object holding a prompt and a front's own keys `own`: the prompt, and
     /// the object of the `own` keys present (for the front to read). Any other key is
@@ -61,21 +83,7 @@ impl PromptSpec {
     /// Refused: a point that is not `[x, y]` or `[x, y, 0|1]`, neither box nor points,
     /// `extent` or `min_iou` without `propagate`.
     pub fn job(&self, number: usize) -> Result<SegmentJob, Error> {
-        let mut points = Vec::with_capacity(self.points.len());
-        for p in &self.points {
-            let positive = match p[..] {
-                [_, _] => true,
-                [_, _, l] => {
-                    point_label(l).map_err(|e| Error::bad_input(format!("point {p:?}: {e}")))?
-                }
-                _ => {
-                    return Err(Error::bad_input(format!(
-                        "a point is [x, y] or [x, y, 0|1], got {p:?}"
-                    )));
-                }
-            };
-            points.push((p[0], p[1], positive));
-        }
+        let points = points(&self.points)?;
         if self.bbox.is_none() && points.is_empty() {
             return Err(Error::bad_input("give a \"box\" and/or \"points\""));
         }

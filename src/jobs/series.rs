@@ -203,6 +203,20 @@ impl Series {
             .collect()
     }
 
+    /// The vector of every slice, in order (`pipeline::embed::frame_vector`, as `medfm
+    /// embed`); an error names the slice's instance and frame.
+    pub fn vectors(&self, segmenter: &crate::pipeline::Segmenter) -> Result<Vec<Vec<f32>>, Error> {
+        self.order
+            .iter()
+            .map(|&(i, f)| {
+                let image = &self.images[i];
+                crate::pipeline::embed::frame_vector(segmenter, image, f).map_err(|e| {
+                    Error::from(e).context(format!("frame {f} of {}", image.meta.sop_instance_uid))
+                })
+            })
+            .collect()
+    }
+
     /// The voxel spacing (column, row, slice; mm) by the volume rule, when the slices have
     /// one (not a cine or an unplaced series). Reads metadata only.
     pub fn spacing(&self) -> Option<[f64; 3]> {

@@ -154,6 +154,17 @@ pub fn default_dir() -> Option<std::path::PathBuf> {
         .map(|d| d.join("medfm").join("weights"))
 }
 
+/// [`default_dir`], or the error (kind weights) that says how to name one: what every
+/// front that finds the weights itself reports.
+pub fn required_dir() -> Result<std::path::PathBuf, crate::Error> {
+    default_dir().ok_or_else(|| {
+        crate::Error::new(
+            crate::ErrorKind::Weights,
+            "no weights folder: set MEDFM_WEIGHTS_DIR (HOME and XDG_DATA_HOME are unset)",
+        )
+    })
+}
+
 /// Hex sha256 of a byte slice.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);

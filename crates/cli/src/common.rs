@@ -27,9 +27,10 @@ pub(crate) struct DeviceArgs {
 }
 
 pub(crate) fn weights_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
-    explicit
-        .or_else(weights::default_dir)
-        .context("no weights folder: set MEDFM_WEIGHTS_DIR (HOME and XDG_DATA_HOME are unset)")
+    match explicit {
+        Some(dir) => Ok(dir),
+        None => Ok(weights::required_dir()?),
+    }
 }
 
 /// Where the weights of `precision` are, unless a file is given.

@@ -127,7 +127,7 @@ impl ModelRunner {
     pub fn embed(&self, series: &Series) -> Result<Index, RunError> {
         self.run(series.uid(), |segmenter| {
             let mut index = Index::default();
-            for &(i, f) in &series.order {
+            for (&(i, f), vector) in series.order.iter().zip(series.vectors(segmenter)?) {
                 let image = &series.images[i];
                 let file = series.paths[i]
                     .as_ref()
@@ -136,10 +136,7 @@ impl ModelRunner {
                         || image.meta.sop_instance_uid.clone(),
                         |n| n.to_string_lossy().into_owned(),
                     );
-                index.add(
-                    frame_vector(segmenter, image, f)?,
-                    EntryMeta::for_frame(&image.meta, f, &file),
-                )?;
+                index.add(vector, EntryMeta::for_frame(&image.meta, f, &file))?;
             }
             Ok(index)
         })
@@ -148,12 +145,7 @@ impl ModelRunner {
 
 /// The pinned fp32 LiteMedSAM from the weights folder, on the device of `run`.
 fn load(run: RunConfig) -> Result<Segmenter, medfm::Error> {
-    let dir = weights::default_dir().ok_or_else(|| {
-        medfm::Error::new(
-            medfm::ErrorKind::Weights,
-            "no weights folder: set MEDFM_WEIGHTS_DIR (HOME and XDG_DATA_HOME are unset)",
-        )
-    })?;
+    let dir = weights::required_dir()?;
     let selected = run.apply()?;
     if let Some(note) = &selected.note {
         tracing::info!("{note}; using the CPU backend");

@@ -8,7 +8,7 @@ use medfm::jobs::{self, SegmentJob};
 use medfm::model::weights::{self, Precision};
 use medfm::pipeline::device::DeviceChoice;
 use medfm::pipeline::propagate::Options;
-use medfm::pipeline::{PixelPrompt, Segmenter, embed};
+use medfm::pipeline::{PixelPrompt, Segmenter};
 use medfm::{Error, ErrorKind, RunConfig};
 use numpy::IntoPyArray;
 use numpy::ndarray::Array2;
@@ -60,7 +60,7 @@ fn prompt(
         .map(|b| exactly::<4>(b, "box", "(x0, y0, x1, y1)"))
         .transpose()?
         .map(|b| b.map(|v| v as f32));
-    let mut parsed = Vec::new();
+    let mut given = Vec::new();
     if let Some(points) = points {
         let all = points.try_iter().map_err(|_| {
             bad(format!(
@@ -70,22 +70,12 @@ fn prompt(
         })?;
         for p in all {
             let p = numbers(&p.map_err(|e| bad(e.to_string()))?, "a point")?;
-            let positive = match p.len() {
-                2 => true,
-                3 => medfm::pipeline::point_label(p[2] as f32)
-                    .map_err(|e| bad(format!("point {p:?}: {e}")))?,
-                _ => {
-                    return Err(bad(format!(
-                        "a point is (x, y) or (x, y, label); got {p:?}"
-                    )));
-                }
-            };
-            parsed.push((p[0] as f32, p[1] as f32, positive));
+            given.push(p.into_iter().map(|v| v as f32).collect());
         }
     }
     Ok(PixelPrompt {
         bbox,
-        points: parsed,
+        points: jobs::prompt_points(&given)?,
         multimask,
     })
 }
@@ -143,14 +133,7 @@ impl Model {
             }
             let path = match &weights {
                 Some(p) => p.clone(),
-                None => weights::default_dir()
-                    .ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Weights,
-                            "no weights folder: set MEDFM_WEIGHTS_DIR (HOME and XDG_DATA_HOME are unset)",
-                        )
-                    })?
-                    .join(asked.file_name()),
+                None => weights::required_dir()?.join(asked.file_name()),
             };
             Ok((asked, choice, path))
         })?;
@@ -316,19 +299,7 @@ impl Model {
     /// `medfm embed`): float32 `(frames, 256)`, in series order.
     fn embed(&self, py: Python<'_>, series: &Series) -> PyResult<Py<PyAny>> {
         let s = Arc::clone(&series.inner);
-        let vectors = self.with(py, move |seg| {
-            let mut all = Vec::new();
-            for &(i, f) in &s.order {
-                let v = embed::frame_vector(seg, &s.images[i], f).map_err(|e| {
-                    Error::from(e).context(format!(
-                        "frame {f} of {}",
-                        s.images[i].meta.sop_instance_uid
-                    ))
-                })?;
-                all.push(v);
-            }
-            Ok(all)
-        })?;
+        let vectors = self.with(py, move |seg| s.vectors(seg))?;
         let dim = vectors.first().map_or(0, Vec::len);
         let flat: Vec<f32> = vectors.into_iter().flatten().collect();
         let array = run_held(py, || {
