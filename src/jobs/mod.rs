@@ -5,6 +5,7 @@
 //! [`write_seg`] and [`label_map`] (docs/design.md, "Volumes").
 
 mod prompt;
+pub mod rules;
 mod series;
 
 pub use prompt::{PromptSpec, points as prompt_points};

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+pub use medfm::jobs::rules::{JobKind, Rule};
+
 /// The effective configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -157,128 +159,6 @@ impl Destination {
     }
 }
 
-/// A job a rule runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobKind {
-    /// Send the series' instances to the rule's destinations.
-    Forward,
-    /// Embed every frame of the series (as `medfm embed`, on the node's model) into the
-    /// node's index, `<spool>/.node/index/` (`medfm search` reads the folder).
-    Embed,
-    /// Segment the series with the rule's `[[rule.segment]]` prompts (as `medfm segment
-    /// --segments`, on the node's model); the SEG goes to the spool and the destinations.
-    Segment,
-}
-
-/// One segment of a `segment` job: a box relative to the series' middle slice.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SegmentRule {
-    /// SegmentLabel.
-    pub label: String,
-    /// `[x0, y0, x1, y1]` as fractions (0..1) of the middle slice's columns and rows.
-    #[serde(rename = "box")]
-    pub bbox: [f32; 4],
-    /// Carry the mask through the series (the 3D recipe); else the middle slice only.
-    #[serde(default)]
-    pub propagate: bool,
-    /// Slices each way at most (with propagate).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub extent: Option<usize>,
-    /// Stop where the predicted IoU falls below this (with propagate; default 0.5).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_iou: Option<f32>,
-    /// sRGB display colour.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub color: Option<[u8; 3]>,
-}
-
-/// Jobs for the series that match every condition given (absent: any). Matching is
-/// case-insensitive; `series_description` is a pattern with `*` and `?`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    /// What the node's jobs record of the rule (see [`Rule::key`]); unique. Absent: the
-    /// rule's content names it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub modality: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body_part: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub series_description: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sop_class: Option<String>,
-    pub jobs: Vec<JobKind>,
-    /// Destinations (names) of `forward` and of results; empty: all destinations.
-    #[serde(default)]
-    pub send_to: Vec<String>,
-    /// The segments of a `segment` job.
-    #[serde(default, rename = "segment", skip_serializing_if = "Vec::is_empty")]
-    pub segments: Vec<SegmentRule>,
-}
-
-impl Rule {
-    /// The rule as the node's job records name it: its `name`, or, without one,
-    /// `rule-` and a digest of its content. Either way not its position: rules can be
-    /// reordered, added and removed while jobs wait, and each job still runs the rule it
-    /// was made for (an edited unnamed rule is another rule; its waiting jobs fail with
-    /// "no longer in the configuration").
-    pub fn key(&self) -> String {
-        if !self.name.is_empty() {
-            return self.name.clone();
-        }
-        use sha2::Digest;
-        let content = toml::to_string(self).unwrap_or_default();
-        let digest = sha2::Sha256::digest(content.as_bytes());
-        let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-        format!("rule-{hex}")
-    }
-
-    /// Whether the series of `ids` (one of its instances) matches.
-    pub fn matches(&self, ids: &medfm::dicom::InstanceIds) -> bool {
-        let eq = |want: &Option<String>, got: &str| {
-            want.as_ref()
-                .is_none_or(|w| w.eq_ignore_ascii_case(got.trim()))
-        };
-        eq(&self.modality, &ids.modality)
-            && eq(&self.body_part, &ids.body_part)
-            && eq(&self.sop_class, &ids.sop_class_uid)
-            && self.series_description.as_ref().is_none_or(|p| {
-                glob(
-                    &p.to_ascii_lowercase(),
-                    &ids.series_description.to_ascii_lowercase(),
-                )
-            })
-    }
-}
-
-/// `*` any run of characters, `?` one character.
-fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    // Iterative matching with the last star's position (linear in practice).
-    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
-    while j < t.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some(i);
-            mark = j;
-            i += 1;
-        } else if let Some(s) = star {
-            i = s + 1;
-            mark += 1;
-            j = mark;
-        } else {
-            return false;
-        }
-    }
-    p[i..].iter().all(|c| *c == '*')
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -424,9 +304,6 @@ impl Config {
                     r.key()
                 );
             }
-            if r.jobs.is_empty() {
-                bail!("rule {}: no jobs", i + 1);
-            }
             for name in &r.send_to {
                 if !self.destinations.iter().any(|d| &d.name == name) {
                     bail!("rule {}: send_to {name:?} is not a [[destination]]", i + 1);
@@ -435,42 +312,7 @@ impl Config {
             if r.jobs.contains(&JobKind::Forward) && self.destinations.is_empty() {
                 bail!("rule {}: forward needs a [[destination]]", i + 1);
             }
-            if r.jobs.contains(&JobKind::Segment) == r.segments.is_empty() {
-                bail!(
-                    "rule {}: a segment job and [[rule.segment]] entries go together",
-                    i + 1
-                );
-            }
-            for s in &r.segments {
-                let [x0, y0, x1, y1] = s.bbox;
-                if !(0.0..=1.0).contains(&x0)
-                    || !(0.0..=1.0).contains(&y1)
-                    || !(0.0..=1.0).contains(&y0)
-                    || !(0.0..=1.0).contains(&x1)
-                    || x0 >= x1
-                    || y0 >= y1
-                {
-                    bail!(
-                        "rule {}, segment {:?}: box fractions 0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1",
-                        i + 1,
-                        s.label
-                    );
-                }
-                if s.min_iou.is_some_and(|m| !(0.0..=1.0).contains(&m)) {
-                    bail!(
-                        "rule {}, segment {:?}: min_iou outside 0..1",
-                        i + 1,
-                        s.label
-                    );
-                }
-                if !s.propagate && (s.extent.is_some() || s.min_iou.is_some()) {
-                    bail!(
-                        "rule {}, segment {:?}: extent and min_iou need propagate = true",
-                        i + 1,
-                        s.label
-                    );
-                }
-            }
+            r.check().with_context(|| format!("rule {}", i + 1))?;
         }
         Ok(())
     }
@@ -616,7 +458,6 @@ mod tests {
         assert!(rule(Some("MR"), Some("FSE ?? AXIAL OBL")).matches(&ids));
         assert!(!rule(Some("CT"), None).matches(&ids));
         assert!(!rule(None, Some("*T1*")).matches(&ids));
-        assert!(glob("a*b*c", "axxbyyc") && !glob("a*b*c", "axxbyy") && glob("*", ""));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use medfm::dicom::InstanceIds;
-use medfm::jobs::{PromptSpec, SegmentJob, Series};
+use medfm::jobs::{SegmentJob, Series};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Config, JobKind, Rule};
@@ -689,42 +689,12 @@ impl Work {
         )
     }
 
-    /// The series of a job and the segment jobs of its rule's `[[rule.segment]]`s: boxes
-    /// given as fractions of the series' middle slice.
+    /// The series of a job and the segment jobs of its rule's `[[rule.segment]]`s
+    /// ([`Rule::segment_jobs`]).
     fn rule_jobs(&self, rule: &Rule, job: &Job) -> Result<(Series, Vec<SegmentJob>)> {
         let dir = self.root.join(&job.study).join(&job.series);
         let series = Series::read(&[dir], &job.series)?;
-        let mid = series.len() / 2;
-        let meta = series.meta(mid);
-        let (cols, rows) = (meta.cols as f32, meta.rows as f32);
-        // The rule's fractions as pixels of the middle slice, then the prompt rule every
-        // front uses (default label and colour by the segment's number).
-        let jobs = rule
-            .segments
-            .iter()
-            .enumerate()
-            .map(|(k, s)| {
-                let [x0, y0, x1, y1] = s.bbox;
-                let prompt = PromptSpec {
-                    label: Some(s.label.clone()),
-                    color: s.color,
-                    bbox: Some([
-                        x0 * (cols - 1.0),
-                        y0 * (rows - 1.0),
-                        x1 * (cols - 1.0),
-                        y1 * (rows - 1.0),
-                    ]),
-                    points: Vec::new(),
-                    propagate: s.propagate,
-                    extent: s.extent,
-                    min_iou: s.min_iou,
-                };
-                Ok(SegmentJob {
-                    start: mid,
-                    ..prompt.job(k + 1)?
-                })
-            })
-            .collect::<Result<Vec<_>, medfm::Error>>()?;
+        let jobs = rule.segment_jobs(&series)?;
         Ok((series, jobs))
     }
 
