@@ -112,6 +112,16 @@ impl Rule {
             })
     }
 
+    /// Whether `series` matches: its first instance's [`InstanceIds`], as the node
+    /// matches a series by the instance that completed it (one series shares these).
+    pub fn matches_series(&self, series: &Series) -> Result<bool, Error> {
+        let first = series
+            .images
+            .first()
+            .ok_or_else(|| Error::bad_input("the series has no instances"))?;
+        Ok(self.matches(&first.ids()?))
+    }
+
     /// What makes a rule wrong on its own (the node adds its destinations): no jobs, a
     /// segment job without segments or segments without one, box fractions outside
     /// `0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1`, `min_iou` outside 0..1, `extent` or
@@ -253,8 +263,12 @@ mod tests {
 
     #[test]
     fn a_rules_file_is_rules_only_and_each_is_checked() {
-        let seg = "[[rule]]\nmodality = \"CT\"\njobs = [\"segment\"]\n[[rule.segment]]\nlabel = \"x\"\n";
-        let ok = read_rules(&format!("{seg}box = [0.1, 0.2, 0.4, 0.9]\npropagate = true")).unwrap();
+        let seg =
+            "[[rule]]\nmodality = \"CT\"\njobs = [\"segment\"]\n[[rule.segment]]\nlabel = \"x\"\n";
+        let ok = read_rules(&format!(
+            "{seg}box = [0.1, 0.2, 0.4, 0.9]\npropagate = true"
+        ))
+        .unwrap();
         assert_eq!(ok[0].segments[0].bbox, [0.1, 0.2, 0.4, 0.9]);
         let err = |t: &str| read_rules(t).unwrap_err().to_string();
         assert!(err("").contains("no [[rule]]"));

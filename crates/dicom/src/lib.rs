@@ -305,9 +305,13 @@ pub struct InstanceIds {
 /// pre-scan) and return its identity. Refused: anything that does not parse, and a
 /// missing or malformed SOP class, SOP instance, study or series UID.
 pub fn identify(bytes: &[u8]) -> Result<InstanceIds, Error> {
-    let obj = parse(bytes)?;
+    ids_of(&parse(bytes)?)
+}
+
+/// The identity of a parsed object, by the rule of [`identify`].
+fn ids_of(obj: &DefaultDicomObject) -> Result<InstanceIds, Error> {
     let uid = |tag, name: &'static str| {
-        let value = opt_str(&obj, tag);
+        let value = opt_str(obj, tag);
         if is_uid(&value) {
             Ok(value)
         } else {
@@ -332,9 +336,9 @@ pub fn identify(bytes: &[u8]) -> Result<InstanceIds, Error> {
             .transfer_syntax()
             .trim_end_matches('\0')
             .to_string(),
-        modality: opt_str(&obj, tags::MODALITY),
-        body_part: opt_str(&obj, tags::BODY_PART_EXAMINED),
-        series_description: opt_str(&obj, tags::SERIES_DESCRIPTION),
+        modality: opt_str(obj, tags::MODALITY),
+        body_part: opt_str(obj, tags::BODY_PART_EXAMINED),
+        series_description: opt_str(obj, tags::SERIES_DESCRIPTION),
     })
 }
 
@@ -410,6 +414,11 @@ pub fn read(bytes: &[u8]) -> Result<DicomImage, Error> {
 }
 
 impl DicomImage {
+    /// The instance's identity ([`identify`]'s rule: its UIDs checked).
+    pub fn ids(&self) -> Result<InstanceIds, Error> {
+        ids_of(&self.obj)
+    }
+
     /// Decode one frame (0-based): grey images as modality values (Rescale Slope/Intercept,
     /// Modality LUT Sequence, or the frame's own Pixel Value Transformation in Enhanced
     /// objects), colour images as RGB (YBR converted), PALETTE COLOR through its palette to
