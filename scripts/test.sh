@@ -41,7 +41,7 @@ cargo clippy --all-targets -- -D warnings
 step "tests (CPU backend and wgpu on the Vulkan adapter)"
 cargo test -- --nocapture --test-threads=1
 
-step "Python package (scripts/python_wheel.sh: maturin, this build's target folder and profile; the wheel into a fresh venv; tests/python against the CLI of this build)"
+step "Python package (scripts/python_wheel.sh: maturin, this build's target folder and profile; the wheel with its batch extra (Ray Data, pyarrow) into a fresh venv; tests/python against the CLI of this build, the batch on a local Ray cluster the tests start)"
 wheels="$(mktemp -d)"
 bash scripts/python_wheel.sh "$wheels" 2>&1 | tee "$wheels/build.log"
 if grep -q "Compiling burn" "$wheels/build.log"; then
@@ -51,7 +51,8 @@ if grep -q "Compiling burn" "$wheels/build.log"; then
   exit 1
 fi
 python3 -m venv "$wheels/venv"
-"$wheels/venv/bin/pip" install --quiet "$wheels"/medfm-*.whl pytest highdicom pillow
+wheel="$(ls "$wheels"/medfm-*.whl)"
+"$wheels/venv/bin/pip" install --quiet "$wheel[batch]" pytest highdicom pillow
 (cd "$wheels" && venv/bin/python -c "import medfm; print('import medfm', medfm.__version__)")
 MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" "$wheels/venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
 rm -rf "$wheels"

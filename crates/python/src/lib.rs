@@ -6,6 +6,7 @@
 
 mod arrays;
 mod model;
+mod rules;
 mod series;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -87,5 +88,8 @@ fn _medfm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<series::Propagation>()?;
     m.add_function(wrap_pyfunction!(series::read_series, m)?)?;
     m.add_function(wrap_pyfunction!(series::write_seg, m)?)?;
+    m.add_function(wrap_pyfunction!(model::pinned_sha256, m)?)?;
+    m.add_class::<rules::Rules>()?;
+    m.add_function(wrap_pyfunction!(rules::read_rules, m)?)?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use numpy::ndarray::Array2;
 use pyo3::prelude::*;
 
 use crate::arrays::{describe, exactly, numbers};
+use crate::rules::Rules;
 use crate::series::{Propagation, Series, masks_array};
 use crate::{bad, run, run_held, warn_all};
 
@@ -295,6 +296,39 @@ impl Model {
         })
     }
 
+    /// Segment `series` by the first of `rules` (a `medfm.read_rules`) with a segment job
+    /// that matches it, as the edge node does, and write the SEG to `path` (a temporary
+    /// file renamed into place: `path` is whole or absent). Returns the rule's name and one
+    /// summary per segment (label, voxels, volume_ml, slices, ...), or None, writing
+    /// nothing, when no rule matches. The SEG's UIDs derive from its inputs: a rerun
+    /// writes the same bytes.
+    fn segment_rules<'py>(
+        &self,
+        py: Python<'py>,
+        series: &Series,
+        rules: &Rules,
+        path: PathBuf,
+    ) -> PyResult<Option<(String, Bound<'py, PyAny>)>> {
+        let s = Arc::clone(&series.inner);
+        let done = self.with(py, |seg| {
+            let Some(rule) = rules.for_series(&s)? else {
+                return Ok(None);
+            };
+            let jobs = rule.segment_jobs(&s)?;
+            let (outcomes, _) = jobs::segment_series(seg, &s, &jobs, &mut |_, _| true)?;
+            let bytes = jobs::write_seg(&s, &jobs, &outcomes)?;
+            medfm::fs::write_atomic(&path, &bytes).map_err(Error::from)?;
+            let summary = serde_json::to_string(&jobs::describe(&s, &jobs, &outcomes))
+                .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+            Ok(Some((rule.key(), summary)))
+        })?;
+        let Some((name, summary)) = done else {
+            return Ok(None);
+        };
+        let summary = py.import("json")?.call_method1("loads", (summary,))?;
+        Ok(Some((name, summary)))
+    }
+
     /// One unit-norm vector per slice of `series` (the pooled image encoder output, as
     /// `medfm embed`): float32 `(frames, 256)`, in series order.
     fn embed(&self, py: Python<'_>, series: &Series) -> PyResult<Py<PyAny>> {
@@ -316,6 +350,13 @@ impl Model {
             self.device
         )
     }
+}
+
+/// The sha256 of the pinned weights file of `precision` (`fp32`, `int8` or `int4`): what
+/// `Model(precision=...).weights_sha256` is, known without loading it.
+#[pyfunction]
+pub(crate) fn pinned_sha256(py: Python<'_>, precision: &str) -> PyResult<&'static str> {
+    run_held(py, || Ok(weights::pinned_sha256(precision.parse()?)))
 }
 
 /// The single-image recipe on `frame` of `image`, exactly as `medfm segment`: the mask,

@@ -318,8 +318,7 @@ pub(crate) fn write_seg(
         })?
     };
     run(py, move || {
-        medfm::fs::write_atomic(&path, &bytes)
-            .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))
+        medfm::fs::write_atomic(&path, &bytes).map_err(Error::from)
     })
 }
 

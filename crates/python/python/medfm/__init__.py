@@ -12,20 +12,36 @@ The same library as the ``medfm`` command line underneath: a mask, a propagation
 vector here is the one the CLI gives for the same file, prompt and weights.
 """
 
-from medfm._medfm import Model, Propagation, Series, __version__, read_series, write_seg
+from medfm._medfm import (
+    Model,
+    Propagation,
+    Rules,
+    Series,
+    __version__,
+    pinned_sha256,
+    read_rules,
+    read_series,
+    write_seg,
+)
+from medfm.index import Index, search
 from medfm.errors import BadInput, DeviceError, Error, InternalError, IoError, WeightsError
 
 __all__ = [
     "BadInput",
     "DeviceError",
     "Error",
+    "Index",
     "InternalError",
     "IoError",
     "Model",
     "Propagation",
+    "Rules",
     "Series",
     "WeightsError",
     "__version__",
+    "pinned_sha256",
+    "read_rules",
     "read_series",
+    "search",
     "write_seg",
 ]

@@ -1,7 +1,7 @@
 """Type stubs of medfm's extension module (crates/python/src); medfm re-exports it."""
 
 from os import PathLike
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -114,6 +114,24 @@ class Model:
         --propagate`."""
     def embed(self, series: Series) -> npt.NDArray[np.float32]:
         """One unit-norm vector per slice (frames, 256), as `medfm embed`."""
+    def segment_rules(
+        self, series: Series, rules: Rules, path: Path
+    ) -> Optional[Tuple[str, list[dict[str, Any]]]]:
+        """The SEG of the first matching rule with a segment job, written atomically to
+        `path`: (the rule's name, one summary per segment); None, nothing written, when no
+        rule matches."""
+
+class Rules:
+    """The node's `[[rule]]` tables, read by `read_rules`."""
+    @property
+    def names(self) -> list[str]: ...
+    def __len__(self) -> int: ...
+
+def read_rules(path: Path) -> Rules:
+    """A rules file: `[[rule]]` tables as in node.toml, each checked as the node does."""
+
+def pinned_sha256(precision: str) -> str:
+    """The sha256 of the pinned weights of `fp32`, `int8` or `int4`."""
 
 def read_series(path: Path, series_uid: Optional[str] = None) -> Series:
     """The series in a DICOM file or a folder (searched recursively)."""
