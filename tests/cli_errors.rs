@@ -224,6 +224,26 @@ fn exit_codes_say_what_kind_of_error() {
     assert_eq!(code(&["info", "/nonexistent-folder"]), Some(5));
 }
 
+/// `medfm batch` runs the Python package's batch; a Python without it (or none) is exit 5
+/// with the way to install it, not Python's traceback. (tests/python/test_batch.py runs it
+/// with the package.)
+#[test]
+fn batch_without_the_python_package_says_how_to_get_it() {
+    for python in ["/nonexistent/python3", "/bin/false"] {
+        let out = Command::new(common::medfm_exe())
+            .args(["batch", "--job", "embed"])
+            .env("MEDFM_PYTHON", python)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{python}: {stderr}");
+        assert!(
+            stderr.contains("MEDFM_PYTHON") && stderr.contains(python),
+            "{stderr}"
+        );
+    }
+}
+
 /// `segment --propagate` and `--segments` on bad input: a clear error naming what is wrong
 /// (an unplaced slice, radial slices, a box off the start slice, a stopping IoU outside
 /// 0..1, a prompts file with a typo, a slice of another series), no output, no panic.

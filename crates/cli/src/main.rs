@@ -4,6 +4,7 @@
 //! Exit codes by the kind of error: 2 bad input (DICOM, prompt, arguments), 3 weights
 //! (missing, unpinned, unreadable), 4 device, 5 input/output (files), 1 anything else.
 
+mod batch;
 mod bench;
 mod common;
 mod convert;
@@ -99,6 +100,10 @@ enum Cmd {
     /// Run the edge node: a DICOM listener (C-ECHO, C-STORE) that keeps every
     /// acknowledged instance durably in its spool (docs/node.md).
     Node(node::NodeArgs),
+    /// Embed or segment every series of a manifest or folder tree on Ray Data: runs the
+    /// Python package's `python -m medfm.batch` ($MEDFM_PYTHON, default python3) with these
+    /// arguments (`medfm batch --help` lists them; docs/python.md).
+    Batch(batch::BatchArgs),
 }
 
 /// Keeps freed memory in the process heap instead of handing it back to the kernel.
@@ -134,9 +139,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, matches!(cli.command, Cmd::Node(_)));
     let auth = cli.auth;
+
     // DICOMweb URLs given to segment and embed are retrieved into private temporary folders
     // first, which live until the end; info and convert take them in memory as they arrive.
     let result = match cli.command {
+        Cmd::Batch(args) => return batch::cmd_batch(args),
         Cmd::Segment(mut args) => dicomweb::fetch_image(&mut args.image, args.propagate, &auth)
             .and_then(|_held| segment::cmd_segment(args)),
         Cmd::Bench(args) => bench::cmd_bench(args),
