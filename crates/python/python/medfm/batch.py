@@ -368,8 +368,8 @@ def run(
             summary.skipped += 1
         else:
             todo.append(path)
-    if threads is None:
-        threads = max(1, int(cpus_per_worker))
+    if threads is None and not local:
+        threads = max(1, int(cpus_per_worker))  # an actor's share; --local: all threads
     kwargs = dict(
         job=job, out=str(out), precision=precision, device=device, threads=threads, rules=rules
     )
@@ -406,7 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="CPUs each actor reserves (default 1; leave the reads one CPU)",
     )
-    p.add_argument("--threads", type=int, help="CPU threads per model (default: its CPUs)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads per model (default: an actor's CPUs, rounded down, at least 1; "
+        "with --local all)",
+    )
     p.add_argument(
         "--precision",
         default="fp32",

@@ -28,7 +28,10 @@ def map_items(
 
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, configure_logging=False)
-    dataset = ray.data.from_items([{"path": p} for p in items], override_num_blocks=len(items))
+    # Blocks of a few items each: enough for every actor to have work queued, few enough
+    # for Ray's scheduler at millions of items (a retried block skips its done items).
+    blocks = max(1, min(len(items), 64 * workers))
+    dataset = ray.data.from_items([{"path": p} for p in items], override_num_blocks=blocks)
     mapped = dataset.map_batches(
         Worker,
         fn_constructor_kwargs=worker_kwargs,
