@@ -286,3 +286,22 @@ def test_the_cli_runs_the_batch_in_process(archive, tmp_path):
     uid = medfm.read_series(good).meta["series_uid"]
     assert [p.name.split(".parquet")[0][:-17] for p in (out / "embeddings").iterdir()] == [uid]
     assert [r["path"] for r in pq.read_table(out / "errors.parquet").to_pylist()] == [bad]
+
+
+def test_manifest_paths_are_absolute_and_once(tmp_path, monkeypatch):
+    """Relative paths are read from the manifest's folder and made absolute (an item's key
+    must not depend on the directory the batch runs from); URLs stay; repeats count once;
+    a manifest without `path` is refused by name."""
+    from medfm.batch import BatchError, manifest_items
+
+    (tmp_path / "m").mkdir()
+    manifest = tmp_path / "m" / "list.csv"
+    manifest.write_text("path,note\nseries/a,x\n/abs/b,y\nseries/a,z\n,empty\nhttp://h/s/1,u\n")
+    monkeypatch.chdir(tmp_path)
+    want = [str(tmp_path / "m/series/a"), "/abs/b", "http://h/s/1"]
+    assert manifest_items(pathlib.Path("m/list.csv")) == want
+    monkeypatch.chdir(tmp_path / "m")
+    assert manifest_items(pathlib.Path("list.csv")) == want
+    (tmp_path / "bad.csv").write_text("file\nx\n")
+    with pytest.raises(BatchError, match="no column 'path'"):
+        manifest_items(tmp_path / "bad.csv")

@@ -54,7 +54,8 @@ class BatchError(Exception):
 
 def manifest_items(manifest: str | os.PathLike) -> list[str]:
     """The ``path`` column of a CSV or Parquet manifest, relative paths resolved against
-    the manifest's folder, in the manifest's order, each once."""
+    the manifest's folder (made absolute), URLs as given, in the manifest's order, each
+    once; empty cells passed over."""
     import pyarrow.csv
     import pyarrow.parquet
 
@@ -75,8 +76,9 @@ def manifest_items(manifest: str | os.PathLike) -> list[str]:
         if value is None or not str(value).strip():
             continue
         value = str(value).strip()
-        if "://" not in value and not os.path.isabs(value):
-            value = str(manifest.parent / value)
+        if "://" not in value:
+            # Absolute, so an item's key does not depend on where the batch runs from.
+            value = str((manifest.parent / value).absolute())
         seen.setdefault(value, None)
     return list(seen)
 
