@@ -223,8 +223,27 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[i..].iter().all(|c| *c == '*')
 }
 
-/// A rules file: `[[rule]]` tables as in `node.toml` and nothing else, each checked
-/// ([`Rule::check`]) and known by its own [`Rule::key`]. Errors name the rule by number.
+/// Rules as a list is checked: each by [`Rule::check`], each known by its own
+/// [`Rule::key`]. Errors name the rule by its number (from 1). `node.toml`'s rules and a
+/// rules file.
+pub fn check_rules(rules: &[Rule]) -> Result<(), Error> {
+    for (i, r) in rules.iter().enumerate() {
+        r.check()
+            .map_err(|e| e.context(format!("rule {}", i + 1)))?;
+        if let Some(j) = rules[..i].iter().position(|o| o.key() == r.key()) {
+            return Err(Error::bad_input(format!(
+                "rule {}: the same name as rule {} ({:?}); give each rule its own name",
+                i + 1,
+                j + 1,
+                r.key()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A rules file: `[[rule]]` tables as in `node.toml` and nothing else, checked by
+/// [`check_rules`].
 pub fn read_rules(text: &str) -> Result<Vec<Rule>, Error> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -236,18 +255,7 @@ pub fn read_rules(text: &str) -> Result<Vec<Rule>, Error> {
     if file.rule.is_empty() {
         return Err(Error::bad_input("no [[rule]] in the rules file"));
     }
-    for (i, r) in file.rule.iter().enumerate() {
-        r.check()
-            .map_err(|e| Error::bad_input(format!("rule {}: {e}", i + 1)))?;
-        if let Some(j) = file.rule[..i].iter().position(|o| o.key() == r.key()) {
-            return Err(Error::bad_input(format!(
-                "rule {}: the same name as rule {} ({:?}); give each rule its own name",
-                i + 1,
-                j + 1,
-                r.key()
-            )));
-        }
-    }
+    check_rules(&file.rule)?;
     Ok(file.rule)
 }
 

@@ -295,15 +295,8 @@ impl Config {
             d.tls()
                 .with_context(|| format!("destination {:?}", d.name))?;
         }
+        medfm::jobs::rules::check_rules(&self.rules)?;
         for (i, r) in self.rules.iter().enumerate() {
-            if let Some(j) = self.rules[..i].iter().position(|o| o.key() == r.key()) {
-                bail!(
-                    "rule {}: the same name as rule {} ({:?}); give each rule its own name",
-                    i + 1,
-                    j + 1,
-                    r.key()
-                );
-            }
             for name in &r.send_to {
                 if !self.destinations.iter().any(|d| &d.name == name) {
                     bail!("rule {}: send_to {name:?} is not a [[destination]]", i + 1);
@@ -312,7 +305,6 @@ impl Config {
             if r.jobs.contains(&JobKind::Forward) && self.destinations.is_empty() {
                 bail!("rule {}: forward needs a [[destination]]", i + 1);
             }
-            r.check().with_context(|| format!("rule {}", i + 1))?;
         }
         Ok(())
     }

@@ -88,6 +88,7 @@ fn _medfm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<series::Propagation>()?;
     m.add_function(wrap_pyfunction!(series::read_series, m)?)?;
     m.add_function(wrap_pyfunction!(series::write_seg, m)?)?;
+    m.add_function(wrap_pyfunction!(series::write_atomic, m)?)?;
     m.add_function(wrap_pyfunction!(model::pinned_sha256, m)?)?;
     m.add_class::<rules::Rules>()?;
     m.add_function(wrap_pyfunction!(rules::read_rules, m)?)?;

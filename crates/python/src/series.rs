@@ -322,6 +322,16 @@ pub(crate) fn write_seg(
     })
 }
 
+/// Write `data` to `path` whole or not at all (the core's `fs::write_atomic`: a temporary
+/// file in the same folder, synced, renamed into place); what the batch writes its
+/// outputs and records with.
+#[pyfunction]
+pub(crate) fn write_atomic(py: Python<'_>, path: PathBuf, data: &[u8]) -> PyResult<()> {
+    run(py, || {
+        medfm::fs::write_atomic(&path, data).map_err(Error::from)
+    })
+}
+
 /// Colours: a sequence of `(r, g, b)`, each 0..=255.
 fn rgb(colors: &Bound<'_, PyAny>) -> Result<Vec<[u8; 3]>, Error> {
     let all = colors.try_iter().map_err(|_| {

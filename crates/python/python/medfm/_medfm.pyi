@@ -130,6 +130,9 @@ class Rules:
 def read_rules(path: Path) -> Rules:
     """A rules file: `[[rule]]` tables as in node.toml, each checked as the node does."""
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """`data` to `path`, whole or not at all (a temporary file renamed into place)."""
+
 def pinned_sha256(precision: str) -> str:
     """The sha256 of the pinned weights of `fp32`, `int8` or `int4`."""
 

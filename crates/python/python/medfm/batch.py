@@ -31,7 +31,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -102,22 +101,27 @@ def item_key(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()
 
 
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp)`` then rename onto ``path`` (same folder: the rename is atomic)."""
+def _write_atomic(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` whole or not at all (the library's atomic write), its folder
+    made first."""
+    from medfm._medfm import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, data)
 
 
 def _write_json(path: Path, value) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(value, sort_keys=True)))
+    _write_atomic(path, json.dumps(value, sort_keys=True).encode())
+
+
+def _parquet(table) -> bytes:
+    """``table`` as the bytes of a Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,6 @@ class Worker:
 
     def _embed(self, series, target: Path) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         vectors = self.model.embed(series)
         frames = series.frames
@@ -270,7 +273,7 @@ class Worker:
                 ).cast(pa.list_(pa.float32())),
             }
         )
-        _write_atomic(target, lambda tmp: pq.write_table(table, tmp))
+        _write_atomic(target, _parquet(table))
 
 
 def _row(path, status, kind="", reason="", output=None) -> dict:
@@ -286,7 +289,6 @@ def _row(path, status, kind="", reason="", output=None) -> dict:
 def write_errors(out: Path) -> int:
     """``errors.parquet`` from every job's error records in ``out``; the count."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     rows = []
     for record in sorted((out / ".medfm" / "errors").glob("*/*.json")):
@@ -297,7 +299,7 @@ def write_errors(out: Path) -> int:
     table = pa.table(
         {k: pa.array([r[k] for r in rows], pa.string()) for k in ("path", "job", "kind", "reason")}
     )
-    _write_atomic(out / "errors.parquet", lambda tmp: pq.write_table(table, tmp))
+    _write_atomic(out / "errors.parquet", _parquet(table))
     return len(rows)
 
 
