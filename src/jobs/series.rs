@@ -107,23 +107,39 @@ impl Series {
             return Series::new(vec![(image, Some(path.to_path_buf()))]);
         }
         let files = crate::fs::walk(&[path.to_path_buf()])?;
-        let mut by_series: Vec<(String, Vec<Located>)> = Vec::new();
+        let mut images = Vec::new();
         let mut skipped = Vec::new();
         for file in files {
-            let image = match Series::read_file(&file) {
-                Ok(image) => image,
-                Err(e) => {
-                    skipped.push(format!("skipped {e}"));
-                    continue;
-                }
-            };
+            match Series::read_file(&file) {
+                // Other series are dropped at once, not held until the pick.
+                Ok(image) if uid.is_some_and(|u| u != image.meta.series_instance_uid) => {}
+                Ok(image) => images.push((image, Some(file))),
+                Err(e) => skipped.push(format!("skipped {e}")),
+            }
+        }
+        Series::pick(images, uid, &path.display().to_string(), skipped)
+    }
+
+    /// The one series among `images` (read from `source`: a folder, a URL): the series
+    /// `uid`, or the only series there is. `skipped` (what could not be read there, each
+    /// a sentence) goes into the series' warnings, and the first of them into the error
+    /// when no image is left. How [`Series::read_path`] and the fronts that retrieve a
+    /// study or series over the network choose.
+    pub fn pick(
+        images: Vec<(DicomImage, Option<PathBuf>)>,
+        uid: Option<&str>,
+        source: &str,
+        skipped: Vec<String>,
+    ) -> Result<Series, Error> {
+        let mut by_series: Vec<(String, Vec<Located>)> = Vec::new();
+        for (image, file) in images {
             let series = &image.meta.series_instance_uid;
             if uid.is_some_and(|u| u != series) {
                 continue;
             }
             match by_series.iter_mut().find(|(s, _)| s == series) {
-                Some((_, images)) => images.push((image, Some(file))),
-                None => by_series.push((series.clone(), vec![(image, Some(file))])),
+                Some((_, images)) => images.push((image, file)),
+                None => by_series.push((series.clone(), vec![(image, file)])),
             }
         }
         let mut series = match by_series.len() {
@@ -135,10 +151,7 @@ impl Series {
                 let why = skipped.first().map_or_else(String::new, |s| {
                     format!(" ({} files {s}...)", skipped.len())
                 });
-                return Err(Error::bad_input(format!(
-                    "{what} under {}{why}",
-                    path.display()
-                )));
+                return Err(Error::bad_input(format!("{what} under {source}{why}")));
             }
             1 => Series::new(
                 by_series
@@ -149,8 +162,7 @@ impl Series {
             n => {
                 let uids: Vec<&str> = by_series.iter().map(|(s, _)| s.as_str()).collect();
                 return Err(Error::bad_input(format!(
-                    "{} holds {n} series ({}): name the one to read",
-                    path.display(),
+                    "{source} holds {n} series ({}): name the one to read",
                     uids.join(", ")
                 )));
             }

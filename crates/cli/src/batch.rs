@@ -19,16 +19,15 @@ pub(crate) struct BatchArgs {
     args: Vec<OsString>,
 }
 
-/// Run `$MEDFM_PYTHON -m medfm.batch ARGS` (`python3` by default) and exit with its status;
-/// exit 5 with the way to install the package when that Python has no `medfm.batch`.
-pub(crate) fn cmd_batch(args: BatchArgs) -> ExitCode {
+/// `$MEDFM_PYTHON` (`python3` by default) once it imports `module`; else the message
+/// that says how to install the package (the caller exits 5, an io failure).
+pub(crate) fn python_with(module: &str) -> Result<OsString, String> {
     let python = std::env::var_os(PYTHON_VAR).unwrap_or_else(|| "python3".into());
-    let shown = python.to_string_lossy().into_owned();
     let found = Command::new(&python)
-        .args(["-c", "import medfm.batch"])
+        .args(["-c", &format!("import {module}")])
         .output();
     match found {
-        Ok(out) if out.status.success() => {}
+        Ok(out) if out.status.success() => Ok(python),
         outcome => {
             let why = match outcome {
                 Ok(out) => String::from_utf8_lossy(&out.stderr)
@@ -38,14 +37,26 @@ pub(crate) fn cmd_batch(args: BatchArgs) -> ExitCode {
                     .to_string(),
                 Err(e) => e.to_string(),
             };
-            eprintln!(
-                "error: medfm batch runs the Python package's batch, and {shown} has none ({why}); \
+            Err(format!(
+                "this command runs the Python package's {module}, and {} has none ({why}); \
                  install the wheel with its batch extra (README, \"Python and archives\") or \
-                 set {PYTHON_VAR} to a Python that has it"
-            );
-            return ExitCode::from(medfm::ErrorKind::Io.exit_code());
+                 set {PYTHON_VAR} to a Python that has it",
+                python.to_string_lossy()
+            ))
         }
     }
+}
+
+/// Run `$MEDFM_PYTHON -m medfm.batch ARGS` and exit with its status; exit 5 with the way to
+/// install the package when that Python has no `medfm.batch` ([`python_with`]).
+pub(crate) fn cmd_batch(args: BatchArgs) -> ExitCode {
+    let python = match python_with("medfm.batch") {
+        Ok(p) => p,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(medfm::ErrorKind::Io.exit_code());
+        }
+    };
     match Command::new(&python)
         .args(["-m", "medfm.batch"])
         .args(&args.args)
@@ -53,7 +64,7 @@ pub(crate) fn cmd_batch(args: BatchArgs) -> ExitCode {
     {
         Ok(status) => ExitCode::from(status.code().map_or(1, |c| c.clamp(0, 255) as u8)),
         Err(e) => {
-            eprintln!("error: running {shown}: {e}");
+            eprintln!("error: running {}: {e}", python.to_string_lossy());
             ExitCode::from(medfm::ErrorKind::Io.exit_code())
         }
     }

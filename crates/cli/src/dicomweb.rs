@@ -1,21 +1,21 @@
-//! DICOMweb over HTTP for the command line: `medfm query` (QIDO-RS), `medfm store`
-//! (STOW-RS), and DICOMweb URLs wherever a command takes DICOM files (WADO-RS retrieve).
-//! The protocol is the library's (`medfm::dicomweb`); this file moves its bytes with ureq.
+//! DICOMweb for the command line: `medfm query` (QIDO-RS), `medfm store` (STOW-RS), and
+//! DICOMweb URLs wherever a command takes DICOM files (WADO-RS retrieve). The protocol is
+//! the core's (`medfm::dicomweb`), the transport medfm-dicomweb-client's; this file turns
+//! arguments into their calls and prints.
 //!
 //! Credentials come from `--token` / `MEDFM_DICOMWEB_TOKEN` (a bearer token) or `--user
 //! USER:PASSWORD` / `MEDFM_DICOMWEB_USER` (basic); they are sent as a header and never
 //! printed, logged or written. A retrieved study or series is written to a private
 //! temporary folder (mode 0700) that is removed when the command ends.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use medfm::dicomweb::url::{Level, Query, Resource};
 use medfm::dicomweb::{Error, frames, json, multipart};
-
 use medfm::fs::TempDir;
+use medfm_dicomweb_client::{Auth, Client, origin_of};
 
 use crate::common::bail_input;
 
@@ -34,160 +34,13 @@ pub(crate) struct AuthArgs {
     transfer_syntax: Option<String>,
 }
 
-/// An HTTP client with the caller's credentials.
-pub(crate) struct Client {
-    /// For http URLs.
-    agent: ureq::Agent,
-    /// For https URLs: https only, redirects included (an https server cannot send the
-    /// credentials or the images on in clear text).
-    agent_https: ureq::Agent,
-    authorization: Option<String>,
-}
-
-/// The longest wait for one read or write on the connection, and for a response's head.
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Largest part (instance) of a retrieved multipart answer: one is held whole.
-const MAX_PART: usize = 1 << 31;
-
-/// The HTTP agent: connect, response and per-read/per-write timeouts; https only when
-/// `https_only`.
-fn agent(https_only: bool) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .https_only(https_only)
-        .timeout_connect(Some(std::time::Duration::from_secs(10)))
-        .timeout_recv_response(Some(READ_TIMEOUT))
-        .timeout_per_read(Some(READ_TIMEOUT))
-        .timeout_per_write(Some(READ_TIMEOUT))
-        .build()
-        .into()
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-impl Client {
-    pub(crate) fn new(auth: &AuthArgs) -> Result<Self> {
-        // The command line's credentials win over the environment's.
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (token, user) = match (&auth.token, &auth.user) {
-            (None, None) => (env("MEDFM_DICOMWEB_TOKEN"), env("MEDFM_DICOMWEB_USER")),
-            (t, u) => (t.clone(), u.clone()),
-        };
-        let authorization = match (token, user) {
-            (Some(_), Some(_)) => {
-                bail_input!(
-                    "give a token or a user (--token / --user, or the environment), not both"
-                )
-            }
-            (Some(t), None) => Some(format!("Bearer {t}")),
-            (None, Some(u)) => {
-                if !u.contains(':') {
-                    bail_input!("--user takes USER:PASSWORD");
-                }
-                Some(format!("Basic {}", base64(u.as_bytes())))
-            }
-            (None, None) => None,
-        };
-        Ok(Client {
-            agent: agent(false),
-            agent_https: agent(true),
-            authorization,
-        })
-    }
-
-    /// The agent for `url`: https URLs never leave https.
-    fn agent_for(&self, url: &str) -> &ureq::Agent {
-        if url
-            .get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-        {
-            &self.agent_https
-        } else {
-            &self.agent
-        }
-    }
-
-    fn network(method: &'static str, url: &str, e: ureq::Error) -> Error {
-        Error::Network(format!(
-            "{method} {}: {e} (is the server running and the URL right?)",
-            Resource::path_of(url)
-        ))
-    }
-
-    /// An error status as [`Error::Http`] with the server's message.
-    fn check(
-        method: &'static str,
-        url: &str,
-        resp: ureq::http::Response<ureq::Body>,
-    ) -> Result<ureq::http::Response<ureq::Body>, Error> {
-        let status = resp.status().as_u16();
-        if status < 400 {
-            return Ok(resp);
-        }
-        let mut body = Vec::new();
-        let _ = resp
-            .into_body()
-            .into_with_config()
-            .limit(4096)
-            .reader()
-            .take(4096)
-            .read_to_end(&mut body);
-        Err(Error::http(method, url, status, &body))
-    }
-
-    fn get(&self, url: &str, accept: &str) -> Result<ureq::http::Response<ureq::Body>, Error> {
-        let mut req = self.agent_for(url).get(url).header("Accept", accept);
-        if let Some(a) = &self.authorization {
-            req = req.header("Authorization", a);
-        }
-        let resp = req.call().map_err(|e| Self::network("GET", url, e))?;
-        Self::check("GET", url, resp)
-    }
-
-    /// A GET of a multipart answer, whole (at most 2 GiB: one frame or bulk value, not a
-    /// series): its Content-Type and parts.
-    fn get_parts(&self, url: &str, accept: &str) -> Result<(String, Vec<multipart::Part>), Error> {
-        let resp = self.get(url, accept)?;
-        let ct = content_type(&resp);
-        let body = resp
-            .into_body()
-            .into_with_config()
-            .limit(1 << 31)
-            .read_to_vec()
-            .map_err(|e| Self::network("GET", url, e))?;
-        let mut parser = multipart::Parser::for_content_type(&ct)?.with_max_part(MAX_PART);
-        let parts = parser.feed(&body)?;
-        parser.finish()?;
-        Ok((ct, parts))
-    }
-
-    /// A GET of a JSON answer, whole (at most 64 MiB).
-    fn get_json(&self, url: &str) -> Result<Vec<u8>, Error> {
-        let resp = self.get(url, "application/dicom+json")?;
-        if resp.status().as_u16() == 204 {
-            return Ok(Vec::new());
-        }
-        resp.into_body()
-            .into_with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .map_err(|e| Self::network("GET", url, e))
+impl AuthArgs {
+    /// The client with these credentials (the environment's where none are given).
+    pub(crate) fn client(&self) -> Result<Client> {
+        Ok(Client::new(Auth::new(
+            self.token.clone(),
+            self.user.clone(),
+        )?))
     }
 }
 
@@ -233,7 +86,7 @@ pub(crate) fn cmd_query(args: QueryArgs, auth: &AuthArgs) -> Result<()> {
         limit: args.limit,
         offset: args.offset,
     };
-    let client = Client::new(auth)?;
+    let client = auth.client()?;
     let level = match (&resource.study, &resource.series) {
         (None, _) => Level::Studies,
         (Some(_), None) => Level::Series,
@@ -315,7 +168,7 @@ pub(crate) struct StoreArgs {
 
 pub(crate) fn cmd_store(args: StoreArgs, auth: &AuthArgs) -> Result<()> {
     let resource = Resource::parse(&args.to)?;
-    let client = Client::new(auth)?;
+    let client = auth.client()?;
     let mut bodies = Vec::with_capacity(args.files.len());
     for f in &args.files {
         let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
@@ -327,33 +180,11 @@ pub(crate) fn cmd_store(args: StoreArgs, auth: &AuthArgs) -> Result<()> {
     let parts: Vec<(&str, &[u8])> = refs.iter().map(|b| ("application/dicom", *b)).collect();
     let body = multipart::write(&boundary, &parts);
     let url = resource.stow_url();
-    let mut req = client
-        .agent_for(&url)
-        .post(&url)
-        .header("Accept", "application/dicom+json")
-        .header(
-            "Content-Type",
-            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
-        );
-    if let Some(a) = &client.authorization {
-        req = req.header("Authorization", a);
-    }
-    let resp = req
-        .send(&body[..])
-        .map_err(|e| Client::network("POST", &url, e))?;
-    // A 409 or 202 carries the per-instance results too (some failed, some stored).
-    let status = resp.status().as_u16();
-    let resp = if status == 409 {
-        resp
-    } else {
-        Client::check("POST", &url, resp)?
-    };
-    let answer = resp
-        .into_body()
-        .into_with_config()
-        .limit(16 << 20)
-        .read_to_vec()
-        .map_err(|e| Client::network("POST", &url, e))?;
+    let (status, answer) = client.post(
+        &url,
+        &format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        &body,
+    )?;
     let results = json::stow_response(&answer)?;
     if args.json {
         println!(
@@ -415,7 +246,7 @@ pub(crate) fn fetch_frame(url: &str, frame: u32, auth: &AuthArgs) -> Result<Opti
     if resource.instance.is_none() {
         return Ok(None);
     }
-    let client = Client::new(auth)?;
+    let client = auth.client()?;
     // A server without the frames service answers 4xx / 5xx there; the credentials'
     // refusals (401, 403) are errors as anywhere.
     let unsupported =
@@ -492,21 +323,6 @@ pub(crate) fn fetch_frame(url: &str, frame: u32, auth: &AuthArgs) -> Result<Opti
     Ok(Some(bytes))
 }
 
-/// `scheme://authority` of a URL, lower-cased.
-fn origin_of(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    format!("{}://{}", scheme, authority).to_ascii_lowercase()
-}
-
-fn content_type(resp: &ureq::http::Response<ureq::Body>) -> String {
-    resp.headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
 /// For `medfm segment URL`: an instance URL is retrieved (with `--propagate`, its whole
 /// series, the instance among it) and `image` becomes its file.
 pub(crate) fn fetch_image(
@@ -556,8 +372,7 @@ pub(crate) fn split_inputs(paths: &[PathBuf]) -> Result<(Vec<String>, Vec<PathBu
 
 /// Is `s` a DICOMweb URL (rather than a path)?
 pub(crate) fn is_url(s: &Path) -> bool {
-    s.to_str()
-        .is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
+    s.to_str().is_some_and(medfm_dicomweb_client::is_url)
 }
 
 /// WADO-RS retrieve of `url` (a study, series or instance) into a private temporary folder,
@@ -578,92 +393,24 @@ pub(crate) fn retrieve(url: &str, auth: &AuthArgs) -> Result<(TempDir, Vec<PathB
     Ok((dir, files))
 }
 
-/// WADO-RS retrieve of `url` (a study, series or instance), streamed: `each` gets every
-/// instance's bytes as soon as its part has arrived, with its 1-based number in the
-/// answer, and nothing else is kept. Returns the number of instances; none is an error.
+/// WADO-RS retrieve of `url` (a study, series or instance), streamed
+/// ([`Client::retrieve_each`]) with a progress spinner on stderr.
 pub(crate) fn retrieve_each(
     url: &str,
     auth: &AuthArgs,
-    mut each: impl FnMut(usize, Vec<u8>) -> Result<()>,
+    each: impl FnMut(usize, Vec<u8>) -> Result<()>,
 ) -> Result<usize> {
-    let resource = Resource::parse(url)?;
-    if resource.study.is_none() {
-        bail_input!("{url}: name a study, series or instance to retrieve (…/studies/UID[…])");
-    }
-    let accept = medfm::dicomweb::accept_instances(auth.transfer_syntax.as_deref())?;
-    let client = Client::new(auth)?;
-    let target = resource.url();
-    let resp = client.get(&target, &accept)?;
-    let ct = content_type(&resp);
-    let mut parser = multipart::Parser::for_content_type(&ct)?.with_max_part(MAX_PART);
-    let mut reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
+    let client = auth.client()?;
     let pb = ProgressBar::new_spinner();
     pb.set_style(ProgressStyle::with_template(
         "{spinner} retrieving {prefix}: {msg} instance(s), {bytes} {elapsed}",
     )?);
-    pb.set_prefix(Resource::path_of(&target));
+    pb.set_prefix(Resource::path_of(url));
     pb.set_message("0");
-    let mut buf = vec![0u8; 1 << 16];
-    let mut count = 0usize;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                return Err(Error::Truncated(format!(
-                    "GET {}: the connection failed after {count} instance(s): {e}",
-                    Resource::path_of(&target),
-                ))
-                .into());
-            }
-        };
-        pb.inc(n as u64);
-        for part in parser.feed(&buf[..n])? {
-            count += 1;
-            each(count, part.body)?;
-            pb.set_message(count.to_string());
-        }
-    }
-    parser.finish().map_err(|e| match e {
-        Error::Truncated(m) => Error::Truncated(format!(
-            "GET {}: {m} ({count} instance(s) received)",
-            Resource::path_of(&target),
-        )),
-        e => e,
+    let count = client.retrieve_each(url, auth.transfer_syntax.as_deref(), each, |bytes, n| {
+        pb.set_position(bytes);
+        pb.set_message(n.to_string());
     })?;
     pb.finish_and_clear();
-    if count == 0 {
-        bail_input!(
-            "{}: the server sent no instance",
-            Resource::path_of(&target)
-        );
-    }
     Ok(count)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn https_urls_never_leave_https() {
-        let c = Client::new(&AuthArgs::default()).unwrap();
-        assert!(
-            c.agent_for("https://pacs.example/dicomweb")
-                .config()
-                .https_only()
-        );
-        assert!(
-            c.agent_for("HTTPS://pacs.example/dicomweb")
-                .config()
-                .https_only()
-        );
-        assert!(
-            !c.agent_for("http://127.0.0.1:8042/dicom-web")
-                .config()
-                .https_only()
-        );
-        let a = c.agent_for("https://x");
-        assert_eq!(a.config().timeout_per_read(), Some(READ_TIMEOUT));
-    }
 }

@@ -68,7 +68,9 @@ pub(crate) struct EmbedArgs {
 #[derive(clap::Args)]
 pub(crate) struct SearchArgs {
     /// Index prefix: reads PREFIX.npy and PREFIX.jsonl; or a folder: every NAME.npy there
-    /// with its NAME.jsonl, as one index (the edge node's `<spool>/.node/index`).
+    /// with its NAME.jsonl, as one index (the edge node's `<spool>/.node/index`); or a
+    /// Parquet file or a folder of them (`medfm batch --job embed`'s `OUT/embeddings`),
+    /// searched by the Python package (`$MEDFM_PYTHON -m medfm.index`).
     index: PathBuf,
     /// The query DICOM file.
     query: PathBuf,
@@ -203,6 +205,9 @@ pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<()> {
 }
 
 pub(crate) fn cmd_search(args: SearchArgs) -> Result<()> {
+    if is_parquet(&args.index) {
+        return search_parquet(args);
+    }
     let index = if args.index.is_dir() {
         let (index, warnings) = embed::Index::read_folder(&args.index)?;
         for w in warnings {
@@ -246,6 +251,109 @@ pub(crate) fn cmd_search(args: SearchArgs) -> Result<()> {
                 m.file
             );
         }
+    }
+    Ok(())
+}
+
+/// Is `index` a Parquet index (a `.parquet` file, or a folder holding one): the batch's
+/// `OUT/embeddings`?
+fn is_parquet(index: &Path) -> bool {
+    let parquet = |p: &Path| p.extension().is_some_and(|e| e == "parquet");
+    if index.is_dir() {
+        std::fs::read_dir(index).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| parquet(&e.path()) && !e.file_name().to_string_lossy().starts_with('.'))
+        })
+    } else {
+        parquet(index)
+    }
+}
+
+/// `search` of a Parquet index: the query's vector here (the pinned fp32 LiteMedSAM, the
+/// batch's default model), the search by the Python package, which reads Parquet
+/// (`python -m medfm.index`: only the index's vectors of the same weights).
+fn search_parquet(args: SearchArgs) -> Result<()> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    if args.model != "litemedsam" {
+        bail_input!(
+            "{} is a Parquet index (the batch's LiteMedSAM vectors): search it with --model litemedsam",
+            args.index.display()
+        );
+    }
+    let python = crate::batch::python_with("medfm.index")
+        .map_err(|m| medfm::Error::new(medfm::ErrorKind::Io, m))?;
+    let bytes =
+        std::fs::read(&args.query).with_context(|| format!("reading {}", args.query.display()))?;
+    let image = medfm::dicom::read(&bytes).with_context(|| args.query.display().to_string())?;
+    let (embedder, _) = load_embedder(&args.model, args.pool, args.device)?;
+    let q = embedder.frame_vector(&image, args.frame)?;
+    let sha = medfm::model::weights::pinned_sha256(Precision::Fp32);
+    let mut child = Command::new(&python)
+        .args(["-m", "medfm.index", "--index"])
+        .arg(&args.index)
+        .args(["-k", &args.k.to_string(), "--weights-sha256", sha])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", python.to_string_lossy()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(serde_json::to_string(&q)?.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let kind = if out.status.code() == Some(2) {
+            medfm::ErrorKind::BadInput
+        } else {
+            medfm::ErrorKind::Io
+        };
+        return Err(medfm::Error::new(
+            kind,
+            format!(
+                "searching {}: {}",
+                args.index.display(),
+                why.strip_prefix("error: ").unwrap_or(why)
+            ),
+        )
+        .into());
+    }
+    let hits: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_slice(&out.stdout).context("the Python search's answer")?;
+    if args.json {
+        let list: Vec<_> = hits
+            .into_iter()
+            .map(|mut entry| {
+                let score = entry.remove("score").unwrap_or_default();
+                serde_json::json!({ "score": score, "entry": entry })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let text = |h: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        h.get(k).map_or_else(String::new, |v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        })
+    };
+    for (rank, h) in hits.iter().enumerate() {
+        let score = h.get("score").and_then(|s| s.as_f64()).unwrap_or(f64::NAN);
+        println!(
+            "{:>2}  {score:.4}  series {}  frame {}  {}",
+            rank + 1,
+            text(h, "series_uid"),
+            text(h, "frame"),
+            text(h, "sop_instance_uid")
+        );
     }
     Ok(())
 }

@@ -13,6 +13,9 @@ use numpy::{IntoPyArray, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use medfm::dicomweb::url::Resource;
+use medfm_dicomweb_client::{Auth, Client, is_url};
+
 use crate::arrays::{Masks, describe, exactly};
 use crate::{bad, run, run_held};
 
@@ -35,19 +38,58 @@ impl Series {
 /// Read the series at `path`: a DICOM file (its frames), or a folder searched recursively
 /// whose DICOM files are of one series, or of several with `series_uid` naming one.
 /// Files in the folder that are not readable DICOM are passed over and listed in
-/// `Series.warnings`.
+/// `Series.warnings`. Or a DICOMweb URL (`http(s)://…/studies/UID/series/UID`; a study
+/// URL with `series_uid`): the series retrieved by WADO-RS into memory, with a bearer
+/// `token` or basic `user` (`USER:PASSWORD`), else `$MEDFM_DICOMWEB_TOKEN` /
+/// `$MEDFM_DICOMWEB_USER`.
 #[pyfunction]
-#[pyo3(signature = (path, series_uid=None))]
+#[pyo3(signature = (path, series_uid=None, *, token=None, user=None))]
 pub(crate) fn read_series(
     py: Python<'_>,
     path: PathBuf,
     series_uid: Option<String>,
+    token: Option<String>,
+    user: Option<String>,
 ) -> PyResult<Series> {
-    let inner = run(py, || jobs::Series::read_path(&path, series_uid.as_deref()))?;
+    let uid = series_uid.as_deref();
+    let inner = run(py, || match path.to_str().filter(|s| is_url(s)) {
+        Some(url) => retrieve(url, uid, token, user),
+        None if token.is_some() || user.is_some() => Err(bad(format!(
+            "{}: credentials are for DICOMweb URLs, not for a path",
+            path.display()
+        ))),
+        None => jobs::Series::read_path(&path, uid),
+    })?;
     Ok(Series {
         inner: Arc::new(inner),
         volume: OnceLock::new(),
     })
+}
+
+/// The series `uid` (or the only one) of the study, series or instance at `url`,
+/// retrieved by WADO-RS into memory; an instance that is not readable DICOM is an error
+/// (a server's answer is not a folder of stray files).
+fn retrieve(
+    url: &str,
+    uid: Option<&str>,
+    token: Option<String>,
+    user: Option<String>,
+) -> Result<jobs::Series, Error> {
+    let client = Client::new(Auth::new(token, user)?);
+    let source = Resource::path_of(url);
+    let mut images = Vec::new();
+    client.retrieve_each(
+        url,
+        None,
+        |n, bytes| -> Result<(), Error> {
+            let image = medfm::dicom::read(&bytes)
+                .map_err(|e| Error::from(e).context(format!("instance {n} of {source}")))?;
+            images.push((image, None));
+            Ok(())
+        },
+        |_, _| {},
+    )?;
+    jobs::Series::pick(images, uid, &source, Vec::new())
 }
 
 #[pymethods]

@@ -136,8 +136,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 def pinned_sha256(precision: str) -> str:
     """The sha256 of the pinned weights of `fp32`, `int8` or `int4`."""
 
-def read_series(path: Path, series_uid: Optional[str] = None) -> Series:
-    """The series in a DICOM file or a folder (searched recursively)."""
+def read_series(
+    path: Path,
+    series_uid: Optional[str] = None,
+    *,
+    token: Optional[str] = None,
+    user: Optional[str] = None,
+) -> Series:
+    """The series in a DICOM file, a folder (searched recursively) or at a DICOMweb
+    URL (retrieved by WADO-RS; a bearer ``token`` or basic ``user`` "USER:PASSWORD",
+    else $MEDFM_DICOMWEB_TOKEN / $MEDFM_DICOMWEB_USER)."""
 
 def write_seg(
     series: Series,

@@ -235,11 +235,6 @@ class Worker:
     def _run(self, path: str) -> Path | None:
         import medfm
 
-        if "://" in path:
-            raise medfm.BadInput(
-                f"{path}: DICOMweb series URLs are not read by medfm.batch yet; "
-                "retrieve the series to a folder (medfm retrieve) and list the folder"
-            )
         series = medfm.read_series(path)
         uid = series.meta["series_uid"]
         if self.layout.job == "embed":

@@ -5,6 +5,10 @@
     hits = index.search(model.embed(series)[k], k=5)  # list of dicts, best first
     hits = medfm.search(vector, k=5, index="OUT/embeddings")
 
+``python -m medfm.index --index OUT/embeddings -k 5 [--weights-sha256 SHA] < query.json``
+(a JSON list of numbers on stdin, the hits as a JSON list on stdout) is how ``medfm search``
+reads a Parquet index: the command line computes the query, this module searches.
+
 Vectors are unit norm, so cosine is a dot product: a query is one matrix-vector product
 over the index (1 M vectors of 256 float32 are 1 GiB in memory and about 0.1 s a query
 on one core). Only vectors of one model and weights are compared: an index that mixes
@@ -44,6 +48,11 @@ class Index:
         shas = set(table.column("weights_sha256").unique().to_pylist())
         if weights_sha256 is not None:
             table = table.filter(pc.equal(table.column("weights_sha256"), weights_sha256))
+            if table.num_rows == 0:
+                raise BadInput(
+                    f"index {path} holds no vectors of weights {weights_sha256} (it holds "
+                    f"{', '.join(sorted(shas)) or 'none'}): search with the model it was made with"
+                )
         elif len(shas) > 1:
             raise BadInput(
                 f"index {path} holds vectors of {len(shas)} weights ({', '.join(sorted(shas))}); "
@@ -64,7 +73,10 @@ class Index:
     def search(self, query, k: int = 10) -> list[dict]:
         """The ``k`` entries most similar to ``query`` (a vector as ``Model.embed`` gives
         one), best first: their keys and ``score`` (cosine)."""
-        q = np.asarray(query, dtype=np.float32)
+        try:
+            q = np.asarray(query, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise BadInput(f"the query is not a vector of numbers: {e}") from e
         if q.ndim != 1 or q.shape[0] != self.vectors.shape[1]:
             raise BadInput(
                 f"the query is a vector of {self.vectors.shape[1]} values; got shape {q.shape}"
@@ -87,3 +99,37 @@ class Index:
 def search(query, k: int = 10, *, index: str | os.PathLike) -> list[dict]:
     """``Index(index).search(query, k)``: load the index and search it once."""
     return Index(index).search(query, k)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The search behind ``medfm search INDEX QUERY`` for a Parquet index: the query vector
+    (JSON) on stdin, the hits (JSON) on stdout. Exit 0, 2 for bad input (``medfm.BadInput``),
+    5 when reading failed (``medfm.IoError``), as the command line's codes."""
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m medfm.index", description=main.__doc__)
+    p.add_argument("--index", required=True, help="a Parquet embeddings dataset or file")
+    p.add_argument("-k", type=int, default=10, help="number of results")
+    p.add_argument("--weights-sha256", help="only vectors of these weights")
+    a = p.parse_args(argv)
+    try:
+        try:
+            query = json.load(sys.stdin)
+        except ValueError as e:
+            raise BadInput(f"the query on stdin is not a JSON list of numbers: {e}") from e
+        hits = Index(a.index, a.weights_sha256).search(query, a.k)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (IoError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 5
+    json.dump(hits, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
