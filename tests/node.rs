@@ -418,6 +418,13 @@ fn print_config_and_bad_configs() {
         &["node", "--config", bad.to_str().unwrap()],
         "forward needs a [[destination]]",
     );
+    for timeout in ["0", "-1.5", "nan", "inf"] {
+        std::fs::write(&bad, format!("model_timeout_seconds = {timeout}\n")).unwrap();
+        expect_error(
+            &["node", "--config", bad.to_str().unwrap()],
+            "model_timeout_seconds: more than 0",
+        );
+    }
     std::fs::write(&bad, "aetitle = \"X\"\n").unwrap();
     expect_error(
         &["node", "--config", bad.to_str().unwrap()],

@@ -315,6 +315,76 @@ fn a_panicking_model_fails_its_job_and_the_node_goes_on() {
     assert!(text.contains("seg_sop_instance_uid"), "{text}");
 }
 
+/// A model run past `model_timeout_seconds` stops between slices and fails, naming the
+/// limit: a rule's propagation and its embedding are parked after one attempt, an API
+/// propagation gets 503; a run of one slice is never cut, and the node goes on. (The
+/// limit, 1 ms, is far below one encoder pass on any CPU.)
+#[test]
+fn a_model_run_past_its_timeout_stops_and_the_node_goes_on() {
+    let node = Node::start(
+        "timeout",
+        "series_idle_seconds = 1\nmax_attempts = 1\nmodel_timeout_seconds = 0.001\ndevice = \"cpu\"\n\
+         [[rule]]\nmodality = \"MR\"\njobs = [\"segment\", \"embed\"]\n\
+         [[rule.segment]]\nlabel = \"Brain\"\nbox = [0.18, 0.23, 0.84, 0.94]\npropagate = true\n",
+    );
+    let brain = brain();
+    node.send_ok(&brain);
+    // The parked records (not a record's temporary file, a hidden name).
+    let parked = || -> Vec<std::path::PathBuf> {
+        let Ok(dir) = std::fs::read_dir(node.spool().join(".node/parked")) else {
+            return Vec::new();
+        };
+        dir.map(|e| e.unwrap().path())
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect()
+    };
+    wait_for(300, "both jobs parked", || parked().len() == 2);
+    // Each stopped early: after fewer slices than the series has.
+    for path in parked() {
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let error = record["error"].as_str().unwrap();
+        let want = "the model run passed model_timeout_seconds (0.001 s) and was stopped after ";
+        let slices: usize = error
+            .split_once(want)
+            .and_then(|(_, rest)| rest.strip_suffix(" slice(s)"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{record}"));
+        assert!((1..brain.len()).contains(&slices), "{record}");
+    }
+    let log = node.log();
+    assert!(
+        !log.contains("segmented") && !log.contains("embedded"),
+        "{log}"
+    );
+
+    // The API: a propagation is stopped (503, the limit named); one slice is not cut.
+    let ids = identify(&std::fs::read(&brain[5]).unwrap()).unwrap();
+    let request = serde_json::json!({
+        "series": ids.series_instance_uid, "instance": ids.sop_instance_uid,
+        "box": [45, 60, 215, 240], "propagate": true,
+    });
+    let (status, body) = node.api("POST", "/api/segment", &request.to_string());
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("model_timeout_seconds"), "{text}");
+    let request = serde_json::json!({
+        "series": ids.series_instance_uid, "instance": ids.sop_instance_uid,
+        "box": [45, 60, 215, 240],
+    });
+    let (status, body) = node.api("POST", "/api/segment", &request.to_string());
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("seg_sop_instance_uid"), "{text}");
+    let (status, body) = node.api("GET", "/api/health", "");
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{health}");
+    assert!(
+        health.to_string().contains("model_timeout_seconds"),
+        "{health}"
+    );
+}
+
 /// Rules reordered (and one added in front) while a job waits for its retry: the job
 /// records its rule's name, not its place, so after the restart it runs its own rule (the
 /// SEG reaches the PACS), and the forward job that had completed does not run again.

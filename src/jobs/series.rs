@@ -218,15 +218,30 @@ impl Series {
     /// The vector of every slice, in order (`pipeline::embed::frame_vector`, as `medfm
     /// embed`); an error names the slice's instance and frame.
     pub fn vectors(&self, segmenter: &crate::pipeline::Segmenter) -> Result<Vec<Vec<f32>>, Error> {
-        self.order
-            .iter()
-            .map(|&(i, f)| {
-                let image = &self.images[i];
+        self.vectors_with(segmenter, &mut |_| Ok(()))
+    }
+
+    /// [`Series::vectors`], calling `between(done)` after each slice but the last with
+    /// the number of slices done: its error stops the run and is returned (how a caller
+    /// bounds a run's time between slices).
+    pub fn vectors_with(
+        &self,
+        segmenter: &crate::pipeline::Segmenter,
+        between: &mut dyn FnMut(usize) -> Result<(), Error>,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        let mut vectors = Vec::with_capacity(self.order.len());
+        for &(i, f) in &self.order {
+            if !vectors.is_empty() {
+                between(vectors.len())?;
+            }
+            let image = &self.images[i];
+            let vector =
                 crate::pipeline::embed::frame_vector(segmenter, image, f).map_err(|e| {
                     Error::from(e).context(format!("frame {f} of {}", image.meta.sop_instance_uid))
-                })
-            })
-            .collect()
+                })?;
+            vectors.push(vector);
+        }
+        Ok(vectors)
     }
 
     /// The voxel spacing (column, row, slice; mm) by the volume rule, when the slices have

@@ -80,6 +80,10 @@ pub struct Config {
     /// `/api/health` answers 503 when one step of the work thread (a file, a series, a
     /// job, a send) has run this long: the thread is stuck.
     pub work_stuck_seconds: u64,
+    /// Seconds one model run (a rule's segment or embed job, an API request) may take;
+    /// checked between slices, a run past it stops and fails. Fractions allowed. Keep it
+    /// under `work_stuck_seconds`, which reports a slice that never ends.
+    pub model_timeout_seconds: f64,
     /// Attempts of a job or a send before it is parked with its error.
     pub max_attempts: u32,
     /// Wait before the first retry (seconds); doubled at each retry, at most an hour.
@@ -187,6 +191,7 @@ impl Default for Config {
             web_root: String::new(),
             series_idle_seconds: 30,
             work_stuck_seconds: 1800,
+            model_timeout_seconds: 900.0,
             max_attempts: 8,
             retry_seconds: 5,
             device: Default::default(),
@@ -275,6 +280,9 @@ impl Config {
             bail!(
                 "max_attempts, retry_seconds, series_idle_seconds and work_stuck_seconds: at least 1"
             );
+        }
+        if !(self.model_timeout_seconds > 0.0 && self.model_timeout_seconds <= 1e9) {
+            bail!("model_timeout_seconds: more than 0 (seconds, at most 1e9)");
         }
         for (i, d) in self.destinations.iter().enumerate() {
             if d.name.is_empty() || self.destinations[..i].iter().any(|o| o.name == d.name) {
@@ -391,6 +399,10 @@ impl Config {
 
     pub fn message_timeout(&self) -> Duration {
         Duration::from_secs(self.message_timeout_seconds)
+    }
+
+    pub fn model_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.model_timeout_seconds)
     }
 
     pub fn association_timeout(&self) -> Duration {

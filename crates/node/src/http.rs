@@ -391,12 +391,14 @@ fn search(api: &Api, query: &str) -> Result<Reply> {
     }
 }
 
-/// A model run's error as the answer: busy 503, the request's fault (bad input: a frame
-/// that does not exist, a box outside the image) 400, anything else the caller's 500. By
-/// the error's kind, never its text.
+/// A model run's error as the answer: busy or past `model_timeout_seconds` 503, the
+/// request's fault (bad input: a frame that does not exist, a box outside the image) 400,
+/// anything else the caller's 500. By the error's kind, never its text.
 fn model_error(e: anyhow::Error) -> Result<Reply> {
     let kind = match e.downcast_ref::<RunError>() {
-        Some(RunError::Busy) => return Ok(Reply::error(503, format!("{e:#}"))),
+        Some(RunError::Busy | RunError::TimedOut { .. }) => {
+            return Ok(Reply::error(503, format!("{e:#}")));
+        }
         // Transparent: the chain below it starts under the medfm::Error.
         Some(RunError::Failed(inner)) => Some(inner.kind()),
         None => e.chain().find_map(medfm::Error::kind_of),

@@ -72,7 +72,7 @@ impl Inbox {
         }
         for f in ready {
             seen.remove(&f);
-            work.liveness_begin(format!("inbox file {}", f.display()));
+            work.liveness.begin(format!("inbox file {}", f.display()));
             // A panic while importing a file rejects that file, with the panic's message.
             let taken = super::work::supervised(|| {
                 self.take(&f, spool, work, counters);

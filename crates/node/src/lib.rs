@@ -8,10 +8,12 @@
 //! it on SIGTERM/SIGINT) stops accepting, lets the open associations finish (at most
 //! `idle_timeout_seconds`) and the work thread its current step, then [`run`] returns.
 
+mod budget;
 mod config;
 mod dicomweb;
 mod http;
 mod inbox;
+mod liveness;
 mod records;
 mod runner;
 mod scp;
@@ -188,6 +190,7 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
             threads: config.threads,
             device: config.device,
         },
+        config.model_timeout(),
         config.test_panic_series.clone(),
     );
     let work = work::Work::open(

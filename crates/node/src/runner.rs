@@ -5,6 +5,11 @@
 //! - One run at a time: the work thread's jobs and the HTTP API's requests take turns. At
 //!   most [`MAX_WAITING`] callers wait; one more is refused at once ([`RunError::Busy`],
 //!   the API's 503), so requests cannot pile up threads behind a long propagation.
+//! - A run has a time limit (the configuration's `model_timeout_seconds`), checked
+//!   between slices: a propagation or an embedding past it stops after the slice in
+//!   progress and fails ([`RunError::TimedOut`]). A single slice is never cut: a hang
+//!   inside one (a GPU that never answers) is what `/api/health`'s `work_stuck_seconds`
+//!   reports.
 //! - A panic inside a run (the model, a kernel, the GPU stack) is caught: that run fails
 //!   with the panic's message, the model is dropped (reloaded by the next run, in case the
 //!   panic left it half updated) and the node goes on.
@@ -12,6 +17,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use medfm::RunConfig;
 use medfm::jobs::{Outcome, SegmentJob, Series};
@@ -28,6 +34,13 @@ pub enum RunError {
     /// [`MAX_WAITING`] callers wait already.
     #[error("the model is busy ({MAX_WAITING} runs waiting): try again later")]
     Busy,
+    /// The run passed the time limit (`model_timeout_seconds`) and was stopped after
+    /// `slices` slices.
+    #[error(
+        "the model run passed model_timeout_seconds ({} s) and was stopped after {slices} slice(s)",
+        .limit.as_secs_f64()
+    )]
+    TimedOut { limit: Duration, slices: usize },
     /// The run failed: bad input (its kind says so), weights, device, or a panic.
     #[error(transparent)]
     Failed(#[from] medfm::Error),
@@ -36,6 +49,8 @@ pub enum RunError {
 /// The node's model (see the module docs).
 pub struct ModelRunner {
     run: RunConfig,
+    /// The time limit of one run (see the module docs).
+    timeout: Duration,
     /// Series whose runs panic on purpose (the configuration's `test_panic_series`: how
     /// the tests show that a panicking model leaves the node serving).
     panic_series: Vec<String>,
@@ -44,10 +59,12 @@ pub struct ModelRunner {
 }
 
 impl ModelRunner {
-    /// A runner that will load the model by `run` (device, threads) when first used.
-    pub fn new(run: RunConfig, panic_series: Vec<String>) -> Self {
+    /// A runner that will load the model by `run` (device, threads) when first used; each
+    /// run stops between slices once it has taken `timeout`.
+    pub fn new(run: RunConfig, timeout: Duration, panic_series: Vec<String>) -> Self {
         ModelRunner {
             run,
+            timeout,
             panic_series,
             model: Mutex::new(None),
             waiting: AtomicUsize::new(0),
@@ -55,11 +72,12 @@ impl ModelRunner {
     }
 
     /// Run `work` on the model (loaded if needed), one caller at a time; see the module
-    /// docs for the queue bound and panics.
+    /// docs for the queue bound and panics. `work` gets the run's deadline (counted from
+    /// when the model is ready) and its error may be [`RunError::TimedOut`].
     fn run<T>(
         &self,
         series: &str,
-        work: impl FnOnce(&Segmenter) -> Result<T, medfm::Error>,
+        work: impl FnOnce(&Segmenter, Deadline) -> Result<T, RunError>,
     ) -> Result<T, RunError> {
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -76,19 +94,19 @@ impl ModelRunner {
                 Some(m) => m,
                 None => load(self.run)?,
             };
-            let result = work(&segmenter);
+            let deadline = Deadline {
+                at: Instant::now() + self.timeout,
+                limit: self.timeout,
+            };
+            let result = work(&segmenter, deadline);
             *model = Some(segmenter);
             result
         }));
         match outcome {
-            Ok(result) => Ok(result?),
+            Ok(result) => result,
             Err(panic) => {
                 *model = None;
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("(no message)");
+                let what = super::liveness::panic_message(panic.as_ref());
                 tracing::error!(series, "the model panicked: {what}");
                 Err(RunError::Failed(medfm::Error::new(
                     medfm::ErrorKind::Internal,
@@ -104,8 +122,8 @@ impl ModelRunner {
         image: &medfm::dicom::DicomImage,
         frame: u32,
     ) -> Result<Vec<f32>, RunError> {
-        self.run(&image.meta.series_instance_uid, |segmenter| {
-            Ok(frame_vector(segmenter, image, frame)?)
+        self.run(&image.meta.series_instance_uid, |segmenter, _| {
+            Ok(frame_vector(segmenter, image, frame).map_err(medfm::Error::from)?)
         })
     }
 
@@ -116,8 +134,21 @@ impl ModelRunner {
         jobs: &[SegmentJob],
     ) -> Result<(Vec<Outcome>, Vec<String>), RunError> {
         let plan = medfm::jobs::plan(series, jobs)?;
-        let outcomes = self.run(series.uid(), |segmenter| {
-            plan.run(segmenter, &mut |_, _| true)
+        let outcomes = self.run(series.uid(), |segmenter, deadline| {
+            // Only a propagation is stopped (a job of one slice is done when it reports).
+            // After a stop, the jobs left run a slice each (Plan::run's cancel).
+            let (mut slices, mut stopped) = (0, None);
+            let outcomes = plan.run(segmenter, &mut |k, _| {
+                slices += 1;
+                if stopped.is_none() && jobs[k].propagate.is_some() && deadline.passed() {
+                    stopped = Some(slices);
+                }
+                stopped.is_none()
+            })?;
+            match stopped {
+                Some(slices) => Err(deadline.error(slices)),
+                None => Ok(outcomes),
+            }
         })?;
         Ok((outcomes, plan.warnings.clone()))
     }
@@ -125,9 +156,21 @@ impl ModelRunner {
     /// Every frame of `series`, in series order, as a vector of the default embedder
     /// (LiteMedSAM's encoder, pooled), each named by its file's name in the index.
     pub fn embed(&self, series: &Series) -> Result<Index, RunError> {
-        self.run(series.uid(), |segmenter| {
+        self.run(series.uid(), |segmenter, deadline| {
+            let mut stopped = None;
+            let vectors = series.vectors_with(segmenter, &mut |done| {
+                if deadline.passed() {
+                    stopped = Some(done);
+                    return Err(medfm::Error::new(medfm::ErrorKind::Internal, "timed out"));
+                }
+                Ok(())
+            });
+            let vectors = match (vectors, stopped) {
+                (_, Some(done)) => return Err(deadline.error(done)),
+                (result, None) => result?,
+            };
             let mut index = Index::default();
-            for (&(i, f), vector) in series.order.iter().zip(series.vectors(segmenter)?) {
+            for (&(i, f), vector) in series.order.iter().zip(vectors) {
                 let image = &series.images[i];
                 let file = series.paths[i]
                     .as_ref()
@@ -136,10 +179,32 @@ impl ModelRunner {
                         || image.meta.sop_instance_uid.clone(),
                         |n| n.to_string_lossy().into_owned(),
                     );
-                index.add(vector, EntryMeta::for_frame(&image.meta, f, &file))?;
+                index
+                    .add(vector, EntryMeta::for_frame(&image.meta, f, &file))
+                    .map_err(medfm::Error::from)?;
             }
             Ok(index)
         })
+    }
+}
+
+/// When a run must stop, and the limit it was given (for its error).
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    fn error(&self, slices: usize) -> RunError {
+        RunError::TimedOut {
+            limit: self.limit,
+            slices,
+        }
     }
 }
 

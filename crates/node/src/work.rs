@@ -22,16 +22,19 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use medfm::dicom::InstanceIds;
-use medfm::jobs::{SegmentJob, Series};
 use serde::{Deserialize, Serialize};
 
-use super::config::{Config, JobKind, Rule};
-use super::records::{Records, new_id, now_ms, now_unix};
+pub use super::budget::{Budget, Taken};
+use super::config::{Config, JobKind};
+pub use super::liveness::{Liveness, supervised};
+use super::records::{Records, new_id, now_unix};
 use super::runner::ModelRunner;
 use super::spool::{Spool, StoreError, Stored};
 use super::{Stop, scu};
+
+mod jobs;
 
 /// An open series (its record).
 #[derive(Serialize, Deserialize)]
@@ -135,110 +138,6 @@ pub struct Work {
 
 /// Deflated Explicit VR Little Endian.
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
-
-/// The node-wide memory budget: bytes of instances being received and of deflated data
-/// sets being checked, across all associations and the watch folder.
-pub struct Budget {
-    used: std::sync::atomic::AtomicU64,
-    limit: u64,
-}
-
-/// Bytes taken from the [`Budget`]; given back when dropped.
-pub struct Taken<'a> {
-    budget: &'a Budget,
-    bytes: u64,
-}
-
-impl Budget {
-    pub fn new(limit: u64) -> Budget {
-        Budget {
-            used: Default::default(),
-            limit,
-        }
-    }
-
-    /// Take `bytes`, or None when that would pass the limit.
-    pub fn take(&self, bytes: u64) -> Option<Taken<'_>> {
-        let mut t = Taken {
-            budget: self,
-            bytes: 0,
-        };
-        t.grow(bytes).then_some(t)
-    }
-
-    /// Bytes taken now.
-    pub fn used(&self) -> u64 {
-        self.used.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-impl Taken<'_> {
-    /// Take `more` bytes too; false (and nothing taken) when that would pass the limit.
-    pub fn grow(&mut self, more: u64) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
-        let ok = self
-            .budget
-            .used
-            .fetch_update(SeqCst, SeqCst, |u| {
-                u.checked_add(more).filter(|n| *n <= self.budget.limit)
-            })
-            .is_ok();
-        if ok {
-            self.bytes += more;
-        }
-        ok
-    }
-}
-
-impl Drop for Taken<'_> {
-    fn drop(&mut self) {
-        self.budget
-            .used
-            .fetch_sub(self.bytes, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// What the work thread is doing and since when: `/api/health` reports it and turns 503
-/// when the thread has ended or one step has run past its bound.
-#[derive(Default)]
-pub struct Liveness {
-    /// The step under way ("idle" between passes) and when it began (Unix ms).
-    step: Mutex<(String, u64)>,
-    /// The thread has left its loop (only at stop; a panic inside is caught per item).
-    ended: std::sync::atomic::AtomicBool,
-}
-
-impl Liveness {
-    fn begin(&self, step: impl Into<String>) {
-        *self.step.lock().unwrap_or_else(|p| p.into_inner()) = (step.into(), now_ms());
-    }
-
-    /// `(step, seconds in it, ended)`.
-    pub fn now(&self) -> (String, u64, bool) {
-        let (step, since) = self.step.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        (
-            step,
-            now_ms().saturating_sub(since) / 1000,
-            self.ended.load(std::sync::atomic::Ordering::SeqCst),
-        )
-    }
-}
-
-/// Run `f`; a panic inside becomes an error with its message, so one item's bug is that
-/// item's recorded failure and the loop goes on.
-pub fn supervised<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(no message)".into());
-            Err(anyhow::anyhow!("internal error (a panic): {message}"))
-        }
-    }
-}
 
 impl Work {
     pub fn open(
@@ -469,11 +368,6 @@ impl Work {
         })
     }
 
-    /// Mark the step the work thread begins (for `/api/health`).
-    pub fn liveness_begin(&self, step: String) {
-        self.liveness.begin(step);
-    }
-
     /// The spool root.
     pub fn root(&self) -> &std::path::Path {
         &self.root
@@ -594,139 +488,6 @@ impl Work {
         }
     }
 
-    /// Run the jobs that are due, oldest first.
-    fn run_jobs(&self, config: &Config, spool: &Spool) -> Result<()> {
-        for name in self.jobs.names()? {
-            if self.stop.is_stopped() {
-                break;
-            }
-            let Some(job) = self.read_record::<Job>(&self.jobs, &name) else {
-                continue;
-            };
-            if job.tries.not_before > now_unix() {
-                continue;
-            }
-            self.liveness.begin(job.about());
-            match supervised(|| self.run_job(config, spool, &job)) {
-                Ok(()) => self.jobs.remove(&name)?,
-                Err(e) => self.failed(config, &self.jobs, &name, job, format!("{e:#}"))?,
-            }
-        }
-        Ok(())
-    }
-
-    fn run_job(&self, config: &Config, spool: &Spool, job: &Job) -> Result<()> {
-        let rule = match &job.rule {
-            RuleRef::Key(key) => config.rule(key),
-            RuleRef::Index(i) => config.rules.get(*i),
-        };
-        let rule = rule.with_context(|| match &job.rule {
-            RuleRef::Key(key) => format!("rule {key:?} is no longer in the configuration"),
-            RuleRef::Index(i) => format!("rule {} is no longer in the configuration", i + 1),
-        })?;
-        match job.kind {
-            JobKind::Forward => {
-                let dir = self.root.join(&job.study).join(&job.series);
-                let files: Vec<PathBuf> = super::spool::instances_of(&dir)?
-                    .into_iter()
-                    .filter_map(|p| p.strip_prefix(&self.root).ok().map(PathBuf::from))
-                    .collect();
-                for dest in config.destinations_of(rule) {
-                    self.queue(&dest.name, files.clone())?;
-                    tracing::info!(
-                        series = job.series,
-                        destination = dest.name,
-                        files = files.len(),
-                        "forward queued"
-                    );
-                }
-                Ok(())
-            }
-            JobKind::Embed => {
-                let index = self.root.join(".node").join("index");
-                super::spool::create_dir(&index)?;
-                let name = series_name(&job.study, &job.series);
-                let (npy, jsonl) = (
-                    index.join(format!("{name}.npy")),
-                    index.join(format!("{name}.jsonl")),
-                );
-                let dir = self.root.join(&job.study).join(&job.series);
-                let series = Series::read(&[dir], &job.series)?;
-                let index = self.runner.embed(&series)?;
-                // The vectors first: a .npy without its .jsonl is left out by readers.
-                medfm::fs::write_atomic(&npy, &index.to_npy())?;
-                medfm::fs::write_atomic(&jsonl, index.to_jsonl().as_bytes())?;
-                let vectors = index.len();
-                tracing::info!(series = job.series, vectors, "embedded");
-                Ok(())
-            }
-            JobKind::Segment => {
-                let (series, segments) = self.rule_jobs(rule, job)?;
-                let (ids, file, _) = self.segment(spool, &series, &segments)?;
-                for dest in config.destinations_of(rule) {
-                    self.queue(&dest.name, vec![file.clone()])?;
-                }
-                tracing::info!(
-                    series = job.series,
-                    seg = ids.sop_instance_uid,
-                    seg_series = ids.series_instance_uid,
-                    "segmented"
-                );
-                Ok(())
-            }
-        }
-    }
-
-    /// Queue `files` (relative to the spool) for `destination`.
-    pub fn queue(&self, destination: &str, files: Vec<PathBuf>) -> Result<()> {
-        self.outbox.put(
-            &new_id(),
-            &Send {
-                destination: destination.to_string(),
-                files,
-                tries: Attempts::default(),
-            },
-        )
-    }
-
-    /// The series of a job and the segment jobs of its rule's `[[rule.segment]]`s
-    /// ([`Rule::segment_jobs`]).
-    fn rule_jobs(&self, rule: &Rule, job: &Job) -> Result<(Series, Vec<SegmentJob>)> {
-        let dir = self.root.join(&job.study).join(&job.series);
-        let series = Series::read(&[dir], &job.series)?;
-        let jobs = rule.segment_jobs(&series)?;
-        Ok((series, jobs))
-    }
-
-    /// Run `jobs` on `series` with the node's model, store the SEG in the spool (it opens
-    /// no series) and return its identity, its path relative to the spool and the jobs'
-    /// summary ([`medfm::jobs::describe`]).
-    pub fn segment(
-        &self,
-        spool: &Spool,
-        series: &Series,
-        jobs: &[SegmentJob],
-    ) -> Result<(InstanceIds, PathBuf, Vec<serde_json::Value>)> {
-        let (outcomes, _) = self.runner.segment(series, jobs)?;
-        let summary = medfm::jobs::describe(series, jobs, &outcomes);
-        for s in &summary {
-            tracing::info!(
-                label = s["label"].as_str().unwrap_or(""),
-                voxels = s["voxels"].as_u64().unwrap_or(0),
-                volume_ml = s["volume_ml"].as_f64().unwrap_or(f64::NAN),
-                "segment"
-            );
-        }
-        let bytes = medfm::jobs::write_seg(series, jobs, &outcomes)?;
-        let ids = medfm::dicom::identify(&bytes).context("the SEG medfm wrote")?;
-        spool
-            .store(&ids, &bytes)
-            .map_err(|e| anyhow::anyhow!("cannot store the SEG: {e}"))?;
-        let stored = spool.path_of(&ids).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let file = stored.strip_prefix(&self.root)?.to_path_buf();
-        Ok((ids, file, summary))
-    }
-
     /// Send what is due in the outbox.
     fn send_due(&self, config: &Config) -> Result<()> {
         for name in self.outbox.names()? {
@@ -840,9 +601,7 @@ impl Work {
             self.liveness.begin("idle");
             std::thread::sleep(Duration::from_millis(200));
         }
-        self.liveness
-            .ended
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.liveness.end();
     }
 }
 

@@ -1,0 +1,148 @@
+//! The work thread's jobs: a rule's `forward`, `embed` and `segment` on a complete
+//! series, one at a time, each inside the supervisor (see the parent module).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use medfm::dicom::InstanceIds;
+use medfm::jobs::{SegmentJob, Series};
+
+use super::{Attempts, Job, Retried, RuleRef, Send, Work, series_name, supervised};
+use crate::config::{Config, JobKind, Rule};
+use crate::records::{new_id, now_unix};
+use crate::spool::Spool;
+
+impl Work {
+    /// Run the jobs that are due, oldest first.
+    pub(super) fn run_jobs(&self, config: &Config, spool: &Spool) -> Result<()> {
+        for name in self.jobs.names()? {
+            if self.stop.is_stopped() {
+                break;
+            }
+            let Some(job) = self.read_record::<Job>(&self.jobs, &name) else {
+                continue;
+            };
+            if job.tries.not_before > now_unix() {
+                continue;
+            }
+            self.liveness.begin(job.about());
+            match supervised(|| self.run_job(config, spool, &job)) {
+                Ok(()) => self.jobs.remove(&name)?,
+                Err(e) => self.failed(config, &self.jobs, &name, job, format!("{e:#}"))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn run_job(&self, config: &Config, spool: &Spool, job: &Job) -> Result<()> {
+        let rule = match &job.rule {
+            RuleRef::Key(key) => config.rule(key),
+            RuleRef::Index(i) => config.rules.get(*i),
+        };
+        let rule = rule.with_context(|| match &job.rule {
+            RuleRef::Key(key) => format!("rule {key:?} is no longer in the configuration"),
+            RuleRef::Index(i) => format!("rule {} is no longer in the configuration", i + 1),
+        })?;
+        match job.kind {
+            JobKind::Forward => {
+                let dir = self.root.join(&job.study).join(&job.series);
+                let files: Vec<PathBuf> = crate::spool::instances_of(&dir)?
+                    .into_iter()
+                    .filter_map(|p| p.strip_prefix(&self.root).ok().map(PathBuf::from))
+                    .collect();
+                for dest in config.destinations_of(rule) {
+                    self.queue(&dest.name, files.clone())?;
+                    tracing::info!(
+                        series = job.series,
+                        destination = dest.name,
+                        files = files.len(),
+                        "forward queued"
+                    );
+                }
+                Ok(())
+            }
+            JobKind::Embed => {
+                let index = self.root.join(".node").join("index");
+                crate::spool::create_dir(&index)?;
+                let name = series_name(&job.study, &job.series);
+                let (npy, jsonl) = (
+                    index.join(format!("{name}.npy")),
+                    index.join(format!("{name}.jsonl")),
+                );
+                let dir = self.root.join(&job.study).join(&job.series);
+                let series = Series::read(&[dir], &job.series)?;
+                let index = self.runner.embed(&series)?;
+                // The vectors first: a .npy without its .jsonl is left out by readers.
+                medfm::fs::write_atomic(&npy, &index.to_npy())?;
+                medfm::fs::write_atomic(&jsonl, index.to_jsonl().as_bytes())?;
+                let vectors = index.len();
+                tracing::info!(series = job.series, vectors, "embedded");
+                Ok(())
+            }
+            JobKind::Segment => {
+                let (series, segments) = self.rule_jobs(rule, job)?;
+                let (ids, file, _) = self.segment(spool, &series, &segments)?;
+                for dest in config.destinations_of(rule) {
+                    self.queue(&dest.name, vec![file.clone()])?;
+                }
+                tracing::info!(
+                    series = job.series,
+                    seg = ids.sop_instance_uid,
+                    seg_series = ids.series_instance_uid,
+                    "segmented"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Queue `files` (relative to the spool) for `destination`.
+    pub fn queue(&self, destination: &str, files: Vec<PathBuf>) -> Result<()> {
+        self.outbox.put(
+            &new_id(),
+            &Send {
+                destination: destination.to_string(),
+                files,
+                tries: Attempts::default(),
+            },
+        )
+    }
+
+    /// The series of a job and the segment jobs of its rule's `[[rule.segment]]`s
+    /// ([`Rule::segment_jobs`]).
+    fn rule_jobs(&self, rule: &Rule, job: &Job) -> Result<(Series, Vec<SegmentJob>)> {
+        let dir = self.root.join(&job.study).join(&job.series);
+        let series = Series::read(&[dir], &job.series)?;
+        let jobs = rule.segment_jobs(&series)?;
+        Ok((series, jobs))
+    }
+
+    /// Run `jobs` on `series` with the node's model, store the SEG in the spool (it opens
+    /// no series) and return its identity, its path relative to the spool and the jobs'
+    /// summary ([`medfm::jobs::describe`]).
+    pub fn segment(
+        &self,
+        spool: &Spool,
+        series: &Series,
+        jobs: &[SegmentJob],
+    ) -> Result<(InstanceIds, PathBuf, Vec<serde_json::Value>)> {
+        let (outcomes, _) = self.runner.segment(series, jobs)?;
+        let summary = medfm::jobs::describe(series, jobs, &outcomes);
+        for s in &summary {
+            tracing::info!(
+                label = s["label"].as_str().unwrap_or(""),
+                voxels = s["voxels"].as_u64().unwrap_or(0),
+                volume_ml = s["volume_ml"].as_f64().unwrap_or(f64::NAN),
+                "segment"
+            );
+        }
+        let bytes = medfm::jobs::write_seg(series, jobs, &outcomes)?;
+        let ids = medfm::dicom::identify(&bytes).context("the SEG medfm wrote")?;
+        spool
+            .store(&ids, &bytes)
+            .map_err(|e| anyhow::anyhow!("cannot store the SEG: {e}"))?;
+        let stored = spool.path_of(&ids).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let file = stored.strip_prefix(&self.root)?.to_path_buf();
+        Ok((ids, file, summary))
+    }
+}
