@@ -28,14 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from node import free_port, make_ct  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import orthanc as local_orthanc  # noqa: E402
+from node import make_ct  # noqa: E402
 
-ORTHANC = "/usr/sbin/Orthanc"
-PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 PEER = r"""
@@ -51,28 +50,6 @@ vol = np.stack([ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSl
 t2 = time.perf_counter()
 print(f"{len(datasets)} {vol.shape} {t2 - t1:.4f}")
 """
-
-
-def start_orthanc(d):
-    http = free_port()
-    (d / "orthanc.json").write_text(json.dumps({
-        "Name": "bench", "StorageDirectory": str(d / "storage"), "IndexDirectory": str(d / "index"),
-        "HttpPort": http, "DicomPort": free_port(), "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False, "Plugins": [PLUGIN],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }))
-    log = open(d / "orthanc.log", "w")
-    p = subprocess.Popen([ORTHANC, str(d / "orthanc.json")], stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{http}"
-    end = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/system", timeout=1).read()
-            return p, base
-        except OSError:
-            if time.time() > end or p.poll() is not None:
-                raise SystemExit("Orthanc did not start:\n" + (d / "orthanc.log").read_text()[-2000:])
-            time.sleep(0.2)
 
 
 def timed(cmd, **kw):
@@ -91,18 +68,19 @@ def main():
     ap.add_argument("--browser", action="store_true")
     ap.add_argument("--medfm", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "debug/medfm"))
     a = ap.parse_args()
-    for tool in (ORTHANC, PLUGIN, a.medfm):
-        if not os.path.exists(tool):
-            raise SystemExit(f"{tool} is missing (apt-get install orthanc orthanc-dicomweb; cargo build)")
+    if not os.path.exists(a.medfm):
+        raise SystemExit(f"{a.medfm} is missing (cargo build)")
     work = Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))
     try:
         files = make_ct(a.instances, work / "ct")
         mb = sum(f.stat().st_size for f in files) / 1e6
-        orthanc, base = start_orthanc(work)
+        try:
+            orthanc, base = local_orthanc.start(work)
+        except RuntimeError as e:
+            raise SystemExit(str(e))
         try:
             for f in files:
-                req = urllib.request.Request(f"{base}/instances", data=f.read_bytes(), method="POST")
-                urllib.request.urlopen(req).read()
+                local_orthanc.request(f"{base}/instances", f.read_bytes())
             import pydicom
             ds = pydicom.dcmread(files[0], stop_before_pixels=True)
             study, series = ds.StudyInstanceUID, ds.SeriesInstanceUID
@@ -139,8 +117,7 @@ def main():
                 if any(r["instances"] != a.instances for r in browser):
                     raise SystemExit(f"the browser opened {[r['instances'] for r in browser]} instances")
         finally:
-            orthanc.terminate()
-            orthanc.wait()
+            local_orthanc.stop(orthanc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     floor = statistics.median(results["curl (transport floor)"])

@@ -2,17 +2,11 @@
 real Orthanc with its DICOMweb plugin (as tests/dicomweb_orthanc.rs starts it), with HTTP
 basic authentication on, on 127.0.0.1."""
 
-import base64
 import json
 import os
 import pathlib
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,51 +14,21 @@ import pytest
 
 import medfm
 
-ORTHANC = "/usr/sbin/Orthanc"
-PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import orthanc as local_orthanc  # noqa: E402
+
 USER = "medfm:s3cret-pass"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def authorized(url, data=None):
-    req = urllib.request.Request(url, data=data, method="POST" if data else "GET")
-    req.add_header("Authorization", "Basic " + base64.b64encode(USER.encode()).decode())
-    return urllib.request.urlopen(req, timeout=30).read()
+    return local_orthanc.request(url, data, user=USER)
 
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory, data):
     """Orthanc holding tests/data/series/brain11, basic auth on: (DICOMweb root, study URL,
     series URL, the series' local folder)."""
-    for tool in (ORTHANC, PLUGIN):
-        assert os.path.exists(tool), f"{tool} is missing (scripts/test.sh installs orthanc)"
-    d = tmp_path_factory.mktemp("orthanc")
-    port = free_port()
-    name, password = USER.split(":")
-    (d / "orthanc.json").write_text(json.dumps({
-        "Name": "medfm-test", "StorageDirectory": str(d / "storage"),
-        "IndexDirectory": str(d / "index"), "HttpPort": port, "DicomPort": free_port(),
-        "RemoteAccessAllowed": False, "AuthenticationEnabled": True,
-        "RegisteredUsers": {name: password}, "Plugins": [PLUGIN],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }))
-    log = open(d / "orthanc.log", "w")
-    proc = subprocess.Popen([ORTHANC, str(d / "orthanc.json")], stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            authorized(f"{base}/system")
-            break
-        except (OSError, urllib.error.URLError):
-            assert proc.poll() is None and time.time() < deadline, (
-                "Orthanc did not start:\n" + (d / "orthanc.log").read_text()[-2000:])
-            time.sleep(0.2)
+    proc, base = local_orthanc.start(tmp_path_factory.mktemp("orthanc"), user=USER)
     try:
         folder = data / "series/brain11"
         for f in sorted(folder.glob("*.dcm")):
@@ -74,8 +38,7 @@ def orthanc(tmp_path_factory, data):
         study = f"{root}/studies/{meta['study_uid']}"
         yield root, study, f"{study}/series/{meta['series_uid']}", folder
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        local_orthanc.stop(proc)
 
 
 def test_a_series_url_reads_as_its_files(orthanc):
@@ -116,7 +79,7 @@ def test_bad_urls_raise_their_kind(orthanc):
         medfm.read_series(root, user=USER)
     with pytest.raises(medfm.BadInput, match="no image of series 1.2.3"):
         medfm.read_series(study, "1.2.3", user=USER)
-    closed = f"http://127.0.0.1:{free_port()}/dicom-web/studies/1/series/2"
+    closed = f"http://127.0.0.1:{local_orthanc.free_port()}/dicom-web/studies/1/series/2"
     with pytest.raises(medfm.IoError, match="is the server running"):
         medfm.read_series(closed)
 
