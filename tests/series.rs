@@ -197,3 +197,47 @@ fn group_lists_every_frame_once_in_first_seen_series_order() {
     assert!(series::order(&[]).is_err());
     assert!(series::order(&[&images[0], &images[2]]).is_err());
 }
+
+/// `Series::read_files` (how every front reads a folder, on several threads) gives each
+/// file's result in the files' order, the same as reading them one by one: the 48 slices of
+/// the real CT in shuffled order, a file that is not DICOM and a missing one among them.
+#[test]
+fn read_files_gives_each_files_result_in_their_order() {
+    let dir = medfm::fs::TempDir::new("read-files").unwrap();
+    let junk = dir.path().join("notes.txt");
+    std::fs::write(&junk, b"not a DICOM file").unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(data("ct-lung1/series"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    // A fixed shuffle: the order given, not the names', is the order returned.
+    files.reverse();
+    files.swap(3, 40);
+    files.insert(7, junk);
+    files.insert(20, dir.path().join("missing.dcm"));
+    let read = medfm::jobs::Series::read_files(&files);
+    assert_eq!(read.len(), files.len());
+    for (file, got) in files.iter().zip(&read) {
+        match (medfm::jobs::Series::read_file(file), got) {
+            (Ok(want), Ok(got)) => {
+                assert_eq!(want.meta.sop_instance_uid, got.meta.sop_instance_uid);
+                assert_eq!(want.frame(0).unwrap().values, got.frame(0).unwrap().values);
+            }
+            (Err(want), Err(got)) => {
+                assert_eq!(want.kind(), got.kind(), "{got}");
+                assert_eq!(want.to_string(), got.to_string());
+            }
+            (want, got) => panic!(
+                "{}: ok {} one by one, ok {} by read_files",
+                file.display(),
+                want.is_ok(),
+                got.is_ok()
+            ),
+        }
+    }
+    assert_eq!(read.iter().filter(|r| r.is_ok()).count(), 48);
+    let kind = |i: usize| read[i].as_ref().err().map(|e| e.kind());
+    assert_eq!(kind(7), Some(medfm::ErrorKind::BadInput));
+    assert_eq!(kind(20), Some(medfm::ErrorKind::Io));
+}

@@ -7,6 +7,9 @@ use crate::Error;
 use crate::dicom::volume::{self, Volume};
 use crate::dicom::{self, DicomImage, Frame, ImageMeta, series};
 
+/// Threads of [`Series::read_files`] at most: reading saturates a disk long before.
+pub const READ_THREADS: usize = 8;
+
 /// An image and the file it was read from.
 type Located = (DicomImage, Option<PathBuf>);
 
@@ -67,15 +70,12 @@ impl Series {
     pub fn read(paths: &[PathBuf], uid: &str) -> Result<Series, Error> {
         let _span = tracing::info_span!("read_series").entered();
         let files = crate::fs::walk(paths)?;
+        let read = Series::read_files(&files);
         let mut images = Vec::new();
-        for file in files {
-            let Ok(bytes) = std::fs::read(&file) else {
-                continue;
-            };
-            let Ok(image) = dicom::read(&bytes) else {
-                continue;
-            };
-            if image.meta.series_instance_uid == uid {
+        for (file, image) in files.into_iter().zip(read) {
+            if let Ok(image) = image
+                && image.meta.series_instance_uid == uid
+            {
                 images.push((image, Some(file)));
             }
         }
@@ -107,10 +107,11 @@ impl Series {
             return Series::new(vec![(image, Some(path.to_path_buf()))]);
         }
         let files = crate::fs::walk(&[path.to_path_buf()])?;
+        let read = Series::read_files(&files);
         let mut images = Vec::new();
         let mut skipped = Vec::new();
-        for file in files {
-            match Series::read_file(&file) {
+        for (file, image) in files.into_iter().zip(read) {
+            match image {
                 // Other series are dropped at once, not held until the pick.
                 Ok(image) if uid.is_some_and(|u| u != image.meta.series_instance_uid) => {}
                 Ok(image) => images.push((image, Some(file))),
@@ -177,6 +178,53 @@ impl Series {
         let bytes = std::fs::read(path)
             .map_err(|e| Error::from(e).context(format!("reading {}", name())))?;
         dicom::read(&bytes).map_err(|e| Error::from(e).context(name()))
+    }
+
+    /// [`Series::read_file`] of each of `files`, the results in their order. Files are
+    /// independent (read, length scan, parse), so up to [`READ_THREADS`] threads take them
+    /// in turn where the platform has threads (one where it has not, as in a browser):
+    /// how every front reads a folder.
+    pub fn read_files(files: &[PathBuf]) -> Vec<Result<DicomImage, Error>> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(READ_THREADS)
+            .min(files.len());
+        if threads <= 1 {
+            return files.iter().map(|f| Series::read_file(f)).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let take = || {
+            let mut mine = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(file) = files.get(i) else {
+                    return mine;
+                };
+                mine.push((i, Series::read_file(file)));
+            }
+        };
+        let mut out: Vec<Option<Result<DicomImage, Error>>> = Vec::new();
+        out.resize_with(files.len(), || None);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads).map(|_| s.spawn(take)).collect();
+            for worker in workers {
+                // A panicking parse loses only its thread's files: they are errors below.
+                for (i, image) in worker.join().unwrap_or_default() {
+                    out[i] = Some(image);
+                }
+            }
+        });
+        out.into_iter()
+            .zip(files)
+            .map(|(image, file)| {
+                image.unwrap_or_else(|| {
+                    Err(Error::new(
+                        crate::ErrorKind::Internal,
+                        format!("reading {} failed unexpectedly (a panic)", file.display()),
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// The series' SeriesInstanceUID.

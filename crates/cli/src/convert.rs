@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use medfm::dicom::DicomImage;
 use medfm::dicom::lut::{Voi, Window};
 
@@ -63,10 +63,11 @@ fn load(
             Ok(())
         })?;
     }
-    for file in files {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        match medfm::dicom::read(&bytes) {
+    for (file, read) in files.iter().zip(medfm::jobs::Series::read_files(files)) {
+        match read {
             Ok(i) => images.push(i),
+            // A file that cannot be read stops the command; one that is not DICOM is passed over.
+            Err(e) if e.kind() != medfm::ErrorKind::BadInput => return Err(e.into()),
             Err(e) => eprintln!("skipping {}: {e}", file.display()),
         }
     }

@@ -352,6 +352,8 @@ impl Volume {
         }
         h[344..348].copy_from_slice(b"n+1\0");
         h.extend_from_slice(&[0, 0, 0, 0]); // extension flag
+        // Sized once: growing a volume's bytes by doubling copied them again and again.
+        h.reserve_exact(4 * self.values.len());
         for v in &self.values {
             h.extend_from_slice(&v.to_le_bytes());
         }
