@@ -19,14 +19,14 @@
 mod activation;
 mod conv;
 mod flex;
+mod fused;
 mod linear;
 pub(crate) mod parallel;
 mod window;
 
 pub(crate) use activation::{gelu, softmax};
-pub(crate) use conv::{
-    conv1x1, conv1x1_tokens, depthwise_conv3x3, depthwise_conv3x3_tokens, mbconv, patch_merging,
-};
+pub(crate) use conv::{conv1x1, conv1x1_tokens, depthwise_conv3x3, depthwise_conv3x3_tokens};
+pub(crate) use fused::{mbconv, patch_merging};
 pub(crate) use linear::{linear, linear_add, linear_gelu};
 
 pub(crate) use window::{window_attention, window_partition, window_reverse_add};

@@ -2,6 +2,7 @@
 
 use super::activation::*;
 use super::conv::*;
+use super::fused::*;
 use super::linear::*;
 use super::window::*;
 use burn::nn::PaddingConfig2d;
