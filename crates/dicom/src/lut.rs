@@ -18,9 +18,9 @@ use dicom_object::InMemDicomObject;
 use super::{Error, tag_name};
 
 mod palette;
+pub use palette::Palette;
 #[cfg(test)]
 use palette::expand_segmented;
-pub use palette::Palette;
 
 fn bad(tag: Tag, name: &'static str, problem: impl Into<String>) -> Error {
     Error::Attribute {

@@ -121,7 +121,11 @@ impl Palette {
 /// 8- or 16-bit words into exactly `entries` values (at most 65536). A segment that would
 /// take the output past `entries` is refused before it is expanded, so a file of a few
 /// bytes cannot make it allocate more than the descriptor's (checked) entry count.
-pub(super) fn expand_segmented(bytes: &[u8], bits: i64, entries: usize) -> Result<Vec<u16>, String> {
+pub(super) fn expand_segmented(
+    bytes: &[u8],
+    bits: i64,
+    entries: usize,
+) -> Result<Vec<u16>, String> {
     if !(1..=65536).contains(&entries) {
         return Err(format!(
             "segmented palette of {entries} entries (1 to 65536 allowed)"
