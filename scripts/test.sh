@@ -78,3 +78,7 @@ MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" CHECK_PYTHON="$MEDFM_CHECK_PY" \
 step "npm package (scripts/npm_pack.sh from that web build; installed into a fresh Vite 8 project, tsc, vite build, Chromium: CPU and WebGPU on SwiftShader)"
 MEDFM_WEB_DIST=dist MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" \
   node tests/browser/package.mjs --webgpu --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"
+
+step "Cornerstone3D (medfm/cornerstone from the packed tarball with Cornerstone3D 5.14 in a fresh Vite 8 project; Chromium: the controller's labelmap against medfm segment)"
+MEDFM_WEB_DIST=dist MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" \
+  node tests/browser/cornerstone.mjs --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"

@@ -1,0 +1,54 @@
+// Types of medfm/cornerstone (cornerstone.js): medfm's segmentation in a Cornerstone3D viewer.
+import type { CreateOptions, MedFM, PixelsOptions, Point, SegmentResult } from './index.js';
+
+/** The events of `@cornerstonejs/ai`'s controller (same names), on Cornerstone3D's eventTarget. */
+export declare const Events: {
+  readonly MODEL_LOADING_STARTED: 'ONNX_MODEL_LOADING_STARTED';
+  readonly MODEL_LOADING_COMPLETED: 'ONNX_MODEL_LOADING_COMPLETED';
+  readonly MODEL_COMPONENT_LOADED: 'ONNX_MODEL_COMPONENT_LOADED';
+};
+
+/** A Cornerstone3D viewport as the controller uses it (a StackViewport). */
+export interface ViewportLike {
+  id: string;
+  getCurrentImageId(): string;
+  getImageIds(): string[];
+  getProperties?(): { voiRange?: { lower: number; upper: number } };
+  render(): void;
+}
+
+export interface ControllerOptions {
+  /** Called with (logger, ...message), as @cornerstonejs/ai's listeners. */
+  listeners?: ((logger: string, ...args: unknown[]) => void)[];
+  /** MedFM.create options (backend, precision, weights). */
+  medfm?: CreateOptions;
+  /** An engine the app already created. */
+  fm?: MedFM;
+  /** 'image' (the image's own window, the model input of `medfm segment`; default) or 'viewport' (its VOI). */
+  voi?: 'image' | 'viewport';
+  /** The labelmap segmentation to write; default the viewport's first, else a new one. */
+  segmentationId?: string;
+}
+
+export interface ControllerSegmentResult extends SegmentResult {
+  imageId: string;
+  labelmapImageId: string;
+  segmentationId: string;
+  segmentIndex: number;
+}
+
+/** The pixels of a decoded Cornerstone3D image as `openPixels` takes them. */
+export declare function pixelsOf(image: unknown, imageId: string, options?: { viewport?: ViewportLike; voi?: 'image' | 'viewport' }): PixelsOptions;
+
+export declare class MedfmSegmentationController {
+  constructor(options?: ControllerOptions);
+  initModel(): Promise<MedFM>;
+  initViewport(viewport: ViewportLike): void;
+  disconnectViewport(viewport?: ViewportLike): void;
+  /** Box `[x0, y0, x1, y1]` and points `[x, y, label]` in image pixels; the mask written into the labelmap as a preview. */
+  segment(request: { box: [number, number, number, number] | number[]; points?: Point[]; imageId?: string }): Promise<ControllerSegmentResult>;
+  acceptPreview(): void;
+  rejectPreview(): void;
+  clear(): void;
+  cacheImageEncodings(imageIds?: string[]): Promise<void>;
+}

@@ -1,0 +1,276 @@
+// medfm/cornerstone: medfm's box segmentation inside a Cornerstone3D viewer (issue 35,
+// item 3: the controller's model, pixels and labelmap path; the drag tool, the propagation
+// command and encode-ahead are still to come).
+//
+//   import { MedfmSegmentationController } from 'medfm/cornerstone';
+//   const controller = new MedfmSegmentationController({ medfm: { backend: 'cpu' } });
+//   await controller.initModel();
+//   controller.initViewport(viewport);              // a stack viewport showing DICOM images
+//   await controller.segment({ box: [x0, y0, x1, y1], points: [[x, y, 1]] });
+//   controller.acceptPreview();                     // or rejectPreview(): the labelmap as before
+//
+// Pixels come from the image Cornerstone3D already decoded (`cache.getImage(imageId)`,
+// no second download): its modality values (the dicom-image-loader's rescale applied if
+// it has not been) and, by default, the image's own window, so the model input is what
+// `medfm segment` gives on the same file whatever W/L the reader has set for display
+// (`voi: 'viewport'` takes the viewport's VOI instead). The mask lands in a Cornerstone3D
+// labelmap segmentation of the viewport (created if it has none) at its active segment
+// index, so the viewport draws it and Cornerstone3D's own tools and exports see it.
+//
+// Peer dependencies: @cornerstonejs/core and @cornerstonejs/tools 5.x, initialised by the
+// app (`init()` of both) before the controller is used.
+import { cache, eventTarget, imageLoader, metaData, triggerEvent } from '@cornerstonejs/core';
+import { Enums as ToolsEnums, segmentation } from '@cornerstonejs/tools';
+import { MedFM } from './www/medfm.js';
+
+/** The events of `@cornerstonejs/ai`'s controller, with its names, on Cornerstone3D's eventTarget. */
+export const Events = Object.freeze({
+  MODEL_LOADING_STARTED: 'ONNX_MODEL_LOADING_STARTED',
+  MODEL_LOADING_COMPLETED: 'ONNX_MODEL_LOADING_COMPLETED',
+  MODEL_COMPONENT_LOADED: 'ONNX_MODEL_COMPONENT_LOADED',
+});
+
+function coded(message, code) {
+  const e = new Error(message);
+  e.code = code;
+  return e;
+}
+
+const first = (v) => (Array.isArray(v) ? v[0] : v);
+const ALLOWED = [Int16Array, Uint16Array, Float32Array, Uint8Array];
+
+/**
+ * The modality values of a decoded Cornerstone3D image and what `openPixels` needs with
+ * them. `voi`: 'image' (the image's own window) or 'viewport' (the viewport's VOI range).
+ */
+export function pixelsOf(image, imageId, { viewport, voi = 'image' } = {}) {
+  if (image.color || (image.numberOfComponents ?? 1) !== 1) {
+    throw coded(`${imageId} is a colour image: medfm/cornerstone segments greyscale images`, 'bad-input');
+  }
+  let data = image.getPixelData();
+  const slope = image.slope ?? 1;
+  const intercept = image.intercept ?? 0;
+  // dicom-image-loader rescales to modality values unless told not to (preScale).
+  const scaled = image.preScale?.scaled === true;
+  if (!scaled && (slope !== 1 || intercept !== 0)) {
+    data = Float32Array.from(data, (v) => v * slope + intercept);
+  } else if (!ALLOWED.some((T) => data instanceof T)) {
+    data = Float32Array.from(data);
+  }
+  let window;
+  if (voi === 'viewport') {
+    const range = viewport?.getProperties?.().voiRange;
+    if (range) window = { center: (range.lower + range.upper) / 2, width: range.upper - range.lower };
+  } else if (voi === 'image') {
+    const center = first(image.windowCenter);
+    const width = first(image.windowWidth);
+    if (Number.isFinite(center) && Number.isFinite(width) && width > 0) window = { center, width };
+  } else {
+    throw coded(`voi must be 'image' or 'viewport', not ${JSON.stringify(voi)}`, 'bad-input');
+  }
+  const series = metaData.get('generalSeriesModule', imageId) || {};
+  const study = metaData.get('generalStudyModule', imageId) || {};
+  const sop = metaData.get('sopCommonModule', imageId) || {};
+  const plane = metaData.get('imagePlaneModule', imageId) || {};
+  const spec = {
+    data,
+    width: image.columns,
+    height: image.rows,
+    modality: series.modality || 'OT',
+    photometric: image.photometricInterpretation === 'MONOCHROME1' ? 'MONOCHROME1' : 'MONOCHROME2',
+  };
+  if (window) spec.window = window;
+  if (image.columnPixelSpacing > 0 && image.rowPixelSpacing > 0) {
+    spec.spacing = [image.columnPixelSpacing, image.rowPixelSpacing, plane.sliceThickness || 1];
+  }
+  if (series.seriesInstanceUID && sop.sopInstanceUID) {
+    spec.uids = {
+      study: study.studyInstanceUID,
+      series: series.seriesInstanceUID,
+      sopClass: sop.sopClassUID,
+      instances: [sop.sopInstanceUID],
+      frameOfReference: plane.frameOfReferenceUID,
+    };
+  }
+  return spec;
+}
+
+/** The labelmap image of segmentation `id` over `imageId` (by Cornerstone3D's own map, else by the derived images' referencedImageId). */
+function labelmapImageFor(imageId, id) {
+  const mapped = segmentation.getLabelmapImageIdsForImageId(imageId, id)?.[0];
+  if (mapped) return mapped;
+  const data = segmentation.state.getSegmentation(id)?.representationData?.Labelmap;
+  const ids = data?.imageIds || Object.values(data?.labelmaps || {}).flatMap((layer) => layer.imageIds || []);
+  return ids.find((labelmapId) => cache.getImage(labelmapId)?.referencedImageId === imageId);
+}
+
+export class MedfmSegmentationController {
+  /**
+   * options: `listeners` (functions called with (logger, ...message), as @cornerstonejs/ai's),
+   * `medfm` (MedFM.create options: backend, precision, weights), `fm` (an engine already
+   * created, shared with the app), `voi` ('image', default, or 'viewport'),
+   * `segmentationId` (the labelmap to write; default: the viewport's first, else a new one).
+   */
+  constructor(options = {}) {
+    this.listeners = options.listeners ? [...options.listeners] : [];
+    this.medfmOptions = options.medfm || {};
+    this.fm = options.fm || null;
+    this.voi = options.voi || 'image';
+    this.segmentationId = options.segmentationId || null;
+    this.viewport = null;
+    this.loading = null;
+    // imageId -> Promise of the medfm series (one frame) of that image.
+    this.opened = new Map();
+    // The last mask written and what it replaced, until accepted or rejected.
+    this.preview = null;
+  }
+
+  log(logger, ...args) {
+    for (const listener of this.listeners) listener(logger, ...args);
+  }
+
+  /** Start the engine (once; every later call returns the same promise). */
+  initModel() {
+    if (!this.loading) {
+      triggerEvent(eventTarget, Events.MODEL_LOADING_STARTED, { modelName: 'litemedsam' });
+      this.loading = (this.fm ? Promise.resolve(this.fm) : MedFM.create(this.medfmOptions)).then((fm) => {
+        this.fm = fm;
+        triggerEvent(eventTarget, Events.MODEL_COMPONENT_LOADED, { name: 'litemedsam', key: 'encoder+decoder' });
+        triggerEvent(eventTarget, Events.MODEL_LOADING_COMPLETED, { modelName: 'litemedsam' });
+        this.log('status', 'medfm: model loaded');
+        return fm;
+      });
+      this.loading.catch(() => { this.loading = null; });
+    }
+    return this.loading;
+  }
+
+  /** Work on `viewport` (one at a time: a previous one is disconnected). */
+  initViewport(viewport) {
+    if (this.viewport && this.viewport !== viewport) this.disconnectViewport(this.viewport);
+    this.viewport = viewport;
+  }
+
+  disconnectViewport(viewport = this.viewport) {
+    if (viewport && this.viewport === viewport) {
+      this.rejectPreview();
+      this.viewport = null;
+    }
+  }
+
+  /** The viewport's labelmap (created from its images if it has none) and its active segment index. */
+  async labelmap() {
+    const viewport = this.requireViewport();
+    const type = ToolsEnums.SegmentationRepresentations.Labelmap;
+    let id = this.segmentationId;
+    if (!id) {
+      const shown = segmentation.state.getSegmentationRepresentations(viewport.id, { type }) || [];
+      id = shown[0]?.segmentationId;
+    }
+    if (!id || !segmentation.state.getSegmentation(id)) {
+      id = id || `medfm-${viewport.id}`;
+      const derived = imageLoader.createAndCacheDerivedLabelmapImages(viewport.getImageIds());
+      segmentation.addSegmentations([{
+        segmentationId: id,
+        representation: { type, data: { imageIds: derived.map((i) => i.imageId) } },
+      }]);
+      await segmentation.addLabelmapRepresentationToViewport(viewport.id, [{ segmentationId: id }]);
+    }
+    this.segmentationId = id;
+    const index = segmentation.segmentIndex.getActiveSegmentIndex(id) || 1;
+    return { id, index };
+  }
+
+  requireViewport() {
+    if (!this.viewport) throw coded('no viewport: call initViewport(viewport) first', 'bad-input');
+    return this.viewport;
+  }
+
+  /** The medfm series of one displayed image (opened once per imageId). */
+  seriesOf(imageId) {
+    let opened = this.opened.get(imageId);
+    if (!opened) {
+      const image = cache.getImage(imageId);
+      if (!image) throw coded(`${imageId} is not in Cornerstone3D's cache: show it first`, 'bad-input');
+      const spec = pixelsOf(image, imageId, { viewport: this.viewport, voi: this.voi });
+      opened = this.fm.openPixels(spec).then((list) => {
+        if (!list.length) throw coded(`${imageId}: ${list.errors?.[0]?.error || 'no series'}`, 'bad-input');
+        return list[0].uid;
+      });
+      opened.catch(() => this.opened.delete(imageId));
+      this.opened.set(imageId, opened);
+    }
+    return opened;
+  }
+
+  /**
+   * Segment the displayed image (or `imageId`) from a box `[x0, y0, x1, y1]` in image
+   * pixels and optional points `[x, y, label]` (1 include, 0 exclude). The mask is written
+   * into the labelmap as a preview (a previous preview is accepted first); resolves to
+   * `{ mask, area, iou, imageId, labelmapImageId, segmentationId, segmentIndex }`.
+   */
+  async segment({ box, points = [], imageId } = {}) {
+    const viewport = this.requireViewport();
+    const fm = await this.initModel();
+    imageId = imageId || viewport.getCurrentImageId();
+    const series = await this.seriesOf(imageId);
+    const result = await fm.segment({ series, frame: 0, box, points });
+    const { id, index } = await this.labelmap();
+    const labelmapImageId = labelmapImageFor(imageId, id);
+    const labelmap = labelmapImageId && cache.getImage(labelmapImageId);
+    if (!labelmap) throw coded(`segmentation ${id} has no labelmap image for ${imageId}`, 'bad-input');
+    if (labelmap.rows !== result.rows || labelmap.columns !== result.cols) {
+      throw coded(`the labelmap of ${imageId} is ${labelmap.columns}x${labelmap.rows}, the image ${result.cols}x${result.rows}`, 'bad-input');
+    }
+    this.acceptPreview();
+    const voxels = labelmap.voxelManager;
+    const changed = [];
+    for (let i = 0; i < result.mask.length; i++) {
+      if (result.mask[i]) {
+        const before = voxels.getAtIndex(i);
+        if (before !== index) {
+          changed.push(i, before);
+          voxels.setAtIndex(i, index);
+        }
+      }
+    }
+    this.preview = { segmentationId: id, labelmapImageId, changed };
+    segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(id);
+    viewport.render();
+    this.log('decoder', `medfm: ${result.area} pixels, predicted IoU ${result.iou.toFixed(3)}`);
+    return { ...result, imageId, labelmapImageId, segmentationId: id, segmentIndex: index };
+  }
+
+  /** Keep the last mask. */
+  acceptPreview() {
+    this.preview = null;
+  }
+
+  /** Undo the last mask: the labelmap as it was before it. */
+  rejectPreview() {
+    const preview = this.preview;
+    this.preview = null;
+    if (!preview) return;
+    const voxels = cache.getImage(preview.labelmapImageId)?.voxelManager;
+    if (!voxels) return;
+    for (let k = 0; k < preview.changed.length; k += 2) voxels.setAtIndex(preview.changed[k], preview.changed[k + 1]);
+    segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(preview.segmentationId);
+    this.viewport?.render();
+  }
+
+  /** Drop the preview (as rejectPreview). */
+  clear() {
+    this.rejectPreview();
+  }
+
+  /** Encode images ahead (default: the viewport's current one), so that a box answers in the decoder's time. */
+  async cacheImageEncodings(imageIds) {
+    const viewport = this.requireViewport();
+    const fm = await this.initModel();
+    const ids = imageIds || [viewport.getCurrentImageId()];
+    for (const imageId of ids) {
+      if (!cache.getImage(imageId)) await imageLoader.loadAndCacheImage(imageId);
+      await fm.encode({ series: await this.seriesOf(imageId), frame: 0 });
+    }
+  }
+}

@@ -1,0 +1,216 @@
+// medfm/cornerstone in a real Cornerstone3D viewer (issue 35, item 3: the controller's
+// path): the packed tarball and Cornerstone3D 5.x (core, tools, dicom-image-loader)
+// installed with npm into a fresh Vite 8 project, built with no configuration, served
+// under the app's Content-Security-Policy, driven in headless Chromium (CPU-wasm; the
+// viewport draws with WebGL on SwiftShader):
+//
+//   node tests/browser/cornerstone.mjs [--tgz FILE] [--artifacts DIR]
+//
+// - a stack viewport shows the MR file (wadouri, same origin), the reader's VOI set far
+//   from the file's window; the controller segments the kidney box: the labelmap read
+//   back through Cornerstone3D's cache equals `medfm segment` on the same file and box
+//   (IoU >= 0.999, int8): the model input is the image's, not the display's;
+// - rejectPreview() leaves the labelmap as it was (empty), acceptPreview() keeps the mask;
+// - a box outside the image and a colour image are rejected with code 'bad-input', the
+//   labelmap unchanged, and the controller segments again afterwards;
+// - the model-loading events carry @cornerstonejs/ai's names; every request stays on the
+//   page's origin; a screenshot of the viewport with the labelmap drawn is kept;
+// - a typed use of the subpath export type-checks against its declarations (tsc --strict).
+//
+// Env: MEDFM_BIN (the native binary, for the reference mask), MEDFM_WEB_DIST (the web
+// build to pack from, as package.mjs), CHROMIUM, MEDFM_VITE, MEDFM_CORNERSTONE (default
+// 5.14.0): the versions installed.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { check, failed, launch, readPng } from './harness.mjs';
+import { csp, serve } from './serve.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+const ARTIFACTS = path.resolve(opt('artifacts', path.join(os.tmpdir(), 'medfm-browser-artifacts')));
+const MR = path.join(ROOT, 'tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm');
+const COLOUR = path.join(ROOT, 'tests/data/examples_ybr_color.dcm');
+const KIDNEY = [110, 280, 190, 355];
+const VITE = process.env.MEDFM_VITE || '8.4.1';
+const CORNERSTONE = process.env.MEDFM_CORNERSTONE || '5.14.0';
+const TYPESCRIPT = process.env.MEDFM_TYPESCRIPT || '5.9.3';
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+
+function run(cmd, argv, cwd, env = {}) {
+  return execFileSync(cmd, argv, { cwd, encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+}
+
+function referenceMask(file, box) {
+  const bin = process.env.MEDFM_BIN;
+  if (!bin) throw new Error('MEDFM_BIN is not set (path of the native medfm binary)');
+  const png = path.join(ARTIFACTS, 'cornerstone_ref_mask.png');
+  const out = JSON.parse(execFileSync(bin, ['segment', file, '--box', box.join(','), '--cpu', '--precision', 'int8', '--json', '--out', png], { encoding: 'utf8' }));
+  const img = readPng(fs.readFileSync(png));
+  return { area: out.area, mask: Uint8Array.from(img.data, (v) => (v > 0 ? 1 : 0)), rows: img.height, cols: img.width };
+}
+
+function iou(a, b) {
+  let inter = 0;
+  let union = 0;
+  for (let i = 0; i < a.length; i++) {
+    inter += a[i] & b[i];
+    union += a[i] | b[i];
+  }
+  return union ? inter / union : 1;
+}
+
+// The integrator's page: Cornerstone3D set up as its docs do, one stack viewport, the
+// controller; test hooks on window.
+const MAIN = `import { RenderingEngine, Enums, init as csInit, cache, eventTarget, imageLoader } from '@cornerstonejs/core';
+import { init as dicomInit } from '@cornerstonejs/dicom-image-loader';
+import { init as toolsInit } from '@cornerstonejs/tools';
+import { MedfmSegmentationController, Events } from 'medfm/cornerstone';
+
+const events = [];
+for (const name of Object.values(Events)) eventTarget.addEventListener(name, () => events.push(name));
+
+async function start() {
+  await csInit();
+  dicomInit({ maxWebWorkers: 1 });
+  toolsInit();
+  // Sized from script: the policy (style-src 'self') refuses inline style attributes.
+  const element = document.getElementById('stack');
+  Object.assign(element.style, { width: '512px', height: '512px' });
+  const engine = new RenderingEngine('engine');
+  engine.enableElement({ viewportId: 'stack', type: Enums.ViewportType.STACK, element });
+  const viewport = engine.getViewport('stack');
+  const imageId = 'wadouri:' + location.origin + '/mr.dcm';
+  await viewport.setStack([imageId]);
+  // The reader's display window, far from the file's: the model input must not follow it.
+  viewport.setProperties({ voiRange: { lower: 0, upper: 120 } });
+  viewport.render();
+  const controller = new MedfmSegmentationController({ medfm: { backend: 'cpu' } });
+  controller.initViewport(viewport);
+  const labelmap = (id) => Array.from(cache.getImage(id).voxelManager.getScalarData());
+  window.medfmTest = { controller, viewport, cache, imageLoader, events, labelmap, imageId };
+  document.body.dataset.ready = '1';
+}
+start().catch((e) => { document.body.dataset.error = String((e && e.stack) || e); });
+`;
+
+function makeProject(dir, tgz) {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'medfm-cornerstone-consumer', private: true, type: 'module' }, null, 2));
+  fs.writeFileSync(path.join(dir, 'index.html'), `<!doctype html>
+<html><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${csp(ROOT)}">
+<title>medfm in Cornerstone3D</title>
+<script type="module" src="/main.js"></script></head>
+<body><div id="stack"></div></body></html>
+`);
+  fs.writeFileSync(path.join(dir, 'main.js'), MAIN);
+  // `events`: xmlbuilder2 (under @cornerstonejs/core's metadata) extends Node's
+  // EventEmitter, which Vite leaves out of a browser build; the npm package stands in.
+  run('npm', ['install', '--no-audit', '--no-fund', '--silent', '--save-exact', tgz, `vite@${VITE}`,
+    `@cornerstonejs/core@${CORNERSTONE}`, `@cornerstonejs/tools@${CORNERSTONE}`, `@cornerstonejs/dicom-image-loader@${CORNERSTONE}`, 'events@3.3.0', `typescript@${TYPESCRIPT}`], dir);
+  // The declarations: typed use of the subpath export, checked strictly.
+  fs.writeFileSync(path.join(dir, 'types.ts'), `import { MedfmSegmentationController, Events, type ControllerSegmentResult, type ViewportLike } from 'medfm/cornerstone';
+
+export async function boxOn(viewport: ViewportLike): Promise<ControllerSegmentResult> {
+  const controller = new MedfmSegmentationController({ medfm: { backend: 'cpu' }, voi: 'image' });
+  const loaded: string = Events.MODEL_LOADING_COMPLETED;
+  console.log(loaded);
+  controller.initViewport(viewport);
+  const r = await controller.segment({ box: [1, 2, 30, 40], points: [[10, 12, 1]] });
+  if (r.area > 0) controller.acceptPreview(); else controller.rejectPreview();
+  return r;
+}
+`);
+  fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({
+    compilerOptions: { target: 'ES2022', module: 'ESNext', moduleResolution: 'bundler', lib: ['ES2022', 'DOM'], strict: true, noEmit: true },
+    include: ['types.ts'],
+  }, null, 2));
+  try {
+    run(path.join(dir, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.json'], dir);
+    check(true, 'a typed use of medfm/cornerstone type-checks against its declarations (tsc --strict)');
+  } catch (e) {
+    check(false, 'a typed use of medfm/cornerstone type-checks against its declarations', String(e.stdout || e.message));
+  }
+  run(path.join(dir, 'node_modules/.bin/vite'), ['build', '--logLevel', 'error'], dir);
+  return path.join(dir, 'dist');
+}
+
+let tgz = opt('tgz');
+if (!tgz) {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-pack-'));
+  tgz = run('bash', [path.join(ROOT, 'scripts/npm_pack.sh'), out], ROOT).trim().split('\n').pop();
+}
+console.log(`Cornerstone3D ${CORNERSTONE} with ${path.basename(tgz)}`);
+const project = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-cornerstone-'));
+const site = makeProject(project, path.resolve(tgz));
+const ref = referenceMask(MR, KIDNEY);
+const server = await serve(site, { files: { '/mr.dcm': fs.readFileSync(MR), '/colour.dcm': fs.readFileSync(COLOUR) } });
+const browser = await launch(['--use-angle=swiftshader', '--enable-unsafe-swiftshader']);
+try {
+  const page = await browser.newPage({ viewport: { width: 640, height: 600 } });
+  const requests = [];
+  const problems = [];
+  page.on('request', (r) => requests.push(r.url()));
+  page.on('pageerror', (e) => problems.push(String(e)));
+  await page.goto(server.url);
+  await page.waitForFunction(() => document.body.dataset.ready || document.body.dataset.error, null, { timeout: 120000 });
+  const error = await page.evaluate(() => document.body.dataset.error);
+  check(!error, 'Cornerstone3D and medfm/cornerstone start in a Vite build with no configuration', error || '');
+  const r = await page.evaluate(async ({ box }) => {
+    const { controller, cache, imageLoader, events, labelmap, imageId } = window.medfmTest;
+    const rejected = async (p) => {
+      try { await p; return { code: 'resolved' }; } catch (e) { return { code: e.code, message: e.message }; }
+    };
+    const out = {};
+    const first = await controller.segment({ box });
+    out.first = { rows: first.rows, cols: first.cols, area: first.area, index: first.segmentIndex, mask: labelmap(first.labelmapImageId).map((v) => (v === first.segmentIndex ? 1 : 0)) };
+    out.events = [...events];
+    controller.rejectPreview();
+    out.afterReject = labelmap(first.labelmapImageId).filter((v) => v !== 0).length;
+    const again = await controller.segment({ box });
+    controller.acceptPreview();
+    controller.rejectPreview();
+    out.afterAccept = labelmap(again.labelmapImageId).filter((v) => v === again.segmentIndex).length;
+    out.outside = await rejected(controller.segment({ box: [600, 600, 700, 700] }));
+    out.afterOutside = labelmap(again.labelmapImageId).filter((v) => v === again.segmentIndex).length;
+    // A colour image in the cache: refused before the engine sees it.
+    out.colour = await rejected((async () => {
+      const id = 'wadouri:' + location.origin + '/colour.dcm';
+      await imageLoader.loadAndCacheImage(id);
+      return controller.segment({ box, imageId: id });
+    })());
+    out.last = (await controller.segment({ box: [115, 285, 185, 350] })).area;
+    out.labelmapInCache = !!cache.getImage(first.labelmapImageId);
+    out.imageId = imageId;
+    return out;
+  }, { box: KIDNEY });
+  const score = iou(Uint8Array.from(r.first.mask), ref.mask);
+  console.log(`  kidney: area ${r.first.area} (medfm segment: ${ref.area}), IoU ${score.toFixed(5)}`);
+  check(r.first.rows === ref.rows && r.first.cols === ref.cols && score >= 0.999,
+    'the labelmap read back through Cornerstone3D equals medfm segment on the same file and box (IoU >= 0.999), with the reader\'s VOI far from the file\'s window', `IoU ${score}`);
+  check(['ONNX_MODEL_LOADING_STARTED', 'ONNX_MODEL_COMPONENT_LOADED', 'ONNX_MODEL_LOADING_COMPLETED'].every((e) => r.events.includes(e)),
+    'the model-loading events carry @cornerstonejs/ai\'s names', JSON.stringify(r.events));
+  check(r.afterReject === 0, 'rejectPreview() leaves the labelmap as it was (empty)', String(r.afterReject));
+  check(r.afterAccept === r.first.area, 'acceptPreview() keeps the mask (a later rejectPreview() does not undo it)', `${r.afterAccept} vs ${r.first.area}`);
+  check(r.outside.code === 'bad-input' && r.afterOutside === r.afterAccept,
+    'a box outside the image: rejected with bad-input, the labelmap unchanged', JSON.stringify(r.outside));
+  check(r.colour.code === 'bad-input' && /colour/.test(r.colour.message || ''), 'a colour image: rejected with bad-input, naming why', JSON.stringify(r.colour));
+  check(r.last > 0, 'the controller segments again after the rejections', String(r.last));
+  const foreign = requests.filter((u) => !u.startsWith(server.url) && !u.startsWith('data:') && !u.startsWith('blob:'));
+  check(foreign.length === 0, 'every request stays on the page\'s origin', foreign.slice(0, 5).join(' '));
+  check(problems.length === 0, 'no page error', problems.slice(0, 3).join(' | '));
+  await page.waitForTimeout(500);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'cornerstone_labelmap.png'), clip: { x: 0, y: 0, width: 530, height: 530 } });
+  console.log(`  screenshot: ${path.join(ARTIFACTS, 'cornerstone_labelmap.png')}`);
+} finally {
+  await browser.close();
+  server.close();
+  fs.rmSync(project, { recursive: true, force: true });
+}
+process.exit(failed() ? 1 : 0);
