@@ -1,5 +1,5 @@
 // Types of medfm/cornerstone (cornerstone.js): medfm's segmentation in a Cornerstone3D viewer.
-import type { CreateOptions, MedFM, PixelsOptions, Point, SegmentResult } from './index.js';
+import type { CreateOptions, MedFM, PixelsOptions, Point, PropagateResult, SegmentResult, SliceMask } from './index.js';
 
 /** The events of `@cornerstonejs/ai`'s controller (same names), on Cornerstone3D's eventTarget. */
 export declare const Events: {
@@ -37,6 +37,15 @@ export interface ControllerSegmentResult extends SegmentResult {
   segmentIndex: number;
 }
 
+export interface ControllerPropagateResult extends Omit<PropagateResult, 'slices'> {
+  slices: (SliceMask & { imageId: string })[];
+  segmentationId: string;
+  segmentIndex: number;
+}
+
+/** The images of a stack, in its order, as one multi-frame `openPixels` spec. */
+export declare function stackPixelsOf(images: unknown[], imageIds: string[], options?: { viewport?: ViewportLike; voi?: 'image' | 'viewport' }): PixelsOptions;
+
 /** The pixels of a decoded Cornerstone3D image as `openPixels` takes them. */
 export declare function pixelsOf(image: unknown, imageId: string, options?: { viewport?: ViewportLike; voi?: 'image' | 'viewport' }): PixelsOptions;
 
@@ -47,6 +56,11 @@ export declare class MedfmSegmentationController {
   disconnectViewport(viewport?: ViewportLike): void;
   /** Box `[x0, y0, x1, y1]` and points `[x, y, label]` in image pixels; the mask written into the labelmap as a preview. */
   segment(request: { box: [number, number, number, number] | number[]; points?: Point[]; imageId?: string }): Promise<ControllerSegmentResult>;
+  /** The prompt carried through the viewport's stack (medfm's 3D recipe), each slice written into the labelmap as it comes. */
+  propagate(request: {
+    box?: [number, number, number, number] | number[]; points?: Point[]; extent?: number; minIou?: number;
+    onProgress?: (slice: SliceMask & { imageId: string }) => void; signal?: AbortSignal;
+  }): Promise<ControllerPropagateResult>;
   acceptPreview(): void;
   rejectPreview(): void;
   clear(): void;

@@ -1,6 +1,6 @@
 // medfm/cornerstone: medfm's box segmentation inside a Cornerstone3D viewer (issue 35,
-// item 3: the controller's model, pixels and labelmap path; the drag tool, the propagation
-// command and encode-ahead are still to come).
+// item 3: the controller's model, pixels, labelmap and propagation; the drag tool and
+// encode-ahead are still to come).
 //
 //   import { MedfmSegmentationController } from 'medfm/cornerstone';
 //   const controller = new MedfmSegmentationController({ medfm: { backend: 'cpu' } });
@@ -8,6 +8,7 @@
 //   controller.initViewport(viewport);              // a stack viewport showing DICOM images
 //   await controller.segment({ box: [x0, y0, x1, y1], points: [[x, y, 1]] });
 //   controller.acceptPreview();                     // or rejectPreview(): the labelmap as before
+//   await controller.propagate({ box, onProgress }); // through the stack, into the same labelmap
 //
 // Pixels come from the image Cornerstone3D already decoded (`cache.getImage(imageId)`,
 // no second download): its modality values (the dicom-image-loader's rescale applied if
@@ -104,6 +105,56 @@ function labelmapImageFor(imageId, id) {
   return ids.find((labelmapId) => cache.getImage(labelmapId)?.referencedImageId === imageId);
 }
 
+/** Set `index` where `mask` is 1 in a labelmap image; the voxels changed and their old values. */
+function writeMask(labelmap, labelmapImageId, mask, index) {
+  const voxels = labelmap.voxelManager;
+  const changed = [];
+  for (let i = 0; i < mask.length; i++) {
+    if (mask[i]) {
+      const before = voxels.getAtIndex(i);
+      if (before !== index) {
+        changed.push(i, before);
+        voxels.setAtIndex(i, index);
+      }
+    }
+  }
+  return { labelmapImageId, changed };
+}
+
+const sub = (a, b) => [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+const dot = (a, b) => a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+const cross = (a, b) => [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
+
+/**
+ * The images of a stack, in its order, as one multi-frame `openPixels` spec: the same size,
+ * each frame's modality values, the first image's window (the 3D recipe's clip), spacing,
+ * origin and direction from the image planes when they are there.
+ */
+export function stackPixelsOf(images, imageIds, options = {}) {
+  const specs = images.map((image, i) => pixelsOf(image, imageIds[i], options));
+  const { width, height } = specs[0];
+  const odd = specs.findIndex((s) => s.width !== width || s.height !== height);
+  if (odd >= 0) {
+    throw coded(`${imageIds[odd]} is ${specs[odd].width}x${specs[odd].height}, the stack's first image ${width}x${height}: one volume has one size`, 'bad-input');
+  }
+  const Type = specs.every((s) => s.data.constructor === specs[0].data.constructor) ? specs[0].data.constructor : Float32Array;
+  const data = new Type(width * height * specs.length);
+  specs.forEach((s, i) => data.set(s.data, i * width * height));
+  const spec = { ...specs[0], data, frames: specs.length };
+  const planes = imageIds.map((id) => metaData.get('imagePlaneModule', id) || {});
+  const [p0, p1] = planes;
+  if (p0?.imagePositionPatient && p0.rowCosines && p0.columnCosines) {
+    const normal = cross(p0.rowCosines, p0.columnCosines);
+    spec.origin = p0.imagePositionPatient;
+    spec.direction = [...p0.rowCosines, ...p0.columnCosines, ...normal];
+    if (spec.spacing && p1?.imagePositionPatient) {
+      spec.spacing = [spec.spacing[0], spec.spacing[1], Math.abs(dot(sub(p1.imagePositionPatient, p0.imagePositionPatient), normal)) || spec.spacing[2]];
+    }
+  }
+  if (spec.uids) spec.uids = { ...spec.uids, instances: specs.map((s) => s.uids?.instances?.[0]) };
+  return spec;
+}
+
 export class MedfmSegmentationController {
   /**
    * options: `listeners` (functions called with (logger, ...message), as @cornerstonejs/ai's),
@@ -121,6 +172,8 @@ export class MedfmSegmentationController {
     this.loading = null;
     // imageId -> Promise of the medfm series (one frame) of that image.
     this.opened = new Map();
+    // The stack's imageIds (joined) -> the medfm series of the whole stack.
+    this.stacks = new Map();
     // The last mask written and what it replaced, until accepted or rejected.
     this.preview = null;
   }
@@ -223,22 +276,63 @@ export class MedfmSegmentationController {
       throw coded(`the labelmap of ${imageId} is ${labelmap.columns}x${labelmap.rows}, the image ${result.cols}x${result.rows}`, 'bad-input');
     }
     this.acceptPreview();
-    const voxels = labelmap.voxelManager;
-    const changed = [];
-    for (let i = 0; i < result.mask.length; i++) {
-      if (result.mask[i]) {
-        const before = voxels.getAtIndex(i);
-        if (before !== index) {
-          changed.push(i, before);
-          voxels.setAtIndex(i, index);
-        }
-      }
-    }
-    this.preview = { segmentationId: id, labelmapImageId, changed };
+    this.preview = { segmentationId: id, slices: [writeMask(labelmap, labelmapImageId, result.mask, index)] };
     segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(id);
     viewport.render();
     this.log('decoder', `medfm: ${result.area} pixels, predicted IoU ${result.iou.toFixed(3)}`);
     return { ...result, imageId, labelmapImageId, segmentationId: id, segmentIndex: index };
+  }
+
+  /**
+   * Carry a box (and points) from the displayed image through the viewport's stack with
+   * medfm's 3D recipe (`fm.propagate`: both ways, stopping at an empty or unconfident mask,
+   * or `extent` slices each way), writing each slice's mask into the labelmap as it comes
+   * (one preview for all of them). `onProgress` gets each slice, `signal` cancels.
+   * Resolves to fm.propagate's result with each slice's `imageId`.
+   */
+  async propagate({ box, points = [], extent, minIou, onProgress, signal } = {}) {
+    const viewport = this.requireViewport();
+    const fm = await this.initModel();
+    const imageIds = viewport.getImageIds();
+    const start = imageIds.indexOf(viewport.getCurrentImageId());
+    if (start < 0) throw coded('the viewport shows no image of its stack', 'bad-input');
+    const images = [];
+    for (const id of imageIds) images.push(cache.getImage(id) || (await imageLoader.loadAndCacheImage(id)));
+    const spec = stackPixelsOf(images, imageIds, { viewport, voi: this.voi });
+    const { id, index } = await this.labelmap();
+    const labelmaps = imageIds.map((imageId) => {
+      const labelmapImageId = labelmapImageFor(imageId, id);
+      const labelmap = labelmapImageId && cache.getImage(labelmapImageId);
+      if (!labelmap) throw coded(`segmentation ${id} has no labelmap image for ${imageId}`, 'bad-input');
+      if (labelmap.rows !== spec.height || labelmap.columns !== spec.width) {
+        throw coded(`the labelmap of ${imageId} is ${labelmap.columns}x${labelmap.rows}, the image ${spec.width}x${spec.height}`, 'bad-input');
+      }
+      return { labelmapImageId, labelmap };
+    });
+    // The stack is opened in the engine once (its pixels are held there, as an open file's).
+    const key = imageIds.join('\n');
+    let series = this.stacks.get(key);
+    if (!series) {
+      const [opened] = await fm.openPixels(spec);
+      if (!opened) throw coded('the stack could not be opened', 'bad-input');
+      series = opened.uid;
+      this.stacks.set(key, series);
+    }
+    this.acceptPreview();
+    const preview = { segmentationId: id, slices: [] };
+    this.preview = preview;
+    const result = await fm.propagate({
+      series, frame: start, box, points, extent, minIou, signal,
+      onProgress: (slice) => {
+        const { labelmapImageId, labelmap } = labelmaps[slice.frame];
+        preview.slices.push(writeMask(labelmap, labelmapImageId, slice.mask, index));
+        segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(id);
+        if (onProgress) onProgress({ ...slice, imageId: imageIds[slice.frame] });
+      },
+    });
+    viewport.render();
+    this.log('decoder', `medfm: ${result.slices.length} slices, ${result.voxels} voxels, stopped ${result.stopped.join('/')}`);
+    return { ...result, slices: result.slices.map((sl) => ({ ...sl, imageId: imageIds[sl.frame] })), segmentationId: id, segmentIndex: index };
   }
 
   /** Keep the last mask. */
@@ -251,9 +345,11 @@ export class MedfmSegmentationController {
     const preview = this.preview;
     this.preview = null;
     if (!preview) return;
-    const voxels = cache.getImage(preview.labelmapImageId)?.voxelManager;
-    if (!voxels) return;
-    for (let k = 0; k < preview.changed.length; k += 2) voxels.setAtIndex(preview.changed[k], preview.changed[k + 1]);
+    for (const { labelmapImageId, changed } of preview.slices) {
+      const voxels = cache.getImage(labelmapImageId)?.voxelManager;
+      if (!voxels) continue;
+      for (let k = 0; k < changed.length; k += 2) voxels.setAtIndex(changed[k], changed[k + 1]);
+    }
     segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(preview.segmentationId);
     this.viewport?.render();
   }

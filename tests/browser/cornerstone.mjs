@@ -13,6 +13,9 @@
 // - rejectPreview() leaves the labelmap as it was (empty), acceptPreview() keeps the mask;
 // - a box outside the image and a colour image are rejected with code 'bad-input', the
 //   labelmap unchanged, and the controller segments again afterwards;
+// - a stack of the brain MR series, shown at brain_009: propagate() with the box and an
+//   extent of 2 keeps the slices of `medfm segment --propagate` on the same files and
+//   writes labelmaps equal to its label volume (Dice >= 0.99); rejectPreview() empties them;
 // - the model-loading events carry @cornerstonejs/ai's names; every request stays on the
 //   page's origin; a screenshot of the viewport with the labelmap drawn is kept;
 // - a typed use of the subpath export type-checks against its declarations (tsc --strict).
@@ -37,6 +40,11 @@ const ARTIFACTS = path.resolve(opt('artifacts', path.join(os.tmpdir(), 'medfm-br
 const MR = path.join(ROOT, 'tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm');
 const COLOUR = path.join(ROOT, 'tests/data/examples_ybr_color.dcm');
 const KIDNEY = [110, 280, 190, 355];
+const BRAIN_DIR = path.join(ROOT, 'tests/data/series/brain11');
+const BRAIN_FILES = fs.readdirSync(BRAIN_DIR).filter((f) => f.endsWith('.dcm')).sort();
+const BRAIN_START = 'brain_009.dcm';
+const BRAIN_BOX = [45, 60, 215, 240];
+const BRAIN_EXTENT = 2;
 const VITE = process.env.MEDFM_VITE || '8.4.1';
 const CORNERSTONE = process.env.MEDFM_CORNERSTONE || '5.14.0';
 const TYPESCRIPT = process.env.MEDFM_TYPESCRIPT || '5.9.3';
@@ -55,6 +63,24 @@ function referenceMask(file, box) {
   return { area: out.area, mask: Uint8Array.from(img.data, (v) => (v > 0 ? 1 : 0)), rows: img.height, cols: img.width };
 }
 
+// `medfm segment --propagate` from the start slice with the box and extent: the SOP
+// instance UIDs in series order, the slices kept, and the label volume (0/1, slice-major,
+// from its NIfTI: float32 in the series order, as `medfm convert` writes volumes).
+function referencePropagation() {
+  const bin = process.env.MEDFM_BIN;
+  const nii = path.join(ARTIFACTS, 'cornerstone_ref_propagation.nii');
+  const out = JSON.parse(execFileSync(bin, ['segment', path.join(BRAIN_DIR, BRAIN_START), '--propagate', '--extent', String(BRAIN_EXTENT),
+    '--box', BRAIN_BOX.join(','), '--cpu', '--precision', 'int8', '--json', '--out', nii], { encoding: 'utf8' }));
+  const bytes = fs.readFileSync(nii);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getInt16(70, true) !== 16) throw new Error('the reference label volume is not float32');
+  const offset = view.getFloat32(108, true);
+  const n = view.getInt16(42, true) * view.getInt16(44, true) * view.getInt16(46, true);
+  const volume = new Uint8Array(n);
+  for (let i = 0; i < n; i++) volume[i] = view.getFloat32(offset + 4 * i, true) > 0 ? 1 : 0;
+  return { volume, kept: out.slices.map((sl) => sl.index).sort((x, y) => x - y), slices: out.slices };
+}
+
 function iou(a, b) {
   let inter = 0;
   let union = 0;
@@ -67,9 +93,9 @@ function iou(a, b) {
 
 // The integrator's page: Cornerstone3D set up as its docs do, one stack viewport, the
 // controller; test hooks on window.
-const MAIN = `import { RenderingEngine, Enums, init as csInit, cache, eventTarget, imageLoader } from '@cornerstonejs/core';
+const MAIN = `import { RenderingEngine, Enums, init as csInit, cache, eventTarget, imageLoader, metaData } from '@cornerstonejs/core';
 import { init as dicomInit } from '@cornerstonejs/dicom-image-loader';
-import { init as toolsInit } from '@cornerstonejs/tools';
+import { init as toolsInit, segmentation } from '@cornerstonejs/tools';
 import { MedfmSegmentationController, Events } from 'medfm/cornerstone';
 
 const events = [];
@@ -93,7 +119,24 @@ async function start() {
   const controller = new MedfmSegmentationController({ medfm: { backend: 'cpu' } });
   controller.initViewport(viewport);
   const labelmap = (id) => Array.from(cache.getImage(id).voxelManager.getScalarData());
-  window.medfmTest = { controller, viewport, cache, imageLoader, events, labelmap, imageId };
+  // A series as a stack (the brain MR), shown at its start slice, for the propagation.
+  const brainElement = document.getElementById('brain');
+  Object.assign(brainElement.style, { width: '256px', height: '256px' });
+  engine.enableElement({ viewportId: 'brain', type: Enums.ViewportType.STACK, element: brainElement });
+  const brainViewport = engine.getViewport('brain');
+  const brainIds = BRAIN.map((name) => 'wadouri:' + location.origin + '/brain/' + name);
+  await brainViewport.setStack(brainIds, BRAIN_START);
+  brainViewport.render();
+  const brainController = new MedfmSegmentationController({ fm: await controller.initModel() });
+  brainController.initViewport(brainViewport);
+  // The labelmap image over an image (the derived images name their source).
+  const labelmapOf = (segmentationId, imageId) => {
+    const data = segmentation.state.getSegmentation(segmentationId)?.representationData?.Labelmap;
+    const ids = data?.imageIds || Object.values(data?.labelmaps || {}).flatMap((layer) => layer.imageIds || []);
+    return ids.find((id) => cache.getImage(id)?.referencedImageId === imageId);
+  };
+  const sops = (ids) => ids.map((id) => metaData.get('sopCommonModule', id)?.sopInstanceUID);
+  window.medfmTest = { controller, viewport, cache, imageLoader, events, labelmap, imageId, brainController, brainViewport, labelmapOf, sops };
   document.body.dataset.ready = '1';
 }
 start().catch((e) => { document.body.dataset.error = String((e && e.stack) || e); });
@@ -107,9 +150,9 @@ function makeProject(dir, tgz) {
 <meta http-equiv="Content-Security-Policy" content="${csp(ROOT)}">
 <title>medfm in Cornerstone3D</title>
 <script type="module" src="/main.js"></script></head>
-<body><div id="stack"></div></body></html>
+<body><div id="stack"></div><div id="brain"></div></body></html>
 `);
-  fs.writeFileSync(path.join(dir, 'main.js'), MAIN);
+  fs.writeFileSync(path.join(dir, 'main.js'), `const BRAIN = ${JSON.stringify(BRAIN_FILES)};\nconst BRAIN_START = ${BRAIN_FILES.indexOf(BRAIN_START)};\n${MAIN}`);
   // `events`: xmlbuilder2 (under @cornerstonejs/core's metadata) extends Node's
   // EventEmitter, which Vite leaves out of a browser build; the npm package stands in.
   run('npm', ['install', '--no-audit', '--no-fund', '--silent', '--save-exact', tgz, `vite@${VITE}`,
@@ -150,7 +193,8 @@ console.log(`Cornerstone3D ${CORNERSTONE} with ${path.basename(tgz)}`);
 const project = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-cornerstone-'));
 const site = makeProject(project, path.resolve(tgz));
 const ref = referenceMask(MR, KIDNEY);
-const server = await serve(site, { files: { '/mr.dcm': fs.readFileSync(MR), '/colour.dcm': fs.readFileSync(COLOUR) } });
+const brainFiles = Object.fromEntries(BRAIN_FILES.map((f) => [`/brain/${f}`, fs.readFileSync(path.join(BRAIN_DIR, f))]));
+const server = await serve(site, { files: { '/mr.dcm': fs.readFileSync(MR), '/colour.dcm': fs.readFileSync(COLOUR), ...brainFiles } });
 const browser = await launch(['--use-angle=swiftshader', '--enable-unsafe-swiftshader']);
 try {
   const page = await browser.newPage({ viewport: { width: 640, height: 600 } });
@@ -202,6 +246,37 @@ try {
     'a box outside the image: rejected with bad-input, the labelmap unchanged', JSON.stringify(r.outside));
   check(r.colour.code === 'bad-input' && /colour/.test(r.colour.message || ''), 'a colour image: rejected with bad-input, naming why', JSON.stringify(r.colour));
   check(r.last > 0, 'the controller segments again after the rejections', String(r.last));
+  // Propagation through the brain stack, against `medfm segment --propagate` on its files.
+  const b = await page.evaluate(async ({ box, extent }) => {
+    const { brainController, brainViewport, labelmap, labelmapOf, sops } = window.medfmTest;
+    const seen = [];
+    const r = await brainController.propagate({ box, extent, onProgress: (sl) => seen.push(sl.frame) });
+    const ids = brainViewport.getImageIds();
+    const masks = ids.map((id) => labelmap(labelmapOf(r.segmentationId, id)).map((v) => (v === r.segmentIndex ? 1 : 0)));
+    const startIndex = ids.indexOf(brainViewport.getCurrentImageId());
+    brainController.rejectPreview();
+    const afterReject = ids.reduce((n, id) => n + labelmap(labelmapOf(r.segmentationId, id)).filter((v) => v !== 0).length, 0);
+    return { frames: r.slices.map((sl) => sl.frame), stopped: r.stopped, seen, masks, sops: sops(ids), startIndex, afterReject };
+  }, { box: BRAIN_BOX, extent: BRAIN_EXTENT });
+  const cli = referencePropagation();
+  check(cli.slices.every((sl) => b.sops[sl.index] === sl.sop_instance_uid),
+    'the stack\'s images are in the CLI\'s series order (each kept slice the same instance)', JSON.stringify({ page: b.sops, cli: cli.slices.map((sl) => [sl.index, sl.sop_instance_uid]) }));
+  check(JSON.stringify([...b.frames].sort((x, y) => x - y)) === JSON.stringify(cli.kept) && b.seen.length === b.frames.length,
+    'propagate(): the same slices as medfm segment --propagate, each given to onProgress', JSON.stringify({ page: b.frames, cli: cli.kept }));
+  let inter = 0;
+  let sum = 0;
+  b.masks.forEach((mask, z) => {
+    for (let i = 0; i < mask.length; i++) {
+      const c = cli.volume[z * mask.length + i];
+      inter += mask[i] & c;
+      sum += mask[i] + c;
+    }
+  });
+  const dice = sum ? (2 * inter) / sum : 1;
+  console.log(`  brain propagation: slices ${JSON.stringify(b.frames)} from ${b.startIndex}, stopped ${b.stopped}, Dice vs medfm segment --propagate ${dice.toFixed(5)}`);
+  check(dice >= 0.99, 'propagate(): the labelmaps of the stack equal medfm segment --propagate (Dice >= 0.99 as a volume)', `Dice ${dice}`);
+  check(b.afterReject === 0, 'rejectPreview() after propagate(): every slice of the labelmap as it was', String(b.afterReject));
+
   const foreign = requests.filter((u) => !u.startsWith(server.url) && !u.startsWith('data:') && !u.startsWith('blob:'));
   check(foreign.length === 0, 'every request stays on the page\'s origin', foreign.slice(0, 5).join(' '));
   check(problems.length === 0, 'no page error', problems.slice(0, 3).join(' | '));
