@@ -66,3 +66,9 @@ export declare class MedfmSegmentationController {
   clear(): void;
   cacheImageEncodings(imageIds?: string[]): Promise<void>;
 }
+
+/** Drag a box to segment (Enter accepts, Escape rejects); configuration `{ controller, minBoxPixels? }`. */
+export declare class MedfmSegmentationTool {
+  static toolName: string;
+  constructor(toolProps?: Record<string, unknown>, defaultToolProps?: Record<string, unknown>);
+}

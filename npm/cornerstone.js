@@ -1,6 +1,6 @@
 // medfm/cornerstone: medfm's box segmentation inside a Cornerstone3D viewer (issue 35,
-// item 3: the controller's model, pixels, labelmap and propagation; the drag tool and
-// encode-ahead are still to come).
+// item 3: the controller's model, pixels, labelmap and propagation, and the drag tool;
+// points from the tool, encode-ahead and volume viewports are still to come).
 //
 //   import { MedfmSegmentationController } from 'medfm/cornerstone';
 //   const controller = new MedfmSegmentationController({ medfm: { backend: 'cpu' } });
@@ -20,8 +20,8 @@
 //
 // Peer dependencies: @cornerstonejs/core and @cornerstonejs/tools 5.x, initialised by the
 // app (`init()` of both) before the controller is used.
-import { cache, eventTarget, imageLoader, metaData, triggerEvent } from '@cornerstonejs/core';
-import { Enums as ToolsEnums, segmentation } from '@cornerstonejs/tools';
+import { cache, eventTarget, getEnabledElement, imageLoader, metaData, triggerEvent, utilities } from '@cornerstonejs/core';
+import { BaseTool, Enums as ToolsEnums, segmentation } from '@cornerstonejs/tools';
 import { MedFM } from './www/medfm.js';
 
 /** The events of `@cornerstonejs/ai`'s controller, with its names, on Cornerstone3D's eventTarget. */
@@ -368,5 +368,77 @@ export class MedfmSegmentationController {
       if (!cache.getImage(imageId)) await imageLoader.loadAndCacheImage(imageId);
       await fm.encode({ series: await this.seriesOf(imageId), frame: 0 });
     }
+  }
+}
+
+/**
+ * A Cornerstone3D tool: drag a box on a viewport's image and the controller (the tool's
+ * `controller` configuration) segments it into the labelmap as a preview; Enter accepts
+ * it, Escape rejects it. The result (or the error) is dispatched on the viewport's element
+ * as a `medfm-segmented` (or `medfm-error`) CustomEvent. Register it as any tool:
+ * `addTool(MedfmSegmentationTool)`, then in a tool group
+ * `addTool(MedfmSegmentationTool.toolName, { controller })` and `setToolActive`.
+ */
+export class MedfmSegmentationTool extends BaseTool {
+  static toolName = 'MedfmSegmentation';
+
+  constructor(toolProps = {}, defaultToolProps = { supportedInteractionTypes: ['Mouse'], configuration: { controller: null, minBoxPixels: 2 } }) {
+    super(toolProps, defaultToolProps);
+    this.drag = null;
+  }
+
+  preMouseDownCallback = (evt) => {
+    const { element, currentPoints } = evt.detail;
+    const controller = this.configuration.controller;
+    const viewport = getEnabledElement(element)?.viewport;
+    const imageId = viewport?.getCurrentImageId?.();
+    if (!controller || !imageId) return false;
+    this.drag = { element, viewport, imageId, start: currentPoints.world, end: currentPoints.world };
+    element.addEventListener(ToolsEnums.Events.MOUSE_DRAG, this.onDrag);
+    element.addEventListener(ToolsEnums.Events.MOUSE_UP, this.onUp);
+    element.addEventListener(ToolsEnums.Events.MOUSE_CLICK, this.onUp);
+    this.listenKeys(element.ownerDocument);
+    return true;
+  };
+
+  onDrag = (evt) => {
+    if (this.drag) this.drag.end = evt.detail.currentPoints.world;
+  };
+
+  onUp = async (evt) => {
+    const drag = this.drag;
+    this.drag = null;
+    if (!drag) return;
+    const { element, viewport, imageId } = drag;
+    element.removeEventListener(ToolsEnums.Events.MOUSE_DRAG, this.onDrag);
+    element.removeEventListener(ToolsEnums.Events.MOUSE_UP, this.onUp);
+    element.removeEventListener(ToolsEnums.Events.MOUSE_CLICK, this.onUp);
+    const end = evt.detail?.currentPoints?.world || drag.end;
+    const [x0, y0] = utilities.worldToImageCoords(imageId, drag.start);
+    const [x1, y1] = utilities.worldToImageCoords(imageId, end);
+    const box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)].map(Math.round);
+    const min = this.configuration.minBoxPixels ?? 2;
+    if (box[2] - box[0] < min || box[3] - box[1] < min) return;
+    const controller = this.configuration.controller;
+    try {
+      if (controller.viewport !== viewport) controller.initViewport(viewport);
+      const result = await controller.segment({ box, imageId });
+      element.dispatchEvent(new CustomEvent('medfm-segmented', { detail: { ...result, box } }));
+    } catch (e) {
+      controller.log('status', `medfm: ${e.message}`);
+      element.dispatchEvent(new CustomEvent('medfm-error', { detail: { code: e.code || 'internal', message: e.message, box } }));
+    }
+  };
+
+  /** Enter accepts the preview, Escape rejects it (one listener per document). */
+  listenKeys(doc) {
+    if (!doc || this.keysOn === doc) return;
+    this.keysOn = doc;
+    doc.addEventListener('keydown', (e) => {
+      const controller = this.configuration.controller;
+      if (!controller?.preview) return;
+      if (e.key === 'Enter') controller.acceptPreview();
+      else if (e.key === 'Escape') controller.rejectPreview();
+    });
   }
 }

@@ -16,6 +16,9 @@
 // - a stack of the brain MR series, shown at brain_009: propagate() with the box and an
 //   extent of 2 keeps the slices of `medfm segment --propagate` on the same files and
 //   writes labelmaps equal to its label volume (Dice >= 0.99); rejectPreview() empties them;
+// - the tool (MedfmSegmentationTool, registered in a tool group on the primary button):
+//   a real mouse drag over the kidney gives its box (within 1 px) and medfm segment's mask
+//   for that box in the labelmap; Escape rejects it, Enter accepts it;
 // - the model-loading events carry @cornerstonejs/ai's names; every request stays on the
 //   page's origin; a screenshot of the viewport with the labelmap drawn is kept;
 // - a typed use of the subpath export type-checks against its declarations (tsc --strict).
@@ -93,10 +96,10 @@ function iou(a, b) {
 
 // The integrator's page: Cornerstone3D set up as its docs do, one stack viewport, the
 // controller; test hooks on window.
-const MAIN = `import { RenderingEngine, Enums, init as csInit, cache, eventTarget, imageLoader, metaData } from '@cornerstonejs/core';
+const MAIN = `import { RenderingEngine, Enums, init as csInit, cache, eventTarget, imageLoader, metaData, utilities } from '@cornerstonejs/core';
 import { init as dicomInit } from '@cornerstonejs/dicom-image-loader';
-import { init as toolsInit, segmentation } from '@cornerstonejs/tools';
-import { MedfmSegmentationController, Events } from 'medfm/cornerstone';
+import { init as toolsInit, segmentation, addTool, ToolGroupManager, Enums as ToolsEnums } from '@cornerstonejs/tools';
+import { MedfmSegmentationController, MedfmSegmentationTool, Events } from 'medfm/cornerstone';
 
 const events = [];
 for (const name of Object.values(Events)) eventTarget.addEventListener(name, () => events.push(name));
@@ -136,7 +139,22 @@ async function start() {
     return ids.find((id) => cache.getImage(id)?.referencedImageId === imageId);
   };
   const sops = (ids) => ids.map((id) => metaData.get('sopCommonModule', id)?.sopInstanceUID);
-  window.medfmTest = { controller, viewport, cache, imageLoader, events, labelmap, imageId, brainController, brainViewport, labelmapOf, sops };
+  // The tool, registered as any Cornerstone3D tool, on the primary button of the stack.
+  addTool(MedfmSegmentationTool);
+  const group = ToolGroupManager.createToolGroup('medfm');
+  group.addTool(MedfmSegmentationTool.toolName, { controller });
+  group.addViewport('stack', 'engine');
+  group.setToolActive(MedfmSegmentationTool.toolName, { bindings: [{ mouseButton: ToolsEnums.MouseBindings.Primary }] });
+  const toolEvents = [];
+  element.addEventListener('medfm-segmented', (e) => toolEvents.push({ ok: true, box: e.detail.box, area: e.detail.area, labelmapImageId: e.detail.labelmapImageId, segmentIndex: e.detail.segmentIndex }));
+  element.addEventListener('medfm-error', (e) => toolEvents.push({ ok: false, ...e.detail }));
+  // Page coordinates of an image pixel of the stack's image.
+  const pageOf = (x, y) => {
+    const c = viewport.worldToCanvas(utilities.imageToWorldCoords(imageId, [x, y]));
+    const r = element.getBoundingClientRect();
+    return [r.left + c[0], r.top + c[1]];
+  };
+  window.medfmTest = { controller, viewport, cache, imageLoader, events, labelmap, imageId, brainController, brainViewport, labelmapOf, sops, toolEvents, pageOf };
   document.body.dataset.ready = '1';
 }
 start().catch((e) => { document.body.dataset.error = String((e && e.stack) || e); });
@@ -246,6 +264,54 @@ try {
     'a box outside the image: rejected with bad-input, the labelmap unchanged', JSON.stringify(r.outside));
   check(r.colour.code === 'bad-input' && /colour/.test(r.colour.message || ''), 'a colour image: rejected with bad-input, naming why', JSON.stringify(r.colour));
   check(r.last > 0, 'the controller segments again after the rejections', String(r.last));
+  // The tool with real mouse events: a drag over the kidney, then Escape; again, then Enter.
+  const start = await page.evaluate(({ box }) => {
+    const { controller, cache, pageOf, labelmapOf, imageId, labelmap } = window.medfmTest;
+    controller.rejectPreview();
+    // An empty labelmap to start from (the kidney accepted above is cleared).
+    const lid = labelmapOf(controller.segmentationId, imageId);
+    const voxels = cache.getImage(lid).voxelManager;
+    const n = labelmap(lid).length;
+    for (let i = 0; i < n; i++) voxels.setAtIndex(i, 0);
+    return { from: pageOf(box[0], box[1]), to: pageOf(box[2], box[3]), left: labelmap(lid).filter((v) => v !== 0).length };
+  }, { box: KIDNEY });
+  const drag = async () => {
+    const before = await page.evaluate(() => window.medfmTest.toolEvents.length);
+    await page.mouse.move(start.from[0], start.from[1]);
+    await page.mouse.down();
+    await page.mouse.move(start.to[0], start.to[1], { steps: 8 });
+    await page.mouse.up();
+    await page.waitForFunction((n) => window.medfmTest.toolEvents.length > n, before, { timeout: 120000 });
+    return page.evaluate(() => {
+      const { toolEvents, labelmap } = window.medfmTest;
+      const e = toolEvents[toolEvents.length - 1];
+      return { ...e, mask: e.ok ? labelmap(e.labelmapImageId).map((v) => (v === e.segmentIndex ? 1 : 0)) : [] };
+    });
+  };
+  const count = (e) => page.evaluate((ev) => window.medfmTest.labelmap(ev.labelmapImageId).filter((v) => v === ev.segmentIndex).length, e);
+  const base = await page.evaluate(() => {
+    const { controller } = window.medfmTest;
+    return controller.segmentationId;
+  });
+  const t1 = await drag();
+  check(t1.ok && t1.box.every((v, i) => Math.abs(v - KIDNEY[i]) <= 1), 'the tool: a mouse drag over the kidney gives its box in image pixels (within 1 px)', JSON.stringify({ box: t1.box, error: t1.message }));
+  if (t1.ok) {
+    const toolRef = referenceMask(MR, t1.box);
+    const toolScore = iou(Uint8Array.from(t1.mask), toolRef.mask);
+    check(start.left === 0 && toolScore >= 0.999, 'the tool: the labelmap, empty before, holds medfm segment\'s mask for that box', `IoU ${toolScore}, ${start.left} voxels before`);
+  }
+  const withPreview = t1.ok ? await count(t1) : -1;
+  await page.keyboard.press('Escape');
+  const afterEscape = t1.ok ? await count(t1) : -1;
+  const t2 = await drag();
+  await page.keyboard.press('Enter');
+  const accepted = await page.evaluate(() => window.medfmTest.controller.preview === null);
+  const afterEnter = t2.ok ? await count(t2) : -1;
+  await page.keyboard.press('Escape');
+  const afterLateEscape = t2.ok ? await count(t2) : -1;
+  check(withPreview > 0 && afterEscape < withPreview && afterEnter === withPreview && accepted && afterLateEscape === afterEnter,
+    'the tool: Escape rejects the preview, Enter accepts it (a later Escape keeps it)', JSON.stringify({ base, withPreview, afterEscape, afterEnter, afterLateEscape, accepted }));
+
   // Propagation through the brain stack, against `medfm segment --propagate` on its files.
   const b = await page.evaluate(async ({ box, extent }) => {
     const { brainController, brainViewport, labelmap, labelmapOf, sops } = window.medfmTest;
