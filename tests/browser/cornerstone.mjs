@@ -30,7 +30,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { check, failed, launch, readPng } from './harness.mjs';
+import { check, failed, iou, launch, referenceMask as cliMask } from './harness.mjs';
 import { csp, serve } from './serve.mjs';
 
 const args = process.argv.slice(2);
@@ -57,15 +57,6 @@ function run(cmd, argv, cwd, env = {}) {
   return execFileSync(cmd, argv, { cwd, encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
 }
 
-function referenceMask(file, box) {
-  const bin = process.env.MEDFM_BIN;
-  if (!bin) throw new Error('MEDFM_BIN is not set (path of the native medfm binary)');
-  const png = path.join(ARTIFACTS, 'cornerstone_ref_mask.png');
-  const out = JSON.parse(execFileSync(bin, ['segment', file, '--box', box.join(','), '--cpu', '--precision', 'int8', '--json', '--out', png], { encoding: 'utf8' }));
-  const img = readPng(fs.readFileSync(png));
-  return { area: out.area, mask: Uint8Array.from(img.data, (v) => (v > 0 ? 1 : 0)), rows: img.height, cols: img.width };
-}
-
 // `medfm segment --propagate` from the start slice with the box and extent: the SOP
 // instance UIDs in series order, the slices kept, and the label volume (0/1, slice-major,
 // from its NIfTI: float32 in the series order, as `medfm convert` writes volumes).
@@ -82,16 +73,6 @@ function referencePropagation() {
   const volume = new Uint8Array(n);
   for (let i = 0; i < n; i++) volume[i] = view.getFloat32(offset + 4 * i, true) > 0 ? 1 : 0;
   return { volume, kept: out.slices.map((sl) => sl.index).sort((x, y) => x - y), slices: out.slices };
-}
-
-function iou(a, b) {
-  let inter = 0;
-  let union = 0;
-  for (let i = 0; i < a.length; i++) {
-    inter += a[i] & b[i];
-    union += a[i] | b[i];
-  }
-  return union ? inter / union : 1;
 }
 
 // The integrator's page: Cornerstone3D set up as its docs do, one stack viewport, the
@@ -210,7 +191,7 @@ if (!tgz) {
 console.log(`Cornerstone3D ${CORNERSTONE} with ${path.basename(tgz)}`);
 const project = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-cornerstone-'));
 const site = makeProject(project, path.resolve(tgz));
-const ref = referenceMask(MR, KIDNEY);
+const ref = cliMask(MR, KIDNEY, path.join(ARTIFACTS, 'cornerstone_ref_mask.png'));
 const brainFiles = Object.fromEntries(BRAIN_FILES.map((f) => [`/brain/${f}`, fs.readFileSync(path.join(BRAIN_DIR, f))]));
 const server = await serve(site, { files: { '/mr.dcm': fs.readFileSync(MR), '/colour.dcm': fs.readFileSync(COLOUR), ...brainFiles } });
 const browser = await launch(['--use-angle=swiftshader', '--enable-unsafe-swiftshader']);
@@ -296,7 +277,7 @@ try {
   const t1 = await drag();
   check(t1.ok && t1.box.every((v, i) => Math.abs(v - KIDNEY[i]) <= 1), 'the tool: a mouse drag over the kidney gives its box in image pixels (within 1 px)', JSON.stringify({ box: t1.box, error: t1.message }));
   if (t1.ok) {
-    const toolRef = referenceMask(MR, t1.box);
+    const toolRef = cliMask(MR, t1.box, path.join(ARTIFACTS, 'cornerstone_ref_mask.png'));
     const toolScore = iou(Uint8Array.from(t1.mask), toolRef.mask);
     check(start.left === 0 && toolScore >= 0.999, 'the tool: the labelmap, empty before, holds medfm segment\'s mask for that box', `IoU ${toolScore}, ${start.left} voxels before`);
   }

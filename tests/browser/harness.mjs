@@ -1,6 +1,8 @@
 // What the browser tests share: checks that count their failures, the Chromium launch,
 // and a PNG reader for the CLI's reference masks.
 import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import zlib from 'node:zlib';
 
 let failures = 0;
@@ -65,4 +67,24 @@ export function readPng(buf) {
     }
   }
   return { width, height, channels, data };
+}
+
+/** The mask of `medfm segment FILE --box ... --cpu --precision int8` (MEDFM_BIN), through its PNG at `png`: {area, mask (0/1), rows, cols}. */
+export function referenceMask(file, box, png) {
+  const bin = process.env.MEDFM_BIN;
+  if (!bin) throw new Error('MEDFM_BIN is not set (path of the native medfm binary)');
+  const out = JSON.parse(execFileSync(bin, ['segment', file, '--box', box.join(','), '--cpu', '--precision', 'int8', '--json', '--out', png], { encoding: 'utf8' }));
+  const img = readPng(fs.readFileSync(png));
+  return { area: out.area, mask: Uint8Array.from(img.data, (v) => (v > 0 ? 1 : 0)), rows: img.height, cols: img.width };
+}
+
+/** Intersection over union of two 0/1 masks of one size (1 when both are empty). */
+export function iou(a, b) {
+  let inter = 0;
+  let union = 0;
+  for (let i = 0; i < a.length; i++) {
+    inter += a[i] & b[i];
+    union += a[i] | b[i];
+  }
+  return union ? inter / union : 1;
 }

@@ -27,7 +27,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { check, failed, launch, readPng } from './harness.mjs';
+import { check, failed, iou, launch, referenceMask as cliMask } from './harness.mjs';
 import { csp, serve } from './serve.mjs';
 
 const args = process.argv.slice(2);
@@ -101,25 +101,6 @@ document.body.dataset.ready = '1';
 }
 
 // `medfm segment` on the file and box: its mask (0/1, rows*cols).
-function referenceMask(file, box) {
-  const bin = process.env.MEDFM_BIN;
-  if (!bin) throw new Error('MEDFM_BIN is not set (path of the native medfm binary)');
-  const png = path.join(ARTIFACTS, 'package_ref_mask.png');
-  const out = JSON.parse(execFileSync(bin, ['segment', file, '--box', box.join(','), '--cpu', '--precision', 'int8', '--json', '--out', png], { encoding: 'utf8' }));
-  const img = readPng(fs.readFileSync(png));
-  return { area: out.area, mask: Uint8Array.from(img.data, (v) => (v > 0 ? 1 : 0)), rows: img.height, cols: img.width };
-}
-
-function iou(a, b) {
-  let inter = 0;
-  let union = 0;
-  for (let i = 0; i < a.length; i++) {
-    inter += a[i] & b[i];
-    union += a[i] | b[i];
-  }
-  return union ? inter / union : 1;
-}
-
 // `full`: also the backend-independent checks (bad input, openPixels); the WebGPU pass
 // (SwiftShader: minutes per encode here) checks the mask and the egress only.
 async function consumerPath(browser, url, backend, ref, full) {
@@ -290,7 +271,7 @@ if (!tgz) {
   tgz = out[out.length - 1];
 }
 console.log(`Package ${path.basename(tgz)} (${(fs.statSync(tgz).size / 1e6).toFixed(1)} MB) into a fresh Vite ${VITE} project`);
-const ref = referenceMask(MR, KIDNEY);
+const ref = cliMask(MR, KIDNEY, path.join(ARTIFACTS, 'package_ref_mask.png'));
 const site = makeProject(path.join(work, 'consumer'), path.resolve(tgz));
 const weights = fs.readFileSync(path.join(work, 'consumer/node_modules/medfm/weights/lite_medsam_int8.bpk'));
 const server = await serve(site, { files: { '/mr.dcm': fs.readFileSync(MR), '/ct.dcm': fs.readFileSync(CT), '/w.bpk': weights } });
