@@ -5,7 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints its start (minutes into the run); the end prints what each step took,
+# so a CI log says where its time went (the budget: docs/testing.md).
+STEP_NAME="" STEP_START=$SECONDS STEP_TIMES=""
+step_done() {
+  [ -n "$STEP_NAME" ] && STEP_TIMES+="$(printf '%6ds  %s' $((SECONDS - STEP_START)) "${STEP_NAME%% (*}")"$'\n'
+  STEP_START=$SECONDS
+}
+step() { step_done; STEP_NAME="$*"; printf '\n==> [%d min] %s\n' $((SECONDS / 60)) "$*"; }
+trap 'step_done; printf "\n==> time per step (total %d s)\n%s" "$SECONDS" "$STEP_TIMES"' EXIT
 
 step "system packages (Mesa lavapipe Vulkan for the wgpu tests, dicom3tools for dciodvfy, Chromium for the app, cmake for CharLS, Orthanc + its DICOMweb plugin for the DICOMweb tests, DCMTK as the edge node's peers, openssl and curl for its HTTPS test, the aarch64 cross compilers)"
 if ! dpkg -s mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk openssl curl gcc-aarch64-linux-gnu g++-aarch64-linux-gnu >/dev/null 2>&1; then
@@ -75,9 +83,9 @@ npm ci --prefix tests/browser --no-audit --no-fund --silent
 MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" CHECK_PYTHON="$MEDFM_CHECK_PY" \
   node tests/browser/e2e.mjs --path all --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"
 
-step "npm package (scripts/npm_pack.sh from that web build; installed into a fresh Vite 8 project, tsc, vite build, Chromium: CPU and WebGPU on SwiftShader)"
+step "npm package (scripts/npm_pack.sh from that web build; installed into a fresh Vite 8 project, tsc, vite build, Chromium on the CPU backend: WebGPU on SwiftShader is the end-to-end test's, the same worker and wasm)"
 MEDFM_WEB_DIST=dist MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" \
-  node tests/browser/package.mjs --webgpu --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"
+  node tests/browser/package.mjs --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"
 
 step "Cornerstone3D (medfm/cornerstone from the packed tarball with Cornerstone3D 5.14 in a fresh Vite 8 project; Chromium: the controller's labelmap against medfm segment)"
 MEDFM_WEB_DIST=dist MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" \

@@ -2,7 +2,9 @@
 //!
 //! Fixtures: tests/data/parity (scripts/make_parity_fixtures.py, the wheel's own reference
 //! code on CPU). Tolerances (issue 2): embedding max |Δ| <= 2e-3 and mean |Δ| <= 1e-4,
-//! low-res logits max |Δ| <= 5e-3, final mask IoU >= 0.995.
+//! low-res logits max |Δ| <= 5e-3, final mask IoU >= 0.995. Every case on the CPU backend;
+//! on wgpu the kidney MR (with every prompt kind), and the default embedder's pooled vector
+//! of its encoder output against the CPU's.
 
 mod common;
 
@@ -11,7 +13,7 @@ use medfm::Device;
 use medfm::dicom;
 use medfm::model::Sam;
 use medfm::model::weights::Precision;
-use medfm::pipeline::{Segmenter, mask_from_logits, preprocess, tensor_to_vec};
+use medfm::pipeline::{Segmenter, embed, mask_from_logits, preprocess, tensor_to_vec};
 
 const EMB_MAX: f32 = 2e-3;
 const EMB_MEAN: f32 = 1e-4;
@@ -20,11 +22,17 @@ const MASK_IOU: f64 = 0.995;
 /// Our preprocessing vs numpy/OpenCV's (both float32).
 const INPUT_MAX: f32 = 1e-4;
 
-/// Check every case of the manifest on one device; returns a printable report.
-fn check_cases(seg: &Segmenter, label: &str) {
+/// Check the cases of the manifest named in `only` (every case when empty) on one device;
+/// returns, per case with a model run, the default embedder's vector of its encoder output
+/// (`embed::pooled_vector`, computed on that device).
+fn check_cases(seg: &Segmenter, label: &str, only: &[&str]) -> Vec<(String, Vec<f32>)> {
     let manifest = manifest();
+    let mut vectors = Vec::new();
     for case in manifest["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
         let dir = data(&format!("parity/{name}"));
         let bytes = std::fs::read(data(case["file"].as_str().unwrap())).unwrap();
         let image = dicom::read(&bytes).expect("fixture reads");
@@ -70,6 +78,11 @@ fn check_cases(seg: &Segmenter, label: &str) {
             emax <= EMB_MAX && emean <= EMB_MEAN,
             "{name}: embedding max {emax} mean {emean}"
         );
+        let vector = embed::pooled_vector(&emb, &ref_pre).expect("pooled vector");
+        assert_eq!(vector.len(), embed::DIM);
+        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{name}: unit length, got {norm}");
+        vectors.push((name.to_string(), vector));
 
         for (pname, p) in case["prompts"].as_object().unwrap() {
             let prompt = prompt_of(p);
@@ -102,21 +115,32 @@ fn check_cases(seg: &Segmenter, label: &str) {
             assert!(miou >= MASK_IOU, "{name}/{pname}: mask IoU {miou}");
         }
     }
+    vectors
 }
 
-fn parity_on(device: Device, label: &str) {
+fn parity_on(device: Device, label: &str, only: &[&str]) -> Vec<(String, Vec<f32>)> {
     let sam: Sam = load_model(Precision::Fp32, &device);
-    check_cases(&Segmenter::new(sam, device), label);
+    check_cases(&Segmenter::new(sam, device), label, only)
 }
 
 #[test]
 fn parity_cpu() {
-    parity_on(Device::flex(), "cpu");
+    parity_on(Device::flex(), "cpu", &[]);
 }
 
-/// With the GPU backend (the `wgpu` feature, on by default).
+/// With the GPU backend (the `wgpu` feature, on by default). One case: every case runs the
+/// same kernels at the same shapes (the encoder's input is always 1x3x256x256), and the
+/// kidney MR has all three prompt kinds with non-empty masks; CI's Vulkan is lavapipe, where
+/// an encoder pass takes about two minutes on 2 cores (docs/design.md, "Devices").
 #[cfg(feature = "wgpu")]
 #[test]
 fn parity_wgpu() {
-    parity_on(wgpu_device(), "wgpu");
+    let gpu = parity_on(wgpu_device(), "wgpu", &["mr_kidney"]);
+    let cpu = parity_on(Device::flex(), "cpu", &["mr_kidney"]);
+    assert_eq!(gpu.len(), 1);
+    for ((name, a), (_, b)) in cpu.iter().zip(&gpu) {
+        let (max, _) = abs_diff(a, b);
+        println!("{name}: default embedder's vector, CPU vs wgpu: max |Δ| {max:.2e}");
+        assert!(max <= 1e-4, "{name}: vectors differ by {max}");
+    }
 }
