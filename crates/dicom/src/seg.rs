@@ -15,9 +15,14 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR, dicom_value};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::part10::{EXPLICIT_VR_LE, derived_uid, el, part10};
+use super::part10::{EXPLICIT_VR_LE, el, part10};
 use super::series::{cross, dot};
 use super::{DicomImage, Error};
+
+mod colour;
+mod derived;
+pub use colour::{PALETTE, cielab};
+use derived::{DerivedUids, content_date_time};
 
 /// SOP Class UID of Segmentation Storage.
 pub const SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
@@ -47,17 +52,6 @@ impl Default for SegmentInfo {
     }
 }
 
-/// Default segment colours (sRGB), in segment order, repeating: the browser's segment
-/// colours (www/app.js) and `medfm segment --segments` without a `color`.
-pub const PALETTE: [[u8; 3]; 6] = [
-    [230, 60, 60],
-    [60, 200, 90],
-    [70, 130, 240],
-    [240, 200, 40],
-    [200, 80, 220],
-    [40, 210, 210],
-];
-
 /// One segment of a SEG: its description and its frames (in series order).
 #[derive(Clone)]
 pub struct Segment<'a> {
@@ -65,116 +59,6 @@ pub struct Segment<'a> {
     pub info: SegmentInfo,
     /// The frames of the source series it covers, at least one.
     pub frames: Vec<SegFrame<'a>>,
-}
-
-/// An sRGB colour as DICOM's RecommendedDisplayCIELabValue: CIE L*a*b* relative to the
-/// D65 white (as highdicom, dcmqi and dcmjs convert it), L* 0..100 scaled to 0..65535,
-/// a* and b* -128..127 shifted and scaled to 0..65535, rounded.
-pub fn cielab(rgb: [u8; 3]) -> [u16; 3] {
-    let lin = |c: u8| {
-        let c = f64::from(c) / 255.0;
-        if c <= 0.04045 {
-            c / 12.92
-        } else {
-            ((c + 0.055) / 1.055).powf(2.4)
-        }
-    };
-    let [r, g, b] = rgb.map(lin);
-    // sRGB -> XYZ (D65), divided by the D65 white.
-    let x = (0.4124564 * r + 0.3575761 * g + 0.1804375 * b) / 0.95047;
-    let y = 0.2126729 * r + 0.7151522 * g + 0.0721750 * b;
-    let z = (0.0193339 * r + 0.1191920 * g + 0.9503041 * b) / 1.08883;
-    let f = |t: f64| {
-        const D: f64 = 6.0 / 29.0;
-        if t > D * D * D {
-            t.cbrt()
-        } else {
-            t / (3.0 * D * D) + 4.0 / 29.0
-        }
-    };
-    let (fx, fy, fz) = (f(x), f(y), f(z));
-    let l = (116.0 * fy - 16.0).clamp(0.0, 100.0);
-    let a = (500.0 * (fx - fy)).clamp(-128.0, 127.0);
-    let bb = (200.0 * (fy - fz)).clamp(-128.0, 127.0);
-    let scale = |v: f64, lo: f64, span: f64| ((v - lo) * 65535.0 / span).round() as u16;
-    [
-        scale(l, 0.0, 100.0),
-        scale(a, -128.0, 255.0),
-        scale(bb, -128.0, 255.0),
-    ]
-}
-
-/// The UIDs of a SEG, derived from what it holds: the same segments over the same source
-/// frames give the same SOP Instance, Series and dimension UIDs on every run and machine,
-/// so a rerun (a batch resumed, a node job repeated after a crash) writes the same
-/// instance, which a PACS recognises, and different content always gets another UID.
-///
-/// Each is `2.25.` (UUID root) followed by a UUIDv8 (RFC 9562, custom: the first 128 bits
-/// of SHA-256 over the content digest and the UID's purpose, version and variant bits
-/// set) as a decimal integer.
-struct DerivedUids {
-    digest: [u8; 32],
-}
-
-impl DerivedUids {
-    /// The digest of `numbered` frames (segment number, frame) of `segments`: each
-    /// segment's label, algorithm, version and colour, each frame's source SOP Instance
-    /// UID, frame number and mask. Strings and masks are length-prefixed, so no two
-    /// contents share an encoding.
-    fn of(segments: &[Segment]) -> Self {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        let mut field = |bytes: &[u8]| {
-            h.update((bytes.len() as u64).to_le_bytes());
-            h.update(bytes);
-        };
-        field(b"medfm SEG content v1");
-        for s in segments {
-            field(s.info.label.as_bytes());
-            field(s.info.algorithm.as_bytes());
-            field(s.info.version.as_bytes());
-            field(&s.info.color.map_or_else(Vec::new, |c| c.to_vec()));
-            for f in &s.frames {
-                field(f.source.meta.sop_instance_uid.as_bytes());
-                field(&f.frame.to_le_bytes());
-                field(&pack_bits(f.mask));
-                field(&(f.mask.len() as u64).to_le_bytes());
-            }
-        }
-        DerivedUids {
-            digest: h.finalize().into(),
-        }
-    }
-
-    /// The UID for `purpose` (`sop`, `series`, `dimension`).
-    fn uid(&self, purpose: &str) -> String {
-        derived_uid(&[&self.digest, purpose.as_bytes()])
-    }
-}
-
-/// The content date and time of a SEG over `source` (both Type 1): the source's own
-/// (ContentDate and ContentTime), else its acquisition's, series', study's or instance
-/// creation's, the first with a date (a missing time: `000000`); a source with no date at
-/// all (anonymised ones often have none) gives 1970-01-01 00:00:00, the Unix epoch, as an
-/// explicit "unknown". Never the clock: rerunning a job gives the same file.
-fn content_date_time(source: &DicomImage) -> (String, String) {
-    [
-        (tags::CONTENT_DATE, tags::CONTENT_TIME),
-        (tags::ACQUISITION_DATE, tags::ACQUISITION_TIME),
-        (tags::SERIES_DATE, tags::SERIES_TIME),
-        (tags::STUDY_DATE, tags::STUDY_TIME),
-        (tags::INSTANCE_CREATION_DATE, tags::INSTANCE_CREATION_TIME),
-    ]
-    .into_iter()
-    .find_map(|(d, t)| {
-        let date = source.text(d).map(|v| v.trim().to_string())?;
-        let time = source.text(t).map(|v| v.trim().to_string());
-        (!date.is_empty()).then(|| {
-            let time = time.filter(|t| !t.is_empty());
-            (date, time.unwrap_or_else(|| "000000".into()))
-        })
-    })
-    .unwrap_or_else(|| ("19700101".into(), "000000".into()))
 }
 
 fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
@@ -334,92 +218,13 @@ pub fn write_seg_segments(segments: &[Segment]) -> Result<Vec<u8>, Error> {
             "the source image is {cols}x{rows}: a SEG's Rows and Columns are at most 65535"
         )));
     };
-    let for_of_first = source.text(tags::FRAME_OF_REFERENCE_UID);
-    // SOP Class UID of each frame's source, read once.
-    let mut classes = Vec::with_capacity(frames.len());
-    for (k, f) in frames.iter().enumerate() {
-        let m = &f.source.meta;
-        if (m.rows, m.cols) != (rows, cols) {
-            return Err(Error::Seg(format!(
-                "SEG frame {k}: source is {}x{}, the first {rows}x{cols}",
-                m.rows, m.cols
-            )));
-        }
-        if f.mask.len() != rows as usize * cols as usize {
-            return Err(Error::Seg(format!(
-                "mask has {} pixels, the image {rows}x{cols}",
-                f.mask.len()
-            )));
-        }
-        if f.frame >= m.frames {
-            return Err(Error::Frame {
-                frame: f.frame,
-                frames: m.frames,
-            });
-        }
-        if m.sop_instance_uid.is_empty() || m.series_instance_uid.is_empty() {
-            return Err(Error::Attribute {
-                tag: "(0008,0018)".into(),
-                name: "SOPInstanceUID",
-                problem: "the source image lacks its instance or series UID".into(),
-            });
-        }
-        if m.series_instance_uid != source.meta.series_instance_uid
-            || m.study_instance_uid != source.meta.study_instance_uid
-        {
-            return Err(Error::Seg(format!(
-                "SEG frame {k} comes from another study or series: one SEG covers one series"
-            )));
-        }
-        classes.push(
-            f.source
-                .text(tags::SOP_CLASS_UID)
-                .ok_or_else(|| Error::Attribute {
-                    tag: "(0008,0016)".into(),
-                    name: "SOPClassUID",
-                    problem: "missing in the source image".into(),
-                })?,
-        );
-        if f.source.text(tags::FRAME_OF_REFERENCE_UID) != for_of_first {
-            return Err(Error::Seg(format!(
-                "SEG frame {k} has another frame of reference than the first"
-            )));
-        }
-    }
+    let classes = check_frames(frames)?;
     let uids = DerivedUids::of(segments);
     let (sop_uid, series_uid, dim_uid) =
         (uids.uid("sop"), uids.uid("series"), uids.uid("dimension"));
     let (date, time) = content_date_time(source);
 
-    let mut obj = InMemDicomObject::new_empty();
-    // SOP Common.
-    obj.put(el(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
-    obj.put(el(tags::SOP_CLASS_UID, VR::UI, SEG_SOP_CLASS));
-    obj.put(el(tags::SOP_INSTANCE_UID, VR::UI, sop_uid.as_str()));
-    // Patient and study, copied from the source.
-    obj.put(source.copy_or_empty(tags::PATIENT_NAME, VR::PN));
-    obj.put(source.copy_or_empty(tags::PATIENT_ID, VR::LO));
-    obj.put(source.copy_or_empty(tags::PATIENT_BIRTH_DATE, VR::DA));
-    obj.put(source.copy_or_empty(tags::PATIENT_SEX, VR::CS));
-    obj.put(source.copy_or_empty(tags::STUDY_INSTANCE_UID, VR::UI));
-    obj.put(source.copy_or_empty(tags::STUDY_DATE, VR::DA));
-    obj.put(source.copy_or_empty(tags::STUDY_TIME, VR::TM));
-    obj.put(source.copy_or_empty(tags::REFERRING_PHYSICIAN_NAME, VR::PN));
-    obj.put(source.copy_or_empty(tags::STUDY_ID, VR::SH));
-    obj.put(source.copy_or_empty(tags::ACCESSION_NUMBER, VR::SH));
-    // Series and equipment.
-    obj.put(el(tags::MODALITY, VR::CS, "SEG"));
-    obj.put(el(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.as_str()));
-    obj.put(el(tags::SERIES_NUMBER, VR::IS, "300"));
-    obj.put(el(
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        "LiteMedSAM segmentation (medfm)",
-    ));
-    obj.put(el(tags::MANUFACTURER, VR::LO, "medfm"));
-    obj.put(el(tags::MANUFACTURER_MODEL_NAME, VR::LO, "medfm"));
-    obj.put(el(tags::DEVICE_SERIAL_NUMBER, VR::LO, "0"));
-    obj.put(el(tags::SOFTWARE_VERSIONS, VR::LO, info.version.as_str()));
+    let mut obj = source_and_series_modules(source, &sop_uid, &series_uid, &info.version);
     // Frame of reference.
     let for_uid = source.copy(tags::FRAME_OF_REFERENCE_UID);
     if let Some(f) = &for_uid {
@@ -704,6 +509,109 @@ pub fn write_seg_segments(segments: &[Segment]) -> Result<Vec<u8>, Error> {
     part10(obj, SEG_SOP_CLASS, &sop_uid, EXPLICIT_VR_LE, "the SEG").map_err(Error::Seg)
 }
 
+/// The SEG's SOP Common, patient and study (copied from `source`), series and equipment
+/// modules.
+fn source_and_series_modules(
+    source: &DicomImage,
+    sop_uid: &str,
+    series_uid: &str,
+    version: &str,
+) -> InMemDicomObject {
+    let mut obj = InMemDicomObject::new_empty();
+    // SOP Common.
+    obj.put(el(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
+    obj.put(el(tags::SOP_CLASS_UID, VR::UI, SEG_SOP_CLASS));
+    obj.put(el(tags::SOP_INSTANCE_UID, VR::UI, sop_uid));
+    // Patient and study, copied from the source.
+    obj.put(source.copy_or_empty(tags::PATIENT_NAME, VR::PN));
+    obj.put(source.copy_or_empty(tags::PATIENT_ID, VR::LO));
+    obj.put(source.copy_or_empty(tags::PATIENT_BIRTH_DATE, VR::DA));
+    obj.put(source.copy_or_empty(tags::PATIENT_SEX, VR::CS));
+    obj.put(source.copy_or_empty(tags::STUDY_INSTANCE_UID, VR::UI));
+    obj.put(source.copy_or_empty(tags::STUDY_DATE, VR::DA));
+    obj.put(source.copy_or_empty(tags::STUDY_TIME, VR::TM));
+    obj.put(source.copy_or_empty(tags::REFERRING_PHYSICIAN_NAME, VR::PN));
+    obj.put(source.copy_or_empty(tags::STUDY_ID, VR::SH));
+    obj.put(source.copy_or_empty(tags::ACCESSION_NUMBER, VR::SH));
+    // Series and equipment.
+    obj.put(el(tags::MODALITY, VR::CS, "SEG"));
+    obj.put(el(tags::SERIES_INSTANCE_UID, VR::UI, series_uid));
+    obj.put(el(tags::SERIES_NUMBER, VR::IS, "300"));
+    obj.put(el(
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        "LiteMedSAM segmentation (medfm)",
+    ));
+    obj.put(el(tags::MANUFACTURER, VR::LO, "medfm"));
+    obj.put(el(tags::MANUFACTURER_MODEL_NAME, VR::LO, "medfm"));
+    obj.put(el(tags::DEVICE_SERIAL_NUMBER, VR::LO, "0"));
+    obj.put(el(tags::SOFTWARE_VERSIONS, VR::LO, version));
+    obj
+}
+
+/// The checks every frame of a SEG passes against the first: the same size, a mask of that
+/// size, a frame the source has, the source's instance and series UIDs, the same study,
+/// series and frame of reference.
+///
+/// # Returns
+/// The SOP Class UID of each frame's source, in the frames' order (read once).
+fn check_frames(frames: &[SegFrame]) -> Result<Vec<String>, Error> {
+    let source = frames[0].source;
+    let (rows, cols) = (source.meta.rows, source.meta.cols);
+    let for_of_first = source.text(tags::FRAME_OF_REFERENCE_UID);
+    let mut classes = Vec::with_capacity(frames.len());
+    for (k, f) in frames.iter().enumerate() {
+        let m = &f.source.meta;
+        if (m.rows, m.cols) != (rows, cols) {
+            return Err(Error::Seg(format!(
+                "SEG frame {k}: source is {}x{}, the first {rows}x{cols}",
+                m.rows, m.cols
+            )));
+        }
+        if f.mask.len() != rows as usize * cols as usize {
+            return Err(Error::Seg(format!(
+                "mask has {} pixels, the image {rows}x{cols}",
+                f.mask.len()
+            )));
+        }
+        if f.frame >= m.frames {
+            return Err(Error::Frame {
+                frame: f.frame,
+                frames: m.frames,
+            });
+        }
+        if m.sop_instance_uid.is_empty() || m.series_instance_uid.is_empty() {
+            return Err(Error::Attribute {
+                tag: "(0008,0018)".into(),
+                name: "SOPInstanceUID",
+                problem: "the source image lacks its instance or series UID".into(),
+            });
+        }
+        if m.series_instance_uid != source.meta.series_instance_uid
+            || m.study_instance_uid != source.meta.study_instance_uid
+        {
+            return Err(Error::Seg(format!(
+                "SEG frame {k} comes from another study or series: one SEG covers one series"
+            )));
+        }
+        classes.push(
+            f.source
+                .text(tags::SOP_CLASS_UID)
+                .ok_or_else(|| Error::Attribute {
+                    tag: "(0008,0016)".into(),
+                    name: "SOPClassUID",
+                    problem: "missing in the source image".into(),
+                })?,
+        );
+        if f.source.text(tags::FRAME_OF_REFERENCE_UID) != for_of_first {
+            return Err(Error::Seg(format!(
+                "SEG frame {k} has another frame of reference than the first"
+            )));
+        }
+    }
+    Ok(classes)
+}
+
 /// One item of the Segment Sequence: number, label, colour, algorithm, properties.
 fn segment_item(number: u16, info: &SegmentInfo) -> InMemDicomObject {
     let algorithm_id = InMemDicomObject::from_element_iter([
@@ -747,67 +655,4 @@ fn segment_item(number: u16, info: &SegmentInfo) -> InMemDicomObject {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Rows and Columns of a SEG are 16-bit: a source claiming more is refused (it was
-    /// cast, wrapping to another size).
-    #[test]
-    fn sources_wider_than_16_bits_are_refused() {
-        let bytes = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/data/MR_small.dcm"
-        ))
-        .unwrap();
-        let mut image = crate::read(&bytes).unwrap();
-        image.meta.rows = 70000;
-        let mask = vec![0u8; 70000 * image.meta.cols as usize];
-        let err = write_seg(&image, 0, &mask, &SegmentInfo::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("at most 65535"), "{err}");
-    }
-
-    #[test]
-    fn bits_pack_lsb_first_and_even() {
-        assert_eq!(pack_bits(&[1, 0, 0, 0, 0, 0, 0, 0, 1]), vec![1, 1]);
-        assert_eq!(pack_bits(&[0, 1, 1]), vec![0b110, 0]);
-    }
-
-    /// The same SEG twice is the same bytes (UIDs and dates from the content, never the
-    /// clock or randomness); another mask, label or source frame gives other UIDs.
-    #[test]
-    fn the_same_content_gives_the_same_file_and_other_content_other_uids() {
-        let bytes = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/data/MR_small.dcm"
-        ))
-        .unwrap();
-        let image = crate::read(&bytes).unwrap();
-        let n = image.meta.rows as usize * image.meta.cols as usize;
-        let mut mask = vec![0u8; n];
-        mask[n / 2..n / 2 + 40].fill(1);
-        let info = SegmentInfo::default();
-        let a = write_seg(&image, 0, &mask, &info).unwrap();
-        assert_eq!(a, write_seg(&image, 0, &mask, &info).unwrap());
-        let uid = |file: &[u8]| {
-            let seg = crate::read(file).unwrap();
-            (seg.meta.sop_instance_uid, seg.meta.series_instance_uid)
-        };
-        let (sop, series) = uid(&a);
-        assert!(crate::is_uid(&sop) && sop.starts_with("2.25."), "{sop}");
-        assert_ne!(sop, series);
-        mask[0] = 1;
-        let other_mask = uid(&write_seg(&image, 0, &mask, &info).unwrap());
-        let relabelled = SegmentInfo {
-            label: "Other".into(),
-            ..info
-        };
-        let other_label = uid(&write_seg(&image, 0, &mask, &relabelled).unwrap());
-        for other in [&other_mask, &other_label] {
-            assert_ne!(other.0, sop);
-            assert_ne!(other.1, series);
-        }
-        assert_ne!(other_mask.0, other_label.0);
-    }
-}
+mod tests;
