@@ -8,7 +8,7 @@ export type Backend = 'auto' | 'webgpu' | 'cpu';
 export type Precision = 'int8' | 'fp32';
 
 /** The `code` of every rejected promise. */
-export type ErrorCode = 'bad-input' | 'weights' | 'device' | 'io' | 'internal';
+export type ErrorCode = 'bad-input' | 'unsupported' | 'weights' | 'device' | 'io' | 'internal';
 
 /** An `Error` thrown or rejected by medfm. */
 export interface MedfmError extends Error {

@@ -156,7 +156,46 @@ fn malformed_dicom_gets_its_own_error() {
     }
 }
 
-/// Errors exit with the documented code of their kind: 2 bad input, 3 weights, 5 files.
+/// Pixel data in an encoding medfm has no decoder for (a video transfer syntax) is its own
+/// kind, unsupported (exit 6), saying what medfm decodes and what to do; the same bytes
+/// under a transfer syntax it decodes but broken stay bad input (exit 2).
+#[test]
+fn unsupported_encodings_are_their_own_kind() {
+    let bytes = std::fs::read(data("unsupported/MR_small_mpeg2.dcm")).unwrap();
+    let image = medfm::dicom::read(&bytes).expect("the file itself reads");
+    let e = image.frame(0).expect_err("MPEG2 has no decoder here");
+    assert_eq!(e.kind(), medfm::ErrorKind::Unsupported, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("1.2.840.10008.1.2.4.100") && text.contains("convert the file"),
+        "{text}"
+    );
+    let broken = medfm::dicom::read(&std::fs::read(data("bad/frames_encapsulated.dcm")).unwrap())
+        .and_then(|i| i.frame(0))
+        .expect_err("1000 frames in one fragment");
+    assert_eq!(broken.kind(), medfm::ErrorKind::BadInput, "{broken}");
+
+    let out = tmp("unsupported.png");
+    let run = Command::new(common::medfm_exe())
+        .args([
+            "segment",
+            &data("unsupported/MR_small_mpeg2.dcm").display().to_string(),
+        ])
+        .args(["--box", "10,10,50,50", "--cpu", "--out", &out])
+        .env("MEDFM_WEIGHTS_DIR", weights_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("convert the file"), "{stderr}");
+    assert!(
+        !std::path::Path::new(&out).exists(),
+        "no output for a refused file"
+    );
+}
+
+/// Errors exit with the documented code of their kind: 2 bad input, 3 weights, 5 files
+/// (6 unsupported: above).
 #[test]
 fn exit_codes_say_what_kind_of_error() {
     let mr = data("MR_small.dcm").display().to_string();

@@ -28,7 +28,8 @@
 //   await medfm.store({ dicomweb, bytes: seg });  // STOW-RS: {status, instances}
 //
 // Errors are `Error`s with a `code`: 'bad-input' (not DICOM, undecodable, a bad prompt
-// or argument), 'weights' (missing, foreign or unreadable weights), 'device' (WebGPU
+// or argument), 'unsupported' (pixel data in an encoding this build does not decode, e.g.
+// JPEG-LS in the browser: converting the file helps), 'weights' (missing, foreign or unreadable weights), 'device' (WebGPU
 // failed), 'io' (a file or URL could not be read), 'internal' (anything else).
 
 // The weights shipped beside this module (the app's dist/ and the npm package both put

@@ -277,6 +277,19 @@ def test_crafted_files_are_bad_input(model, data):
             assert mask.shape == (rows, cols)
 
 
+def test_unsupported_pixel_data_is_its_own_kind(model, data):
+    """A video transfer syntax (no decoder in medfm): ``medfm.Unsupported``, which is also
+    a ``BadInput`` and a ``ValueError``, saying what to do; the model still works."""
+    series = medfm.read_series(data / "unsupported" / "MR_small_mpeg2.dcm")
+    with pytest.raises(medfm.Unsupported, match="convert the file") as raised:
+        model.segment(series, box=(10, 10, 50, 50))
+    e = raised.value
+    assert e.kind == "unsupported" and isinstance(e, medfm.BadInput) and isinstance(e, ValueError)
+    assert "1.2.840.10008.1.2.4.100" in str(e)
+    good = medfm.read_series(data / "MR_small.dcm")
+    assert model.segment(good, box=(10, 10, 50, 50)).shape == (64, 64)
+
+
 def test_bad_arrays_and_prompts_are_bad_input(model, data):
     box = (4, 4, 40, 40)
     cases = [

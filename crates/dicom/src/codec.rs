@@ -133,7 +133,7 @@ impl DicomImage {
     /// JPEG Extended with more than 8 bits stored (grey): [`jpeg12`].
     pub(super) fn jpeg12_frame(&self, frame: u32) -> Result<Frame, Error> {
         if self.meta.samples_per_pixel != 1 {
-            return Err(self.decode_error(format!(
+            return Err(self.unsupported_error(format!(
                 "12-bit JPEG with {} samples per pixel is not supported (grey only)",
                 self.meta.samples_per_pixel
             )));
@@ -266,7 +266,7 @@ impl DicomImage {
             return None;
         }
         if self.meta.photometric != "RGB" {
-            return Some(Err(self.decode_error(format!(
+            return Some(Err(self.unsupported_error(format!(
                 "Planar Configuration 1 with {} is not supported (RGB only)",
                 self.meta.photometric
             ))));

@@ -8,6 +8,10 @@ pub enum ErrorKind {
     /// The input is wrong: not DICOM, undecodable, a bad prompt, a bad option (exit 2,
     /// code `bad-input`).
     BadInput,
+    /// The input may well be right, but uses what this build does not handle: pixel data
+    /// in an encoding without a decoder here (video, JPEG-LS in the browser, 12-bit colour
+    /// JPEG), so converting the file first helps (exit 6, code `unsupported`).
+    Unsupported,
     /// The weights are missing, unpinned or unreadable (exit 3, code `weights`).
     Weights,
     /// The device failed (exit 4, code `device`).
@@ -24,6 +28,7 @@ impl ErrorKind {
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorKind::BadInput => 2,
+            ErrorKind::Unsupported => 6,
             ErrorKind::Weights => 3,
             ErrorKind::Device => 4,
             ErrorKind::Io => 5,
@@ -35,6 +40,7 @@ impl ErrorKind {
     pub fn code(self) -> &'static str {
         match self {
             ErrorKind::BadInput => "bad-input",
+            ErrorKind::Unsupported => "unsupported",
             ErrorKind::Weights => "weights",
             ErrorKind::Device => "device",
             ErrorKind::Io => "io",

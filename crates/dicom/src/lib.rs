@@ -55,6 +55,23 @@ const JPEG_2000: [&str; 7] = [
 ];
 /// JPEG Extended (Process 2 & 4) transfer syntax UID.
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+/// The transfer syntaxes this build decodes besides [`JPEG_2000`] (docs/dicom.md): native
+/// (implicit, explicit and big-endian), deflated, RLE, JPEG baseline, extended and lossless,
+/// JPEG-LS (checked by [`DicomImage::unsupported`] where the build has no decoder). A
+/// decoder's failure on any other transfer syntax is [`Error::Unsupported`].
+pub const DECODED: [&str; 11] = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.1.99",
+    RLE_LOSSLESS,
+    "1.2.840.10008.1.2.4.50",
+    JPEG_EXTENDED,
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+];
 
 /// Errors of the DICOM layer.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +100,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Pixel data in an encoding this build has no decoder for (a video or other transfer
+    /// syntax outside [`DECODED`], JPEG-LS without the `jpeg-ls` feature, 12-bit colour
+    /// JPEG): the file itself may be fine ([`crate::ErrorKind::Unsupported`]).
+    #[error("cannot decode the pixel data (transfer syntax {transfer_syntax}): {reason}")]
+    Unsupported {
+        /// Transfer syntax UID of the file.
+        transfer_syntax: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// Images that do not form a volume, or a volume that cannot be written.
     #[error("volume: {0}")]
     Volume(String),
@@ -108,9 +135,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// Every DICOM error is about the input.
+    /// Every DICOM error is about the input: unsupported, or bad.
     pub fn kind(&self) -> crate::ErrorKind {
-        crate::ErrorKind::BadInput
+        match self {
+            Error::Unsupported { .. } => crate::ErrorKind::Unsupported,
+            _ => crate::ErrorKind::BadInput,
+        }
     }
 }
 
@@ -501,7 +531,7 @@ impl DicomImage {
             });
         }
         if let Some(reason) = self.unsupported() {
-            return Err(self.decode_error(reason));
+            return Err(self.unsupported_error(reason));
         }
         if self.meta.transfer_syntax == RLE_LOSSLESS {
             // Our own RLE decoder: dicom-pixeldata 0.10's panics on truncated segments.
@@ -534,7 +564,7 @@ impl DicomImage {
                 return self
                     .native_frame(frame)
                     .or_else(|| self.planar_frame(frame))
-                    .unwrap_or_else(|| Err(self.decode_error(e)));
+                    .unwrap_or_else(|| Err(self.decoder_failed(e)));
             }
         };
         let channels = decoded.samples_per_pixel() as usize;
@@ -559,6 +589,28 @@ impl DicomImage {
             transfer_syntax: self.meta.transfer_syntax.clone(),
             reason,
         }
+    }
+
+    /// An encoding of this image that this build does not decode ([`Error::Unsupported`]).
+    pub(crate) fn unsupported_error(&self, reason: String) -> Error {
+        Error::Unsupported {
+            transfer_syntax: self.meta.transfer_syntax.clone(),
+            reason,
+        }
+    }
+
+    /// The decoders' failure `reason`: bad data under a transfer syntax this build decodes
+    /// ([`DECODED`], [`JPEG_2000`]), else an unsupported one, named with what is decoded.
+    fn decoder_failed(&self, reason: String) -> Error {
+        let ts = self.meta.transfer_syntax.as_str();
+        if DECODED.contains(&ts) || JPEG_2000.contains(&ts) {
+            return self.decode_error(reason);
+        }
+        self.unsupported_error(format!(
+            "{reason}: medfm decodes native (uncompressed), deflated, RLE, JPEG (baseline, \
+             extended, lossless), JPEG-LS, JPEG 2000 and HTJ2K pixel data; convert the file \
+             to one of them first (e.g. frames exported as images)"
+        ))
     }
 
     fn int(&self, tag: dicom_core::Tag) -> Option<i64> {

@@ -170,6 +170,7 @@ impl Reply {
             403 => "forbidden",
             404 => "not_found",
             405 => "method_not_allowed",
+            422 => "unsupported",
             503 => "busy",
             _ => "internal",
         };
@@ -393,7 +394,7 @@ fn search(api: &Api, query: &str) -> Result<Reply> {
 
 /// A model run's error as the answer: busy or past `model_timeout_seconds` 503, the
 /// request's fault (bad input: a frame that does not exist, a box outside the image) 400,
-/// anything else the caller's 500. By the error's kind, never its text.
+/// an image in an encoding this build does not decode 422, anything else the caller's 500. By the error's kind, never its text.
 fn model_error(e: anyhow::Error) -> Result<Reply> {
     let kind = match e.downcast_ref::<RunError>() {
         Some(RunError::Busy | RunError::TimedOut { .. }) => {
@@ -405,6 +406,8 @@ fn model_error(e: anyhow::Error) -> Result<Reply> {
     };
     match kind {
         Some(medfm::ErrorKind::BadInput) => Ok(Reply::error(400, format!("{e:#}"))),
+        // The request is right, the image's encoding is not one this build decodes.
+        Some(medfm::ErrorKind::Unsupported) => Ok(Reply::error(422, format!("{e:#}"))),
         _ => Err(e),
     }
 }

@@ -24,7 +24,15 @@ from medfm._medfm import (
     write_seg,
 )
 from medfm.index import Index, search
-from medfm.errors import BadInput, DeviceError, Error, InternalError, IoError, WeightsError
+from medfm.errors import (
+    BadInput,
+    DeviceError,
+    Error,
+    InternalError,
+    IoError,
+    Unsupported,
+    WeightsError,
+)
 
 __all__ = [
     "BadInput",
@@ -37,6 +45,7 @@ __all__ = [
     "Propagation",
     "Rules",
     "Series",
+    "Unsupported",
     "WeightsError",
     "__version__",
     "pinned_sha256",

@@ -7,18 +7,26 @@ medfm itself (a Rust panic included) is ``InternalError``: it never takes the pr
 
 
 class Error(Exception):
-    """Any error of medfm. ``kind``: ``bad-input``, ``weights``, ``device``, ``io`` or
-    ``internal``."""
+    """Any error of medfm. ``kind``: ``bad-input``, ``unsupported``, ``weights``,
+    ``device``, ``io`` or ``internal``."""
 
     kind = "internal"
 
 
 class BadInput(Error, ValueError):
-    """The input is wrong or not supported: not DICOM, pixel data medfm cannot decode
-    (an unsupported transfer syntax included), a wrong dtype or shape, a bad prompt or
-    option. Also a ``ValueError``."""
+    """The input is wrong: not DICOM, pixel data that does not decode, a wrong dtype or
+    shape, a bad prompt or option. Also a ``ValueError``."""
 
     kind = "bad-input"
+
+
+class Unsupported(BadInput):
+    """The input may be right, but uses what medfm does not handle: pixel data in an
+    encoding without a decoder here (a video transfer syntax, 12-bit colour JPEG).
+    Converting the file first helps. A ``BadInput`` (and a ``ValueError``) too, so code
+    that catches those catches this."""
+
+    kind = "unsupported"
 
 
 class WeightsError(Error):
@@ -49,5 +57,6 @@ class InternalError(Error):
 
 # The library's kind -> its class (the extension module raises through this table).
 BY_KIND = {
-    cls.kind: cls for cls in (BadInput, WeightsError, DeviceError, IoError, InternalError)
+    cls.kind: cls
+    for cls in (BadInput, Unsupported, WeightsError, DeviceError, IoError, InternalError)
 }
