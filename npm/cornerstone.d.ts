@@ -67,7 +67,7 @@ export declare class MedfmSegmentationController {
   cacheImageEncodings(imageIds?: string[]): Promise<void>;
 }
 
-/** Drag a box to segment (Enter accepts, Escape rejects); configuration `{ controller, minBoxPixels? }`. */
+/** Drag a box to segment (drawn while dragging), click to add an include point (Shift: exclude) to the pending prompt; Enter accepts, Escape rejects. Configuration `{ controller, minBoxPixels?, boxColor? }`; the result as a `medfm-segmented` CustomEvent (detail: the controller's result with `box` and `points`), an error as `medfm-error` (`{ code, message, box, points }`). */
 export declare class MedfmSegmentationTool {
   static toolName: string;
   constructor(toolProps?: Record<string, unknown>, defaultToolProps?: Record<string, unknown>);

@@ -17,8 +17,10 @@
 //   extent of 2 keeps the slices of `medfm segment --propagate` on the same files and
 //   writes labelmaps equal to its label volume (Dice >= 0.99); rejectPreview() empties them;
 // - the tool (MedfmSegmentationTool, registered in a tool group on the primary button):
-//   a real mouse drag over the kidney gives its box (within 1 px) and medfm segment's mask
-//   for that box in the labelmap; Escape rejects it, Enter accepts it;
+//   a real mouse drag over the kidney is drawn as it goes and gives its box (within 1 px) and medfm segment's mask
+//   for that box in the labelmap; Escape rejects it, Enter accepts it; a click adds an
+//   include point and a Shift-click an exclude point, each replacing the preview with
+//   medfm segment's mask for the box and the points so far;
 // - the model-loading events carry @cornerstonejs/ai's names; every request stays on the
 //   page's origin; a screenshot of the viewport with the labelmap drawn is kept;
 // - a typed use of the subpath export type-checks against its declarations (tsc --strict).
@@ -30,16 +32,9 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { check, failed, iou, launch, referenceMask as cliMask } from './harness.mjs';
+import { ARTIFACTS, ROOT, check, failed, flag, iou, launch, referenceMask as cliMask, run, tarball } from './harness.mjs';
 import { csp, serve } from './serve.mjs';
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
-const ARTIFACTS = path.resolve(opt('artifacts', path.join(os.tmpdir(), 'medfm-browser-artifacts')));
 const MR = path.join(ROOT, 'tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm');
 const COLOUR = path.join(ROOT, 'tests/data/examples_ybr_color.dcm');
 const KIDNEY = [110, 280, 190, 355];
@@ -51,11 +46,6 @@ const BRAIN_EXTENT = 2;
 const VITE = process.env.MEDFM_VITE || '8.4.1';
 const CORNERSTONE = process.env.MEDFM_CORNERSTONE || '5.14.0';
 const TYPESCRIPT = process.env.MEDFM_TYPESCRIPT || '5.9.3';
-fs.mkdirSync(ARTIFACTS, { recursive: true });
-
-function run(cmd, argv, cwd, env = {}) {
-  return execFileSync(cmd, argv, { cwd, encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-}
 
 // `medfm segment --propagate` from the start slice with the box and extent: the SOP
 // instance UIDs in series order, the slices kept, and the label volume (0/1, slice-major,
@@ -125,9 +115,10 @@ async function start() {
   const group = ToolGroupManager.createToolGroup('medfm');
   group.addTool(MedfmSegmentationTool.toolName, { controller });
   group.addViewport('stack', 'engine');
-  group.setToolActive(MedfmSegmentationTool.toolName, { bindings: [{ mouseButton: ToolsEnums.MouseBindings.Primary }] });
+  group.setToolActive(MedfmSegmentationTool.toolName, { bindings: [{ mouseButton: ToolsEnums.MouseBindings.Primary },
+    { mouseButton: ToolsEnums.MouseBindings.Primary, modifierKey: ToolsEnums.KeyboardBindings.Shift }] });
   const toolEvents = [];
-  element.addEventListener('medfm-segmented', (e) => toolEvents.push({ ok: true, box: e.detail.box, area: e.detail.area, labelmapImageId: e.detail.labelmapImageId, segmentIndex: e.detail.segmentIndex }));
+  element.addEventListener('medfm-segmented', (e) => toolEvents.push({ ok: true, box: e.detail.box, points: e.detail.points, area: e.detail.area, labelmapImageId: e.detail.labelmapImageId, segmentIndex: e.detail.segmentIndex }));
   element.addEventListener('medfm-error', (e) => toolEvents.push({ ok: false, ...e.detail }));
   // Page coordinates of an image pixel of the stack's image.
   const pageOf = (x, y) => {
@@ -183,14 +174,10 @@ export async function boxOn(viewport: ViewportLike): Promise<ControllerSegmentRe
   return path.join(dir, 'dist');
 }
 
-let tgz = opt('tgz');
-if (!tgz) {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-pack-'));
-  tgz = run('bash', [path.join(ROOT, 'scripts/npm_pack.sh'), out], ROOT).trim().split('\n').pop();
-}
+const tgz = tarball(fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-pack-')));
 console.log(`Cornerstone3D ${CORNERSTONE} with ${path.basename(tgz)}`);
 const project = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-cornerstone-'));
-const site = makeProject(project, path.resolve(tgz));
+const site = makeProject(project, tgz);
 const ref = cliMask(MR, KIDNEY, path.join(ARTIFACTS, 'cornerstone_ref_mask.png'));
 const brainFiles = Object.fromEntries(BRAIN_FILES.map((f) => [`/brain/${f}`, fs.readFileSync(path.join(BRAIN_DIR, f))]));
 const server = await serve(site, { files: { '/mr.dcm': fs.readFileSync(MR), '/colour.dcm': fs.readFileSync(COLOUR), ...brainFiles } });
@@ -256,18 +243,35 @@ try {
     for (let i = 0; i < n; i++) voxels.setAtIndex(i, 0);
     return { from: pageOf(box[0], box[1]), to: pageOf(box[2], box[3]), left: labelmap(lid).filter((v) => v !== 0).length };
   }, { box: KIDNEY });
+  // The tool's answer to a gesture: its event, the labelmap's mask of that segment.
+  const answer = (before, drawn = null) => page.waitForFunction((n) => window.medfmTest.toolEvents.length > n, before, { timeout: 120000 })
+    .then(() => page.evaluate((drawnBox) => {
+      const { toolEvents, labelmap } = window.medfmTest;
+      const e = toolEvents[toolEvents.length - 1];
+      const after = document.querySelectorAll('#stack rect[data-id="medfm-box"]').length;
+      return { ...e, drawn: drawnBox, drawnAfter: after, mask: e.ok ? labelmap(e.labelmapImageId).map((v) => (v === e.segmentIndex ? 1 : 0)) : [] };
+    }, drawn));
   const drag = async () => {
     const before = await page.evaluate(() => window.medfmTest.toolEvents.length);
     await page.mouse.move(start.from[0], start.from[1]);
     await page.mouse.down();
     await page.mouse.move(start.to[0], start.to[1], { steps: 8 });
+    // The box as drawn while the button is down (on the next animation frame).
+    const drawn = await page.waitForFunction(() => {
+      const r = document.querySelector('#stack rect[data-id="medfm-box"]')?.getBoundingClientRect();
+      return r && r.width > 0 ? [r.left, r.top, r.right, r.bottom] : null;
+    }, null, { timeout: 10000 }).then((h) => h.jsonValue(), () => null);
     await page.mouse.up();
-    await page.waitForFunction((n) => window.medfmTest.toolEvents.length > n, before, { timeout: 120000 });
-    return page.evaluate(() => {
-      const { toolEvents, labelmap } = window.medfmTest;
-      const e = toolEvents[toolEvents.length - 1];
-      return { ...e, mask: e.ok ? labelmap(e.labelmapImageId).map((v) => (v === e.segmentIndex ? 1 : 0)) : [] };
-    });
+    return answer(before, drawn);
+  };
+  // A click on an image pixel, with Shift for an exclude point.
+  const click = async (x, y, shift = false) => {
+    const before = await page.evaluate(() => window.medfmTest.toolEvents.length);
+    const [px, py] = await page.evaluate(([a, b]) => window.medfmTest.pageOf(a, b), [x, y]);
+    if (shift) await page.keyboard.down('Shift');
+    await page.mouse.click(px, py);
+    if (shift) await page.keyboard.up('Shift');
+    return answer(before);
   };
   const count = (e) => page.evaluate((ev) => window.medfmTest.labelmap(ev.labelmapImageId).filter((v) => v === ev.segmentIndex).length, e);
   const base = await page.evaluate(() => {
@@ -276,6 +280,10 @@ try {
   });
   const t1 = await drag();
   check(t1.ok && t1.box.every((v, i) => Math.abs(v - KIDNEY[i]) <= 1), 'the tool: a mouse drag over the kidney gives its box in image pixels (within 1 px)', JSON.stringify({ box: t1.box, error: t1.message }));
+  // The stroke (2 px) sits on the corners: its bounds are the drag's within 2 px.
+  const corners = [start.from[0], start.from[1], start.to[0], start.to[1]];
+  check(Array.isArray(t1.drawn) && t1.drawn.every((v, i) => Math.abs(v - corners[i]) <= 2) && t1.drawnAfter === 0,
+    'the tool: the box is drawn from the press to the pointer while dragging, and gone after the release', JSON.stringify({ drawn: t1.drawn, corners, after: t1.drawnAfter }));
   if (t1.ok) {
     const toolRef = cliMask(MR, t1.box, path.join(ARTIFACTS, 'cornerstone_ref_mask.png'));
     const toolScore = iou(Uint8Array.from(t1.mask), toolRef.mask);
@@ -292,6 +300,44 @@ try {
   const afterLateEscape = t2.ok ? await count(t2) : -1;
   check(withPreview > 0 && afterEscape < withPreview && afterEnter === withPreview && accepted && afterLateEscape === afterEnter,
     'the tool: Escape rejects the preview, Enter accepts it (a later Escape keeps it)', JSON.stringify({ base, withPreview, afterEscape, afterEnter, afterLateEscape, accepted }));
+
+  // Points from the tool: a box, then a click (include) and a Shift-click (exclude) each
+  // replace the preview with the mask of the box and the points so far, as `medfm segment
+  // --box --point` gives it on the file; Escape then leaves the labelmap empty again.
+  const emptied = await page.evaluate(() => {
+    const { controller, cache, labelmapOf, imageId, labelmap } = window.medfmTest;
+    controller.rejectPreview();
+    const lid = labelmapOf(controller.segmentationId, imageId);
+    const voxels = cache.getImage(lid).voxelManager;
+    const n = labelmap(lid).length;
+    for (let i = 0; i < n; i++) voxels.setAtIndex(i, 0);
+    return labelmap(lid).filter((v) => v !== 0).length;
+  });
+  const t3 = await drag();
+  const INCLUDE = [150, 318];
+  const EXCLUDE = [120, 290];
+  const p1 = t3.ok ? await click(...INCLUDE) : t3;
+  const p2 = p1.ok ? await click(...EXCLUDE, true) : p1;
+  const wantPoints = [[...INCLUDE, 1], [...EXCLUDE, 0]];
+  // Each point within a pixel of the one clicked (the mouse moves in whole page pixels), with its label.
+  const samePoints = (got, want) => Array.isArray(got) && got.length === want.length
+    && got.every((q, i) => Math.abs(q[0] - want[i][0]) <= 1 && Math.abs(q[1] - want[i][1]) <= 1 && q[2] === want[i][2]);
+  check(p1.ok && p2.ok && samePoints(p1.points, wantPoints.slice(0, 1)) && samePoints(p2.points, wantPoints)
+    && JSON.stringify(p2.points[0]) === JSON.stringify(p1.points[0])
+    && JSON.stringify(p1.box) === JSON.stringify(t3.box) && JSON.stringify(p2.box) === JSON.stringify(t3.box),
+    'the tool: a click adds an include point and a Shift-click an exclude point to the pending box', JSON.stringify({ p1: [p1.box, p1.points, p1.message], p2: [p2.box, p2.points, p2.message] }));
+  if (p1.ok && p2.ok) {
+    const ref1 = cliMask(MR, t3.box, path.join(ARTIFACTS, 'cornerstone_ref_points1.png'), p1.points);
+    const ref2 = cliMask(MR, t3.box, path.join(ARTIFACTS, 'cornerstone_ref_points2.png'), p2.points);
+    const s1 = iou(Uint8Array.from(p1.mask), ref1.mask);
+    const s2 = iou(Uint8Array.from(p2.mask), ref2.mask);
+    const union = ref1.mask.reduce((n, v, i) => n + (v | ref2.mask[i]), 0);
+    check(emptied === 0 && s1 >= 0.999 && s2 >= 0.999 && ref1.area !== ref2.area,
+      'the tool: after each point the labelmap holds medfm segment\'s mask for the box and the points so far (replaced, not added up)', `IoU ${s1}, ${s2}; areas ${ref1.area}, ${ref2.area} (union ${union})`);
+    await page.keyboard.press('Escape');
+    const left = await count(p2);
+    check(left === 0, 'the tool: Escape after the points leaves the labelmap as it was before the box', String(left));
+  }
 
   // Propagation through the brain stack, against `medfm segment --propagate` on its files.
   const b = await page.evaluate(async ({ box, extent }) => {
