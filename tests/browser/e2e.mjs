@@ -41,21 +41,13 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { check, failed, launch, readPng } from './harness.mjs';
+import { ARTIFACTS, ROOT, check, failed, launch, opt, readPng } from './harness.mjs';
 import { forward, resolvePath, serve } from './serve.mjs';
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const DIST = path.resolve(opt('dist', path.join(ROOT, 'dist')));
-const ARTIFACTS = path.resolve(opt('artifacts', path.join(os.tmpdir(), 'medfm-browser-artifacts')));
 const WHICH = opt('path', 'all');
 const MR = path.join(ROOT, 'tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm');
 const KIDNEY = [110, 280, 190, 355];
-fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 
 function referenceArea(box, precision) {

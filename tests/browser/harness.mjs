@@ -1,9 +1,44 @@
-// What the browser tests share: checks that count their failures, the Chromium launch,
-// and a PNG reader for the CLI's reference masks.
+// What the browser tests share: their command line (--artifacts, --tgz), checks that
+// count their failures, the Chromium launch, the package's tarball, and the CLI's
+// reference masks (through a PNG reader).
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import zlib from 'node:zlib';
+
+const args = process.argv.slice(2);
+
+/** The value after `--name` on the command line, else `dflt`. */
+export function opt(name, dflt) {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+}
+
+/** Whether `--name` is on the command line. */
+export function flag(name) {
+  return args.includes(`--${name}`);
+}
+
+/** The repository's root. */
+export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+
+/** Where a test keeps what it makes for a person to look at (--artifacts), created. */
+export const ARTIFACTS = path.resolve(opt('artifacts', path.join(os.tmpdir(), 'medfm-browser-artifacts')));
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+
+/** Run a command in `cwd` (its stderr shown), returning its stdout. */
+export function run(cmd, argv, cwd, env = {}) {
+  return execFileSync(cmd, argv, { cwd, encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+}
+
+/** The npm tarball to test: --tgz, else one packed into `dir` by scripts/npm_pack.sh (from the web build MEDFM_WEB_DIST names). An absolute path. */
+export function tarball(dir) {
+  const given = opt('tgz');
+  if (given) return path.resolve(given);
+  return path.resolve(run('bash', [path.join(ROOT, 'scripts/npm_pack.sh'), dir], ROOT).trim().split('\n').pop());
+}
 
 let failures = 0;
 
@@ -69,11 +104,12 @@ export function readPng(buf) {
   return { width, height, channels, data };
 }
 
-/** The mask of `medfm segment FILE --box ... --cpu --precision int8` (MEDFM_BIN), through its PNG at `png`: {area, mask (0/1), rows, cols}. */
-export function referenceMask(file, box, png) {
+/** The mask of `medfm segment FILE --box ... [--point x,y,label ...] --cpu --precision int8` (MEDFM_BIN), through its PNG at `png`: {area, mask (0/1), rows, cols}. */
+export function referenceMask(file, box, png, points = []) {
   const bin = process.env.MEDFM_BIN;
   if (!bin) throw new Error('MEDFM_BIN is not set (path of the native medfm binary)');
-  const out = JSON.parse(execFileSync(bin, ['segment', file, '--box', box.join(','), '--cpu', '--precision', 'int8', '--json', '--out', png], { encoding: 'utf8' }));
+  const prompt = [...(box ? ['--box', box.join(',')] : []), ...points.flatMap((p) => ['--point', p.join(',')])];
+  const out = JSON.parse(execFileSync(bin, ['segment', file, ...prompt, '--cpu', '--precision', 'int8', '--json', '--out', png], { encoding: 'utf8' }));
   const img = readPng(fs.readFileSync(png));
   return { area: out.area, mask: Uint8Array.from(img.data, (v) => (v > 0 ? 1 : 0)), rows: img.height, cols: img.width };
 }

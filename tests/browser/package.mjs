@@ -23,32 +23,18 @@
 // the web build to reuse). Env: MEDFM_BIN (the native binary, for the reference mask),
 // CHROMIUM, MEDFM_VITE (default 8.4.1), MEDFM_TYPESCRIPT (default 5.9.3) and
 // MEDFM_WEBPACK (default 5.113.0): the versions installed into the test projects.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { check, failed, iou, launch, referenceMask as cliMask } from './harness.mjs';
+import { ARTIFACTS, ROOT, check, failed, flag, iou, launch, referenceMask as cliMask, run, tarball } from './harness.mjs';
 import { csp, serve } from './serve.mjs';
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
-const ARTIFACTS = path.resolve(opt('artifacts', path.join(os.tmpdir(), 'medfm-browser-artifacts')));
 const MR = path.join(ROOT, 'tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm');
 const CT = path.join(ROOT, 'tests/data/CT_small.dcm');
 const KIDNEY = [110, 280, 190, 355];
 const VITE = process.env.MEDFM_VITE || '8.4.1';
 const TYPESCRIPT = process.env.MEDFM_TYPESCRIPT || '5.9.3';
 const WEBPACK = process.env.MEDFM_WEBPACK || '5.113.0';
-fs.mkdirSync(ARTIFACTS, { recursive: true });
-
-
-function run(cmd, argv, cwd, env = {}) {
-  return execFileSync(cmd, argv, { cwd, encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-}
 
 // The page's policy: the app's own (index.html), so the package is held to what the app is.
 const appCsp = () => csp(ROOT);
@@ -265,22 +251,18 @@ async function webpackPath(browser, dir, tgz, ref) {
 }
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-package-'));
-let tgz = opt('tgz');
-if (!tgz) {
-  const out = run('bash', [path.join(ROOT, 'scripts/npm_pack.sh'), path.join(work, 'pack')], ROOT).trim().split('\n');
-  tgz = out[out.length - 1];
-}
+const tgz = tarball(path.join(work, 'pack'));
 console.log(`Package ${path.basename(tgz)} (${(fs.statSync(tgz).size / 1e6).toFixed(1)} MB) into a fresh Vite ${VITE} project`);
 const ref = cliMask(MR, KIDNEY, path.join(ARTIFACTS, 'package_ref_mask.png'));
-const site = makeProject(path.join(work, 'consumer'), path.resolve(tgz));
+const site = makeProject(path.join(work, 'consumer'), tgz);
 const weights = fs.readFileSync(path.join(work, 'consumer/node_modules/medfm/weights/lite_medsam_int8.bpk'));
 const server = await serve(site, { files: { '/mr.dcm': fs.readFileSync(MR), '/ct.dcm': fs.readFileSync(CT), '/w.bpk': weights } });
 const browser = await launch();
 try {
   await consumerPath(browser, server.url, 'cpu', ref, true);
   await weightsPath(browser, server.url, ref);
-  await webpackPath(browser, path.join(work, 'webpack'), path.resolve(tgz), ref);
-  if (args.includes('--webgpu')) await consumerPath(browser, server.url, 'webgpu', ref, false);
+  await webpackPath(browser, path.join(work, 'webpack'), tgz, ref);
+  if (flag('webgpu')) await consumerPath(browser, server.url, 'webgpu', ref, false);
 } finally {
   await browser.close();
   server.close();
