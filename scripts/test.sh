@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 # Each step prints its start (minutes into the run); the end prints what each step took,
-# so a CI log says where its time went (the budget: docs/testing.md).
+# so a CI log says where its time went (the budget: docs/design.md, "Tests and CI time").
 STEP_NAME="" STEP_START=$SECONDS STEP_TIMES=""
 step_done() {
   [ -n "$STEP_NAME" ] && STEP_TIMES+="$(printf '%6ds  %s' $((SECONDS - STEP_START)) "${STEP_NAME%% (*}")"$'\n'
