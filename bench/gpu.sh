@@ -9,7 +9,7 @@
 # How it was run on the lent machine (the working tree travels, 64 MiB at most, so the
 # wheel and the binaries went in two calls) and the numbers: BENCHMARKS.md, "Native GPU".
 # The GPU parity tests are the test binaries' `parity_wgpu` and
-# `propagation_matches_pytorch_on_wgpu`, run from the repository root.
+# `propagation_matches_pytorch_on_wgpu` (with `-- --ignored`), run from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MEDFM=${1:?MEDFM_BIN}; WHEEL=${2:?WHEEL}; RUNS=${3:-20}; ROUNDS=${4:-2}

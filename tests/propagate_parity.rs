@@ -3,7 +3,7 @@
 //! real series (the brain MR of tests/data/series/brain11, the lung CT of tests/data/ct-lung1
 //! from the tumour's middle slice); medfm keeps the same slices, stops for the same reasons
 //! and gives each slice a mask with IoU >= 0.99 against the reference's (the case's Dice as
-//! a volume >= 0.99), on the CPU backend and (the CT with an extent of 1) on wgpu; on the
+//! a volume >= 0.99), on the CPU backend and (the CT with an extent of 1, `--ignored`) on wgpu; on the
 //! CT its Dice against the expert label is the reference's within 0.02.
 
 mod common;
@@ -254,8 +254,14 @@ fn propagation_matches_pytorch_on_the_cpu() {
 /// encoder pass on 2 cores (docs/design.md, "Devices"): the other cases (the stopping rules,
 /// the series' end, the MR) run the same kernels through the same loop on the CPU backend
 /// above, and tests/parity.rs holds the kernels' parity on wgpu.
+///
+/// Not in CI's run (`--ignored` runs it): its 3 lavapipe encodes took 378 s of a CI run
+/// that must stay under 70 minutes; it passed there on 2026-12-07 (every mask IoU 1.0000
+/// against the reference, Dice against the expert 0.6932 as the reference's). On a real
+/// GPU (bench/gpu.sh's machine) it takes seconds.
 #[cfg(feature = "wgpu")]
 #[test]
+#[ignore = "lavapipe: about 6 minutes on 2 cores; run with --ignored, or on a GPU machine"]
 fn propagation_matches_pytorch_on_wgpu() {
     check(wgpu_device(), "wgpu", &[("lung_tumour_extent", Some(1))]);
 }
