@@ -17,8 +17,9 @@
 //   extent of 2 keeps the slices of `medfm segment --propagate` on the same files and
 //   writes labelmaps equal to its label volume (Dice >= 0.99); rejectPreview() empties them;
 // - the tool (MedfmSegmentationTool, registered in a tool group on the primary button):
-//   a real mouse drag over the kidney is drawn as it goes and gives its box (within 1 px) and medfm segment's mask
-//   for that box in the labelmap; Escape rejects it, Enter accepts it; a click adds an
+//   a real mouse drag over the kidney is drawn as it goes and gives its box (within 1 px)
+//   and medfm segment's mask for that box in the labelmap; Escape rejects it, Enter
+//   accepts it; a click adds an
 //   include point and a Shift-click an exclude point, each replacing the preview with
 //   medfm segment's mask for the box and the points so far;
 // - the model-loading events carry @cornerstonejs/ai's names; every request stays on the
@@ -32,7 +33,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ARTIFACTS, ROOT, check, failed, flag, iou, launch, referenceMask as cliMask, run, tarball } from './harness.mjs';
+import { ARTIFACTS, ROOT, check, failed, iou, launch, referenceMask as cliMask, run, tarball } from './harness.mjs';
 import { csp, serve } from './serve.mjs';
 
 const MR = path.join(ROOT, 'tests/data/MR-SIEMENS-DICOM-WithOverlays.dcm');
@@ -126,7 +127,16 @@ async function start() {
     const r = element.getBoundingClientRect();
     return [r.left + c[0], r.top + c[1]];
   };
-  window.medfmTest = { controller, viewport, cache, imageLoader, events, labelmap, imageId, brainController, brainViewport, labelmapOf, sops, toolEvents, pageOf };
+  // The stack image's labelmap emptied (any preview rejected first); the voxels left set.
+  const emptyLabelmap = () => {
+    controller.rejectPreview();
+    const lid = labelmapOf(controller.segmentationId, imageId);
+    const voxels = cache.getImage(lid).voxelManager;
+    const n = labelmap(lid).length;
+    for (let i = 0; i < n; i++) voxels.setAtIndex(i, 0);
+    return labelmap(lid).filter((v) => v !== 0).length;
+  };
+  window.medfmTest = { controller, viewport, cache, imageLoader, events, labelmap, imageId, brainController, brainViewport, labelmapOf, sops, toolEvents, pageOf, emptyLabelmap };
   document.body.dataset.ready = '1';
 }
 start().catch((e) => { document.body.dataset.error = String((e && e.stack) || e); });
@@ -234,14 +244,10 @@ try {
   check(r.last > 0, 'the controller segments again after the rejections', String(r.last));
   // The tool with real mouse events: a drag over the kidney, then Escape; again, then Enter.
   const start = await page.evaluate(({ box }) => {
-    const { controller, cache, pageOf, labelmapOf, imageId, labelmap } = window.medfmTest;
-    controller.rejectPreview();
+    const { pageOf, emptyLabelmap } = window.medfmTest;
     // An empty labelmap to start from (the kidney accepted above is cleared).
-    const lid = labelmapOf(controller.segmentationId, imageId);
-    const voxels = cache.getImage(lid).voxelManager;
-    const n = labelmap(lid).length;
-    for (let i = 0; i < n; i++) voxels.setAtIndex(i, 0);
-    return { from: pageOf(box[0], box[1]), to: pageOf(box[2], box[3]), left: labelmap(lid).filter((v) => v !== 0).length };
+    const left = emptyLabelmap();
+    return { from: pageOf(box[0], box[1]), to: pageOf(box[2], box[3]), left };
   }, { box: KIDNEY });
   // The tool's answer to a gesture: its event, the labelmap's mask of that segment.
   const answer = (before, drawn = null) => page.waitForFunction((n) => window.medfmTest.toolEvents.length > n, before, { timeout: 120000 })
@@ -304,15 +310,7 @@ try {
   // Points from the tool: a box, then a click (include) and a Shift-click (exclude) each
   // replace the preview with the mask of the box and the points so far, as `medfm segment
   // --box --point` gives it on the file; Escape then leaves the labelmap empty again.
-  const emptied = await page.evaluate(() => {
-    const { controller, cache, labelmapOf, imageId, labelmap } = window.medfmTest;
-    controller.rejectPreview();
-    const lid = labelmapOf(controller.segmentationId, imageId);
-    const voxels = cache.getImage(lid).voxelManager;
-    const n = labelmap(lid).length;
-    for (let i = 0; i < n; i++) voxels.setAtIndex(i, 0);
-    return labelmap(lid).filter((v) => v !== 0).length;
-  });
+  const emptied = await page.evaluate(() => window.medfmTest.emptyLabelmap());
   const t3 = await drag();
   const INCLUDE = [150, 318];
   const EXCLUDE = [120, 290];

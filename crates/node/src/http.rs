@@ -394,7 +394,8 @@ fn search(api: &Api, query: &str) -> Result<Reply> {
 
 /// A model run's error as the answer: busy or past `model_timeout_seconds` 503, the
 /// request's fault (bad input: a frame that does not exist, a box outside the image) 400,
-/// an image in an encoding this build does not decode 422, anything else the caller's 500. By the error's kind, never its text.
+/// an image in an encoding this build does not decode 422, anything else the caller's
+/// 500. By the error's kind, never its text.
 fn model_error(e: anyhow::Error) -> Result<Reply> {
     let kind = match e.downcast_ref::<RunError>() {
         Some(RunError::Busy | RunError::TimedOut { .. }) => {
