@@ -62,7 +62,7 @@ python3 -m venv "$wheels/venv"
 wheel="$(ls "$wheels"/medfm-*.whl)"
 "$wheels/venv/bin/pip" install --quiet "$wheel[batch]" pytest highdicom pillow
 (cd "$wheels" && venv/bin/python -c "import medfm; print('import medfm', medfm.__version__)")
-MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" "$wheels/venv/bin/python" -m pytest -q -p no:cacheprovider tests/python
+MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" "$wheels/venv/bin/python" -m pytest -q -p no:cacheprovider --durations=12 tests/python
 rm -rf "$wheels"
 
 step "CPU-only core (no wgpu in the build): its build, and the parity tests on it"

@@ -41,14 +41,17 @@ export function tarball(dir) {
 }
 
 let failures = 0;
+const started = Date.now();
 
-/** Log a check as ok or FAIL (with `detail`); failures are counted for the exit code. */
+/** Log a check as ok or FAIL (with `detail`) and the seconds since the test started (so a
+ * CI log shows where the time goes); failures are counted for the exit code. */
 export function check(cond, what, detail = '') {
+  const at = `[${Math.round((Date.now() - started) / 1000)} s]`;
   if (cond) {
-    console.log(`  ok   ${what}`);
+    console.log(`  ok   ${at} ${what}`);
   } else {
     failures += 1;
-    console.log(`  FAIL ${what} ${detail}`);
+    console.log(`  FAIL ${at} ${what} ${detail}`);
   }
 }
 
