@@ -102,6 +102,25 @@ pub fn walk(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// How `file`, found by [`walk`] below `roots`, is named in an output: its path below the
+/// root it was found under, or its file name when it was given itself (or under none).
+pub fn relative_to(file: &Path, roots: &[PathBuf]) -> String {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    for root in roots {
+        if file == root {
+            return name(root);
+        }
+        if let Ok(rest) = file.strip_prefix(root) {
+            return rest.display().to_string();
+        }
+    }
+    name(file)
+}
+
 /// A private temporary folder (mode 0700 on Unix), removed with everything in it when
 /// dropped.
 pub struct TempDir(PathBuf);

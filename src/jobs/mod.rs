@@ -2,12 +2,15 @@
 //! --propagate`, `--segments`), the edge node's rules and requests and the Python package
 //! read a [`Series`], make [`SegmentJob`]s (from JSON prompts: [`PromptSpec`]), check them with [`plan`] (before a model is
 //! loaded) and run the [`Plan`] ([`segment_series`] does both); the results are written by
-//! [`write_seg`] and [`label_map`] (docs/design.md, "Volumes").
+//! [`write_seg`] and [`label_map`] (docs/design.md, "Volumes"). [`embed_files`] embeds
+//! what a folder holds (`medfm embed`).
 
+pub mod embed;
 mod prompt;
 pub mod rules;
 mod series;
 
+pub use embed::embed_files;
 pub use prompt::{PromptSpec, points as prompt_points};
 pub use series::Series;
 

@@ -106,26 +106,6 @@ pub(crate) fn spinner(msg: &str) -> ProgressBar {
     pb
 }
 
-/// `file`'s path relative to the input path it was found under (a folder given to the
-/// command, or the file itself: its name), so that an index names files without where
-/// the folder was on this machine.
-pub(crate) fn relative_to(file: &Path, inputs: &[PathBuf]) -> String {
-    for root in inputs {
-        if file == root {
-            return root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-        }
-        if let Ok(rest) = file.strip_prefix(root) {
-            return rest.display().to_string();
-        }
-    }
-    file.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 pub(crate) fn parse_floats(s: &str, what: &str) -> Result<Vec<f32>> {
     s.split(',')
         .map(|t| {

@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use medfm::jobs::{self, embed::Progress};
 use medfm::model::weights::Precision;
 use medfm::pipeline::Segmenter;
 use medfm::pipeline::embed::{self, Embedder};
 
 use crate::common::bail_input;
-use crate::common::{DeviceArgs, load_sam, relative_to, select_device, weights_path};
+use crate::common::{DeviceArgs, load_sam, select_device, weights_path};
 use crate::output::{Outputs, write_atomic};
 
 /// `--pool`: which output of a DINOv2 model becomes the vector.
@@ -146,50 +147,30 @@ pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<()> {
     pb.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} files {elapsed} {msg}").unwrap(),
     );
-    let mut frames: Vec<(Vec<f32>, embed::EntryMeta)> = Vec::new();
-    let mut skipped = 0usize;
-    for file in &files {
-        pb.set_message(
+    let per = match args.per {
+        Per::Frame => jobs::embed::Per::Frame,
+        Per::Series => jobs::embed::Per::Series,
+    };
+    let embedded = jobs::embed_files(&embedder, &files, &args.paths, per, &mut |p| match p {
+        Progress::File(file) => pb.set_message(
             file.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-        );
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let image = match medfm::dicom::read(&bytes) {
-            Ok(i) => i,
-            Err(e) => {
-                pb.suspend(|| eprintln!("skipping {}: {e}", file.display()));
-                skipped += 1;
-                pb.inc(1);
-                continue;
-            }
-        };
-        for f in 0..image.meta.frames {
-            match embedder.frame_vector(&image, f) {
-                Ok(v) => frames.push((
-                    v,
-                    embed::EntryMeta::for_frame(&image.meta, f, &relative_to(file, &args.paths)),
-                )),
-                Err(e) => {
-                    pb.suspend(|| eprintln!("skipping {} frame {f}: {e:#}", file.display()));
-                    skipped += 1;
-                }
-            }
-        }
-        pb.inc(1);
-    }
+        ),
+        Progress::Skipped {
+            file,
+            frame: None,
+            error,
+        } => pb.suspend(|| eprintln!("skipping {}: {error}", file.display())),
+        Progress::Skipped {
+            file,
+            frame: Some(f),
+            error,
+        } => pb.suspend(|| eprintln!("skipping {} frame {f}: {error}", file.display())),
+        Progress::Done(_) => pb.inc(1),
+    });
     pb.finish_and_clear();
-    let frames = match args.per {
-        Per::Series => embed::per_series(frames),
-        Per::Frame => frames,
-    };
-    let mut index = embed::Index::default();
-    for (v, m) in frames {
-        index.add(v, m)?;
-    }
-    if index.is_empty() {
-        bail_input!("nothing could be embedded ({skipped} files or frames skipped)");
-    }
+    let jobs::embed::Embedded { index, skipped } = embedded?;
     write_atomic(&args.out, &index.to_npy())?;
     write_atomic(&args.meta, index.to_jsonl().as_bytes())?;
     println!(
