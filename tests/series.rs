@@ -1,6 +1,7 @@
 //! The series rule (`dicom::series`) on real files: slices ordered along the normal
 //! whatever the input order, non-volumes refused by `order` with the instance named and
-//! listed by `group` with the reason, every frame listed once in first-seen series order.
+//! listed by `group` with the reason, every frame listed once in first-seen series order;
+//! the series-wide intensity clip of the propagation recipe against numpy.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::path::Path;
 
 use common::*;
 use medfm::dicom::{self, DicomImage, series};
+use medfm::pipeline::preprocess;
 
 fn read(path: &Path) -> DicomImage {
     dicom::read(&std::fs::read(path).unwrap()).unwrap()
@@ -240,4 +242,68 @@ fn read_files_gives_each_files_result_in_their_order() {
     let kind = |i: usize| read[i].as_ref().err().map(|e| e.kind());
     assert_eq!(kind(7), Some(medfm::ErrorKind::BadInput));
     assert_eq!(kind(20), Some(medfm::ErrorKind::Io));
+}
+
+/// The series clip is numpy's: `np.percentile(v[v > v.min()], [0.5, 99.5])` over every
+/// voxel of the series (pydicom reads the files independently).
+#[test]
+fn the_series_clip_is_numpys_percentiles_of_every_voxel() {
+    let images: Vec<DicomImage> = std::fs::read_dir(data("series/brain11"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .map(|p| read(&p))
+        .collect();
+    let refs: Vec<&DicomImage> = images.iter().collect();
+    let order = series::order(&refs).unwrap().order;
+    let frames: Vec<_> = order
+        .iter()
+        .map(|&(i, f)| images[i].frame(f).unwrap())
+        .collect();
+    let (clip, warnings) = preprocess::series_clip(&frames, &images[order[0].0].meta);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let clip = clip.unwrap();
+    let script = r#"
+import glob, sys, numpy as np, pydicom
+from pydicom.pixels import apply_modality_lut
+def values(f):
+    ds = pydicom.dcmread(f)
+    return apply_modality_lut(ds.pixel_array, ds).astype(np.float64).ravel()
+v = np.concatenate([values(f) for f in sorted(glob.glob(sys.argv[1] + "/*.dcm"))])
+print(*np.percentile(v[v > v.min()], [0.5, 99.5]))
+"#;
+    let out = std::process::Command::new(check_python())
+        .args(["-c", script])
+        .arg(data("series/brain11"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let want: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(
+        (clip.lo as f64 - want[0]).abs() < 1e-3,
+        "{clip:?} vs {want:?}"
+    );
+    assert!(
+        (clip.hi as f64 - want[1]).abs() < 1e-3,
+        "{clip:?} vs {want:?}"
+    );
+    // Not a per-slice clip: some slices' own clips differ from the series'.
+    let differ = (0..frames.len())
+        .filter(|&i| {
+            let own = preprocess::preprocess(&frames[i], &images[order[i].0].meta)
+                .unwrap()
+                .clip
+                .unwrap();
+            own != clip
+        })
+        .count();
+    assert!(differ > 0, "every slice's own clip is the series clip");
 }
