@@ -451,17 +451,7 @@ impl Engine {
                 .map_err(|e| bad(format!("malformed segment request: {e}")))?;
             let prompt = pixel_prompt(req.bbox, &req.points, req.multimask)?;
             let (cached, pre, emb) = ensure_encoded(&state, id, frame).await?;
-            let encode_ms = if cached {
-                0.0
-            } else {
-                t.elapsed().as_secs_f64() * 1e3
-            };
-            let model = state.borrow().model()?;
-            let s = model
-                .segmenter
-                .segment_async(&emb, &pre, &prompt)
-                .await
-                .map_err(err)?;
+            let (s, encode_ms) = decode(&state, (cached, &pre, &emb), &prompt, t).await?;
             let out = Object::new();
             set(&out, "mask", Uint8Array::from(&s.mask[..]));
             set(&out, "rows", s.rows as u32);
@@ -470,7 +460,7 @@ impl Engine {
             set(&out, "iou", s.predicted_iou());
             set(&out, "lowConfidence", s.low_confidence());
             set(&out, "warnings", to_js(&pre.warnings)?);
-            set(&out, "backend", model.backend);
+            set(&out, "backend", state.borrow().model()?.backend);
             set(&out, "ms", t.elapsed().as_secs_f64() * 1e3);
             set(&out, "encodeMs", encode_ms);
             set(&out, "decodeMs", s.decode_ms);
@@ -587,6 +577,29 @@ async fn ensure_encoded(
         .cache()
         .insert(key, pre.clone(), emb.clone());
     Ok((false, pre, emb))
+}
+
+/// `prompt` decoded against an encoded slice (`ensure_encoded`'s or `ensure_slice`'s
+/// answer), and the encoder's share of the call that started at `t`: 0 when the embedding
+/// was cached.
+async fn decode(
+    state: &Rc<RefCell<State>>,
+    (cached, pre, emb): (bool, &Preprocessed, &Embedding),
+    prompt: &PixelPrompt,
+    t: Instant,
+) -> Result<(pipeline::Segmentation, f64), JsValue> {
+    let encode_ms = if cached {
+        0.0
+    } else {
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let model = state.borrow().model()?;
+    let s = model
+        .segmenter
+        .segment_async(emb, pre, prompt)
+        .await
+        .map_err(err)?;
+    Ok((s, encode_ms))
 }
 
 /// Wait until the encoder has produced `emb`: one scalar read back forces it to finish on

@@ -15,7 +15,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use web_time::Instant;
 
-use super::{Engine, State, bad, encoded, err, model_input_object, pixel_prompt, set, to_js};
+use super::{
+    Engine, State, bad, decode, encoded, err, model_input_object, pixel_prompt, set, to_js,
+};
 use medfm::dicom::seg::{SegFrame, Segment, SegmentInfo};
 use medfm::dicom::{self, DicomImage, series, volume};
 use medfm::model::Embedding;
@@ -225,17 +227,7 @@ impl Engine {
             };
             let (i, prompt) = next;
             let (cached, pre, emb) = ensure_slice(&state, key).await?;
-            let encode_ms = if cached {
-                0.0
-            } else {
-                t.elapsed().as_secs_f64() * 1e3
-            };
-            let model = state.borrow().model()?;
-            let s = model
-                .segmenter
-                .segment_async(&emb, &pre, &prompt)
-                .await
-                .map_err(err)?;
+            let (s, encode_ms) = decode(&state, (cached, &pre, &emb), &prompt, t).await?;
             let mask = SliceMask::new(i, &prompt, s);
             let mut st = state.borrow_mut();
             let Some(run) = st
