@@ -264,11 +264,28 @@ pub fn load_file_hashed(
             path.display()
         ))
     })?;
-    let sha = sha256_hex(&bytes);
+    // The hash (about a tenth of a second for the fp32 file) runs beside the decoding, on
+    // a copy of the bytes; the model is returned only once the hash is checked, and a
+    // file that is not the pinned one is refused for that before any decoding error.
+    let copy = bytes.clone();
+    let (sam, sha) = std::thread::scope(|scope| {
+        let hashing = std::thread::Builder::new()
+            .name("medfm-weights-sha256".into())
+            .spawn_scoped(scope, || sha256_hex(&copy));
+        let sam = load_bpk(bytes, device);
+        let sha = match hashing {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No threads here (wasm32): hash after.
+            Err(_) => sha256_hex(&copy),
+        };
+        (sam, sha)
+    });
     if !allow_unpinned {
         check_pinned_sha(&sha, expected, &path.display().to_string())?;
     }
-    let sam = load_bpk(bytes, device).map_err(|e| match e {
+    let sam = sam.map_err(|e| match e {
         Error::Weights(m) => Error::Weights(format!("{}: {m}", path.display())),
         e => e,
     })?;
