@@ -7,136 +7,18 @@
 //! down and a body cut short each give their own error.
 
 mod common;
+#[path = "common/orthanc.rs"]
+mod orthanc;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::node::free_port;
 use common::*;
 use medfm::dicomweb::multipart;
-
-const USER: &str = "medfm";
-const PASSWORD: &str = "s3cret";
-const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn basic() -> String {
-    // "medfm:s3cret" in base64.
-    "Basic bWVkZm06czNjcmV0".into()
-}
-
-/// A running Orthanc, stopped and removed on drop.
-struct Orthanc {
-    child: Child,
-    dir: PathBuf,
-    http: u16,
-}
-
-impl Orthanc {
-    fn start() -> Orthanc {
-        assert!(
-            Path::new("/usr/sbin/Orthanc").exists() && Path::new(PLUGIN).exists(),
-            "Orthanc and its DICOMweb plugin are needed: apt-get install orthanc orthanc-dicomweb"
-        );
-        // One folder per server: the tests of this file run in parallel, each with its own
-        // Orthanc (a shared index would be locked by the first).
-        let http = free_port();
-        let dir = std::env::temp_dir().join(format!("medfm-orthanc-{}-{http}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = serde_json::json!({
-            "Name": "medfm-test",
-            "StorageDirectory": dir.join("storage"),
-            "IndexDirectory": dir.join("index"),
-            "HttpPort": http,
-            "DicomPort": free_port(),
-            "RemoteAccessAllowed": false,
-            "AuthenticationEnabled": true,
-            "RegisteredUsers": { USER: PASSWORD },
-            "Plugins": [PLUGIN],
-            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
-            "StableAge": 1,
-        });
-        let cfg = dir.join("orthanc.json");
-        std::fs::write(&cfg, config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.join("orthanc.log")).unwrap();
-        let child = Command::new("/usr/sbin/Orthanc")
-            .arg(&cfg)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start Orthanc");
-        let o = Orthanc { child, dir, http };
-        let t0 = Instant::now();
-        loop {
-            if let Ok(r) = o.get("/system")
-                && r.0 == 200
-            {
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "Orthanc did not answer within 60 s: {}",
-                std::fs::read_to_string(o.dir.join("orthanc.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        o
-    }
-
-    fn root(&self) -> String {
-        format!("http://127.0.0.1:{}/dicom-web", self.http)
-    }
-
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into()
-    }
-
-    fn get(&self, path: &str) -> Result<(u16, Vec<u8>), ureq::Error> {
-        let r = Self::agent()
-            .get(format!("http://127.0.0.1:{}{path}", self.http))
-            .header("Authorization", basic())
-            .call()?;
-        let status = r.status().as_u16();
-        Ok((
-            status,
-            r.into_body()
-                .into_with_config()
-                .limit(1 << 30)
-                .read_to_vec()?,
-        ))
-    }
-
-    /// Upload a file through the REST API (POST /instances).
-    fn upload(&self, file: &Path) {
-        let r = Self::agent()
-            .post(format!("http://127.0.0.1:{}/instances", self.http))
-            .header("Authorization", basic())
-            .send(&std::fs::read(file).unwrap()[..])
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "upload {}", file.display());
-    }
-}
-
-impl Drop for Orthanc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use orthanc::*;
 
 /// `medfm` with the test credentials.
 fn medfm_auth(args: &[&str]) -> (bool, String, String, i32) {

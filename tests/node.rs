@@ -430,14 +430,37 @@ fn print_config_and_bad_configs() {
         &["node", "--config", bad.to_str().unwrap()],
         "unknown field",
     );
+    let missing = dir.join("missing.toml");
     expect_error(
-        &[
-            "node",
-            "--config",
-            dir.join("missing.toml").to_str().unwrap(),
-        ],
+        &["node", "--config", missing.to_str().unwrap()],
         "cannot read",
     );
+    // The exit codes of their kinds (the one error type): a wrong configuration is bad
+    // input (2), as is a certificate file that is not one; a file that can't be read, 5.
+    let code = |config: &Path| {
+        std::process::Command::new(medfm_exe())
+            .args(["node", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(code(&bad), Some(2));
+    assert_eq!(code(&missing), Some(5));
+    std::fs::write(
+        &bad,
+        format!(
+            "dicom_tls_cert = \"{0}\"\ndicom_tls_key = \"{0}\"\nspool = \"{1}\"\n",
+            data("MR_small.dcm").display(),
+            dir.join("spool").display()
+        ),
+    )
+    .unwrap();
+    expect_error(
+        &["node", "--config", bad.to_str().unwrap()],
+        "dicom_tls_cert",
+    );
+    assert_eq!(code(&bad), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
     // A port in use: a clear error, no panic.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use medfm::dicomweb::url::{Level, Query, Resource};
-use medfm::dicomweb::{Error, frames, json, multipart};
+use medfm::dicomweb::{Error, frames, json};
 use medfm::fs::TempDir;
 use medfm_dicomweb_client::{Auth, Client, origin_of};
 
@@ -167,7 +167,7 @@ pub(crate) struct StoreArgs {
 }
 
 pub(crate) fn cmd_store(args: StoreArgs, auth: &AuthArgs) -> Result<()> {
-    let resource = Resource::parse(&args.to)?;
+    Resource::parse(&args.to)?;
     let client = auth.client()?;
     let mut bodies = Vec::with_capacity(args.files.len());
     for f in &args.files {
@@ -176,16 +176,7 @@ pub(crate) fn cmd_store(args: StoreArgs, auth: &AuthArgs) -> Result<()> {
         bodies.push(bytes);
     }
     let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
-    let boundary = multipart::boundary_for(&refs)?;
-    let parts: Vec<(&str, &[u8])> = refs.iter().map(|b| ("application/dicom", *b)).collect();
-    let body = multipart::write(&boundary, &parts);
-    let url = resource.stow_url();
-    let (status, answer) = client.post(
-        &url,
-        &format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
-        &body,
-    )?;
-    let results = json::stow_response(&answer)?;
+    let (status, results) = client.store(&args.to, &refs)?;
     if args.json {
         println!(
             "{}",
@@ -206,16 +197,12 @@ pub(crate) fn cmd_store(args: StoreArgs, auth: &AuthArgs) -> Result<()> {
         }
     }
     let failed = results.iter().filter(|r| r.status == "failure").count();
-    if failed > 0 || results.len() < bodies.len() {
+    if failed > 0 {
         anyhow::bail!(Error::Http {
             method: "POST",
-            path: Resource::path_of(&url),
+            path: Resource::path_of(&Resource::parse(&args.to)?.stow_url()),
             status,
-            message: format!(
-                "{failed} of {} instance(s) failed, {} reported",
-                bodies.len(),
-                results.len()
-            ),
+            message: format!("{failed} of {} instance(s) failed", bodies.len()),
         });
     }
     Ok(())

@@ -256,6 +256,43 @@ impl Client {
         Ok((status, answer))
     }
 
+    /// STOW-RS of `instances` (Part 10 files) to the service `root` (`ROOT/studies`), in
+    /// one multipart request: the HTTP status and each instance's result (PS3.18 10.5.3).
+    /// An answer of another status than 200, 202 or 409 is an error; so is one that
+    /// reports fewer instances than were sent.
+    pub fn store(
+        &self,
+        root: &str,
+        instances: &[&[u8]],
+    ) -> Result<(u16, Vec<medfm_dicom::dicomweb::json::Stored>), Error> {
+        let url = Resource::parse(root)?.stow_url();
+        let boundary = multipart::boundary_for(instances)?;
+        let parts: Vec<(&str, &[u8])> = instances
+            .iter()
+            .map(|b| ("application/dicom", *b))
+            .collect();
+        let body = multipart::write(&boundary, &parts);
+        let (status, answer) = self.post(
+            &url,
+            &format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+            &body,
+        )?;
+        let results = medfm_dicom::dicomweb::json::stow_response(&answer)?;
+        if results.len() < instances.len() {
+            return Err(Error::Http {
+                method: "POST",
+                path: Resource::path_of(&url),
+                status,
+                message: format!(
+                    "{} instance(s) sent, {} reported",
+                    instances.len(),
+                    results.len()
+                ),
+            });
+        }
+        Ok((status, results))
+    }
+
     /// WADO-RS retrieve of `url` (a study, series or instance), streamed: `each` gets every
     /// instance's bytes as soon as its part has arrived, with its 1-based number in the
     /// answer, and nothing else is kept; `progress` gets the bytes received so far and the

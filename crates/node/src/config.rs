@@ -7,10 +7,26 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use medfm::{Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 pub use medfm::jobs::rules::{JobKind, Rule};
+
+/// What every check here returns: a configuration error is bad input (`medfm node` exits 2),
+/// a file it names that can't be read an I/O error (exit 5).
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Return a bad-input error: `format!`'s arguments.
+macro_rules! bail {
+    ($($t:tt)*) => {
+        return Err(Error::new(ErrorKind::BadInput, format!($($t)*)))
+    };
+}
+
+/// `what: e`, bad input.
+fn bad(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::BadInput, format!("{what}: {e}"))
+}
 
 /// The effective configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,10 +128,23 @@ pub struct Config {
 pub struct Destination {
     /// Name the rules use.
     pub name: String,
-    /// Its AE title.
+    /// C-STORE: its AE title, host and port.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ae_title: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub port: u16,
+    /// STOW-RS instead: the destination's DICOMweb service root (`https://pacs/dicom-web`;
+    /// the node posts to ROOT/studies). A destination is one or the other.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dicomweb: String,
+    /// STOW-RS credentials: a bearer token, or `USER:PASSWORD` for basic authentication
+    /// (at most one; never printed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dicomweb_token: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dicomweb_user: String,
     /// DICOM TLS: the certificates (PEM) the destination's must chain to; set, the node
     /// associates only over TLS, checking the certificate names `host`. Absent: plain.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -128,7 +157,21 @@ pub struct Destination {
     pub tls_key: String,
 }
 
+fn is_zero(port: &u16) -> bool {
+    *port == 0
+}
+
 impl Destination {
+    /// The STOW-RS credentials (none, a token or a user; checked by `Config::check`).
+    pub fn dicomweb_auth(&self) -> Result<medfm_dicomweb_client::Auth> {
+        let given = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        match (given(&self.dicomweb_token), given(&self.dicomweb_user)) {
+            (None, None) => Ok(medfm_dicomweb_client::Auth::none()),
+            (token, user) => medfm_dicomweb_client::Auth::new(token, user)
+                .map_err(|e| bad("dicomweb_token, dicomweb_user", e)),
+        }
+    }
+
     /// The rustls client configuration for this destination; None: plain TCP.
     pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
         use rustls_pki_types::pem::PemObject;
@@ -137,27 +180,29 @@ impl Destination {
             return Ok(None);
         }
         let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&self.tls_ca)
-            .with_context(|| format!("tls_ca {}", self.tls_ca))?
-        {
+        let ca = || format!("tls_ca {}", self.tls_ca);
+        for cert in CertificateDer::pem_file_iter(&self.tls_ca).map_err(|e| bad(ca(), e))? {
             roots
-                .add(cert.with_context(|| format!("tls_ca {}", self.tls_ca))?)
-                .with_context(|| format!("tls_ca {}", self.tls_ca))?;
+                .add(cert.map_err(|e| bad(ca(), e))?)
+                .map_err(|e| bad(ca(), e))?;
         }
         let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS", e))?
         .with_root_certificates(roots);
         let config = if self.tls_cert.is_empty() {
             builder.with_no_client_auth()
         } else {
             let chain = CertificateDer::pem_file_iter(&self.tls_cert)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .with_context(|| format!("tls_cert {}", self.tls_cert))?;
+                .map_err(|e| bad(format!("tls_cert {}", self.tls_cert), e))?;
             let key = PrivateKeyDer::from_pem_file(&self.tls_key)
-                .with_context(|| format!("tls_key {}", self.tls_key))?;
-            builder.with_client_auth_cert(chain, key)?
+                .map_err(|e| bad(format!("tls_key {}", self.tls_key), e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad(format!("tls_cert {}", self.tls_cert), e))?
         };
         Ok(Some(std::sync::Arc::new(config)))
     }
@@ -209,23 +254,27 @@ impl Config {
         let Some(path) = path else {
             return Ok(Config::default());
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the node configuration {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("node configuration {}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot read the node configuration {}: {e}", path.display()),
+            )
+        })?;
+        Self::parse(&text).map_err(|e| e.context(format!("node configuration {}", path.display())))
     }
 
     /// Parse and check a configuration's text.
     pub fn parse(text: &str) -> Result<Config> {
-        let table: toml::Table = toml::from_str(text)?;
-        let config: Config = table.try_into()?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| bad("TOML", e))?;
+        let config: Config = table.try_into().map_err(|e| bad("TOML", e))?;
         config.check()?;
         Ok(config)
     }
 
     fn check(&self) -> Result<()> {
-        check_ae_title(&self.ae_title).context("ae_title")?;
+        check_ae_title(&self.ae_title).map_err(|e| e.context("ae_title"))?;
         for ae in &self.allowed_calling_aes {
-            check_ae_title(ae).context("allowed_calling_aes")?;
+            check_ae_title(ae).map_err(|e| e.context("allowed_calling_aes"))?;
         }
         if self.port == 0 {
             bail!("port: 0 is not a port");
@@ -288,10 +337,34 @@ impl Config {
             if d.name.is_empty() || self.destinations[..i].iter().any(|o| o.name == d.name) {
                 bail!("destination {:?}: a name, given once", d.name);
             }
-            check_ae_title(&d.ae_title).with_context(|| format!("destination {:?}", d.name))?;
-            if d.host.is_empty() || d.port == 0 {
-                bail!("destination {:?}: host and port", d.name);
+            if !d.dicomweb.is_empty() {
+                let c_store_keys = [&d.ae_title, &d.host, &d.tls_ca, &d.tls_cert, &d.tls_key];
+                if d.port != 0 || c_store_keys.iter().any(|k| !k.is_empty()) {
+                    bail!(
+                        "destination {:?}: dicomweb (STOW-RS) or ae_title, host and port (C-STORE), not both",
+                        d.name
+                    );
+                }
+                medfm::dicomweb::url::Resource::parse(&d.dicomweb)
+                    .map_err(|e| bad(format!("destination {:?}: dicomweb", d.name), e))?;
+                d.dicomweb_auth()
+                    .map_err(|e| e.context(format!("destination {:?}", d.name)))?;
+                continue;
             }
+            if !d.dicomweb_token.is_empty() || !d.dicomweb_user.is_empty() {
+                bail!(
+                    "destination {:?}: dicomweb_token and dicomweb_user go with dicomweb",
+                    d.name
+                );
+            }
+            if d.host.is_empty() || d.port == 0 {
+                bail!(
+                    "destination {:?}: ae_title, host and port (C-STORE), or dicomweb (STOW-RS)",
+                    d.name
+                );
+            }
+            check_ae_title(&d.ae_title)
+                .map_err(|e| e.context(format!("destination {:?}", d.name)))?;
             if d.tls_cert.is_empty() != d.tls_key.is_empty()
                 || (!d.tls_cert.is_empty() && d.tls_ca.is_empty())
             {
@@ -301,7 +374,7 @@ impl Config {
                 );
             }
             d.tls()
-                .with_context(|| format!("destination {:?}", d.name))?;
+                .map_err(|e| e.context(format!("destination {:?}", d.name)))?;
         }
         medfm::jobs::rules::check_rules(&self.rules)?;
         for (i, r) in self.rules.iter().enumerate() {
@@ -338,10 +411,13 @@ impl Config {
         if self.http.is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.http.parse().with_context(|| {
-            format!(
-                "http: {:?} is not an address like 127.0.0.1:8181",
-                self.http
+        Ok(Some(self.http.parse().map_err(|_| {
+            Error::new(
+                ErrorKind::BadInput,
+                format!(
+                    "http: {:?} is not an address like 127.0.0.1:8181",
+                    self.http
+                ),
             )
         })?))
     }
@@ -358,12 +434,12 @@ impl Config {
 
     /// The HTTPS certificate and key files, when set (both checked readable at start).
     pub fn http_tls(&self) -> Result<Option<super::server::Tls>> {
-        super::server::Tls::configured(&self.http_tls_cert, &self.http_tls_key)
+        super::server::Tls::configured("http_tls", &self.http_tls_cert, &self.http_tls_key)
     }
 
     /// The DICOM listener's certificate and key files, when set.
     pub fn dicom_tls(&self) -> Result<Option<super::server::Tls>> {
-        super::server::Tls::configured(&self.dicom_tls_cert, &self.dicom_tls_key)
+        super::server::Tls::configured("dicom_tls", &self.dicom_tls_cert, &self.dicom_tls_key)
     }
 
     pub fn memory_budget_bytes(&self) -> u64 {
@@ -414,6 +490,13 @@ impl Config {
         let mut shown = self.clone();
         if !shown.http_token.is_empty() {
             shown.http_token = "(set)".into();
+        }
+        for d in &mut shown.destinations {
+            for secret in [&mut d.dicomweb_token, &mut d.dicomweb_user] {
+                if !secret.is_empty() {
+                    *secret = "(set)".into();
+                }
+            }
         }
         toml::to_string(&shown).expect("the configuration serialises")
     }
@@ -477,6 +560,42 @@ mod tests {
         // The printed configuration reads back as itself.
         let again = Config::parse(&c.to_toml()).unwrap();
         assert_eq!(again.to_toml(), c.to_toml());
+    }
+
+    #[test]
+    fn a_destination_is_c_store_or_stow_rs_and_its_secrets_are_not_printed() {
+        let err = |t: &str| format!("{:#}", Config::parse(t).unwrap_err());
+        let stow = "[[destination]]\nname = \"pacs\"\ndicomweb = \"https://pacs/dicom-web\"\n";
+        let c = Config::parse(&format!("{stow}dicomweb_user = \"u:secret\"\n")).unwrap();
+        assert!(c.destinations[0].dicomweb_auth().is_ok());
+        let shown = c.to_toml();
+        assert!(
+            !shown.contains("secret") && shown.contains("(set)"),
+            "{shown}"
+        );
+        assert!(err(&format!("{stow}host = \"h\"\nport = 104\n")).contains("not both"));
+        assert!(err(&format!("{stow}tls_ca = \"ca.pem\"\n")).contains("not both"));
+        assert!(err(&format!("{stow}dicomweb_user = \"no-colon\"\n")).contains("USER:PASSWORD"));
+        assert!(
+            err(&format!(
+                "{stow}dicomweb_token = \"t\"\ndicomweb_user = \"u:p\"\n"
+            ))
+            .contains("not both")
+        );
+        assert!(
+            err("[[destination]]\nname = \"pacs\"\ndicomweb = \"ftp://pacs\"\n")
+                .contains("dicomweb")
+        );
+        assert!(
+            err("[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"h\"\nport = 104\ndicomweb_token = \"t\"\n")
+                .contains("go with dicomweb")
+        );
+        assert!(err("[[destination]]\nname = \"pacs\"\n").contains("or dicomweb"));
+        // The kind of every configuration error: bad input (`medfm node` exits 2).
+        assert_eq!(
+            Config::parse("port = 0").unwrap_err().kind(),
+            ErrorKind::BadInput
+        );
     }
 
     #[test]

@@ -489,7 +489,7 @@ fn segment(api: &Api, body: &[u8]) -> Result<Reply> {
         None => json!(null),
         Some(d) => {
             let path = api.work.root().join(&rel);
-            let outcome = scu::send(
+            let outcome = scu::deliver(
                 &d,
                 &api.config.ae_title,
                 std::slice::from_ref(&path),

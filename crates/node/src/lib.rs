@@ -20,6 +20,7 @@ mod scp;
 mod scu;
 mod server;
 mod spool;
+mod stow;
 mod work;
 
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -22,6 +22,21 @@ pub struct Outcome {
     pub result: Result<(), String>,
 }
 
+/// Send `files` to `dest` by its protocol: C-STORE ([`send`]), or STOW-RS when it names a
+/// DICOMweb service ([`super::stow::send`]).
+pub fn deliver(
+    dest: &Destination,
+    calling_ae: &str,
+    files: &[PathBuf],
+    timeout: Duration,
+) -> Result<Vec<Outcome>> {
+    if dest.dicomweb.is_empty() {
+        send(dest, calling_ae, files, timeout)
+    } else {
+        super::stow::send(dest, files)
+    }
+}
+
 /// Send `files` to `dest`, in as many associations as their (SOP class, transfer syntax)
 /// pairs need. Err: the destination could not be reached or the association failed (no
 /// file of that association counts as sent); Ok: each file's outcome.

@@ -138,6 +138,8 @@ impl Hosts {
 /// TLS (HTTPS, DICOM): the certificate and key files, and what was last read from them. A reload
 /// that fails (a half-written file) keeps the one in use and says why in the log.
 pub struct Tls {
+    /// The configuration keys' prefix, for messages: `http_tls` or `dicom_tls`.
+    keys: &'static str,
     cert: std::path::PathBuf,
     key: std::path::PathBuf,
     current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
@@ -150,45 +152,55 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// The files of a configuration's `*_tls_cert` and `*_tls_key` keys (checked to go
-    /// together); None when unset.
-    pub fn configured(cert: &str, key: &str) -> anyhow::Result<Option<Tls>> {
+    /// The files of a configuration's `<keys>_cert` and `<keys>_key` (checked to go
+    /// together); None when unset. Files that can't be used are bad input naming the key.
+    pub fn configured(
+        keys: &'static str,
+        cert: &str,
+        key: &str,
+    ) -> Result<Option<Tls>, medfm::Error> {
         if cert.is_empty() {
             return Ok(None);
         }
-        Tls::new(cert.into(), key.into()).map(Some)
-    }
-
-    pub fn new(cert: std::path::PathBuf, key: std::path::PathBuf) -> anyhow::Result<Tls> {
-        let current = std::sync::RwLock::new(Arc::new(Self::read(&cert, &key)?));
-        Ok(Tls { cert, key, current })
+        let (cert, key) = (
+            std::path::PathBuf::from(cert),
+            std::path::PathBuf::from(key),
+        );
+        let current = std::sync::RwLock::new(Arc::new(Self::read(keys, &cert, &key)?));
+        Ok(Some(Tls {
+            keys,
+            cert,
+            key,
+            current,
+        }))
     }
 
     fn read(
+        keys: &str,
         cert: &std::path::Path,
         key: &std::path::Path,
-    ) -> anyhow::Result<rustls::sign::CertifiedKey> {
-        use anyhow::Context;
+    ) -> Result<rustls::sign::CertifiedKey, medfm::Error> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |which: &str, path: &std::path::Path, why: String| {
+            medfm::Error::bad_input(format!("{keys}_{which} {}: {why}", path.display()))
+        };
         let chain = CertificateDer::pem_file_iter(cert)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .with_context(|| {
-                format!("http_tls_cert {}: no PEM certificate chain", cert.display())
-            })?;
+            .map_err(|e| bad("cert", cert, format!("no PEM certificate chain ({e})")))?;
         if chain.is_empty() {
-            anyhow::bail!("http_tls_cert {}: no certificate", cert.display());
+            return Err(bad("cert", cert, "no certificate".into()));
         }
         let key_der = PrivateKeyDer::from_pem_file(key)
-            .with_context(|| format!("http_tls_key {}: no PEM private key", key.display()))?;
+            .map_err(|e| bad("key", key, format!("no PEM private key ({e})")))?;
         let signer = rustls::crypto::ring::sign::any_supported_type(&key_der)
-            .map_err(|e| anyhow::anyhow!("http_tls_key {}: {e}", key.display()))?;
+            .map_err(|e| bad("key", key, e.to_string()))?;
         Ok(rustls::sign::CertifiedKey::new(chain, signer))
     }
 
     /// Read the files again.
     pub fn reload(&self) {
-        match Self::read(&self.cert, &self.key) {
+        match Self::read(self.keys, &self.cert, &self.key) {
             Ok(k) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(k);
                 tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");

@@ -514,7 +514,7 @@ impl Work {
                     let files: Vec<PathBuf> =
                         send.files.iter().map(|f| self.root.join(f)).collect();
                     supervised(|| {
-                        scu::send(dest, &config.ae_title, &files, config.association_timeout())
+                        scu::deliver(dest, &config.ae_title, &files, config.association_timeout())
                     })
                 }
             };
