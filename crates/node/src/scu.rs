@@ -91,6 +91,13 @@ fn read_meta(file: &Path) -> Result<FileMeta> {
     file_meta(&head).with_context(|| file.display().to_string())
 }
 
+/// A spool file to send, whole, with its file meta; Err: that file's failure, why.
+pub(crate) fn read_whole(file: &Path) -> Result<(Vec<u8>, FileMeta), String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let meta = file_meta(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok((bytes, meta))
+}
+
 fn send_batch(
     dest: &Destination,
     calling_ae: &str,
@@ -163,13 +170,7 @@ where
             continue;
         };
         // A file that cannot be read is that file's failure, not the association's.
-        let read = std::fs::read(file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))
-            .and_then(|b| match file_meta(&b) {
-                Ok(m) => Ok((b, m)),
-                Err(e) => Err(format!("{}: {e}", file.display())),
-            });
-        let (bytes, head) = match read {
+        let (bytes, head) = match read_whole(file) {
             Ok(r) => r,
             Err(e) => {
                 outcomes.push(Outcome {

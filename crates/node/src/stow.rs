@@ -7,11 +7,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use medfm::dimse::file_meta;
 use medfm_dicomweb_client::Client;
 
 use super::config::Destination;
-use super::scu::Outcome;
+use super::scu::{Outcome, read_whole};
 
 /// The most bytes of files one request carries (more files go in more requests).
 pub const MAX_REQUEST_BYTES: usize = 64 << 20;
@@ -26,14 +25,8 @@ pub fn send(dest: &Destination, files: &[PathBuf]) -> Result<Vec<Outcome>> {
     let mut held = 0usize;
     for file in files {
         // A file that cannot be read is that file's failure, not the request's.
-        let read = std::fs::read(file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))
-            .and_then(|b| match file_meta(&b) {
-                Ok(m) => Ok((b, m.sop_instance)),
-                Err(e) => Err(format!("{}: {e}", file.display())),
-            });
-        let (bytes, uid) = match read {
-            Ok(r) => r,
+        let (bytes, uid) = match read_whole(file) {
+            Ok((bytes, meta)) => (bytes, meta.sop_instance),
             Err(e) => {
                 outcomes.push(Outcome {
                     file: file.clone(),
