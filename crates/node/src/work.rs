@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use super::budget::{Budget, Taken};
 use super::config::{Config, JobKind};
 pub use super::liveness::{Liveness, supervised};
-use super::records::{Records, new_id, now_unix};
+use super::records::{Records, now_unix};
 use super::runner::ModelRunner;
 use super::spool::{Spool, StoreError, Stored};
 use super::{Stop, scu};
@@ -61,6 +61,10 @@ pub struct Job {
     series: String,
     /// The rule's [`Rule::key`](super::config::Rule::key).
     rule: RuleRef,
+    /// A forward of a series completed again: the file names of the instances new since
+    /// the rule last ran (absent: every instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    only: Option<Vec<String>>,
     #[serde(flatten)]
     tries: Attempts,
 }
@@ -123,6 +127,10 @@ pub struct Work {
     /// when nothing of theirs is pending. (Records of whole studies, from before, name
     /// no series and are ignored: those studies are kept.)
     sent: Records,
+    /// Per series and rule, the instances (file names) its jobs were last made for: a
+    /// series completed again (a late instance) runs only the rules whose instances
+    /// changed, and a forward sends only the new ones (`work/jobs.rs`, `jobs_of_rule`).
+    ran: Records,
     /// Open series and when their last instance arrived.
     open: Mutex<HashMap<(String, String), Instant>>,
     /// The model, one run at a time across jobs and HTTP requests.
@@ -154,6 +162,7 @@ impl Work {
             outbox: Records::open(&state.join("outbox"))?,
             parked: Records::open(&state.join("parked"))?,
             sent: Records::open(&state.join("sent"))?,
+            ran: Records::open(&state.join("ran"))?,
             open: Mutex::new(HashMap::new()),
             runner,
             errors: Mutex::new(std::collections::VecDeque::new()),
@@ -222,6 +231,12 @@ impl Work {
             }
             let bytes = spool.remove_series(&study, &series)?;
             self.sent.remove(&name)?;
+            // What its rules ran on goes with it: sent again, it is a new series.
+            for ran in self.ran.names()? {
+                if ran.strip_prefix(&name).is_some_and(|r| r.starts_with('_')) {
+                    self.ran.remove(&ran)?;
+                }
+            }
             freed += bytes;
             tracing::info!(
                 study,
@@ -443,23 +458,12 @@ impl Work {
         };
         let mut jobs = 0;
         if let Some(ids) = ids {
-            for rule in &config.rules {
-                if !rule.matches(&ids) {
-                    continue;
-                }
-                for kind in &rule.jobs {
-                    self.jobs.put(
-                        &new_id(),
-                        &Job {
-                            kind: *kind,
-                            study: study.to_string(),
-                            series: series.to_string(),
-                            rule: RuleRef::Key(rule.key()),
-                            tries: Attempts::default(),
-                        },
-                    )?;
-                    jobs += 1;
-                }
+            let now: Vec<String> = super::spool::instances_of(&dir)?
+                .iter()
+                .filter_map(|p| Some(p.file_name()?.to_str()?.to_string()))
+                .collect();
+            for rule in config.rules.iter().filter(|r| r.matches(&ids)) {
+                jobs += self.jobs_of_rule(rule, study, series, &now)?;
             }
         }
         self.series.remove(&series_name(study, series))?;

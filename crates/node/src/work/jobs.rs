@@ -34,6 +34,61 @@ impl Work {
         Ok(())
     }
 
+    /// The jobs of `rule` on a series completed with the instances `now` (file names, in
+    /// order), how many: none when its jobs were last made for the same instances (a
+    /// series sent again), and a forward of only the instances new since then (a late
+    /// instance); a segment or embed job runs on the whole series again (its result
+    /// depends on every slice; a SEG's UIDs come from its content, so an unchanged one is
+    /// the same instance). A record that can't be read counts as none: everything runs.
+    pub(super) fn jobs_of_rule(
+        &self,
+        rule: &Rule,
+        study: &str,
+        series: &str,
+        now: &[String],
+    ) -> Result<usize> {
+        use sha2::Digest;
+        let key = rule.key();
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let record = format!("{}_{hex}", series_name(study, series));
+        let before: Option<Vec<String>> = self.ran.get(&record).ok();
+        if before.as_deref() == Some(now) {
+            tracing::info!(
+                study,
+                series,
+                rule = key,
+                "instances unchanged: the rule does not run again"
+            );
+            return Ok(0);
+        }
+        let new: Option<Vec<String>> =
+            before.map(|b| now.iter().filter(|n| !b.contains(n)).cloned().collect());
+        let mut jobs = 0;
+        for kind in &rule.jobs {
+            let only = matches!(kind, JobKind::Forward)
+                .then(|| new.clone())
+                .flatten();
+            if only.as_ref().is_some_and(Vec::is_empty) {
+                continue;
+            }
+            self.jobs.put(
+                &new_id(),
+                &Job {
+                    kind: *kind,
+                    study: study.to_string(),
+                    series: series.to_string(),
+                    rule: RuleRef::Key(key.clone()),
+                    only,
+                    tries: Attempts::default(),
+                },
+            )?;
+            jobs += 1;
+        }
+        self.ran.put(&record, &now)?;
+        Ok(jobs)
+    }
+
     fn run_job(&self, config: &Config, spool: &Spool, job: &Job) -> Result<()> {
         let rule = match &job.rule {
             RuleRef::Key(key) => config.rule(key),
@@ -46,8 +101,16 @@ impl Work {
         match job.kind {
             JobKind::Forward => {
                 let dir = self.root.join(&job.study).join(&job.series);
+                let wanted = |p: &PathBuf| {
+                    job.only.as_ref().is_none_or(|only| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| only.iter().any(|o| o == n))
+                    })
+                };
                 let files: Vec<PathBuf> = crate::spool::instances_of(&dir)?
                     .into_iter()
+                    .filter(wanted)
                     .filter_map(|p| p.strip_prefix(&self.root).ok().map(PathBuf::from))
                     .collect();
                 for dest in config.destinations_of(rule) {
