@@ -264,9 +264,10 @@ pub fn load_file_hashed(
             path.display()
         ))
     })?;
-    // The hash (about a tenth of a second for the fp32 file) runs beside the decoding, on
-    // a copy of the bytes; the model is returned only once the hash is checked, and a
-    // file that is not the pinned one is refused for that before any decoding error.
+    // The hash runs beside the decoding (both are on the cold start's path), on a copy of
+    // the bytes (the store takes them); the model is returned only once the hash is
+    // checked, and a file that is not the pinned one is refused for that before any
+    // decoding error.
     let copy = bytes.clone();
     let (sam, sha) = std::thread::scope(|scope| {
         let hashing = std::thread::Builder::new()

@@ -167,7 +167,7 @@ pub(crate) struct StoreArgs {
 }
 
 pub(crate) fn cmd_store(args: StoreArgs, auth: &AuthArgs) -> Result<()> {
-    Resource::parse(&args.to)?;
+    let url = Resource::parse(&args.to)?.stow_url();
     let client = auth.client()?;
     let mut bodies = Vec::with_capacity(args.files.len());
     for f in &args.files {
@@ -200,7 +200,7 @@ pub(crate) fn cmd_store(args: StoreArgs, auth: &AuthArgs) -> Result<()> {
     if failed > 0 {
         anyhow::bail!(Error::Http {
             method: "POST",
-            path: Resource::path_of(&Resource::parse(&args.to)?.stow_url()),
+            path: Resource::path_of(&url),
             status,
             message: format!("{failed} of {} instance(s) failed", bodies.len()),
         });

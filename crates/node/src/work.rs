@@ -220,6 +220,7 @@ impl Work {
             }
         }
         let sent = self.sent.names()?;
+        let ran = self.ran.names()?;
         let mut freed = 0;
         for (study, series) in spool.series_by_age()? {
             if freed >= needed {
@@ -232,9 +233,12 @@ impl Work {
             let bytes = spool.remove_series(&study, &series)?;
             self.sent.remove(&name)?;
             // What its rules ran on goes with it: sent again, it is a new series.
-            for ran in self.ran.names()? {
-                if ran.strip_prefix(&name).is_some_and(|r| r.starts_with('_')) {
-                    self.ran.remove(&ran)?;
+            for record in &ran {
+                if record
+                    .strip_prefix(&name)
+                    .is_some_and(|r| r.starts_with('_'))
+                {
+                    self.ran.remove(record)?;
                 }
             }
             freed += bytes;
@@ -439,9 +443,9 @@ impl Work {
     /// Write the jobs of a complete series, close its record; how many jobs.
     fn complete(&self, config: &Config, study: &str, series: &str) -> Result<usize> {
         let dir = self.root.join(study).join(series);
-        let first = super::spool::instances_of(&dir)?.into_iter().next();
-        let ids = match first.map(|p| {
-            std::fs::read(&p)
+        let instances = super::spool::instances_of(&dir)?;
+        let ids = match instances.first().map(|p| {
+            std::fs::read(p)
                 .map_err(anyhow::Error::from)
                 .and_then(|b| Ok(medfm::dicom::identify(&b)?))
         }) {
@@ -458,7 +462,7 @@ impl Work {
         };
         let mut jobs = 0;
         if let Some(ids) = ids {
-            let now: Vec<String> = super::spool::instances_of(&dir)?
+            let now: Vec<String> = instances
                 .iter()
                 .filter_map(|p| Some(p.file_name()?.to_str()?.to_string()))
                 .collect();
