@@ -56,11 +56,15 @@ export declare class MedfmSegmentationController {
   disconnectViewport(viewport?: ViewportLike): void;
   /** Box `[x0, y0, x1, y1]` and points `[x, y, label]` in image pixels; the mask written into the labelmap as a preview. */
   segment(request: { box: [number, number, number, number] | number[]; points?: Point[]; imageId?: string }): Promise<ControllerSegmentResult>;
-  /** The prompt carried through the viewport's stack (medfm's 3D recipe), each slice written into the labelmap as it comes. */
-  propagate(request: {
+  /** The prompt of the last `segment()`: what `propagate()` with no box carries. */
+  lastPrompt: { imageId: string; box?: number[]; points: Point[] } | null;
+  /** The prompt carried through the viewport's stack (medfm's 3D recipe), each slice written into the labelmap as it comes; with no box and no points, the last `segment()`'s prompt from its image. */
+  propagate(request?: {
     box?: [number, number, number, number] | number[]; points?: Point[]; extent?: number; minIou?: number;
     onProgress?: (slice: SliceMask & { imageId: string }) => void; signal?: AbortSignal;
   }): Promise<ControllerPropagateResult>;
+  /** The viewport's labelmap as a DICOM SEG (Part 10 bytes): one segment per segment index it holds, over the stack's instances; refused ('bad-input') when empty. */
+  exportSeg(options?: { label?: string }): Promise<Uint8Array>;
   acceptPreview(): void;
   rejectPreview(): void;
   clear(): void;
@@ -72,3 +76,12 @@ export declare class MedfmSegmentationTool {
   static toolName: string;
   constructor(toolProps?: Record<string, unknown>, defaultToolProps?: Record<string, unknown>);
 }
+
+/** medfm/cornerstone's exports bound to the given `@cornerstonejs/core` and `@cornerstonejs/tools` modules (cornerstone-core.js; what medfm/ohif uses on OHIF's own copy). */
+export declare function medfmCornerstone(core: unknown, tools: unknown): {
+  Events: typeof Events;
+  pixelsOf: typeof pixelsOf;
+  stackPixelsOf: typeof stackPixelsOf;
+  MedfmSegmentationController: typeof MedfmSegmentationController;
+  MedfmSegmentationTool: typeof MedfmSegmentationTool;
+};

@@ -160,6 +160,10 @@ export interface PixelsOptions {
   description?: string;
   /** The source instances' UIDs, so that exportSeg references them (one instance per frame). */
   uids?: { study?: string; series?: string; sopClass?: string; instances?: string[]; frameOfReference?: string };
+  /** The patient, written into the instances and so into an exported SEG (a PACS files a SEG without it apart from the images). */
+  patient?: { name?: string; id?: string; birthDate?: string; sex?: 'M' | 'F' | 'O' | '' };
+  /** The study's attributes other than its UID (`uids.study`); dates YYYYMMDD, times HHMMSS. */
+  study?: { date?: string; time?: string; id?: string; accession?: string; referringPhysician?: string; description?: string };
 }
 
 export class MedFM extends EventTarget {

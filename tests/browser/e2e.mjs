@@ -35,13 +35,13 @@
 // DICOM opened by URL is never cached, and offline it fails instead of being answered
 // with another one.
 process.env.PW_EXPERIMENTAL_SERVICE_WORKER_NETWORK_EVENTS ??= '1';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ARTIFACTS, ROOT, check, failed, launch, opt, readPng } from './harness.mjs';
+import { PACS_AUTH, PACS_PASSWORD, PACS_USER, freePort, orthancRequest, startOrthanc } from './orthanc.mjs';
 import { forward, resolvePath, serve } from './serve.mjs';
 
 const DIST = path.resolve(opt('dist', path.join(ROOT, 'dist')));
@@ -831,74 +831,8 @@ async function webgpuPath(browser, url) {
 }
 
 // ---------- PACS (issue 22): a real Orthanc with its DICOMweb plugin ----------
-const ORTHANC = '/usr/sbin/Orthanc';
-const DICOMWEB_PLUGIN = '/usr/share/orthanc/plugins/libOrthancDicomWeb.so';
-const PACS_USER = 'medfm';
-const PACS_PASSWORD = 's3cret';
-const PACS_AUTH = `Basic ${Buffer.from(`${PACS_USER}:${PACS_PASSWORD}`).toString('base64')}`;
 const BRAIN_DIR = path.join(ROOT, 'tests/data/series/brain11');
 const BRAIN_BOX = [45, 60, 215, 240];
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-// One request to Orthanc (basic auth): {status, body}.
-function orthancRequest(base, method, p, body) {
-  return new Promise((resolve, reject) => {
-    const u = new URL(p, base);
-    const req = http.request({ host: u.hostname, port: u.port, method, path: u.pathname + u.search, headers: { authorization: PACS_AUTH } }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-// Orthanc on 127.0.0.1 with a temporary configuration (its own storage, DICOMweb on, basic
-// auth), loaded with the brain series through its REST API.
-async function startOrthanc() {
-  if (!fs.existsSync(ORTHANC) || !fs.existsSync(DICOMWEB_PLUGIN)) throw new Error('Orthanc and its DICOMweb plugin are needed: apt-get install orthanc orthanc-dicomweb');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'medfm-orthanc-'));
-  const port = await freePort();
-  const config = {
-    Name: 'medfm-browser-test', StorageDirectory: path.join(dir, 'storage'), IndexDirectory: path.join(dir, 'index'),
-    HttpPort: port, DicomPort: await freePort(), RemoteAccessAllowed: false, AuthenticationEnabled: true,
-    RegisteredUsers: { [PACS_USER]: PACS_PASSWORD }, Plugins: [DICOMWEB_PLUGIN], DicomWeb: { Enable: true, Root: '/dicom-web/' },
-  };
-  fs.writeFileSync(path.join(dir, 'orthanc.json'), JSON.stringify(config));
-  const log = fs.openSync(path.join(dir, 'orthanc.log'), 'w');
-  const child = spawn(ORTHANC, [path.join(dir, 'orthanc.json')], { stdio: ['ignore', log, log] });
-  const base = `http://127.0.0.1:${port}`;
-  const stop = () => {
-    child.kill();
-    fs.rmSync(dir, { recursive: true, force: true });
-  };
-  const t0 = Date.now();
-  for (;;) {
-    const r = await orthancRequest(base, 'GET', '/system').catch(() => null);
-    if (r && r.status === 200) break;
-    if (Date.now() - t0 > 60000) {
-      const text = fs.readFileSync(path.join(dir, 'orthanc.log'), 'utf8');
-      stop();
-      throw new Error(`Orthanc did not answer within 60 s: ${text.slice(-2000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  for (const f of fs.readdirSync(BRAIN_DIR).filter((x) => x.endsWith('.dcm')).sort()) {
-    const r = await orthancRequest(base, 'POST', '/instances', fs.readFileSync(path.join(BRAIN_DIR, f)));
-    if (r.status !== 200) throw new Error(`uploading ${f} to Orthanc: HTTP ${r.status}`);
-  }
-  return { base, stop };
-}
 
 // A CORS-enabled front of the PACS on another origin (as nginx adds CORS in front of
 // Orthanc, which has none): preflights answered, `allowOrigin` allowed.
@@ -1019,7 +953,7 @@ async function pacsWorkflow(page, label, pacsUrl, orthanc, log) {
 
 async function pacsPath(browser) {
   console.log('PACS path (Orthanc + DICOMweb: same-origin proxy, then CORS)');
-  const orthanc = await startOrthanc();
+  const orthanc = await startOrthanc(fs.readdirSync(BRAIN_DIR).filter((x) => x.endsWith('.dcm')).sort().map((f) => path.join(BRAIN_DIR, f)));
   const servers = [];
   try {
     // 1. Behind the app's own server as a same-origin reverse proxy (the CSP as shipped:

@@ -5,14 +5,17 @@
 // Options (for the browser test):
 // - csp: send the app's Content-Security-Policy header (default true); with false, the
 //   policy is also removed from index.html, so nothing stops a foreign request and the
-//   test sees every request the code makes;
+//   test sees every request the code makes; a string: that policy (an app, such as OHIF's
+//   build, whose index.html has none);
+// - fallback: the file answered for a path with no file (a single-page app's routes);
 // - gzip: send .bpk files gzip-encoded (Content-Length is then the compressed size);
 // - files: extra paths (any query string) answered with given bytes, e.g. a DICOM opened
 //   by URL as from a same-origin WADO proxy;
 // - redirects: paths answered with a 302 to a given URL;
 // - proxy: {'/dicom-web': 'http://127.0.0.1:8042'} (or {target, throttleMs}): requests
 //   under a path prefix passed on to another server (same path, method, headers and
-//   body), as a deployment serves the app behind the same reverse proxy as its PACS.
+//   body), as a deployment serves the app behind the same reverse proxy as its PACS;
+//   `headers` are added to each request passed on (the proxy's credentials).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -29,6 +32,8 @@ const TYPES = {
   '.png': 'image/png',
   '.dcm': 'application/dicom',
   '.bpk': 'application/octet-stream',
+  '.svg': 'image/svg+xml',
+  '.woff2': 'font/woff2',
 };
 
 const META_CSP = /<meta http-equiv="Content-Security-Policy" content="([^"]+)">/;
@@ -59,9 +64,9 @@ export function resolvePath(root, pathname) {
 
 // Pass `req` on to the server at `target` (an origin) and its answer back, streamed;
 // with `throttleMs`, each chunk of the answer is followed by that pause (a slow link).
-export function forward(req, res, target, extraHeaders = {}, throttleMs = 0) {
+export function forward(req, res, target, extraHeaders = {}, throttleMs = 0, requestHeaders = {}) {
   const t = new URL(target);
-  const headers = { ...req.headers, host: t.host };
+  const headers = { ...req.headers, ...requestHeaders, host: t.host };
   delete headers.origin;
   delete headers.referer;
   const out = http.request({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers }, (back) => {
@@ -85,19 +90,19 @@ export function forward(req, res, target, extraHeaders = {}, throttleMs = 0) {
 }
 
 export function serve(root, options = {}) {
-  const { port = 0, csp: withCsp = true, gzip = false, files = {}, redirects = {}, proxy = {} } =
+  const { port = 0, csp: withCsp = true, gzip = false, files = {}, redirects = {}, proxy = {}, fallback = null } =
     typeof options === 'number' ? { port: options } : options;
   root = path.resolve(root);
-  const policy = csp(root);
+  const policy = typeof withCsp === 'string' ? withCsp : withCsp ? csp(root) : null;
   const gzipped = new Map();
   const server = http.createServer((req, res) => {
     const u = new URL(req.url, 'http://localhost');
     const headers = { 'cache-control': 'no-cache' };
-    if (withCsp) headers['content-security-policy'] = policy;
+    if (policy) headers['content-security-policy'] = policy;
     const prefix = Object.keys(proxy).find((p) => u.pathname === p || u.pathname.startsWith(`${p}/`));
     if (prefix) {
       const p = typeof proxy[prefix] === 'string' ? { target: proxy[prefix] } : proxy[prefix];
-      forward(req, res, p.target, {}, p.throttleMs);
+      forward(req, res, p.target, {}, p.throttleMs, p.headers);
       return;
     }
     if (redirects[u.pathname]) {
@@ -116,6 +121,7 @@ export function serve(root, options = {}) {
       return;
     }
     if (fs.existsSync(p) && fs.statSync(p).isDirectory()) p = path.join(p, 'index.html');
+    if (fallback && !fs.existsSync(p)) p = path.join(root, fallback);
     fs.readFile(p, (err, data) => {
       if (err) {
         res.writeHead(404).end('not found');

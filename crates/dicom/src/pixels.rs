@@ -73,6 +73,41 @@ pub struct Uids {
     pub frame_of_reference: Option<String>,
 }
 
+/// Whose pixels they are (Patient module). Written into each instance, so that a SEG over
+/// them carries the patient: without it a PACS files the SEG apart from the images.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patient {
+    /// PatientName (PN: `Family^Given`).
+    pub name: Option<String>,
+    /// PatientID.
+    pub id: Option<String>,
+    /// PatientBirthDate, YYYYMMDD.
+    #[serde(rename = "birthDate")]
+    pub birth_date: Option<String>,
+    /// PatientSex: M, F or O.
+    pub sex: Option<String>,
+}
+
+/// Which study the pixels are of (General Study module, less its UID: `uids.study`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Study {
+    /// StudyDate, YYYYMMDD.
+    pub date: Option<String>,
+    /// StudyTime, HHMMSS.FFFFFF (leading parts).
+    pub time: Option<String>,
+    /// StudyID.
+    pub id: Option<String>,
+    /// AccessionNumber.
+    pub accession: Option<String>,
+    /// ReferringPhysicianName (PN).
+    #[serde(rename = "referringPhysician")]
+    pub referring_physician: Option<String>,
+    /// StudyDescription.
+    pub description: Option<String>,
+}
+
 /// What the pixels are: size, geometry, window, UIDs (the JS API's `openPixels` options,
 /// less `data`).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -102,6 +137,10 @@ pub struct PixelSpec {
     pub description: Option<String>,
     /// The source instances' UIDs; made ones where absent.
     pub uids: Option<Uids>,
+    /// The patient (empty attributes where absent).
+    pub patient: Option<Patient>,
+    /// The study's date, time, ID, accession number, referring physician and description.
+    pub study: Option<Study>,
 }
 
 fn one() -> u32 {
@@ -110,6 +149,80 @@ fn one() -> u32 {
 
 fn bad(msg: impl Into<String>) -> Error {
     Error::Pixels(msg.into())
+}
+
+/// The value of a patient or study attribute, checked against its VR: `name` (the option's
+/// path) says which in the error. Empty when absent.
+fn text_value<'a>(name: &str, value: &'a Option<String>, vr: VR) -> Result<&'a str, Error> {
+    let v = value.as_deref().unwrap_or("");
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let ok = match vr {
+        VR::DA => v.is_empty() || (v.len() == 8 && digits(v)),
+        VR::TM => {
+            let (hms, frac) = v.split_once('.').unwrap_or((v, ""));
+            v.is_empty()
+                || ([2, 4, 6].contains(&hms.len())
+                    && digits(hms)
+                    && frac.len() <= 6
+                    && digits(frac)
+                    && (frac.is_empty() || hms.len() == 6)
+                    && (!v.contains('.') || !frac.is_empty()))
+        }
+        VR::CS => ["", "M", "F", "O"].contains(&v),
+        VR::SH => v.chars().count() <= 16 && !v.contains('\\') && !v.chars().any(char::is_control),
+        _ => v.chars().count() <= 64 && !v.contains('\\') && !v.chars().any(char::is_control),
+    };
+    if ok {
+        return Ok(v);
+    }
+    Err(bad(match vr {
+        VR::DA => format!("{name} {v:?}: a date as YYYYMMDD"),
+        VR::TM => format!("{name} {v:?}: a time as HHMMSS (or HH, HHMM; .FFFFFF after HHMMSS)"),
+        VR::CS => format!("{name} {v:?}: M, F or O"),
+        VR::SH => format!("{name} {v:?}: at most 16 characters, no backslash or control character"),
+        _ => format!("{name} {v:?}: at most 64 characters, no backslash or control character"),
+    }))
+}
+
+/// The patient and study attributes of `spec`, checked: (tag, VR, value).
+fn identity(spec: &PixelSpec) -> Result<Vec<(dicom_core::Tag, VR, String)>, Error> {
+    let p = spec.patient.clone().unwrap_or_default();
+    let s = spec.study.clone().unwrap_or_default();
+    let list = [
+        (tags::STUDY_DATE, VR::DA, "study.date", s.date),
+        (tags::STUDY_TIME, VR::TM, "study.time", s.time),
+        (
+            tags::ACCESSION_NUMBER,
+            VR::SH,
+            "study.accession",
+            s.accession,
+        ),
+        (
+            tags::REFERRING_PHYSICIAN_NAME,
+            VR::PN,
+            "study.referringPhysician",
+            s.referring_physician,
+        ),
+        (
+            tags::STUDY_DESCRIPTION,
+            VR::LO,
+            "study.description",
+            s.description,
+        ),
+        (tags::PATIENT_NAME, VR::PN, "patient.name", p.name),
+        (tags::PATIENT_ID, VR::LO, "patient.id", p.id),
+        (
+            tags::PATIENT_BIRTH_DATE,
+            VR::DA,
+            "patient.birthDate",
+            p.birth_date,
+        ),
+        (tags::PATIENT_SEX, VR::CS, "patient.sex", p.sex),
+        (tags::STUDY_ID, VR::SH, "study.id", s.id),
+    ];
+    list.into_iter()
+        .map(|(tag, vr, name, value)| Ok((tag, vr, text_value(name, &value, vr)?.to_string())))
+        .collect()
 }
 
 /// A decimal string (VR DS: at most 16 characters) for `v`: its shortest exact form when
@@ -303,6 +416,7 @@ pub fn instances(spec: &PixelSpec, values: Values) -> Result<Vec<Vec<u8>>, Error
             return Err(bad(format!("uid {u:?} is not a DICOM UID")));
         }
     }
+    let identity = identity(spec)?;
     let store = storage(&values)?;
     let made = made_uids(spec, &values);
     let study = uids.study.clone().unwrap_or_else(|| made("study", 0));
@@ -326,6 +440,9 @@ pub fn instances(spec: &PixelSpec, values: Values) -> Result<Vec<Vec<u8>>, Error
         obj.put(el(tags::SERIES_INSTANCE_UID, VR::UI, series.as_str()));
         obj.put(el(tags::MODALITY, VR::CS, modality));
         obj.put(el(tags::SERIES_DESCRIPTION, VR::LO, description));
+        for (tag, vr, value) in &identity {
+            obj.put(el(*tag, *vr, value.as_str()));
+        }
         obj.put(el(tags::INSTANCE_NUMBER, VR::IS, format!("{}", k + 1)));
         if let Some(s) = spec.spacing {
             // PixelSpacing is row spacing (y) \ column spacing (x).

@@ -102,6 +102,8 @@ pub(crate) fn image(
             photometric: Some(if rgb { "RGB" } else { "MONOCHROME2" }.into()),
             description: None,
             uids: None,
+            patient: None,
+            study: None,
         })
     };
     let shape_of = |shape: &[usize], rgb_ok: bool| -> Result<(usize, usize, bool), Error> {
