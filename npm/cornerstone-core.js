@@ -113,7 +113,7 @@ export function medfmCornerstone(core, tools) {
     }
     const patient = identity({
       name: personName(patientModule.patientName),
-      id: patientModule.patientId,
+      id: patientModule.patientId ?? patientModule.patientID,
       birthDate: patientModule.patientBirthDate,
       sex: patientModule.patientSex,
     });
@@ -129,7 +129,7 @@ export function medfmCornerstone(core, tools) {
     if (studyDetails) spec.study = studyDetails;
     if (series.seriesInstanceUID && sop.sopInstanceUID) {
       spec.uids = {
-        study: study.studyInstanceUID,
+        study: study.studyInstanceUID || series.studyInstanceUID,
         series: series.seriesInstanceUID,
         sopClass: sop.sopClassUID,
         instances: [sop.sopInstanceUID],
@@ -298,9 +298,9 @@ export function medfmCornerstone(core, tools) {
       for (const imageId of imageIds) {
         const image = cache.getImage(imageId) || (await imageLoader.loadAndCacheImage(imageId));
         const spec = pixelsOf(image, imageId, { viewport: this.viewport, voi: this.voi });
-        const sop = spec.uids?.series && spec.uids.instances[0];
+        const sop = spec.uids?.series && spec.uids.study && spec.uids.instances[0];
         if (!sop) {
-          throw coded(`${imageId} has no SeriesInstanceUID or SOPInstanceUID in Cornerstone3D's metadata: medfm finds an image in its series by them`, 'bad-input');
+          throw coded(`${imageId} has no StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID in Cornerstone3D's metadata: medfm finds an image in its series by them`, 'bad-input');
         }
         if (placed.some((p) => p.sop === sop)) {
           throw coded(`${imageId}: two images of one instance (${sop}, a multi-frame instance): not supported yet`, 'bad-input');

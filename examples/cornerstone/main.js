@@ -94,6 +94,10 @@ async function start() {
   element.addEventListener('medfm-segmented', (e) => status(`${e.detail.area} pixels (IoU ${e.detail.iou.toFixed(2)}): Enter keeps, Escape drops`));
   element.addEventListener('medfm-error', (e) => status(`not segmented: ${e.detail.message}`));
 
+  // A clicked button gives the focus back, so Enter and Escape (accept, reject) reach the
+  // tool rather than pressing the button again.
+  for (const button of document.querySelectorAll('header button')) button.addEventListener('click', () => button.blur());
+
   let propagating = null;
   document.getElementById('propagate').addEventListener('click', async () => {
     if (propagating) {
@@ -116,7 +120,9 @@ async function start() {
       const a = document.createElement('a');
       a.href = URL.createObjectURL(new Blob([bytes], { type: 'application/dicom' }));
       a.download = 'medfm-seg.dcm';
+      document.body.append(a);
       a.click();
+      a.remove();
       status(`SEG: ${bytes.length} bytes`);
     } catch (e) {
       status(`not exported: ${e.message}`);

@@ -5,7 +5,7 @@
 // DICOMweb data source pointed at a real Orthanc (through the site's reverse proxy, which adds
 // the PACS credentials), driven in headless Chromium (CPU-wasm):
 //
-//   node tests/browser/ohif.mjs [--tgz FILE] [--artifacts DIR]
+//   node tests/browser/ohif.mjs [--tgz FILE] [--artifacts DIR] [--docs]
 //
 // - the 48-slice lung CT (tests/data/ct-lung1) opens in medfm's mode (`/medfm?StudyInstanceUIDs=`);
 // - on the tumour slice, the "medfm box" toolbar button, a real mouse drag and Enter: the
@@ -16,7 +16,7 @@
 // - "medfm export SEG" downloads a SEG that dciodvfy passes with no error and highdicom reads
 //   back as the labelmap, referencing the study's instances under the patient's own ID;
 // - every request stays on the site's origin; a screenshot of the viewport with the labelmap
-//   drawn is kept.
+//   drawn is kept (and copied to docs/ with --docs).
 //
 // Env: MEDFM_BIN (the native binary, for the reference masks), MEDFM_WEB_DIST (the web build
 // to pack from, as package.mjs), MEDFM_OHIF (the @ohif/app version, default 3.13.2),
@@ -25,7 +25,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ARTIFACTS, ROOT, check, failed, iou, launch, referenceMask, run, tarball } from './harness.mjs';
+import { ARTIFACTS, ROOT, check, failed, flag, iou, launch, referenceMask, run, tarball } from './harness.mjs';
 import { CT_FILES, TUMOUR_BOX, TUMOUR_FILE, checkSeg, dicomValue, referencePropagation, stackDice } from './lung.mjs';
 import { PACS_AUTH, startOrthanc } from './orthanc.mjs';
 import { serve } from './serve.mjs';
@@ -219,7 +219,9 @@ async function main() {
     check(slice && sliceIou >= 0.99, `the labelmap on the tumour slice equals medfm segment's mask (IoU ${sliceIou.toFixed(4)} >= 0.99, ${ref.area} pixels)`);
     const elsewhere = (lm?.slices || []).filter((s, i) => i !== tumourIndex && s && s.some((v) => v)).length;
     check(elsewhere === 0, 'no other slice of the labelmap is touched by the box', String(elsewhere));
-    await page.locator('.cornerstone-viewport-element, [data-viewportid]').first().screenshot({ path: path.join(ARTIFACTS, 'ohif_viewport.png') }).catch(() => page.screenshot({ path: path.join(ARTIFACTS, 'ohif_viewport.png') }));
+    const shot = path.join(ARTIFACTS, 'ohif_viewport.png');
+    await page.locator('.cornerstone-viewport-element, [data-viewportid]').first().screenshot({ path: shot }).catch(() => page.screenshot({ path: shot }));
+    if (flag('docs')) fs.copyFileSync(shot, path.join(ROOT, 'docs/ohif_labelmap.png'));
 
     // Propagation from the toolbar: the last box through the series.
     const reference = referencePropagation(got.box, 'ohif');
