@@ -10,7 +10,7 @@ import { MedFM } from './www/medfm.js';
  * (`@cornerstonejs/tools`), both 5.x and initialised by the app.
  */
 export function medfmCornerstone(core, tools) {
-  const { cache, eventTarget, getEnabledElement, imageLoader, metaData, triggerEvent, utilities } = core;
+  const { Enums, cache, eventTarget, getEnabledElement, imageLoader, metaData, triggerEvent, utilities } = core;
   const { BaseTool, Enums: ToolsEnums, drawing, segmentation, utilities: toolUtilities } = tools;
 
 
@@ -220,6 +220,8 @@ export function medfmCornerstone(core, tools) {
       this.loading = null;
       // The last mask written and what it replaced, until accepted or rejected.
       this.preview = null;
+      // Stops encodeAhead(), while it runs.
+      this.stopEncodeAhead = null;
     }
 
     log(logger, ...args) {
@@ -250,6 +252,7 @@ export function medfmCornerstone(core, tools) {
 
     disconnectViewport(viewport = this.viewport) {
       if (viewport && this.viewport === viewport) {
+        this.stopEncodeAhead?.();
         this.rejectPreview();
         this.viewport = null;
       }
@@ -485,6 +488,64 @@ export function medfmCornerstone(core, tools) {
     /** Drop the preview (as rejectPreview). */
     clear() {
       this.rejectPreview();
+    }
+
+    /**
+     * Encode ahead: whenever the viewport rests on an image for `restMs` (default 250), encode
+     * it and its `neighbours` (default 1) each side, nearest first, one at a time in the
+     * background, so that a box on them answers in the decoder's time. The engine keeps its
+     * last 8 encodings (an LRU), so neighbours beyond that are pointless. After each encode it
+     * looks again where the viewport is, so scrolling on redirects it (an encode under way
+     * finishes first). Returns a function that stops it; `disconnectViewport` stops it too.
+     */
+    encodeAhead({ neighbours = 1, restMs = 250 } = {}) {
+      const viewport = this.requireViewport();
+      this.stopEncodeAhead?.();
+      const done = new Set();
+      let timer = null;
+      let running = false;
+      let stopped = false;
+      const wanted = () => {
+        const ids = viewport.getImageIds();
+        const at = viewport.getCurrentImageIdIndex();
+        const out = [ids[at]];
+        for (let k = 1; k <= neighbours; k++) out.push(ids[at + k], ids[at - k]);
+        return out.filter(Boolean);
+      };
+      const run = async () => {
+        if (running || stopped) return;
+        running = true;
+        try {
+          const fm = await this.initModel();
+          for (;;) {
+            const next = wanted().find((id) => !done.has(id));
+            if (!next || stopped || this.viewport !== viewport) break;
+            done.add(next);
+            const [{ series, frame }] = await this.place([next]);
+            const r = await fm.encode({ series, frame });
+            this.log('encoder', `medfm: encoded ${next} ahead in ${Math.round(r.ms)} ms`);
+            // What the engine's LRU has let go is encoded again when wanted again.
+            if (done.size > 8) done.delete(done.values().next().value);
+          }
+        } catch (e) {
+          this.log('status', `medfm: encode ahead: ${e.message}`);
+        } finally {
+          running = false;
+        }
+      };
+      const onImage = () => {
+        clearTimeout(timer);
+        timer = setTimeout(run, restMs);
+      };
+      viewport.element.addEventListener(Enums.Events.STACK_NEW_IMAGE, onImage);
+      onImage();
+      this.stopEncodeAhead = () => {
+        stopped = true;
+        clearTimeout(timer);
+        viewport.element.removeEventListener(Enums.Events.STACK_NEW_IMAGE, onImage);
+        this.stopEncodeAhead = null;
+      };
+      return this.stopEncodeAhead;
     }
 
     /** Encode images ahead (default: the viewport's current one), so that a box answers in the decoder's time. */

@@ -69,6 +69,10 @@ export declare class MedfmSegmentationController {
   rejectPreview(): void;
   clear(): void;
   cacheImageEncodings(imageIds?: string[]): Promise<void>;
+  /** Encode the image the viewport rests on (`restMs`, default 250) and `neighbours` (default 1) each side in the background; returns a function that stops it. */
+  encodeAhead(options?: { neighbours?: number; restMs?: number }): () => void;
+  /** Open images in the engine (once each per engine) and where each is in its series. */
+  place(imageIds: string[]): Promise<{ series: string; frame: number; sop: string }[]>;
 }
 
 /** Drag a box to segment (drawn while dragging), click to add an include point (Shift: exclude) to the pending prompt; Enter accepts, Escape rejects. Configuration `{ controller, minBoxPixels?, boxColor? }`; the result as a `medfm-segmented` CustomEvent (detail: the controller's result with `box` and `points`), an error as `medfm-error` (`{ code, message, box, points }`). */

@@ -75,6 +75,9 @@ async function start() {
   await viewport.setStack(imageIds, Math.floor(imageIds.length / 2));
   viewport.render();
   controller.initViewport(viewport);
+  // The slice the reader rests on and its neighbours are encoded in the background: a box
+  // there answers in the decoder's time.
+  controller.encodeAhead();
 
   addTool(MedfmSegmentationTool);
   addTool(StackScrollTool);
