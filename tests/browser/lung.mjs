@@ -20,6 +20,14 @@ export function dicomValue(file, tag) {
   return m[1];
 }
 
+/** A labelmap slice read sparse ({n, set}: its length and the set indices) as 0/1 bytes; null stays null. */
+export function dense(slice) {
+  if (!slice) return null;
+  const out = new Uint8Array(slice.n);
+  for (const i of slice.set) out[i] = 1;
+  return out;
+}
+
 /** Dice of two 0/1 arrays of one length (1 when both are empty). */
 export function dice(a, b) {
   let inter = 0;
