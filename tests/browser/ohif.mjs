@@ -117,6 +117,17 @@ const labelmapState = () => {
   };
 };
 
+// Show stack image `i` in the viewport (asked again each call until it is there); true
+// once it is, with its image in the cache.
+const showImage = (i) => {
+  const vp = window.cornerstone.getRenderingEngines()[0].getViewports().find((v) => v.getImageIds?.().length);
+  if (vp.getCurrentImageIdIndex() !== i) {
+    vp.setImageIdIndex(i).catch(() => {});
+    return null;
+  }
+  return window.cornerstone.cache.getImage(vp.getCurrentImageId()) ? true : null;
+};
+
 // Page coordinates of an image pixel on the viewport (the canvas as Cornerstone3D maps it).
 const pagePoint = ([x, y]) => {
   const cs = window.cornerstone;
@@ -184,14 +195,12 @@ async function main() {
     check(state.count === 48, `medfm's mode shows the 48-slice CT from Orthanc in a stack viewport`);
     const tumourIndex = state.uids.indexOf(tumourUid);
     check(tumourIndex >= 0, `the tumour slice ${path.basename(TUMOUR_FILE)} is in the stack (at ${tumourIndex})`);
-    await page.evaluate(async (i) => {
-      const vp = window.cornerstone.getRenderingEngines()[0].getViewports().find((v) => v.getImageIds?.().length);
-      await vp.setImageIdIndex(i);
-    }, tumourIndex);
-    await waitFor(page, (i) => {
-      const vp = window.cornerstone.getRenderingEngines()[0].getViewports().find((v) => v.getImageIds?.().length);
-      return vp.getCurrentImageIdIndex() === i && window.cornerstone.cache.getImage(vp.getCurrentImageId()) ? true : null;
-    }, tumourIndex, 'the tumour slice on screen');
+    // To the tumour slice; asked again while OHIF is still setting its viewport up (on a
+    // loaded machine its own first image can come after ours, or the viewport be replaced).
+    await waitFor(page, showImage, tumourIndex, 'the tumour slice on screen');
+    // And still there a moment later (nothing of OHIF's set-up pending moves it again).
+    await page.waitForTimeout(1000);
+    await waitFor(page, showImage, tumourIndex, 'the tumour slice on screen');
 
     // The box tool, from its toolbar button, then a real drag.
     await page.click('[data-cy="MedfmBox"]');
