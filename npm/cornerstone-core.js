@@ -66,9 +66,7 @@ export function medfmCornerstone(core, tools) {
    * them. `voi`: 'image' (the image's own window) or 'viewport' (the viewport's VOI range).
    */
   function pixelsOf(image, imageId, { viewport, voi = 'image' } = {}) {
-    if (image.color || (image.numberOfComponents ?? 1) !== 1) {
-      throw coded(`${imageId} is a colour image: medfm/cornerstone segments greyscale images`, 'bad-input');
-    }
+    requireGreyscale(image, imageId);
     let data = image.getPixelData();
     const slope = image.slope ?? 1;
     const intercept = image.intercept ?? 0;
@@ -92,7 +90,6 @@ export function medfmCornerstone(core, tools) {
     }
     const series = metaData.get('generalSeriesModule', imageId) || {};
     const study = metaData.get('generalStudyModule', imageId) || {};
-    const sop = metaData.get('sopCommonModule', imageId) || {};
     const plane = metaData.get('imagePlaneModule', imageId) || {};
     const patientModule = metaData.get('patientModule', imageId) || {};
     const spec = {
@@ -127,16 +124,30 @@ export function medfmCornerstone(core, tools) {
       description: study.studyDescription,
     });
     if (studyDetails) spec.study = studyDetails;
-    if (series.seriesInstanceUID && sop.sopInstanceUID) {
-      spec.uids = {
-        study: study.studyInstanceUID || series.studyInstanceUID,
-        series: series.seriesInstanceUID,
-        sopClass: sop.sopClassUID,
-        instances: [sop.sopInstanceUID],
-        frameOfReference: plane.frameOfReferenceUID,
-      };
-    }
+    const uids = uidsOf(imageId);
+    if (uids) spec.uids = uids;
     return spec;
+  }
+
+  function requireGreyscale(image, imageId) {
+    if (image.color || (image.numberOfComponents ?? 1) !== 1) {
+      throw coded(`${imageId} is a colour image: medfm/cornerstone segments greyscale images`, 'bad-input');
+    }
+  }
+
+  /** The UIDs of the instance behind `imageId` as `openPixels` takes them (undefined without
+   * a SeriesInstanceUID and a SOPInstanceUID): metadata only, no pixels. */
+  function uidsOf(imageId) {
+    const series = metaData.get('generalSeriesModule', imageId) || {};
+    const sop = metaData.get('sopCommonModule', imageId) || {};
+    if (!series.seriesInstanceUID || !sop.sopInstanceUID) return undefined;
+    return {
+      study: (metaData.get('generalStudyModule', imageId) || {}).studyInstanceUID || series.studyInstanceUID,
+      series: series.seriesInstanceUID,
+      sopClass: sop.sopClassUID,
+      instances: [sop.sopInstanceUID],
+      frameOfReference: (metaData.get('imagePlaneModule', imageId) || {}).frameOfReferenceUID,
+    };
   }
 
   /** The labelmap image of segmentation `id` over `imageId` (by Cornerstone3D's own map, else by the derived images' referencedImageId). */
@@ -298,24 +309,30 @@ export function medfmCornerstone(core, tools) {
       let opened = openedIn.get(fm);
       if (!opened) openedIn.set(fm, (opened = new Map()));
       const placed = [];
+      const seen = new Set();
       for (const imageId of imageIds) {
+        // Loaded first: a wadouri image's metadata comes with its file.
         const image = cache.getImage(imageId) || (await imageLoader.loadAndCacheImage(imageId));
-        const spec = pixelsOf(image, imageId, { viewport: this.viewport, voi: this.voi });
-        const sop = spec.uids?.series && spec.uids.study && spec.uids.instances[0];
+        requireGreyscale(image, imageId);
+        const uids = uidsOf(imageId);
+        const sop = uids?.study && uids.instances[0];
         if (!sop) {
           throw coded(`${imageId} has no StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID in Cornerstone3D's metadata: medfm finds an image in its series by them`, 'bad-input');
         }
-        if (placed.some((p) => p.sop === sop)) {
+        if (seen.has(sop)) {
           throw coded(`${imageId}: two images of one instance (${sop}, a multi-frame instance): not supported yet`, 'bad-input');
         }
+        seen.add(sop);
+        // Its pixels are read only the first time.
         if (!opened.has(sop)) {
+          const spec = pixelsOf(image, imageId, { viewport: this.viewport, voi: this.voi });
           const done = fm.openPixels(spec).then((list) => {
             if (!list.length) throw coded(`${imageId}: ${list.errors?.[0]?.error || 'no series'}`, 'bad-input');
           });
           done.catch(() => opened.delete(sop));
           opened.set(sop, done);
         }
-        placed.push({ sop, series: spec.uids.series, done: opened.get(sop) });
+        placed.push({ sop, series: uids.series, done: opened.get(sop) });
       }
       await Promise.all(placed.map((p) => p.done));
       const frames = new Map();
