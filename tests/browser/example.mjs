@@ -18,8 +18,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ARTIFACTS, ROOT, check, failed, flag, iou, launch, referenceMask, run, tarball } from './harness.mjs';
-import { CT_FILES, TUMOUR_BOX, TUMOUR_FILE, checkSeg, dense, dicomValue, referencePropagation, stackDice } from './lung.mjs';
+import { ARTIFACTS, ROOT, check, flag, iou, launch, referenceMask, run, runTest, tarball } from './harness.mjs';
+import { CT_FILES, TUMOUR_BOX, TUMOUR_FILE, checkSeg, dense, dicomValue, pageHelpers, referencePropagation, stackDice } from './lung.mjs';
 import { PACS_AUTH, startOrthanc } from './orthanc.mjs';
 import { serve } from './serve.mjs';
 
@@ -44,28 +44,8 @@ const stackState = () => {
   const ids = viewport.getImageIds();
   return { count: ids.length, current: viewport.getCurrentImageIdIndex(), uids: ids.map((id) => metaData.get('sopCommonModule', id)?.sopInstanceUID) };
 };
-const labelmapState = () => {
-  const { viewport, cache, segmentation, controller } = window.example;
-  const data = controller.segmentationId && segmentation.state.getSegmentation(controller.segmentationId)?.representationData?.Labelmap;
-  if (!data) return null;
-  const ids = data.imageIds || Object.values(data.labelmaps || {}).flatMap((layer) => layer.imageIds || []);
-  const bySource = new Map(ids.map((lid) => [cache.getImage(lid)?.referencedImageId, lid]));
-  return viewport.getImageIds().map((imageId) => {
-    const img = cache.getImage(bySource.get(imageId));
-    if (!img) return null;
-    // Sparse (the set voxels' indices): dense slices cost a minute through the protocol.
-    const n = img.rows * img.columns;
-    const set = [];
-    for (let i = 0; i < n; i++) if (img.voxelManager.getAtIndex(i)) set.push(i);
-    return { n, set };
-  });
-};
-const pagePoint = ([x, y]) => {
-  const { viewport, utilities } = window.example;
-  const [cx, cy] = viewport.worldToCanvas(utilities.imageToWorldCoords(viewport.getCurrentImageId(), [x, y]));
-  const r = viewport.canvas.getBoundingClientRect();
-  return [r.left + cx, r.top + cy];
-};
+const labelmapState = () => window.medfmPage.readLabelmap({ ...window.example, segmentationId: window.example.controller.segmentationId });
+const pagePoint = (p) => window.medfmPage.pagePoint(window.example, p);
 
 async function main() {
   if (!process.env.MEDFM_BIN) throw new Error('MEDFM_BIN is not set (path of the native medfm binary)');
@@ -87,7 +67,7 @@ async function main() {
     page.on('console', (m) => {
       if (/Content Security Policy/.test(m.text())) problems.push(`CSP: ${m.text()}`);
     });
-    await page.addInitScript(`window.medfmTest = { stackState: ${stackState}, labelmapState: ${labelmapState}, pagePoint: ${pagePoint} };`);
+    await page.addInitScript(`${pageHelpers} window.medfmTest = { stackState: ${stackState}, labelmapState: ${labelmapState}, pagePoint: ${pagePoint} };`);
     await page.goto(`${server.url}?study=${study}&backend=cpu`);
     // The controller's log lines, as the example's listener shows them.
     await page.waitForFunction(() => window.example, null, { timeout: 240000 }).catch(() => null);
@@ -181,13 +161,4 @@ async function main() {
   }
 }
 
-try {
-  await main();
-} catch (e) {
-  check(false, 'the example viewer test ran to its end', e.stack || String(e));
-}
-if (failed()) {
-  console.log(`${failed()} check(s) failed`);
-  process.exit(1);
-}
-console.log('all example viewer checks passed');
+await runTest('the example viewer test', 'all example viewer checks passed', main);

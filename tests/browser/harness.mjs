@@ -60,6 +60,21 @@ export function failed() {
   return failures;
 }
 
+/** Run a test's `main`: a throw is a failed check (`what` ran to its end); then the
+ * process exits 1 when any check failed, else prints `passed`. */
+export async function runTest(what, passed, main) {
+  try {
+    await main();
+  } catch (e) {
+    check(false, `${what} ran to its end`, e.stack || String(e));
+  }
+  if (failures) {
+    console.log(`${failures} check(s) failed`);
+    process.exit(1);
+  }
+  console.log(passed);
+}
+
 /** Headless Debian Chromium (no browser download), WebGPU allowed (SwiftShader here). */
 export async function launch(extraArgs = []) {
   return chromium.launch({

@@ -20,6 +20,38 @@ export function dicomValue(file, tag) {
   return m[1];
 }
 
+// Page-side helpers (run in the browser, given the page's Cornerstone3D pieces; a test puts
+// them into the page with `pageHelpers`).
+
+/** Every image of `viewport`'s stack in segmentation `segmentationId`'s labelmap, sparse
+ * ({n, set}: the length and the set voxels' indices; 48 dense 512x512 slices are 12 M values
+ * through the browser protocol, a minute here), each labelmap image found by the image it
+ * was derived from; null where an image has none, and null without the segmentation. */
+const readLabelmap = ({ cache, segmentation, viewport, segmentationId }) => {
+  const data = segmentationId && segmentation.state.getSegmentation(segmentationId)?.representationData?.Labelmap;
+  if (!data) return null;
+  const ids = data.imageIds || Object.values(data.labelmaps || {}).flatMap((layer) => layer.imageIds || []);
+  const bySource = new Map(ids.map((lid) => [cache.getImage(lid)?.referencedImageId, lid]));
+  return viewport.getImageIds().map((imageId) => {
+    const img = cache.getImage(bySource.get(imageId));
+    if (!img) return null;
+    const n = img.rows * img.columns;
+    const set = [];
+    for (let i = 0; i < n; i++) if (img.voxelManager.getAtIndex(i)) set.push(i);
+    return { n, set };
+  });
+};
+
+/** Page coordinates of image pixel [x, y] of the image `viewport` shows. */
+const pagePoint = ({ viewport, utilities }, [x, y]) => {
+  const [cx, cy] = viewport.worldToCanvas(utilities.imageToWorldCoords(viewport.getCurrentImageId(), [x, y]));
+  const r = viewport.canvas.getBoundingClientRect();
+  return [r.left + cx, r.top + cy];
+};
+
+/** A script that defines `window.medfmPage = {readLabelmap, pagePoint}` (for addInitScript). */
+export const pageHelpers = `window.medfmPage = { readLabelmap: ${readLabelmap}, pagePoint: ${pagePoint} };`;
+
 /** A labelmap slice read sparse ({n, set}: its length and the set indices) as 0/1 bytes; null stays null. */
 export function dense(slice) {
   if (!slice) return null;

@@ -25,8 +25,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ARTIFACTS, ROOT, check, failed, flag, iou, launch, referenceMask, run, tarball } from './harness.mjs';
-import { CT_FILES, TUMOUR_BOX, TUMOUR_FILE, checkSeg, dense, dicomValue, referencePropagation, stackDice } from './lung.mjs';
+import { ARTIFACTS, ROOT, check, flag, iou, launch, referenceMask, run, runTest, tarball } from './harness.mjs';
+import { CT_FILES, TUMOUR_BOX, TUMOUR_FILE, checkSeg, dense, dicomValue, pageHelpers, referencePropagation, stackDice } from './lung.mjs';
 import { PACS_AUTH, startOrthanc } from './orthanc.mjs';
 import { serve } from './serve.mjs';
 
@@ -90,31 +90,12 @@ const viewportState = () => {
   return { count: ids.length, current: vp.getCurrentImageIdIndex(), uids: ids.map(sop) };
 };
 
-// The labelmap of every image of the viewport's stack, 0/1 (any segment index), read from
-// Cornerstone3D's cache: the segmentation medfm's controller writes, each labelmap image
-// found by the image it was derived from.
+// The labelmap of the viewport's stack (lung.mjs's readLabelmap, sparse): the segmentation
+// medfm's controller writes.
 const labelmapState = () => {
-  const cs = window.cornerstone;
-  const { segmentation } = window.cornerstoneTools;
-  const vp = cs.getRenderingEngines()[0].getViewports().find((v) => v.getImageIds?.().length);
-  const id = window.extensionManager.getModuleEntry('medfm.utilityModule.medfm').exports.get().controller.segmentationId;
-  const data = id && segmentation.state.getSegmentation(id)?.representationData?.Labelmap;
-  if (!data) return null;
-  const ids = data.imageIds || Object.values(data.labelmaps || {}).flatMap((layer) => layer.imageIds || []);
-  const bySource = new Map(ids.map((lid) => [cs.cache.getImage(lid)?.referencedImageId, lid]));
-  return {
-    id,
-    slices: vp.getImageIds().map((imageId) => {
-      const img = cs.cache.getImage(bySource.get(imageId));
-      if (!img) return null;
-      // Sparse (the set voxels' indices): 48 dense slices are 12 M values through the
-      // browser protocol, a minute here.
-      const n = img.rows * img.columns;
-      const set = [];
-      for (let i = 0; i < n; i++) if (img.voxelManager.getAtIndex(i)) set.push(i);
-      return { n, set };
-    }),
-  };
+  const vp = window.cornerstone.getRenderingEngines()[0].getViewports().find((v) => v.getImageIds?.().length);
+  const { controller } = window.extensionManager.getModuleEntry('medfm.utilityModule.medfm').exports.get();
+  return window.medfmPage.readLabelmap({ cache: window.cornerstone.cache, segmentation: window.cornerstoneTools.segmentation, viewport: vp, segmentationId: controller.segmentationId });
 };
 
 // Show stack image `i` in the viewport (asked again each call until it is there); true
@@ -128,14 +109,10 @@ const showImage = (i) => {
   return window.cornerstone.cache.getImage(vp.getCurrentImageId()) ? true : null;
 };
 
-// Page coordinates of an image pixel on the viewport (the canvas as Cornerstone3D maps it).
-const pagePoint = ([x, y]) => {
-  const cs = window.cornerstone;
-  const vp = cs.getRenderingEngines()[0].getViewports().find((v) => v.getImageIds?.().length);
-  const world = cs.utilities.imageToWorldCoords(vp.getCurrentImageId(), [x, y]);
-  const [cx, cy] = vp.worldToCanvas(world);
-  const r = vp.canvas.getBoundingClientRect();
-  return [r.left + cx, r.top + cy];
+// Page coordinates of an image pixel on the viewport.
+const pagePoint = (p) => {
+  const vp = window.cornerstone.getRenderingEngines()[0].getViewports().find((v) => v.getImageIds?.().length);
+  return window.medfmPage.pagePoint({ viewport: vp, utilities: window.cornerstone.utilities }, p);
 };
 
 async function waitFor(page, fn, arg, what, ms = 120000) {
@@ -183,7 +160,7 @@ async function main() {
     });
 
     // The page-side helpers, as window.medfmTest in every document of the page.
-    await page.addInitScript(`window.medfmTest = { viewportState: ${viewportState}, labelmapState: ${labelmapState}, pagePoint: ${pagePoint} };`);
+    await page.addInitScript(`${pageHelpers} window.medfmTest = { viewportState: ${viewportState}, labelmapState: ${labelmapState}, pagePoint: ${pagePoint} };`);
     await page.goto(`${server.url}medfm?StudyInstanceUIDs=${study}`);
     const state = await waitFor(page, () => {
       const s = window.medfmTest.viewportState();
@@ -224,11 +201,11 @@ async function main() {
     const accepted = await page.evaluate(() => window.extensionManager.getModuleEntry('medfm.utilityModule.medfm').exports.get().controller.preview === null);
     check(accepted, 'Enter accepts the preview');
     const ref = referenceMask(TUMOUR_FILE, got.box, path.join(ARTIFACTS, 'ohif_ref_mask.png'));
-    const lm = { slices: (await page.evaluate(() => window.medfmTest.labelmapState()))?.slices.map(dense) || [] };
-    const slice = lm?.slices?.[tumourIndex];
+    const lm = (await page.evaluate(() => window.medfmTest.labelmapState()))?.map(dense) || [];
+    const slice = lm[tumourIndex];
     const sliceIou = slice ? iou(slice, ref.mask) : 0;
     check(slice && sliceIou >= 0.99, `the labelmap on the tumour slice equals medfm segment's mask (IoU ${sliceIou.toFixed(4)} >= 0.99, ${ref.area} pixels)`);
-    const elsewhere = (lm?.slices || []).filter((s, i) => i !== tumourIndex && s && s.some((v) => v)).length;
+    const elsewhere = lm.filter((s, i) => i !== tumourIndex && s && s.some((v) => v)).length;
     check(elsewhere === 0, 'no other slice of the labelmap is touched by the box', String(elsewhere));
     const shot = path.join(ARTIFACTS, 'ohif_viewport.png');
     await page.locator('.cornerstone-viewport-element, [data-viewportid]').first().screenshot({ path: shot }).catch(() => page.screenshot({ path: shot }));
@@ -239,8 +216,8 @@ async function main() {
     await page.click('[data-cy="MedfmPropagate"]');
     // Done when its notification says where it stopped.
     await page.getByText(/\d+ slices, stopped /).first().waitFor({ timeout: 300000 });
-    const lm3 = { slices: (await page.evaluate(() => window.medfmTest.labelmapState()))?.slices.map(dense) || [] };
-    const d = stackDice(lm3.slices, state.uids, reference);
+    const lm3 = (await page.evaluate(() => window.medfmTest.labelmapState()))?.map(dense) || [];
+    const d = stackDice(lm3, state.uids, reference);
     check(d >= 0.99, `"medfm propagate" fills the labelmap as medfm segment --propagate (${reference.size} slices, Dice ${d.toFixed(4)} >= 0.99)`);
     await page.keyboard.press('Enter');
 
@@ -248,7 +225,7 @@ async function main() {
     const [dl] = await Promise.all([page.waitForEvent('download', { timeout: 120000 }), page.click('[data-cy="MedfmExportSeg"]')]);
     const segPath = path.join(ARTIFACTS, 'ohif_seg.dcm');
     await dl.saveAs(segPath);
-    checkSeg(segPath, lm3.slices, state.uids, 'ohif');
+    checkSeg(segPath, lm3, state.uids, 'ohif');
 
     const foreign = requests.filter((u) => !u.startsWith(origin) && !u.startsWith('blob:') && !u.startsWith('data:'));
     check(foreign.length === 0, `every request goes to the site's origin ${origin}`, JSON.stringify(foreign.slice(0, 10)));
@@ -262,13 +239,4 @@ async function main() {
   }
 }
 
-try {
-  await main();
-} catch (e) {
-  check(false, 'the OHIF test ran to its end', e.stack || String(e));
-}
-if (failed()) {
-  console.log(`${failed()} check(s) failed`);
-  process.exit(1);
-}
-console.log('all OHIF checks passed');
+await runTest('the OHIF test', 'all OHIF checks passed', main);
