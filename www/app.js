@@ -1,57 +1,17 @@
 // The medfm viewer: open DICOM, scroll, window/level, prompt LiteMedSAM, export.
 // It uses only the public JS API (www/medfm.js), exposed as window.medfm.
 import { MedFM } from './medfm.js';
-import { Display, composite } from './display.js';
+import { Display } from './display.js';
+import { $, PRESETS, COLORS, params, app, status, fmtMs } from './state.js';
+import { installExport } from './export.js';
+import { installPacs, pacsLoad } from './pacs.js';
 
-const $ = (id) => document.getElementById(id);
-const PRESETS = { 1: [40, 400, 'soft tissue'], 2: [-600, 1500, 'lung'], 3: [90, 150, 'liver'], 4: [480, 2500, 'bone'], 5: [40, 80, 'brain'] };
-const COLORS = [[230, 60, 60], [60, 200, 90], [70, 130, 240], [240, 200, 40], [200, 80, 220], [40, 210, 210]];
-const params = new URLSearchParams(location.search);
-
-const app = {
-  medfm: null,
-  display: null,
-  series: [],
-  cur: { series: -1, frame: 0 },
-  tool: 'segment',
-  config: {}, // the deployment's config.json
-  // {name, color, prompts: Map(key -> {box, points}), results: Map(key -> result),
-  // volumes: Map(series -> mL or null)}
-  segments: [],
-  propagating: null, // {abort: AbortController, segment, series} while a propagation runs
-  active: -1,
-  undo: [],
-  redo: [],
-  busy: 0,
-  lastResult: null,
-  errors: [],
-  timings: {},
-  spans: {}, // the pipeline's last step times: {read, decode, preprocess, encode, decode_mask, write}
-  log: [],
-  // What the display shows: the file's own VOI (window null) or the user's window, and
-  // the inversion (undefined: MONOCHROME1 rule). Rendered by the engine (MedFM.render).
-  wl: { window: null, invert: undefined },
-  rendered: null, // the last MedFM.render result shown
-  rendering: null, // promise of the render in flight
-  renderAgain: false,
-};
-window.app = app;
 // For integrators and tests: open items as the file picker does; go to a slice.
 app.openItems = (items) => openItems(items);
 app.showFrame = (series, frame) => showFrame(series, frame);
 
-function status(text, isError = false) {
-  $('status').textContent = text;
-  $('status').classList.toggle('error', isError);
-  if (isError) app.errors.push(text);
-}
-
 function frameKey() {
   return `${app.cur.series}:${app.cur.frame}`;
-}
-
-function fmtMs(ms) {
-  return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
 }
 
 function showTimings() {
@@ -422,253 +382,6 @@ function redo() {
   return applyPrompt(a.seg, a.key, a.after);
 }
 
-// ---------- export ----------
-
-function download(bytes, name, type) {
-  const url = URL.createObjectURL(new Blob([bytes], { type }));
-  const a = document.createElement('a');
-  a.href = url;
-  a.download = name;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
-}
-
-// One SEG holding every segment that has masks in the current series, all their slices.
-function seriesSegments(series) {
-  return app.segments
-    .map((seg) => ({
-      label: seg.name,
-      color: seg.color,
-      masks: [...seg.results].filter(([k]) => Number(k.split(':')[0]) === series)
-        .map(([k, r]) => ({ frame: Number(k.split(':')[1]), mask: r.mask })),
-    }))
-    .filter((x) => x.masks.length);
-}
-
-// Every segment of the series in one file: a SEG, or a NIfTI label map (label = number).
-async function exportSegments(kind) {
-  const segments = seriesSegments(app.cur.series);
-  if (!segments.length) return status('Nothing to export: draw a box first', true);
-  try {
-    const series = app.cur.series;
-    const bytes = kind === 'seg'
-      ? await app.medfm.exportSeg({ series, segments })
-      : await app.medfm.exportNifti({ series, segments });
-    const frames = segments.reduce((n, x) => n + x.masks.length, 0);
-    if (kind === 'seg') {
-      download(bytes, 'medfm_seg.dcm', 'application/dicom');
-      status(`SEG written: ${segments.length} segment(s), ${frames} frame(s), ${bytes.length} bytes`);
-    } else {
-      download(bytes, 'medfm_labels.nii', 'application/octet-stream');
-      status(`NIfTI label map written: ${segments.map((x, i) => `${i + 1} = ${x.label}`).join(', ')}`);
-    }
-  } catch (e) {
-    status(`${kind === 'seg' ? 'SEG' : 'NIfTI'} export failed: ${e.message}`, true);
-  }
-}
-
-async function exportPng() {
-  const { rows, cols, rgba } = app.rendered;
-  const img = new ImageData(cols, rows);
-  composite(rgba, app.display.overlay, app.display.view.opacity, img.data);
-  const c = new OffscreenCanvas(cols, rows);
-  c.getContext('2d').putImageData(img, 0, 0);
-  const blob = await c.convertToBlob({ type: 'image/png' });
-  download(blob, 'medfm_frame.png', 'image/png');
-}
-
-async function exportNifti() {
-  try {
-    const bytes = await app.medfm.exportNifti({ series: app.cur.series });
-    download(bytes, 'medfm_series.nii', 'application/octet-stream');
-  } catch (e) {
-    status(`NIfTI export failed: ${e.message}`, true);
-  }
-}
-
-// ---------- PACS (DICOMweb) ----------
-// The server URL is remembered in this browser (localStorage), the credentials only when
-// the user ticks "remember". Retrieved images live in the engine's memory only.
-
-const PACS_KEY = 'medfm-pacs';
-let pacsAbort = null;
-let pacsStudy = null; // the study whose series the panel lists
-
-function pacsLoad() {
-  let saved = {};
-  try {
-    saved = JSON.parse(localStorage.getItem(PACS_KEY) || '{}');
-  } catch {
-    saved = {};
-  }
-  $('pacs-url').value = saved.url || (app.config.dicomweb && app.config.dicomweb.url) || '';
-  $('pacs-user').value = saved.user || '';
-  $('pacs-secret').value = saved.secret || '';
-  $('pacs-remember').checked = !!saved.secret;
-}
-
-function pacsSave() {
-  const keep = { url: $('pacs-url').value.trim() };
-  if ($('pacs-remember').checked) Object.assign(keep, { user: $('pacs-user').value, secret: $('pacs-secret').value });
-  localStorage.setItem(PACS_KEY, JSON.stringify(keep));
-}
-
-// The origins this page may connect to, from its Content-Security-Policy meta tag
-// (connect-src), or null when it has none.
-function connectSources() {
-  const meta = document.querySelector('meta[http-equiv="Content-Security-Policy"]');
-  if (!meta) return null;
-  const d = meta.content.split(';').map((x) => x.trim().split(/\s+/)).find((x) => x[0] === 'connect-src');
-  return d ? d.slice(1) : null;
-}
-
-// {url, headers} of the panel's server; refused with the reason when this app's policy
-// does not allow its origin (the deployer configures it: docs/browser.md, "PACS").
-function pacsServer() {
-  const raw = $('pacs-url').value.trim();
-  if (!raw) throw new Error('give the PACS server (its DICOMweb root, e.g. /dicom-web)');
-  let url;
-  try {
-    url = new URL(raw, location.href);
-  } catch {
-    throw new Error(`${raw} is not a URL`);
-  }
-  const allowed = connectSources();
-  if (allowed && url.origin !== location.origin && !allowed.includes(url.origin) && !allowed.includes('*')) {
-    throw new Error(`this app may only connect to ${location.origin}${allowed.filter((x) => x !== "'self'").map((x) => `, ${x}`).join('')} (its Content-Security-Policy): ${url.origin} must be configured by whoever deploys it (docs/browser.md, "PACS")`);
-  }
-  const user = $('pacs-user').value;
-  const secret = $('pacs-secret').value;
-  const headers = {};
-  if (user) headers.Authorization = `Basic ${btoa(unescape(encodeURIComponent(`${user}:${secret}`)))}`;
-  else if (secret) headers.Authorization = `Bearer ${secret}`;
-  pacsSave();
-  return { url: url.href.replace(/\/+$/, ''), headers };
-}
-
-function pacsItem(list, text, onClick) {
-  const li = document.createElement('li');
-  li.textContent = text;
-  li.addEventListener('click', onClick);
-  $(list).append(li);
-  return li;
-}
-
-async function pacsSearch() {
-  try {
-    const dicomweb = pacsServer();
-    const query = { limit: 100 };
-    for (const [id, key] of [['pacs-patient-id', 'patientId'], ['pacs-patient-name', 'patientName'], ['pacs-date', 'date'], ['pacs-modality', 'modality'], ['pacs-accession', 'accession']]) {
-      const v = $(id).value.trim();
-      if (v) query[key] = v;
-    }
-    status('Searching the PACS…');
-    const studies = await app.medfm.searchStudies({ dicomweb, query });
-    $('pacs-studies').replaceChildren();
-    $('pacs-series').replaceChildren();
-    pacsStudy = null;
-    for (const st of studies) {
-      const text = [st.date, st.patientName || st.patientId, st.modalities.join('/'), st.description, `${st.series ?? '?'} series`].filter(Boolean).join(' · ');
-      pacsItem('pacs-studies', text, () => pacsSeries(st)).dataset.uid = st.uid;
-    }
-    status(`${studies.length} stud${studies.length === 1 ? 'y' : 'ies'} found`);
-  } catch (e) {
-    status(`PACS search failed: ${e.message}`, true);
-  }
-}
-
-async function pacsSeries(study) {
-  try {
-    const dicomweb = pacsServer();
-    const list = await app.medfm.searchSeries({ dicomweb, study: study.uid });
-    pacsStudy = study;
-    $('pacs-series').replaceChildren();
-    for (const se of list) {
-      const text = [se.modality, se.number !== null && se.number !== undefined ? `#${se.number}` : '', se.description, `${se.instances ?? '?'} images`].filter(Boolean).join(' · ');
-      pacsItem('pacs-series', text, () => pacsOpen(study.uid, se)).dataset.uid = se.uid;
-    }
-    status(`${list.length} series in the study: click one to open it`);
-  } catch (e) {
-    status(`PACS series search failed: ${e.message}`, true);
-  }
-}
-
-async function pacsOpen(study, series) {
-  if (pacsAbort) return status('A retrieve is running: cancel it first', true);
-  pacsAbort = new AbortController();
-  $('pacs-cancel').disabled = false;
-  $('pacs-progress').max = series.instances || 1;
-  $('pacs-progress').value = 0;
-  const t0 = performance.now();
-  let shown = false;
-  app.busy += 1;
-  try {
-    const dicomweb = pacsServer();
-    const list = await app.medfm.open({
-      dicomweb: { ...dicomweb, study, series: series.uid },
-      signal: pacsAbort.signal,
-      onProgress: (p) => {
-        $('pacs-progress').value = p.instances;
-        status(`Retrieving: ${p.instances}${series.instances ? ` / ${series.instances}` : ''} images, ${(p.bytes / 1e6).toFixed(1)} MB`);
-        if (p.series) {
-          app.series = app.medfm.list();
-          renderSeriesList();
-          const s = p.series.find((x) => x.uid === series.uid);
-          // The first slice on screen as soon as it has arrived.
-          if (s && !shown) {
-            shown = true;
-            app.firstSliceMs = performance.now() - t0;
-            showFrame(s.index, 0);
-          }
-        }
-      },
-    });
-    app.series = app.medfm.list();
-    renderSeriesList();
-    const s = list.find((x) => x.uid === series.uid);
-    if (s) await showFrame(s.index, app.cur.series === s.index ? app.cur.frame : 0);
-    const r = list.retrieved;
-    app.lastRetrieve = { ...r, firstSliceMs: app.firstSliceMs };
-    const skipped = list.errors.length ? `; skipped ${list.errors.map((e) => `${e.name}: ${e.error}`).join('; ')}` : '';
-    status(`${r.instances} image(s) from the PACS in ${fmtMs(r.ms)}${r.stopped ? ' (cancelled: the images received stay open)' : ''}${skipped}`, list.errors.length > 0);
-  } catch (e) {
-    status(`PACS retrieve failed: ${e.message}`, true);
-  } finally {
-    app.busy -= 1;
-    pacsAbort = null;
-    $('pacs-cancel').disabled = true;
-  }
-}
-
-// The SEG of every segment of the current series, to the panel's PACS, after the user
-// confirms (the dialog names the server).
-async function saveToPacs() {
-  const segments = seriesSegments(app.cur.series);
-  if (!segments.length) return status('Nothing to save: draw a box first', true);
-  app.busy += 1;
-  try {
-    const dicomweb = pacsServer();
-    const bytes = await app.medfm.exportSeg({ series: app.cur.series, segments });
-    const frames = segments.reduce((n, x) => n + x.masks.length, 0);
-    if (!window.confirm(`Send a DICOM SEG (${segments.length} segment(s), ${frames} frame(s)) of this series to ${dicomweb.url}?`)) {
-      status('Not sent');
-      return;
-    }
-    const r = await app.medfm.store({ dicomweb, bytes });
-    // The panel lists the study's series again, the new SEG among them.
-    const study = app.series[app.cur.series] && app.series[app.cur.series].study;
-    if (pacsStudy && pacsStudy.uid === study) await pacsSeries(pacsStudy);
-    app.lastStore = r;
-    status(`Saved to ${dicomweb.url}: ${r.instances.map((i) => `${i.status}${i.reason ? ` (${i.reason})` : ''}`).join(', ')}`);
-  } catch (e) {
-    status(`Save to PACS failed: ${e.message}`, true);
-  } finally {
-    app.busy -= 1;
-  }
-}
-
 // ---------- similar frames ----------
 
 let embedAbort = null;
@@ -870,21 +583,13 @@ function installControls() {
   $('opacity').addEventListener('input', (e) => { app.display.view.opacity = Number(e.target.value); app.display.render(); });
   $('undo').addEventListener('click', undo);
   $('redo').addEventListener('click', redo);
-  $('export-seg').addEventListener('click', () => exportSegments('seg'));
   $('propagate').addEventListener('click', propagate);
   $('propagate-cancel').addEventListener('click', cancelPropagation);
-  $('export-png').addEventListener('click', exportPng);
-  $('export-nifti').addEventListener('click', exportNifti);
-  $('export-nifti-labels').addEventListener('click', () => exportSegments('nifti'));
   $('embed-all').addEventListener('click', embedAll);
   $('embed-cancel').addEventListener('click', () => embedAbort && embedAbort.abort());
   $('similar-btn').addEventListener('click', showSimilar);
   $('force-cpu').addEventListener('change', () => loadModel().catch((e) => status(e.message, true)));
   $('precision').addEventListener('change', () => loadModel().catch((e) => status(e.message, true)));
-  $('pacs-search').addEventListener('click', pacsSearch);
-  $('pacs-panel').addEventListener('keydown', (e) => { if (e.key === 'Enter' && e.target.id !== 'pacs-url') pacsSearch(); });
-  $('pacs-cancel').addEventListener('click', () => pacsAbort && pacsAbort.abort());
-  $('save-pacs').addEventListener('click', saveToPacs);
 }
 
 // The deployment's settings (config.json next to index.html, written by
@@ -908,6 +613,8 @@ async function main() {
   installKeys();
   installFiles();
   installControls();
+  installExport();
+  installPacs({ renderSeriesList, showFrame });
   setTool('segment');
   app.config = await loadConfig();
   pacsLoad();

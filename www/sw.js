@@ -14,7 +14,8 @@ const CACHE = `medfm-app-${VERSION}`;
 const WEIGHTS_CACHE = 'medfm-weights-v1';
 const SHELL = [
   './', 'index.html', 'medfm-wasm.js', 'medfm-wasm_bg.wasm',
-  'www/app.js', 'www/medfm.js', 'www/worker.js', 'www/display.js', 'www/app.css',
+  'www/app.js', 'www/state.js', 'www/export.js', 'www/pacs.js', 'www/medfm.js', 'www/worker.js',
+  'www/display.js', 'www/app.css',
   'shaders/display.wgsl',
   'samples/index.json', 'samples/abdomen_mr.dcm', 'samples/head_ct.dcm',
 ];
