@@ -79,22 +79,80 @@ fn unique() -> u64 {
 /// The files below `paths`, sorted and without repeats; folders are walked recursively.
 /// Symbolic links are followed, but a folder already walked (a link back up the tree, or
 /// two links to one folder) is walked once, so a link loop cannot make this run forever.
+/// Any error stops the walk: [`walk_with`] for other rules.
 pub fn walk(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    walk_with(paths, &Walk::default(), Err)
+}
+
+/// How [`walk_with`] walks.
+#[derive(Debug, Clone, Copy)]
+pub struct Walk {
+    /// Follow symbolic links (each folder walked once); else a link is passed over.
+    follow_links: bool,
+    /// Pass over names starting with `.` below the paths (files being written, by the
+    /// convention of watched folders).
+    skip_hidden: bool,
+}
+
+impl Default for Walk {
+    fn default() -> Self {
+        Walk {
+            follow_links: true,
+            skip_hidden: false,
+        }
+    }
+}
+
+impl Walk {
+    /// A watched folder's rules (the node's inbox): links and hidden names passed over.
+    pub fn watched_folder() -> Self {
+        Walk {
+            follow_links: false,
+            skip_hidden: true,
+        }
+    }
+}
+
+/// [`walk`] by `rules`. An error below `paths` (a folder that can't be listed, an entry
+/// gone while it was walked) goes to `below`: its `Err` stops the walk, `Ok` passes the
+/// entry over. An error of `paths` themselves stops it.
+pub fn walk_with(
+    paths: &[PathBuf],
+    rules: &Walk,
+    mut below: impl FnMut(std::io::Error) -> std::io::Result<()>,
+) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut seen_dirs = std::collections::HashSet::new();
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(p) = stack.pop() {
-        let md = std::fs::metadata(&p).map_err(|e| context(e, "reading", &p))?;
-        if md.is_dir() {
-            let real = std::fs::canonicalize(&p).map_err(|e| context(e, "resolving", &p))?;
-            if !seen_dirs.insert(real) {
-                continue;
+    let mut stack: Vec<(PathBuf, bool)> = paths.iter().map(|p| (p.clone(), true)).collect();
+    while let Some((p, given)) = stack.pop() {
+        let walked = (|| -> std::io::Result<()> {
+            let md = if rules.follow_links || given {
+                std::fs::metadata(&p)
+            } else {
+                std::fs::symlink_metadata(&p)
             }
-            for entry in std::fs::read_dir(&p).map_err(|e| context(e, "listing", &p))? {
-                stack.push(entry.map_err(|e| context(e, "listing", &p))?.path());
+            .map_err(|e| context(e, "reading", &p))?;
+            if md.is_dir() {
+                let real = std::fs::canonicalize(&p).map_err(|e| context(e, "resolving", &p))?;
+                if !seen_dirs.insert(real) {
+                    return Ok(());
+                }
+                for entry in std::fs::read_dir(&p).map_err(|e| context(e, "listing", &p))? {
+                    let entry = entry.map_err(|e| context(e, "listing", &p))?;
+                    if rules.skip_hidden && entry.file_name().as_encoded_bytes().starts_with(b".") {
+                        continue;
+                    }
+                    stack.push((entry.path(), false));
+                }
+            } else if md.is_file() || (rules.follow_links && !md.is_symlink()) {
+                out.push(p.clone());
             }
-        } else {
-            out.push(p);
+            Ok(())
+        })();
+        match walked {
+            Err(e) if given => return Err(e),
+            Err(e) => below(e)?,
+            Ok(()) => {}
         }
     }
     out.sort();
@@ -189,6 +247,34 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), dir.path().join("b/up")).unwrap();
         let files = walk(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(files, vec![dir.path().join("1"), dir.path().join("b/2")]);
+        // An entry below the paths that can't be read (a dangling link): the strict walk
+        // stops with it, `below` may pass it over; a watched folder's rules pass over
+        // links and hidden names.
+        std::fs::write(dir.path().join(".partial"), b"").unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("b/dangling"))
+                .unwrap();
+            let err = walk(&[dir.path().to_path_buf()]).unwrap_err();
+            assert!(err.to_string().contains("dangling"), "{err}");
+            let mut passed = Vec::new();
+            let files = walk_with(&[dir.path().to_path_buf()], &Walk::default(), |e| {
+                passed.push(e.to_string());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(files.len(), 3, "{files:?}");
+            assert!(
+                passed.len() == 1 && passed[0].contains("dangling"),
+                "{passed:?}"
+            );
+        }
+        let watched = walk_with(&[dir.path().to_path_buf()], &Walk::watched_folder(), |e| {
+            Err(e)
+        })
+        .unwrap();
+        assert_eq!(watched, vec![dir.path().join("1"), dir.path().join("b/2")]);
+        assert!(walk(&[dir.path().join("missing")]).is_err());
         let gone = dir.path().to_path_buf();
         drop(dir);
         assert!(!gone.exists(), "the temporary folder was left");

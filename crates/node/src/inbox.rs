@@ -49,8 +49,17 @@ impl Inbox {
 
     /// One pass: take the files that have settled.
     pub fn scan(&self, spool: &Spool, work: &Work, counters: &Counters) -> Result<()> {
-        let mut files = Vec::new();
-        walk(&self.dir, &mut files)?;
+        // Names starting with `.` are files being written; a folder below that can't be
+        // listed is logged and passed over: it stops no other file.
+        let files = medfm::fs::walk_with(
+            std::slice::from_ref(&self.dir),
+            &medfm::fs::Walk::watched_folder(),
+            |e| {
+                tracing::warn!("inbox: {e}; its files wait");
+                Ok(())
+            },
+        )
+        .with_context(|| format!("cannot list {}", self.dir.display()))?;
         let mut seen = self.seen.lock().expect("lock");
         seen.retain(|p, _| files.contains(p));
         let mut ready = Vec::new();
@@ -172,24 +181,4 @@ impl Inbox {
             }
         }
     }
-}
-
-/// Every regular file under `dir` (names starting with `.` left out). A folder below
-/// `dir` that cannot be listed is logged and skipped: it stops no other file.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let Ok(entry) = entry else { continue };
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let Ok(t) = entry.file_type() else { continue };
-        if t.is_dir() {
-            if let Err(e) = walk(&entry.path(), out) {
-                tracing::warn!("inbox: {e:#}; its files wait");
-            }
-        } else if t.is_file() {
-            out.push(entry.path());
-        }
-    }
-    Ok(())
 }

@@ -209,3 +209,81 @@ impl Work {
         Ok((ids, file, summary))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runner::ModelRunner;
+
+    /// The jobs written so far, by kind, each with the instances it is limited to.
+    fn jobs_of(work: &Work) -> Vec<(JobKind, Option<Vec<String>>)> {
+        let mut out: Vec<_> = (work.jobs.names().unwrap().iter())
+            .map(|n| work.jobs.get::<Job>(n).unwrap())
+            .map(|j| (j.kind, j.only))
+            .collect();
+        out.sort_by_key(|(k, _)| format!("{k:?}"));
+        out
+    }
+
+    #[test]
+    fn a_series_completed_again_runs_only_what_its_instances_change() {
+        let dir = medfm::fs::TempDir::new("jobs").unwrap();
+        let config = Config::parse(
+            "[[destination]]\nname = \"pacs\"\nae_title = \"PACS\"\nhost = \"127.0.0.1\"\nport = 104\n\
+             [[rule]]\nname = \"brain\"\njobs = [\"forward\", \"segment\"]\n\
+             [[rule.segment]]\nlabel = \"Brain\"\nbox = [0.2, 0.2, 0.8, 0.8]\n",
+        )
+        .unwrap();
+        let runner = ModelRunner::new(Default::default(), Duration::from_secs(60), Vec::new());
+        let work = Work::open(dir.path(), runner, 1 << 30, crate::Stop::new()).unwrap();
+        // Three slices of a real series, stored as the spool stores them.
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/series/brain11");
+        let bytes: Vec<Vec<u8>> = ["brain_005.dcm", "brain_006.dcm", "brain_007.dcm"]
+            .iter()
+            .map(|f| std::fs::read(data.join(f)).unwrap())
+            .collect();
+        let ids: Vec<InstanceIds> = bytes
+            .iter()
+            .map(|b| medfm::dicom::identify(b).unwrap())
+            .collect();
+        let (study, series) = (&ids[0].study_instance_uid, &ids[0].series_instance_uid);
+        let folder = dir.path().join(study).join(series);
+        std::fs::create_dir_all(&folder).unwrap();
+        let store = |i: usize| {
+            let name = format!("{}.dcm", ids[i].sop_instance_uid);
+            std::fs::write(folder.join(&name), &bytes[i]).unwrap();
+            name
+        };
+        store(0);
+        store(1);
+
+        // First completion: every job of the rule, the forward of every instance.
+        assert_eq!(work.complete(&config, study, series).unwrap(), 2);
+        assert_eq!(
+            jobs_of(&work),
+            [(JobKind::Forward, None), (JobKind::Segment, None)]
+        );
+        for n in work.jobs.names().unwrap() {
+            work.jobs.remove(&n).unwrap();
+        }
+
+        // Completed again with the same instances (a series reopened at a restart after
+        // its jobs were written): nothing runs again.
+        assert_eq!(work.complete(&config, study, series).unwrap(), 0);
+        assert!(jobs_of(&work).is_empty());
+
+        // A late instance: the forward of that instance only, the segment job again.
+        let late = store(2);
+        assert_eq!(work.complete(&config, study, series).unwrap(), 2);
+        assert_eq!(
+            jobs_of(&work),
+            [
+                (JobKind::Forward, Some(vec![late])),
+                (JobKind::Segment, None)
+            ]
+        );
+    }
+}
