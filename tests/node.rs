@@ -480,6 +480,11 @@ fn print_config_and_bad_configs() {
         &["node", "--config", cfg.to_str().unwrap()],
         "cannot listen",
     );
+    assert_eq!(
+        code(&cfg),
+        Some(5),
+        "a port in use is an input/output error"
+    );
     drop(taken);
     let _ = std::fs::remove_file(&cfg);
 }

@@ -33,7 +33,7 @@ pub(crate) fn cmd_node(args: NodeArgs) -> Result<()> {
     }
     let stop = STOP.get_or_init(Stop::new).clone();
     install_signal_handlers();
-    medfm_node::run(config, stop)
+    Ok(medfm_node::run(config, stop)?)
 }
 
 /// The node's stop, for the signal handler (the one place a process-wide value is needed).

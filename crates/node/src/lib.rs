@@ -150,7 +150,11 @@ fn cut_past_deadline(open: &Mutex<Vec<(u64, TcpStream, Arc<Deadline>)>>) {
 /// The token the HTTP API requires: `http_token`, or, without one, the node's own:
 /// generated at its first start (32 random bytes, hex) into `<spool>/.node/http_token`
 /// (mode 0600) and read from there after. `medfm node --print-token` shows it.
-pub fn http_token(config: &Config) -> Result<String> {
+pub fn http_token(config: &Config) -> Result<String, medfm::Error> {
+    make_http_token(config).map_err(medfm_error)
+}
+
+fn make_http_token(config: &Config) -> Result<String> {
     if !config.http_token.is_empty() {
         return Ok(config.http_token.clone());
     }
@@ -183,8 +187,25 @@ pub fn http_token(config: &Config) -> Result<String> {
     Ok(token)
 }
 
-/// Run the node with `config` until `stop` fires, then drain and return.
-pub fn run(config: Config, stop: Stop) -> Result<()> {
+/// Run the node with `config` until `stop` fires, then drain and return. An error that
+/// stops it (a port in use, a spool it cannot open) has the kind of its cause.
+pub fn run(config: Config, stop: Stop) -> Result<(), medfm::Error> {
+    serve(config, stop).map_err(medfm_error)
+}
+
+/// The library's errors are medfm's one error type ([`medfm::Error`]); inside, the node
+/// adds what it was doing with anyhow's context. The kind: that of the first error of the
+/// chain whose kind is known (an `std::io::Error`: io), else internal; the message: the
+/// whole chain.
+fn medfm_error(e: anyhow::Error) -> medfm::Error {
+    let kind = e
+        .chain()
+        .find_map(medfm::Error::kind_of)
+        .unwrap_or(medfm::ErrorKind::Internal);
+    medfm::Error::new(kind, format!("{e:#}"))
+}
+
+fn serve(config: Config, stop: Stop) -> Result<()> {
     let spool = spool::Spool::open(&config.spool, config.quota_bytes())?;
     let runner = runner::ModelRunner::new(
         medfm::RunConfig {
@@ -216,7 +237,7 @@ pub fn run(config: Config, stop: Stop) -> Result<()> {
         Some(addr) => Some((
             TcpListener::bind(addr).with_context(|| format!("cannot serve HTTP on {addr}"))?,
             server::Hosts::new(addr, &config.http_hosts),
-            http_token(&config)?,
+            make_http_token(&config)?,
             config.http_tls()?,
         )),
         None => None,
