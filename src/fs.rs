@@ -27,6 +27,16 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// (`/dev/stdout`, a FIFO) is written in place, since renaming over it would replace the
 /// device; its write errors are still returned.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_as(path, bytes, false)
+}
+
+/// [`write_atomic`] for a secret (a token): the file is readable by its owner only (mode
+/// 0600 on Unix) from its creation on.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_as(path, bytes, true)
+}
+
+fn write_atomic_as(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
     let _span = tracing::info_span!("write", path = %path.display()).entered();
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         let mut f = std::fs::OpenOptions::new()
@@ -52,7 +62,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         unique()
     ));
     let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        // A leftover of a crashed writer with the same name is replaced, never reused (its
+        // permissions could be wider).
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o666 });
+        #[cfg(not(unix))]
+        let _ = private;
+        let mut f = options.open(&tmp)?;
         f.write_all(bytes)?;
         f.flush()?;
         f.sync_all()?;
@@ -233,6 +252,15 @@ mod tests {
             1,
             "a temporary file was left"
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let secret = dir.path().join("token");
+            write_private(&secret, b"s").unwrap();
+            let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            std::fs::remove_file(&secret).unwrap();
+        }
         let err = write_atomic(&dir.path().join("no/such/folder/x"), b"x").unwrap_err();
         assert!(err.to_string().contains("no/such/folder/x"), "{err}");
     }

@@ -32,6 +32,10 @@ fn status_studies_segment_and_dicomweb() {
     let health = get_json(&node, "/api/health");
     assert_eq!(health["status"], "ok");
     assert_eq!(health["received"]["stored"], 11, "{health}");
+    // The DICOM listener's loop passes (at least every 100 ms while it waits).
+    let listener = &health["dicom_listener"];
+    assert!(listener["since_pass_s"].as_u64().unwrap() <= 2, "{health}");
+    assert_eq!(listener["ended"], false, "{health}");
     assert!(
         health["disk"]["spool_bytes"].as_u64().unwrap() > 11 * 130_000,
         "{health}"
@@ -321,23 +325,11 @@ fn the_web_app_is_served_from_web_root() {
     let _ = std::fs::remove_dir_all(&web);
 }
 
-/// A self-signed certificate for localhost and 127.0.0.1 (the openssl command), as
-/// `name.crt` and `name.key` in `dir`.
-fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (crt, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
+/// Run `openssl ARGS` in `dir`; it must succeed.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
     let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", &format!("/CN={name}")])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
+        .args(args)
+        .current_dir(dir)
         .output()
         .expect("openssl");
     assert!(
@@ -345,7 +337,33 @@ fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::p
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (crt, key)
+}
+
+/// A key and a self-signed certificate (`name.key`, `name.crt` in `dir`), with `extra`
+/// arguments to `openssl req`.
+fn new_self_signed(dir: &std::path::Path, name: &str, extra: &[&str]) {
+    let (crt, key, subject) = (
+        format!("{name}.crt"),
+        format!("{name}.key"),
+        format!("/CN={name}"),
+    );
+    let mut args = vec![
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
+        "-keyout", &key, "-out", &crt,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1 (the openssl command), as
+/// `name.crt` and `name.key` in `dir`.
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let san = ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"];
+    new_self_signed(dir, name, &san);
+    (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    )
 }
 
 /// A certificate authority (`<ca>.crt`, `<ca>.key`) made once, and a leaf for localhost
@@ -356,59 +374,26 @@ fn ca_signed(
     ca: &str,
     name: &str,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
     if !dir.join(&ca_crt).exists() {
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={ca}"),
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca_crt,
-        ]);
+        new_self_signed(dir, ca, &[]);
     }
     std::fs::write(
         dir.join("leaf.ext"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
     )
     .unwrap();
-    let (crt, key, csr) = (
+    let (crt, key, csr, subject) = (
         format!("{name}.crt"),
         format!("{name}.key"),
         format!("{name}.csr"),
+        format!("/CN={name}"),
     );
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        &format!("/CN={name}"),
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-    ]);
-    run(&[
+    let request = [
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out", &csr,
+    ];
+    openssl(dir, &request);
+    let sign = [
         "x509",
         "-req",
         "-in",
@@ -424,7 +409,8 @@ fn ca_signed(
         "leaf.ext",
         "-out",
         &crt,
-    ]);
+    ];
+    openssl(dir, &sign);
     (dir.join(ca_crt), dir.join(crt), dir.join(key))
 }
 

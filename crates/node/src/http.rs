@@ -30,6 +30,8 @@ pub struct Api<'a> {
     pub counters: &'a Counters,
     pub started: Instant,
     pub stop: &'a Stop,
+    /// The DICOM listener's loop.
+    pub listener: &'a super::liveness::Heartbeat,
 }
 
 /// A reply: status, content type, body.
@@ -251,17 +253,19 @@ fn route(method: &Method, seg: &[&str], query: &str, body: &[u8], api: &Api) -> 
 fn health(api: &Api) -> Reply {
     let c = api.counters.snapshot();
     let (step, step_s, ended) = api.work.liveness.now();
-    let stuck = step != "idle" && step_s >= api.config.work_stuck_seconds;
-    let (code, status) = match (ended && !api.stop.is_stopped(), stuck) {
-        (true, _) => (503, "work thread ended"),
-        (_, true) => (503, "work thread stuck"),
-        _ => (200, "ok"),
-    };
+    let (since_pass_s, listener_ended) = api.listener.now();
+    let (code, status) = verdict(
+        (&step, step_s, ended),
+        (since_pass_s, listener_ended),
+        api.stop.is_stopped(),
+        api.config.work_stuck_seconds,
+    );
     Reply::json(
         code,
         &json!({
             "status": status,
             "work": { "step": step, "step_s": step_s, "ended": ended },
+            "dicom_listener": { "since_pass_s": since_pass_s, "ended": listener_ended },
             "memory_budget": {
                 "used_bytes": api.work.budget.used(),
                 "limit_bytes": api.config.memory_budget_bytes(),
@@ -279,6 +283,36 @@ fn health(api: &Api) -> Reply {
             },
         }),
     )
+}
+
+/// A DICOM listener that has not passed its loop for this long is stuck (it passes at
+/// least every 100 ms while it waits).
+const LISTENER_STUCK_S: u64 = 10;
+
+/// The health's verdict: 503 with the reason when the work thread has been in one step
+/// (not idle) for `work_stuck_s` seconds or, the node not stopping (when both loops leave),
+/// the work thread or the DICOM listener has ended or the listener has not passed for
+/// [`LISTENER_STUCK_S`]; else 200 "ok". `work`: (step, seconds in it, ended); `listener`: (seconds since its last
+/// pass, ended).
+fn verdict(
+    work: (&str, u64, bool),
+    listener: (u64, bool),
+    stopping: bool,
+    work_stuck_s: u64,
+) -> (u16, &'static str) {
+    let (step, step_s, work_ended) = work;
+    let (since_pass_s, listener_ended) = listener;
+    if work_ended && !stopping {
+        (503, "work thread ended")
+    } else if listener_ended && !stopping {
+        (503, "DICOM listener ended")
+    } else if step != "idle" && step_s >= work_stuck_s {
+        (503, "work thread stuck")
+    } else if since_pass_s >= LISTENER_STUCK_S && !stopping {
+        (503, "DICOM listener stuck")
+    } else {
+        (200, "ok")
+    }
 }
 
 /// Bytes free on the spool's file system for the node's user.
@@ -520,7 +554,40 @@ fn segment(api: &Api, body: &[u8]) -> Result<Reply> {
 
 #[cfg(test)]
 mod tests {
-    use super::byte_range;
+    use super::{LISTENER_STUCK_S, byte_range, verdict};
+
+    #[test]
+    fn health_turns_503_for_a_loop_that_ended_or_is_stuck() {
+        let idle = ("idle", 5000, false);
+        let fine = (0, false);
+        assert_eq!(verdict(idle, fine, false, 60), (200, "ok"));
+        // The work thread: ended, stuck in one step; idle for long is fine.
+        assert_eq!(
+            verdict(("idle", 0, true), fine, false, 60).1,
+            "work thread ended"
+        );
+        assert_eq!(
+            verdict(("job", 60, false), fine, false, 60).1,
+            "work thread stuck"
+        );
+        assert_eq!(verdict(("job", 59, false), fine, false, 60).0, 200);
+        // The DICOM listener: ended, or no pass for LISTENER_STUCK_S.
+        assert_eq!(
+            verdict(idle, (0, true), false, 60).1,
+            "DICOM listener ended"
+        );
+        let late = (LISTENER_STUCK_S, false);
+        assert_eq!(verdict(idle, late, false, 60).1, "DICOM listener stuck");
+        assert_eq!(
+            verdict(idle, (LISTENER_STUCK_S - 1, false), false, 60).0,
+            200
+        );
+        // Stopping, both loops leave: not a fault.
+        assert_eq!(
+            verdict(("idle", 0, true), (99, true), true, 60),
+            (200, "ok")
+        );
+    }
 
     #[test]
     fn byte_ranges_are_read_as_rfc_9110_says() {

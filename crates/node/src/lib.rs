@@ -169,22 +169,23 @@ fn make_http_token(config: &Config) -> Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(token.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    medfm::fs::write_private(&path, token.as_bytes())?;
     tracing::info!(file = %path.display(), "HTTP token generated (medfm node --print-token shows it)");
     Ok(token)
+}
+
+/// Ends the DICOM listener's loop for the health and, unless the node is stopping
+/// already, stops the node (see `serve`).
+struct LoopGuard<'a>(&'a liveness::Heartbeat, &'a Stop);
+
+impl Drop for LoopGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+        if !self.1.is_stopped() {
+            tracing::error!("the DICOM listener's loop ended: the node stops");
+            self.1.stop();
+        }
+    }
 }
 
 /// Run the node with `config` until `stop` fires, then drain and return. An error that
@@ -258,6 +259,8 @@ fn serve(config: Config, stop: Stop) -> Result<()> {
     let open: Mutex<Vec<(u64, TcpStream, Arc<Deadline>)>> = Mutex::new(Vec::new());
     let mut busy: Vec<(TcpStream, Instant)> = Vec::new();
     let next_id = AtomicU64::new(0);
+    let listener_beat = liveness::Heartbeat::default();
+    listener_beat.beat();
     let api = http::Api {
         config: &config,
         spool: &spool,
@@ -265,6 +268,7 @@ fn serve(config: Config, stop: Stop) -> Result<()> {
         counters: &counters,
         started: Instant::now(),
         stop: &stop,
+        listener: &listener_beat,
     };
     std::thread::scope(|scope| -> Result<()> {
         let worker = scope.spawn(|| work.run(&config, &spool, inbox.as_ref(), &counters));
@@ -273,7 +277,12 @@ fn serve(config: Config, stop: Stop) -> Result<()> {
             let api = &api;
             scope.spawn(move || server::serve(listener, api, hosts, token, tls));
         }
+        // However this loop is left (a panic included), the health says so and, the node not
+        // stopping, the node stops: drained, then ended with the panic, for its supervisor
+        // (systemd) to restart it.
+        let _left = LoopGuard(&listener_beat, &stop);
         while !stop.is_stopped() {
+            listener_beat.beat();
             if stop.reloads() != reloads {
                 reloads = stop.reloads();
                 if let Some(t) = &dicom_tls {
@@ -303,7 +312,10 @@ fn serve(config: Config, stop: Stop) -> Result<()> {
                 }
                 continue;
             }
-            stream.set_nonblocking(false)?;
+            if let Err(e) = stream.set_nonblocking(false) {
+                tracing::warn!(%peer, "cannot serve the connection: {e}; closed");
+                continue;
+            }
             // The whole negotiation must end within association_timeout_seconds.
             let deadline = Arc::new(Deadline::default());
             deadline.set_in(config.association_timeout());

@@ -1,5 +1,6 @@
-//! The work loop's supervision: what the work thread is doing (for `/api/health`) and the
-//! boundary that turns one item's panic into that item's failure.
+//! The node's loops under supervision: what the work thread is doing and when the DICOM
+//! listener last passed (for `/api/health`), and the boundary that turns one item's panic
+//! into that item's failure.
 
 use std::sync::Mutex;
 
@@ -33,6 +34,35 @@ impl Liveness {
         (
             step,
             now_ms().saturating_sub(since) / 1000,
+            self.ended.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+}
+
+/// A loop's heartbeat: when it last passed (Unix ms) and whether it has left. The DICOM
+/// listener beats on every pass (at least every 100 ms while it waits).
+#[derive(Default)]
+pub struct Heartbeat {
+    last: std::sync::atomic::AtomicU64,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl Heartbeat {
+    pub(crate) fn beat(&self) {
+        self.last
+            .store(now_ms(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The loop has left.
+    pub(crate) fn end(&self) {
+        self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `(seconds since the last pass, ended)`.
+    pub fn now(&self) -> (u64, bool) {
+        let last = self.last.load(std::sync::atomic::Ordering::SeqCst);
+        (
+            now_ms().saturating_sub(last) / 1000,
             self.ended.load(std::sync::atomic::Ordering::SeqCst),
         )
     }
