@@ -307,3 +307,49 @@ print(*np.percentile(v[v > v.min()], [0.5, 99.5]))
         .count();
     assert!(differ > 0, "every slice's own clip is the series clip");
 }
+
+/// An instance given twice (the same file opened twice, a copy under another name) is one
+/// instance everywhere, by one rule (`series::first_copies`): the slice order, the
+/// browsing groups and the volume list it once, with a warning naming it.
+#[test]
+fn an_instance_given_twice_counts_once() {
+    let mut images = folder("series/ct5n");
+    let n = images.len();
+    images.push(read(&data("series/ct5n").join(second_file("series/ct5n"))));
+    let copy = images[n].meta.sop_instance_uid.clone();
+    let refs: Vec<&DicomImage> = images.iter().collect();
+    let once = |s: &[String]| s.iter().filter(|w| w.contains(&copy)).count() == 1;
+
+    let slices = series::order(&refs).unwrap();
+    assert_eq!(slices.order.len(), n, "{:?}", slices.order);
+    assert!(
+        slices.order.iter().all(|&(i, _)| i < n),
+        "the first copy is used"
+    );
+    assert!(once(&slices.warnings), "{:?}", slices.warnings);
+
+    let groups = series::group(&refs);
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].frames.len(), n);
+    assert_eq!(groups[0].copies, vec![n]);
+    assert!(once(&groups[0].warnings), "{:?}", groups[0].warnings);
+
+    let volume = dicom::volume::assemble(&images).unwrap();
+    assert_eq!(volume.slices, n, "one slice per instance");
+    assert!(once(&volume.warnings), "{:?}", volume.warnings);
+
+    // The jobs' series (CLI, node, Python): the copy is not held.
+    let series = medfm::jobs::Series::new(images.into_iter().map(|i| (i, None)).collect()).unwrap();
+    assert_eq!(series.len(), n);
+    assert!(once(&series.warnings), "{:?}", series.warnings);
+}
+
+/// The second file of a fixture folder, by name.
+fn second_file(name: &str) -> std::path::PathBuf {
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(data(name))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into())
+        .collect();
+    names.sort();
+    names.swap_remove(1)
+}

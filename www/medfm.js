@@ -113,7 +113,8 @@ export class MedFM extends EventTarget {
     this.weightsPrecision = this.precision; // the precision a single `weights` is for
     this.info = null; // {backend, precision, fallback}
     // From the engine (the library's series rule): [{index, uid, study, modality,
-    // description, rows, cols, frames, refs: [[imageId, frame]], warnings}].
+    // description, rows, cols, frames, refs: [[imageId, frame]], copies: [imageId],
+    // warnings}]: an instance opened again is listed once, its other ids in copies.
     this.series = [];
     this.metas = new Map(); // imageId -> meta
     this.files = []; // bytes of every opened file (to reopen after a worker restart)
@@ -278,7 +279,9 @@ export class MedFM extends EventTarget {
    * warnings}] (a series already open that a file joins included; `list()` gives every
    * open series) plus `errors`: series by SeriesInstanceUID in the order first opened, frames in space
    * (along the slice normal; by InstanceNumber when the geometry does not allow it, with
-   * the reason in `warnings`), as the CLI orders a series.
+   * the reason in `warnings`), as the CLI orders a series. An instance opened again (the
+   * same SOP Instance UID: the same file twice, a copy, another encoding of it) is one
+   * instance: listed once, as first opened, with a warning.
    */
   async open(filesOrUrls) {
     if (filesOrUrls && filesOrUrls.dicomweb) return this._openDicomweb(filesOrUrls);
@@ -345,7 +348,7 @@ export class MedFM extends EventTarget {
   // not depend on other calls running meanwhile.
   _seriesList(ids = null) {
     return this.series
-      .filter((s) => !ids || s.refs.some(([id]) => ids.has(id)))
+      .filter((s) => !ids || s.refs.some(([id]) => ids.has(id)) || s.copies.some((id) => ids.has(id)))
       .map(({ index, uid, study, modality, description, rows, cols, frames, warnings }) => ({
         index, uid, study, modality, description, rows, cols, frames, warnings,
       }));

@@ -34,8 +34,7 @@ impl Series {
             return Err(Error::bad_input("no DICOM images: no series"));
         };
         let uid = first.meta.series_instance_uid.clone();
-        let mut kept: Vec<(DicomImage, Option<PathBuf>)> = Vec::with_capacity(images.len());
-        for (image, path) in images {
+        for (image, path) in &images {
             if image.meta.series_instance_uid != uid {
                 return Err(Error::bad_input(format!(
                     "{} is in series {}, not in series {uid}: one job covers one series",
@@ -46,19 +45,25 @@ impl Series {
                     image.meta.series_instance_uid
                 )));
             }
-            if !kept
-                .iter()
-                .any(|(i, _)| i.meta.sop_instance_uid == image.meta.sop_instance_uid)
-            {
-                kept.push((image, path));
-            }
         }
-        let (images, paths): (Vec<DicomImage>, Vec<Option<PathBuf>>) = kept.into_iter().unzip();
+        // Each instance once, by the library's rule: a copy is not held.
+        let refs: Vec<&DicomImage> = images.iter().map(|(i, _)| i).collect();
+        let (kept, mut warnings) = series::first_copies(&refs);
+        let mut keep = vec![false; images.len()];
+        for k in kept {
+            keep[k] = true;
+        }
+        let (images, paths): (Vec<DicomImage>, Vec<Option<PathBuf>>) = images
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(x, k)| k.then_some(x))
+            .unzip();
         let refs: Vec<&DicomImage> = images.iter().collect();
         let slices = series::order(&refs)?;
+        warnings.extend(slices.warnings);
         Ok(Series {
             order: slices.order,
-            warnings: slices.warnings,
+            warnings,
             images,
             paths,
         })

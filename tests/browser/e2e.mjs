@@ -58,12 +58,13 @@ async function cpuPath(browser, url, server, trap) {
   const t0 = Date.now();
   await page.goto(`${url}?backend=cpu`);
   await waitReady(page, 600000);
-  // The image opened last (the highest image id) and the series it joined.
+  // The image opened last (the highest image id), whether its series lists it or an
+  // earlier copy of its instance (several fixtures are encodings of one instance), and
+  // its frames' pixels and rendering by its own id: what each file decodes to.
   await page.evaluate(() => {
-    window.lastOpened = () => {
-      const id = Math.max(...window.medfm.series.flatMap((x) => x.refs.map((r) => r[0])));
-      return { id, s: window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id)) };
-    };
+    window.lastOpened = () => Math.max(...window.medfm.metas.keys());
+    window.imageFrame = (id, frame, op = 'frame', args = {}) => window.medfm._call(op, { id, frame, ...args });
+    window.seriesOf = (id) => window.medfm.series.findIndex((x) => x.refs.some((r) => r[0] === id) || x.copies.includes(id));
   });
   const initialDone = Date.now();
   console.log(`  ready in ${((initialDone - t0) / 1000).toFixed(1)} s; timings: ${await page.textContent('#timings')}`);
@@ -261,14 +262,13 @@ async function cpuPath(browser, url, server, trap) {
       const bytes = Uint8Array.from(atob(files[e.file]), (c) => c.charCodeAt(0));
       const list = await window.medfm.open([new File([bytes], e.file)]);
       if (list.errors.length) { rows.push({ file: e.file, error: list.errors[0].error, code: list.errors[0].code }); continue; }
-      // The frames of the image just opened (the highest image id), wherever its series is.
-      const { id, s } = window.lastOpened();
-      const mine = window.medfm.series[s].refs.map((r, i) => [r, i]).filter(([r]) => r[0] === id).map(([, i]) => i);
+      // The frames of the image just opened, in the file's order.
+      const id = window.lastOpened();
       let worst = 0;
       const windows = [];
       try {
         for (let f = 0; f < e.frames; f++) {
-          const px = await window.medfm.pixels({ series: s, frame: mine[f] });
+          const px = await window.imageFrame(id, f);
           e.frame_stats[f].positions.forEach((p, i) => { worst = Math.max(worst, Math.abs(px.values[p] - e.frame_stats[f].values[i])); });
           windows.push(px.window || null);
         }
@@ -316,9 +316,8 @@ async function cpuPath(browser, url, server, trap) {
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     const list = await window.medfm.open([new File([bytes], 'ct_width_0.dcm')]);
     if (list.errors.length) return { error: list.errors[0].error };
-    const { id, s } = window.lastOpened();
-    const f = window.medfm.series[s].refs.findIndex((r) => r[0] === id);
-    const r = await window.medfm.segment({ series: s, frame: f, box: [30, 30, 100, 100] });
+    // By its id: CT_small.dcm, opened before, is the same instance with another window.
+    const r = await window.imageFrame(window.lastOpened(), 0, 'segment', { request: { box: [30, 30, 100, 100] } });
     return { warnings: r.warnings, area: r.area };
   }, ctw);
   check(warned.warnings && warned.warnings.length === 1 && /default window 40\/400/.test(warned.warnings[0]) && warned.area > 0,
@@ -329,10 +328,17 @@ async function cpuPath(browser, url, server, trap) {
   const byUrl = await page.evaluate(async () => {
     const a = await window.medfm.open('x.dcm?id=A');
     const buf = await (await fetch('samples/head_ct.dcm')).arrayBuffer();
+    const frames = () => window.medfm.list().map((s) => s.frames);
+    const before = frames();
+    // A bundled sample, open since the start, again: its series, each instance once.
     const b = await window.medfm.open(buf);
+    const reopened = { before, after: frames(), b: b.map((s) => ({ frames: s.frames, warnings: s.warnings })) };
     const away = await window.medfm.open('away.dcm');
-    return { a: a.errors, b: b.errors, bufLen: buf.byteLength, away: away.errors.map((e) => e.error) };
+    return { a: a.errors, b: b.errors, bufLen: buf.byteLength, away: away.errors.map((e) => e.error), reopened };
   });
+  const { reopened } = byUrl;
+  check(reopened.b.length === 1 && JSON.stringify(reopened.before) === JSON.stringify(reopened.after) && reopened.b[0].warnings.some((w) => /given more than once/.test(w)),
+    'a file opened again: open() gives its series, the instance listed once, with a warning', JSON.stringify(reopened));
   check(byUrl.a.length === 0 && byUrl.b.length === 0, 'MedFM.open() takes a same-origin URL and an ArrayBuffer', JSON.stringify(byUrl));
   check(byUrl.bufLen > 0, "MedFM.open(ArrayBuffer) leaves the caller's buffer usable (not detached)", String(byUrl.bufLen));
   check(byUrl.away.length === 1 && /redirects elsewhere/.test(byUrl.away[0]), 'a URL that redirects is refused', JSON.stringify(byUrl.away));

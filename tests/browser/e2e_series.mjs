@@ -39,10 +39,8 @@ export async function displayParity(page) {
       const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
       const list = await window.medfm.open([new File([bytes], 'x.dcm')]);
       if (list.errors.length) return { error: list.errors[0].error };
-      const { id, s } = window.lastOpened();
-      const f = window.medfm.series[s].refs.findIndex((r) => r[0] === id && r[1] === 0);
       try {
-        const r = await window.medfm.render({ series: s, frame: f });
+        const r = await window.imageFrame(window.lastOpened(), 0, 'render', { view: {} });
         return { rows: r.rows, cols: r.cols, rgba: Array.from(r.rgba) };
       } catch (e) {
         return { error: e.message, code: e.code };
@@ -88,7 +86,7 @@ export async function seriesOrderParity(page) {
   const files = fs.readdirSync(dir).sort().reverse().map((f) => fs.readFileSync(path.join(dir, f)).toString('base64'));
   const web = await page.evaluate(async (list) => {
     await window.medfm.open(list.map((b64, i) => new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], `s${i}.dcm`)));
-    const { id, s } = window.lastOpened();
+    const s = window.seriesOf(window.lastOpened());
     const out = [];
     for (let f = 0; f < window.medfm.series[s].frames; f++) out.push(Array.from((await window.medfm.pixels({ series: s, frame: f })).values));
     return { out, warnings: window.medfm.series[s].warnings };

@@ -110,10 +110,46 @@ fn by_instance_number(images: &[&DicomImage]) -> Vec<(usize, u32)> {
     keyed.into_iter().map(|(_, s)| s).collect()
 }
 
+/// The rule for an instance given more than once (the same file opened twice, a copy
+/// under another name, another encoding of it): it is one instance, and counts once, as
+/// its first copy. The indices of `images` kept, in order, and a warning for each copy
+/// passed over. Images without a SOP Instance UID are all kept.
+pub fn first_copies(images: &[&DicomImage]) -> (Vec<usize>, Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = Vec::with_capacity(images.len());
+    let mut warnings = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        let uid = img.meta.sop_instance_uid.as_str();
+        if uid.is_empty() || seen.insert(uid) {
+            kept.push(i);
+        } else {
+            warnings.push(format!(
+                "instance {uid} was given more than once: its first copy is used"
+            ));
+        }
+    }
+    (kept, warnings)
+}
+
 /// Order the slices of one series (images of one SeriesInstanceUID, in any order) in
-/// space. Refuses an empty list, images of two series, and slices with different
-/// orientations, naming the instances.
+/// space, each instance once ([`first_copies`]). Refuses an empty list, images of two
+/// series, and slices with different orientations, naming the instances.
 pub fn order(images: &[&DicomImage]) -> Result<Slices, Error> {
+    let (kept, repeated) = first_copies(images);
+    if repeated.is_empty() {
+        return order_distinct(images);
+    }
+    let distinct: Vec<&DicomImage> = kept.iter().map(|&i| images[i]).collect();
+    let mut slices = order_distinct(&distinct)?;
+    for (i, _) in &mut slices.order {
+        *i = kept[*i];
+    }
+    slices.warnings.extend(repeated);
+    Ok(slices)
+}
+
+/// [`order`] of images that are each another instance.
+fn order_distinct(images: &[&DicomImage]) -> Result<Slices, Error> {
     let first = images
         .first()
         .ok_or_else(|| Error::Volume("no images in the series".into()))?;
@@ -239,6 +275,9 @@ pub struct Series {
     /// `(image, frame)` of every frame in display order (image: index into the images
     /// given to [`group`]).
     pub frames: Vec<(usize, u32)>,
+    /// Images of the series that repeat an instance listed ([`first_copies`]): not in
+    /// `frames`.
+    pub copies: Vec<usize>,
     /// Why the order is not the spatial one, or what it assumed.
     pub warnings: Vec<String>,
 }
@@ -246,7 +285,8 @@ pub struct Series {
 /// Group images into series (by SeriesInstanceUID, in the order each series is first
 /// seen) and order each one's frames for browsing: in space by [`order`] when it can,
 /// else by InstanceNumber then frame with [`order`]'s reason as a warning. Never fails:
-/// every frame of every image is listed once.
+/// every frame of every instance is listed once (an instance given again: its first copy,
+/// [`first_copies`], the others in `copies`, with a warning).
 pub fn group(images: &[&DicomImage]) -> Vec<Series> {
     let mut keys: Vec<String> = Vec::new();
     let mut members: Vec<Vec<usize>> = Vec::new();
@@ -267,15 +307,20 @@ pub fn group(images: &[&DicomImage]) -> Vec<Series> {
     }
     keys.into_iter()
         .zip(members)
-        .map(|(uid, idx)| {
+        .map(|(uid, all)| {
+            let given: Vec<&DicomImage> = all.iter().map(|&i| images[i]).collect();
+            let (kept, repeated) = first_copies(&given);
+            let idx: Vec<usize> = kept.iter().map(|&k| all[k]).collect();
+            let copies: Vec<usize> = all.iter().filter(|i| !idx.contains(i)).copied().collect();
             let mine: Vec<&DicomImage> = idx.iter().map(|&i| images[i]).collect();
-            let (local, warnings) = match order(&mine) {
+            let (local, mut warnings) = match order_distinct(&mine) {
                 Ok(s) => (s.order, s.warnings),
                 Err(e) => (
                     by_instance_number(&mine),
                     vec![format!("{e}; frames listed by InstanceNumber")],
                 ),
             };
+            warnings.extend(repeated);
             let m = &mine[0].meta;
             Series {
                 uid,
@@ -285,6 +330,7 @@ pub fn group(images: &[&DicomImage]) -> Vec<Series> {
                 rows: m.rows,
                 cols: m.cols,
                 frames: local.into_iter().map(|(k, f)| (idx[k], f)).collect(),
+                copies,
                 warnings,
             }
         })

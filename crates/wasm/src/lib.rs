@@ -503,8 +503,9 @@ impl Engine {
 
     /// The open images grouped into series and ordered, by the library's series rule
     /// (`dicom::series::group`: SeriesInstanceUID in first-opened order; slices along the
-    /// normal, else InstanceNumber with the reason in `warnings`): `[{index, uid, study,
-    /// modality, description, rows, cols, frames, refs: [[id, frame]], warnings}]`.
+    /// normal, else InstanceNumber with the reason in `warnings`; an instance opened again
+    /// listed once, its other ids in `copies`): `[{index, uid, study, modality,
+    /// description, rows, cols, frames, refs: [[id, frame]], copies: [id], warnings}]`.
     pub fn series(&self) -> Result<JsValue, JsValue> {
         let st = self.state.borrow();
         let open: Vec<(u32, &DicomImage)> = st
@@ -521,6 +522,7 @@ impl Engine {
                 index,
                 frames: s.frames.len(),
                 refs: s.frames.iter().map(|&(i, f)| (open[i].0, f)).collect(),
+                copies: s.copies.iter().map(|&i| open[i].0).collect(),
                 uid: s.uid,
                 study: s.study,
                 modality: s.modality,
@@ -664,5 +666,7 @@ struct SeriesEntry {
     cols: u32,
     frames: usize,
     refs: Vec<(u32, u32)>,
+    /// Image ids that repeat an instance of `refs` (opened again): not in `refs`.
+    copies: Vec<u32>,
     warnings: Vec<String>,
 }
