@@ -300,7 +300,7 @@ export function medfmCornerstone(core, tools) {
     /**
      * Open `imageIds` in the engine (each image once per engine, whichever controller asks:
      * the engine joins images by their SeriesInstanceUID into one series ordered in space,
-     * as it does files, so an image opened twice would be two of its slices) and say where
+     * as it does files, and an instance opened again would only be read again) and say where
      * each is: [{series, frame, sop}] in the order given. Images are found in their series by
      * SOP Instance UID, so the viewer's stack order need not be the engine's.
      */

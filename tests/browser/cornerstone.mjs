@@ -11,8 +11,9 @@
 //   back through Cornerstone3D's cache equals `medfm segment` on the same file and box
 //   (IoU >= 0.999, int8): the model input is the image's, not the display's;
 // - rejectPreview() leaves the labelmap as it was (empty), acceptPreview() keeps the mask;
-// - a box outside the image and a colour image are rejected with code 'bad-input', the
-//   labelmap unchanged, and the controller segments again afterwards;
+// - a box outside the image, a colour image and a labelmap of another size than the image
+//   are rejected with code 'bad-input', the labelmaps unchanged, and the controller
+//   segments again afterwards;
 // - a stack of the brain MR series, shown at brain_009: propagate() with the box and an
 //   extent of 2 keeps the slices of `medfm segment --propagate` on the same files and
 //   writes labelmaps equal to its label volume (Dice >= 0.99); rejectPreview() empties them;
@@ -136,7 +137,7 @@ async function start() {
     for (let i = 0; i < n; i++) voxels.setAtIndex(i, 0);
     return labelmap(lid).filter((v) => v !== 0).length;
   };
-  window.medfmTest = { controller, viewport, cache, imageLoader, events, labelmap, imageId, brainController, brainViewport, labelmapOf, sops, toolEvents, pageOf, emptyLabelmap };
+  window.medfmTest = { controller, viewport, cache, imageLoader, segmentation, ToolsEnums, events, labelmap, imageId, brainController, brainViewport, labelmapOf, sops, toolEvents, pageOf, emptyLabelmap };
   document.body.dataset.ready = '1';
 }
 start().catch((e) => { document.body.dataset.error = String((e && e.stack) || e); });
@@ -203,7 +204,7 @@ try {
   const error = await page.evaluate(() => document.body.dataset.error);
   check(!error, 'Cornerstone3D and medfm/cornerstone start in a Vite build with no configuration', error || '');
   const r = await page.evaluate(async ({ box }) => {
-    const { controller, cache, imageLoader, events, labelmap, imageId } = window.medfmTest;
+    const { controller, cache, imageLoader, segmentation, ToolsEnums, events, labelmap, imageId } = window.medfmTest;
     const rejected = async (p) => {
       try { await p; return { code: 'resolved' }; } catch (e) { return { code: e.code, message: e.message }; }
     };
@@ -225,6 +226,19 @@ try {
       await imageLoader.loadAndCacheImage(id);
       return controller.segment({ box, imageId: id });
     })());
+    // The integrator's own segmentation whose labelmap over the image is another size.
+    out.oddSize = await rejected((async () => {
+      imageLoader.createAndCacheLocalImage('medfm-odd-labelmap', { scalarData: new Uint8Array(64 * 64), dimensions: [64, 64], spacing: [1, 1], referencedImageId: imageId });
+      segmentation.addSegmentations([{ segmentationId: 'medfm-odd', representation: { type: ToolsEnums.SegmentationRepresentations.Labelmap, data: { imageIds: ['medfm-odd-labelmap'] } } }]);
+      const own = controller.segmentationId;
+      controller.segmentationId = 'medfm-odd';
+      try {
+        return await controller.segment({ box });
+      } finally {
+        controller.segmentationId = own;
+      }
+    })());
+    out.oddLeft = labelmap('medfm-odd-labelmap').filter((v) => v !== 0).length;
     out.last = (await controller.segment({ box: [115, 285, 185, 350] })).area;
     out.labelmapInCache = !!cache.getImage(first.labelmapImageId);
     out.imageId = imageId;
@@ -241,6 +255,8 @@ try {
   check(r.outside.code === 'bad-input' && r.afterOutside === r.afterAccept,
     'a box outside the image: rejected with bad-input, the labelmap unchanged', JSON.stringify(r.outside));
   check(r.colour.code === 'bad-input' && /colour/.test(r.colour.message || ''), 'a colour image: rejected with bad-input, naming why', JSON.stringify(r.colour));
+  check(r.oddSize.code === 'bad-input' && /labelmap .* is 64x64, the image \d+x\d+/.test(r.oddSize.message || '') && r.oddLeft === 0,
+    'a labelmap of another size than the image: rejected with bad-input naming both sizes, nothing written', JSON.stringify({ ...r.oddSize, left: r.oddLeft }));
   check(r.last > 0, 'the controller segments again after the rejections', String(r.last));
   // The tool with real mouse events: a drag over the kidney, then Escape; again, then Enter.
   const start = await page.evaluate(({ box }) => {
