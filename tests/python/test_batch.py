@@ -1,7 +1,7 @@
 """`python -m medfm.batch` on a real local Ray cluster (`ray start --head --num-cpus 2`,
 two model actors of half a CPU each, so Ray Data's own tasks keep a CPU).
 
-The archive: 24 series made from slices of two of the repository's series (new study, series and
+The archive: 60 series made from slices of two of the repository's series (new study, series and
 instance UIDs, the same pixels), one NM image no rule matches, and four planted bad
 items. Each job is killed once (a model actor, then the driver) and run again; afterwards
 every output exists once and equals the CLI's, and the errors table lists the planted items
@@ -34,10 +34,10 @@ BASES = {  # name: (series folder in tests/data/series, the two files taken)
     "upper": ("brain11", ("brain_005.dcm", "brain_006.dcm")),
     "ct": ("ct5n", ("2693", "3023")),
 }
-# Copies of each base: enough that a job is killed with most of its series still to do
-# (the kill comes after 8 outputs), few enough that the four passes over the archive (two
-# jobs, each against the CLI) stay a few minutes on 2 cores.
-COPIES = 8
+# Copies of each base: 60 series (the issue's manifest of at least 60), so a job is killed
+# with most of its series still to do (the kill comes after 8 outputs); the four passes over
+# the archive (two jobs, each against the CLI) take minutes on 2 cores.
+COPIES = 20
 ITEMS = len(BASES) * COPIES + 1 + 4  # the series, the NM image, the bad items
 RULES = """
 [[rule]]
