@@ -565,6 +565,26 @@ export function medfmCornerstone(core, tools) {
       return this.stopEncodeAhead;
     }
 
+    /**
+     * As `@cornerstonejs/ai`'s controller: accept the preview, scroll the viewport one image
+     * in `dir` (1 or -1) and segment the image shown then with the prompt of the image left
+     * (the last `segment()`'s box and points, in image pixels), as a preview. Resolves to
+     * the `segment()` result, or null (nothing scrolled) when the image shown has no prompt
+     * or the stack has no image that way. The controller's own viewport only.
+     */
+    async interpolateScroll(viewport = this.viewport, dir = 1) {
+      const own = this.requireViewport();
+      if (viewport !== own) throw coded('interpolateScroll: the viewport given is not this controller\'s (initViewport it first)', 'bad-input');
+      if (dir !== 1 && dir !== -1) throw coded(`interpolateScroll: dir is 1 or -1, not ${JSON.stringify(dir)}`, 'bad-input');
+      this.acceptPreview();
+      const prompt = this.lastPrompt;
+      const ids = own.getImageIds();
+      const next = own.getCurrentImageIdIndex() + dir;
+      if (!prompt || prompt.imageId !== own.getCurrentImageId() || next < 0 || next >= ids.length) return null;
+      await own.setImageIdIndex(next);
+      return this.segment({ box: prompt.box, points: prompt.points, imageId: ids[next] });
+    }
+
     /** Encode images ahead (default: the viewport's current one), so that a box answers in the decoder's time. */
     async cacheImageEncodings(imageIds) {
       const viewport = this.requireViewport();

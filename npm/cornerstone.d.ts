@@ -12,6 +12,9 @@ export declare const Events: {
 export interface ViewportLike {
   id: string;
   getCurrentImageId(): string;
+  /** Needed by `interpolateScroll` (a Cornerstone3D stack viewport has both). */
+  getCurrentImageIdIndex?(): number;
+  setImageIdIndex?(index: number): Promise<unknown>;
   getImageIds(): string[];
   getProperties?(): { voiRange?: { lower: number; upper: number } };
   render(): void;
@@ -68,6 +71,8 @@ export declare class MedfmSegmentationController {
   acceptPreview(): void;
   rejectPreview(): void;
   clear(): void;
+  /** Accept the preview, scroll one image in `dir` (1 or -1) and segment it with the prompt of the image left, as a preview; null when the image shown has no prompt or there is no image that way. */
+  interpolateScroll(viewport?: ViewportLike, dir?: 1 | -1): Promise<ControllerSegmentResult | null>;
   cacheImageEncodings(imageIds?: string[]): Promise<void>;
   /** Encode the image the viewport rests on (`restMs`, default 250) and `neighbours` (default 1) each side in the background; returns a function that stops it. */
   encodeAhead(options?: { neighbours?: number; restMs?: number }): () => void;

@@ -25,6 +25,8 @@
 //   medfm segment's mask for the box and the points so far;
 // - the model-loading events carry @cornerstonejs/ai's names; every request stays on the
 //   page's origin; a screenshot of the viewport with the labelmap drawn is kept;
+// - interpolateScroll() carries the box to the next image of the brain stack: medfm
+//   segment's mask there; nothing at the stack's end or without a prompt;
 // - a typed use of the subpath export type-checks against its declarations (tsc --strict).
 //
 // Env: MEDFM_BIN (the native binary, for the reference mask), MEDFM_WEB_DIST (the web
@@ -383,6 +385,41 @@ try {
   console.log(`  brain propagation: slices ${JSON.stringify(b.frames)} from ${b.startIndex}, stopped ${b.stopped}, Dice vs medfm segment --propagate ${dice.toFixed(5)}`);
   check(dice >= 0.99, 'propagate(): the labelmaps of the stack equal medfm segment --propagate (Dice >= 0.99 as a volume)', `Dice ${dice}`);
   check(b.afterReject === 0, 'rejectPreview() after propagate(): every slice of the labelmap as it was', String(b.afterReject));
+
+  // interpolateScroll, as @cornerstonejs/ai's: the preview accepted, one image on, the same
+  // box segmented there; nothing at the stack's end or without a prompt on the image shown.
+  const sc = await page.evaluate(async ({ box }) => {
+    const { brainController: c, brainViewport: v, labelmap, labelmapOf } = window.medfmTest;
+    const ids = v.getImageIds();
+    const start = v.getCurrentImageIdIndex();
+    const first = await c.segment({ box });
+    const r = await c.interpolateScroll(v, 1);
+    const kept = labelmap(labelmapOf(first.segmentationId, first.imageId)).filter((x) => x === first.segmentIndex).length;
+    const out = {
+      start, at: v.getCurrentImageIdIndex(), imageId: r && r.imageId, want: ids[start + 1], firstArea: first.area, kept,
+      mask: r ? labelmap(r.labelmapImageId).map((x) => (x === r.segmentIndex ? 1 : 0)) : [],
+    };
+    // No prompt on the image shown (another image, not segmented): nothing scrolled.
+    await v.setImageIdIndex(start + 3);
+    out.noPrompt = await c.interpolateScroll(v, -1);
+    out.noPromptAt = v.getCurrentImageIdIndex();
+    // At the stack's end: nothing scrolled.
+    await v.setImageIdIndex(ids.length - 1);
+    await c.segment({ box });
+    out.atEnd = await c.interpolateScroll(v, 1);
+    out.endAt = v.getCurrentImageIdIndex();
+    out.badDir = await c.interpolateScroll(v, 2).then(() => 'resolved', (e) => e.code);
+    c.clear();
+    await v.setImageIdIndex(start);
+    return out;
+  }, { box: BRAIN_BOX });
+  const nextFile = BRAIN_FILES[sc.start + 1];
+  const scrollRef = cliMask(path.join(BRAIN_DIR, nextFile), BRAIN_BOX, path.join(ARTIFACTS, 'cornerstone_ref_scroll.png'));
+  const scrollIou = iou(Uint8Array.from(sc.mask), scrollRef.mask);
+  check(sc.at === sc.start + 1 && sc.imageId === sc.want && scrollIou >= 0.999 && sc.kept === sc.firstArea,
+    `interpolateScroll(): the preview kept, one image on (${nextFile}) the same box gives medfm segment's mask there (IoU >= 0.999)`, JSON.stringify({ ...sc, mask: undefined, iou: scrollIou }));
+  check(sc.noPrompt === null && sc.noPromptAt === sc.start + 3 && sc.atEnd === null && sc.endAt === BRAIN_FILES.length - 1 && sc.badDir === 'bad-input',
+    'interpolateScroll(): nothing scrolled without a prompt on the image shown or at the stack\'s end; a dir other than 1 or -1 is bad-input', JSON.stringify({ noPrompt: sc.noPrompt, noPromptAt: sc.noPromptAt, atEnd: sc.atEnd, endAt: sc.endAt, badDir: sc.badDir }));
 
   const foreign = requests.filter((u) => !u.startsWith(server.url) && !u.startsWith('data:') && !u.startsWith('blob:'));
   check(foreign.length === 0, 'every request stays on the page\'s origin', foreign.slice(0, 5).join(' '));
