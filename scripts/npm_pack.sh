@@ -40,7 +40,7 @@ mkdir -p "$stage/www" "$stage/weights"
 cp "$dist/medfm-wasm.js" "$dist/medfm-wasm_bg.wasm" "$stage/"
 cp "$dist/www/medfm.js" "$dist/www/worker.js" "$stage/www/"
 cp "$dist/weights/lite_medsam_int8.bpk" "$stage/weights/"
-cp npm/index.d.ts npm/cornerstone.js npm/cornerstone-core.js npm/cornerstone.d.ts npm/ohif.js npm/ohif-mode.js npm/README.md npm/CHANGELOG.md npm/LICENSE-weights.md "$stage/"
+cp npm/index.d.ts npm/cornerstone.js npm/cornerstone-core.js npm/cornerstone-tool.js npm/cornerstone.d.ts npm/ohif.js npm/ohif-mode.js npm/README.md npm/CHANGELOG.md npm/LICENSE-weights.md "$stage/"
 sed "s/\"version\": \"0.0.0-set-by-npm_pack\"/\"version\": \"$version\"/" npm/package.json > "$stage/package.json"
 grep -q "\"version\": \"$version\"" "$stage/package.json" || { echo "npm_pack.sh: cannot set the version in package.json" >&2; exit 1; }
 (cd "$stage" && npm pack --silent --pack-destination "$out" > /dev/null)
