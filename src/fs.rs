@@ -163,7 +163,9 @@ pub fn walk_with(
                     }
                     stack.push((entry.path(), false));
                 }
-            } else if md.is_file() || (rules.follow_links && !md.is_symlink()) {
+            } else if md.is_file() || rules.follow_links {
+                // With links followed every entry that is no folder is listed (as `walk`
+                // always did); otherwise regular files only, never a link.
                 out.push(p.clone());
             }
             Ok(())

@@ -48,15 +48,13 @@ impl Series {
         }
         // Each instance once, by the library's rule: a copy is not held.
         let refs: Vec<&DicomImage> = images.iter().map(|(i, _)| i).collect();
-        let (kept, mut warnings) = series::first_copies(&refs);
-        let mut keep = vec![false; images.len()];
-        for k in kept {
-            keep[k] = true;
-        }
+        let firsts = series::first_copies(&refs);
+        let mut warnings = firsts.warnings;
         let (images, paths): (Vec<DicomImage>, Vec<Option<PathBuf>>) = images
             .into_iter()
-            .zip(keep)
-            .filter_map(|(x, k)| k.then_some(x))
+            .enumerate()
+            .filter(|(i, _)| firsts.copies.binary_search(i).is_err())
+            .map(|(_, x)| x)
             .unzip();
         let refs: Vec<&DicomImage> = images.iter().collect();
         let slices = series::order(&refs)?;

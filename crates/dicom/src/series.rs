@@ -110,33 +110,48 @@ fn by_instance_number(images: &[&DicomImage]) -> Vec<(usize, u32)> {
     keyed.into_iter().map(|(_, s)| s).collect()
 }
 
+/// Which of some images are first copies of their instance ([`first_copies`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FirstCopies {
+    /// Indices of the images kept (each instance's first copy, and every image without a
+    /// SOP Instance UID), ascending.
+    pub kept: Vec<usize>,
+    /// Indices of the images passed over (a later copy of a kept instance), ascending.
+    pub copies: Vec<usize>,
+    /// One for each copy passed over, naming its instance.
+    pub warnings: Vec<String>,
+}
+
 /// The rule for an instance given more than once (the same file opened twice, a copy
 /// under another name, another encoding of it): it is one instance, and counts once, as
-/// its first copy. The indices of `images` kept, in order, and a warning for each copy
-/// passed over. Images without a SOP Instance UID are all kept.
-pub fn first_copies(images: &[&DicomImage]) -> (Vec<usize>, Vec<String>) {
+/// its first copy. Images without a SOP Instance UID are all kept.
+pub fn first_copies(images: &[&DicomImage]) -> FirstCopies {
     let mut seen = std::collections::HashSet::new();
-    let mut kept = Vec::with_capacity(images.len());
-    let mut warnings = Vec::new();
+    let mut out = FirstCopies::default();
     for (i, img) in images.iter().enumerate() {
         let uid = img.meta.sop_instance_uid.as_str();
         if uid.is_empty() || seen.insert(uid) {
-            kept.push(i);
+            out.kept.push(i);
         } else {
-            warnings.push(format!(
+            out.copies.push(i);
+            out.warnings.push(format!(
                 "instance {uid} was given more than once: its first copy is used"
             ));
         }
     }
-    (kept, warnings)
+    out
 }
 
 /// Order the slices of one series (images of one SeriesInstanceUID, in any order) in
 /// space, each instance once ([`first_copies`]). Refuses an empty list, images of two
 /// series, and slices with different orientations, naming the instances.
 pub fn order(images: &[&DicomImage]) -> Result<Slices, Error> {
-    let (kept, repeated) = first_copies(images);
-    if repeated.is_empty() {
+    let FirstCopies {
+        kept,
+        copies,
+        warnings,
+    } = first_copies(images);
+    if copies.is_empty() {
         return order_distinct(images);
     }
     let distinct: Vec<&DicomImage> = kept.iter().map(|&i| images[i]).collect();
@@ -144,7 +159,7 @@ pub fn order(images: &[&DicomImage]) -> Result<Slices, Error> {
     for (i, _) in &mut slices.order {
         *i = kept[*i];
     }
-    slices.warnings.extend(repeated);
+    slices.warnings.extend(warnings);
     Ok(slices)
 }
 
@@ -309,9 +324,9 @@ pub fn group(images: &[&DicomImage]) -> Vec<Series> {
         .zip(members)
         .map(|(uid, all)| {
             let given: Vec<&DicomImage> = all.iter().map(|&i| images[i]).collect();
-            let (kept, repeated) = first_copies(&given);
-            let idx: Vec<usize> = kept.iter().map(|&k| all[k]).collect();
-            let copies: Vec<usize> = all.iter().filter(|i| !idx.contains(i)).copied().collect();
+            let firsts = first_copies(&given);
+            let idx: Vec<usize> = firsts.kept.iter().map(|&k| all[k]).collect();
+            let copies: Vec<usize> = firsts.copies.iter().map(|&k| all[k]).collect();
             let mine: Vec<&DicomImage> = idx.iter().map(|&i| images[i]).collect();
             let (local, mut warnings) = match order_distinct(&mine) {
                 Ok(s) => (s.order, s.warnings),
@@ -320,7 +335,7 @@ pub fn group(images: &[&DicomImage]) -> Vec<Series> {
                     vec![format!("{e}; frames listed by InstanceNumber")],
                 ),
             };
-            warnings.extend(repeated);
+            warnings.extend(firsts.warnings);
             let m = &mine[0].meta;
             Series {
                 uid,

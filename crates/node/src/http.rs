@@ -292,8 +292,8 @@ const LISTENER_STUCK_S: u64 = 10;
 /// The health's verdict: 503 with the reason when the work thread has been in one step
 /// (not idle) for `work_stuck_s` seconds or, the node not stopping (when both loops leave),
 /// the work thread or the DICOM listener has ended or the listener has not passed for
-/// [`LISTENER_STUCK_S`]; else 200 "ok". `work`: (step, seconds in it, ended); `listener`: (seconds since its last
-/// pass, ended).
+/// [`LISTENER_STUCK_S`]; else 200 "ok". `work`: (step, seconds in it, ended); `listener`:
+/// (seconds since its last pass, ended).
 fn verdict(
     work: (&str, u64, bool),
     listener: (u64, bool),
