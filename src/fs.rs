@@ -62,15 +62,18 @@ fn write_atomic_as(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<
         unique()
     ));
     let written = (|| -> std::io::Result<()> {
-        // A leftover of a crashed writer with the same name is replaced, never reused (its
-        // permissions could be wider).
-        let _ = std::fs::remove_file(&tmp);
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, if private { 0o600 } else { 0o666 });
-        #[cfg(not(unix))]
-        let _ = private;
+        options.write(true);
+        if private {
+            // A leftover of a crashed writer with this name is replaced, never reused: its
+            // permissions could be wider.
+            let _ = std::fs::remove_file(&tmp);
+            options.create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        } else {
+            options.create(true).truncate(true);
+        }
         let mut f = options.open(&tmp)?;
         f.write_all(bytes)?;
         f.flush()?;
